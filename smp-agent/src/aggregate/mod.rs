@@ -1,0 +1,1 @@
+//! Pure aggregation of probe snapshots (no aya, no kernel).

@@ -1,0 +1,1 @@
+//! Facts about the host read from procfs/sysfs: kernel, BTF, capabilities, sockets.

@@ -1,0 +1,11 @@
+//! smp-agent: an eBPF service-mesh overhead profiler.
+//!
+//! Only [`probes`] touches aya and the kernel; everything else is plain Rust fed by typed
+//! records, so it is unit-tested without root. See docs/architecture.md.
+
+pub mod aggregate;
+pub mod cli;
+pub mod duration;
+pub mod host;
+pub mod logging;
+pub mod probes;

@@ -1,0 +1,65 @@
+//! Load-time configuration of the kernel programs: kernel offsets read from tracefs and BTF.
+//!
+//! Aya's Rust eBPF emits no CO-RE relocations, so the agent reads every offset of the running
+//! kernel at load time and passes them in as the `.rodata` global [`OFFSETS_GLOBAL`].
+
+/// Name of the global that holds [`KernelOffsets`] in the eBPF object.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+
+/// Offsets the programs need, all in bytes. Zero in `valid` means "not filled": the programs
+/// then do nothing rather than read at a wrong place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// Set to [`crate::ABI_VERSION`] by the agent once every field below is filled.
+    pub valid: u32,
+    /// `syscalls/sys_enter_*`: offset of the `fd` field (the first argument).
+    pub sys_enter_fd: u32,
+    /// `syscalls/sys_exit_*`: offset of the `ret` field.
+    pub sys_exit_ret: u32,
+    /// `struct task_struct`: `pid` (thread id) and `tgid` (process id).
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `struct task_struct`: `files` (pointer to `struct files_struct`).
+    pub task_files: u32,
+    /// `struct files_struct`: `fdt` (pointer to `struct fdtable`).
+    pub files_fdt: u32,
+    /// `struct fdtable`: `max_fds` (u32) and `fd` (pointer to the `struct file *` array).
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    /// `struct file`: `f_inode` (pointer to `struct inode`).
+    pub file_inode: u32,
+    /// `struct inode`: `i_mode` (u16) and `i_ino` (unsigned long).
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+
+impl KernelOffsets {
+    /// All zero: "not filled" (`valid == 0`).
+    pub const fn zeroed() -> Self {
+        KernelOffsets {
+            valid: 0,
+            sys_enter_fd: 0,
+            sys_exit_ret: 0,
+            task_pid: 0,
+            task_tgid: 0,
+            task_files: 0,
+            files_fdt: 0,
+            fdtable_max_fds: 0,
+            fdtable_fd: 0,
+            file_inode: 0,
+            inode_mode: 0,
+            inode_ino: 0,
+        }
+    }
+}
+
+/// Value of the `TARGETS` map (key: tgid). Bit flags, reserved for per-target options.
+pub const TARGET_TRACKED: u32 = 1;
+
+/// Capacity of the `TARGETS` map (processes tracked at once).
+pub const MAX_TARGETS: u32 = 4096;
+
+#[cfg(feature = "user")]
+crate::user_pod!(KernelOffsets);

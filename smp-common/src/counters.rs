@@ -1,0 +1,40 @@
+//! Self-accounting counters of the kernel programs (loss is data, DESIGN.md §3 rule 5).
+//!
+//! Kept in the per-CPU array `COUNTERS`, indexed by [`Counter`]; userspace sums over CPUs.
+
+/// Index into the `COUNTERS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A ring-buffer reservation failed: an event was dropped.
+    RingbufDropped = 0,
+    /// A map insert failed (map full): a sample was not recorded.
+    MapInsertFailed = 1,
+    /// A kernel read (`bpf_probe_read_kernel`) failed: a syscall could not be resolved.
+    KernelReadFailed = 2,
+    /// A syscall exit found no matching entry (entered before the probes attached).
+    ExitWithoutEnter = 3,
+}
+
+/// Number of entries of the `COUNTERS` array. Keep in step with [`Counter`].
+pub const COUNTER_SLOTS: u32 = 4;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
+        Counter::RingbufDropped,
+        Counter::MapInsertFailed,
+        Counter::KernelReadFailed,
+        Counter::ExitWithoutEnter,
+    ];
+
+    /// A stable snake_case name, used in outputs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::RingbufDropped => "ringbuf_dropped",
+            Counter::MapInsertFailed => "map_insert_failed",
+            Counter::KernelReadFailed => "kernel_read_failed",
+            Counter::ExitWithoutEnter => "exit_without_enter",
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Events sent through the `EVENTS` ring buffer. Every event starts with [`EventHeader`].
+//!
+//! Kinds have fixed numeric ranges per domain; retired ids stay as holes, never reused:
+//! process 1–19, hop records 20–39 (reserved), agent-side 1000+.
+
+/// The first bytes of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] wire value.
+    pub kind: u32,
+    /// [`crate::ABI_VERSION`] of the program that wrote it.
+    pub abi: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the event.
+    pub ts_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+
+/// Event kinds. The discriminant is the wire value.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A tracked process's main thread exited ([`ProcessExit`]).
+    ProcessExit = 1,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<EventKind> {
+        match v {
+            1 => Some(EventKind::ProcessExit),
+            _ => None,
+        }
+    }
+}
+
+/// A tracked process exited (`sched_process_exit` of its thread-group leader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessExit {
+    pub header: EventHeader,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ProcessExit>() == 24);
+
+/// Byte size of the `EVENTS` ring buffer.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
+#[cfg(feature = "user")]
+crate::user_pod!(EventHeader, ProcessExit);

@@ -1,0 +1,107 @@
+//! Socket-path syscall accounting: per process, per socket, per syscall.
+
+/// The syscalls traced on sockets. The discriminant is the wire value.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SyscallKind {
+    Read = 0,
+    Readv = 1,
+    Recvfrom = 2,
+    Recvmsg = 3,
+    Write = 4,
+    Writev = 5,
+    Sendto = 6,
+    Sendmsg = 7,
+}
+
+impl SyscallKind {
+    /// Every kind, in wire order.
+    pub const ALL: [SyscallKind; 8] = [
+        SyscallKind::Read,
+        SyscallKind::Readv,
+        SyscallKind::Recvfrom,
+        SyscallKind::Recvmsg,
+        SyscallKind::Write,
+        SyscallKind::Writev,
+        SyscallKind::Sendto,
+        SyscallKind::Sendmsg,
+    ];
+
+    /// The syscall's name, as in `syscalls/sys_enter_<name>`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SyscallKind::Read => "read",
+            SyscallKind::Readv => "readv",
+            SyscallKind::Recvfrom => "recvfrom",
+            SyscallKind::Recvmsg => "recvmsg",
+            SyscallKind::Write => "write",
+            SyscallKind::Writev => "writev",
+            SyscallKind::Sendto => "sendto",
+            SyscallKind::Sendmsg => "sendmsg",
+        }
+    }
+
+    /// True for the receiving syscalls (data flows from the socket into the process).
+    pub const fn is_ingress(self) -> bool {
+        (self as u32) < 4
+    }
+
+    /// Decodes a wire value.
+    pub const fn from_u32(v: u32) -> Option<SyscallKind> {
+        if v < 8 {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// A syscall entered on a socket and not yet returned (`PENDING`, key: `pid_tgid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSyscall {
+    pub since_ns: u64,
+    /// Inode number of the socket.
+    pub ino: u64,
+    pub fd: u32,
+    /// A [`SyscallKind`] wire value.
+    pub kind: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 24);
+
+/// Key of `SOCK_STATS`: one socket of one process, one syscall kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub tgid: u32,
+    pub fd: u32,
+    /// Inode number of the socket (`socket:[ino]` in `/proc/<pid>/fd`).
+    pub ino: u64,
+    /// A [`SyscallKind`] wire value.
+    pub kind: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockKey>() == 24);
+
+/// Value of `SOCK_STATS` (a per-CPU LRU hash: userspace sums the CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockStats {
+    /// Completed calls, including failed ones.
+    pub calls: u64,
+    /// Bytes moved (sum of positive return values).
+    pub bytes: u64,
+    /// Calls that returned an error (`EAGAIN` included).
+    pub errors: u64,
+    /// Total time inside the syscall, nanoseconds (enter to exit).
+    pub ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<SockStats>() == 32);
+
+/// Capacity of `SOCK_STATS` (LRU: closed sockets age out first).
+pub const MAX_SOCK_STATS: u32 = 65536;
+/// Capacity of `PENDING` (one entry per thread inside a traced syscall).
+pub const MAX_PENDING: u32 = 16384;
+
+#[cfg(feature = "user")]
+crate::user_pod!(PendingSyscall, SockKey, SockStats);

@@ -1,0 +1,69 @@
+//! Every map and global of the kernel programs, named as userspace takes them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+};
+use smp_common::{
+    config::{KernelOffsets, MAX_TARGETS},
+    counters::{Counter, COUNTER_SLOTS},
+    cpu::{Running, ThreadCpu, MAX_THREADS},
+    event::EVENTS_BYTES,
+    sock::{PendingSyscall, SockKey, SockStats, MAX_PENDING, MAX_SOCK_STATS},
+};
+
+/// Kernel offsets, set by the agent at load time (`.rodata`, frozen after load).
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
+
+/// The offsets, read so the compiler cannot fold the zero initialiser.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: OFFSETS is a plain static; the volatile read keeps the loader's value.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// Processes to trace (key: tgid). Changed at runtime by the agent.
+#[map]
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// On-CPU time per thread of the targets (key: tid).
+#[map]
+pub static THREAD_CPU: LruHashMap<u32, ThreadCpu> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+/// The tracked thread currently on each CPU.
+#[map]
+pub static RUNNING: PerCpuArray<Running> = PerCpuArray::with_max_entries(1, 0);
+
+/// Socket syscalls in flight (key: pid_tgid).
+#[map]
+pub static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(MAX_PENDING, 0);
+
+/// Socket syscall accounting per process, socket and syscall kind.
+#[map]
+pub static SOCK_STATS: LruPerCpuHashMap<SockKey, SockStats> =
+    LruPerCpuHashMap::with_max_entries(MAX_SOCK_STATS, 0);
+
+/// Events to userspace (process exits; hop records later).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Self-accounting: drops and failures, indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Adds one to a self-accounting counter.
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// True when `tgid` is a tracked process.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    // SAFETY: read-only lookup of a plain value.
+    unsafe { TARGETS.get(&tgid).is_some() }
+}

@@ -1,0 +1,4 @@
+//! Probe bodies, one module per domain.
+
+pub mod sched;
+pub mod sock;

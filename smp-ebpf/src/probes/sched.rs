@@ -1,0 +1,97 @@
+//! Scheduler probes: on-CPU time of the target processes' threads.
+//!
+//! `sched_switch` runs on the CPU that switches: the thread that was running there (`prev`)
+//! leaves, `next` arrives. The per-CPU `RUNNING` slot remembers which tracked thread arrived
+//! and when, so the time charged to `prev` is exactly its stint on this CPU.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext as _,
+};
+use smp_common::{
+    counters::Counter,
+    cpu::{Running, ThreadCpu},
+    event::{EventHeader, EventKind, ProcessExit},
+    ABI_VERSION,
+};
+
+use crate::{
+    kernel::task_ids,
+    maps::{count, is_target, offsets, EVENTS, RUNNING, THREAD_CPU},
+};
+
+/// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let prev: u64 = ctx.arg(1);
+    let next: u64 = ctx.arg(2);
+    let slot = RUNNING.get_ptr_mut(0).ok_or(0i32)?;
+    // SAFETY: per-CPU slot, only this CPU touches it here.
+    let running = unsafe { &mut *slot };
+
+    let (prev_tid, _) = task_ids(prev, &o)?;
+    if running.tid != 0 && running.tid == prev_tid {
+        let delta = now.saturating_sub(running.since_ns);
+        match THREAD_CPU.get_ptr_mut(&prev_tid) {
+            // SAFETY: only the CPU that ran the thread updates its entry.
+            Some(entry) => unsafe {
+                (*entry).on_cpu_ns += delta;
+                (*entry).switches += 1;
+            },
+            None => {
+                let fresh = ThreadCpu {
+                    tgid: running.tgid,
+                    switches: 1,
+                    on_cpu_ns: delta,
+                };
+                if THREAD_CPU.insert(&prev_tid, &fresh, 0).is_err() {
+                    count(Counter::MapInsertFailed);
+                }
+            }
+        }
+    }
+
+    let (next_tid, next_tgid) = task_ids(next, &o)?;
+    if next_tid != 0 && is_target(next_tgid) {
+        *running = Running {
+            tid: next_tid,
+            tgid: next_tgid,
+            since_ns: now,
+        };
+    } else {
+        running.tid = 0;
+    }
+    Ok(())
+}
+
+/// match-proto:v5.10:include/trace/events/sched.h:TP_PROTO(struct task_struct *p)
+pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    if tid != tgid || !is_target(tgid) {
+        return Ok(());
+    }
+    let _ = ctx.as_ptr();
+    match EVENTS.reserve::<ProcessExit>(0) {
+        Some(mut entry) => {
+            entry.write(ProcessExit {
+                header: EventHeader {
+                    kind: EventKind::ProcessExit as u32,
+                    abi: ABI_VERSION,
+                    ts_ns: unsafe { bpf_ktime_get_ns() },
+                },
+                tgid,
+                _pad: 0,
+            });
+            entry.submit(0);
+        }
+        None => count(Counter::RingbufDropped),
+    }
+    Ok(())
+}

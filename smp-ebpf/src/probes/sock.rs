@@ -1,0 +1,102 @@
+//! Socket-path syscall probes: count, bytes and time inside each socket syscall of the targets.
+//!
+//! `sys_enter_*` resolves the fd to a socket inode (non-sockets are ignored at once) and parks
+//! the call in `PENDING`; `sys_exit_*` charges the call to `SOCK_STATS`.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    programs::TracePointContext,
+};
+use smp_common::{
+    counters::Counter,
+    sock::{PendingSyscall, SockKey, SockStats, SyscallKind},
+};
+
+use crate::{
+    kernel::current_socket_ino,
+    maps::{count, is_target, offsets, PENDING, SOCK_STATS},
+};
+
+/// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_<name>(..., fd, ...)
+pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    // SAFETY: the offset comes from this tracepoint's tracefs format file.
+    let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
+    let fd = fd as u32;
+    let ino = match current_socket_ino(fd, &o) {
+        Ok(Some(ino)) => ino,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            count(Counter::KernelReadFailed);
+            return Err(e);
+        }
+    };
+    let pending = PendingSyscall {
+        since_ns: unsafe { bpf_ktime_get_ns() },
+        ino,
+        fd,
+        kind: kind as u32,
+    };
+    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+        count(Counter::MapInsertFailed);
+    }
+    Ok(())
+}
+
+/// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_<name>(long ret)
+pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(());
+    }
+    // SAFETY: plain copy out of the map value.
+    let pending = match unsafe { PENDING.get(&pid_tgid) } {
+        Some(p) => *p,
+        None => return Ok(()),
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    let o = offsets();
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the offset comes from this tracepoint's tracefs format file.
+    let ret: i64 = unsafe { ctx.read_at(o.sys_exit_ret as usize) }?;
+    let key = SockKey {
+        tgid,
+        fd: pending.fd,
+        ino: pending.ino,
+        kind: pending.kind,
+        _pad: 0,
+    };
+    let ns = now.saturating_sub(pending.since_ns);
+    match SOCK_STATS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, only this CPU writes it while this program runs.
+        Some(s) => unsafe {
+            (*s).calls += 1;
+            (*s).ns += ns;
+            if ret >= 0 {
+                (*s).bytes += ret as u64;
+            } else {
+                (*s).errors += 1;
+            }
+        },
+        None => {
+            let fresh = SockStats {
+                calls: 1,
+                bytes: if ret >= 0 { ret as u64 } else { 0 },
+                errors: if ret < 0 { 1 } else { 0 },
+                ns,
+            };
+            if SOCK_STATS.insert(&key, &fresh, 0).is_err() {
+                count(Counter::MapInsertFailed);
+            }
+        }
+    }
+    Ok(())
+}
