@@ -1,1 +1,124 @@
-//! Pure aggregation of probe snapshots (no aya, no kernel).
+//! Pure aggregation of probe snapshots (no aya, no kernel): the probes hand over plain
+//! [`ProbeSnapshot`]s; this module turns them into per-process CPU and per-socket figures.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use smp_common::sock::SyscallKind;
+
+pub mod sockets;
+
+/// On-CPU time of one thread, as the scheduler probe accounted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadCpuSample {
+    pub tid: u32,
+    pub tgid: u32,
+    pub on_cpu_ns: u64,
+    pub switches: u64,
+}
+
+/// A tracked thread on a CPU right now, since `since_ns` (CLOCK_MONOTONIC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningSample {
+    pub tid: u32,
+    pub tgid: u32,
+    pub since_ns: u64,
+}
+
+/// Socket syscall accounting of one (process, socket, syscall kind), summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketSample {
+    pub tgid: u32,
+    pub fd: u32,
+    pub ino: u64,
+    pub kind: SyscallKind,
+    pub calls: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub ns: u64,
+}
+
+/// The probes' own loss and failure counters (DESIGN.md §3 rule 5: loss is data).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LossCounters {
+    pub ringbuf_dropped: u64,
+    pub map_insert_failed: u64,
+    pub kernel_read_failed: u64,
+    pub exit_without_enter: u64,
+}
+
+/// Everything the probes know at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeSnapshot {
+    /// CLOCK_MONOTONIC when the snapshot was taken (the clock of `bpf_ktime_get_ns`).
+    pub now_ns: u64,
+    pub threads: Vec<ThreadCpuSample>,
+    pub running: Vec<RunningSample>,
+    pub sockets: Vec<SocketSample>,
+    pub loss: LossCounters,
+}
+
+/// On-CPU figures of one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessCpu {
+    /// Total on-CPU time of all its threads, including the stints still running.
+    pub on_cpu_ns: u64,
+    /// Threads seen on a CPU.
+    pub threads: u32,
+    /// Context switches away from a CPU.
+    pub switches: u64,
+}
+
+impl ProbeSnapshot {
+    /// On-CPU time per process: completed stints plus the stints running at `now_ns`.
+    pub fn cpu_by_process(&self) -> BTreeMap<u32, ProcessCpu> {
+        let mut out: BTreeMap<u32, ProcessCpu> = BTreeMap::new();
+        for t in &self.threads {
+            let p = out.entry(t.tgid).or_default();
+            p.on_cpu_ns += t.on_cpu_ns;
+            p.threads += 1;
+            p.switches += t.switches;
+        }
+        for r in &self.running {
+            let p = out.entry(r.tgid).or_default();
+            p.on_cpu_ns += self.now_ns.saturating_sub(r.since_ns);
+            if !self.threads.iter().any(|t| t.tid == r.tid) {
+                p.threads += 1;
+            }
+        }
+        out
+    }
+
+    /// On-CPU figures of one process (zero if never seen on a CPU).
+    pub fn process_cpu(&self, tgid: u32) -> ProcessCpu {
+        self.cpu_by_process().remove(&tgid).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_sums_threads_and_running_stints() {
+        let snap = ProbeSnapshot {
+            now_ns: 10_000,
+            threads: vec![
+                ThreadCpuSample { tid: 11, tgid: 10, on_cpu_ns: 1_000, switches: 3 },
+                ThreadCpuSample { tid: 12, tgid: 10, on_cpu_ns: 2_000, switches: 4 },
+                ThreadCpuSample { tid: 21, tgid: 20, on_cpu_ns: 500, switches: 1 },
+            ],
+            running: vec![
+                RunningSample { tid: 12, tgid: 10, since_ns: 9_000 },
+                RunningSample { tid: 13, tgid: 10, since_ns: 9_500 },
+            ],
+            ..Default::default()
+        };
+        let p = snap.process_cpu(10);
+        assert_eq!(p.on_cpu_ns, 1_000 + 2_000 + 1_000 + 500);
+        assert_eq!(p.threads, 3);
+        assert_eq!(p.switches, 7);
+        assert_eq!(snap.process_cpu(20).on_cpu_ns, 500);
+        assert_eq!(snap.process_cpu(99), ProcessCpu::default());
+    }
+}

