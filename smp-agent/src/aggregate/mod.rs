@@ -104,13 +104,36 @@ mod tests {
         let snap = ProbeSnapshot {
             now_ns: 10_000,
             threads: vec![
-                ThreadCpuSample { tid: 11, tgid: 10, on_cpu_ns: 1_000, switches: 3 },
-                ThreadCpuSample { tid: 12, tgid: 10, on_cpu_ns: 2_000, switches: 4 },
-                ThreadCpuSample { tid: 21, tgid: 20, on_cpu_ns: 500, switches: 1 },
+                ThreadCpuSample {
+                    tid: 11,
+                    tgid: 10,
+                    on_cpu_ns: 1_000,
+                    switches: 3,
+                },
+                ThreadCpuSample {
+                    tid: 12,
+                    tgid: 10,
+                    on_cpu_ns: 2_000,
+                    switches: 4,
+                },
+                ThreadCpuSample {
+                    tid: 21,
+                    tgid: 20,
+                    on_cpu_ns: 500,
+                    switches: 1,
+                },
             ],
             running: vec![
-                RunningSample { tid: 12, tgid: 10, since_ns: 9_000 },
-                RunningSample { tid: 13, tgid: 10, since_ns: 9_500 },
+                RunningSample {
+                    tid: 12,
+                    tgid: 10,
+                    since_ns: 9_000,
+                },
+                RunningSample {
+                    tid: 13,
+                    tgid: 10,
+                    since_ns: 9_500,
+                },
             ],
             ..Default::default()
         };

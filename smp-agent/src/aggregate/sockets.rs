@@ -66,12 +66,14 @@ pub type SocketId = (u32, u64, u32);
 pub fn summarize(samples: &[SocketSample]) -> BTreeMap<SocketId, SocketSummary> {
     let mut out: BTreeMap<SocketId, SocketSummary> = BTreeMap::new();
     for s in samples {
-        let e = out.entry((s.tgid, s.ino, s.fd)).or_insert_with(|| SocketSummary {
-            tgid: s.tgid,
-            fd: s.fd,
-            inode: s.ino,
-            ..Default::default()
-        });
+        let e = out
+            .entry((s.tgid, s.ino, s.fd))
+            .or_insert_with(|| SocketSummary {
+                tgid: s.tgid,
+                fd: s.fd,
+                inode: s.ino,
+                ..Default::default()
+            });
         if s.kind.is_ingress() {
             e.recv.add(s);
         } else {
@@ -100,7 +102,12 @@ pub fn delta(
                 by_syscall: s
                     .by_syscall
                     .iter()
-                    .map(|(k, v)| (*k, v.since(b.by_syscall.get(k).unwrap_or(&IoStats::default()))))
+                    .map(|(k, v)| {
+                        (
+                            *k,
+                            v.since(b.by_syscall.get(k).unwrap_or(&IoStats::default())),
+                        )
+                    })
                     .filter(|(_, v)| !v.is_empty())
                     .collect(),
             };
@@ -123,7 +130,16 @@ mod tests {
     use super::*;
 
     fn sample(ino: u64, kind: SyscallKind, calls: u64, bytes: u64) -> SocketSample {
-        SocketSample { tgid: 7, fd: 3, ino, kind, calls, bytes, errors: 0, ns: calls * 100 }
+        SocketSample {
+            tgid: 7,
+            fd: 3,
+            ino,
+            kind,
+            calls,
+            bytes,
+            errors: 0,
+            ns: calls * 100,
+        }
     }
 
     #[test]
@@ -144,8 +160,14 @@ mod tests {
 
     #[test]
     fn delta_drops_idle_sockets_and_saturates() {
-        let before = summarize(&[sample(1, SyscallKind::Read, 2, 20), sample(2, SyscallKind::Write, 5, 50)]);
-        let now = summarize(&[sample(1, SyscallKind::Read, 5, 80), sample(2, SyscallKind::Write, 5, 50)]);
+        let before = summarize(&[
+            sample(1, SyscallKind::Read, 2, 20),
+            sample(2, SyscallKind::Write, 5, 50),
+        ]);
+        let now = summarize(&[
+            sample(1, SyscallKind::Read, 5, 80),
+            sample(2, SyscallKind::Write, 5, 50),
+        ]);
         let d = delta(&now, &before);
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].recv.calls, d[0].recv.bytes), (3, 60));

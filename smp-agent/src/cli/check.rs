@@ -100,8 +100,18 @@ fn print_text(r: &CheckReport) {
     let k = &r.kernel;
     println!("smp-agent {} check", r.version);
     println!("kernel      {}", k.release);
-    println!("BTF         {}", if k.btf { "yes (/sys/kernel/btf/vmlinux)" } else { "no" });
-    println!("tracefs     {}", if k.tracefs { "mounted" } else { "not mounted" });
+    println!(
+        "BTF         {}",
+        if k.btf {
+            "yes (/sys/kernel/btf/vmlinux)"
+        } else {
+            "no"
+        }
+    );
+    println!(
+        "tracefs     {}",
+        if k.tracefs { "mounted" } else { "not mounted" }
+    );
     println!("ring buffer {}", if r.ring_buffer { "yes" } else { "no" });
     println!(
         "optional    kprobe: {}, fentry: {}",
@@ -110,23 +120,36 @@ fn print_text(r: &CheckReport) {
     );
     println!(
         "caps        {}",
-        if k.capabilities.is_empty() { "none".to_string() } else { k.capabilities.join(" ") }
+        if k.capabilities.is_empty() {
+            "none".to_string()
+        } else {
+            k.capabilities.join(" ")
+        }
     );
     println!();
-    println!("{:<20} {:<15} {:<32} {:<9} REASON", "PROGRAM", "KIND", "HOOK", "STATUS");
+    println!(
+        "{:<20} {:<15} {:<32} {:<9} REASON",
+        "PROGRAM", "KIND", "HOOK", "STATUS"
+    );
     for h in &r.hooks {
         let kind = serde_json::to_value(h.hook.kind)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
-        let status = if h.status == "failed" && !h.hook.required { "absent" } else { h.status };
+        let status = if h.status == "failed" && !h.hook.required {
+            "absent"
+        } else {
+            h.status
+        };
         println!(
             "{:<20} {:<15} {:<32} {:<9} {}",
             h.hook.program,
             kind,
             h.hook.target,
             status,
-            h.reason.as_deref().unwrap_or(if h.hook.required { "" } else { "(optional)" })
+            h.reason
+                .as_deref()
+                .unwrap_or(if h.hook.required { "" } else { "(optional)" })
         );
     }
     println!();

@@ -164,7 +164,9 @@ pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised comm, which may contain spaces.
-            let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -182,7 +184,10 @@ mod tests {
         assert!(has_cap(caps, Capability::Bpf) && has_cap(caps, Capability::Perfmon));
         assert!(missing_probe_caps(caps).is_empty());
         let none = parse_cap_eff("CapEff:\t0000000000000000\n").unwrap();
-        assert_eq!(missing_probe_caps(none), vec![Capability::Bpf, Capability::Perfmon]);
+        assert_eq!(
+            missing_probe_caps(none),
+            vec![Capability::Bpf, Capability::Perfmon]
+        );
         let only_bpf = 1u64 << 39;
         assert_eq!(missing_probe_caps(only_bpf), vec![Capability::Perfmon]);
         let sys_admin = 1u64 << 21;

@@ -151,8 +151,8 @@ impl Btf {
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => o += vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => o += vlen * 12,
-                0 | 2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
-                | 16 | KIND_TYPE_TAG => {}
+                0 | 2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | 16
+                | KIND_TYPE_TAG => {}
                 _ => return Err(BtfError::Invalid("unknown type kind")),
             }
             types.push(Type {
@@ -198,7 +198,9 @@ impl Btf {
         let id = self
             .types
             .iter()
-            .position(|t| t.kind == KIND_STRUCT && !t.members.is_empty() && self.name(t.name_off) == strukt)
+            .position(|t| {
+                t.kind == KIND_STRUCT && !t.members.is_empty() && self.name(t.name_off) == strukt
+            })
             .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
         let bits = self
             .find_member(id as u32, member, 0)
@@ -265,7 +267,13 @@ mod tests {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, tys.len() as u32, tys.len() as u32, strs.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            tys.len() as u32,
+            tys.len() as u32,
+            strs.len() as u32,
+        ] {
             out.extend_from_slice(&w.to_le_bytes());
         }
         out.extend_from_slice(&tys);
@@ -286,7 +294,12 @@ mod tests {
             // 1: int (4 bytes)
             (n(0), info(KIND_INT, 0, false), 4, vec![32]),
             // 2: anonymous union { int files; int inner; }
-            (0, info(KIND_UNION, 2, false), 4, vec![n(4), 1, 0, n(5), 1, 0]),
+            (
+                0,
+                info(KIND_UNION, 2, false),
+                4,
+                vec![n(4), 1, 0, n(5), 1, 0],
+            ),
             // 3: const -> 2
             (0, info(KIND_CONST, 0, false), 2, vec![]),
             // 4: struct task { int pid @0; int tgid @32 bits; anon(const union) @64; int flags:3 @97 }
@@ -303,15 +316,30 @@ mod tests {
         assert_eq!(btf.member_offset("task", "tgid").unwrap(), 4);
         assert_eq!(btf.member_offset("task", "files").unwrap(), 8);
         assert_eq!(btf.member_offset("task", "inner").unwrap(), 8);
-        assert!(matches!(btf.member_offset("task", "flags"), Err(BtfError::Bitfield { .. })));
-        assert!(matches!(btf.member_offset("task", "nope"), Err(BtfError::NoMember { .. })));
-        assert!(matches!(btf.member_offset("inode", "i_mode"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.member_offset("task", "flags"),
+            Err(BtfError::Bitfield { .. })
+        ));
+        assert!(matches!(
+            btf.member_offset("task", "nope"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member_offset("inode", "i_mode"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(Btf::parse(b"not btf at all, clearly"), Err(BtfError::Invalid(_))));
-        assert!(matches!(Btf::parse(&[0x9f, 0xeb]), Err(BtfError::Invalid(_))));
+        assert!(matches!(
+            Btf::parse(b"not btf at all, clearly"),
+            Err(BtfError::Invalid(_))
+        ));
+        assert!(matches!(
+            Btf::parse(&[0x9f, 0xeb]),
+            Err(BtfError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -60,18 +60,30 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: T is plain-old-data without padding (sizes asserted in smp-common).
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
 
     #[test]
     fn round_trips_process_exit() {
         let e = ProcessExit {
-            header: EventHeader { kind: EventKind::ProcessExit as u32, abi: ABI_VERSION, ts_ns: 42 },
+            header: EventHeader {
+                kind: EventKind::ProcessExit as u32,
+                abi: ABI_VERSION,
+                ts_ns: 42,
+            },
             tgid: 1234,
             _pad: 0,
         };
-        assert_eq!(decode(&bytes_of(&e)), Ok(ProbeEvent::ProcessExit { tgid: 1234, ts_ns: 42 }));
+        assert_eq!(
+            decode(&bytes_of(&e)),
+            Ok(ProbeEvent::ProcessExit {
+                tgid: 1234,
+                ts_ns: 42
+            })
+        );
     }
 
     #[test]
@@ -80,10 +92,21 @@ mod tests {
         e.header.kind = EventKind::ProcessExit as u32;
         e.header.abi = ABI_VERSION;
         let b = bytes_of(&e);
-        assert_eq!(decode(&b[..20]), Err(DecodeError::TooShort { got: 20, need: 24 }));
-        assert_eq!(decode(&b[..4]), Err(DecodeError::TooShort { got: 4, need: 16 }));
+        assert_eq!(
+            decode(&b[..20]),
+            Err(DecodeError::TooShort { got: 20, need: 24 })
+        );
+        assert_eq!(
+            decode(&b[..4]),
+            Err(DecodeError::TooShort { got: 4, need: 16 })
+        );
         e.header.abi = ABI_VERSION + 1;
-        assert_eq!(decode(&bytes_of(&e)), Err(DecodeError::Abi { got: ABI_VERSION + 1 }));
+        assert_eq!(
+            decode(&bytes_of(&e)),
+            Err(DecodeError::Abi {
+                got: ABI_VERSION + 1
+            })
+        );
         e.header.abi = ABI_VERSION;
         e.header.kind = 999;
         assert_eq!(decode(&bytes_of(&e)), Err(DecodeError::UnknownKind(999)));

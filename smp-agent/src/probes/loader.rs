@@ -106,7 +106,10 @@ fn hint(err: &(dyn std::error::Error + 'static)) -> String {
             format!("permission denied ({text}); capabilities look sufficient, so a security module (lockdown, SELinux, seccomp) may forbid it")
         } else {
             let names: Vec<_> = missing.iter().map(|c| c.name()).collect();
-            format!("permission denied: missing {} (run as root, or grant CAP_BPF and CAP_PERFMON)", names.join(", "))
+            format!(
+                "permission denied: missing {} (run as root, or grant CAP_BPF and CAP_PERFMON)",
+                names.join(", ")
+            )
         }
     } else {
         text
@@ -171,10 +174,16 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
     result.map_err(|e| {
         let h = hint(&e);
         match hook.kind {
-            HookKind::Kprobe if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => {
-                format!("kprobes unavailable: this kernel has no kprobe PMU (CONFIG_KPROBES off): {h}")
+            HookKind::Kprobe
+                if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() =>
+            {
+                format!(
+                    "kprobes unavailable: this kernel has no kprobe PMU (CONFIG_KPROBES off): {h}"
+                )
             }
-            HookKind::Fentry => format!("fentry unavailable (needs BTF and function-level ftrace): {h}"),
+            HookKind::Fentry => {
+                format!("fentry unavailable (needs BTF and function-level ftrace): {h}")
+            }
             _ => h,
         }
     })
@@ -189,7 +198,11 @@ impl Probes {
         let mut status = Vec::new();
         for hook in catalog::hooks() {
             if !hook.required {
-                status.push(HookStatus { hook, status: "not_tried", reason: None });
+                status.push(HookStatus {
+                    hook,
+                    status: "not_tried",
+                    reason: None,
+                });
                 continue;
             }
             if let Err(reason) = attach(&mut ebpf, &hook) {
@@ -200,7 +213,11 @@ impl Probes {
                 });
             }
             tracing::debug!(program = hook.program, target = %hook.target, "attached");
-            status.push(HookStatus { hook, status: "attached", reason: None });
+            status.push(HookStatus {
+                hook,
+                status: "attached",
+                reason: None,
+            });
         }
         Ok(Probes { ebpf, status })
     }
@@ -211,7 +228,11 @@ impl Probes {
         let fail_all = |reason: String| -> (Vec<HookStatus>, Option<String>) {
             let statuses = catalog::hooks()
                 .into_iter()
-                .map(|hook| HookStatus { hook, status: "failed", reason: Some(reason.clone()) })
+                .map(|hook| HookStatus {
+                    hook,
+                    status: "failed",
+                    reason: Some(reason.clone()),
+                })
                 .collect();
             (statuses, Some(reason))
         };
@@ -230,8 +251,16 @@ impl Probes {
         let statuses = catalog::hooks()
             .into_iter()
             .map(|hook| match attach(&mut ebpf, &hook) {
-                Ok(()) => HookStatus { hook, status: "attached", reason: None },
-                Err(reason) => HookStatus { hook, status: "failed", reason: Some(reason) },
+                Ok(()) => HookStatus {
+                    hook,
+                    status: "attached",
+                    reason: None,
+                },
+                Err(reason) => HookStatus {
+                    hook,
+                    status: "failed",
+                    reason: Some(reason),
+                },
             })
             .collect();
         (statuses, None)
@@ -247,21 +276,30 @@ impl Probes {
             .ebpf
             .map_mut("TARGETS")
             .ok_or(ProbeError::MissingMap { map: "TARGETS" })?;
-        HashMap::try_from(map).map_err(|source| ProbeError::Map { map: "TARGETS", source })
+        HashMap::try_from(map).map_err(|source| ProbeError::Map {
+            map: "TARGETS",
+            source,
+        })
     }
 
     /// Starts tracing process `tgid` (takes effect at once, no reload).
     pub fn track(&mut self, tgid: u32) -> Result<(), ProbeError> {
         self.targets()?
             .insert(tgid, TARGET_TRACKED, 0)
-            .map_err(|source| ProbeError::Map { map: "TARGETS", source })
+            .map_err(|source| ProbeError::Map {
+                map: "TARGETS",
+                source,
+            })
     }
 
     /// Stops tracing process `tgid`.
     pub fn untrack(&mut self, tgid: u32) -> Result<(), ProbeError> {
         match self.targets()?.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(ProbeError::Map { map: "TARGETS", source }),
+            Err(source) => Err(ProbeError::Map {
+                map: "TARGETS",
+                source,
+            }),
         }
     }
 
@@ -273,7 +311,10 @@ impl Probes {
                 .ok_or(ProbeError::MissingMap { map: name })
         };
         let err = |map: &'static str| move |source| ProbeError::Map { map, source };
-        let mut snap = ProbeSnapshot { now_ns: monotonic_ns(), ..Default::default() };
+        let mut snap = ProbeSnapshot {
+            now_ns: monotonic_ns(),
+            ..Default::default()
+        };
 
         let threads: HashMap<_, u32, ThreadCpu> =
             HashMap::try_from(map("THREAD_CPU")?).map_err(err("THREAD_CPU"))?;
@@ -291,7 +332,11 @@ impl Probes {
             PerCpuArray::try_from(map("RUNNING")?).map_err(err("RUNNING"))?;
         for r in running.get(&0, 0).map_err(err("RUNNING"))?.iter() {
             if r.tid != 0 {
-                snap.running.push(RunningSample { tid: r.tid, tgid: r.tgid, since_ns: r.since_ns });
+                snap.running.push(RunningSample {
+                    tid: r.tid,
+                    tgid: r.tgid,
+                    since_ns: r.since_ns,
+                });
             }
         }
 
@@ -346,7 +391,10 @@ impl Probes {
             .ebpf
             .take_map("EVENTS")
             .ok_or(ProbeError::MissingMap { map: "EVENTS" })?;
-        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map { map: "EVENTS", source })?;
+        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            map: "EVENTS",
+            source,
+        })?;
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the AsyncFd owns the ring buffer.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -393,7 +441,10 @@ impl EventReader {
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

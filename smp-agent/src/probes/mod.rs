@@ -11,6 +11,7 @@ mod loader;
 pub mod offsets;
 pub mod tracefs;
 
+pub use events::ProbeEvent;
 pub use loader::{monotonic_ns, EventReader, HookStatus, ProbeError, Probes};
 
 /// The kernel programs, built by build.rs (empty when built with `AYA_BUILD_SKIP=1`).

@@ -155,7 +155,8 @@ pub fn field_offset(category: &str, name: &str, field_name: &str) -> Result<u32,
 mod tests {
     use super::*;
 
-    const RECVFROM: &str = include_str!("../../../tests/fixtures/tracefs/sys_enter_recvfrom.format");
+    const RECVFROM: &str =
+        include_str!("../../../tests/fixtures/tracefs/sys_enter_recvfrom.format");
     const EXIT_READ: &str = include_str!("../../../tests/fixtures/tracefs/sys_exit_read.format");
     const SCHED_SWITCH: &str = include_str!("../../../tests/fixtures/tracefs/sched_switch.format");
 
@@ -187,7 +188,10 @@ mod tests {
         let p = Path::new("events/syscalls/sys_exit_read/format");
         let fields = parse_format(EXIT_READ, p).unwrap();
         let e = field(&fields, "fd", p).unwrap_err().to_string();
-        assert!(e.contains("sys_exit_read/format") && e.contains("\"fd\"") && e.contains("ret"), "{e}");
+        assert!(
+            e.contains("sys_exit_read/format") && e.contains("\"fd\"") && e.contains("ret"),
+            "{e}"
+        );
     }
 
     #[test]

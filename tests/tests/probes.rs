@@ -1,0 +1,127 @@
+//! Probe-level tests: load the real programs, drive known work in a child process, and compare
+//! the probe figures with what the work did (exact counts) and with the kernel's own accounting.
+
+use smp_agent::probes::Probes;
+use smp_common::sock::SyscallKind;
+use smp_tests::{proc_cpu_ns, require_root, socket_inode, Workload};
+
+/// Within `pct` percent of `want`.
+fn within(got: f64, want: f64, pct: f64) -> bool {
+    (got - want).abs() <= want * pct / 100.0
+}
+
+#[test]
+fn cpu_of_a_multithreaded_burner_matches_proc_stat() {
+    if !require_root("cpu_of_a_multithreaded_burner_matches_proc_stat") {
+        return;
+    }
+    let mut probes = Probes::load().expect("load probes");
+    let (mut w, ready) = Workload::spawn(env!("CARGO_BIN_EXE_burner"), &["3", "400"]);
+    assert_eq!(ready, "ready");
+    let pid = w.pid();
+    probes.track(pid).expect("track");
+    let stat0 = proc_cpu_ns(pid);
+    let before = probes
+        .snapshot()
+        .expect("snapshot")
+        .process_cpu(pid)
+        .on_cpu_ns;
+    w.go();
+    let done = w.line();
+    let threads_ns: u64 = done
+        .strip_prefix("done ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("burner said {done:?}"));
+    let snap = probes.snapshot().expect("snapshot");
+    let stat1 = proc_cpu_ns(pid);
+    let probe_ns = snap.process_cpu(pid).on_cpu_ns - before;
+    let stat_ns = stat1 - stat0;
+    w.finish();
+    eprintln!("probe {probe_ns} ns, /proc/stat {stat_ns} ns, burner threads {threads_ns} ns");
+    assert!(threads_ns >= 3 * 400_000_000, "burner burned {threads_ns}");
+    // The bound is 3 % of utime+stime; stat has 10 ms ticks (≤ 0.8 % here).
+    assert!(
+        within(probe_ns as f64, stat_ns as f64, 3.0),
+        "probe {probe_ns} vs /proc/stat {stat_ns}"
+    );
+    // The burner threads' own clocks are exact; the probe also sees the main thread's bit.
+    assert!(
+        within(probe_ns as f64, threads_ns as f64, 3.0),
+        "probe {probe_ns} vs thread clocks {threads_ns}"
+    );
+    let threads = snap.threads.iter().filter(|t| t.tgid == pid).count();
+    assert!(threads >= 3, "saw {threads} threads of the burner");
+}
+
+#[test]
+fn cpu_of_an_untracked_process_is_not_counted() {
+    if !require_root("cpu_of_an_untracked_process_is_not_counted") {
+        return;
+    }
+    let probes = Probes::load().expect("load probes");
+    let (mut w, _) = Workload::spawn(env!("CARGO_BIN_EXE_burner"), &["1", "100"]);
+    let pid = w.pid();
+    w.go();
+    let _ = w.line();
+    let snap = probes.snapshot().expect("snapshot");
+    w.finish();
+    assert_eq!(snap.process_cpu(pid).on_cpu_ns, 0);
+    assert!(snap.threads.iter().all(|t| t.tgid != pid));
+}
+
+/// (fd side, syscall, calls, bytes, errors) the sockmover performs; `a` sends, `b` receives.
+const EXPECTED: &[(char, SyscallKind, u64, u64, u64)] = &[
+    ('a', SyscallKind::Write, 10, 1000, 0),
+    ('a', SyscallKind::Sendto, 10, 2000, 0),
+    ('a', SyscallKind::Writev, 10, 1000, 0),
+    ('a', SyscallKind::Sendmsg, 10, 3000, 0),
+    ('b', SyscallKind::Read, 11, 1000, 1),
+    ('b', SyscallKind::Recvfrom, 10, 2000, 0),
+    ('b', SyscallKind::Readv, 10, 1000, 0),
+    ('b', SyscallKind::Recvmsg, 10, 3000, 0),
+];
+
+#[test]
+fn socket_syscalls_are_counted_exactly_per_socket_and_kind() {
+    if !require_root("socket_syscalls_are_counted_exactly_per_socket_and_kind") {
+        return;
+    }
+    let mut probes = Probes::load().expect("load probes");
+    let (mut w, ready) = Workload::spawn(env!("CARGO_BIN_EXE_sockmover"), &[]);
+    let fds: Vec<i32> = ready
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("sockmover said {ready:?}"))
+        .split_whitespace()
+        .map(|f| f.parse().expect("fd"))
+        .collect();
+    let pid = w.pid();
+    let (ino_a, ino_b) = (socket_inode(pid, fds[0]), socket_inode(pid, fds[1]));
+    probes.track(pid).expect("track");
+    w.go();
+    assert_eq!(w.line(), "done");
+    let snap = probes.snapshot().expect("snapshot");
+    w.finish();
+
+    let mine: Vec<_> = snap.sockets.iter().filter(|s| s.tgid == pid).collect();
+    for &(side, kind, calls, bytes, errors) in EXPECTED {
+        let (fd, ino) = if side == 'a' {
+            (fds[0], ino_a)
+        } else {
+            (fds[1], ino_b)
+        };
+        let s = mine
+            .iter()
+            .find(|s| s.ino == ino && s.kind == kind)
+            .unwrap_or_else(|| panic!("no sample for fd {fd} {kind:?}; have {mine:?}"));
+        assert_eq!(s.fd, fd as u32, "{kind:?}");
+        assert_eq!(
+            (s.calls, s.bytes, s.errors),
+            (calls, bytes, errors),
+            "{kind:?} on fd {fd}"
+        );
+        assert!(s.ns > 0, "{kind:?}: time inside the syscall is recorded");
+    }
+    // Nothing else: the /dev/null, /dev/zero and pipe I/O are not sockets.
+    assert_eq!(mine.len(), EXPECTED.len(), "unexpected samples: {mine:?}");
+    assert_eq!(snap.loss.map_insert_failed, 0);
+}
