@@ -32,8 +32,25 @@ pub struct KernelOffsets {
     /// `struct inode`: `i_mode` (u16) and `i_ino` (unsigned long).
     pub inode_mode: u32,
     pub inode_ino: u32,
+    /// `syscalls/sys_enter_*`: offset of the second argument (buffer, iovec or msghdr).
+    pub sys_enter_buf: u32,
+    /// `struct file`: `private_data` (the `struct socket *` of a socket file).
+    pub file_private: u32,
+    /// `struct socket`: `sk`.
+    pub socket_sk: u32,
+    /// `struct sock_common`: family, IPv4 addresses, ports, IPv6 addresses.
+    pub skc_family: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// `struct user_msghdr`: `msg_iov`.
+    pub msghdr_iov: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -51,6 +68,18 @@ impl KernelOffsets {
             file_inode: 0,
             inode_mode: 0,
             inode_ino: 0,
+            sys_enter_buf: 0,
+            file_private: 0,
+            socket_sk: 0,
+            skc_family: 0,
+            skc_daddr: 0,
+            skc_rcv_saddr: 0,
+            skc_dport: 0,
+            skc_num: 0,
+            skc_v6_daddr: 0,
+            skc_v6_rcv_saddr: 0,
+            msghdr_iov: 0,
+            _pad: 0,
         }
     }
 }

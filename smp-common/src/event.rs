@@ -22,12 +22,15 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 pub enum EventKind {
     /// A tracked process's main thread exited ([`ProcessExit`]).
     ProcessExit = 1,
+    /// A paired exchange through a proxy ([`crate::hop::ExchangeRecord`]).
+    Exchange = 20,
 }
 
 impl EventKind {
     pub const fn from_u32(v: u32) -> Option<EventKind> {
         match v {
             1 => Some(EventKind::ProcessExit),
+            20 => Some(EventKind::Exchange),
             _ => None,
         }
     }
@@ -44,7 +47,7 @@ pub struct ProcessExit {
 const _: () = assert!(core::mem::size_of::<ProcessExit>() == 24);
 
 /// Byte size of the `EVENTS` ring buffer.
-pub const EVENTS_BYTES: u32 = 256 * 1024;
+pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 
 #[cfg(feature = "user")]
 crate::user_pod!(EventHeader, ProcessExit);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod counters;
 pub mod cpu;
 pub mod event;
+pub mod hop;
 pub mod sock;
 
 /// Version of the kernel/user wire format. Bump it when any type in this crate changes layout.

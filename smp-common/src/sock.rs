@@ -61,13 +61,18 @@ impl SyscallKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingSyscall {
     pub since_ns: u64,
+    /// The syscall's second argument: the buffer (read/write/recvfrom/sendto), the iovec array
+    /// (readv/writev) or the msghdr (recvmsg/sendmsg).
+    pub buf: u64,
     /// Inode number of the socket.
     pub ino: u64,
+    /// The `struct sock *` of the socket.
+    pub sk: u64,
     pub fd: u32,
     /// A [`SyscallKind`] wire value.
     pub kind: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 24);
+const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 40);
 
 /// Key of `SOCK_STATS`: one socket of one process, one syscall kind.
 #[repr(C)]

@@ -1,17 +1,26 @@
-//! Reads of kernel memory at offsets the agent found in BTF.
+//! Reads of kernel and user memory at offsets the agent found in BTF and tracefs.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use smp_common::config::KernelOffsets;
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user};
+use smp_common::{config::KernelOffsets, hop::Tuple};
 
 /// `S_IFMT` and `S_IFSOCK` from `include/uapi/linux/stat.h`.
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
 pub fn read<T>(base: u64, off: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }
+}
+
+/// Reads a `T` at `addr` in the current task's user memory.
+#[inline(always)]
+pub fn read_user<T>(addr: u64) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_user validates the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_user(addr as *const T) }
 }
 
 /// `task->pid` and `task->tgid`.
@@ -22,10 +31,19 @@ pub fn task_ids(task: u64, o: &KernelOffsets) -> Result<(u32, u32), i32> {
     Ok((pid as u32, tgid as u32))
 }
 
-/// The inode number of the socket behind `fd` of the current task, or `None` if `fd` is not
-/// a socket (walks `task->files->fdt->fd[fd]->f_inode`).
+/// A socket behind an fd of the current task.
+#[derive(Clone, Copy)]
+pub struct SocketRef {
+    /// Inode number (`socket:[ino]`).
+    pub ino: u64,
+    /// `struct sock *`.
+    pub sk: u64,
+}
+
+/// The socket behind `fd` of the current task, or `None` if `fd` is not a socket
+/// (walks `task->files->fdt->fd[fd]`, checks `f_inode->i_mode`, follows `private_data->sk`).
 #[inline(always)]
-pub fn current_socket_ino(fd: u32, o: &KernelOffsets) -> Result<Option<u64>, i32> {
+pub fn current_socket(fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
     // SAFETY: returns the current task pointer; it is only dereferenced via probe_read.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, o.task_files)?;
@@ -45,5 +63,43 @@ pub fn current_socket_ino(fd: u32, o: &KernelOffsets) -> Result<Option<u64>, i32
         return Ok(None);
     }
     let ino: u64 = read(inode, o.inode_ino)?;
-    Ok(Some(ino))
+    let socket: u64 = read(file, o.file_private)?;
+    let sk: u64 = if socket == 0 {
+        0
+    } else {
+        read(socket, o.socket_sk)?
+    };
+    Ok(Some(SocketRef { ino, sk }))
+}
+
+/// The endpoints of a connected socket; `None` while it has no peer yet.
+#[inline(always)]
+pub fn sock_tuple(sk: u64, o: &KernelOffsets) -> Result<Option<Tuple>, i32> {
+    if sk == 0 {
+        return Ok(None);
+    }
+    let family: u16 = read(sk, o.skc_family)?;
+    let dport: u16 = read(sk, o.skc_dport)?;
+    let num: u16 = read(sk, o.skc_num)?;
+    if dport == 0 || num == 0 {
+        return Ok(None);
+    }
+    let mut t = Tuple {
+        family,
+        local_port: num,
+        remote_port: u16::from_be(dport),
+        ..Tuple::default()
+    };
+    if family == AF_INET {
+        let d: [u8; 4] = read(sk, o.skc_daddr)?;
+        let s: [u8; 4] = read(sk, o.skc_rcv_saddr)?;
+        t.remote_addr[..4].copy_from_slice(&d);
+        t.local_addr[..4].copy_from_slice(&s);
+    } else if family == AF_INET6 {
+        t.remote_addr = read(sk, o.skc_v6_daddr)?;
+        t.local_addr = read(sk, o.skc_v6_rcv_saddr)?;
+    } else {
+        return Ok(None);
+    }
+    Ok(Some(t))
 }

@@ -96,6 +96,26 @@ syscall_pair!(
     "sys_enter_sendmsg"
 );
 
+/// accept/accept4 return the downstream socket of a proxy: its role is known from birth.
+#[tracepoint]
+pub fn smp_exit_accept4(ctx: TracePointContext) -> u32 {
+    let _ = probes::sock::on_accept_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn smp_exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = probes::sock::on_accept_exit(&ctx);
+    0
+}
+
+/// connect: the socket is an upstream of the proxy.
+#[tracepoint]
+pub fn smp_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = probes::sock::on_connect_enter(&ctx);
+    0
+}
+
 /// Optional-hook probe: loaded only by `smp-agent check` to learn whether kprobes work here.
 #[kprobe]
 pub fn smp_probe_kprobe(_ctx: ProbeContext) -> u32 {

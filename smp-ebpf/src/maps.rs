@@ -9,6 +9,7 @@ use smp_common::{
     counters::{Counter, COUNTER_SLOTS},
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
+    hop::{FwdQueue, HopCounts, SockState, MAX_SOCK_STATE, MAX_THREAD_FWD},
     sock::{PendingSyscall, SockKey, SockStats, MAX_PENDING, MAX_SOCK_STATS},
 };
 
@@ -43,6 +44,27 @@ pub static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(MAX
 #[map]
 pub static SOCK_STATS: LruPerCpuHashMap<SockKey, SockStats> =
     LruPerCpuHashMap::with_max_entries(MAX_SOCK_STATS, 0);
+
+/// Message state per socket (key: socket inode), for hop pairing.
+#[map]
+pub static SOCK_STATE: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
+
+/// Responses read and not yet forwarded, per thread (key: tid).
+#[map]
+pub static THREAD_FWD: LruHashMap<u32, FwdQueue> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
+
+/// The downstream socket each thread last read a new request from (key: tid).
+#[map]
+pub static THREAD_LAST_REQ: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
+
+/// One all-zero queue, the source for creating `THREAD_FWD` entries (never written).
+#[map]
+pub static ZERO_FWD: PerCpuArray<FwdQueue> = PerCpuArray::with_max_entries(1, 0);
+
+/// Pairing counters per process (key: tgid).
+#[map]
+pub static HOP_COUNTS: LruPerCpuHashMap<u32, HopCounts> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
 
 /// Events to userspace (process exits; hop records later).
 #[map]

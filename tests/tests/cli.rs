@@ -52,7 +52,7 @@ fn check_attaches_every_required_hook() {
     assert_eq!(doc["ring_buffer"], true);
     let hooks = doc["hooks"].as_array().expect("hooks");
     let required: Vec<_> = hooks.iter().filter(|h| h["required"] == true).collect();
-    assert_eq!(required.len(), 18);
+    assert_eq!(required.len(), 21);
     for h in &required {
         assert_eq!(h["status"], "attached", "{h}");
         assert!(h["variant"].as_str().is_some_and(|v| !v.is_empty()));

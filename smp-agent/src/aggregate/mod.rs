@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use smp_common::sock::SyscallKind;
 
+pub mod hops;
 pub mod sockets;
 
 /// On-CPU time of one thread, as the scheduler probe accounted it.
@@ -56,6 +57,8 @@ pub struct ProbeSnapshot {
     pub running: Vec<RunningSample>,
     pub sockets: Vec<SocketSample>,
     pub loss: LossCounters,
+    /// Hop pairing counters per process.
+    pub pairing: BTreeMap<u32, hops::PairingCounts>,
 }
 
 /// On-CPU figures of one process.

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::OutputFormat;
 use crate::{
     aggregate::{
+        hops::{HopAggregator, HopPercentiles, PairingCounts},
         sockets::{self, IoStats, SocketSummary},
         LossCounters, ProbeSnapshot,
     },
@@ -105,8 +106,35 @@ pub struct TopReport {
     /// Totals per syscall over every socket.
     pub syscalls: BTreeMap<&'static str, IoView>,
     pub sockets: Vec<SocketView>,
+    /// Per-hop latency through the process, if it proxied HTTP/1.x exchanges.
+    pub hops: Vec<HopView>,
+    /// Hop pairing counters (requests seen, paired, unpaired and why).
+    pub pairing: PairingCounts,
+    /// Requests seen that were not paired.
+    pub unpaired: u64,
     /// The probes' own losses (non-zero means figures are low).
     pub loss: LossCounters,
+}
+
+/// One hop (direction, leg) of the process, as the JSON document shows it.
+#[derive(Debug, Serialize)]
+pub struct HopView {
+    pub direction: &'static str,
+    pub leg: &'static str,
+    #[serde(flatten)]
+    pub latency: HopPercentiles,
+}
+
+fn hop_views(hops: &HopAggregator, pid: u32) -> Vec<HopView> {
+    hops.summary()
+        .into_iter()
+        .filter(|(k, _)| k.tgid == pid)
+        .map(|(k, p)| HopView {
+            direction: k.direction.name(),
+            leg: k.leg.name(),
+            latency: p,
+        })
+        .collect()
 }
 
 pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -145,6 +173,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut ticker = tokio::time::interval_at(start + args.interval, args.interval);
     let deadline = args.duration.map(|d| start + d);
     let mut exited = false;
+    let mut hops = HopAggregator::default();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -161,6 +190,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 per_interval.push(cpu);
                 if text {
                     print_interval(&args, &info.comm, start.elapsed(), &prev, &now, cpu);
+                    print_hops(&hop_views(&hops, info.pid), now.pairing.get(&info.pid));
                 }
                 prev = now;
                 if !host::process_alive(info.pid) {
@@ -169,7 +199,14 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             batch = events.next_batch() => {
-                if batch?.iter().any(|e| matches!(e, ProbeEvent::ProcessExit { tgid, .. } if *tgid == info.pid)) {
+                let mut gone = false;
+                for e in batch? {
+                    match e {
+                        ProbeEvent::Exchange(x) => hops.record(&x),
+                        ProbeEvent::ProcessExit { tgid, .. } => gone |= tgid == info.pid,
+                    }
+                }
+                if gone {
                     exited = true;
                     break;
                 }
@@ -182,7 +219,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let elapsed = start.elapsed();
     drop(events);
     drop(probes); // detach now, before printing
-    let report = build_report(&info, elapsed, exited, &first, &last, per_interval);
+    let mut report = build_report(&info, elapsed, exited, &first, &last, per_interval);
+    report.hops = hop_views(&hops, info.pid);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print_summary(&report),
@@ -316,6 +354,13 @@ fn build_report(
         threads_seen: cpu1.threads,
         context_switches: cpu1.switches.saturating_sub(cpu0.switches),
         cpu_seconds_per_interval: per_interval,
+        hops: Vec::new(),
+        pairing: last.pairing.get(&info.pid).copied().unwrap_or_default(),
+        unpaired: last
+            .pairing
+            .get(&info.pid)
+            .map(PairingCounts::unpaired)
+            .unwrap_or(0),
         syscalls: syscalls.iter().map(|(k, v)| (*k, v.into())).collect(),
         sockets: sockets_view,
         loss: last.loss.clone(),
@@ -356,10 +401,52 @@ fn print_summary(r: &TopReport) {
         }
         println!("{} socket(s) used", r.sockets.len());
     }
+    print_hops(&r.hops, Some(&r.pairing));
     let l = &r.loss;
     let lost = l.ringbuf_dropped + l.map_insert_failed + l.kernel_read_failed;
     if lost > 0 {
         println!("probe losses: {l:?}");
+    }
+}
+
+fn print_hops(hops: &[HopView], pairing: Option<&PairingCounts>) {
+    if hops.is_empty() {
+        return;
+    }
+    println!(
+        "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "HOP", "LEG", "COUNT", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for h in hops {
+        let l = &h.latency;
+        println!(
+            "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            h.direction,
+            h.leg,
+            l.count,
+            us_text(l.p50_us),
+            us_text(l.p90_us),
+            us_text(l.p99_us),
+            us_text(l.p999_us),
+            us_text(l.max_us)
+        );
+    }
+    if let Some(p) = pairing {
+        println!(
+            "    requests {} paired {} ({:.1}%) unpaired {}",
+            p.requests,
+            p.paired,
+            100.0 * p.paired_ratio(),
+            p.unpaired()
+        );
+    }
+}
+
+fn us_text(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{us:.1}us")
     }
 }
 

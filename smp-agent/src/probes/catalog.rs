@@ -93,6 +93,20 @@ pub fn hooks() -> Vec<Hook> {
             });
         }
     }
+    for (program, target) in [
+        ("smp_exit_accept4", "syscalls/sys_exit_accept4"),
+        ("smp_exit_accept", "syscalls/sys_exit_accept"),
+        ("smp_enter_connect", "syscalls/sys_enter_connect"),
+    ] {
+        out.push(Hook {
+            program,
+            kind: HookKind::Tracepoint,
+            target: target.into(),
+            required: true,
+            feeds: "socket roles (downstream/upstream) for hop pairing",
+            variant: "classic syscall tracepoint",
+        });
+    }
     out.push(Hook {
         program: "smp_probe_kprobe",
         kind: HookKind::Kprobe,
@@ -121,7 +135,7 @@ mod tests {
         let hooks = hooks();
         let names: std::collections::BTreeSet<_> = hooks.iter().map(|h| h.program).collect();
         assert_eq!(names.len(), hooks.len(), "program names are unique");
-        assert_eq!(hooks.iter().filter(|h| h.required).count(), 2 + 16);
+        assert_eq!(hooks.iter().filter(|h| h.required).count(), 2 + 16 + 3);
         assert!(hooks.iter().all(|h| h.program.len() <= 16 + 4));
     }
 }

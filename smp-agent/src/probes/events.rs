@@ -1,15 +1,39 @@
 //! Decoding of ring-buffer records (pure: bytes in, typed events out).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use smp_common::{
     event::{EventHeader, EventKind, ProcessExit},
+    hop::{ExchangeRecord, Tuple, SOCK_TLS},
     ABI_VERSION,
 };
+
+use crate::aggregate::hops::{Conn, Exchange};
 
 /// An event from the kernel programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeEvent {
     /// A tracked process exited.
     ProcessExit { tgid: u32, ts_ns: u64 },
+    /// An exchange paired through a tracked proxy.
+    Exchange(Exchange),
+}
+
+/// A kernel tuple as socket addresses (`None` when unknown or not IP).
+pub fn conn(t: &Tuple, flags: u8) -> Conn {
+    let addr = |a: &[u8; 16], port: u16| -> Option<SocketAddr> {
+        let ip = match t.family {
+            2 => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            10 => IpAddr::V6(Ipv6Addr::from(*a)),
+            _ => return None,
+        };
+        Some(SocketAddr::new(ip, port))
+    };
+    Conn {
+        local: addr(&t.local_addr, t.local_port),
+        remote: addr(&t.remote_addr, t.remote_port),
+        tls: flags & SOCK_TLS != 0,
+    }
 }
 
 /// Why a record could not be decoded.
@@ -50,6 +74,21 @@ pub fn decode(bytes: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 ts_ns: e.header.ts_ns,
             })
         }
+        Some(EventKind::Exchange) => {
+            let r: ExchangeRecord = read(bytes)?;
+            Ok(ProbeEvent::Exchange(Exchange {
+                tgid: r.tgid,
+                tid: r.tid,
+                req_in_ns: r.req_in_ns,
+                req_out_ns: r.req_out_ns,
+                resp_in_ns: r.resp_in_ns,
+                resp_out_ns: r.resp_out_ns,
+                req_bytes: r.req_bytes,
+                resp_bytes: r.resp_bytes,
+                downstream: conn(&r.downstream, r.flags as u8),
+                upstream: conn(&r.upstream, (r.flags >> 8) as u8),
+            }))
+        }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
@@ -84,6 +123,32 @@ mod tests {
                 ts_ns: 42
             })
         );
+    }
+
+    #[test]
+    fn round_trips_exchange_with_ipv4_tuples() {
+        let mut r = ExchangeRecord::default();
+        r.header = EventHeader {
+            kind: EventKind::Exchange as u32,
+            abi: ABI_VERSION,
+            ts_ns: 1,
+        };
+        r.tgid = 7;
+        (r.req_in_ns, r.req_out_ns, r.resp_in_ns, r.resp_out_ns) = (10, 20, 30, 45);
+        r.downstream.family = 2;
+        r.downstream.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        r.downstream.local_port = 15001;
+        r.downstream.remote_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        r.downstream.remote_port = 40000;
+        r.flags = u32::from(SOCK_TLS) << 8;
+        let Ok(ProbeEvent::Exchange(e)) = decode(&bytes_of(&r)) else {
+            panic!("not an exchange")
+        };
+        assert_eq!((e.request_hop_ns(), e.response_hop_ns()), (10, 15));
+        assert_eq!(e.downstream.local, Some("127.0.0.1:15001".parse().unwrap()));
+        assert_eq!(e.downstream.remote, Some("10.0.0.1:40000".parse().unwrap()));
+        assert!(!e.downstream.tls && e.upstream.tls);
+        assert_eq!(e.upstream.local, None, "family 0: unknown");
     }
 
     #[test]

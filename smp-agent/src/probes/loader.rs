@@ -12,6 +12,7 @@ use smp_common::{
     config::{KernelOffsets, OFFSETS_GLOBAL, TARGET_TRACKED},
     counters::Counter,
     cpu::{Running, ThreadCpu},
+    hop::HopCounts,
     sock::{SockKey, SockStats, SyscallKind},
 };
 use tokio::io::unix::AsyncFd;
@@ -24,7 +25,10 @@ use super::{
     EBPF_OBJECT,
 };
 use crate::{
-    aggregate::{LossCounters, ProbeSnapshot, RunningSample, SocketSample, ThreadCpuSample},
+    aggregate::{
+        hops::PairingCounts, LossCounters, ProbeSnapshot, RunningSample, SocketSample,
+        ThreadCpuSample,
+    },
     host,
 };
 
@@ -92,13 +96,17 @@ fn hint(err: &(dyn std::error::Error + 'static)) -> String {
         text = format!("{text}: {e}");
         cur = e.source();
     }
-    if text.len() > 600 {
-        // Verifier logs can be huge; the start says what failed.
-        let mut cut = 600;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+    if text.len() > 1200 {
+        // Verifier logs can be huge: the start says what failed, the end why.
+        let mut head = 300;
+        while !text.is_char_boundary(head) {
+            head -= 1;
         }
-        text = format!("{}… (run with -vv for all)", &text[..cut]);
+        let mut tail = text.len() - 900;
+        while !text.is_char_boundary(tail) {
+            tail += 1;
+        }
+        text = format!("{} … {}", &text[..head], &text[tail..]);
     }
     if denied {
         let missing = host::missing_probe_caps(host::effective_caps());
@@ -364,6 +372,26 @@ impl Probes {
                 s.ns += v.ns;
             }
             snap.sockets.push(s);
+        }
+
+        let hop_counts: PerCpuHashMap<_, u32, HopCounts> =
+            PerCpuHashMap::try_from(map("HOP_COUNTS")?).map_err(err("HOP_COUNTS"))?;
+        for entry in hop_counts.iter() {
+            let (tgid, per_cpu) = entry.map_err(err("HOP_COUNTS"))?;
+            let mut c = PairingCounts::default();
+            for v in per_cpu.iter() {
+                c.requests += v.requests;
+                c.responses += v.responses;
+                c.paired += v.paired;
+                c.unmatched_writes += v.unmatched_writes;
+                c.tls_first_dropped += v.tls_first_dropped;
+                c.inconsistent += v.inconsistent;
+                c.unknown_role += v.unknown_role;
+                c.h2_messages += v.h2_messages;
+                c.queue_overflow += v.queue_overflow;
+                c.hinted += v.hinted;
+            }
+            snap.pairing.insert(tgid, c);
         }
 
         let counters: PerCpuArray<_, u64> =

@@ -17,7 +17,7 @@ pub enum OffsetsError {
     #[error("tracepoint syscalls/sys_{dir}_{syscall} has field {field:?} at offset {found}, but sys_{dir}_read has it at {expected}: the programs assume one offset for all")]
     Inconsistent {
         dir: &'static str,
-        syscall: &'static str,
+        syscall: String,
         field: &'static str,
         found: u32,
         expected: u32,
@@ -26,7 +26,7 @@ pub enum OffsetsError {
 
 /// Reads every offset the programs need from the running kernel.
 pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
-    let (sys_enter_fd, sys_exit_ret) = syscall_offsets()?;
+    let (sys_enter_fd, sys_exit_ret, sys_enter_buf) = syscall_offsets()?;
     Ok(KernelOffsets {
         valid: ABI_VERSION,
         sys_enter_fd,
@@ -40,28 +40,64 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         file_inode: btf.member_offset("file", "f_inode")?,
         inode_mode: btf.member_offset("inode", "i_mode")?,
         inode_ino: btf.member_offset("inode", "i_ino")?,
+        sys_enter_buf,
+        file_private: btf.member_offset("file", "private_data")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        skc_family: btf.member_offset("sock_common", "skc_family")?,
+        skc_daddr: btf.member_offset("sock_common", "skc_daddr")?,
+        skc_rcv_saddr: btf.member_offset("sock_common", "skc_rcv_saddr")?,
+        skc_dport: btf.member_offset("sock_common", "skc_dport")?,
+        skc_num: btf.member_offset("sock_common", "skc_num")?,
+        skc_v6_daddr: btf.member_offset("sock_common", "skc_v6_daddr")?,
+        skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
+        msghdr_iov: btf.member_offset("user_msghdr", "msg_iov")?,
+        _pad: 0,
     })
 }
 
-/// The `fd` offset of every traced `sys_enter_*` and the `ret` offset of every `sys_exit_*`;
-/// they must agree across syscalls (the programs use one value each).
-fn syscall_offsets() -> Result<(u32, u32), OffsetsError> {
+/// Name of a syscall's second argument (the data buffer, iovec or msghdr) in its format file.
+fn buf_field(kind: SyscallKind) -> &'static str {
+    match kind {
+        SyscallKind::Read | SyscallKind::Write => "buf",
+        SyscallKind::Recvfrom => "ubuf",
+        SyscallKind::Sendto => "buff",
+        SyscallKind::Readv | SyscallKind::Writev => "vec",
+        SyscallKind::Recvmsg | SyscallKind::Sendmsg => "msg",
+    }
+}
+
+/// The `fd` and buffer offsets of every traced `sys_enter_*` and the `ret` offset of every
+/// `sys_exit_*` (accept/accept4/connect included); they must agree across syscalls (the
+/// programs use one value each).
+fn syscall_offsets() -> Result<(u32, u32, u32), OffsetsError> {
     let mut fd_off = None;
     let mut ret_off = None;
-    for kind in SyscallKind::ALL {
-        let name = kind.name();
-        let fd = tracefs::field_offset("syscalls", &format!("sys_enter_{name}"), "fd")?;
+    let mut buf_off = None;
+    let data = SyscallKind::ALL
+        .iter()
+        .map(|k| (k.name(), Some(buf_field(*k))));
+    let roles = [("accept4", None), ("accept", None), ("connect", None)];
+    for (name, buf) in data.chain(roles) {
+        let enter = format!("sys_enter_{name}");
+        let (enter_path, enter_fields) = tracefs::read_format("syscalls", &enter)?;
+        let fd = tracefs::field(&enter_fields, "fd", &enter_path)?.offset;
         let ret = tracefs::field_offset("syscalls", &format!("sys_exit_{name}"), "ret")?;
+        let buf = match buf {
+            Some(field) => Some(tracefs::field(&enter_fields, field, &enter_path)?.offset),
+            None => None,
+        };
         for (dir, field, found, slot) in [
-            ("enter", "fd", fd, &mut fd_off),
-            ("exit", "ret", ret, &mut ret_off),
+            ("enter", "fd", Some(fd), &mut fd_off),
+            ("exit", "ret", Some(ret), &mut ret_off),
+            ("enter", "buf", buf, &mut buf_off),
         ] {
+            let Some(found) = found else { continue };
             match *slot {
                 None => *slot = Some(found),
                 Some(expected) if expected != found => {
                     return Err(OffsetsError::Inconsistent {
                         dir,
-                        syscall: name,
+                        syscall: name.to_string(),
                         field,
                         found,
                         expected,
@@ -71,5 +107,9 @@ fn syscall_offsets() -> Result<(u32, u32), OffsetsError> {
             }
         }
     }
-    Ok((fd_off.unwrap_or(0), ret_off.unwrap_or(0)))
+    Ok((
+        fd_off.unwrap_or(0),
+        ret_off.unwrap_or(0),
+        buf_off.unwrap_or(0),
+    ))
 }

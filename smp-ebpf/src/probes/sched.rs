@@ -22,6 +22,7 @@ use crate::{
 };
 
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+#[inline(always)]
 pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     let o = offsets();
     if o.valid == 0 {
@@ -70,6 +71,7 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
 }
 
 /// match-proto:v5.10:include/trace/events/sched.h:TP_PROTO(struct task_struct *p)
+#[inline(always)]
 pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;

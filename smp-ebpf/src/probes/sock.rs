@@ -12,12 +12,14 @@ use smp_common::{
     sock::{PendingSyscall, SockKey, SockStats, SyscallKind},
 };
 
+use super::hop;
 use crate::{
-    kernel::current_socket_ino,
+    kernel::current_socket,
     maps::{count, is_target, offsets, PENDING, SOCK_STATS},
 };
 
 /// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_<name>(..., fd, ...)
+#[inline(always)]
 pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
@@ -30,17 +32,21 @@ pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
     // SAFETY: the offset comes from this tracepoint's tracefs format file.
     let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
     let fd = fd as u32;
-    let ino = match current_socket_ino(fd, &o) {
-        Ok(Some(ino)) => ino,
+    let sock = match current_socket(fd, &o) {
+        Ok(Some(s)) => s,
         Ok(None) => return Ok(()),
         Err(e) => {
             count(Counter::KernelReadFailed);
             return Err(e);
         }
     };
+    // SAFETY: the offset comes from this tracepoint's tracefs format file.
+    let buf: u64 = unsafe { ctx.read_at(o.sys_enter_buf as usize) }.unwrap_or(0);
     let pending = PendingSyscall {
         since_ns: unsafe { bpf_ktime_get_ns() },
-        ino,
+        buf,
+        ino: sock.ino,
+        sk: sock.sk,
         fd,
         kind: kind as u32,
     };
@@ -51,6 +57,7 @@ pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
 }
 
 /// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_<name>(long ret)
+#[inline(always)]
 pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -98,5 +105,49 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
             }
         }
     }
+    if ret > 0 {
+        if let Some(kind) = SyscallKind::from_u32(pending.kind) {
+            hop::on_data(&pending, kind, ret as u64, now, pid_tgid, &o);
+        }
+    } else if ret == 0 && SyscallKind::from_u32(pending.kind).is_some_and(|k| k.is_ingress()) {
+        // End of stream: the connection is closing; forget its message state.
+        hop::forget(pending.ino);
+    }
+    Ok(())
+}
+
+/// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_accept4(long ret)
+#[inline(always)]
+pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    // SAFETY: the offset comes from this tracepoint's tracefs format file.
+    let ret: i64 = unsafe { ctx.read_at(o.sys_exit_ret as usize) }?;
+    if ret >= 0 {
+        hop::set_role(ret as u32, smp_common::hop::ROLE_DOWNSTREAM, &o);
+    }
+    Ok(())
+}
+
+/// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_connect(int fd, ...)
+#[inline(always)]
+pub fn on_connect_enter(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    // SAFETY: the offset comes from this tracepoint's tracefs format file.
+    let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
+    hop::set_role(fd as u32, smp_common::hop::ROLE_UPSTREAM, &o);
     Ok(())
 }

@@ -1,0 +1,332 @@
+//! Hop latency aggregation: exchanges from the kernel → HdrHistograms per
+//! (proxy, sidecar direction, leg), plus the pairing counters.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Endpoints of one connection as the proxy sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Conn {
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub tls: bool,
+}
+
+/// One exchange through a proxy, as paired in the kernel (CLOCK_MONOTONIC ns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange {
+    pub tgid: u32,
+    pub tid: u32,
+    pub req_in_ns: u64,
+    pub req_out_ns: u64,
+    pub resp_in_ns: u64,
+    pub resp_out_ns: u64,
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    pub downstream: Conn,
+    pub upstream: Conn,
+}
+
+impl Exchange {
+    /// Time the request spent inside the proxy (t_out − t_in).
+    pub fn request_hop_ns(&self) -> u64 {
+        self.req_out_ns - self.req_in_ns
+    }
+
+    /// Time the response spent inside the proxy.
+    pub fn response_hop_ns(&self) -> u64 {
+        self.resp_out_ns - self.resp_in_ns
+    }
+}
+
+/// Which side of an app a sidecar serves (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Serves its app as a client: app → proxy → network.
+    Outbound,
+    /// Fronts its app as a server: network → proxy → app.
+    Inbound,
+    /// Neither side is local: a standalone proxy or gateway.
+    Gateway,
+}
+
+impl Direction {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+            Direction::Gateway => "gateway",
+        }
+    }
+}
+
+/// A message's way through a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    Request,
+    Response,
+}
+
+impl Leg {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Leg::Request => "request",
+            Leg::Response => "response",
+        }
+    }
+}
+
+fn is_local(a: IpAddr) -> bool {
+    a.is_loopback()
+}
+
+/// Derives a sidecar's direction from the exchange's connections:
+/// - the app reached the proxy over loopback (a redirect to 127.0.0.1, or the app and the proxy
+///   share the pod address: downstream remote == downstream local address) → outbound;
+/// - the proxy reaches its app over loopback (upstream remote is a loopback or the proxy's own
+///   address) → inbound;
+/// - otherwise a gateway. Outbound wins when both hold (a sidecar relaying app→app locally).
+pub fn direction(e: &Exchange) -> Direction {
+    let d_local = e.downstream.local.map(|a| a.ip());
+    let d_remote = e.downstream.remote.map(|a| a.ip());
+    let u_local = e.upstream.local.map(|a| a.ip());
+    let u_remote = e.upstream.remote.map(|a| a.ip());
+    let from_app = d_local.is_some_and(is_local) || (d_local.is_some() && d_local == d_remote);
+    let to_app = u_remote.is_some_and(is_local) || (u_remote.is_some() && u_remote == u_local);
+    match (from_app, to_app) {
+        (true, _) => Direction::Outbound,
+        (false, true) => Direction::Inbound,
+        (false, false) => Direction::Gateway,
+    }
+}
+
+/// Key of a hop histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct HopKey {
+    pub tgid: u32,
+    pub direction: Direction,
+    pub leg: Leg,
+}
+
+/// Latency percentiles of one hop, microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct HopPercentiles {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+/// Creates the histogram every hop uses: 1 ns to 60 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
+}
+
+/// Percentiles of a nanosecond histogram, in microseconds.
+pub fn percentiles(h: &Histogram<u64>) -> HopPercentiles {
+    let us = |ns: u64| ns as f64 / 1e3;
+    if h.is_empty() {
+        return HopPercentiles::default();
+    }
+    HopPercentiles {
+        count: h.len(),
+        p50_us: us(h.value_at_quantile(0.50)),
+        p90_us: us(h.value_at_quantile(0.90)),
+        p99_us: us(h.value_at_quantile(0.99)),
+        p999_us: us(h.value_at_quantile(0.999)),
+        max_us: us(h.max()),
+        mean_us: h.mean() / 1e3,
+    }
+}
+
+/// Histograms per hop, and what could not be paired.
+#[derive(Debug, Clone, Default)]
+pub struct HopAggregator {
+    pub hops: BTreeMap<HopKey, Histogram<u64>>,
+    /// Exchanges received.
+    pub exchanges: u64,
+}
+
+impl HopAggregator {
+    /// Adds one exchange to the request and response histograms of its proxy.
+    pub fn record(&mut self, e: &Exchange) {
+        let direction = direction(e);
+        self.exchanges += 1;
+        for (leg, ns) in [
+            (Leg::Request, e.request_hop_ns()),
+            (Leg::Response, e.response_hop_ns()),
+        ] {
+            let h = self
+                .hops
+                .entry(HopKey {
+                    tgid: e.tgid,
+                    direction,
+                    leg,
+                })
+                .or_insert_with(new_histogram);
+            // Values beyond the range are clamped rather than lost.
+            h.saturating_record(ns.max(1));
+        }
+    }
+
+    /// Percentiles of every hop.
+    pub fn summary(&self) -> BTreeMap<HopKey, HopPercentiles> {
+        self.hops
+            .iter()
+            .map(|(k, h)| (*k, percentiles(h)))
+            .collect()
+    }
+
+    /// The histogram of one proxy's hop, if any.
+    pub fn hop(&self, tgid: u32, leg: Leg) -> Option<&Histogram<u64>> {
+        self.hops
+            .iter()
+            .find(|(k, _)| k.tgid == tgid && k.leg == leg)
+            .map(|(_, h)| h)
+    }
+}
+
+/// The kernel's pairing counters of one process (summed over CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PairingCounts {
+    pub requests: u64,
+    pub responses: u64,
+    pub paired: u64,
+    pub unmatched_writes: u64,
+    pub tls_first_dropped: u64,
+    pub inconsistent: u64,
+    pub unknown_role: u64,
+    pub h2_messages: u64,
+    pub queue_overflow: u64,
+    pub hinted: u64,
+}
+
+impl PairingCounts {
+    /// Requests seen that did not become a paired exchange.
+    pub fn unpaired(&self) -> u64 {
+        self.requests.saturating_sub(self.paired)
+    }
+
+    /// Share of requests paired, 0..=1 (1 when none were seen).
+    pub fn paired_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            1.0
+        } else {
+            self.paired as f64 / self.requests as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(local: &str, remote: &str) -> Conn {
+        Conn {
+            local: Some(local.parse().unwrap()),
+            remote: Some(remote.parse().unwrap()),
+            tls: false,
+        }
+    }
+
+    fn exchange(down: Conn, up: Conn, req: (u64, u64), resp: (u64, u64)) -> Exchange {
+        Exchange {
+            tgid: 9,
+            tid: 9,
+            req_in_ns: req.0,
+            req_out_ns: req.1,
+            resp_in_ns: resp.0,
+            resp_out_ns: resp.1,
+            req_bytes: 100,
+            resp_bytes: 200,
+            downstream: down,
+            upstream: up,
+        }
+    }
+
+    #[test]
+    fn direction_follows_where_the_app_is() {
+        // Outbound: the app's connection was redirected to 127.0.0.1:15001.
+        let out = exchange(
+            conn("127.0.0.1:15001", "10.0.0.1:40000"),
+            conn("10.0.0.1:40001", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&out), Direction::Outbound);
+        // Inbound: the peer reached the pod address; the proxy calls its app on loopback.
+        let inb = exchange(
+            conn("10.0.0.2:15006", "10.0.0.1:40001"),
+            conn("127.0.0.1:40002", "127.0.0.1:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&inb), Direction::Inbound);
+        // Inbound via the pod address of its own app.
+        let inb2 = exchange(
+            conn("10.0.0.2:15006", "10.0.0.1:40001"),
+            conn("10.0.0.2:40002", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&inb2), Direction::Inbound);
+        let gw = exchange(
+            conn("10.0.0.3:80", "10.0.0.1:40001"),
+            conn("10.0.0.3:40002", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&gw), Direction::Gateway);
+    }
+
+    #[test]
+    fn aggregates_request_and_response_hops() {
+        let mut agg = HopAggregator::default();
+        for i in 0..100u64 {
+            let t = i * 1_000_000;
+            agg.record(&exchange(
+                conn("127.0.0.1:15001", "10.0.0.1:40000"),
+                conn("10.0.0.1:40001", "10.0.0.2:8080"),
+                (t, t + 200_000),           // 200 µs request hop
+                (t + 500_000, t + 530_000), // 30 µs response hop
+            ));
+        }
+        let s = agg.summary();
+        let req = s[&HopKey {
+            tgid: 9,
+            direction: Direction::Outbound,
+            leg: Leg::Request,
+        }];
+        let resp = s[&HopKey {
+            tgid: 9,
+            direction: Direction::Outbound,
+            leg: Leg::Response,
+        }];
+        assert_eq!((req.count, resp.count), (100, 100));
+        assert!((req.p50_us - 200.0).abs() < 0.5, "{req:?}");
+        assert!((resp.p99_us - 30.0).abs() < 0.1, "{resp:?}");
+        assert_eq!(agg.exchanges, 100);
+    }
+
+    #[test]
+    fn unpaired_is_requests_minus_paired() {
+        let c = PairingCounts {
+            requests: 100,
+            paired: 97,
+            ..Default::default()
+        };
+        assert_eq!(c.unpaired(), 3);
+        assert!((c.paired_ratio() - 0.97).abs() < 1e-9);
+        assert_eq!(PairingCounts::default().paired_ratio(), 1.0);
+    }
+}

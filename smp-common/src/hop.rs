@@ -1,0 +1,166 @@
+//! Per-hop pairing: per-socket message state, per-thread forward queues, and the record sent
+//! to userspace for every paired exchange (a request hop and the response hop that closes it).
+
+/// Socket role in a proxy: who spoke first on the connection.
+pub const ROLE_UNKNOWN: u8 = 0;
+/// Accepted (server side): the proxy's downstream; requests arrive here.
+pub const ROLE_DOWNSTREAM: u8 = 1;
+/// Connected (client side): the proxy's upstream; requests leave here.
+pub const ROLE_UPSTREAM: u8 = 2;
+
+/// Direction of the last data syscall on a socket.
+pub const DIR_NONE: u8 = 0;
+pub const DIR_IN: u8 = 1;
+pub const DIR_OUT: u8 = 2;
+
+/// `SockState::flags` bits.
+pub const SOCK_TLS: u8 = 1;
+pub const SOCK_H2: u8 = 2;
+pub const SOCK_TUPLE: u8 = 4;
+
+/// A connection's endpoints as the proxy sees them (addresses in network byte order, ports in
+/// host order). IPv4 addresses sit in the first 4 bytes; `family` is AF_INET or AF_INET6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
+
+/// Message state of one socket (`SOCK_STATE`, key: socket inode). LRU-bounded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// Start of the current (or last) inbound message: exit of its first read.
+    pub in_start: u64,
+    /// Start of the current (or last) outbound message: entry of its first write.
+    pub out_start: u64,
+    /// Bytes of the current inbound / outbound message so far.
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+    pub tuple: Tuple,
+    /// Upstreams: the downstream socket whose request the writing thread had just read when
+    /// it forwarded the current request here (exact for event loops, a hint otherwise).
+    pub hint: u64,
+    /// Exchanges paired on this socket (as downstream).
+    pub exchanges: u32,
+    pub role: u8,
+    pub last_dir: u8,
+    /// `SOCK_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<SockState>() == 88);
+
+/// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
+/// many responses in one batch before it flushes the writes that forward them.
+pub const FWD_SLOTS: usize = 64;
+
+/// A response read on an upstream socket, waiting for the write that forwards it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdSlot {
+    /// Upstream socket inode; 0 = empty.
+    pub ino: u64,
+    /// Its message start (must still equal the socket's `in_start` to be valid).
+    pub t_in: u64,
+    /// The upstream's `hint` when the response was read: the downstream it likely goes to.
+    pub hint: u64,
+}
+
+/// Per-thread FIFO of responses read and not yet forwarded (`THREAD_FWD`, key: tid).
+/// `head` is the oldest entry, `tail` the next free one; both only grow (indices mod
+/// `FWD_SLOTS`); when full, the oldest entry is overwritten (and counted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FwdQueue {
+    pub slots: [FwdSlot; FWD_SLOTS],
+    pub head: u32,
+    pub tail: u32,
+}
+const _: () = assert!(core::mem::size_of::<FwdQueue>() == 24 * FWD_SLOTS + 8);
+
+impl Default for FwdQueue {
+    fn default() -> Self {
+        FwdQueue {
+            slots: [FwdSlot::default(); FWD_SLOTS],
+            head: 0,
+            tail: 0,
+        }
+    }
+}
+
+/// One paired exchange through a proxy: request hop downstream→upstream, response hop
+/// upstream→downstream. Sent through `EVENTS` with kind [`crate::event::EventKind::Exchange`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeRecord {
+    pub header: crate::event::EventHeader,
+    pub tgid: u32,
+    /// Thread that forwarded the response.
+    pub tid: u32,
+    /// Request hop: read of its first bytes on the downstream returned / write of its first
+    /// bytes on the upstream entered.
+    pub req_in_ns: u64,
+    pub req_out_ns: u64,
+    /// Response hop: read on the upstream returned / write on the downstream entered.
+    pub resp_in_ns: u64,
+    pub resp_out_ns: u64,
+    /// Request bytes read on the downstream; response bytes read on the upstream (so far).
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    pub downstream: Tuple,
+    pub upstream: Tuple,
+    /// `SOCK_*` flags of the downstream (low byte) and upstream (next byte).
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 160);
+
+/// Per-process pairing counters (`HOP_COUNTS`, per-CPU, key: tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopCounts {
+    /// New inbound messages on downstream sockets (requests seen).
+    pub requests: u64,
+    /// New inbound messages on upstream sockets (responses seen).
+    pub responses: u64,
+    /// Exchanges paired and sent.
+    pub paired: u64,
+    /// Response writes with no forwardable response on the thread's queue.
+    pub unmatched_writes: u64,
+    /// Exchanges dropped: first exchange of a TLS connection (handshake blurs its timing).
+    pub tls_first_dropped: u64,
+    /// Exchanges dropped: timestamps out of order (not one request/response alternation).
+    pub inconsistent: u64,
+    /// Messages on sockets whose role is unknown (opened before the probes attached).
+    pub unknown_role: u64,
+    /// Messages on HTTP/2 connections (timed per connection direction, not paired).
+    pub h2_messages: u64,
+    /// Responses dropped from a full forward queue.
+    pub queue_overflow: u64,
+    /// Exchanges paired through the request-forward hint (the rest: oldest-first).
+    pub hinted: u64,
+}
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 80);
+
+/// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle
+/// ones' state, never memory).
+pub const MAX_SOCK_STATE: u32 = 131072;
+/// Capacity of `THREAD_FWD`.
+pub const MAX_THREAD_FWD: u32 = 16384;
+
+#[cfg(feature = "user")]
+crate::user_pod!(
+    Tuple,
+    SockState,
+    FwdSlot,
+    FwdQueue,
+    ExchangeRecord,
+    HopCounts
+);

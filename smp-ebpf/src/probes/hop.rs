@@ -1,0 +1,378 @@
+//! Per-hop pairing of HTTP/1.x messages through a proxy, in the kernel.
+//!
+//! Message boundaries: on one socket HTTP/1.x alternates directions, so a data syscall in the
+//! other direction than the socket's last one starts a new message. A message's inbound start
+//! is the exit of its first read; its outbound start is the entry of its first write
+//! (DESIGN.md §2). TLS handshake records do not start messages.
+//!
+//! Pairing: a response read on an upstream socket is queued on the reading thread; the next
+//! response write on a downstream socket by that thread forwards the oldest still-current one
+//! (the proxy relays a response in the same event/poll that read it). That single binding
+//! (downstream D ↔ upstream U) closes the exchange *and* pairs its request retroactively: D's
+//! last inbound message is the request, U's last outbound message is its forward. Request
+//! pairing thus does not depend on which thread forwarded the request (task migration, delays).
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use smp_common::{
+    config::KernelOffsets,
+    counters::Counter,
+    event::{EventHeader, EventKind},
+    hop::{
+        ExchangeRecord, FwdSlot, HopCounts, SockState, DIR_IN, DIR_NONE, DIR_OUT, FWD_SLOTS,
+        ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_TLS, SOCK_TUPLE,
+    },
+    sock::{PendingSyscall, SyscallKind},
+    ABI_VERSION,
+};
+
+use crate::{
+    kernel::{current_socket, read_user, sock_tuple},
+    maps::{count, EVENTS, HOP_COUNTS, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ, ZERO_FWD},
+};
+
+/// What the first bytes of a syscall's data look like.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// TLS handshake/CCS/alert record; `true` for a ClientHello.
+    TlsControl(bool),
+    HttpRequest,
+    HttpResponse,
+    H2Preface,
+    Other,
+}
+
+#[inline(always)]
+fn classify(b: &[u8; 8], len: u64) -> Class {
+    if len >= 6 && b[1] == 0x03 && (b[0] == 0x16 || b[0] == 0x14 || b[0] == 0x15) {
+        return Class::TlsControl(b[0] == 0x16 && b[5] == 0x01);
+    }
+    if len < 4 {
+        return Class::Other;
+    }
+    match [b[0], b[1], b[2], b[3]] {
+        [b'H', b'T', b'T', b'P'] => Class::HttpResponse,
+        [b'P', b'R', b'I', b' '] => Class::H2Preface,
+        [b'G', b'E', b'T', b' ']
+        | [b'P', b'O', b'S', b'T']
+        | [b'P', b'U', b'T', b' ']
+        | [b'H', b'E', b'A', b'D']
+        | [b'D', b'E', b'L', b'E']
+        | [b'P', b'A', b'T', b'C']
+        | [b'O', b'P', b'T', b'I'] => Class::HttpRequest,
+        _ => Class::Other,
+    }
+}
+
+/// The first 8 bytes of the data a syscall moved (reads: after the fact).
+#[inline(always)]
+fn first_bytes(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Option<[u8; 8]> {
+    let base = match kind {
+        SyscallKind::Read | SyscallKind::Write | SyscallKind::Recvfrom | SyscallKind::Sendto => {
+            p.buf
+        }
+        // iovec { void *iov_base; size_t iov_len; }: the first buffer.
+        SyscallKind::Readv | SyscallKind::Writev => read_user::<u64>(p.buf).ok()?,
+        SyscallKind::Recvmsg | SyscallKind::Sendmsg => {
+            let iov: u64 = read_user(p.buf + o.msghdr_iov as u64).ok()?;
+            read_user::<u64>(iov).ok()?
+        }
+    };
+    if base == 0 {
+        return None;
+    }
+    read_user::<[u8; 8]>(base).ok()
+}
+
+#[inline(always)]
+fn bump(tgid: u32, f: impl FnOnce(&mut HopCounts)) {
+    if let Some(c) = HOP_COUNTS.get_ptr_mut(&tgid) {
+        // SAFETY: per-CPU value, only this CPU writes it while this program runs.
+        f(unsafe { &mut *c });
+        return;
+    }
+    let mut c = HopCounts::default();
+    f(&mut c);
+    if HOP_COUNTS.insert(&tgid, &c, 0).is_err() {
+        count(Counter::MapInsertFailed);
+    }
+}
+
+/// The state of socket `ino`, created (role unknown) if absent.
+#[inline(always)]
+fn state(ino: u64) -> Option<*mut SockState> {
+    if let Some(s) = SOCK_STATE.get_ptr_mut(&ino) {
+        return Some(s);
+    }
+    if SOCK_STATE.insert(&ino, &SockState::default(), 0).is_err() {
+        count(Counter::MapInsertFailed);
+        return None;
+    }
+    SOCK_STATE.get_ptr_mut(&ino)
+}
+
+/// Forgets a socket's message state (end of stream).
+#[inline(always)]
+pub fn forget(ino: u64) {
+    let _ = SOCK_STATE.remove(&ino);
+}
+
+/// Marks a fresh socket's role (accept: downstream; connect: upstream).
+#[inline(always)]
+pub fn set_role(fd: u32, role: u8, o: &KernelOffsets) {
+    let Ok(Some(sock)) = current_socket(fd, o) else {
+        return;
+    };
+    let mut fresh = SockState {
+        role,
+        ..SockState::default()
+    };
+    if let Ok(Some(t)) = sock_tuple(sock.sk, o) {
+        fresh.tuple = t;
+        fresh.flags |= SOCK_TUPLE;
+    }
+    if SOCK_STATE.insert(&sock.ino, &fresh, 0).is_err() {
+        count(Counter::MapInsertFailed);
+    }
+}
+
+/// A data syscall moved `len > 0` bytes on a socket of a tracked process.
+#[inline(always)]
+pub fn on_data(
+    p: &PendingSyscall,
+    kind: SyscallKind,
+    len: u64,
+    now: u64,
+    pid_tgid: u64,
+    o: &KernelOffsets,
+) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    let ingress = kind.is_ingress();
+    let Some(sp) = state(p.ino) else {
+        return;
+    };
+    // SAFETY: a map value; concurrent updates of one socket are racy but bounded (a proxy
+    // reads and writes one connection from one thread at a time).
+    let s = unsafe { &mut *sp };
+    if s.flags & SOCK_TUPLE == 0 {
+        if let Ok(Some(t)) = sock_tuple(p.sk, o) {
+            s.tuple = t;
+            s.flags |= SOCK_TUPLE;
+        }
+    }
+    let class = first_bytes(p, kind, o)
+        .map(|b| classify(&b, len))
+        .unwrap_or(Class::Other);
+    let new_msg = if ingress {
+        s.last_dir != DIR_IN
+    } else {
+        s.last_dir != DIR_OUT
+    };
+
+    if let Class::TlsControl(client_hello) = class {
+        s.flags |= SOCK_TLS;
+        if client_hello && s.role == ROLE_UNKNOWN {
+            s.role = if ingress {
+                ROLE_DOWNSTREAM
+            } else {
+                ROLE_UPSTREAM
+            };
+        }
+        s.last_dir = DIR_NONE;
+        return;
+    }
+    if class == Class::H2Preface {
+        s.flags |= SOCK_H2;
+    }
+    if s.role == ROLE_UNKNOWN && new_msg {
+        s.role = match (class, ingress) {
+            (Class::HttpRequest, true) | (Class::HttpResponse, false) => ROLE_DOWNSTREAM,
+            (Class::HttpRequest, false) | (Class::HttpResponse, true) => ROLE_UPSTREAM,
+            _ => ROLE_UNKNOWN,
+        };
+    }
+    if !new_msg {
+        if ingress {
+            s.in_bytes += len;
+        } else {
+            s.out_bytes += len;
+        }
+        return;
+    }
+    if s.flags & SOCK_H2 != 0 {
+        bump(tgid, |c| c.h2_messages += 1);
+    } else if s.role == ROLE_UNKNOWN {
+        bump(tgid, |c| c.unknown_role += 1);
+    }
+    if ingress {
+        // t_in: the read of the message's first bytes returned.
+        s.in_start = now;
+        s.in_bytes = len;
+        s.last_dir = DIR_IN;
+        if s.flags & SOCK_H2 == 0 {
+            if s.role == ROLE_DOWNSTREAM {
+                bump(tgid, |c| c.requests += 1);
+                let _ = THREAD_LAST_REQ.insert(&tid, &p.ino, 0);
+            } else if s.role == ROLE_UPSTREAM {
+                bump(tgid, |c| c.responses += 1);
+                queue_response(tgid, tid, p.ino, now, s.hint);
+            }
+        }
+    } else {
+        // t_out: the write carrying the message's first bytes was entered.
+        if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 {
+            forward_response(tgid, tid, p.ino, s, p.since_ns);
+        } else if s.role == ROLE_UPSTREAM {
+            // A request forward: remember which downstream this thread just read a request from.
+            // SAFETY: plain copy out of the map value.
+            s.hint = unsafe { THREAD_LAST_REQ.get(&tid) }.copied().unwrap_or(0);
+        }
+        s.out_start = p.since_ns;
+        s.out_bytes = len;
+        s.last_dir = DIR_OUT;
+    }
+}
+
+/// Queues a response read on upstream `ino` on thread `tid`.
+#[inline(always)]
+fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
+    let q = match THREAD_FWD.get_ptr_mut(&tid) {
+        Some(q) => q,
+        None => {
+            // A zeroed queue is larger than the BPF stack: copy it from a map.
+            let Some(zero) = ZERO_FWD.get(0) else {
+                return;
+            };
+            if THREAD_FWD.insert(&tid, zero, 0).is_err() {
+                count(Counter::MapInsertFailed);
+                return;
+            }
+            match THREAD_FWD.get_ptr_mut(&tid) {
+                Some(q) => q,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: only thread `tid` (running here) touches its queue.
+    let q = unsafe { &mut *q };
+    if q.tail.wrapping_sub(q.head) as usize >= FWD_SLOTS {
+        q.head = q.head.wrapping_add(1);
+        bump(tgid, |c| c.queue_overflow += 1);
+    }
+    if let Some(slot) = q.slots.get_mut(q.tail as usize & (FWD_SLOTS - 1)) {
+        *slot = FwdSlot { ino, t_in, hint };
+    }
+    q.tail = q.tail.wrapping_add(1);
+}
+
+/// True while a queued response is still its upstream's current, unforwarded message.
+#[inline(always)]
+fn is_current(slot: &FwdSlot) -> bool {
+    // SAFETY: read-only copy of a map value.
+    match unsafe { SOCK_STATE.get(&slot.ino) } {
+        Some(u) => u.in_start == slot.t_in && u.last_dir == DIR_IN,
+        None => false,
+    }
+}
+
+/// A new response message is being written to downstream `d_ino` by thread `tid` at `t_out`:
+/// find the response it forwards (the oldest still-current one on the thread's queue) and
+/// emit the exchange.
+#[inline(always)]
+fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) {
+    let Some(qp) = THREAD_FWD.get_ptr_mut(&tid) else {
+        bump(tgid, |c| c.unmatched_writes += 1);
+        return;
+    };
+    // SAFETY: only thread `tid` (running here) touches its queue.
+    let q = unsafe { &mut *qp };
+    // First choice: a queued response whose upstream carried a request forwarded right after
+    // this thread read it from `d_ino` (exact for event loops, whatever the order of writes).
+    let mut found: Option<FwdSlot> = None;
+    let mut hinted = false;
+    let mut i = q.head;
+    for _ in 0..FWD_SLOTS {
+        if i == q.tail {
+            break;
+        }
+        if let Some(slot) = q.slots.get_mut(i as usize & (FWD_SLOTS - 1)) {
+            if slot.ino != 0 && slot.hint == d_ino && slot.ino != d_ino {
+                if is_current(slot) {
+                    found = Some(*slot);
+                    hinted = true;
+                }
+                slot.ino = 0;
+                if hinted {
+                    break;
+                }
+            }
+        }
+        i = i.wrapping_add(1);
+    }
+    // Otherwise the oldest still-current response (a proxy relays in the order it read).
+    for _ in 0..FWD_SLOTS {
+        if found.is_some() || q.head == q.tail {
+            break;
+        }
+        let Some(slot) = q.slots.get(q.head as usize & (FWD_SLOTS - 1)) else {
+            break;
+        };
+        let slot = *slot;
+        q.head = q.head.wrapping_add(1);
+        if slot.ino != 0 && slot.ino != d_ino && is_current(&slot) {
+            found = Some(slot);
+        }
+    }
+    if hinted {
+        bump(tgid, |c| c.hinted += 1);
+    }
+    let Some(slot) = found else {
+        bump(tgid, |c| c.unmatched_writes += 1);
+        return;
+    };
+    let u_ino = slot.ino;
+    let Some(up) = SOCK_STATE.get_ptr_mut(&u_ino) else {
+        return;
+    };
+    // SAFETY: map value of the upstream socket; this thread is forwarding its response.
+    let u = unsafe { &mut *up };
+    let (req_in, req_out, resp_in) = (d.in_start, u.out_start, u.in_start);
+    if req_in == 0 || req_out < req_in || resp_in < req_out || t_out < resp_in {
+        bump(tgid, |c| c.inconsistent += 1);
+        return;
+    }
+    let first_tls = (d.flags & SOCK_TLS != 0 && d.exchanges == 0)
+        || (u.flags & SOCK_TLS != 0 && u.exchanges == 0);
+    d.exchanges += 1;
+    u.exchanges += 1;
+    if first_tls {
+        bump(tgid, |c| c.tls_first_dropped += 1);
+        return;
+    }
+    match EVENTS.reserve::<ExchangeRecord>(0) {
+        Some(mut entry) => {
+            entry.write(ExchangeRecord {
+                header: EventHeader {
+                    kind: EventKind::Exchange as u32,
+                    abi: ABI_VERSION,
+                    ts_ns: unsafe { bpf_ktime_get_ns() },
+                },
+                tgid,
+                tid,
+                req_in_ns: req_in,
+                req_out_ns: req_out,
+                resp_in_ns: resp_in,
+                resp_out_ns: t_out,
+                req_bytes: d.in_bytes,
+                resp_bytes: u.in_bytes,
+                downstream: d.tuple,
+                upstream: u.tuple,
+                flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
+                _pad: 0,
+            });
+            entry.submit(0);
+            bump(tgid, |c| c.paired += 1);
+        }
+        None => count(Counter::RingbufDropped),
+    }
+}
