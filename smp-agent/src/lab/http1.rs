@@ -4,7 +4,9 @@
 
 use std::{io, os::fd::AsRawFd as _, time::Duration};
 
-use tokio::io::{unix::AsyncFd, AsyncBufRead, AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{
+    unix::AsyncFd, AsyncBufRead, AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _,
+};
 
 /// Largest accepted message head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -38,6 +40,8 @@ pub struct RequestHead {
     pub delay_us: Option<u64>,
     /// `x-smp-service-us`, if present and numeric.
     pub service_us: Option<u64>,
+    /// `Expect: 100-continue`: the client waits for an interim response before the body.
+    pub expect_continue: bool,
 }
 
 /// The parts of a response head the lab needs.
@@ -153,6 +157,10 @@ pub fn parse_request(head: &[u8]) -> io::Result<RequestHead> {
         keep_alive: !c.close && (!http10 || c.keep_alive_token),
         delay_us: find("x-smp-delay-us"),
         service_us: find("x-smp-service-us"),
+        expect_continue: req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("expect") && has_token(h.value, "100-continue")),
     })
 }
 
@@ -193,6 +201,9 @@ pub fn parse_response(head: &[u8], method: &str) -> io::Result<ResponseHead> {
         keep_alive,
     })
 }
+
+/// The interim response a server sends to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Returns `head` with `name: value` added before the blank line.
 pub fn with_header(head: &[u8], name: &str, value: &str) -> Vec<u8> {
@@ -249,25 +260,22 @@ where
     match body {
         Body::None => Ok(()),
         Body::Length(n) => copy_exact(r, w, n).await,
-        Body::UntilClose => {
-            loop {
-                let avail = r.fill_buf().await?;
-                if avail.is_empty() {
-                    return Ok(());
-                }
-                w.write_all(avail).await?;
-                let n = avail.len();
-                r.consume(n);
+        Body::UntilClose => loop {
+            let avail = r.fill_buf().await?;
+            if avail.is_empty() {
+                return Ok(());
             }
-        }
+            w.write_all(avail).await?;
+            let n = avail.len();
+            r.consume(n);
+        },
         Body::Chunked => {
             let mut line = Vec::with_capacity(64);
             loop {
                 copy_line(r, w, &mut line).await?;
                 let text = std::str::from_utf8(&line).map_err(|_| invalid("bad chunk size"))?;
                 let hex = text.split(';').next().unwrap_or("").trim();
-                let size =
-                    u64::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))?;
+                let size = u64::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))?;
                 if size == 0 {
                     // Trailers until the blank line.
                     loop {
@@ -347,7 +355,8 @@ pub async fn precise_sleep(d: Duration) -> io::Result<()> {
     if unsafe { libc::timerfd_settime(owned.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let afd = AsyncFd::new(owned)?;
+    // SAFETY: `owned` is a valid open fd owned by the AsyncFd for its whole life.
+    let afd = unsafe { AsyncFd::register(owned) }?;
     loop {
         let mut guard = afd.readable().await?;
         let mut buf = [0u8; 8];
@@ -394,7 +403,10 @@ mod tests {
     async fn decodes_chunked_for_echo() {
         let wire = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         let mut r = BufReader::new(&wire[..]);
-        assert_eq!(read_body(&mut r, Body::Chunked, 100).await.unwrap(), b"abcde");
+        assert_eq!(
+            read_body(&mut r, Body::Chunked, 100).await.unwrap(),
+            b"abcde"
+        );
     }
 
     #[test]
@@ -409,6 +421,10 @@ mod tests {
         assert!(!r.keep_alive);
         let req = parse_request(b"GET / HTTP/1.1\r\nx-smp-delay-us: 250\r\n\r\n").unwrap();
         assert_eq!(req.delay_us, Some(250));
+        assert!(!req.expect_continue);
+        let req = parse_request(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        assert!(req.expect_continue);
+        assert_eq!(parse_response(CONTINUE, "POST").unwrap().status, 100);
         assert_eq!(
             with_header(b"HTTP/1.1 200 OK\r\n\r\n", "x-a", "b"),
             b"HTTP/1.1 200 OK\r\nx-a: b\r\n\r\n"

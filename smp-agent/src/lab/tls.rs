@@ -60,7 +60,8 @@ pub fn generate(
 ) -> Result<TlsFiles, LabError> {
     let name = server_name(lab);
     let ca_key = KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA", e))?;
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA", e))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
@@ -113,7 +114,8 @@ pub fn generate(
         server_name: name,
     };
     let write = |path: &Path, text: &str, secret: bool| -> Result<(), LabError> {
-        std::fs::write(path, text).map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
+        std::fs::write(path, text)
+            .map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
         if secret {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -126,10 +128,18 @@ pub fn generate(
     write(&files.ca, &ca_cert.pem(), false)?;
     write(&files.server_cert, &server_pem, false)?;
     write(&files.server_key, &server_key, true)?;
-    write(&files.server_bundle, &format!("{server_pem}{server_key}"), true)?;
+    write(
+        &files.server_bundle,
+        &format!("{server_pem}{server_key}"),
+        true,
+    )?;
     write(&files.client_cert, &client_pem, false)?;
     write(&files.client_key, &client_key, true)?;
-    write(&files.client_bundle, &format!("{client_pem}{client_key}"), true)?;
+    write(
+        &files.client_bundle,
+        &format!("{client_pem}{client_key}"),
+        true,
+    )?;
     Ok(files)
 }
 
@@ -157,11 +167,21 @@ fn roots(ca: &Path) -> Result<rustls::RootCertStore, LabError> {
     Ok(roots)
 }
 
-/// Server side (inbound sidecar): presents `cert`, requires a client certificate from `ca`.
+fn alpn(h2: bool) -> Vec<Vec<u8>> {
+    if h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    }
+}
+
+/// Server side (inbound sidecar): presents `cert`, requires a client certificate from `ca`;
+/// ALPN `h2` or `http/1.1`.
 pub fn server_config(
     cert: &Path,
     key: &Path,
     ca: &Path,
+    h2: bool,
 ) -> Result<Arc<rustls::ServerConfig>, LabError> {
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots(ca)?),
@@ -175,14 +195,18 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert)?, load_key(key)?)
         .map_err(|e| tls_err("server certificate", e))?;
+    let mut cfg = cfg;
+    cfg.alpn_protocols = alpn(h2);
     Ok(Arc::new(cfg))
 }
 
-/// Client side (outbound sidecar): presents `cert`, verifies the server against `ca`.
+/// Client side (outbound sidecar): presents `cert`, verifies the server against `ca`;
+/// offers ALPN `h2` or `http/1.1`.
 pub fn client_config(
     cert: &Path,
     key: &Path,
     ca: &Path,
+    h2: bool,
 ) -> Result<Arc<rustls::ClientConfig>, LabError> {
     let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -190,6 +214,8 @@ pub fn client_config(
         .with_root_certificates(roots(ca)?)
         .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
         .map_err(|e| tls_err("client certificate", e))?;
+    let mut cfg = cfg;
+    cfg.alpn_protocols = alpn(h2);
     Ok(Arc::new(cfg))
 }
 
@@ -209,8 +235,8 @@ mod tests {
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
         let f = generate(&dir, "t", Ipv4Addr::new(10, 77, 0, 2), uid).unwrap();
-        server_config(&f.server_cert, &f.server_key, &f.ca).unwrap();
-        client_config(&f.client_cert, &f.client_key, &f.ca).unwrap();
+        server_config(&f.server_cert, &f.server_key, &f.ca, false).unwrap();
+        client_config(&f.client_cert, &f.client_key, &f.ca, true).unwrap();
         rustls_name(&f.server_name).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

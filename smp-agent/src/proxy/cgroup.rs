@@ -98,7 +98,9 @@ impl CgroupAttribution {
 
     /// Short container ID (first 12 characters, as `docker ps` / `crictl ps` show it).
     pub fn short_container_id(&self) -> Option<&str> {
-        self.container_id.as_deref().map(|id| &id[..id.len().min(12)])
+        self.container_id
+            .as_deref()
+            .map(|id| &id[..id.len().min(12)])
     }
 }
 
@@ -425,7 +427,12 @@ mod tests {
         for c in cases() {
             let a = attribute_path(&c.path);
             assert_eq!(a.pod_uid.as_deref(), c.pod, "{}: pod", c.name);
-            assert_eq!(a.container_id.as_deref(), c.container, "{}: container", c.name);
+            assert_eq!(
+                a.container_id.as_deref(),
+                c.container,
+                "{}: container",
+                c.name
+            );
             assert_eq!(a.runtime, c.runtime, "{}: runtime", c.name);
             assert_eq!(a.driver, c.driver, "{}: driver", c.name);
             assert_eq!(a.qos, c.qos, "{}: qos", c.name);
@@ -435,9 +442,7 @@ mod tests {
 
     #[test]
     fn proc_cgroup_v1_hybrid() {
-        let path = format!(
-            "/kubepods/burstable/pod{UID}/{CID}"
-        );
+        let path = format!("/kubepods/burstable/pod{UID}/{CID}");
         let text = format!(
             "12:pids:{path}\n11:memory:{path}\n4:cpu,cpuacct:{path}\n1:name=systemd:{path}\n0::/\n"
         );
@@ -465,7 +470,8 @@ mod tests {
 
     #[test]
     fn proc_cgroup_unknown_keeps_most_specific_path() {
-        let text = "9:name=systemd:/\n4:memory:/process_api/fe09f2d32f23faf2261bd295723b3da7\n0::/\n";
+        let text =
+            "9:name=systemd:/\n4:memory:/process_api/fe09f2d32f23faf2261bd295723b3da7\n0::/\n";
         let a = attribute_proc_cgroup(text);
         assert!(a.is_unknown());
         assert_eq!(a.path, "/process_api/fe09f2d32f23faf2261bd295723b3da7");

@@ -43,6 +43,9 @@ pub const DEFAULT_PROXY_NAMES: &[&str] = &["envoy", "linkerd2-proxy", "haproxy",
 /// Default exclusions: processes that sit in sidecar containers but do not proxy traffic.
 pub const DEFAULT_EXCLUDED_NAMES: &[&str] = &["pilot-agent"];
 
+/// How many times [`Discovery::retry_pending`] retries a process whose command line is empty.
+pub const MAX_SETTLE_RETRIES: u32 = 20;
+
 /// Interpreters: a script named `envoy` runs as `python3` with comm `envoy`; it is a wrapper,
 /// not the proxy, so a comm match is ignored when the executable is one of these.
 const INTERPRETERS: &[&str] = &[
@@ -228,7 +231,11 @@ pub struct ProxyId {
 
 impl ProxyId {
     /// Builds the identity a leader process would have.
-    pub fn for_leader(kind: ProxyKind, attribution: &CgroupAttribution, cmdline: &[String]) -> Self {
+    pub fn for_leader(
+        kind: ProxyKind,
+        attribution: &CgroupAttribution,
+        cmdline: &[String],
+    ) -> Self {
         let scope = if let Some(uid) = &attribution.pod_uid {
             ProxyScope::Pod(uid.clone())
         } else if let Some(id) = &attribution.container_id {
@@ -281,12 +288,22 @@ fn normalised_args(kind: &ProxyKind, cmdline: &[String]) -> String {
     let mut tokens = tokens.peekable();
     while let Some(t) = tokens.next() {
         match (kind, t) {
+            // nginx: only the prefix and config file name the instance. The rest of its
+            // command line is unreliable while the master rewrites it into its process title.
+            (ProxyKind::Nginx, "-c" | "-p") => {
+                out.push(t);
+                out.extend(tokens.next());
+            }
+            (ProxyKind::Nginx, _) => {}
             (ProxyKind::Envoy, "--restart-epoch") => {
                 tokens.next();
             }
             (ProxyKind::Envoy, t) if t.starts_with("--restart-epoch=") => {}
             (ProxyKind::Haproxy, "-sf" | "-st") => {
-                while tokens.peek().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+                while tokens
+                    .peek()
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                {
                     tokens.next();
                 }
             }
@@ -304,13 +321,12 @@ fn name_match<'c>(snap: &ProcessSnapshot, names_of: &'c DiscoveryConfig) -> Opti
 fn matching_name<'n>(snap: &ProcessSnapshot, names: &'n [String]) -> Option<&'n str> {
     let exe = snap.exe_name();
     let interpreter = exe.is_some_and(|e| {
-        INTERPRETERS.contains(&e) || (e.starts_with("python") && e[6..].bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        INTERPRETERS.contains(&e)
+            || (e.starts_with("python") && e[6..].bytes().all(|b| b.is_ascii_digit() || b == b'.'))
     });
     names
         .iter()
-        .find(|n| {
-            exe == Some(n.as_str()) || (!interpreter && comm_matches(&snap.comm, n))
-        })
+        .find(|n| exe == Some(n.as_str()) || (!interpreter && comm_matches(&snap.comm, n)))
         .map(String::as_str)
 }
 
@@ -346,6 +362,9 @@ pub fn classify(snap: &ProcessSnapshot, cfg: &DiscoveryConfig) -> Option<ProxyMa
         return None;
     }
     let by_name = name_match(snap, cfg);
+    if by_name.is_some_and(|n| is_control_invocation(n, &snap.cmdline)) {
+        return None;
+    }
     let attribution = attribute_proc_cgroup(&snap.cgroup);
     let reason = if explicit {
         MatchReason::Pid
@@ -393,12 +412,40 @@ pub fn classify(snap: &ProcessSnapshot, cfg: &DiscoveryConfig) -> Option<ProxyMa
     })
 }
 
+/// `nginx -s reload`, `nginx -t`, `envoy --version`, `haproxy -c`: short-lived control or check
+/// runs of a proxy binary, not proxies (nginx's identity only looks at `-c`, so `nginx -t -c
+/// same.conf` would otherwise join the running proxy).
+fn is_control_invocation(name: &str, cmdline: &[String]) -> bool {
+    // A process title ("nginx: master process …") is one string: split it too.
+    let tokens = || cmdline.iter().flat_map(|a| a.split_whitespace()).skip(1);
+    match name {
+        "nginx" => {
+            !cmdline.first().is_some_and(|a| a.starts_with("nginx: "))
+                && tokens().any(|t| matches!(t, "-t" | "-T" | "-s" | "-v" | "-V" | "-h" | "-?"))
+        }
+        "envoy" => tokens().any(|t| {
+            matches!(
+                t,
+                "--version" | "--help" | "-h" | "validate" | "--mode=validate"
+            )
+        }),
+        "haproxy" => tokens().any(|t| matches!(t, "-c" | "-v" | "-vv")),
+        "linkerd2-proxy" => tokens().any(|t| matches!(t, "--version" | "--help" | "-h")),
+        _ => false,
+    }
+}
+
 /// Is any of the process's cgroup paths equal to or below `prefix`?
 fn cgroup_under(contents: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
-    contents.lines().filter_map(|l| l.splitn(3, ':').nth(2)).any(|p| {
-        p == prefix || (p.starts_with(prefix) && p[prefix.len()..].starts_with('/')) || prefix.is_empty()
-    })
+    contents
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|p| {
+            p == prefix
+                || (p.starts_with(prefix) && p[prefix.len()..].starts_with('/'))
+                || prefix.is_empty()
+        })
 }
 
 /// A process event from the probe layer (sched_process_exec / sched_process_exit /
@@ -474,6 +521,9 @@ pub struct DiscoveryStats {
     pub skipped_error: u64,
     /// Rescans that could not list processes at all.
     pub failed_rescans: u64,
+    /// Exec'd processes whose classification was retried because their command line was
+    /// still empty.
+    pub deferred: u64,
 }
 
 /// The live discovery state machine (see the module docs).
@@ -485,6 +535,9 @@ pub struct Discovery<S> {
     proxies: BTreeMap<ProxyId, TrackedProxy>,
     /// Every tgid ever attributed to a proxy (for CPU attribution after exit).
     history: HashMap<u32, ProxyId>,
+    /// Exec'd processes whose command line was not readable yet (the exec still finishing),
+    /// with the number of retries so far.
+    pending: BTreeMap<u32, u32>,
     stats: DiscoveryStats,
 }
 
@@ -496,6 +549,7 @@ impl<S: ProcSource> Discovery<S> {
             procs: HashMap::new(),
             proxies: BTreeMap::new(),
             history: HashMap::new(),
+            pending: BTreeMap::new(),
             stats: DiscoveryStats::default(),
         }
     }
@@ -528,6 +582,13 @@ impl<S: ProcSource> Discovery<S> {
         &self.history
     }
 
+    /// Drops dead tgids from [`Discovery::tgid_owners`] (call after their CPU was reported,
+    /// so the history does not grow without bound).
+    pub fn forget_dead_tgids(&mut self) {
+        let live = &self.procs;
+        self.history.retain(|tgid, _| live.contains_key(tgid));
+    }
+
     /// Live tgids (the probe's TARGETS set).
     pub fn live_tgids(&self) -> impl Iterator<Item = u32> + '_ {
         self.procs.keys().copied()
@@ -538,18 +599,60 @@ impl<S: ProcSource> Discovery<S> {
         self.stats.events += 1;
         let mut out = Vec::new();
         match event {
-            ProcEvent::Exit { pid } => self.remove(pid, &mut out),
-            ProcEvent::Exec { pid } | ProcEvent::Fork { pid, .. } => {
-                // An exec'd tracked process may have become something else: re-decide.
+            ProcEvent::Exit { pid } => {
+                self.pending.remove(&pid);
                 self.remove(pid, &mut out);
-                if let Some(snap) = self.read(pid, true) {
-                    self.consider(&snap, &HashMap::new(), &mut out);
-                }
+            }
+            ProcEvent::Exec { pid } | ProcEvent::Fork { pid, .. } => {
+                self.pending.remove(&pid);
+                self.reconsider(pid, 0, &mut out);
             }
         }
         out
     }
 
+    /// Pids waiting for their command line to settle (see [`Discovery::retry_pending`]).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Retries exec'd processes whose command line was still empty (call every ~50 ms while
+    /// [`Discovery::has_pending`]; [`Discovery::run`] does). After
+    /// [`MAX_SETTLE_RETRIES`] a process is classified as it is.
+    pub fn retry_pending(&mut self) -> Vec<ProxyChange> {
+        let mut out = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (pid, tries) in pending {
+            self.reconsider(pid, tries + 1, &mut out);
+        }
+        out
+    }
+
+    /// (Re)decides one process after exec/fork. An exec'd tracked process may have become
+    /// something else; if it is still the same proxy, nothing changes.
+    fn reconsider(&mut self, pid: u32, tries: u32, out: &mut Vec<ProxyChange>) {
+        let Some(snap) = self.read(pid, true) else {
+            self.remove(pid, out);
+            return;
+        };
+        // Between the exec and the kernel setting up the new argv, cmdline reads empty.
+        if snap.cmdline.is_empty() && snap.exe.is_some() && tries < MAX_SETTLE_RETRIES {
+            self.stats.deferred += u64::from(tries == 0);
+            self.pending.insert(pid, tries);
+            return;
+        }
+        if let Some(t) = self.procs.get_mut(&pid) {
+            let same = classify(&snap, &self.cfg).is_some_and(|m| {
+                m.kind == t.proxy.kind && (t.role == ProcessRole::Worker || m.identity == t.proxy)
+            });
+            if same {
+                t.start_time = snap.start_time;
+                return;
+            }
+            self.remove(pid, out);
+        }
+        self.consider(&snap, out);
+    }
     /// Full procfs pass: drops processes that are gone (or whose pid was reused) and adds
     /// matching processes the events missed.
     pub fn rescan(&mut self) -> Vec<ProxyChange> {
@@ -586,7 +689,7 @@ impl<S: ProcSource> Discovery<S> {
                 // pid reused: the process we tracked is gone.
                 self.remove(pid, &mut out);
             }
-            if !self.cfg.might_match(&brief) {
+            if self.pending.contains_key(&pid) || !self.cfg.might_match(&brief) {
                 continue;
             }
             if let Some(full) = self.read(pid, true) {
@@ -600,7 +703,7 @@ impl<S: ProcSource> Discovery<S> {
         order.sort_by_key(|p| depth_within(*p, &by_pid));
         for pid in order {
             if let Some(snap) = candidates.get(&pid) {
-                self.consider(snap, &by_pid, &mut out);
+                self.consider(snap, &mut out);
             }
         }
         out
@@ -618,6 +721,7 @@ impl<S: ProcSource> Discovery<S> {
         let mut tick = tokio::time::interval(rescan_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut events_open = true;
+        let mut settle = tokio::time::interval(Duration::from_millis(50));
         loop {
             let batch = tokio::select! {
                 ev = events.recv(), if events_open => match ev {
@@ -625,6 +729,7 @@ impl<S: ProcSource> Discovery<S> {
                     None => { events_open = false; Vec::new() }
                 },
                 _ = tick.tick() => self.rescan(),
+                _ = settle.tick(), if self.has_pending() => self.retry_pending(),
                 () = changes.closed() => return,
             };
             for change in batch {
@@ -654,12 +759,7 @@ impl<S: ProcSource> Discovery<S> {
         }
     }
 
-    fn consider(
-        &mut self,
-        snap: &ProcessSnapshot,
-        batch: &HashMap<u32, ProcessSnapshot>,
-        out: &mut Vec<ProxyChange>,
-    ) {
+    fn consider(&mut self, snap: &ProcessSnapshot, out: &mut Vec<ProxyChange>) {
         if self.procs.contains_key(&snap.pid) {
             return;
         }
@@ -674,28 +774,26 @@ impl<S: ProcSource> Discovery<S> {
             .filter(|id| id.kind == m.kind);
         let (id, role) = match parent_proxy {
             Some(id) => (id, ProcessRole::Worker),
-            None => {
-                if m.role_hint == ProcessRole::Worker
-                    && batch.contains_key(&snap.ppid)
-                    && !self.procs.contains_key(&snap.ppid)
-                {
-                    // Parent is a candidate that was not tracked (e.g. excluded): lead anyway.
-                }
-                (m.identity.clone(), ProcessRole::Leader)
-            }
+            // An orphaned worker (its master not tracked) leads a proxy of its own.
+            None => (m.identity.clone(), ProcessRole::Leader),
         };
-        let entry = self.proxies.entry(id.clone()).or_insert_with(|| TrackedProxy {
-            id: id.clone(),
-            kind: m.kind.clone(),
-            attribution: m.attribution.clone(),
-            reason: m.reason,
-            leader: None,
-            tgids: BTreeSet::new(),
-            restarts: 0,
-        });
+        let known = self.proxies.contains_key(&id);
+        let entry = self
+            .proxies
+            .entry(id.clone())
+            .or_insert_with(|| TrackedProxy {
+                id: id.clone(),
+                kind: m.kind.clone(),
+                attribution: m.attribution.clone(),
+                reason: m.reason,
+                leader: None,
+                tgids: BTreeSet::new(),
+                restarts: 0,
+            });
         let mut restart = false;
         if role == ProcessRole::Leader {
-            if entry.tgids.is_empty() && self.history.values().any(|h| *h == id) {
+            // A known proxy with no live process had processes before: this is a restart.
+            if known && entry.tgids.is_empty() {
                 entry.restarts += 1;
                 restart = true;
             }
@@ -785,18 +883,48 @@ mod tests {
     #[test]
     fn classify_by_name_exe_and_comm() {
         let cfg = DiscoveryConfig::default();
-        let envoy = snap(10, 1, "envoy", "/usr/local/bin/envoy", &["envoy", "-c", "/etc/envoy.yaml"]);
+        let envoy = snap(
+            10,
+            1,
+            "envoy",
+            "/usr/local/bin/envoy",
+            &["envoy", "-c", "/etc/envoy.yaml"],
+        );
         assert_eq!(classify(&envoy, &cfg).unwrap().kind, ProxyKind::Envoy);
         // PyPI wheel layout.
-        let wheel = snap(11, 1, "envoy", "/venv/lib/python3.11/site-packages/envoy/_bin/envoy", &["envoy"]);
+        let wheel = snap(
+            11,
+            1,
+            "envoy",
+            "/venv/lib/python3.11/site-packages/envoy/_bin/envoy",
+            &["envoy"],
+        );
         assert_eq!(classify(&wheel, &cfg).unwrap().reason, MatchReason::Name);
-        let l5d = snap(12, 1, "linkerd2-proxy", "/usr/lib/linkerd/linkerd2-proxy", &["/usr/lib/linkerd/linkerd2-proxy"]);
+        let l5d = snap(
+            12,
+            1,
+            "linkerd2-proxy",
+            "/usr/lib/linkerd/linkerd2-proxy",
+            &["/usr/lib/linkerd/linkerd2-proxy"],
+        );
         assert_eq!(classify(&l5d, &cfg).unwrap().kind, ProxyKind::Linkerd2Proxy);
         // Replaced binary.
-        let deleted = snap(13, 1, "haproxy", "/usr/sbin/haproxy (deleted)", &["haproxy", "-f", "x"]);
+        let deleted = snap(
+            13,
+            1,
+            "haproxy",
+            "/usr/sbin/haproxy (deleted)",
+            &["haproxy", "-f", "x"],
+        );
         assert_eq!(classify(&deleted, &cfg).unwrap().kind, ProxyKind::Haproxy);
         // Renamed binary but comm says nginx (prctl): matched by comm.
-        let comm_only = snap(14, 1, "nginx", "/opt/bin/openresty", &["nginx: master process openresty"]);
+        let comm_only = snap(
+            14,
+            1,
+            "nginx",
+            "/opt/bin/openresty",
+            &["nginx: master process openresty"],
+        );
         assert_eq!(classify(&comm_only, &cfg).unwrap().kind, ProxyKind::Nginx);
         // exe unreadable (other user, no CAP_SYS_PTRACE): comm still works.
         let no_exe = snap(15, 1, "envoy", "", &["envoy"]);
@@ -806,16 +934,37 @@ mod tests {
     #[test]
     fn classify_rejects() {
         let cfg = DiscoveryConfig::default();
-        let pilot = snap(20, 1, "pilot-agent", "/usr/local/bin/pilot-agent", &["pilot-agent", "proxy", "sidecar"]);
+        let pilot = snap(
+            20,
+            1,
+            "pilot-agent",
+            "/usr/local/bin/pilot-agent",
+            &["pilot-agent", "proxy", "sidecar"],
+        );
         assert!(classify(&pilot, &cfg).is_none(), "pilot-agent is excluded");
-        let script = snap(21, 1, "envoy", "/usr/bin/python3.11", &["/usr/bin/python3", "/venv/bin/envoy"]);
-        assert!(classify(&script, &cfg).is_none(), "a python wrapper named envoy is not the proxy");
+        let script = snap(
+            21,
+            1,
+            "envoy",
+            "/usr/bin/python3.11",
+            &["/usr/bin/python3", "/venv/bin/envoy"],
+        );
+        assert!(
+            classify(&script, &cfg).is_none(),
+            "a python wrapper named envoy is not the proxy"
+        );
         let kthread = snap(22, 2, "nginx", "", &[]);
-        assert!(classify(&kthread, &cfg).is_none(), "kernel threads never match by name");
+        assert!(
+            classify(&kthread, &cfg).is_none(),
+            "kernel threads never match by name"
+        );
         let other = snap(23, 1, "bash", "/usr/bin/bash", &["bash"]);
         assert!(classify(&other, &cfg).is_none());
         let prefix = snap(24, 1, "envoyx", "/usr/bin/envoyx", &["envoyx"]);
-        assert!(classify(&prefix, &cfg).is_none(), "names match whole, not as prefixes");
+        assert!(
+            classify(&prefix, &cfg).is_none(),
+            "names match whole, not as prefixes"
+        );
         let unknown_name = DiscoveryConfig {
             names: vec!["no-such-proxy".into()],
             ..DiscoveryConfig::default()
@@ -833,9 +982,21 @@ mod tests {
         };
         let app = snap(30, 1, "myproxy", "/usr/bin/myproxy", &["myproxy"]);
         let m = classify(&app, &cfg).unwrap();
-        assert_eq!((m.kind, m.reason), (ProxyKind::Other("myproxy".into()), MatchReason::Pid));
-        let pilot = snap(32, 1, "pilot-agent", "/usr/bin/pilot-agent", &["pilot-agent"]);
-        assert!(classify(&pilot, &cfg).is_some(), "an explicit pid overrides exclusion");
+        assert_eq!(
+            (m.kind, m.reason),
+            (ProxyKind::Other("myproxy".into()), MatchReason::Pid)
+        );
+        let pilot = snap(
+            32,
+            1,
+            "pilot-agent",
+            "/usr/bin/pilot-agent",
+            &["pilot-agent"],
+        );
+        assert!(
+            classify(&pilot, &cfg).is_some(),
+            "an explicit pid overrides exclusion"
+        );
 
         let by_container = DiscoveryConfig {
             names: vec![],
@@ -846,8 +1007,14 @@ mod tests {
         let m = classify(&p, &by_container).unwrap();
         assert_eq!(m.reason, MatchReason::Container);
         assert_eq!(m.attribution.pod_uid.as_deref(), Some(UID));
-        let pilot_in = in_pod(snap(41, 1, "pilot-agent", "/bin/pilot-agent", &["pilot-agent"]), &cid);
-        assert!(classify(&pilot_in, &by_container).is_none(), "exclusion applies inside containers");
+        let pilot_in = in_pod(
+            snap(41, 1, "pilot-agent", "/bin/pilot-agent", &["pilot-agent"]),
+            &cid,
+        );
+        assert!(
+            classify(&pilot_in, &by_container).is_none(),
+            "exclusion applies inside containers"
+        );
 
         let by_pod = DiscoveryConfig {
             names: vec![],
@@ -862,33 +1029,87 @@ mod tests {
             ..DiscoveryConfig::default()
         };
         let host = snap(42, 1, "x", "/bin/x", &["x"]);
-        assert_eq!(classify(&host, &by_cgroup).unwrap().reason, MatchReason::Cgroup);
+        assert_eq!(
+            classify(&host, &by_cgroup).unwrap().reason,
+            MatchReason::Cgroup
+        );
         let not_under = DiscoveryConfig {
             names: vec![],
             cgroups: vec!["/system.sl".into()],
             ..DiscoveryConfig::default()
         };
-        assert!(classify(&host, &not_under).is_none(), "prefix is by path component");
+        assert!(
+            classify(&host, &not_under).is_none(),
+            "prefix is by path component"
+        );
     }
 
     #[test]
     fn identity_is_stable_across_restarts_and_titles() {
         let cfg = DiscoveryConfig::default();
-        let started = snap(50, 1, "nginx", "/usr/sbin/nginx", &["/usr/sbin/nginx", "-c", "/tmp/n.conf", "-g", "daemon off;"]);
-        let titled = snap(60, 1, "nginx", "/usr/sbin/nginx", &["nginx: master process /usr/sbin/nginx -c /tmp/n.conf -g daemon off;"]);
+        let started = snap(
+            50,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["/usr/sbin/nginx", "-c", "/tmp/n.conf", "-g", "daemon off;"],
+        );
+        let titled = snap(
+            60,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx: master process /usr/sbin/nginx -c /tmp/n.conf -g daemon off;"],
+        );
         let a = classify(&started, &cfg).unwrap().identity;
         let b = classify(&titled, &cfg).unwrap().identity;
         assert_eq!(a, b, "nginx process title does not change identity");
-        let other_conf = snap(70, 1, "nginx", "/usr/sbin/nginx", &["/usr/sbin/nginx", "-c", "/tmp/other.conf"]);
+        let other_conf = snap(
+            70,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["/usr/sbin/nginx", "-c", "/tmp/other.conf"],
+        );
         assert_ne!(a, classify(&other_conf, &cfg).unwrap().identity);
 
-        let e1 = snap(80, 1, "envoy", "/usr/bin/envoy", &["envoy", "-c", "e.yaml", "--restart-epoch", "0"]);
-        let e2 = snap(81, 1, "envoy", "/usr/bin/envoy", &["envoy", "-c", "e.yaml", "--restart-epoch=3"]);
-        assert_eq!(classify(&e1, &cfg).unwrap().identity, classify(&e2, &cfg).unwrap().identity);
+        let e1 = snap(
+            80,
+            1,
+            "envoy",
+            "/usr/bin/envoy",
+            &["envoy", "-c", "e.yaml", "--restart-epoch", "0"],
+        );
+        let e2 = snap(
+            81,
+            1,
+            "envoy",
+            "/usr/bin/envoy",
+            &["envoy", "-c", "e.yaml", "--restart-epoch=3"],
+        );
+        assert_eq!(
+            classify(&e1, &cfg).unwrap().identity,
+            classify(&e2, &cfg).unwrap().identity
+        );
 
-        let h1 = snap(90, 1, "haproxy", "/usr/sbin/haproxy", &["haproxy", "-f", "h.cfg"]);
-        let h2 = snap(91, 1, "haproxy", "/usr/sbin/haproxy", &["haproxy", "-f", "h.cfg", "-sf", "90", "93"]);
-        assert_eq!(classify(&h1, &cfg).unwrap().identity, classify(&h2, &cfg).unwrap().identity);
+        let h1 = snap(
+            90,
+            1,
+            "haproxy",
+            "/usr/sbin/haproxy",
+            &["haproxy", "-f", "h.cfg"],
+        );
+        let h2 = snap(
+            91,
+            1,
+            "haproxy",
+            "/usr/sbin/haproxy",
+            &["haproxy", "-f", "h.cfg", "-sf", "90", "93"],
+        );
+        assert_eq!(
+            classify(&h1, &cfg).unwrap().identity,
+            classify(&h2, &cfg).unwrap().identity
+        );
 
         // In a pod the scope is the pod: a restarted container (new id) keeps the identity.
         let c1 = in_pod(e1.clone(), &"ab".repeat(32));
@@ -896,7 +1117,10 @@ mod tests {
         let id1 = classify(&c1, &cfg).unwrap().identity;
         assert_eq!(id1, classify(&c2, &cfg).unwrap().identity);
         assert_eq!(id1.scope, ProxyScope::Pod(UID.into()));
-        assert!(id1.to_string().starts_with(&format!("envoy@pod:{UID}#")), "{id1}");
+        assert!(
+            id1.to_string().starts_with(&format!("envoy@pod:{UID}#")),
+            "{id1}"
+        );
     }
 
     /// A fake process table.
@@ -910,13 +1134,22 @@ mod tests {
 
     impl ProcSource for Fake {
         fn pids(&mut self) -> Result<Vec<u32>, ProcError> {
-            Ok(self.procs.keys().chain(self.vanishing.iter()).copied().collect())
+            Ok(self
+                .procs
+                .keys()
+                .chain(self.vanishing.iter())
+                .copied()
+                .collect())
         }
         fn snapshot(&mut self, pid: u32, full: bool) -> Result<ProcessSnapshot, ProcError> {
             if self.denied.contains(&pid) {
                 return Err(ProcError::PermissionDenied { pid });
             }
-            let mut s = self.procs.get(&pid).cloned().ok_or(ProcError::Gone { pid })?;
+            let mut s = self
+                .procs
+                .get(&pid)
+                .cloned()
+                .ok_or(ProcError::Gone { pid })?;
             if !full {
                 s.cmdline.clear();
                 s.cgroup.clear();
@@ -926,22 +1159,40 @@ mod tests {
     }
 
     fn nginx_master(pid: u32) -> ProcessSnapshot {
-        snap(pid, 1, "nginx", "/usr/sbin/nginx", &["nginx: master process /usr/sbin/nginx -c /tmp/n.conf"])
+        snap(
+            pid,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx: master process /usr/sbin/nginx -c /tmp/n.conf"],
+        )
     }
     fn nginx_worker(pid: u32, ppid: u32) -> ProcessSnapshot {
-        snap(pid, ppid, "nginx", "/usr/sbin/nginx", &["nginx: worker process"])
+        snap(
+            pid,
+            ppid,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx: worker process"],
+        )
     }
 
     #[test]
     fn rescan_groups_master_and_workers_and_survives_restart() {
         let mut fake = Fake::default();
         // Worker pid lower than master (pid wrap) must still join the master.
-        for s in [nginx_master(100), nginx_worker(101, 100), nginx_worker(5, 100)] {
+        for s in [
+            nginx_master(100),
+            nginx_worker(101, 100),
+            nginx_worker(5, 100),
+        ] {
             fake.procs.insert(s.pid, s);
         }
-        fake.procs.insert(200, snap(200, 1, "bash", "/usr/bin/bash", &["bash"]));
+        fake.procs
+            .insert(200, snap(200, 1, "bash", "/usr/bin/bash", &["bash"]));
         fake.denied.insert(300);
-        fake.procs.insert(300, snap(300, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
+        fake.procs
+            .insert(300, snap(300, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
         fake.vanishing.insert(400);
         let mut d = Discovery::new(DiscoveryConfig::default(), fake);
         let changes = d.rescan();
@@ -951,7 +1202,12 @@ mod tests {
         let id = proxies[0].id.clone();
         assert_eq!(proxies[0].leader, Some(100));
         assert_eq!(proxies[0].tgids, BTreeSet::from([5, 100, 101]));
-        assert!(changes.contains(&ProxyChange::Added { proxy: id.clone(), tgid: 5, role: ProcessRole::Worker, restart: false }));
+        assert!(changes.contains(&ProxyChange::Added {
+            proxy: id.clone(),
+            tgid: 5,
+            role: ProcessRole::Worker,
+            restart: false
+        }));
         let st = d.stats();
         assert_eq!((st.skipped_permission, st.skipped_gone), (1, 1));
 
@@ -961,22 +1217,57 @@ mod tests {
         // Kill: the master exits (event), workers vanish (rescan).
         d.source.procs.retain(|p, _| *p == 200);
         let ch = d.handle_event(ProcEvent::Exit { pid: 100 });
-        assert_eq!(ch, vec![ProxyChange::Removed { proxy: id.clone(), tgid: 100 }]);
+        assert_eq!(
+            ch,
+            vec![ProxyChange::Removed {
+                proxy: id.clone(),
+                tgid: 100
+            }]
+        );
         assert_eq!(d.rescan().len(), 2);
-        assert!(d.proxy(&id).unwrap().tgids.is_empty(), "proxy kept with no process");
+        assert!(
+            d.proxy(&id).unwrap().tgids.is_empty(),
+            "proxy kept with no process"
+        );
 
         // Restart: new pids, same identity, restart flagged; workers via Fork events.
         d.source.procs.insert(700, nginx_master(700));
         let ch = d.handle_event(ProcEvent::Exec { pid: 700 });
-        assert_eq!(ch, vec![ProxyChange::Added { proxy: id.clone(), tgid: 700, role: ProcessRole::Leader, restart: true }]);
+        assert_eq!(
+            ch,
+            vec![ProxyChange::Added {
+                proxy: id.clone(),
+                tgid: 700,
+                role: ProcessRole::Leader,
+                restart: true
+            }]
+        );
         d.source.procs.insert(701, nginx_worker(701, 700));
-        let ch = d.handle_event(ProcEvent::Fork { parent: 700, pid: 701 });
-        assert_eq!(ch, vec![ProxyChange::Added { proxy: id.clone(), tgid: 701, role: ProcessRole::Worker, restart: false }]);
+        let ch = d.handle_event(ProcEvent::Fork {
+            parent: 700,
+            pid: 701,
+        });
+        assert_eq!(
+            ch,
+            vec![ProxyChange::Added {
+                proxy: id.clone(),
+                tgid: 701,
+                role: ProcessRole::Worker,
+                restart: false
+            }]
+        );
         let p = d.proxy(&id).unwrap();
         assert_eq!((p.restarts, p.leader), (1, Some(700)));
-        assert_eq!(d.tgid_owners().get(&100), Some(&id), "history keeps dead tgids");
+        assert_eq!(
+            d.tgid_owners().get(&100),
+            Some(&id),
+            "history keeps dead tgids"
+        );
         assert_eq!(d.tgid_owners().get(&701), Some(&id));
         assert_eq!(d.live_tgids().count(), 2);
+        d.forget_dead_tgids();
+        assert_eq!(d.tgid_owners().get(&100), None);
+        assert_eq!(d.tgid_owners().len(), 2);
     }
 
     #[test]
@@ -984,14 +1275,20 @@ mod tests {
         let mut d = Discovery::new(DiscoveryConfig::default(), Fake::default());
         assert!(d.handle_event(ProcEvent::Exec { pid: 999 }).is_empty());
         assert!(d.handle_event(ProcEvent::Exit { pid: 999 }).is_empty());
-        assert!(d.handle_event(ProcEvent::Fork { parent: 1, pid: 998 }).is_empty());
+        assert!(d
+            .handle_event(ProcEvent::Fork {
+                parent: 1,
+                pid: 998
+            })
+            .is_empty());
         assert_eq!(d.stats().skipped_gone, 2);
     }
 
     #[test]
     fn pid_reuse_is_detected_by_start_time() {
         let mut fake = Fake::default();
-        fake.procs.insert(10, snap(10, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
+        fake.procs
+            .insert(10, snap(10, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
         let mut d = Discovery::new(DiscoveryConfig::default(), fake);
         assert_eq!(d.rescan().len(), 1);
         // Exit event lost; pid 10 now runs bash.
@@ -999,29 +1296,156 @@ mod tests {
         bash.start_time = 12345;
         d.source.procs.insert(10, bash);
         let ch = d.rescan();
-        assert!(matches!(ch.as_slice(), [ProxyChange::Removed { tgid: 10, .. }]), "{ch:?}");
+        assert!(
+            matches!(ch.as_slice(), [ProxyChange::Removed { tgid: 10, .. }]),
+            "{ch:?}"
+        );
     }
 
     #[test]
     fn exec_into_something_else_drops_the_process() {
         let mut fake = Fake::default();
-        fake.procs.insert(10, snap(10, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
+        fake.procs
+            .insert(10, snap(10, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
         let mut d = Discovery::new(DiscoveryConfig::default(), fake);
         d.rescan();
-        d.source.procs.insert(10, snap(10, 1, "sleep", "/usr/bin/sleep", &["sleep", "1"]));
+        d.source
+            .procs
+            .insert(10, snap(10, 1, "sleep", "/usr/bin/sleep", &["sleep", "1"]));
         let ch = d.handle_event(ProcEvent::Exec { pid: 10 });
-        assert!(matches!(ch.as_slice(), [ProxyChange::Removed { tgid: 10, .. }]));
+        assert!(matches!(
+            ch.as_slice(),
+            [ProxyChange::Removed { tgid: 10, .. }]
+        ));
     }
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    #[test]
+    fn control_invocations_are_not_proxies() {
+        let cfg = DiscoveryConfig::default();
+        for (comm, args) in [
+            ("nginx", &["nginx", "-s", "reload", "-c", "/tmp/n.conf"][..]),
+            ("nginx", &["/usr/sbin/nginx", "-t", "-c", "/tmp/n.conf"][..]),
+            ("envoy", &["envoy", "--version"][..]),
+            (
+                "envoy",
+                &["envoy", "--mode", "validate", "-c", "e.yaml"][..],
+            ),
+            ("haproxy", &["haproxy", "-c", "-f", "h.cfg"][..]),
+        ] {
+            let s = snap(60, 1, comm, &format!("/usr/bin/{comm}"), args);
+            assert!(classify(&s, &cfg).is_none(), "{args:?}");
+        }
+        // A master whose original command line had -g "daemon off;" is still a proxy.
+        let titled = snap(
+            61,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx: master process nginx -g daemon off;"],
+        );
+        assert!(classify(&titled, &cfg).is_some());
+        let worker = snap(
+            62,
+            61,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx: worker process"],
+        );
+        assert!(classify(&worker, &cfg).is_some());
+    }
+
+    #[test]
+    fn nginx_transient_titles_keep_identity() {
+        let cfg = DiscoveryConfig::default();
+        let clean = snap(
+            50,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx", "-c", "/tmp/n.conf", "-g", "daemon off;"],
+        );
+        // Seen while the master rewrites argv into its title (kernel reads into the env area).
+        let mid = snap(
+            50,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &[
+                "nginx",
+                "-c",
+                "/tmp/n.conf",
+                "-g",
+                "daemon off;",
+                "n.conf -g daemon off;",
+            ],
+        );
+        let titled = snap(
+            50,
+            1,
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx: master process nginx -c /tmp/n.conf -g daemon off;"],
+        );
+        let id = classify(&clean, &cfg).unwrap().identity;
+        assert_eq!(id, classify(&mid, &cfg).unwrap().identity);
+        assert_eq!(id, classify(&titled, &cfg).unwrap().identity);
+    }
+
+    #[test]
+    fn exec_with_empty_cmdline_is_retried() {
+        let mut fake = Fake::default();
+        let mut early = snap(10, 1, "envoy", "/usr/bin/envoy", &[]);
+        early.cmdline.clear();
+        fake.procs.insert(10, early);
+        let mut d = Discovery::new(DiscoveryConfig::default(), fake);
+        assert!(d.handle_event(ProcEvent::Exec { pid: 10 }).is_empty());
+        assert!(d.has_pending());
+        assert!(
+            d.rescan().is_empty(),
+            "rescan leaves pending pids to retry_pending"
+        );
+        assert!(
+            d.retry_pending().is_empty(),
+            "still empty: retried again later"
+        );
+        d.source.procs.insert(
+            10,
+            snap(10, 1, "envoy", "/usr/bin/envoy", &["envoy", "-c", "e.yaml"]),
+        );
+        let ch = d.retry_pending();
+        assert!(
+            matches!(ch.as_slice(), [ProxyChange::Added { tgid: 10, .. }]),
+            "{ch:?}"
+        );
+        assert!(!d.has_pending());
+        assert_eq!(d.stats().deferred, 1);
+        // Exec of a tracked process into the same proxy: no churn.
+        assert!(d.handle_event(ProcEvent::Exec { pid: 10 }).is_empty());
+        // A process whose cmdline stays empty is classified after the retries run out.
+        let mut stuck = snap(11, 1, "envoy", "/usr/bin/envoy", &[]);
+        stuck.cmdline.clear();
+        d.source.procs.insert(11, stuck);
+        d.handle_event(ProcEvent::Exec { pid: 11 });
+        let mut added = Vec::new();
+        for _ in 0..=MAX_SETTLE_RETRIES {
+            added.extend(d.retry_pending());
+        }
+        assert!(
+            matches!(added.as_slice(), [ProxyChange::Added { tgid: 11, .. }]),
+            "{added:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn run_applies_events_and_rescans() {
         let mut fake = Fake::default();
-        fake.procs.insert(10, snap(10, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
+        fake.procs
+            .insert(10, snap(10, 1, "envoy", "/usr/bin/envoy", &["envoy"]));
         let mut d = Discovery::new(DiscoveryConfig::default(), fake);
         let (ev_tx, ev_rx) = mpsc::channel(8);
         let (ch_tx, mut ch_rx) = mpsc::channel(8);
         let task = async move {
-            d.run(ev_rx, ch_tx, Duration::from_secs(1)).await;
+            d.run(ev_rx, ch_tx, Duration::from_millis(20)).await;
             d
         };
         let check = async move {

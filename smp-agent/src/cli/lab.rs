@@ -1,0 +1,282 @@
+//! `smp-agent lab up|down|status`: the mesh lab (see docs/lab.md), plus the hidden `proxy`
+//! (ground-truth sidecar) and `app` (server app) the lab spawns from this same binary.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+
+use super::OutputFormat;
+use crate::lab::{self, config::ProxyKind, Lab, LabConfig, LabInfo, LabStatus};
+
+/// Arguments of `lab`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+/// The lab subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// Create the two pod namespaces, the redirect rules, the app and both sidecars.
+    Up(UpArgs),
+    /// Remove every namespace, rule and process a lab created (idempotent; also after a crash).
+    Down(DownArgs),
+    /// Show a lab (or every lab): namespaces, processes, URLs.
+    Status(StatusArgs),
+    /// Ground-truth sidecar (spawned by `up`).
+    #[command(hide = true)]
+    Proxy(lab::gtproxy::ProxyOptions),
+    /// Server app (spawned by `up`).
+    #[command(hide = true)]
+    App(lab::app::AppOptions),
+}
+
+/// Arguments of `lab up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Optional: topology file (YAML); every field has a default, flags below override it.
+    /// Example: --config lab.yaml
+    #[arg(long, short, verbatim_doc_comment)]
+    pub config: Option<PathBuf>,
+    /// Optional: lab name, prefix of its namespaces and interfaces (default smplab).
+    /// Example: --name lab2
+    #[arg(long, verbatim_doc_comment)]
+    pub name: Option<String>,
+    /// Optional: proxy kind in both sidecar slots (default envoy).
+    /// Example: --proxy haproxy
+    #[arg(long, value_enum, verbatim_doc_comment)]
+    pub proxy: Option<ProxyKind>,
+    /// Optional: mTLS on the sidecar-to-sidecar leg.
+    #[arg(long)]
+    pub mtls: bool,
+    /// Optional: HTTP/2 on the sidecar-to-sidecar leg (envoy, haproxy, ours; not nginx).
+    #[arg(long)]
+    pub h2: bool,
+    /// Optional: worker threads of both sidecars (Envoy --concurrency).
+    /// Example: --concurrency 2
+    #[arg(long, verbatim_doc_comment)]
+    pub concurrency: Option<u32>,
+    /// Optional: delay per request added by the ground-truth proxy in both slots, microseconds
+    /// (only with --proxy ours). Example: --delay-us 1000
+    #[arg(long, verbatim_doc_comment)]
+    pub delay_us: Option<u64>,
+    /// Optional: Envoy binary (else $SMP_ENVOY, else <repo>/.cache/envoy-venv, else PATH).
+    #[arg(long, env = "SMP_ENVOY")]
+    pub envoy_bin: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// Arguments of `lab down`.
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    /// Lab name.
+    #[arg(long, default_value = "smplab")]
+    pub name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// Arguments of `lab status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Optional: lab name; default: every lab with state on disk.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// Runs `lab …`.
+pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        LabCommand::Up(a) => tokio::task::spawn_blocking(move || up(a)).await?,
+        LabCommand::Down(a) => tokio::task::spawn_blocking(move || down(a)).await?,
+        LabCommand::Status(a) => status(a),
+        // The proxy and the app build their own runtime (current-thread for 1 worker) on a
+        // thread of their own: a runtime cannot start inside this one.
+        LabCommand::Proxy(o) => {
+            std::thread::spawn(move || lab::gtproxy::run(o))
+                .join()
+                .map_err(|_| anyhow::anyhow!("proxy thread panicked"))?
+                .context("ground-truth proxy failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::App(o) => {
+            std::thread::spawn(move || lab::app::run(o))
+                .join()
+                .map_err(|_| anyhow::anyhow!("app thread panicked"))?
+                .context("lab app failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_config(a: &UpArgs) -> anyhow::Result<LabConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("failed to read lab config {}", p.display()))?;
+            LabConfig::from_yaml(&text).with_context(|| format!("in {}", p.display()))?
+        }
+        None => LabConfig::default(),
+    };
+    if let Some(n) = &a.name {
+        cfg.name.clone_from(n);
+    }
+    if let Some(p) = a.proxy {
+        cfg.proxy = p;
+    }
+    cfg.mtls |= a.mtls;
+    cfg.h2 |= a.h2;
+    if let Some(c) = a.concurrency {
+        cfg.outbound.workers = c;
+        cfg.inbound.workers = c;
+    }
+    if let Some(d) = a.delay_us {
+        cfg.outbound.delay_us = d;
+        cfg.inbound.delay_us = d;
+    }
+    if let Some(b) = a.envoy_bin.as_ref().filter(|b| !b.as_os_str().is_empty()) {
+        cfg.envoy_bin = Some(b.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(&a)?;
+    let started = std::time::Instant::now();
+    let info = Lab::up(&cfg).with_context(|| format!("failed to bring lab {:?} up", cfg.name))?;
+    match a.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&info)?),
+        OutputFormat::Text => {
+            print_info(&info);
+            println!("up in {:.1} s", started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_info(i: &LabInfo) {
+    println!("lab {} is up", i.name);
+    println!(
+        "  client namespace: {}   (run clients with: {} <command>)",
+        i.client_netns, i.client_exec
+    );
+    println!("  server namespace: {}", i.server_netns);
+    println!(
+        "  meshed URL:       {}   (client → outbound → inbound → app)",
+        i.meshed_url
+    );
+    println!(
+        "  baseline URL:     {}   (client → app, no sidecar)",
+        i.baseline_url
+    );
+    for s in [&i.outbound, &i.inbound] {
+        println!(
+            "  {:<8} sidecar: {} pid {} (netns {}, port {}, admin {}, log {})",
+            s.side.as_str(),
+            s.kind,
+            s.pid,
+            s.netns,
+            s.port,
+            s.admin,
+            s.log.display()
+        );
+    }
+    println!(
+        "  app pid {}; mTLS {}; h2 between sidecars {}",
+        i.app_pid, i.mtls, i.h2
+    );
+    println!("  try: {} curl -si {}", i.client_exec, i.meshed_url);
+    println!("  stop: smp-agent lab down --name {}", i.name);
+}
+
+fn down(a: DownArgs) -> anyhow::Result<ExitCode> {
+    let r = Lab::down(&a.name).with_context(|| format!("failed to take lab {:?} down", a.name))?;
+    match a.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        OutputFormat::Text => {
+            if r.netns_deleted.is_empty() && r.killed.is_empty() && !r.state_removed {
+                println!("lab {}: nothing to remove", r.name);
+            } else {
+                println!(
+                    "lab {} down: stopped {} process(es), deleted namespaces [{}]",
+                    r.name,
+                    r.killed.len(),
+                    r.netns_deleted.join(", ")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let names = match &a.name {
+        Some(n) => vec![n.clone()],
+        None => Lab::list(),
+    };
+    let mut all: Vec<LabStatus> = Vec::new();
+    for n in &names {
+        all.push(Lab::status(n).with_context(|| format!("failed to read lab {n:?}"))?);
+    }
+    let healthy = all.iter().all(|s| s.healthy);
+    match a.output {
+        OutputFormat::Json => {
+            if a.name.is_some() {
+                println!("{}", serde_json::to_string_pretty(&all[0])?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            }
+        }
+        OutputFormat::Text => {
+            if all.is_empty() {
+                println!("no labs");
+            }
+            for s in &all {
+                println!(
+                    "lab {}: {:?}{}",
+                    s.name,
+                    s.phase,
+                    if s.healthy {
+                        ", healthy"
+                    } else {
+                        ", NOT healthy"
+                    }
+                );
+                for (ns, exists) in &s.netns {
+                    println!(
+                        "  netns {ns}: {}",
+                        if *exists { "present" } else { "missing" }
+                    );
+                }
+                for p in &s.processes {
+                    println!(
+                        "  {:<8} {:<7} pid {:<7} {}",
+                        p.role,
+                        p.kind,
+                        p.pid,
+                        if p.alive { "running" } else { "GONE" }
+                    );
+                }
+                if let Some(i) = &s.info {
+                    println!(
+                        "  meshed {}  baseline {}  (from {})",
+                        i.meshed_url, i.baseline_url, i.client_exec
+                    );
+                }
+            }
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,306 @@
+//! The ground-truth sidecar (`smp-agent lab proxy`): a small HTTP/1.1 proxy that adds a known
+//! delay to every request before forwarding it, so the profiler's per-hop figures can be checked
+//! against a known answer.
+//!
+//! Per downstream connection it opens one upstream connection (lazily, reused for every request
+//! on that connection: keep-alive both ways), reads a request head, waits the delay (fixed
+//! `--delay-us`, or the request header `x-smp-delay-us`), forwards head and body (Content-Length
+//! or chunked, streamed), then forwards the response, adding `x-smp-via: <role>`. It logs nothing
+//! per request; counters are served on the admin port (`GET /stats`).
+//! `--workers 1` runs a current-thread runtime (one event loop, like an Envoy worker); `N` runs a
+//! multi-thread runtime with N workers (like tokio-based proxies).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader},
+    net::{TcpListener, TcpStream},
+};
+
+use super::{http1, tls, LabError};
+
+mod h2bridge;
+
+/// Options of the hidden `lab proxy` subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyOptions {
+    /// Required: address to listen on. Example: --listen 0.0.0.0:15001
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Required: upstream address every connection is forwarded to. Example: --upstream 10.77.0.2:8080
+    #[arg(long)]
+    pub upstream: SocketAddr,
+    /// Value of the `x-smp-via` response header this proxy adds. Example: --role outbound-ours
+    #[arg(long, default_value = "ours")]
+    pub role: String,
+    /// Fixed delay added to every request, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    pub delay_us: u64,
+    /// Let the request header `x-smp-delay-us` override --delay-us.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub header_delay: bool,
+    /// Worker threads: 1 = current-thread runtime, N = multi-thread runtime.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Optional: admin address serving counters at any path. Example: --admin 127.0.0.1:15000
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Optional: terminate TLS downstream with this certificate (PEM); needs --tls-key, --tls-ca.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Optional: key of --tls-cert (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Optional: CA that client certificates must chain to (downstream mTLS).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Optional: originate TLS upstream with this client certificate (PEM); needs
+    /// --upstream-tls-key, --upstream-tls-ca, --upstream-server-name.
+    #[arg(long)]
+    pub upstream_tls_cert: Option<PathBuf>,
+    /// Optional: key of --upstream-tls-cert.
+    #[arg(long)]
+    pub upstream_tls_key: Option<PathBuf>,
+    /// Optional: CA the upstream server certificate must chain to.
+    #[arg(long)]
+    pub upstream_tls_ca: Option<PathBuf>,
+    /// Optional: name the upstream certificate must carry (also sent as SNI).
+    #[arg(long)]
+    pub upstream_server_name: Option<String>,
+    /// Speak HTTP/2 to the upstream (requests arrive as HTTP/1.1).
+    #[arg(long)]
+    pub upstream_h2: bool,
+    /// Accept HTTP/2 downstream (forwarded as HTTP/1.1).
+    #[arg(long, conflicts_with = "upstream_h2")]
+    pub downstream_h2: bool,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type BoxIo = Box<dyn Io>;
+
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    connections: AtomicU64,
+    upstream_connections: AtomicU64,
+    errors: AtomicU64,
+    delay_us_total: AtomicU64,
+}
+
+struct Ctx {
+    opts: ProxyOptions,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    connector: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    stats: Stats,
+}
+
+fn need<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T, LabError> {
+    v.as_ref().ok_or_else(|| LabError::Config {
+        field: flag.to_string(),
+        reason: "required with the other TLS flags".into(),
+    })
+}
+
+/// Runs the proxy until killed. Builds its own runtime (current-thread for `--workers 1`).
+pub fn run(opts: ProxyOptions) -> Result<(), LabError> {
+    let acceptor = match &opts.tls_cert {
+        None => None,
+        Some(cert) => {
+            let cfg = tls::server_config(
+                cert,
+                need(&opts.tls_key, "--tls-key")?,
+                need(&opts.tls_ca, "--tls-ca")?,
+                opts.downstream_h2,
+            )?;
+            Some(tokio_rustls::TlsAcceptor::from(cfg))
+        }
+    };
+    let connector = match &opts.upstream_tls_cert {
+        None => None,
+        Some(cert) => {
+            let cfg = tls::client_config(
+                cert,
+                need(&opts.upstream_tls_key, "--upstream-tls-key")?,
+                need(&opts.upstream_tls_ca, "--upstream-tls-ca")?,
+                opts.upstream_h2,
+            )?;
+            let name =
+                tls::rustls_name(need(&opts.upstream_server_name, "--upstream-server-name")?)?;
+            Some((tokio_rustls::TlsConnector::from(cfg), name))
+        }
+    };
+    let rt = super::runtime(opts.workers)?;
+    let ctx = Arc::new(Ctx {
+        opts,
+        acceptor,
+        connector,
+        stats: Stats::default(),
+    });
+    rt.block_on(serve(ctx))
+}
+
+async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
+    let listener = TcpListener::bind(ctx.opts.listen)
+        .await
+        .map_err(|e| LabError::io(format!("listen on {}", ctx.opts.listen), e))?;
+    if let Some(admin) = ctx.opts.admin {
+        let l = TcpListener::bind(admin)
+            .await
+            .map_err(|e| LabError::io(format!("listen on {admin} (admin)"), e))?;
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let _ = super::app::serve_text(s, || stats_text(&c.stats)).await;
+                });
+            }
+        });
+    }
+    loop {
+        let (sock, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            let down: BoxIo = match &c.acceptor {
+                None => Box::new(sock),
+                Some(a) => match a.accept(sock).await {
+                    Ok(t) => Box::new(t),
+                    Err(_) => {
+                        c.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
+            };
+            let res = if c.opts.downstream_h2 {
+                h2bridge::h2_to_h1(c.clone(), down).await
+            } else if c.opts.upstream_h2 {
+                h2bridge::h1_to_h2(&c, down).await
+            } else {
+                conn(&c, down).await
+            };
+            if res.is_err() {
+                c.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+fn stats_text(s: &Stats) -> String {
+    format!(
+        "requests_total {}\nconnections_total {}\nupstream_connections_total {}\nerrors_total {}\ndelay_us_total {}\n",
+        s.requests.load(Ordering::Relaxed),
+        s.connections.load(Ordering::Relaxed),
+        s.upstream_connections.load(Ordering::Relaxed),
+        s.errors.load(Ordering::Relaxed),
+        s.delay_us_total.load(Ordering::Relaxed),
+    )
+}
+
+async fn connect(ctx: &Ctx) -> std::io::Result<BoxIo> {
+    let s = TcpStream::connect(ctx.opts.upstream).await?;
+    let _ = s.set_nodelay(true);
+    ctx.stats
+        .upstream_connections
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(match &ctx.connector {
+        None => Box::new(s),
+        Some((c, name)) => Box::new(c.connect(name.clone(), s).await?),
+    })
+}
+
+async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
+    let (dr, mut dw) = tokio::io::split(down);
+    let mut dr = BufReader::with_capacity(16 * 1024, dr);
+    let mut upstream: Option<(
+        BufReader<tokio::io::ReadHalf<BoxIo>>,
+        tokio::io::WriteHalf<BoxIo>,
+    )> = None;
+    let mut head = Vec::with_capacity(1024);
+    let mut rhead = Vec::with_capacity(1024);
+    let via = ctx.opts.role.as_str();
+    loop {
+        if !http1::read_head(&mut dr, &mut head).await? {
+            return Ok(());
+        }
+        let req = http1::parse_request(&head)?;
+        let delay = match (ctx.opts.header_delay, req.delay_us) {
+            (true, Some(d)) => d,
+            _ => ctx.opts.delay_us,
+        };
+        if delay > 0 {
+            http1::precise_sleep(Duration::from_micros(delay)).await?;
+            ctx.stats.delay_us_total.fetch_add(delay, Ordering::Relaxed);
+        }
+        if let Some((ur, _)) = upstream.as_mut() {
+            // A kept-alive upstream connection the peer closed while idle (or that has stray
+            // bytes) is replaced before the request is written, as real proxies do.
+            let stale = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::pin::Pin::new(&mut *ur).poll_fill_buf(cx).is_ready())
+            })
+            .await;
+            if stale {
+                upstream = None;
+            }
+        }
+        if upstream.is_none() {
+            let (ur, uw) = tokio::io::split(connect(ctx).await?);
+            upstream = Some((BufReader::with_capacity(16 * 1024, ur), uw));
+        }
+        let Some((ur, uw)) = upstream.as_mut() else {
+            unreachable!("upstream connected above")
+        };
+        uw.write_all(&head).await?;
+        if req.expect_continue {
+            // Answer the client's `Expect: 100-continue` ourselves so the body flows at once;
+            // the upstream's own 100 is swallowed below.
+            dw.write_all(http1::CONTINUE).await?;
+            dw.flush().await?;
+        }
+        http1::copy_body(&mut dr, uw, req.body).await?;
+        uw.flush().await?;
+        let resp = loop {
+            if !http1::read_head(ur, &mut rhead).await? {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let resp = http1::parse_response(&rhead, &req.method)?;
+            if !(100..200).contains(&resp.status) || resp.status == 101 {
+                break resp;
+            }
+            if !(req.expect_continue && resp.status == 100) {
+                dw.write_all(&rhead).await?;
+            }
+        };
+        dw.write_all(&http1::with_header(&rhead, "x-smp-via", via))
+            .await?;
+        http1::copy_body(ur, &mut dw, resp.body).await?;
+        dw.flush().await?;
+        ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if !resp.keep_alive {
+            upstream = None;
+        }
+        if !req.keep_alive || !resp.keep_alive {
+            let _ = dw.shutdown().await;
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,795 @@
+//! The mesh lab: a real two-pod sidecar topology in network namespaces on one machine.
+//!
+//! ```text
+//!  netns <name>-client                              netns <name>-server
+//!  client ──► 10.77.0.2:8080                        ┌──► inbound sidecar :15006 ──► app 127.0.0.1:8080
+//!    │ nft output redirect (not uid 1337)           │ nft prerouting redirect (iif veth, dport 8080)
+//!    └─► outbound sidecar :15001 ── veth ──► 10.77.0.2:8080
+//!  client ──► 10.77.0.2:8081 (baseline) ─ veth ──────────────────────────────► app :8081
+//! ```
+//!
+//! [`Lab::up`] records every step in `/run/smp-agent/lab/<name>/state.json` before taking it;
+//! [`Lab::down`] undoes whatever that file (and the naming convention) says exists, so it also
+//! cleans up a crashed or half-finished `up` and is idempotent. See docs/lab.md.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub mod app;
+pub mod config;
+pub mod gtproxy;
+pub mod http1;
+pub mod netns;
+pub mod proxies;
+pub mod redirect;
+pub mod state;
+pub mod tls;
+
+pub use config::{LabConfig, ProxyKind, Side};
+use state::{LabState, Phase, ProcRecord};
+
+/// Errors of the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A config field is invalid.
+    #[error("invalid lab config: {field}: {reason}")]
+    Config {
+        /// Dotted field name, e.g. `outbound.workers`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The YAML did not parse (serde names the field and line).
+    #[error("invalid lab config: {reason}")]
+    ConfigParse {
+        /// serde_yaml's message.
+        reason: String,
+    },
+    /// An external command failed.
+    #[error("command `{cmd}` failed: {reason}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Exit status and stderr, or the spawn error.
+        reason: String,
+    },
+    /// An I/O operation failed.
+    #[error("failed to {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program the lab needs is missing.
+    #[error("{program} not found: {hint}")]
+    MissingProgram {
+        /// Program.
+        program: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// Generating or loading TLS material failed.
+    #[error("TLS: {what}: {reason}")]
+    Tls {
+        /// Which item.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The state file is unreadable.
+    #[error("lab state {path}: {reason}")]
+    State {
+        /// State file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A lab with this name exists already.
+    #[error("lab {0:?} already exists (run `smp-agent lab down --name {0}` first)")]
+    Exists(String),
+    /// No such lab.
+    #[error("no lab named {0:?}")]
+    NotFound(String),
+    /// Not root.
+    #[error("the lab needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN to create namespaces and rules)")]
+    NotRoot,
+    /// A lab process exited during start-up or did not listen in time.
+    #[error("{role} ({kind}) {problem}; last lines of {log}:\n{tail}")]
+    Startup {
+        /// Role (`app`, `inbound`, `outbound`).
+        role: String,
+        /// Program.
+        kind: String,
+        /// What went wrong.
+        problem: String,
+        /// Log file.
+        log: String,
+        /// Its last lines.
+        tail: String,
+    },
+    /// Talking to a sidecar's admin endpoint failed.
+    #[error("stats of the {side} sidecar ({kind}) at {addr}: {reason}")]
+    Stats {
+        /// Slot.
+        side: Side,
+        /// Kind.
+        kind: ProxyKind,
+        /// Admin address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl LabError {
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        LabError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// One sidecar of a running lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarInfo {
+    /// Slot.
+    pub side: Side,
+    /// Proxy kind.
+    pub kind: ProxyKind,
+    /// Pid of the proxy (nginx: the master).
+    pub pid: u32,
+    /// Namespace it runs in.
+    pub netns: String,
+    /// Listener port inside its pod.
+    pub port: u16,
+    /// Admin/stats address inside its pod.
+    pub admin: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// What a running lab offers: how to reach it, and whom to profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabInfo {
+    /// Lab name.
+    pub name: String,
+    /// The client pod's namespace: run clients with `ip netns exec <client_netns> …`.
+    pub client_netns: String,
+    /// The server pod's namespace.
+    pub server_netns: String,
+    /// Prefix that runs a command in the client pod.
+    pub client_exec: String,
+    /// Client pod address.
+    pub client_addr: Ipv4Addr,
+    /// Server pod address.
+    pub server_addr: Ipv4Addr,
+    /// URL through both sidecars (call it from the client namespace).
+    pub meshed_url: String,
+    /// URL that bypasses both sidecars (same app, same network).
+    pub baseline_url: String,
+    /// The client pod's sidecar.
+    pub outbound: SidecarInfo,
+    /// The server pod's sidecar.
+    pub inbound: SidecarInfo,
+    /// Pid of the server app.
+    pub app_pid: u32,
+    /// mTLS on the sidecar-to-sidecar leg.
+    pub mtls: bool,
+    /// HTTP/2 on the sidecar-to-sidecar leg.
+    pub h2: bool,
+    /// State directory (configs, logs, certificates).
+    pub state_dir: PathBuf,
+}
+
+impl LabInfo {
+    /// The sidecar of a slot.
+    pub fn sidecar(&self, side: Side) -> &SidecarInfo {
+        match side {
+            Side::Outbound => &self.outbound,
+            Side::Inbound => &self.inbound,
+        }
+    }
+}
+
+/// One process of a lab and whether it still runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcStatus {
+    /// Role (`app`, `inbound`, `outbound`).
+    pub role: String,
+    /// Program.
+    pub kind: String,
+    /// Pid.
+    pub pid: u32,
+    /// Still running (same pid and start time).
+    pub alive: bool,
+}
+
+/// `lab status` of one lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabStatus {
+    /// Lab name.
+    pub name: String,
+    /// Phase in the state file.
+    pub phase: Phase,
+    /// True when up, every process alive and both namespaces present.
+    pub healthy: bool,
+    /// Namespaces and whether they exist.
+    pub netns: Vec<(String, bool)>,
+    /// Processes.
+    pub processes: Vec<ProcStatus>,
+    /// URLs and pids (when `up` finished).
+    pub info: Option<LabInfo>,
+}
+
+/// What `down` removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DownReport {
+    /// Lab name.
+    pub name: String,
+    /// Processes stopped.
+    pub killed: Vec<u32>,
+    /// Namespaces deleted.
+    pub netns_deleted: Vec<String>,
+    /// Whether a state directory was removed.
+    pub state_removed: bool,
+}
+
+/// Builds a tokio runtime: current-thread for 1 worker, multi-thread for N.
+pub fn runtime(workers: u32) -> Result<tokio::runtime::Runtime, LabError> {
+    let mut b = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers as usize);
+        b
+    };
+    b.enable_all()
+        .build()
+        .map_err(|e| LabError::io("build the tokio runtime", e))
+}
+
+/// Namespace names of a lab.
+pub fn netns_names(name: &str) -> (String, String) {
+    (format!("{name}-client"), format!("{name}-server"))
+}
+
+/// Interface names of a lab's veth pair (client end, server end).
+pub fn veth_names(name: &str) -> (String, String) {
+    (format!("{name}-c"), format!("{name}-s"))
+}
+
+// SAFETY (for the two calls below): geteuid has no preconditions.
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The lab's entry points.
+pub struct Lab;
+
+impl Lab {
+    /// Brings a lab up and returns how to reach it. On any failure, everything created so far
+    /// is removed again before the error is returned.
+    pub fn up(cfg: &LabConfig) -> Result<LabInfo, LabError> {
+        cfg.validate()?;
+        if !is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let (cns, sns) = netns_names(&cfg.name);
+        if LabState::path(&cfg.name).exists() || netns::exists(&cns) || netns::exists(&sns) {
+            return Err(LabError::Exists(cfg.name.clone()));
+        }
+        // Resolve programs before creating anything.
+        for side in [Side::Outbound, Side::Inbound] {
+            match cfg.kind(side) {
+                ProxyKind::Envoy => {
+                    proxies::envoy::find_binary(cfg.envoy_bin.as_deref())?;
+                }
+                ProxyKind::Haproxy => {
+                    proxies::require("haproxy", "haproxy")?;
+                }
+                ProxyKind::Nginx => {
+                    proxies::require("nginx", "nginx-light")?;
+                }
+                ProxyKind::Ours => {}
+            }
+        }
+        proxies::require("nft", "nftables")?;
+        let dir = state::dir(&cfg.name);
+        mkdir(&dir, None)?;
+        let mut st = LabState {
+            name: cfg.name.clone(),
+            phase: Phase::Starting,
+            config: cfg.clone(),
+            netns: Vec::new(),
+            processes: Vec::new(),
+            info: None,
+        };
+        st.save()?;
+        match up_steps(cfg, &dir, &mut st) {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                tracing::warn!(lab = %cfg.name, error = %e, "lab up failed; removing what it created");
+                let _ = Lab::down(&cfg.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes everything a lab created: processes, namespaces (with their veth and rules),
+    /// state. Idempotent: a lab that does not exist is not an error.
+    pub fn down(name: &str) -> Result<DownReport, LabError> {
+        config::validate_name(name)?;
+        if !is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let mut report = DownReport {
+            name: name.to_string(),
+            ..DownReport::default()
+        };
+        let mut st = LabState::load(name).unwrap_or(None);
+        let (cns, sns) = netns_names(name);
+        let mut nss = vec![cns, sns];
+        if let Some(st) = st.as_mut() {
+            st.phase = Phase::Stopping;
+            let _ = st.save();
+            for p in &st.processes {
+                if netns::alive(p.pid) && netns::start_time(p.pid) == p.start_time {
+                    netns::kill(p.pid, Duration::from_secs(3));
+                    report.killed.push(p.pid);
+                }
+            }
+            for ns in &st.netns {
+                if !nss.contains(ns) {
+                    nss.push(ns.clone());
+                }
+            }
+        }
+        for ns in &nss {
+            if !netns::exists(ns) {
+                continue;
+            }
+            // Anything still running in the namespace (children, or a process started after
+            // the last state write) goes too.
+            for pid in netns::pids(ns) {
+                if pid > 1 {
+                    netns::kill(pid as u32, Duration::from_secs(2));
+                    report.killed.push(pid as u32);
+                }
+            }
+            netns::run("ip", &["netns", "del", ns])?;
+            report.netns_deleted.push(ns.clone());
+        }
+        let dir = state::dir(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| LabError::io(format!("remove {}", dir.display()), e))?;
+            report.state_removed = true;
+        }
+        Ok(report)
+    }
+
+    /// Status of one lab.
+    pub fn status(name: &str) -> Result<LabStatus, LabError> {
+        config::validate_name(name)?;
+        let st = LabState::load(name)?.ok_or_else(|| LabError::NotFound(name.to_string()))?;
+        let netns: Vec<(String, bool)> = st
+            .netns
+            .iter()
+            .map(|n| (n.clone(), netns::exists(n)))
+            .collect();
+        let processes: Vec<ProcStatus> = st
+            .processes
+            .iter()
+            .map(|p| ProcStatus {
+                role: p.role.clone(),
+                kind: p.kind.clone(),
+                pid: p.pid,
+                alive: netns::alive(p.pid) && netns::start_time(p.pid) == p.start_time,
+            })
+            .collect();
+        let healthy = st.phase == Phase::Up
+            && netns.iter().all(|(_, e)| *e)
+            && processes.iter().all(|p| p.alive);
+        Ok(LabStatus {
+            name: st.name,
+            phase: st.phase,
+            healthy,
+            netns,
+            processes,
+            info: st.info,
+        })
+    }
+
+    /// Names of labs that have state on disk.
+    pub fn list() -> Vec<String> {
+        state::names()
+    }
+
+    /// Requests the sidecar has served, from its own counters (Envoy admin
+    /// `http.sidecar.downstream_rq_total`, haproxy stats `req_tot` of the frontend, our proxy's
+    /// `requests_total`). `Ok(None)` for nginx: its stub_status counts every request on every
+    /// server, the stats requests included, so it cannot tell.
+    pub fn sidecar_requests(info: &LabInfo, side: Side) -> Result<Option<u64>, LabError> {
+        let sc = info.sidecar(side);
+        let (path, parse): (&str, fn(&str) -> Option<u64>) = match sc.kind {
+            ProxyKind::Envoy => (
+                "/stats?filter=http.sidecar.downstream_rq_total",
+                parse_envoy_stat,
+            ),
+            ProxyKind::Haproxy => ("/stats;csv", parse_haproxy_csv),
+            ProxyKind::Ours => ("/stats", parse_ours_stat),
+            ProxyKind::Nginx => return Ok(None),
+        };
+        let err = |reason: String| LabError::Stats {
+            side,
+            kind: sc.kind,
+            addr: sc.admin,
+            reason,
+        };
+        let body = http_get(&sc.netns, sc.admin, path).map_err(err)?;
+        parse(&body).map(Some).ok_or_else(|| {
+            err(format!(
+                "no request counter in: {}",
+                body.chars().take(300).collect::<String>()
+            ))
+        })
+    }
+}
+
+fn parse_envoy_stat(body: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix("http.sidecar.downstream_rq_total: "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn parse_ours_stat(body: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix("requests_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn parse_haproxy_csv(body: &str) -> Option<u64> {
+    let mut lines = body.lines();
+    let header = lines.next()?.trim_start_matches("# ");
+    let col = header.split(',').position(|c| c == "req_tot")?;
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"sidecar") && f.get(1) == Some(&"FRONTEND"))
+        .and_then(|f| f.get(col)?.parse().ok())
+}
+
+/// A one-shot HTTP/1.1 GET inside a namespace (for admin endpoints); returns the body.
+pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let path = path.to_string();
+    netns::in_netns(ns, move || -> Result<String, String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| format!("write: {e}"))?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            return Err(format!(
+                "unexpected response: {}",
+                head.lines().next().unwrap_or("")
+            ));
+        }
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            return Ok(dechunk(body));
+        }
+        Ok(body.to_string())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// Decodes a complete chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+fn mkdir(dir: &Path, owner: Option<u32>) -> Result<(), LabError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| LabError::io(format!("create {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| LabError::io(format!("chmod {}", dir.display()), e))?;
+    if let Some(uid) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(uid))
+            .map_err(|e| LabError::io(format!("chown {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<(), LabError> {
+    netns::run("ip", args).map(|_| ())
+}
+
+/// Spawns a process, records it, waits until it listens on `ready`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per role; a struct would only rename them"
+)]
+fn start(
+    st: &mut LabState,
+    ns: &str,
+    role: &str,
+    kind: &str,
+    uid: Option<u32>,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    ready: &[SocketAddr],
+    timeout: Duration,
+) -> Result<u32, LabError> {
+    let pid = netns::spawn(ns, uid, program, args, log)?;
+    st.processes.push(ProcRecord {
+        role: role.to_string(),
+        kind: kind.to_string(),
+        pid,
+        start_time: netns::start_time(pid),
+        netns: ns.to_string(),
+        log: log.to_path_buf(),
+    });
+    st.save()?;
+    for addr in ready {
+        let problem = match netns::wait_listening(ns, *addr, pid, timeout) {
+            Ok(()) => continue,
+            Err(netns::WaitError::Died) => "exited during start-up".to_string(),
+            Err(netns::WaitError::Timeout) => {
+                format!("did not listen on {addr} within {} s", timeout.as_secs())
+            }
+        };
+        return Err(LabError::Startup {
+            role: role.into(),
+            kind: kind.into(),
+            problem,
+            log: log.display().to_string(),
+            tail: netns::log_tail(log, 15),
+        });
+    }
+    Ok(pid)
+}
+
+fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, LabError> {
+    let (cns, sns) = netns_names(&cfg.name);
+    let (cveth, sveth) = veth_names(&cfg.name);
+    let net = &cfg.network;
+    let ports = &cfg.ports;
+    let timeout = Duration::from_secs(cfg.ready_timeout_s);
+
+    // Namespaces: record first, then create.
+    st.netns = vec![cns.clone(), sns.clone()];
+    st.save()?;
+    ip(&["netns", "add", &cns])?;
+    ip(&["netns", "add", &sns])?;
+    // The veth pair is created directly inside the namespaces: nothing in the host namespace.
+    ip(&[
+        "link", "add", &cveth, "netns", &cns, "type", "veth", "peer", "name", &sveth, "netns", &sns,
+    ])?;
+    for (ns, dev, addr) in [
+        (&cns, &cveth, net.client_addr),
+        (&sns, &sveth, net.server_addr),
+    ] {
+        let cidr = format!("{addr}/{}", net.prefix_len);
+        ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    }
+
+    // Redirection rules.
+    let rules = [
+        (
+            &cns,
+            "nft-client.nft",
+            redirect::client_rules(net.server_addr, ports.app, ports.outbound, cfg.sidecar_uid),
+        ),
+        (
+            &sns,
+            "nft-server.nft",
+            redirect::server_rules(&sveth, ports.app, ports.inbound),
+        ),
+    ];
+    for (ns, file, text) in rules {
+        let path = dir.join(file);
+        std::fs::write(&path, text)
+            .map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
+        netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "-f",
+                &path.display().to_string(),
+            ],
+        )?;
+    }
+
+    // mTLS material.
+    let tls_files = if cfg.mtls {
+        let tdir = dir.join("tls");
+        mkdir(&tdir, None)?;
+        Some(tls::generate(
+            &tdir,
+            &cfg.name,
+            net.server_addr,
+            cfg.sidecar_uid,
+        )?)
+    } else {
+        None
+    };
+
+    // Server app on the meshed and the baseline port.
+    let exe = cfg.agent_exe()?;
+    let app_args: Vec<String> = vec![
+        "lab".into(),
+        "app".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{}", ports.app),
+        "--listen".into(),
+        format!("0.0.0.0:{}", ports.baseline),
+        "--body-bytes".into(),
+        cfg.app.body_bytes.to_string(),
+        "--service-us".into(),
+        cfg.app.service_time_us.to_string(),
+        "--workers".into(),
+        cfg.app.workers.to_string(),
+    ];
+    let app_pid = start(
+        st,
+        &sns,
+        "app",
+        "app",
+        None,
+        &exe,
+        &app_args,
+        &dir.join("app.log"),
+        &[
+            SocketAddr::from(([127, 0, 0, 1], ports.app)),
+            SocketAddr::from(([127, 0, 0, 1], ports.baseline)),
+        ],
+        timeout,
+    )?;
+
+    // Sidecars: inbound first (the outbound one forwards to it).
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
+    let mut infos = Vec::new();
+    for side in [Side::Inbound, Side::Outbound] {
+        let kind = cfg.kind(side);
+        let (ns, listen_port, upstream) = match side {
+            Side::Inbound => (
+                &sns,
+                ports.inbound,
+                SocketAddr::from(([127, 0, 0, 1], ports.app)),
+            ),
+            Side::Outbound => (
+                &cns,
+                ports.outbound,
+                SocketAddr::from((net.server_addr, ports.app)),
+            ),
+        };
+        let sdir = dir.join(format!("{side}-{kind}"));
+        mkdir(&sdir, Some(cfg.sidecar_uid))?;
+        let plan = proxies::SlotPlan {
+            side,
+            kind,
+            cfg,
+            listen_port,
+            upstream,
+            admin,
+            tls: tls_files.as_ref(),
+            h2: cfg.h2,
+            dir: &sdir,
+            via: format!("{side}-{kind}"),
+        };
+        let launch = proxies::launch(&plan)?;
+        for (path, text) in &launch.files {
+            std::fs::write(path, text)
+                .map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
+        }
+        let log = dir.join(format!("{side}.log"));
+        let pid = start(
+            st,
+            ns,
+            side.as_str(),
+            kind.as_str(),
+            Some(cfg.sidecar_uid),
+            &launch.program,
+            &launch.args,
+            &log,
+            &launch.ready,
+            timeout,
+        )?;
+        infos.push(SidecarInfo {
+            side,
+            kind,
+            pid,
+            netns: ns.clone(),
+            port: listen_port,
+            admin,
+            log,
+        });
+    }
+    let outbound = infos.pop().expect("two sidecars started");
+    let inbound = infos.pop().expect("two sidecars started");
+    let info = LabInfo {
+        name: cfg.name.clone(),
+        client_netns: cns.clone(),
+        server_netns: sns,
+        client_exec: format!("ip netns exec {cns}"),
+        client_addr: net.client_addr,
+        server_addr: net.server_addr,
+        meshed_url: format!("http://{}:{}/", net.server_addr, ports.app),
+        baseline_url: format!("http://{}:{}/", net.server_addr, ports.baseline),
+        outbound,
+        inbound,
+        app_pid,
+        mtls: cfg.mtls,
+        h2: cfg.h2,
+        state_dir: dir.to_path_buf(),
+    };
+    st.phase = Phase::Up;
+    st.info = Some(info.clone());
+    st.save()?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_counters() {
+        assert_eq!(
+            parse_envoy_stat(
+                "http.sidecar.downstream_rq_time: P0(nan)\nhttp.sidecar.downstream_rq_total: 12\n"
+            ),
+            Some(12)
+        );
+        assert_eq!(
+            parse_ours_stat("requests_total 3\nerrors_total 0\n"),
+            Some(3)
+        );
+        let csv = "# pxname,svname,qcur,req_tot,x\nsidecar,FRONTEND,,7,\nupstream,BACKEND,,9,\n";
+        assert_eq!(parse_haproxy_csv(csv), Some(7));
+        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+    }
+
+    #[test]
+    fn names_fit_ifnamsiz() {
+        let (c, s) = veth_names("abcdefghij");
+        assert!(c.len() < 16 && s.len() < 16);
+    }
+}

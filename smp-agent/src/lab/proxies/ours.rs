@@ -1,0 +1,66 @@
+//! Our ground-truth proxy in a sidecar slot: this same binary, `lab proxy …`.
+
+use super::{Launch, SlotPlan};
+use crate::lab::{config::Side, LabError};
+
+/// Launch recipe.
+pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
+    let program = plan.cfg.agent_exe()?;
+    let sc = plan.cfg.sidecar(plan.side);
+    let mut args: Vec<String> = vec![
+        "lab".into(),
+        "proxy".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{}", plan.listen_port),
+        "--upstream".into(),
+        plan.upstream.to_string(),
+        "--role".into(),
+        plan.via.clone(),
+        "--delay-us".into(),
+        sc.delay_us.to_string(),
+        "--header-delay".into(),
+        sc.header_delay.to_string(),
+        "--workers".into(),
+        sc.workers.to_string(),
+        "--admin".into(),
+        plan.admin.to_string(),
+    ];
+    if plan.h2 {
+        args.push(match plan.side {
+            Side::Inbound => "--downstream-h2".into(),
+            Side::Outbound => "--upstream-h2".into(),
+        });
+    }
+    if let Some(t) = plan.tls {
+        let p = |p: &std::path::Path| p.display().to_string();
+        match plan.side {
+            Side::Inbound => args.extend([
+                "--tls-cert".into(),
+                p(&t.server_cert),
+                "--tls-key".into(),
+                p(&t.server_key),
+                "--tls-ca".into(),
+                p(&t.ca),
+            ]),
+            Side::Outbound => args.extend([
+                "--upstream-tls-cert".into(),
+                p(&t.client_cert),
+                "--upstream-tls-key".into(),
+                p(&t.client_key),
+                "--upstream-tls-ca".into(),
+                p(&t.ca),
+                "--upstream-server-name".into(),
+                t.server_name.clone(),
+            ]),
+        }
+    }
+    Ok(Launch {
+        files: Vec::new(),
+        program,
+        args,
+        ready: vec![
+            std::net::SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
+            plan.admin,
+        ],
+    })
+}

@@ -1,0 +1,57 @@
+//! Transparent redirection as Istio's init rules do it, with nftables `redirect` in each pod's
+//! namespace. The rules live only inside the lab's namespaces: deleting a namespace deletes
+//! them, and the host's ruleset is never touched.
+
+use std::net::Ipv4Addr;
+
+/// nft table name used in both namespaces.
+pub const TABLE: &str = "smp_lab";
+
+/// Client pod: locally generated TCP to `server:app_port` goes to the outbound sidecar on
+/// `outbound_port`, except traffic of the sidecar itself (`meta skuid sidecar_uid`, Istio's
+/// 1337 rule). The baseline port is not matched, so the baseline path bypasses the sidecar.
+pub fn client_rules(
+    server: Ipv4Addr,
+    app_port: u16,
+    outbound_port: u16,
+    sidecar_uid: u32,
+) -> String {
+    format!(
+        "table ip {TABLE} {{\n\
+         \tchain output {{\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tmeta skuid {sidecar_uid} return\n\
+         \t\tip daddr {server} tcp dport {app_port} redirect to :{outbound_port}\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// Server pod: TCP arriving on the pod interface for `app_port` goes to the inbound sidecar on
+/// `inbound_port`. The inbound sidecar reaches the app over loopback, which the rule does not
+/// match; the baseline port is not matched either.
+pub fn server_rules(ifname: &str, app_port: u16, inbound_port: u16) -> String {
+    format!(
+        "table ip {TABLE} {{\n\
+         \tchain prerouting {{\n\
+         \t\ttype nat hook prerouting priority -100; policy accept;\n\
+         \t\tiifname \"{ifname}\" tcp dport {app_port} redirect to :{inbound_port}\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_mention_only_the_meshed_port() {
+        let c = client_rules(Ipv4Addr::new(10, 77, 0, 2), 8080, 15001, 1337);
+        assert!(c.contains("meta skuid 1337 return"));
+        assert!(c.contains("ip daddr 10.77.0.2 tcp dport 8080 redirect to :15001"));
+        let s = server_rules("lab-s", 8080, 15006);
+        assert!(s.contains("iifname \"lab-s\" tcp dport 8080 redirect to :15006"));
+        assert!(!s.contains("8081"));
+    }
+}
