@@ -133,3 +133,152 @@ pub fn loaded_smp_programs() -> Vec<u32> {
         .map(|p| p.id())
         .collect()
 }
+
+/// A paced HTTP/1.1 keep-alive client run from inside a network namespace: `conns` connections
+/// (one OS thread each, joined to the namespace with setns), `rate` requests per second in all,
+/// for `duration`. `delay_us(i)` gives request i's `x-smp-delay-us` header (none if `None`).
+/// Returns the injected delays of the requests that got a 2xx response, and the failures.
+pub fn drive_in_netns(
+    netns: &str,
+    addr: std::net::SocketAddr,
+    conns: usize,
+    rate: f64,
+    duration: std::time::Duration,
+    delay_us: impl Fn(u64) -> Option<u64> + Send + Sync + 'static,
+) -> (Vec<Option<u64>>, u64) {
+    use std::{
+        io::{Read as _, Write as _},
+        os::fd::AsRawFd as _,
+        sync::Arc,
+        time::Instant,
+    };
+    let delay_us = Arc::new(delay_us);
+    let per_conn_period = std::time::Duration::from_secs_f64(conns as f64 / rate);
+    let start = Instant::now() + std::time::Duration::from_millis(200);
+    let handles: Vec<_> = (0..conns)
+        .map(|c| {
+            let netns = netns.to_string();
+            let delay_us = Arc::clone(&delay_us);
+            std::thread::spawn(move || {
+                let ns = std::fs::File::open(format!("/run/netns/{netns}")).expect("open netns");
+                // SAFETY: setns on this thread only, with a valid namespace fd.
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0,
+                    "setns"
+                );
+                let mut ok = Vec::new();
+                let mut failed = 0u64;
+                let mut stream: Option<std::net::TcpStream> = None;
+                let mut buf = vec![0u8; 64 * 1024];
+                let offset = per_conn_period.mul_f64(c as f64 / conns as f64);
+                let mut k: u64 = 0;
+                loop {
+                    let due = start + offset + per_conn_period.mul_f64(k as f64);
+                    if due >= start + duration {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    let i = k * conns as u64 + c as u64;
+                    k += 1;
+                    let d = delay_us(i);
+                    let header = d
+                        .map(|d| format!("x-smp-delay-us: {d}\r\n"))
+                        .unwrap_or_default();
+                    let req = format!("GET /hop/{i} HTTP/1.1\r\nhost: {addr}\r\n{header}\r\n");
+                    if stream.is_none() {
+                        stream = std::net::TcpStream::connect(addr).ok();
+                        if let Some(s) = &stream {
+                            let _ = s.set_nodelay(true);
+                            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                        }
+                    }
+                    let Some(s) = stream.as_mut() else {
+                        failed += 1;
+                        continue;
+                    };
+                    let good = s.write_all(req.as_bytes()).is_ok() && read_response(s, &mut buf);
+                    if good {
+                        ok.push(d);
+                    } else {
+                        failed += 1;
+                        stream = None;
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for h in handles {
+        let (ok, f) = h.join().expect("driver thread");
+        all.extend(ok);
+        failed += f;
+    }
+    return (all, failed);
+
+    /// Reads one response (headers + Content-Length body); true on a 2xx.
+    fn read_response(s: &mut std::net::TcpStream, buf: &mut [u8]) -> bool {
+        let mut have = 0;
+        loop {
+            let n = match s.read(&mut buf[have..]) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            have += n;
+            let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while have < end + 4 + len {
+                match s.read(&mut buf[have..]) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => have += n,
+                }
+            }
+            return head.starts_with("http/1.1 2");
+        }
+    }
+}
+
+/// Pids of `pid` and all its descendants (nginx master + workers).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Value at quantile `q` of a sample (nearest rank).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}

@@ -87,13 +87,29 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type BoxIo = Box<dyn Io>;
 
-#[derive(Default)]
 struct Stats {
     requests: AtomicU64,
     connections: AtomicU64,
     upstream_connections: AtomicU64,
     errors: AtomicU64,
     delay_us_total: AtomicU64,
+    /// The proxy's own clock of each request's time inside it: from the request head read to
+    /// the forwarding write, nanoseconds, for requests on an established upstream connection.
+    /// The ground truth the probes are checked against.
+    hop_ns: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            upstream_connections: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            delay_us_total: AtomicU64::new(0),
+            hop_ns: std::sync::Mutex::new(crate::aggregate::hops::new_histogram()),
+        }
+    }
 }
 
 struct Ctx {
@@ -206,14 +222,24 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
 }
 
 fn stats_text(s: &Stats) -> String {
-    format!(
+    let mut text = format!(
         "requests_total {}\nconnections_total {}\nupstream_connections_total {}\nerrors_total {}\ndelay_us_total {}\n",
         s.requests.load(Ordering::Relaxed),
         s.connections.load(Ordering::Relaxed),
         s.upstream_connections.load(Ordering::Relaxed),
         s.errors.load(Ordering::Relaxed),
         s.delay_us_total.load(Ordering::Relaxed),
-    )
+    );
+    if let Ok(h) = s.hop_ns.lock() {
+        for q in [0.1, 0.5, 0.9, 0.99] {
+            text.push_str(&format!(
+                "request_hop_us{{quantile=\"{q}\"}} {:.1}\n",
+                h.value_at_quantile(q) as f64 / 1e3
+            ));
+        }
+        text.push_str(&format!("request_hop_count {}\n", h.len()));
+    }
+    text
 }
 
 async fn connect(ctx: &Ctx) -> std::io::Result<BoxIo> {
@@ -242,6 +268,7 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
         if !http1::read_head(&mut dr, &mut head).await? {
             return Ok(());
         }
+        let head_read = std::time::Instant::now();
         let req = http1::parse_request(&head)?;
         let delay = match (ctx.opts.header_delay, req.delay_us) {
             (true, Some(d)) => d,
@@ -262,6 +289,7 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
                 upstream = None;
             }
         }
+        let fresh_upstream = upstream.is_none();
         if upstream.is_none() {
             let (ur, uw) = tokio::io::split(connect(ctx).await?);
             upstream = Some((BufReader::with_capacity(16 * 1024, ur), uw));
@@ -269,6 +297,13 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
         let Some((ur, uw)) = upstream.as_mut() else {
             unreachable!("upstream connected above")
         };
+        // Steady state only: a request that had to open (and maybe TLS-handshake) an upstream
+        // connection first is not a clean ground truth.
+        if !fresh_upstream {
+            if let Ok(mut h) = ctx.stats.hop_ns.lock() {
+                h.saturating_record(head_read.elapsed().as_nanos() as u64);
+            }
+        }
         uw.write_all(&head).await?;
         if req.expect_continue {
             // Answer the client's `Expect: 100-continue` ourselves so the body flows at once;

@@ -418,6 +418,23 @@ impl Lab {
     /// `http.sidecar.downstream_rq_total`, haproxy stats `req_tot` of the frontend, our proxy's
     /// `requests_total`). `Ok(None)` for nginx: its stub_status counts every request on every
     /// server, the stats requests included, so it cannot tell.
+    /// The raw stats text of a ground-truth sidecar (`ours`): counters and its own clock of
+    /// each request's time inside it (`request_hop_us{quantile=..}`). `None` for other kinds.
+    pub fn ground_truth_stats(info: &LabInfo, side: Side) -> Result<Option<String>, LabError> {
+        let sc = info.sidecar(side);
+        if sc.kind != ProxyKind::Ours {
+            return Ok(None);
+        }
+        http_get(&sc.netns, sc.admin, "/stats")
+            .map(Some)
+            .map_err(|reason| LabError::Stats {
+                side,
+                kind: sc.kind,
+                addr: sc.admin,
+                reason,
+            })
+    }
+
     pub fn sidecar_requests(info: &LabInfo, side: Side) -> Result<Option<u64>, LabError> {
         let sc = info.sidecar(side);
         let (path, parse): (&str, fn(&str) -> Option<u64>) = match sc.kind {

@@ -135,7 +135,17 @@ pub fn set_role(fd: u32, role: u8, o: &KernelOffsets) {
     }
 }
 
-/// A data syscall moved `len > 0` bytes on a socket of a tracked process.
+/// Adds the bytes a finished write moved to its socket's current outbound message.
+#[inline(always)]
+pub fn add_out_bytes(ino: u64, len: u64) {
+    if let Some(s) = SOCK_STATE.get_ptr_mut(&ino) {
+        // SAFETY: map value; a counter, races only blur the byte count.
+        unsafe { (*s).out_bytes += len };
+    }
+}
+
+/// A data syscall on a socket of a tracked process: a read that returned `len > 0` bytes
+/// (called at exit), or a write being entered (`len` 0: counted at exit by `add_out_bytes`).
 #[inline(always)]
 pub fn on_data(
     p: &PendingSyscall,
@@ -197,6 +207,12 @@ pub fn on_data(
         } else {
             s.out_bytes += len;
         }
+        return;
+    }
+    if s.handshake_skip > 0 {
+        // The encrypted end of a TLS 1.3 handshake (Finished in, tickets out): not a message.
+        s.handshake_skip -= 1;
+        s.last_dir = if ingress { DIR_IN } else { DIR_OUT };
         return;
     }
     if s.flags & SOCK_H2 != 0 {

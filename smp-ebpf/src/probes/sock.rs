@@ -53,6 +53,12 @@ pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
     if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
         count(Counter::MapInsertFailed);
     }
+    if !kind.is_ingress() {
+        // Write-side message boundaries are taken here, at entry: the data cannot reach the
+        // peer (and its answer come back) before the write is entered, whereas the exit
+        // probe may run late if the thread is preempted on its way out.
+        hop::on_data(&pending, kind, 0, pending.since_ns, pid_tgid, &o);
+    }
     Ok(())
 }
 
@@ -106,8 +112,12 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
         }
     }
     if ret > 0 {
-        if let Some(kind) = SyscallKind::from_u32(pending.kind) {
-            hop::on_data(&pending, kind, ret as u64, now, pid_tgid, &o);
+        match SyscallKind::from_u32(pending.kind) {
+            Some(kind) if kind.is_ingress() => {
+                hop::on_data(&pending, kind, ret as u64, now, pid_tgid, &o)
+            }
+            Some(_) => hop::add_out_bytes(pending.ino, ret as u64),
+            None => {}
         }
     } else if ret == 0 && SyscallKind::from_u32(pending.kind).is_some_and(|k| k.is_ingress()) {
         // End of stream: the connection is closing; forget its message state.
