@@ -1,0 +1,664 @@
+//! The details document: what a profile run measured that SMP has no field for. The SMP result
+//! points to it with `details_uri`. Schema `smp-agent/details/v1`, documented field by field in
+//! docs/smp.md. Written as JSON (`details.json`).
+//!
+//! All latencies are **milliseconds** (f64); histograms are lossless HdrHistograms of
+//! **nanosecond** values, serialized V2 + DEFLATE and base64-encoded ([`EncodedHistogram`]),
+//! the format `HistogramLogWriter` and the HdrHistogram tools use, so runs from several nodes
+//! can be merged and re-summarised.
+//!
+//! Plain types: the `profile` command fills them from the aggregates.
+
+use std::fmt;
+
+use base64::Engine as _;
+use hdrhistogram::{
+    serialization::{Deserializer as HdrDeserializer, Serializer as _, V2DeflateSerializer},
+    Histogram,
+};
+use serde::{Deserialize, Serialize};
+
+use super::smp::Timestamp;
+
+/// The schema identifier we write in [`Details::schema`].
+pub const DETAILS_SCHEMA: &str = "smp-agent/details/v1";
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Highest latency a histogram we create can hold: one hour, in nanoseconds.
+pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
+
+/// A new latency histogram with our standard settings: nanosecond values from 1 ns to one hour,
+/// 3 significant digits (0.1 % resolution), auto-resizing beyond that.
+pub fn new_latency_histogram() -> Histogram<u64> {
+    // Constant, valid bounds (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5): cannot fail.
+    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
+        .expect("constant histogram bounds are valid");
+    h.auto(true);
+    h
+}
+
+/// The details document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Details {
+    /// Always [`DETAILS_SCHEMA`].
+    pub schema: String,
+    /// `PerformanceTestResult.id` this document belongs to.
+    pub result_id: String,
+    /// Who measured, where.
+    pub tool: ToolInfo,
+    /// Measurement window (the meshed run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Timestamp>,
+    /// End of the measurement window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Timestamp>,
+    /// Client-observed end-to-end latency: meshed, baseline, and their difference.
+    pub end_to_end: EndToEnd,
+    /// Per-hop latency through each proxy, by (proxy, direction, leg).
+    #[serde(default)]
+    pub hops: Vec<Hop>,
+    /// Resource use of each sidecar.
+    #[serde(default)]
+    pub sidecars: Vec<SidecarUsage>,
+    /// What was not measured: drops and unpaired messages.
+    #[serde(default)]
+    pub losses: Losses,
+    /// Σ hop medians vs. measured overhead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<ConsistencyCheck>,
+}
+
+impl Details {
+    /// An empty document for `result_id`, with this tool's version and the running kernel.
+    pub fn new(result_id: impl Into<String>) -> Self {
+        Self {
+            schema: DETAILS_SCHEMA.to_string(),
+            result_id: result_id.into(),
+            tool: ToolInfo::current(),
+            start_time: None,
+            end_time: None,
+            end_to_end: EndToEnd::default(),
+            hops: Vec::new(),
+            sidecars: Vec::new(),
+            losses: Losses::default(),
+            consistency: None,
+        }
+    }
+
+    /// The hop with this key, if measured.
+    pub fn hop(&self, key: &HopKey) -> Option<&Hop> {
+        self.hops.iter().find(|h| &h.key() == key)
+    }
+}
+
+/// The tool and the machine it ran on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolInfo {
+    /// `smp-agent`.
+    pub name: String,
+    /// Crate version.
+    pub version: String,
+    /// Kernel release (`uname -r`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kernel: String,
+    /// Host name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+}
+
+impl ToolInfo {
+    /// This binary on this machine (kernel and host name from procfs; empty when unreadable).
+    pub fn current() -> Self {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        Self {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            hostname: read("/proc/sys/kernel/hostname"),
+        }
+    }
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Percentiles {
+    /// Minimum.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 75th.
+    pub p75: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 95th.
+    pub p95: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// The quantiles, in field order after `min`/`mean` (for tables and plots).
+    pub const QUANTILES: [(&'static str, f64); 6] = [
+        ("p50", 0.50),
+        ("p75", 0.75),
+        ("p90", 0.90),
+        ("p95", 0.95),
+        ("p99", 0.99),
+        ("p999", 0.999),
+    ];
+
+    /// From a histogram of nanosecond values.
+    pub fn from_histogram_ns(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let q = |q: f64| ms(h.value_at_quantile(q));
+        Self {
+            min: ms(h.min()),
+            mean: h.mean() / 1e6,
+            p50: q(0.50),
+            p75: q(0.75),
+            p90: q(0.90),
+            p95: q(0.95),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: ms(h.max()),
+        }
+    }
+
+    /// A named value (`min`, `mean`/`average`, `p50` … `p999`, `max`).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "min" => self.min,
+            "mean" | "average" | "avg" => self.mean,
+            "p50" => self.p50,
+            "p75" => self.p75,
+            "p90" => self.p90,
+            "p95" => self.p95,
+            "p99" => self.p99,
+            "p999" | "p99.9" => self.p999,
+            "max" => self.max,
+            _ => return None,
+        })
+    }
+
+    /// `self − other`, field by field (the overhead when `self` is meshed, `other` baseline).
+    pub fn minus(&self, other: &Percentiles) -> Percentiles {
+        Percentiles {
+            min: self.min - other.min,
+            mean: self.mean - other.mean,
+            p50: self.p50 - other.p50,
+            p75: self.p75 - other.p75,
+            p90: self.p90 - other.p90,
+            p95: self.p95 - other.p95,
+            p99: self.p99 - other.p99,
+            p999: self.p999 - other.p999,
+            max: self.max - other.max,
+        }
+    }
+}
+
+/// One latency distribution: count, percentiles and the lossless histogram.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distribution {
+    /// Number of samples.
+    pub count: u64,
+    /// Percentiles, ms.
+    pub percentiles: Percentiles,
+    /// The histogram (ns values), when kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<EncodedHistogram>,
+}
+
+impl Distribution {
+    /// From a histogram of nanosecond values, keeping the histogram.
+    pub fn from_histogram_ns(h: &Histogram<u64>) -> Result<Self, HistogramCodecError> {
+        Ok(Self {
+            count: h.len(),
+            percentiles: Percentiles::from_histogram_ns(h),
+            histogram: Some(EncodedHistogram::encode(h)?),
+        })
+    }
+}
+
+/// One side of the A/B run (meshed or baseline), as the load generator saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSummary {
+    /// URL the load went to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    /// Achieved requests/second.
+    pub actual_qps: f64,
+    /// Requests that failed (connect errors, non-2xx/3xx).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors: u64,
+    /// Latency distribution.
+    pub latency: Distribution,
+}
+
+/// Client-observed latency, meshed vs. baseline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndToEnd {
+    /// Through the mesh (the run the SMP result describes).
+    pub meshed: RunSummary,
+    /// Same load bypassing the sidecars; absent without `--baseline-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<RunSummary>,
+    /// meshed − baseline, per percentile (ms); absent without a baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<Percentiles>,
+}
+
+impl EndToEnd {
+    /// Sets `overhead` from `meshed` and `baseline`.
+    pub fn compute_overhead(&mut self) {
+        self.overhead = self.baseline.as_ref().map(|b| {
+            self.meshed
+                .latency
+                .percentiles
+                .minus(&b.latency.percentiles)
+        });
+    }
+}
+
+/// Which way a sidecar serves its app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The app's client-side proxy (app → proxy → network).
+    Outbound,
+    /// The app's server-side proxy (network → proxy → app).
+    Inbound,
+}
+
+/// Which message of the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    /// The request.
+    Request,
+    /// The response.
+    Response,
+}
+
+/// Identifies a hop across runs: proxy name, direction, leg.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HopKey {
+    /// Proxy name (stable across runs, unlike the pid).
+    pub proxy: String,
+    /// Direction.
+    pub direction: Direction,
+    /// Leg.
+    pub leg: Leg,
+}
+
+impl fmt::Display for HopKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = match self.direction {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        };
+        let l = match self.leg {
+            Leg::Request => "request",
+            Leg::Response => "response",
+        };
+        write!(f, "{}/{d}/{l}", self.proxy)
+    }
+}
+
+/// One hop: one pass of a message through one proxy (t_out − t_in, DESIGN.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hop {
+    /// Proxy name (e.g. `envoy-client`, or the comm).
+    pub proxy: String,
+    /// Proxy kind (`envoy`, `linkerd2-proxy`, `haproxy`, `nginx`, …).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Proxy pid during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Direction.
+    pub direction: Direction,
+    /// Leg.
+    pub leg: Leg,
+    /// Hop latency distribution.
+    pub latency: Distribution,
+    /// Messages seen entering but never paired with an exit (or vice versa).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unpaired: u64,
+}
+
+impl Hop {
+    /// The key that matches this hop across runs.
+    pub fn key(&self) -> HopKey {
+        HopKey {
+            proxy: self.proxy.clone(),
+            direction: self.direction,
+            leg: self.leg,
+        }
+    }
+}
+
+/// Resource use of one sidecar over the meshed run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarUsage {
+    /// Proxy name.
+    pub proxy: String,
+    /// Proxy kind.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// On-CPU time of all its threads (scheduler accounting), seconds.
+    pub cpu_seconds: f64,
+    /// Mean CPU, millicores (1000 = one core).
+    pub cpu_mcores: f64,
+    /// CPU per request, microseconds.
+    pub cpu_us_per_request: f64,
+    /// vCPU per 1 000 requests/second (Istio's published figure): cpu_mcores / rps.
+    pub vcpu_per_1000_rps: f64,
+    /// Resident memory, MB (peak over the run).
+    pub mem_mb: f64,
+    /// Requests it handled.
+    pub requests: u64,
+    /// Bytes it forwarded (both directions).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+}
+
+impl SidecarUsage {
+    /// Fills the derived figures from `cpu_seconds`, `requests` and the run length.
+    pub fn derive(&mut self, run_seconds: f64) {
+        let rps = if run_seconds > 0.0 {
+            self.requests as f64 / run_seconds
+        } else {
+            0.0
+        };
+        self.cpu_mcores = if run_seconds > 0.0 {
+            self.cpu_seconds / run_seconds * 1000.0
+        } else {
+            0.0
+        };
+        self.cpu_us_per_request = if self.requests > 0 {
+            self.cpu_seconds * 1e6 / self.requests as f64
+        } else {
+            0.0
+        };
+        // vCPU at 1000 rps = (cores used / rps) × 1000 = cpu_mcores / rps.
+        self.vcpu_per_1000_rps = if rps > 0.0 {
+            self.cpu_mcores / rps
+        } else {
+            0.0
+        };
+    }
+}
+
+/// Everything that was seen but not measured. Loss is data: a result with losses is still
+/// written, with the counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Losses {
+    /// Records the kernel could not push to the ring buffer.
+    pub ringbuf_drops: u64,
+    /// Map inserts that failed because a map was full.
+    pub map_full: u64,
+    /// Hop messages never paired (sum over hops).
+    pub unpaired: u64,
+    /// Hops paired out of all observed.
+    pub paired: u64,
+}
+
+/// The self-consistency check: the per-hop medians should add up to the measured overhead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyCheck {
+    /// Σ over the hops of their p50, ms.
+    pub sum_hop_p50_ms: f64,
+    /// meshed p50 − baseline p50, ms.
+    pub overhead_p50_ms: f64,
+    /// `sum_hop_p50_ms − overhead_p50_ms`, ms.
+    pub difference_ms: f64,
+    /// Allowed |difference|, ms.
+    pub tolerance_ms: f64,
+    /// Verdict.
+    pub verdict: ConsistencyVerdict,
+}
+
+/// Whether the hops explain the overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyVerdict {
+    /// |difference| ≤ tolerance.
+    Consistent,
+    /// |difference| > tolerance.
+    Inconsistent,
+}
+
+impl ConsistencyCheck {
+    /// Computes the check: tolerance is `max(abs_ms, rel × |overhead|)`.
+    pub fn compute(hops: &[Hop], overhead_p50_ms: f64, abs_ms: f64, rel: f64) -> Self {
+        let sum: f64 = hops.iter().map(|h| h.latency.percentiles.p50).sum();
+        let difference = sum - overhead_p50_ms;
+        let tolerance = abs_ms.max(rel * overhead_p50_ms.abs());
+        Self {
+            sum_hop_p50_ms: sum,
+            overhead_p50_ms,
+            difference_ms: difference,
+            tolerance_ms: tolerance,
+            verdict: if difference.abs() <= tolerance {
+                ConsistencyVerdict::Consistent
+            } else {
+                ConsistencyVerdict::Inconsistent
+            },
+        }
+    }
+}
+
+/// A histogram serialized losslessly: HdrHistogram V2 + DEFLATE, base64 (standard alphabet,
+/// padded). Values are nanoseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodedHistogram {
+    /// Always `hdrhistogram-v2-deflate-base64`.
+    pub encoding: String,
+    /// Unit of the recorded values: `ns`.
+    pub unit: String,
+    /// The payload.
+    pub data: String,
+}
+
+/// The encoding name in [`EncodedHistogram::encoding`].
+pub const HISTOGRAM_ENCODING: &str = "hdrhistogram-v2-deflate-base64";
+
+/// A histogram could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramCodecError {
+    /// Serialization failed.
+    #[error("cannot serialize the histogram: {0:?}")]
+    Serialize(hdrhistogram::serialization::V2DeflateSerializeError),
+    /// Unknown encoding or unit.
+    #[error("unsupported histogram encoding {encoding:?} / unit {unit:?} (expected {HISTOGRAM_ENCODING:?} / \"ns\")")]
+    Unsupported {
+        /// Encoding found.
+        encoding: String,
+        /// Unit found.
+        unit: String,
+    },
+    /// Not base64.
+    #[error("histogram data is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// Not an HdrHistogram.
+    #[error("histogram data is not a V2 HdrHistogram: {0:?}")]
+    Deserialize(hdrhistogram::serialization::DeserializeError),
+}
+
+impl EncodedHistogram {
+    /// Encodes a histogram of nanosecond values.
+    pub fn encode(h: &Histogram<u64>) -> Result<Self, HistogramCodecError> {
+        let mut buf = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(h, &mut buf)
+            .map_err(HistogramCodecError::Serialize)?;
+        Ok(Self {
+            encoding: HISTOGRAM_ENCODING.to_string(),
+            unit: "ns".to_string(),
+            data: base64::engine::general_purpose::STANDARD.encode(&buf),
+        })
+    }
+
+    /// Decodes it.
+    pub fn decode(&self) -> Result<Histogram<u64>, HistogramCodecError> {
+        if self.encoding != HISTOGRAM_ENCODING || self.unit != "ns" {
+            return Err(HistogramCodecError::Unsupported {
+                encoding: self.encoding.clone(),
+                unit: self.unit.clone(),
+            });
+        }
+        decode_v2_base64(&self.data)
+    }
+}
+
+/// Decodes base64 of an HdrHistogram V2 (+DEFLATE) serialization, whatever its unit.
+pub fn decode_v2_base64(text: &str) -> Result<Histogram<u64>, HistogramCodecError> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
+    HdrDeserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(HistogramCodecError::Deserialize)
+}
+
+/// The same distribution with every value multiplied by `factor` (e.g. µs → ns: 1000), each
+/// bucket at its median-equivalent value. `None` if a scaled value does not fit.
+pub fn scale_histogram(h: &Histogram<u64>, factor: u64) -> Option<Histogram<u64>> {
+    let mut out = new_latency_histogram();
+    for v in h.iter_recorded() {
+        let value = h
+            .median_equivalent(v.value_iterated_to())
+            .checked_mul(factor)?;
+        out.record_n(value.max(1), v.count_at_value()).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A histogram of `n` values spread log-uniformly-ish around `center_ns`.
+    pub(crate) fn sample_histogram(center_ns: u64, n: u64) -> Histogram<u64> {
+        let mut h = new_latency_histogram();
+        for i in 0..n {
+            // deterministic spread: 0.5×..2× the center
+            let f = 0.5 + 1.5 * ((i * 7919) % n) as f64 / n as f64;
+            h.record((center_ns as f64 * f) as u64).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn histogram_round_trips_losslessly() {
+        let h = sample_histogram(1_000_000, 5000);
+        let enc = EncodedHistogram::encode(&h).unwrap();
+        let back = enc.decode().unwrap();
+        assert_eq!(back.len(), h.len());
+        assert_eq!(back.value_at_quantile(0.99), h.value_at_quantile(0.99));
+        assert_eq!(back, h);
+        let bad = EncodedHistogram {
+            unit: "ms".into(),
+            ..enc.clone()
+        };
+        assert!(matches!(
+            bad.decode(),
+            Err(HistogramCodecError::Unsupported { .. })
+        ));
+        let junk = EncodedHistogram {
+            data: "!!".into(),
+            ..enc
+        };
+        assert!(matches!(junk.decode(), Err(HistogramCodecError::Base64(_))));
+    }
+
+    #[test]
+    fn sidecar_derived_figures() {
+        let mut s = SidecarUsage {
+            proxy: "envoy".into(),
+            cpu_seconds: 6.0,
+            requests: 60_000,
+            ..Default::default()
+        };
+        s.derive(60.0); // 1000 rps, 0.1 core
+        assert!((s.cpu_mcores - 100.0).abs() < 1e-9);
+        assert!((s.cpu_us_per_request - 100.0).abs() < 1e-9);
+        assert!((s.vcpu_per_1000_rps - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn consistency_check() {
+        let hop = |p50: f64| Hop {
+            proxy: "p".into(),
+            kind: String::new(),
+            pid: None,
+            direction: Direction::Outbound,
+            leg: Leg::Request,
+            latency: Distribution {
+                count: 1,
+                percentiles: Percentiles {
+                    p50,
+                    ..Default::default()
+                },
+                histogram: None,
+            },
+            unpaired: 0,
+        };
+        let hops = [hop(0.1), hop(0.1), hop(0.05), hop(0.05)];
+        let c = ConsistencyCheck::compute(&hops, 0.32, 0.05, 0.2);
+        assert_eq!(c.verdict, ConsistencyVerdict::Consistent);
+        assert!((c.difference_ms + 0.02).abs() < 1e-9);
+        let c = ConsistencyCheck::compute(&hops, 1.0, 0.05, 0.2);
+        assert_eq!(c.verdict, ConsistencyVerdict::Inconsistent);
+    }
+
+    #[test]
+    fn details_json_round_trip() {
+        let mut d = Details::new("r1");
+        d.end_to_end.meshed = RunSummary {
+            url: "http://x/".into(),
+            actual_qps: 100.0,
+            errors: 0,
+            latency: Distribution::from_histogram_ns(&sample_histogram(2_000_000, 1000)).unwrap(),
+        };
+        d.end_to_end.baseline = Some(RunSummary {
+            url: "http://y/".into(),
+            actual_qps: 100.0,
+            errors: 0,
+            latency: Distribution::from_histogram_ns(&sample_histogram(1_000_000, 1000)).unwrap(),
+        });
+        d.end_to_end.compute_overhead();
+        assert!(d.end_to_end.overhead.unwrap().p50 > 0.5);
+        let text = serde_json::to_string_pretty(&d).unwrap();
+        let back: Details = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, d);
+    }
+}

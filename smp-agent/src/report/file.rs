@@ -1,0 +1,544 @@
+//! Reading and writing SMP documents: YAML (or JSON by extension), strict or lenient, with
+//! errors that name the file, the line and the field; atomic writes.
+//!
+//! Strict reading first deserializes into the `deny_unknown_fields` shadow types
+//! ([`super::smp::strict`]), so an unknown key is reported where it is, then into the public
+//! types. Lenient reading ignores unknown keys (for files written by other tools).
+
+use std::{
+    fmt, fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::smp::{
+    self, EnvironmentConfig, PerformanceTestConfig, PerformanceTestResult, ServiceMesh,
+    ServiceMeshConfig, TestConfigFile,
+};
+
+/// Whether unknown fields are an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strictness {
+    /// Unknown fields are an error (our own files, test configs).
+    #[default]
+    Strict,
+    /// Unknown fields are ignored (files from other tools).
+    Lenient,
+}
+
+/// Where in a file: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// The parser that failed, kept as the error source.
+#[derive(Debug, thiserror::Error)]
+pub enum SyntaxError {
+    /// From the YAML parser.
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml::Error),
+    /// From the JSON parser.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// An error reading or writing an SMP document.
+#[derive(Debug, thiserror::Error)]
+pub enum SmpFileError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a valid document of the expected kind.
+    #[error("{}{}: {}: {message}", path.display(), location.map(|l| format!(":{l}")).unwrap_or_default(), field_text(field))]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where, when the parser knows.
+        location: Option<Location>,
+        /// Dotted path of the offending field (`test.clients[0].connections`); empty for
+        /// the whole document.
+        field: String,
+        /// What is wrong, without the location.
+        message: String,
+        /// The parser's own error.
+        #[source]
+        source: SyntaxError,
+    },
+    /// The document could not be serialized.
+    #[error("{}: cannot serialize the {kind}: {source}", path.display())]
+    Serialize {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// Which document.
+        kind: &'static str,
+        /// Why.
+        #[source]
+        source: SyntaxError,
+    },
+    /// We refused to write a document that our own strict reader would reject.
+    #[error("{}: refusing to write the {kind}: it would not re-read: {source}", path.display())]
+    WouldNotReread {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// Which document.
+        kind: &'static str,
+        /// What the reader said.
+        #[source]
+        source: Box<SmpFileError>,
+    },
+    /// The file could not be written (nothing was left behind).
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn field_text(field: &str) -> String {
+    if field.is_empty() {
+        "document".to_string()
+    } else {
+        format!("field `{field}`")
+    }
+}
+
+impl SmpFileError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            SmpFileError::Read { path, .. }
+            | SmpFileError::Parse { path, .. }
+            | SmpFileError::Serialize { path, .. }
+            | SmpFileError::WouldNotReread { path, .. }
+            | SmpFileError::Write { path, .. } => path,
+        }
+    }
+
+    /// The 1-based line, for parse errors that have one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            SmpFileError::Parse { location, .. } => location.map(|l| l.line),
+            _ => None,
+        }
+    }
+
+    /// The field path, for parse errors.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            SmpFileError::Parse { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// A document type we read and write.
+pub trait SmpDocument: Serialize + DeserializeOwned {
+    /// The shadow type that rejects unknown fields.
+    #[doc(hidden)]
+    type Strict: DeserializeOwned;
+    /// What it is, for messages (`PerformanceTestResult`).
+    const KIND: &'static str;
+}
+
+macro_rules! document {
+    ($t:ident) => {
+        impl SmpDocument for $t {
+            type Strict = smp::strict::$t;
+            const KIND: &'static str = stringify!($t);
+        }
+    };
+}
+document!(TestConfigFile);
+document!(PerformanceTestConfig);
+document!(PerformanceTestResult);
+document!(ServiceMeshConfig);
+document!(ServiceMesh);
+document!(EnvironmentConfig);
+
+/// Input format, chosen by file extension: `.json` is JSON, anything else YAML.
+fn is_json(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// Reads a whole file.
+pub fn read_text(path: &Path) -> Result<String, SmpFileError> {
+    fs::read_to_string(path).map_err(|source| SmpFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses one document from `text`; `path` is used for the format (by extension) and in
+/// errors.
+pub fn parse_document<T: SmpDocument>(
+    text: &str,
+    path: &Path,
+    strictness: Strictness,
+) -> Result<T, SmpFileError> {
+    if strictness == Strictness::Strict {
+        deserialize::<T::Strict>(text, path)?;
+    }
+    deserialize::<T>(text, path)
+}
+
+/// Reads one document from a file.
+pub fn read_document<T: SmpDocument>(
+    path: &Path,
+    strictness: Strictness,
+) -> Result<T, SmpFileError> {
+    let text = read_text(path)?;
+    parse_document(&text, path, strictness)
+}
+
+/// Reads a mesheryctl-style test configuration `{test, mesh}`, strictly. A bare
+/// `PerformanceTestConfig` (no `test:` wrapper, as some Meshery docs show) is accepted too,
+/// with mesh type 0.
+pub fn read_test_config(path: &Path) -> Result<TestConfigFile, SmpFileError> {
+    let text = read_text(path)?;
+    parse_test_config(&text, path)
+}
+
+/// [`read_test_config`] on text already read.
+pub fn parse_test_config(text: &str, path: &Path) -> Result<TestConfigFile, SmpFileError> {
+    if looks_like_bare_test_config(text, path) {
+        let test = parse_document::<PerformanceTestConfig>(text, path, Strictness::Strict)?;
+        return Ok(TestConfigFile {
+            test,
+            mesh: ServiceMesh::default(),
+        });
+    }
+    parse_document(text, path, Strictness::Strict)
+}
+
+/// True when the top level is a mapping with `clients` and without `test`.
+fn looks_like_bare_test_config(text: &str, path: &Path) -> bool {
+    let top: Option<serde_json::Map<String, serde_json::Value>> = if is_json(path) {
+        serde_json::from_str(text).ok()
+    } else {
+        serde_yaml::from_str::<serde_yaml::Value>(text)
+            .ok()
+            .and_then(|v| serde_json::to_value(v).ok())
+            .and_then(|v| match v {
+                serde_json::Value::Object(m) => Some(m),
+                _ => None,
+            })
+    };
+    top.is_some_and(|m| m.contains_key("clients") && !m.contains_key("test"))
+}
+
+/// Parses any serde type (YAML, or JSON by extension) with the same error reporting; its own
+/// serde attributes decide strictness (the details document denies unknown fields).
+pub fn parse_plain<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, SmpFileError> {
+    deserialize(text, path)
+}
+
+fn deserialize<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, SmpFileError> {
+    if is_json(path) {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(path, e))?;
+        de.end().map_err(|e| json_error_plain(path, e))?;
+        Ok(value)
+    } else {
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+            .map_err(|e| yaml_error(path, e))
+    }
+}
+
+/// Field path in our dotted form (`a.b[0].c`), empty for the root.
+fn field_path(p: &serde_path_to_error::Path) -> String {
+    let s = p.to_string();
+    if s == "." {
+        String::new()
+    } else {
+        s
+    }
+}
+
+/// For "missing field `x`" the path points at the enclosing mapping: append the key.
+fn with_missing_field(field: String, message: &str) -> String {
+    let name = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match name {
+        Some(name) if field.is_empty() => name.to_string(),
+        Some(name) => format!("{field}.{name}"),
+        None => field,
+    }
+}
+
+fn yaml_error(path: &Path, e: serde_path_to_error::Error<serde_yaml::Error>) -> SmpFileError {
+    let field = field_path(e.path());
+    let source = e.into_inner();
+    let location = source.location().map(|l| Location {
+        line: l.line(),
+        column: l.column(),
+    });
+    let message = clean_message(&source.to_string());
+    SmpFileError::Parse {
+        path: path.to_path_buf(),
+        location,
+        field: with_missing_field(field, &message),
+        message,
+        source: SyntaxError::Yaml(source),
+    }
+}
+
+fn json_error(path: &Path, e: serde_path_to_error::Error<serde_json::Error>) -> SmpFileError {
+    let field = field_path(e.path());
+    let mut err = json_error_plain(path, e.into_inner());
+    if let SmpFileError::Parse {
+        field: f, message, ..
+    } = &mut err
+    {
+        *f = with_missing_field(field, message);
+    }
+    err
+}
+
+fn json_error_plain(path: &Path, source: serde_json::Error) -> SmpFileError {
+    let location = (source.line() > 0).then(|| Location {
+        line: source.line(),
+        column: source.column(),
+    });
+    let message = clean_message(&source.to_string());
+    SmpFileError::Parse {
+        path: path.to_path_buf(),
+        location,
+        field: String::new(),
+        message,
+        source: SyntaxError::Json(source),
+    }
+}
+
+/// Strips what we print separately from a parser message: serde_yaml's `path: ` prefix and
+/// both parsers' ` at line N column M` suffix.
+fn clean_message(msg: &str) -> String {
+    let mut m = msg;
+    if let Some(i) = m.rfind(" at line ") {
+        if m[i + " at line ".len()..]
+            .split(" column ")
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        {
+            m = &m[..i];
+        }
+    }
+    // serde_yaml prefixes "<path>: " when the error is not at the root; paths have no spaces.
+    if let Some((prefix, rest)) = m.split_once(": ") {
+        if !prefix.contains(' ') && (prefix.contains('.') || prefix.contains('[')) {
+            m = rest;
+        }
+    }
+    shorten_expected_fields(m)
+}
+
+/// serde lists every accepted key after "expected one of", aliases included; keep the
+/// snake_case proto names only.
+fn shorten_expected_fields(m: &str) -> String {
+    let Some((head, list)) = m.split_once(", expected one of ") else {
+        return m.to_string();
+    };
+    let names: Vec<&str> = list
+        .split(", ")
+        .filter(|n| !n.chars().any(|c| c.is_ascii_uppercase()))
+        .collect();
+    format!("{head}, expected one of {}", names.join(", "))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+/// YAML text of a document (snake_case names, integer enums, zero values omitted).
+pub fn to_yaml<T: Serialize>(doc: &T) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(doc)
+}
+
+/// Serializes `doc` as YAML (or JSON for `.json`) and writes it atomically to `path`.
+pub fn write_document<T: SmpDocument>(path: &Path, doc: &T) -> Result<(), SmpFileError> {
+    let bytes = serialize(path, T::KIND, doc)?;
+    write_atomic(path, &bytes)
+}
+
+/// Bytes of `doc` in the format `path`'s extension asks for.
+pub fn serialize<T: Serialize>(
+    path: &Path,
+    kind: &'static str,
+    doc: &T,
+) -> Result<Vec<u8>, SmpFileError> {
+    let err = |source| SmpFileError::Serialize {
+        path: path.to_path_buf(),
+        kind,
+        source,
+    };
+    if is_json(path) {
+        let mut v = serde_json::to_vec_pretty(doc).map_err(|e| err(SyntaxError::Json(e)))?;
+        v.push(b'\n');
+        Ok(v)
+    } else {
+        to_yaml(doc)
+            .map(String::into_bytes)
+            .map_err(|e| err(SyntaxError::Yaml(e)))
+    }
+}
+
+/// A file written to a temporary name beside its destination, not yet renamed.
+#[derive(Debug)]
+pub struct StagedFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl StagedFile {
+    /// Writes `bytes` to a temporary file in `dest`'s directory (flushed and synced).
+    pub fn stage(dest: &Path, bytes: &[u8]) -> Result<Self, SmpFileError> {
+        let err = |source| SmpFileError::Write {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .ok_or_else(|| err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let staged = StagedFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        };
+        let write = || -> io::Result<()> {
+            let mut f = fs::File::create(&staged.tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        // On failure `staged` is dropped here, which removes the partial temp file.
+        write().map_err(err)?;
+        Ok(staged)
+    }
+
+    /// Renames the temporary file onto the destination (atomic on one filesystem).
+    pub fn commit(mut self) -> Result<PathBuf, SmpFileError> {
+        fs::rename(&self.tmp, &self.dest).map_err(|source| SmpFileError::Write {
+            path: self.dest.clone(),
+            source,
+        })?;
+        self.committed = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+/// On error nothing is left behind and an existing `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SmpFileError> {
+    StagedFile::stage(path, bytes)?.commit().map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict<T: SmpDocument>(text: &str) -> Result<T, SmpFileError> {
+        parse_document(text, Path::new("t.yaml"), Strictness::Strict)
+    }
+
+    #[test]
+    fn cleans_parser_messages() {
+        assert_eq!(
+            clean_message("test.clients[0].connections: invalid type: string \"x\", expected i32 at line 5 column 20"),
+            "invalid type: string \"x\", expected i32"
+        );
+        assert_eq!(
+            clean_message("missing field `test` at line 1 column 1"),
+            "missing field `test`"
+        );
+        assert_eq!(
+            clean_message("expected i32: at line"),
+            "expected i32: at line"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_line_in_strict_mode_only() {
+        let text = "smp_version: v0.0.1\nid: r1\nfoo: 1\n";
+        let e = strict::<PerformanceTestResult>(text).unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert_eq!(e.field(), Some("foo"), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:3:"), "{e}");
+        let r: PerformanceTestResult =
+            parse_document(text, Path::new("t.yaml"), Strictness::Lenient).unwrap();
+        assert_eq!(r.id, "r1");
+    }
+
+    #[test]
+    fn nested_unknown_field_and_json() {
+        let text = "{\n  \"id\": \"x\",\n  \"latenciesMs\": {\"p50\": 1.0, \"p42\": 2}\n}\n";
+        let e =
+            parse_document::<PerformanceTestResult>(text, Path::new("r.json"), Strictness::Strict)
+                .unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert_eq!(e.field(), Some("latenciesMs.p42"), "{e}");
+        let r: PerformanceTestResult =
+            parse_document(text, Path::new("r.json"), Strictness::Lenient).unwrap();
+        assert_eq!(r.latencies_ms.unwrap().p50, 1.0);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_nothing_on_error() {
+        let dir = std::env::temp_dir().join(format!("smp-file-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.yaml");
+        write_atomic(&p, b"one\n").unwrap();
+        write_atomic(&p, b"two\n").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two\n");
+        // Staged but not committed: removed on drop, destination untouched.
+        drop(StagedFile::stage(&p, b"three\n").unwrap());
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two\n");
+        // Writing into a missing directory fails and creates nothing.
+        let bad = dir.join("missing").join("b.yaml");
+        assert!(matches!(
+            write_atomic(&bad, b"x"),
+            Err(SmpFileError::Write { .. })
+        ));
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.yaml")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
