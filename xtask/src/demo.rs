@@ -1,36 +1,85 @@
-//! `cargo xtask demo`: set up, build, show what the agent sees, and write the results.
+//! `cargo xtask demo`: set up, build, and measure a real sidecar mesh on the built-in lab.
 //!
-//! Today: `check`, then `top` on a real nginx driven by wrk on loopback; the JSON goes to
-//! `smp-results/<timestamp>/`.
+//! 1. `smp-agent check`; 2. `smp-agent lab up` (Envoy in both sidecar slots, the lab's app
+//! behind them); 3. `smp-agent top` on both sidecars while `smp-agent load` drives a fixed rate
+//! through the meshed URL and then the baseline URL; 4. per-hop medians against the meshed −
+//! baseline difference (DESIGN.md's self-consistency check); 5. `lab down`, always.
+//! Everything lands in `smp-results/demo-<timestamp>/`.
 
 use std::{
     fs,
-    process::{Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
+use serde_json::Value;
 
 use crate::{
     build,
-    util::{root, run_cmd},
+    util::{output, root, run_cmd},
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Seconds of load to measure.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds of load through each path.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Requests per second.
+    #[arg(long, default_value_t = 300)]
+    pub rate: u32,
+    /// Sidecar kind: envoy, haproxy, nginx or ours.
+    #[arg(long, default_value = "envoy")]
+    pub proxy: String,
 }
 
-/// Kills a child process when dropped (so Ctrl-C or an error leaves nothing behind).
-struct Reap(std::process::Child);
+const LAB: &str = "smpdemo";
 
-impl Drop for Reap {
+/// Takes the lab down when dropped, so an error or Ctrl-C leaves nothing behind.
+struct LabGuard(PathBuf);
+
+impl Drop for LabGuard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = Command::new(&self.0).args(["lab", "down", "--name", LAB]).status();
     }
+}
+
+fn spawn_top(agent: &Path, pid: u64, secs: u64, out: &Path) -> anyhow::Result<Child> {
+    let file = fs::File::create(out)?;
+    Command::new(agent)
+        .args(["top", "--pid", &pid.to_string(), "--duration", &format!("{secs}s"), "--output", "json"])
+        .stdout(file)
+        .spawn()
+        .context("failed to start smp-agent top")
+}
+
+fn load(agent: &Path, netns: &str, url: &str, o: &Options, out: &Path) -> anyhow::Result<Value> {
+    let text = output(Command::new("ip").args(["netns", "exec", netns]).arg(agent).args([
+        "load",
+        "--rate",
+        &o.rate.to_string(),
+        "--connections",
+        "16",
+        "--warmup",
+        "1s",
+        "--duration",
+        &format!("{}s", o.seconds),
+        "--output",
+        "json",
+        url,
+    ]))?;
+    fs::write(out, &text)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn hop_p50_ms(top: &Value, leg: &str) -> Option<f64> {
+    top["hops"]
+        .as_array()?
+        .iter()
+        .find(|h| h["leg"] == leg)
+        .and_then(|h| h["p50_us"].as_f64())
+        .map(|us| us / 1e3)
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -40,62 +89,77 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     run_cmd(Command::new(&agent).arg("check"))?;
 
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let out_dir = root().join("smp-results").join(format!("demo-{stamp}"));
-    fs::create_dir_all(&out_dir)
-        .with_context(|| format!("failed to create {}", out_dir.display()))?;
+    let dir = root().join("smp-results").join(format!("demo-{stamp}"));
+    fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
 
-    let conf = out_dir.join("nginx.conf");
-    let port = 18_080;
-    fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process off; worker_processes 1; pid {dir}/nginx.pid;\n\
-             error_log {dir}/nginx-error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; server {{ listen 127.0.0.1:{port}; \
-             location / {{ return 200 \"hello from the smp-agent demo\\n\"; }} }} }}\n",
-            dir = out_dir.display()
-        ),
-    )?;
-    let nginx = Reap(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .spawn()
-            .context("failed to start nginx (installed by `cargo xtask setup`)")?,
+    println!("\n== smp-agent lab up --proxy {} (a client pod and a server pod, sidecars in both)", o.proxy);
+    let _ = Command::new(&agent).args(["lab", "down", "--name", LAB]).stdout(Stdio::null()).status();
+    let lab_text = output(Command::new(&agent).args(["lab", "up", "--name", LAB, "--proxy", &o.proxy, "--output", "json"]))?;
+    let _guard = LabGuard(agent.clone());
+    fs::write(dir.join("lab.json"), &lab_text)?;
+    let lab: Value = serde_json::from_str(&lab_text)?;
+    let netns = lab["client_netns"].as_str().context("lab: client_netns")?.to_string();
+    let meshed = lab["meshed_url"].as_str().context("lab: meshed_url")?.to_string();
+    let baseline = lab["baseline_url"].as_str().context("lab: baseline_url")?.to_string();
+    let out_pid = lab["outbound"]["pid"].as_u64().context("lab: outbound pid")?;
+    let in_pid = lab["inbound"]["pid"].as_u64().context("lab: inbound pid")?;
+    println!("meshed {meshed}  baseline {baseline}  sidecars: outbound pid {out_pid}, inbound pid {in_pid}");
+
+    // Attach to both sidecars for the meshed run (probe loading takes a few seconds).
+    let attach = 8;
+    let top_secs = attach + o.seconds + 3;
+    let mut tops = vec![
+        spawn_top(&agent, out_pid, top_secs, &dir.join("outbound-top.json"))?,
+        spawn_top(&agent, in_pid, top_secs, &dir.join("inbound-top.json"))?,
+    ];
+    std::thread::sleep(Duration::from_secs(attach));
+    println!("\n== load through the mesh: {} rps for {}s", o.rate, o.seconds);
+    let m = load(&agent, &netns, &meshed, o, &dir.join("meshed-load.json"))?;
+    for t in &mut tops {
+        t.wait()?;
+    }
+    println!("== load on the baseline path (no sidecars): {} rps for {}s", o.rate, o.seconds);
+    let b = load(&agent, &netns, &baseline, o, &dir.join("baseline-load.json"))?;
+
+    let read = |name: &str| -> anyhow::Result<Value> {
+        let text = fs::read_to_string(dir.join(name))?;
+        serde_json::from_str(&text).with_context(|| format!("{name}: not JSON: {text}"))
+    };
+    let (outb, inb) = (read("outbound-top.json")?, read("inbound-top.json")?);
+    let p50 = |v: &Value| v["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN);
+    let p99 = |v: &Value| v["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN);
+    println!("\n{:<26} {:>10} {:>10} {:>10}", "", "p50 ms", "p99 ms", "rps");
+    for (name, v) in [("meshed (client view)", &m), ("baseline (client view)", &b)] {
+        println!("{name:<26} {:>10.3} {:>10.3} {:>10.1}", p50(v), p99(v), v["achieved_rate"].as_f64().unwrap_or(0.0));
+    }
+    println!("\nper hop (kernel probes)    {:>10} {:>10} {:>12} {:>12}", "p50 ms", "p99 ms", "CPU s", "paired");
+    let mut sum = 0.0;
+    for (side, v) in [("outbound", &outb), ("inbound", &inb)] {
+        for h in v["hops"].as_array().into_iter().flatten() {
+            let leg = h["leg"].as_str().unwrap_or("?");
+            let (a, z) = (h["p50_us"].as_f64().unwrap_or(0.0) / 1e3, h["p99_us"].as_f64().unwrap_or(0.0) / 1e3);
+            println!("{:<26} {a:>10.3} {z:>10.3}", format!("{side} sidecar, {leg}"));
+        }
+        sum += hop_p50_ms(v, "request").unwrap_or(0.0) + hop_p50_ms(v, "response").unwrap_or(0.0);
+        let pairing = &v["pairing"];
+        println!(
+            "{:<26} {:>10} {:>10} {:>12.3} {:>7}/{}",
+            format!("{side} sidecar (pid {})", v["pid"]),
+            "",
+            "",
+            v["cpu_seconds"].as_f64().unwrap_or(0.0),
+            pairing["paired"],
+            pairing["requests"]
+        );
+    }
+    let overhead = p50(&m) - p50(&b);
+    println!(
+        "\nself-consistency: sum of the four hop medians {sum:.3} ms vs meshed - baseline median {overhead:.3} ms ({:+.0}%)",
+        if overhead.abs() > 1e-9 { 100.0 * (sum - overhead) / overhead } else { 0.0 }
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = nginx.0.id();
-    println!("\n== load: wrk -c8 against nginx (pid {pid}) on 127.0.0.1:{port}");
-    let _wrk = Reap(
-        Command::new("wrk")
-            .args(["-t1", "-c8", &format!("-d{}s", 2 * o.seconds + 3)])
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .stdout(Stdio::null())
-            .spawn()
-            .context("failed to start wrk")?,
-    );
-    println!("\n== smp-agent top --pid {pid} --duration {}s", o.seconds);
-    run_cmd(Command::new(&agent).args([
-        "top",
-        "--pid",
-        &pid.to_string(),
-        "--duration",
-        &format!("{}s", o.seconds),
-    ]))?;
-    let json = Command::new(&agent)
-        .args([
-            "top",
-            "--pid",
-            &pid.to_string(),
-            "--duration",
-            "2s",
-            "--output",
-            "json",
-        ])
-        .output()?;
-    let path = out_dir.join("top.json");
-    fs::write(&path, &json.stdout)?;
-    println!("\nresults: {}", path.display());
+    if outb["hops"].as_array().is_none_or(|a| a.is_empty()) {
+        bail!("no hops measured on the outbound sidecar (see {})", dir.display());
+    }
+    println!("\nresults: {}", dir.display());
     Ok(())
 }
