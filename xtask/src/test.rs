@@ -28,14 +28,22 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     build::run(&build::Options { release: false })?;
     if !o.integration_only {
         println!("xtask test: unit tests");
-        run_cmd(cargo().args(["test", "--quiet"]))?;
+        run_cmd(cargo().args(["test", "--quiet", "--no-fail-fast"]))?;
     }
     println!("xtask test: integration tests (tests/)");
     let mut cmd = cargo();
-    cmd.args(["test", "--package", "smp-tests", "--", "--test-threads=1"])
-        .env("SMP_AGENT_BIN", agent_path(false));
+    cmd.args([
+        "test",
+        "--no-fail-fast",
+        "--package",
+        "smp-tests",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("SMP_AGENT_BIN", agent_path(false));
     if let Some(f) = &o.filter {
         cmd.arg(f);
     }
-    run_cmd(&mut cmd)
+    run_cmd(&mut cmd)?;
+    crate::vm::run_matrix_for_test()
 }

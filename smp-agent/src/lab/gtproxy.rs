@@ -94,9 +94,11 @@ struct Stats {
     errors: AtomicU64,
     delay_us_total: AtomicU64,
     /// The proxy's own clock of each request's time inside it: from the request head read to
-    /// the forwarding write, nanoseconds, for requests on an established upstream connection.
-    /// The ground truth the probes are checked against.
+    /// the forwarding write, nanoseconds. The ground truth the probes are checked against.
     hop_ns: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    /// The same for requests on an already established upstream connection only (no connect
+    /// or TLS handshake inside the hop): the steady state.
+    steady_hop_ns: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 impl Default for Stats {
@@ -108,6 +110,7 @@ impl Default for Stats {
             errors: AtomicU64::new(0),
             delay_us_total: AtomicU64::new(0),
             hop_ns: std::sync::Mutex::new(crate::aggregate::hops::new_histogram()),
+            steady_hop_ns: std::sync::Mutex::new(crate::aggregate::hops::new_histogram()),
         }
     }
 }
@@ -230,14 +233,19 @@ fn stats_text(s: &Stats) -> String {
         s.errors.load(Ordering::Relaxed),
         s.delay_us_total.load(Ordering::Relaxed),
     );
-    if let Ok(h) = s.hop_ns.lock() {
-        for q in [0.1, 0.5, 0.9, 0.99] {
-            text.push_str(&format!(
-                "request_hop_us{{quantile=\"{q}\"}} {:.1}\n",
-                h.value_at_quantile(q) as f64 / 1e3
-            ));
+    for (name, hist) in [
+        ("request_hop", &s.hop_ns),
+        ("steady_request_hop", &s.steady_hop_ns),
+    ] {
+        if let Ok(h) = hist.lock() {
+            for q in [0.1, 0.5, 0.9, 0.99] {
+                text.push_str(&format!(
+                    "{name}_us{{quantile=\"{q}\"}} {:.1}\n",
+                    h.value_at_quantile(q) as f64 / 1e3
+                ));
+            }
+            text.push_str(&format!("{name}_count {}\n", h.len()));
         }
-        text.push_str(&format!("request_hop_count {}\n", h.len()));
     }
     text
 }
@@ -297,11 +305,13 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
         let Some((ur, uw)) = upstream.as_mut() else {
             unreachable!("upstream connected above")
         };
-        // Steady state only: a request that had to open (and maybe TLS-handshake) an upstream
-        // connection first is not a clean ground truth.
+        let in_proxy = head_read.elapsed().as_nanos() as u64;
+        if let Ok(mut h) = ctx.stats.hop_ns.lock() {
+            h.saturating_record(in_proxy);
+        }
         if !fresh_upstream {
-            if let Ok(mut h) = ctx.stats.hop_ns.lock() {
-                h.saturating_record(head_read.elapsed().as_nanos() as u64);
+            if let Ok(mut h) = ctx.stats.steady_hop_ns.lock() {
+                h.saturating_record(in_proxy);
             }
         }
         uw.write_all(&head).await?;

@@ -1,0 +1,49 @@
+//! Benchmark workload: a tight send/recv loop on a loopback TCP pair.
+//!
+//! `sysloop ITERATIONS`: prints `ready`, waits for a line on stdin, runs ITERATIONS rounds of
+//! one 64-byte `write` and one `read` (two traced socket syscalls), prints
+//! `ns_per_syscall <value>`, and repeats on every further stdin line until stdin closes.
+
+use std::{
+    io::{BufRead as _, Write as _},
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    time::Instant,
+};
+
+fn main() {
+    let iterations: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (b, _) = listener.accept().unwrap();
+    a.set_nodelay(true).unwrap();
+    let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
+    let buf = [1u8; 64];
+    let mut rbuf = [0u8; 64];
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    while stdin
+        .lock()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
+        let start = Instant::now();
+        for _ in 0..iterations {
+            // SAFETY: plain syscalls on owned fds with valid buffers.
+            unsafe {
+                libc::write(fa, buf.as_ptr().cast(), 64);
+                libc::read(fb, rbuf.as_mut_ptr().cast(), 64);
+            }
+        }
+        let ns = start.elapsed().as_nanos() as f64 / (2 * iterations) as f64;
+        println!("ns_per_syscall {ns:.1}");
+        std::io::stdout().flush().unwrap();
+        line.clear();
+    }
+}
