@@ -24,6 +24,20 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// For the workload binaries: block until stdin closes (the test is done reading /proc).
+pub fn wait_for_stdin_close() {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
+        line.clear();
+    }
+}
+
 /// Path of the `smp-agent` binary under test: `$SMP_AGENT_BIN` (set by `cargo xtask test`),
 /// else `target/<profile>/smp-agent` next to this test binary.
 pub fn agent_bin() -> PathBuf {

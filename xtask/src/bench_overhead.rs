@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use crate::{
     build,
-    util::{cargo, output, root, run_cmd},
+    lab::Lab,
+    util::{cargo, root, run_cmd},
 };
 
 #[derive(Debug, clap::Args)]
@@ -116,51 +117,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     drop(child);
 
     // (b), (c) through the lab.
-    let lab = "smpbench";
-    let _ = Command::new(&agent)
-        .args(["lab", "down", "--name", lab])
-        .stdout(Stdio::null())
-        .status();
-    let info: Value = serde_json::from_str(&output(
-        Command::new(&agent).args(["lab", "up", "--name", lab, "--output", "json"]),
-    )?)?;
-    struct Down<'a>(&'a std::path::Path, &'a str);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new(self.0)
-                .args(["lab", "down", "--name", self.1])
-                .status();
-        }
-    }
-    let _down = Down(&agent, lab);
-    let netns = info["client_netns"].as_str().context("client_netns")?;
-    let url = info["meshed_url"].as_str().context("meshed_url")?;
-    let pids = [
-        info["outbound"]["pid"].as_u64().context("pid")?,
-        info["inbound"]["pid"].as_u64().context("pid")?,
-    ];
-    let load = |rate: &str| -> anyhow::Result<Value> {
-        let text = output(
-            Command::new("ip")
-                .args(["netns", "exec", netns])
-                .arg(&agent)
-                .args([
-                    "load",
-                    "--rate",
-                    rate,
-                    "--connections",
-                    "16",
-                    "--warmup",
-                    "1s",
-                    "--duration",
-                    &format!("{}s", o.seconds),
-                    "--output",
-                    "json",
-                    url,
-                ]),
-        )?;
-        Ok(serde_json::from_str(&text)?)
-    };
+    let lab = Lab::up(&agent, "smpbench", "envoy")?;
+    let url = lab.str("meshed_url")?.to_string();
+    let pids = [lab.sidecar_pid("outbound")?, lab.sidecar_pid("inbound")?];
+    let load = |rate: &str| -> anyhow::Result<Value> { Ok(lab.load(&url, rate, o.seconds)?.1) };
     let rate = o.rate.to_string();
     let max_off = load("max")?;
     let fixed_off = load(&rate)?;

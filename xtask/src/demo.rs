@@ -8,8 +8,8 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Child, Command},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use crate::{
     build,
-    util::{output, root, run_cmd},
+    lab::Lab,
+    util::{root, run_cmd},
 };
 
 #[derive(Debug, clap::Args)]
@@ -36,41 +37,21 @@ pub struct Options {
 
 const LAB: &str = "smpdemo";
 
-/// Takes the lab down when dropped, so an error or Ctrl-C leaves nothing behind.
-struct LabGuard(PathBuf);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0).args(["lab", "down", "--name", LAB]).status();
-    }
-}
-
 fn spawn_top(agent: &Path, pid: u64, secs: u64, out: &Path) -> anyhow::Result<Child> {
     let file = fs::File::create(out)?;
     Command::new(agent)
-        .args(["top", "--pid", &pid.to_string(), "--duration", &format!("{secs}s"), "--output", "json"])
+        .args([
+            "top",
+            "--pid",
+            &pid.to_string(),
+            "--duration",
+            &format!("{secs}s"),
+            "--output",
+            "json",
+        ])
         .stdout(file)
         .spawn()
         .context("failed to start smp-agent top")
-}
-
-fn load(agent: &Path, netns: &str, url: &str, o: &Options, out: &Path) -> anyhow::Result<Value> {
-    let text = output(Command::new("ip").args(["netns", "exec", netns]).arg(agent).args([
-        "load",
-        "--rate",
-        &o.rate.to_string(),
-        "--connections",
-        "16",
-        "--warmup",
-        "1s",
-        "--duration",
-        &format!("{}s", o.seconds),
-        "--output",
-        "json",
-        url,
-    ]))?;
-    fs::write(out, &text)?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 fn hop_p50_ms(top: &Value, leg: &str) -> Option<f64> {
@@ -92,17 +73,19 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let dir = root().join("smp-results").join(format!("demo-{stamp}"));
     fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
 
-    println!("\n== smp-agent lab up --proxy {} (a client pod and a server pod, sidecars in both)", o.proxy);
-    let _ = Command::new(&agent).args(["lab", "down", "--name", LAB]).stdout(Stdio::null()).status();
-    let lab_text = output(Command::new(&agent).args(["lab", "up", "--name", LAB, "--proxy", &o.proxy, "--output", "json"]))?;
-    let _guard = LabGuard(agent.clone());
-    fs::write(dir.join("lab.json"), &lab_text)?;
-    let lab: Value = serde_json::from_str(&lab_text)?;
-    let netns = lab["client_netns"].as_str().context("lab: client_netns")?.to_string();
-    let meshed = lab["meshed_url"].as_str().context("lab: meshed_url")?.to_string();
-    let baseline = lab["baseline_url"].as_str().context("lab: baseline_url")?.to_string();
-    let out_pid = lab["outbound"]["pid"].as_u64().context("lab: outbound pid")?;
-    let in_pid = lab["inbound"]["pid"].as_u64().context("lab: inbound pid")?;
+    println!(
+        "\n== smp-agent lab up --proxy {} (a client pod and a server pod, sidecars in both)",
+        o.proxy
+    );
+    let lab = Lab::up(&agent, LAB, &o.proxy)?;
+    fs::write(
+        dir.join("lab.json"),
+        serde_json::to_string_pretty(&lab.info)?,
+    )?;
+    let meshed = lab.str("meshed_url")?.to_string();
+    let baseline = lab.str("baseline_url")?.to_string();
+    let out_pid = lab.sidecar_pid("outbound")?;
+    let in_pid = lab.sidecar_pid("inbound")?;
     println!("meshed {meshed}  baseline {baseline}  sidecars: outbound pid {out_pid}, inbound pid {in_pid}");
 
     // Attach to both sidecars for the meshed run (probe loading takes a few seconds).
@@ -113,13 +96,21 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         spawn_top(&agent, in_pid, top_secs, &dir.join("inbound-top.json"))?,
     ];
     std::thread::sleep(Duration::from_secs(attach));
-    println!("\n== load through the mesh: {} rps for {}s", o.rate, o.seconds);
-    let m = load(&agent, &netns, &meshed, o, &dir.join("meshed-load.json"))?;
+    println!(
+        "\n== load through the mesh: {} rps for {}s",
+        o.rate, o.seconds
+    );
+    let (text, m) = lab.load(&meshed, &o.rate.to_string(), o.seconds)?;
+    fs::write(dir.join("meshed-load.json"), text)?;
     for t in &mut tops {
         t.wait()?;
     }
-    println!("== load on the baseline path (no sidecars): {} rps for {}s", o.rate, o.seconds);
-    let b = load(&agent, &netns, &baseline, o, &dir.join("baseline-load.json"))?;
+    println!(
+        "== load on the baseline path (no sidecars): {} rps for {}s",
+        o.rate, o.seconds
+    );
+    let (text, b) = lab.load(&baseline, &o.rate.to_string(), o.seconds)?;
+    fs::write(dir.join("baseline-load.json"), text)?;
 
     let read = |name: &str| -> anyhow::Result<Value> {
         let text = fs::read_to_string(dir.join(name))?;
@@ -128,17 +119,34 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let (outb, inb) = (read("outbound-top.json")?, read("inbound-top.json")?);
     let p50 = |v: &Value| v["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN);
     let p99 = |v: &Value| v["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN);
-    println!("\n{:<26} {:>10} {:>10} {:>10}", "", "p50 ms", "p99 ms", "rps");
+    println!(
+        "\n{:<26} {:>10} {:>10} {:>10}",
+        "", "p50 ms", "p99 ms", "rps"
+    );
     for (name, v) in [("meshed (client view)", &m), ("baseline (client view)", &b)] {
-        println!("{name:<26} {:>10.3} {:>10.3} {:>10.1}", p50(v), p99(v), v["achieved_rate"].as_f64().unwrap_or(0.0));
+        println!(
+            "{name:<26} {:>10.3} {:>10.3} {:>10.1}",
+            p50(v),
+            p99(v),
+            v["achieved_rate"].as_f64().unwrap_or(0.0)
+        );
     }
-    println!("\nper hop (kernel probes)    {:>10} {:>10} {:>12} {:>12}", "p50 ms", "p99 ms", "CPU s", "paired");
+    println!(
+        "\nper hop (kernel probes)    {:>10} {:>10} {:>12} {:>12}",
+        "p50 ms", "p99 ms", "CPU s", "paired"
+    );
     let mut sum = 0.0;
     for (side, v) in [("outbound", &outb), ("inbound", &inb)] {
         for h in v["hops"].as_array().into_iter().flatten() {
             let leg = h["leg"].as_str().unwrap_or("?");
-            let (a, z) = (h["p50_us"].as_f64().unwrap_or(0.0) / 1e3, h["p99_us"].as_f64().unwrap_or(0.0) / 1e3);
-            println!("{:<26} {a:>10.3} {z:>10.3}", format!("{side} sidecar, {leg}"));
+            let (a, z) = (
+                h["p50_us"].as_f64().unwrap_or(0.0) / 1e3,
+                h["p99_us"].as_f64().unwrap_or(0.0) / 1e3,
+            );
+            println!(
+                "{:<26} {a:>10.3} {z:>10.3}",
+                format!("{side} sidecar, {leg}")
+            );
         }
         sum += hop_p50_ms(v, "request").unwrap_or(0.0) + hop_p50_ms(v, "response").unwrap_or(0.0);
         let pairing = &v["pairing"];
@@ -158,7 +166,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         if overhead.abs() > 1e-9 { 100.0 * (sum - overhead) / overhead } else { 0.0 }
     );
     if outb["hops"].as_array().is_none_or(|a| a.is_empty()) {
-        bail!("no hops measured on the outbound sidecar (see {})", dir.display());
+        bail!(
+            "no hops measured on the outbound sidecar (see {})",
+            dir.display()
+        );
     }
     println!("\nresults: {}", dir.display());
     Ok(())

@@ -126,17 +126,19 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
+/// The offsets, if the current task is a tracked process and the offsets are filled.
+#[inline(always)]
+fn tracked_offsets() -> Option<smp_common::config::KernelOffsets> {
+    let o = offsets();
+    (o.valid != 0 && is_target((bpf_get_current_pid_tgid() >> 32) as u32)).then_some(o)
+}
+
 /// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_accept4(long ret)
 #[inline(always)]
 pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    let Some(o) = tracked_offsets() else {
         return Ok(());
-    }
-    let o = offsets();
-    if o.valid == 0 {
-        return Ok(());
-    }
+    };
     // SAFETY: the offset comes from this tracepoint's tracefs format file.
     let ret: i64 = unsafe { ctx.read_at(o.sys_exit_ret as usize) }?;
     if ret >= 0 {
@@ -148,14 +150,9 @@ pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
 /// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_connect(int fd, ...)
 #[inline(always)]
 pub fn on_connect_enter(ctx: &TracePointContext) -> Result<(), i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    let Some(o) = tracked_offsets() else {
         return Ok(());
-    }
-    let o = offsets();
-    if o.valid == 0 {
-        return Ok(());
-    }
+    };
     // SAFETY: the offset comes from this tracepoint's tracefs format file.
     let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
     hop::set_role(fd as u32, smp_common::hop::ROLE_UPSTREAM, &o);

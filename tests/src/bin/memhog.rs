@@ -26,11 +26,6 @@ fn main() {
     std::hint::black_box(&buf);
     println!("done {bytes}");
     std::io::stdout().flush().unwrap();
-    while stdin
-        .lock()
-        .read_line(&mut line)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {}
+    smp_tests::wait_for_stdin_close();
     std::hint::black_box(&buf);
 }

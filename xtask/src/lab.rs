@@ -1,0 +1,85 @@
+//! The mesh lab as the demo and the benchmarks drive it: `smp-agent lab up/down` and
+//! `smp-agent load` from inside the client pod.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::util::output;
+
+/// A lab that is taken down when dropped (errors and Ctrl-C leave nothing behind).
+pub struct Lab {
+    agent: PathBuf,
+    name: String,
+    /// `smp-agent lab up --output json`.
+    pub info: Value,
+}
+
+impl Lab {
+    /// Brings lab `name` up with `proxy` sidecars (taking down a leftover of the same name).
+    pub fn up(agent: &Path, name: &str, proxy: &str) -> anyhow::Result<Lab> {
+        let _ = Command::new(agent)
+            .args(["lab", "down", "--name", name])
+            .stdout(Stdio::null())
+            .status();
+        let text = output(Command::new(agent).args([
+            "lab", "up", "--name", name, "--proxy", proxy, "--output", "json",
+        ]))?;
+        let info: Value = serde_json::from_str(&text).context("lab up: not JSON")?;
+        Ok(Lab {
+            agent: agent.to_path_buf(),
+            name: name.to_string(),
+            info,
+        })
+    }
+
+    pub fn str(&self, key: &str) -> anyhow::Result<&str> {
+        self.info[key]
+            .as_str()
+            .with_context(|| format!("lab: no {key}"))
+    }
+
+    /// Pid of the `outbound` or `inbound` sidecar.
+    pub fn sidecar_pid(&self, side: &str) -> anyhow::Result<u64> {
+        self.info[side]["pid"]
+            .as_u64()
+            .with_context(|| format!("lab: no {side} pid"))
+    }
+
+    /// `smp-agent load --output json` from the client pod; `rate` is a number or `max`.
+    pub fn load(&self, url: &str, rate: &str, seconds: u64) -> anyhow::Result<(String, Value)> {
+        let text = output(
+            Command::new("ip")
+                .args(["netns", "exec", self.str("client_netns")?])
+                .arg(&self.agent)
+                .args([
+                    "load",
+                    "--rate",
+                    rate,
+                    "--connections",
+                    "16",
+                    "--warmup",
+                    "1s",
+                    "--duration",
+                    &format!("{seconds}s"),
+                    "--output",
+                    "json",
+                    url,
+                ]),
+        )?;
+        let v = serde_json::from_str(&text).context("load: not JSON")?;
+        Ok((text, v))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.agent)
+            .args(["lab", "down", "--name", &self.name])
+            .status();
+    }
+}
