@@ -7,8 +7,17 @@ pub struct Options {
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum Bench {}
+pub enum Bench {
+    /// Load generator: max throughput vs wrk and oha, and latency at a fixed rate.
+    Loadgen(crate::bench_loadgen::Options),
+    /// Probe overhead: ns per traced syscall, and a lab mesh's throughput and latency with and
+    /// without the probes attached.
+    Overhead(crate::bench_overhead::Options),
+}
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
-    match o.bench {}
+    match &o.bench {
+        Bench::Loadgen(o) => crate::bench_loadgen::run(o),
+        Bench::Overhead(o) => crate::bench_overhead::run(o),
+    }
 }

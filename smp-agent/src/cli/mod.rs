@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check;
+pub mod compare;
+pub mod lab;
+pub mod load;
 pub mod top;
 
 /// eBPF service-mesh overhead profiler: per-hop sidecar latency, proxy CPU, SMP results.
@@ -27,6 +30,15 @@ pub enum Command {
     Check(check::Args),
     /// Attach to one running process and show its CPU and socket syscalls every second.
     Top(top::Args),
+    /// Compare two results (ours, SMP from elsewhere, or Meshery's) per percentile and per hop,
+    /// say what is within noise, and gate CI with `--fail-if 'p99>+10%'` (exit 1 when a rule
+    /// fires, 2 when an input cannot be read).
+    Compare(compare::Args),
+    /// The mesh lab: a real sidecar topology (two pod namespaces, real proxies) on this machine.
+    Lab(lab::Args),
+    /// Drive HTTP load (open loop at a fixed rate, coordinated-omission corrected, or
+    /// `--rate max`) and report latency percentiles, rates, status codes and errors.
+    Load(load::Args),
 }
 
 impl Command {
@@ -35,6 +47,9 @@ impl Command {
         match self {
             Command::Check(args) => check::execute(args).await,
             Command::Top(args) => top::execute(args).await,
+            Command::Compare(args) => compare::execute(args).await,
+            Command::Lab(args) => lab::execute(args).await,
+            Command::Load(args) => load::execute(args).await,
         }
     }
 }

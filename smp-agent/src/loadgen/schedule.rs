@@ -120,7 +120,7 @@ impl Pacer {
     }
 
     /// Waits until the next request is due and returns its slot, or `None` when the schedule
-    /// is done.
+    /// is done. Cancel-safe.
     ///
     /// The latency clock starts at the intended time, with one exception: if the connection
     /// was idle and sleeping until that time, the clock starts when the timer actually fired,
@@ -133,7 +133,6 @@ impl Pacer {
     /// generator) is charged beyond the slack, so the tool cannot hide its own overload.
     pub async fn wait(&mut self) -> Option<Slot> {
         let (seq, intended) = self.peek()?;
-        self.k += 1;
         let now = Instant::now();
         let clock_start = if now >= intended {
             // Behind schedule: the request waited for this connection. Charge all of it.
@@ -142,6 +141,8 @@ impl Pacer {
             tokio::time::sleep_until(intended).await;
             Instant::now().min(intended + TIMER_SLACK)
         };
+        // Advanced only after the sleep, so dropping this future (cancel-safe) loses no slot.
+        self.k += 1;
         Some(Slot {
             seq,
             intended,
@@ -201,7 +202,7 @@ mod tests {
     async fn connections_interleave() {
         let (start, s) = sched(100.0, 1);
         let mut a = Pacer::new(s, 0, 2);
-        let mut b = Pacer::new(s, 1, 2);
+        let b = Pacer::new(s, 1, 2);
         assert_eq!(a.peek(), Some((0, start)));
         assert_eq!(b.peek(), Some((1, start + Duration::from_millis(10))));
         a.wait().await;
