@@ -265,28 +265,7 @@ pub fn drive_in_netns(
 }
 
 /// Pids of `pid` and all its descendants (nginx master + workers).
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
-}
+pub use smp_agent::host::process_tree;
 
 /// Value at quantile `q` of a sample (nearest rank).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {

@@ -187,6 +187,19 @@ impl HopAggregator {
             .collect()
     }
 
+    /// Percentiles per (direction, leg) over a group of processes, histograms merged.
+    pub fn group_summary(&self, tgids: &[u32]) -> BTreeMap<(Direction, Leg), HopPercentiles> {
+        let mut merged: BTreeMap<(Direction, Leg), Histogram<u64>> = BTreeMap::new();
+        for (k, h) in self.hops.iter().filter(|(k, _)| tgids.contains(&k.tgid)) {
+            let m = merged
+                .entry((k.direction, k.leg))
+                .or_insert_with(new_histogram);
+            // Same bounds on both sides: adding cannot fail.
+            let _ = m.add(h);
+        }
+        merged.iter().map(|(k, h)| (*k, percentiles(h))).collect()
+    }
+
     /// The histogram of one proxy's hop, if any.
     pub fn hop(&self, tgid: u32, leg: Leg) -> Option<&Histogram<u64>> {
         self.hops
@@ -212,6 +225,20 @@ pub struct PairingCounts {
 }
 
 impl PairingCounts {
+    /// Adds another process's counters (a proxy made of several processes).
+    pub fn add(&mut self, o: &PairingCounts) {
+        self.requests += o.requests;
+        self.responses += o.responses;
+        self.paired += o.paired;
+        self.unmatched_writes += o.unmatched_writes;
+        self.tls_first_dropped += o.tls_first_dropped;
+        self.inconsistent += o.inconsistent;
+        self.unknown_role += o.unknown_role;
+        self.h2_messages += o.h2_messages;
+        self.queue_overflow += o.queue_overflow;
+        self.hinted += o.hinted;
+    }
+
     /// Requests seen that did not become a paired exchange.
     pub fn unpaired(&self) -> u64 {
         self.requests.saturating_sub(self.paired)

@@ -92,6 +92,27 @@ impl ProbeSnapshot {
         out
     }
 
+    /// On-CPU figures of a group of processes (a proxy's master and workers), summed.
+    pub fn group_cpu(&self, tgids: &[u32]) -> ProcessCpu {
+        let all = self.cpu_by_process();
+        let mut out = ProcessCpu::default();
+        for c in tgids.iter().filter_map(|t| all.get(t)) {
+            out.on_cpu_ns += c.on_cpu_ns;
+            out.threads += c.threads;
+            out.switches += c.switches;
+        }
+        out
+    }
+
+    /// Pairing counters of a group of processes, summed.
+    pub fn group_pairing(&self, tgids: &[u32]) -> hops::PairingCounts {
+        let mut out = hops::PairingCounts::default();
+        for c in tgids.iter().filter_map(|t| self.pairing.get(t)) {
+            out.add(c);
+        }
+        out
+    }
+
     /// On-CPU figures of one process (zero if never seen on a CPU).
     pub fn process_cpu(&self, tgid: u32) -> ProcessCpu {
         self.cpu_by_process().remove(&tgid).unwrap_or_default()

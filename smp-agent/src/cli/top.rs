@@ -41,6 +41,11 @@ pub struct Args {
     #[arg(long, default_value = "1s", value_parser = duration::clap_parse, verbatim_doc_comment)]
     pub interval: Duration,
 
+    /// Optional: watch only this process, not its child processes (by default a proxy's
+    /// workers, e.g. nginx's or haproxy's, are watched with it and summed).
+    #[arg(long)]
+    pub no_children: bool,
+
     /// Optional: sockets shown per interval in text output (busiest first).
     #[arg(long, default_value_t = 5)]
     pub sockets: usize,
@@ -91,6 +96,8 @@ pub struct SocketView {
 pub struct TopReport {
     pub pid: u32,
     pub comm: String,
+    /// Every process watched: the pid and its children (figures are summed over them).
+    pub processes: Vec<u32>,
     /// Wall time watched.
     pub duration_seconds: f64,
     /// The process exited before the end.
@@ -125,13 +132,12 @@ pub struct HopView {
     pub latency: HopPercentiles,
 }
 
-fn hop_views(hops: &HopAggregator, pid: u32) -> Vec<HopView> {
-    hops.summary()
+fn hop_views(hops: &HopAggregator, group: &[u32]) -> Vec<HopView> {
+    hops.group_summary(group)
         .into_iter()
-        .filter(|(k, _)| k.tgid == pid)
-        .map(|(k, p)| HopView {
-            direction: k.direction.name(),
-            leg: k.leg.name(),
+        .map(|((direction, leg), p)| HopView {
+            direction: direction.name(),
+            leg: leg.name(),
             latency: p,
         })
         .collect()
@@ -145,9 +151,19 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut probes = tokio::task::spawn_blocking(Probes::load)
         .await?
         .context("failed to load the probes")?;
-    probes
-        .track(info.pid)
-        .with_context(|| format!("failed to track pid {}", info.pid))?;
+    let tree = |pid: u32| {
+        if args.no_children {
+            vec![pid]
+        } else {
+            host::process_tree(pid)
+        }
+    };
+    let mut group = tree(info.pid);
+    for &t in &group {
+        probes
+            .track(t)
+            .with_context(|| format!("failed to track pid {t}"))?;
+    }
     let mut events = probes.events()?;
     // A process that exited between the lookup and the tracking sends no exit event.
     if !host::process_alive(info.pid) {
@@ -156,10 +172,15 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let text = args.output == OutputFormat::Text;
     if text {
         println!(
-            "watching pid {} ({}), {} thread(s){}; Ctrl-C to stop",
+            "watching pid {} ({}), {} thread(s){}{}; Ctrl-C to stop",
             info.pid,
             info.comm,
             info.threads,
+            if group.len() > 1 {
+                format!(" and {} child process(es)", group.len() - 1)
+            } else {
+                String::new()
+            },
             args.duration
                 .map(|d| format!(" for {}", duration::format(d)))
                 .unwrap_or_default()
@@ -185,12 +206,19 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         };
         tokio::select! {
             _ = ticker.tick() => {
+                // Workers a proxy (re)spawned since the last tick join the group.
+                for t in tree(info.pid) {
+                    if !group.contains(&t) {
+                        probes.track(t)?;
+                        group.push(t);
+                    }
+                }
                 let now = probes.snapshot()?;
-                let cpu = interval_cpu(&prev, &now, info.pid);
+                let cpu = interval_cpu(&prev, &now, &group);
                 per_interval.push(cpu);
                 if text {
-                    print_interval(&args, &info.comm, start.elapsed(), &prev, &now, cpu);
-                    print_hops(&hop_views(&hops, info.pid), now.pairing.get(&info.pid));
+                    print_interval(&args, &group, &info.comm, start.elapsed(), &prev, &now, cpu);
+                    print_hops(&hop_views(&hops, &group), Some(&now.group_pairing(&group)));
                 }
                 prev = now;
                 if !host::process_alive(info.pid) {
@@ -219,8 +247,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let elapsed = start.elapsed();
     drop(events);
     drop(probes); // detach now, before printing
-    let mut report = build_report(&info, elapsed, exited, &first, &last, per_interval);
-    report.hops = hop_views(&hops, info.pid);
+    let mut report = build_report(&info, &group, elapsed, exited, &first, &last, per_interval);
+    report.hops = hop_views(&hops, &group);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print_summary(&report),
@@ -237,17 +265,17 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn interval_cpu(before: &ProbeSnapshot, now: &ProbeSnapshot, pid: u32) -> f64 {
-    let a = before.process_cpu(pid).on_cpu_ns;
-    let b = now.process_cpu(pid).on_cpu_ns;
+fn interval_cpu(before: &ProbeSnapshot, now: &ProbeSnapshot, group: &[u32]) -> f64 {
+    let a = before.group_cpu(group).on_cpu_ns;
+    let b = now.group_cpu(group).on_cpu_ns;
     b.saturating_sub(a) as f64 / 1e9
 }
 
-fn own_sockets(s: &ProbeSnapshot, pid: u32) -> BTreeMap<sockets::SocketId, SocketSummary> {
+fn own_sockets(s: &ProbeSnapshot, group: &[u32]) -> BTreeMap<sockets::SocketId, SocketSummary> {
     let mine: Vec<_> = s
         .sockets
         .iter()
-        .filter(|x| x.tgid == pid)
+        .filter(|x| group.contains(&x.tgid))
         .copied()
         .collect();
     sockets::summarize(&mine)
@@ -255,13 +283,14 @@ fn own_sockets(s: &ProbeSnapshot, pid: u32) -> BTreeMap<sockets::SocketId, Socke
 
 fn print_interval(
     args: &Args,
+    group: &[u32],
     comm: &str,
     at: Duration,
     before: &ProbeSnapshot,
     now: &ProbeSnapshot,
     cpu_seconds: f64,
 ) {
-    let mut d = sockets::delta(&own_sockets(now, args.pid), &own_sockets(before, args.pid));
+    let mut d = sockets::delta(&own_sockets(now, group), &own_sockets(before, group));
     let recv: u64 = d.iter().map(|s| s.recv.calls).sum();
     let send: u64 = d.iter().map(|s| s.send.calls).sum();
     let rbytes: u64 = d.iter().map(|s| s.recv.bytes).sum();
@@ -302,16 +331,17 @@ fn print_interval(
 
 fn build_report(
     info: &host::ProcessInfo,
+    group: &[u32],
     elapsed: Duration,
     exited: bool,
     first: &ProbeSnapshot,
     last: &ProbeSnapshot,
     per_interval: Vec<f64>,
 ) -> TopReport {
-    let cpu0 = first.process_cpu(info.pid);
-    let cpu1 = last.process_cpu(info.pid);
+    let cpu0 = first.group_cpu(group);
+    let cpu1 = last.group_cpu(group);
     let cpu_seconds = cpu1.on_cpu_ns.saturating_sub(cpu0.on_cpu_ns) as f64 / 1e9;
-    let socks = sockets::delta(&own_sockets(last, info.pid), &own_sockets(first, info.pid));
+    let socks = sockets::delta(&own_sockets(last, group), &own_sockets(first, group));
     let eps = if exited {
         HashMap::new()
     } else {
@@ -343,6 +373,7 @@ fn build_report(
     TopReport {
         pid: info.pid,
         comm: info.comm.clone(),
+        processes: group.to_vec(),
         duration_seconds: secs,
         exited,
         cpu_seconds,
@@ -355,12 +386,8 @@ fn build_report(
         context_switches: cpu1.switches.saturating_sub(cpu0.switches),
         cpu_seconds_per_interval: per_interval,
         hops: Vec::new(),
-        pairing: last.pairing.get(&info.pid).copied().unwrap_or_default(),
-        unpaired: last
-            .pairing
-            .get(&info.pid)
-            .map(PairingCounts::unpaired)
-            .unwrap_or(0),
+        pairing: last.group_pairing(group),
+        unpaired: last.group_pairing(group).unpaired(),
         syscalls: syscalls.iter().map(|(k, v)| (*k, v.into())).collect(),
         sockets: sockets_view,
         loss: last.loss.clone(),

@@ -159,6 +159,31 @@ pub fn process_info(pid: u32) -> Result<ProcessInfo, ProcessError> {
     })
 }
 
+/// `pid` and all its descendant processes (nginx master + workers, haproxy master-worker),
+/// sorted; threads are not listed (their tgid is in the list).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// True while `/proc/<pid>` exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -201,6 +226,15 @@ mod tests {
         let e = process_info(u32::MAX - 1).unwrap_err().to_string();
         assert!(e.contains("no process with pid"), "{e}");
         assert!(process_alive(me));
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = process_tree(me);
+        assert!(tree.contains(&me) && tree.contains(&child.id()), "{tree:?}");
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
         assert!(!process_alive(u32::MAX - 1));
     }
 }
