@@ -140,25 +140,40 @@ fn top_of_a_process_that_exits_reports_what_it_measured() {
     if !require_root("top_of_a_process_that_exits_reports_what_it_measured") {
         return;
     }
-    let mut child = Command::new("sleep")
-        .arg("1.5")
+    let mut victim = Command::new("sleep")
+        .arg("600")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let started = Instant::now();
-    let out = agent(&[
-        "top",
-        "--pid",
-        &pid.to_string(),
-        "--duration",
-        "30s",
-        "--output",
-        "json",
-    ]);
-    let _ = child.wait();
+    let pid = victim.id();
+    let agent_run = Command::new(agent_bin())
+        .args([
+            "top",
+            "--pid",
+            &pid.to_string(),
+            "--duration",
+            "300s",
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the victim once the probes are loaded (loading takes seconds, minutes under TCG).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    // 21 required programs (the `check` test pins the number); they load one by one.
+    while loaded_smp_programs().len() < 21 {
+        assert!(Instant::now() < deadline, "top never loaded its probes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // tracking and the ring buffer follow the load
+    let killed = Instant::now();
+    victim.kill().unwrap();
+    let _ = victim.wait();
+    let out = agent_run.wait_with_output().unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        killed.elapsed() < Duration::from_secs(30),
         "top did not notice the exit"
     );
     assert!(!out.status.success(), "exit mid-run must be non-zero");

@@ -36,18 +36,28 @@ fn cpu_of_a_multithreaded_burner_matches_proc_stat() {
     let stat1 = proc_cpu_ns(pid);
     let probe_ns = snap.process_cpu(pid).on_cpu_ns - before;
     let stat_ns = stat1 - stat0;
+    // The burner threads alone (the main thread spawns and joins them): what their clocks saw.
+    let workers_ns: u64 = snap
+        .threads
+        .iter()
+        .filter(|t| t.tgid == pid && t.tid != pid)
+        .map(|t| t.on_cpu_ns)
+        .sum();
     w.finish();
-    eprintln!("probe {probe_ns} ns, /proc/stat {stat_ns} ns, burner threads {threads_ns} ns");
+    eprintln!(
+        "probe {probe_ns} ns (burner threads {workers_ns} ns), /proc/stat {stat_ns} ns, \
+         the threads' own clocks {threads_ns} ns"
+    );
     assert!(threads_ns >= 3 * 400_000_000, "burner burned {threads_ns}");
     // The issue's bound is 3 % of utime+stime; stat has 10 ms ticks (≤ 0.8 % here).
     assert!(
         within(probe_ns as f64, stat_ns as f64, 3.0),
         "probe {probe_ns} vs /proc/stat {stat_ns}"
     );
-    // The burner threads' own clocks are exact; the probe also sees the main thread's bit.
+    // The threads' own clocks (CLOCK_THREAD_CPUTIME_ID) against the probe's view of them.
     assert!(
-        within(probe_ns as f64, threads_ns as f64, 3.0),
-        "probe {probe_ns} vs thread clocks {threads_ns}"
+        within(workers_ns as f64, threads_ns as f64, 3.0),
+        "probe {workers_ns} vs thread clocks {threads_ns}"
     );
     let threads = snap.threads.iter().filter(|t| t.tgid == pid).count();
     assert!(threads >= 3, "saw {threads} threads of the burner");

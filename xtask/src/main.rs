@@ -5,11 +5,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_loadgen;
+mod bench_overhead;
 mod build;
 mod demo;
+mod lab;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "smp-agent project tasks")]
@@ -31,6 +35,8 @@ enum Command {
     Test(test::Options),
     /// Benchmarks; results go to docs/benchmarks.md by hand.
     Bench(bench::Options),
+    /// Run the agent's check and probe tests on Debian kernels in qemu (the kernel matrix).
+    VmTest(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
         Command::Demo(o) => demo::run(&o),
         Command::Test(o) => test::run(&o),
         Command::Bench(o) => bench::run(&o),
+        Command::VmTest(o) => vm::run(&o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
