@@ -577,11 +577,17 @@ fn lab_library_api_in_process() {
     ];
     let report = Lab::down("tlib").expect("Lab::down");
     assert_eq!(report.netns_deleted.len(), 2, "{report:?}");
+    // The kernel reaps asynchronously: give the pids a bounded moment to vanish.
     for pid in pids {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "pid {pid} left (zombie?)"
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} left: {}",
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
     assert_eq!(snapshot(), lab.before);
     let again = Lab::down("tlib").expect("second Lab::down");

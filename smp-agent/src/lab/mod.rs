@@ -368,6 +368,11 @@ impl Lab {
             netns::run("ip", &["netns", "del", ns])?;
             report.netns_deleted.push(ns.clone());
         }
+        // A recorded process that exited by itself before `down` is a zombie if this process
+        // started it (the in-process API): reap it, or it lingers until we exit.
+        for p in st.iter().flat_map(|st| &st.processes) {
+            netns::reap(p.pid);
+        }
         let dir = state::dir(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)

@@ -220,6 +220,8 @@ pub fn kill(pid: u32, grace: Duration) {
     while Instant::now() < deadline {
         reap(pid);
         if !alive(pid) {
+            // It may have died between the reap and the check: reap the zombie too.
+            reap(pid);
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -229,6 +231,7 @@ pub fn kill(pid: u32, grace: Duration) {
     for _ in 0..100 {
         reap(pid);
         if !alive(pid) {
+            reap(pid);
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
