@@ -48,9 +48,13 @@ pub struct KernelOffsets {
     pub skc_v6_rcv_saddr: u32,
     /// `struct user_msghdr`: `msg_iov`.
     pub msghdr_iov: u32,
+    /// `struct task_struct`: `se.sum_exec_runtime` (offset of `se` plus the member's).
+    pub task_sum_exec: u32,
+    /// `struct task_struct`: `start_time` (CLOCK_MONOTONIC ns at fork).
+    pub task_start_time: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -79,13 +83,15 @@ impl KernelOffsets {
             skc_v6_daddr: 0,
             skc_v6_rcv_saddr: 0,
             msghdr_iov: 0,
+            task_sum_exec: 0,
+            task_start_time: 0,
             _pad: 0,
         }
     }
 }
 
-/// Value of the `TARGETS` map (key: tgid). Bit flags, reserved for per-target options.
-pub const TARGET_TRACKED: u32 = 1;
+// The `TARGETS` map: key tgid, value the CLOCK_MONOTONIC ns when tracking started (threads
+// that started later are charged from their first nanosecond).
 
 /// Capacity of the `TARGETS` map (processes tracked at once).
 pub const MAX_TARGETS: u32 = 4096;

@@ -12,8 +12,9 @@ pub enum Counter {
     MapInsertFailed = 1,
     /// A kernel read (`bpf_probe_read_kernel`) failed: a syscall could not be resolved.
     KernelReadFailed = 2,
-    /// A syscall exit found no matching entry (entered before the probes attached).
-    ExitWithoutEnter = 3,
+    /// A tracked thread left a CPU whose switch-in the probe did not see. Not a loss: the
+    /// stint is still charged from the scheduler's own `sum_exec_runtime`.
+    SwitchInMissed = 3,
 }
 
 /// Number of entries of the `COUNTERS` array. Keep in step with [`Counter`].
@@ -25,7 +26,7 @@ impl Counter {
         Counter::RingbufDropped,
         Counter::MapInsertFailed,
         Counter::KernelReadFailed,
-        Counter::ExitWithoutEnter,
+        Counter::SwitchInMissed,
     ];
 
     /// A stable snake_case name, used in outputs.
@@ -34,7 +35,7 @@ impl Counter {
             Counter::RingbufDropped => "ringbuf_dropped",
             Counter::MapInsertFailed => "map_insert_failed",
             Counter::KernelReadFailed => "kernel_read_failed",
-            Counter::ExitWithoutEnter => "exit_without_enter",
+            Counter::SwitchInMissed => "switch_in_missed",
         }
     }
 }

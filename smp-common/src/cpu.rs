@@ -9,10 +9,14 @@ pub struct ThreadCpu {
     pub tgid: u32,
     /// Times the thread was switched out.
     pub switches: u32,
-    /// Total on-CPU time, nanoseconds.
+    /// Total on-CPU time, nanoseconds, as the scheduler accounts it (`se.sum_exec_runtime`
+    /// increments over the stints seen since tracking started).
     pub on_cpu_ns: u64,
+    /// `se.sum_exec_runtime` at the last switch-out: the next one is charged the increase,
+    /// so a switch-in the probe missed loses nothing.
+    pub last_exec: u64,
 }
-const _: () = assert!(core::mem::size_of::<ThreadCpu>() == 16);
+const _: () = assert!(core::mem::size_of::<ThreadCpu>() == 24);
 
 /// Value of the per-CPU array `RUNNING`: the tracked thread now on this CPU, if any.
 #[repr(C)]
@@ -23,8 +27,11 @@ pub struct Running {
     pub tgid: u32,
     /// `bpf_ktime_get_ns()` when it was switched in.
     pub since_ns: u64,
+    /// Its `se.sum_exec_runtime` when it was switched in: the stint is charged as the
+    /// scheduler's own accounting of it (what /proc/stat and thread CPU clocks report).
+    pub exec_at_in: u64,
 }
-const _: () = assert!(core::mem::size_of::<Running>() == 16);
+const _: () = assert!(core::mem::size_of::<Running>() == 24);
 
 /// Capacity of `THREAD_CPU` (an LRU map: the oldest exited threads go first).
 pub const MAX_THREADS: u32 = 65536;

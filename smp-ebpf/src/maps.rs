@@ -26,7 +26,7 @@ pub fn offsets() -> KernelOffsets {
 
 /// Processes to trace (key: tgid). Changed at runtime by the agent.
 #[map]
-pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+pub static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
 /// On-CPU time per thread of the targets (key: tid).
 #[map]
@@ -81,6 +81,13 @@ pub fn count(counter: Counter) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
         unsafe { *slot += 1 };
     }
+}
+
+/// When tracking of `tgid` started (CLOCK_MONOTONIC ns), if it is tracked.
+#[inline(always)]
+pub fn tracked_since(tgid: u32) -> Option<u64> {
+    // SAFETY: read-only lookup of a plain value.
+    unsafe { TARGETS.get(&tgid).copied() }
 }
 
 /// True when `tgid` is a tracked process.

@@ -45,8 +45,10 @@ fn cpu_of_a_multithreaded_burner_matches_proc_stat() {
         .sum();
     w.finish();
     eprintln!(
-        "probe {probe_ns} ns (burner threads {workers_ns} ns), /proc/stat {stat_ns} ns, \
-         the threads' own clocks {threads_ns} ns"
+        "probe {probe_ns} ns (burner threads {workers_ns} ns, switches {}), /proc/stat {stat_ns} ns, loss {:?}, \
+         the threads' own clocks {threads_ns} ns",
+        snap.process_cpu(pid).switches,
+        snap.loss
     );
     assert!(threads_ns >= 3 * 400_000_000, "burner burned {threads_ns}");
     // The issue's bound is 3 % of utime+stime; stat has 10 ms ticks (≤ 0.8 % here).

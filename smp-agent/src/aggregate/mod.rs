@@ -45,7 +45,7 @@ pub struct LossCounters {
     pub ringbuf_dropped: u64,
     pub map_insert_failed: u64,
     pub kernel_read_failed: u64,
-    pub exit_without_enter: u64,
+    pub switch_in_missed: u64,
 }
 
 /// Everything the probes know at one instant.

@@ -9,7 +9,7 @@ use aya::{
 };
 use serde::Serialize;
 use smp_common::{
-    config::{KernelOffsets, OFFSETS_GLOBAL, TARGET_TRACKED},
+    config::{KernelOffsets, OFFSETS_GLOBAL},
     counters::Counter,
     cpu::{Running, ThreadCpu},
     hop::HopCounts,
@@ -279,7 +279,7 @@ impl Probes {
         &self.status
     }
 
-    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, ProbeError> {
+    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u64>, ProbeError> {
         let map = self
             .ebpf
             .map_mut("TARGETS")
@@ -293,7 +293,7 @@ impl Probes {
     /// Starts tracing process `tgid` (takes effect at once, no reload).
     pub fn track(&mut self, tgid: u32) -> Result<(), ProbeError> {
         self.targets()?
-            .insert(tgid, TARGET_TRACKED, 0)
+            .insert(tgid, monotonic_ns(), 0)
             .map_err(|source| ProbeError::Map {
                 map: "TARGETS",
                 source,
@@ -406,7 +406,7 @@ impl Probes {
                 Counter::RingbufDropped => snap.loss.ringbuf_dropped = total,
                 Counter::MapInsertFailed => snap.loss.map_insert_failed = total,
                 Counter::KernelReadFailed => snap.loss.kernel_read_failed = total,
-                Counter::ExitWithoutEnter => snap.loss.exit_without_enter = total,
+                Counter::SwitchInMissed => snap.loss.switch_in_missed = total,
             }
         }
         let _: &LossCounters = &snap.loss;

@@ -51,6 +51,9 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         skc_v6_daddr: btf.member_offset("sock_common", "skc_v6_daddr")?,
         skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
         msghdr_iov: btf.member_offset("user_msghdr", "msg_iov")?,
+        task_sum_exec: btf.member_offset("task_struct", "se")?
+            + btf.member_offset("sched_entity", "sum_exec_runtime")?,
+        task_start_time: btf.member_offset("task_struct", "start_time")?,
         _pad: 0,
     })
 }

@@ -17,8 +17,8 @@ use smp_common::{
 };
 
 use crate::{
-    kernel::task_ids,
-    maps::{count, is_target, offsets, EVENTS, RUNNING, THREAD_CPU},
+    kernel::{read, task_ids},
+    maps::{count, is_target, offsets, tracked_since, EVENTS, RUNNING, THREAD_CPU},
 };
 
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
@@ -35,20 +35,39 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     // SAFETY: per-CPU slot, only this CPU touches it here.
     let running = unsafe { &mut *slot };
 
-    let (prev_tid, _) = task_ids(prev, &o)?;
-    if running.tid != 0 && running.tid == prev_tid {
-        let delta = now.saturating_sub(running.since_ns);
+    let (prev_tid, prev_tgid) = task_ids(prev, &o)?;
+    let seen_in = running.tid != 0 && running.tid == prev_tid;
+    if let Some(since) = tracked_since(prev_tgid) {
+        if !seen_in {
+            // A tracked thread leaves a CPU on which its arrival was not seen.
+            count(Counter::SwitchInMissed);
+        }
+        // Charge what the scheduler charged (it updated `prev` before this tracepoint):
+        // excludes IRQ and steal time, like /proc/<pid>/stat and thread CPU clocks.
+        let exec: u64 = read(prev, o.task_sum_exec)?;
         match THREAD_CPU.get_ptr_mut(&prev_tid) {
             // SAFETY: only the CPU that ran the thread updates its entry.
             Some(entry) => unsafe {
-                (*entry).on_cpu_ns += delta;
+                (*entry).on_cpu_ns += exec.saturating_sub((*entry).last_exec);
+                (*entry).last_exec = exec;
                 (*entry).switches += 1;
             },
             None => {
+                // First sight: from its arrival if seen, from birth if born after tracking
+                // started, else (it ran before) nothing of this stint.
+                let started: u64 = read(prev, o.task_start_time).unwrap_or(0);
+                let base = if seen_in {
+                    running.exec_at_in
+                } else if started >= since {
+                    0
+                } else {
+                    exec
+                };
                 let fresh = ThreadCpu {
-                    tgid: running.tgid,
+                    tgid: prev_tgid,
                     switches: 1,
-                    on_cpu_ns: delta,
+                    on_cpu_ns: exec.saturating_sub(base),
+                    last_exec: exec,
                 };
                 if THREAD_CPU.insert(&prev_tid, &fresh, 0).is_err() {
                     count(Counter::MapInsertFailed);
@@ -63,6 +82,7 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
             tid: next_tid,
             tgid: next_tgid,
             since_ns: now,
+            exec_at_in: read::<u64>(next, o.task_sum_exec).unwrap_or(0),
         };
     } else {
         running.tid = 0;
