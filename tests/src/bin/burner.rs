@@ -43,10 +43,5 @@ fn main() {
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     println!("done {total}");
     std::io::stdout().flush().unwrap();
-    while stdin
-        .lock()
-        .read_line(&mut line)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {}
+    smp_tests::wait_for_stdin_close();
 }

@@ -122,10 +122,5 @@ fn main() {
     }
     println!("done");
     std::io::stdout().flush().unwrap();
-    while stdin
-        .lock()
-        .read_line(&mut line)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {}
+    smp_tests::wait_for_stdin_close();
 }
