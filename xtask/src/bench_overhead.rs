@@ -45,16 +45,8 @@ impl Drop for Kill {
 fn attach(agent: &std::path::Path, pids: &[u64], secs: u64) -> anyhow::Result<Vec<Kill>> {
     let mut out = Vec::new();
     for pid in pids {
-        let mut c = Command::new(agent)
-            .args([
-                "top",
-                "--pid",
-                &pid.to_string(),
-                "--duration",
-                &format!("{secs}s"),
-                "--interval",
-                "1h",
-            ])
+        let mut c = crate::lab::top(agent, *pid, secs)
+            .args(["--interval", "1h"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;

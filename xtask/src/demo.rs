@@ -1,9 +1,13 @@
 //! `cargo xtask demo`: set up, build, and measure a real sidecar mesh on the built-in lab.
 //!
-//! 1. `smp-agent check`; 2. `smp-agent lab up` (Envoy in both sidecar slots, the lab's app
-//! behind them); 3. `smp-agent top` on both sidecars while `smp-agent load` drives a fixed rate
-//! through the meshed URL and then the baseline URL; 4. per-hop medians against the meshed −
-//! baseline difference (DESIGN.md's self-consistency check); 5. `lab down`, always.
+//! 1. `smp-agent check`.
+//! 2. `smp-agent lab up` (Envoy in both sidecar slots, the lab's app behind them).
+//! 3. `smp-agent top` on both sidecars while `smp-agent load` drives a fixed rate through the
+//!    meshed URL, then the baseline URL.
+//! 4. Per-hop medians against the meshed − baseline difference (DESIGN.md's self-consistency
+//!    check).
+//! 5. `lab down`, always.
+//!
 //! Everything lands in `smp-results/demo-<timestamp>/`.
 
 use std::{
@@ -39,16 +43,8 @@ const LAB: &str = "smpdemo";
 
 fn spawn_top(agent: &Path, pid: u64, secs: u64, out: &Path) -> anyhow::Result<Child> {
     let file = fs::File::create(out)?;
-    Command::new(agent)
-        .args([
-            "top",
-            "--pid",
-            &pid.to_string(),
-            "--duration",
-            &format!("{secs}s"),
-            "--output",
-            "json",
-        ])
+    crate::lab::top(agent, pid, secs)
+        .args(["--output", "json"])
         .stdout(file)
         .spawn()
         .context("failed to start smp-agent top")

@@ -11,6 +11,19 @@ use serde_json::Value;
 
 use crate::util::output;
 
+/// `smp-agent top --pid PID --duration SECSs`: attaches the probes to a sidecar for a while.
+pub fn top(agent: &Path, pid: u64, secs: u64) -> Command {
+    let mut cmd = Command::new(agent);
+    cmd.args([
+        "top",
+        "--pid",
+        &pid.to_string(),
+        "--duration",
+        &format!("{secs}s"),
+    ]);
+    cmd
+}
+
 /// A lab that is taken down when dropped (errors and Ctrl-C leave nothing behind).
 pub struct Lab {
     agent: PathBuf,
