@@ -305,7 +305,10 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
         let Some((ur, uw)) = upstream.as_mut() else {
             unreachable!("upstream connected above")
         };
+        // The clock stops right before the forwarding write; it is recorded after it, so
+        // that waiting for the shared histogram's lock is not time the request spends here.
         let in_proxy = head_read.elapsed().as_nanos() as u64;
+        uw.write_all(&head).await?;
         if let Ok(mut h) = ctx.stats.hop_ns.lock() {
             h.saturating_record(in_proxy);
         }
@@ -314,7 +317,6 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
                 h.saturating_record(in_proxy);
             }
         }
-        uw.write_all(&head).await?;
         if req.expect_continue {
             // Answer the client's `Expect: 100-continue` ourselves so the body flows at once;
             // the upstream's own 100 is swallowed below.
