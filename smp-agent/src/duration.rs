@@ -75,9 +75,9 @@ impl fmt::Display for GoDuration {
             return f.write_str("0s");
         }
         if ns < 1_000_000_000 {
-            return if ns % 1_000_000 == 0 {
+            return if ns.is_multiple_of(1_000_000) {
                 write!(f, "{}ms", ns / 1_000_000)
-            } else if ns % 1_000 == 0 {
+            } else if ns.is_multiple_of(1_000) {
                 write!(f, "{}us", ns / 1_000)
             } else {
                 write!(f, "{ns}ns")
@@ -92,7 +92,7 @@ impl fmt::Display for GoDuration {
         if h > 0 || m > 0 {
             write!(f, "{m}m")?;
         }
-        if s_ns % 1_000_000_000 == 0 {
+        if s_ns.is_multiple_of(1_000_000_000) {
             write!(f, "{}s", s_ns / 1_000_000_000)
         } else {
             let secs = s_ns as f64 / 1e9;

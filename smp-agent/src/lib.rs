@@ -13,3 +13,4 @@ pub mod logging;
 pub mod probes;
 pub mod proxy;
 pub mod report;
+pub mod tracker;

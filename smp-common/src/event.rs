@@ -22,6 +22,11 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 pub enum EventKind {
     /// A tracked process's main thread exited ([`ProcessExit`]).
     ProcessExit = 1,
+    /// Some process called execve ([`ProcessExec`]); every process, tracked or not, so
+    /// discovery sees proxies start.
+    ProcessExec = 2,
+    /// A tracked process forked a new process, not a thread ([`ProcessFork`]).
+    ProcessFork = 3,
     /// A paired exchange through a proxy ([`crate::hop::ExchangeRecord`]).
     Exchange = 20,
 }
@@ -30,6 +35,8 @@ impl EventKind {
     pub const fn from_u32(v: u32) -> Option<EventKind> {
         match v {
             1 => Some(EventKind::ProcessExit),
+            2 => Some(EventKind::ProcessExec),
+            3 => Some(EventKind::ProcessFork),
             20 => Some(EventKind::Exchange),
             _ => None,
         }
@@ -46,8 +53,28 @@ pub struct ProcessExit {
 }
 const _: () = assert!(core::mem::size_of::<ProcessExit>() == 24);
 
+/// A process called execve (`sched_process_exec`): `tgid` now runs a new program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessExec {
+    pub header: EventHeader,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ProcessExec>() == 24);
+
+/// A tracked process forked a new process (`sched_process_fork`, child not a thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessFork {
+    pub header: EventHeader,
+    pub parent_tgid: u32,
+    pub child_tgid: u32,
+}
+const _: () = assert!(core::mem::size_of::<ProcessFork>() == 24);
+
 /// Byte size of the `EVENTS` ring buffer.
 pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 
 #[cfg(feature = "user")]
-crate::user_pod!(EventHeader, ProcessExit);
+crate::user_pod!(EventHeader, ProcessExit, ProcessExec, ProcessFork);

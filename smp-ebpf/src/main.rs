@@ -30,6 +30,21 @@ pub fn smp_sched_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// sched_process_exec: any process starting a new program (discovery of proxies).
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn smp_sched_exec(ctx: TracePointContext) -> u32 {
+    let _ = probes::sched::on_exec(&ctx);
+    0
+}
+
+/// sched_process_fork (raw: `TP_PROTO(struct task_struct *parent, struct task_struct *child)`):
+/// a tracked process forking a worker process.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn smp_sched_fork(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sched::on_fork(&ctx);
+    0
+}
+
 /// One `sys_enter_<name>` and one `sys_exit_<name>` program per traced socket syscall.
 macro_rules! syscall_pair {
     ($enter:ident, $exit:ident, $kind:expr, $name:literal) => {

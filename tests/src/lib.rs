@@ -275,3 +275,42 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let idx = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[idx]
 }
+
+/// A lab config named `name` with `kind` in both sidecar slots, using the agent under test.
+pub fn lab_config(
+    name: &str,
+    kind: smp_agent::lab::config::ProxyKind,
+    mtls: bool,
+) -> smp_agent::lab::LabConfig {
+    let mut cfg = smp_agent::lab::LabConfig {
+        name: name.into(),
+        proxy: kind,
+        mtls,
+        ..smp_agent::lab::LabConfig::default()
+    };
+    cfg.agent_bin = Some(agent_bin());
+    cfg
+}
+
+/// Brings a lab up, runs `f`, always tears it down (also when `f` panics).
+pub fn with_lab<T>(
+    cfg: &smp_agent::lab::LabConfig,
+    f: impl FnOnce(&smp_agent::lab::LabInfo) -> T,
+) -> T {
+    use smp_agent::lab::Lab;
+    let _ = Lab::down(&cfg.name);
+    let info = Lab::up(cfg).unwrap_or_else(|e| panic!("lab up {}: {e:#}", cfg.name));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&info)));
+    Lab::down(&cfg.name).expect("lab down");
+    match out {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+/// The lab's meshed URL as a socket address (what the client app connects to).
+pub fn meshed_addr(info: &smp_agent::lab::LabInfo) -> std::net::SocketAddr {
+    let url = info.meshed_url.trim_start_matches("http://");
+    let hostport = url.split('/').next().unwrap_or_default();
+    hostport.parse().expect("meshed url host:port")
+}

@@ -13,11 +13,13 @@ use smp_agent::{
     aggregate::hops::{HopAggregator, Leg, PairingCounts},
     lab::{
         config::{ProxyKind, Side},
-        Lab, LabConfig, LabInfo,
+        Lab, LabInfo,
     },
     probes::{ProbeEvent, Probes},
 };
-use smp_tests::{agent_bin, drive_in_netns, process_tree, quantile, require_root};
+use smp_tests::{
+    drive_in_netns, lab_config, meshed_addr, process_tree, quantile, require_root, with_lab,
+};
 
 /// Probes tracking the lab's sidecars, with a task folding exchanges into histograms.
 struct Session {
@@ -81,38 +83,9 @@ impl Session {
     }
 }
 
-fn lab_config(name: &str, kind: ProxyKind, mtls: bool) -> LabConfig {
-    let mut cfg = LabConfig {
-        name: name.into(),
-        proxy: kind,
-        mtls,
-        ..LabConfig::default()
-    };
-    cfg.agent_bin = Some(agent_bin());
-    cfg
-}
-
-/// Brings a lab up, runs `f`, always tears it down.
-fn with_lab<T>(cfg: &LabConfig, f: impl FnOnce(&LabInfo) -> T) -> T {
-    let _ = Lab::down(&cfg.name);
-    let info = Lab::up(cfg).unwrap_or_else(|e| panic!("lab up {}: {e:#}", cfg.name));
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&info)));
-    Lab::down(&cfg.name).expect("lab down");
-    match out {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
-    }
-}
-
 /// max(5 %, 30 µs) of `d_us`, the tolerance.
 fn tolerance_us(d_us: f64) -> f64 {
     (0.05 * d_us).max(30.0)
-}
-
-fn meshed_addr(info: &LabInfo) -> std::net::SocketAddr {
-    let url = info.meshed_url.trim_start_matches("http://");
-    let hostport = url.split('/').next().unwrap();
-    hostport.parse().expect("meshed url host:port")
 }
 
 /// Request-hop samples of one sidecar, in µs, from the histogram (exact to 3 digits).
@@ -264,7 +237,7 @@ fn mixed_header_delays_are_recovered_per_request() {
         let pids = [info.outbound.pid, info.inbound.pid];
         let session = Session::start(&pids);
         // Uniform 0–5 ms, deterministic per request index.
-        let delay = |i: u64| Some((i.wrapping_mul(2_654_435_761) % 5000) as u64);
+        let delay = |i: u64| Some(i.wrapping_mul(2_654_435_761) % 5000);
         let (ok, failed) = drive_in_netns(
             &info.client_netns,
             meshed_addr(info),

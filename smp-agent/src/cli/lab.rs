@@ -24,6 +24,8 @@ pub enum LabCommand {
     Down(DownArgs),
     /// Show a lab (or every lab): namespaces, processes, URLs.
     Status(StatusArgs),
+    /// Kill one sidecar and start it again the same way (a container restart in a pod).
+    Restart(RestartArgs),
     /// Ground-truth sidecar (spawned by `up`).
     #[command(hide = true)]
     Proxy(lab::gtproxy::ProxyOptions),
@@ -91,12 +93,30 @@ pub struct StatusArgs {
     pub output: OutputFormat,
 }
 
+/// Arguments of `lab restart`.
+#[derive(Debug, clap::Args)]
+pub struct RestartArgs {
+    /// Required: which sidecar.
+    #[arg(value_enum)]
+    pub side: lab::config::Side,
+    /// Lab name.
+    #[arg(long, default_value = "smplab")]
+    pub name: String,
+}
+
 /// Runs `lab …`.
 pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         LabCommand::Up(a) => tokio::task::spawn_blocking(move || up(a)).await?,
         LabCommand::Down(a) => tokio::task::spawn_blocking(move || down(a)).await?,
         LabCommand::Status(a) => status(a),
+        LabCommand::Restart(a) => {
+            let side = a.side;
+            let pid =
+                tokio::task::spawn_blocking(move || Lab::restart_sidecar(&a.name, side)).await??;
+            println!("{side} sidecar restarted: pid {pid}");
+            Ok(ExitCode::SUCCESS)
+        }
         // The proxy and the app build their own runtime (current-thread for 1 worker) on a
         // thread of their own: a runtime cannot start inside this one.
         LabCommand::Proxy(o) => {

@@ -41,7 +41,7 @@ impl fmt::Display for ProxyKind {
 }
 
 /// Which sidecar slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// Client pod's sidecar: app → proxy → network.

@@ -382,6 +382,67 @@ impl Lab {
         Ok(report)
     }
 
+    /// Kills one sidecar (SIGTERM, then SIGKILL after 3 s) and starts it again with the same
+    /// command, user and namespace, as a crashed sidecar container is restarted in a pod.
+    /// Returns the new pid; the lab's state and `info` follow it.
+    pub fn restart_sidecar(name: &str, side: Side) -> Result<u32, LabError> {
+        config::validate_name(name)?;
+        if !is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let mut st = LabState::load(name)?.ok_or_else(|| LabError::NotFound(name.to_string()))?;
+        let Some(i) = st.processes.iter().position(|p| p.role == side.as_str()) else {
+            return Err(LabError::NotFound(format!("{name}: {side} sidecar")));
+        };
+        let old = st.processes.remove(i);
+        let Some(launch) = old.launch.clone() else {
+            return Err(LabError::NotFound(format!(
+                "{name}: how the {side} sidecar was started (lab made by an older version)"
+            )));
+        };
+        if netns::alive(old.pid) && netns::start_time(old.pid) == old.start_time {
+            netns::kill(old.pid, Duration::from_secs(3));
+        }
+        // Workers of a multi-process proxy (nginx) leave after their master: wait until no
+        // one listens, so readiness below is the new process's.
+        for addr in &launch.ready {
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < deadline
+                && netns::in_netns(&old.netns, {
+                    let addr = *addr;
+                    move || {
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100))
+                            .is_ok()
+                    }
+                })
+                .unwrap_or(false)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let timeout = Duration::from_secs(st.config.ready_timeout_s);
+        let pid = start(
+            &mut st,
+            &old.netns,
+            &old.role,
+            &old.kind,
+            launch.uid,
+            &launch.program,
+            &launch.args,
+            &old.log,
+            &launch.ready,
+            timeout,
+        )?;
+        if let Some(info) = st.info.as_mut() {
+            match side {
+                Side::Inbound => info.inbound.pid = pid,
+                Side::Outbound => info.outbound.pid = pid,
+            }
+        }
+        st.save()?;
+        Ok(pid)
+    }
+
     /// Status of one lab.
     pub fn status(name: &str) -> Result<LabStatus, LabError> {
         config::validate_name(name)?;
@@ -582,6 +643,12 @@ fn start(
         start_time: netns::start_time(pid),
         netns: ns.to_string(),
         log: log.to_path_buf(),
+        launch: Some(state::Launch {
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            uid,
+            ready: ready.to_vec(),
+        }),
     });
     st.save()?;
     for addr in ready {

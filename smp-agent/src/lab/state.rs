@@ -46,6 +46,19 @@ pub struct ProcRecord {
     pub netns: String,
     /// Its log file.
     pub log: PathBuf,
+    /// How it was started, so `restart` can start it again the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+/// A process's command, user and readiness addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub uid: Option<u32>,
+    /// Addresses it listens on once ready.
+    pub ready: Vec<std::net::SocketAddr>,
 }
 
 /// Everything `down` needs.

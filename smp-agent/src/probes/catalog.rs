@@ -77,6 +77,22 @@ pub fn hooks() -> Vec<Hook> {
         feeds: "process exit events",
         variant: "classic tracepoint",
     });
+    out.push(Hook {
+        program: "smp_sched_exec",
+        kind: HookKind::Tracepoint,
+        target: "sched/sched_process_exec".into(),
+        required: true,
+        feeds: "process exec events (sidecar discovery)",
+        variant: "classic tracepoint",
+    });
+    out.push(Hook {
+        program: "smp_sched_fork",
+        kind: HookKind::RawTracepoint,
+        target: "sched_process_fork".into(),
+        required: true,
+        feeds: "worker processes forked by a tracked proxy",
+        variant: "raw tracepoint: the child's tgid tells a process from a thread",
+    });
     for kind in SyscallKind::ALL {
         for enter in [true, false] {
             out.push(Hook {
@@ -135,7 +151,7 @@ mod tests {
         let hooks = hooks();
         let names: std::collections::BTreeSet<_> = hooks.iter().map(|h| h.program).collect();
         assert_eq!(names.len(), hooks.len(), "program names are unique");
-        assert_eq!(hooks.iter().filter(|h| h.required).count(), 2 + 16 + 3);
+        assert_eq!(hooks.iter().filter(|h| h.required).count(), 4 + 16 + 3);
         assert!(hooks.iter().all(|h| h.program.len() <= 16 + 4));
     }
 }

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smp_common::{
-    event::{EventHeader, EventKind, ProcessExit},
+    event::{EventHeader, EventKind, ProcessExec, ProcessExit, ProcessFork},
     hop::{ExchangeRecord, Tuple, SOCK_TLS},
     ABI_VERSION,
 };
@@ -15,6 +15,14 @@ use crate::aggregate::hops::{Conn, Exchange};
 pub enum ProbeEvent {
     /// A tracked process exited.
     ProcessExit { tgid: u32, ts_ns: u64 },
+    /// A process (any, tracked or not) called execve.
+    ProcessExec { tgid: u32, ts_ns: u64 },
+    /// A tracked process forked a new process.
+    ProcessFork {
+        parent_tgid: u32,
+        child_tgid: u32,
+        ts_ns: u64,
+    },
     /// An exchange paired through a tracked proxy.
     Exchange(Exchange),
 }
@@ -74,6 +82,21 @@ pub fn decode(bytes: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 ts_ns: e.header.ts_ns,
             })
         }
+        Some(EventKind::ProcessExec) => {
+            let e: ProcessExec = read(bytes)?;
+            Ok(ProbeEvent::ProcessExec {
+                tgid: e.tgid,
+                ts_ns: e.header.ts_ns,
+            })
+        }
+        Some(EventKind::ProcessFork) => {
+            let e: ProcessFork = read(bytes)?;
+            Ok(ProbeEvent::ProcessFork {
+                parent_tgid: e.parent_tgid,
+                child_tgid: e.child_tgid,
+                ts_ns: e.header.ts_ns,
+            })
+        }
         Some(EventKind::Exchange) => {
             let r: ExchangeRecord = read(bytes)?;
             Ok(ProbeEvent::Exchange(Exchange {
@@ -121,6 +144,37 @@ mod tests {
             Ok(ProbeEvent::ProcessExit {
                 tgid: 1234,
                 ts_ns: 42
+            })
+        );
+    }
+
+    #[test]
+    fn round_trips_exec_and_fork() {
+        let header = |kind: EventKind| EventHeader {
+            kind: kind as u32,
+            abi: ABI_VERSION,
+            ts_ns: 9,
+        };
+        let exec = ProcessExec {
+            header: header(EventKind::ProcessExec),
+            tgid: 77,
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&bytes_of(&exec)),
+            Ok(ProbeEvent::ProcessExec { tgid: 77, ts_ns: 9 })
+        );
+        let fork = ProcessFork {
+            header: header(EventKind::ProcessFork),
+            parent_tgid: 77,
+            child_tgid: 78,
+        };
+        assert_eq!(
+            decode(&bytes_of(&fork)),
+            Ok(ProbeEvent::ProcessFork {
+                parent_tgid: 77,
+                child_tgid: 78,
+                ts_ns: 9
             })
         );
     }

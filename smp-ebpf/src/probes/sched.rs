@@ -12,7 +12,7 @@ use aya_ebpf::{
 use smp_common::{
     counters::Counter,
     cpu::{Running, ThreadCpu},
-    event::{EventHeader, EventKind, ProcessExit},
+    event::{EventHeader, EventKind, ProcessExec, ProcessExit, ProcessFork},
     ABI_VERSION,
 };
 
@@ -110,6 +110,69 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
                 },
                 tgid,
                 _pad: 0,
+            });
+            entry.submit(0);
+        }
+        None => count(Counter::RingbufDropped),
+    }
+    Ok(())
+}
+
+/// match-proto:v5.10:include/trace/events/sched.h:TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+///
+/// Every exec on the host, so that discovery sees proxies start (execs are rare next to
+/// syscalls; the record is 24 bytes).
+#[inline(always)]
+pub fn on_exec(ctx: &TracePointContext) -> Result<(), i32> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = ctx.as_ptr();
+    match EVENTS.reserve::<ProcessExec>(0) {
+        Some(mut entry) => {
+            entry.write(ProcessExec {
+                header: EventHeader {
+                    kind: EventKind::ProcessExec as u32,
+                    abi: ABI_VERSION,
+                    ts_ns: unsafe { bpf_ktime_get_ns() },
+                },
+                tgid,
+                _pad: 0,
+            });
+            entry.submit(0);
+        }
+        None => count(Counter::RingbufDropped),
+    }
+    Ok(())
+}
+
+/// match-proto:v5.10:include/trace/events/sched.h:TP_PROTO(struct task_struct *parent, struct task_struct *child)
+///
+/// A tracked process forking a new process (nginx's master starting a worker): userspace
+/// tracks the child at once instead of at the next rescan. Threads are not reported.
+#[inline(always)]
+pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(parent_tgid) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let child: u64 = ctx.arg(1);
+    let (child_tid, child_tgid) = task_ids(child, &o)?;
+    if child_tid != child_tgid {
+        return Ok(());
+    }
+    match EVENTS.reserve::<ProcessFork>(0) {
+        Some(mut entry) => {
+            entry.write(ProcessFork {
+                header: EventHeader {
+                    kind: EventKind::ProcessFork as u32,
+                    abi: ABI_VERSION,
+                    ts_ns: unsafe { bpf_ktime_get_ns() },
+                },
+                parent_tgid,
+                child_tgid,
             });
             entry.submit(0);
         }

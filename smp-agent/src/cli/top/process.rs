@@ -1,5 +1,6 @@
 //! `smp-agent top --pid PID`: attach to one running process and show, every interval and at
-//! the end, its on-CPU time and its socket syscalls (count, bytes, time inside the call).
+//! the end, its on-CPU time, its socket syscalls (count, bytes, time inside the call) and the
+//! hops through it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -11,49 +12,18 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::OutputFormat;
+use super::{human_bytes, print_hops, Args, HopView};
 use crate::{
     aggregate::{
-        hops::{HopAggregator, HopPercentiles, PairingCounts},
+        hops::{HopAggregator, PairingCounts},
         sockets::{self, IoStats, SocketSummary},
         LossCounters, ProbeSnapshot,
     },
+    cli::OutputFormat,
     duration,
     host::{self, sockets::SocketEndpoints},
     probes::{ProbeEvent, Probes},
 };
-
-/// Arguments of `top`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Required: the process to watch (a process id, not a thread id).
-    /// Example: --pid 4242
-    #[arg(long, verbatim_doc_comment)]
-    pub pid: u32,
-
-    /// Optional: how long to watch (Go-style duration). Without it, until Ctrl-C.
-    /// Example: --duration 10s
-    #[arg(long, value_parser = duration::clap_parse, verbatim_doc_comment)]
-    pub duration: Option<Duration>,
-
-    /// Optional: how often to print a line.
-    /// Example: --interval 500ms
-    #[arg(long, default_value = "1s", value_parser = duration::clap_parse, verbatim_doc_comment)]
-    pub interval: Duration,
-
-    /// Optional: watch only this process, not its child processes (by default a proxy's
-    /// workers, e.g. nginx's or haproxy's, are watched with it and summed).
-    #[arg(long)]
-    pub no_children: bool,
-
-    /// Optional: sockets shown per interval in text output (busiest first).
-    #[arg(long, default_value_t = 5)]
-    pub sockets: usize,
-
-    /// Output format. `json` prints one document at the end (nothing per interval).
-    #[arg(long, value_enum, default_value_t)]
-    pub output: OutputFormat,
-}
 
 /// Counts of one direction, as the JSON document shows them.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -123,15 +93,6 @@ pub struct TopReport {
     pub loss: LossCounters,
 }
 
-/// One hop (direction, leg) of the process, as the JSON document shows it.
-#[derive(Debug, Serialize)]
-pub struct HopView {
-    pub direction: &'static str,
-    pub leg: &'static str,
-    #[serde(flatten)]
-    pub latency: HopPercentiles,
-}
-
 fn hop_views(hops: &HopAggregator, group: &[u32]) -> Vec<HopView> {
     hops.group_summary(group)
         .into_iter()
@@ -143,11 +104,8 @@ fn hop_views(hops: &HopAggregator, group: &[u32]) -> Vec<HopView> {
         .collect()
 }
 
-pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    if args.interval.is_zero() {
-        anyhow::bail!("--interval must be greater than zero");
-    }
-    let info = host::process_info(args.pid)?;
+pub async fn run(args: Args, pid: u32) -> anyhow::Result<ExitCode> {
+    let info = host::process_info(pid)?;
     let mut probes = tokio::task::spawn_blocking(Probes::load)
         .await?
         .context("failed to load the probes")?;
@@ -217,7 +175,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 let cpu = interval_cpu(&prev, &now, &group);
                 per_interval.push(cpu);
                 if text {
-                    print_interval(&args, &group, &info.comm, start.elapsed(), &prev, &now, cpu);
+                    print_interval(&args, &info, &group, start.elapsed(), &prev, &now, cpu);
                     print_hops(&hop_views(&hops, &group), Some(&now.group_pairing(&group)));
                 }
                 prev = now;
@@ -232,6 +190,9 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     match e {
                         ProbeEvent::Exchange(x) => hops.record(&x),
                         ProbeEvent::ProcessExit { tgid, .. } => gone |= tgid == info.pid,
+                        // Other processes' execs and forks: `--pid` follows children by
+                        // listing the process tree each tick.
+                        ProbeEvent::ProcessExec { .. } | ProbeEvent::ProcessFork { .. } => {}
                     }
                 }
                 if gone {
@@ -283,8 +244,8 @@ fn own_sockets(s: &ProbeSnapshot, group: &[u32]) -> BTreeMap<sockets::SocketId, 
 
 fn print_interval(
     args: &Args,
+    info: &host::ProcessInfo,
     group: &[u32],
-    comm: &str,
     at: Duration,
     before: &ProbeSnapshot,
     now: &ProbeSnapshot,
@@ -299,7 +260,7 @@ fn print_interval(
     println!(
         "[{:>6.1}s] {} cpu {:5.1}% ({:.1} ms)  {} socket(s) active  recv {} calls {}  send {} calls {}",
         at.as_secs_f64(),
-        comm,
+        info.comm,
         100.0 * cpu_seconds / secs,
         cpu_seconds * 1e3,
         d.len(),
@@ -312,7 +273,7 @@ fn print_interval(
     let eps = if d.is_empty() {
         HashMap::new()
     } else {
-        host::sockets::endpoints(args.pid)
+        host::sockets::endpoints(info.pid)
     };
     for s in d.iter().take(args.sockets) {
         println!(
@@ -436,47 +397,6 @@ fn print_summary(r: &TopReport) {
     }
 }
 
-fn print_hops(hops: &[HopView], pairing: Option<&PairingCounts>) {
-    if hops.is_empty() {
-        return;
-    }
-    println!(
-        "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "HOP", "LEG", "COUNT", "p50", "p90", "p99", "p99.9", "max"
-    );
-    for h in hops {
-        let l = &h.latency;
-        println!(
-            "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            h.direction,
-            h.leg,
-            l.count,
-            us_text(l.p50_us),
-            us_text(l.p90_us),
-            us_text(l.p99_us),
-            us_text(l.p999_us),
-            us_text(l.max_us)
-        );
-    }
-    if let Some(p) = pairing {
-        println!(
-            "    requests {} paired {} ({:.1}%) unpaired {}",
-            p.requests,
-            p.paired,
-            100.0 * p.paired_ratio(),
-            p.unpaired()
-        );
-    }
-}
-
-fn us_text(us: f64) -> String {
-    if us >= 1000.0 {
-        format!("{:.2}ms", us / 1000.0)
-    } else {
-        format!("{us:.1}us")
-    }
-}
-
 fn endpoint_text(e: Option<&SocketEndpoints>, inode: u64) -> String {
     match e {
         Some(SocketEndpoints {
@@ -493,20 +413,4 @@ fn mean_text(s: &IoStats) -> String {
     s.mean_ns()
         .map(|n| format!("{:.1}us", n as f64 / 1e3))
         .unwrap_or_else(|| "-".into())
-}
-
-/// Bytes with a binary unit, e.g. `1.5 MiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

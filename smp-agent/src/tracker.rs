@@ -1,0 +1,539 @@
+//! Live tracking of sidecars: probes + discovery + per-proxy attribution, the engine behind
+//! `top --name`, `profile` and `daemon`.
+//!
+//! A [`Tracker`] loads the probes, finds the proxies ([`crate::proxy::Discovery`]) and keeps
+//! their probe tracking in step with what discovery decides: exec/fork/exit events from the
+//! kernel are applied as they arrive, a procfs rescan runs every `rescan_every` as the safety
+//! net. Figures are kept per proxy *identity* ([`ProxyId`]), not per pid, so a proxy that
+//! restarts continues its CPU, request and hop counters.
+//!
+//! Everything it hands out ([`TrackerView`]) is plain data: callers never see aya.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::{
+    aggregate::{
+        hops::{self, Direction, Exchange, Leg, PairingCounts},
+        LossCounters,
+    },
+    probes::{EventReader, ProbeError, ProbeEvent, Probes},
+    proxy::{
+        cpu::CpuFigures,
+        discovery::DiscoveryStats,
+        memory::{MemorySampler, MemorySummary},
+        CgroupAttribution, Discovery, DiscoveryConfig, ProcEvent, ProcFs, ProxyChange, ProxyId,
+    },
+};
+
+/// How a [`Tracker`] finds proxies and how often it does its chores.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    pub discovery: DiscoveryConfig,
+    /// procfs rescan period (the safety net under the exec/exit events).
+    pub rescan_every: Duration,
+    /// Probe snapshot + memory sample period.
+    pub sample_every: Duration,
+    /// Read PSS too (smaps_rollup: costs more than RSS).
+    pub with_pss: bool,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            discovery: DiscoveryConfig::default(),
+            rescan_every: Duration::from_secs(2),
+            sample_every: Duration::from_secs(1),
+            with_pss: false,
+        }
+    }
+}
+
+/// Key of a per-proxy hop histogram.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProxyHopKey {
+    pub proxy: ProxyId,
+    pub direction: Direction,
+    pub leg: Leg,
+}
+
+/// One proxy as the tracker sees it: identity, processes and cumulative figures since it was
+/// first found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyView {
+    /// Stable identity (survives restarts), e.g. `envoy@cgroup:/…#1a2b3c4d`.
+    pub id: String,
+    #[serde(skip)]
+    pub proxy: ProxyId,
+    pub kind: String,
+    pub attribution: CgroupAttribution,
+    /// Leader pid while one is alive.
+    pub leader: Option<u32>,
+    /// Live processes (leader and workers).
+    pub pids: Vec<u32>,
+    /// Every pid that was ever part of this proxy, in the order they were found.
+    pub pids_seen: Vec<u32>,
+    /// Times a new leader took over after the old processes were gone.
+    pub restarts: u32,
+    /// On-CPU time of all its processes, nanoseconds, cumulative.
+    pub cpu_ns: u64,
+    /// Hop pairing counters summed over its processes, cumulative.
+    pub pairing: PairingCounts,
+    /// Resident memory of its live processes at the last sample, bytes.
+    pub rss_bytes: u64,
+    /// Memory over the samples taken so far.
+    pub memory: Option<MemorySummary>,
+}
+
+/// Everything the tracker knows at one instant (plain data).
+#[derive(Debug, Clone)]
+pub struct TrackerView {
+    /// Time since the tracker started.
+    pub elapsed: Duration,
+    pub proxies: Vec<ProxyView>,
+    /// Hop histograms (nanoseconds) per (proxy, direction, leg), cumulative.
+    pub hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
+    /// Probe losses (ring buffer, map inserts, kernel reads).
+    pub loss: LossCounters,
+    /// Exchanges of processes discovery had not attributed (normally 0).
+    pub unattributed_exchanges: u64,
+    /// Ring-buffer records that could not be decoded.
+    pub undecodable: u64,
+    pub discovery: DiscoveryStats,
+    /// Changes applied since the start, with when.
+    pub changes: Vec<(Duration, ProxyChange)>,
+}
+
+impl TrackerView {
+    /// The proxy with this identity string.
+    pub fn proxy(&self, id: &str) -> Option<&ProxyView> {
+        self.proxies.iter().find(|p| p.id == id)
+    }
+
+    /// Hop histograms of one proxy, by (direction, leg).
+    pub fn hops_of<'a>(
+        &'a self,
+        proxy: &'a ProxyId,
+    ) -> impl Iterator<Item = (Direction, Leg, &'a Histogram<u64>)> + 'a {
+        self.hops
+            .iter()
+            .filter(move |(k, _)| &k.proxy == proxy)
+            .map(|(k, h)| (k.direction, k.leg, h))
+    }
+}
+
+/// Per-tgid figures that only go up (a process's last values stay after it exits).
+#[derive(Debug, Clone, Copy, Default)]
+struct TgidTotals {
+    cpu_ns: u64,
+    pairing: PairingCounts,
+}
+
+/// The live engine (see the module docs).
+pub struct Tracker {
+    cfg: TrackerConfig,
+    probes: Probes,
+    events: EventReader,
+    discovery: Discovery<ProcFs>,
+    procfs: ProcFs,
+    started: Instant,
+    next_rescan: Instant,
+    next_sample: Instant,
+    tgid: HashMap<u32, TgidTotals>,
+    /// Pids per proxy in the order found (for the view).
+    seen: BTreeMap<ProxyId, Vec<u32>>,
+    hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
+    memory: MemorySampler,
+    rss: HashMap<ProxyId, u64>,
+    loss: LossCounters,
+    unattributed_exchanges: u64,
+    changes: Vec<(Duration, ProxyChange)>,
+}
+
+/// Why the tracker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error("failed to load the probes")]
+    Load(#[source] Box<ProbeError>),
+    #[error(transparent)]
+    Probe(Box<ProbeError>),
+    #[error("probe loading task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl From<ProbeError> for TrackerError {
+    fn from(e: ProbeError) -> Self {
+        Self::Probe(Box::new(e))
+    }
+}
+
+impl Tracker {
+    /// Loads the probes (a few seconds: the verifier), runs a first discovery pass and starts
+    /// tracking what it found.
+    pub async fn start(cfg: TrackerConfig) -> Result<Self, TrackerError> {
+        let mut probes = tokio::task::spawn_blocking(Probes::load)
+            .await?
+            .map_err(|e| TrackerError::Load(Box::new(e)))?;
+        let events = probes.events()?;
+        let now = Instant::now();
+        let mut t = Tracker {
+            discovery: Discovery::new(cfg.discovery.clone(), ProcFs::default()),
+            procfs: ProcFs::default(),
+            probes,
+            events,
+            started: now,
+            next_rescan: now + cfg.rescan_every,
+            next_sample: now,
+            tgid: HashMap::new(),
+            seen: BTreeMap::new(),
+            hops: BTreeMap::new(),
+            memory: MemorySampler::new(),
+            rss: HashMap::new(),
+            loss: LossCounters::default(),
+            unattributed_exchanges: 0,
+            changes: Vec::new(),
+            cfg,
+        };
+        let changes = t.discovery.rescan();
+        t.apply(changes);
+        t.sample()?;
+        Ok(t)
+    }
+
+    /// Processes kernel events and does the periodic chores until `until`. Cancel-safe: it
+    /// may be dropped at any await (e.g. in a `select!` with Ctrl-C) without losing events.
+    pub async fn pump_until(&mut self, until: Instant) -> Result<(), TrackerError> {
+        loop {
+            let now = Instant::now();
+            if now >= self.next_sample {
+                self.sample()?;
+                self.next_sample = now + self.cfg.sample_every;
+            }
+            if now >= self.next_rescan {
+                let changes = self.discovery.rescan();
+                self.apply(changes);
+                self.next_rescan = now + self.cfg.rescan_every;
+            }
+            if now >= until {
+                return Ok(());
+            }
+            // Exec'd processes whose command line is not readable yet are retried soon.
+            let retry = self
+                .discovery
+                .has_pending()
+                .then(|| now + Duration::from_millis(50));
+            let wake = [
+                Some(until),
+                Some(self.next_sample),
+                Some(self.next_rescan),
+                retry,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(until);
+            tokio::select! {
+                batch = self.events.next_batch() => {
+                    for e in batch? {
+                        self.handle(e);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if self.discovery.has_pending() {
+                        let changes = self.discovery.retry_pending();
+                        self.apply(changes);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, e: ProbeEvent) {
+        let event = match e {
+            ProbeEvent::Exchange(x) => {
+                self.record(&x);
+                return;
+            }
+            ProbeEvent::ProcessExit { tgid, .. } => ProcEvent::Exit { pid: tgid },
+            ProbeEvent::ProcessExec { tgid, .. } => ProcEvent::Exec { pid: tgid },
+            ProbeEvent::ProcessFork {
+                parent_tgid,
+                child_tgid,
+                ..
+            } => ProcEvent::Fork {
+                parent: parent_tgid,
+                pid: child_tgid,
+            },
+        };
+        let changes = self.discovery.handle_event(event);
+        self.apply(changes);
+    }
+
+    fn record(&mut self, x: &Exchange) {
+        let Some(proxy) = self.discovery.tgid_owners().get(&x.tgid) else {
+            self.unattributed_exchanges += 1;
+            return;
+        };
+        let direction = hops::direction(x);
+        for (leg, ns) in [
+            (Leg::Request, x.request_hop_ns()),
+            (Leg::Response, x.response_hop_ns()),
+        ] {
+            let key = ProxyHopKey {
+                proxy: proxy.clone(),
+                direction,
+                leg,
+            };
+            self.hops
+                .entry(key)
+                .or_insert_with(hops::new_histogram)
+                .saturating_record(ns.max(1));
+        }
+    }
+
+    /// Applies discovery's decisions to the probes' target set.
+    fn apply(&mut self, changes: Vec<ProxyChange>) {
+        let elapsed = self.started.elapsed();
+        for c in changes {
+            match &c {
+                ProxyChange::Added { proxy, tgid, .. } => {
+                    if let Err(e) = self.probes.track(*tgid) {
+                        tracing::warn!(pid = tgid, error = %e, "cannot track process");
+                    }
+                    let seen = self.seen.entry(proxy.clone()).or_default();
+                    if !seen.contains(tgid) {
+                        seen.push(*tgid);
+                    }
+                    tracing::debug!(proxy = %proxy, pid = tgid, "tracking");
+                }
+                ProxyChange::Removed { proxy, tgid } => {
+                    if let Err(e) = self.probes.untrack(*tgid) {
+                        tracing::warn!(pid = tgid, error = %e, "cannot untrack process");
+                    }
+                    tracing::debug!(proxy = %proxy, pid = tgid, "process gone");
+                }
+            }
+            self.changes.push((elapsed, c));
+        }
+    }
+
+    /// Reads the probe maps and samples memory: per-tgid totals only ever go up.
+    pub fn sample(&mut self) -> Result<(), TrackerError> {
+        let snap = self.probes.snapshot()?;
+        let cpu = snap.cpu_by_process();
+        for tgid in self.discovery.tgid_owners().keys() {
+            let t = self.tgid.entry(*tgid).or_default();
+            if let Some(c) = cpu.get(tgid) {
+                t.cpu_ns = t.cpu_ns.max(c.on_cpu_ns);
+            }
+            if let Some(p) = snap.pairing.get(tgid) {
+                if p.requests >= t.pairing.requests {
+                    t.pairing = *p;
+                }
+            }
+        }
+        self.loss = snap.loss;
+        self.rss.clear();
+        for p in self.discovery.proxies().filter(|p| !p.tgids.is_empty()) {
+            let m = self
+                .procfs
+                .proxy_memory(p.tgids.iter().copied(), self.cfg.with_pss);
+            self.rss.insert(p.id.clone(), m.rss_bytes);
+            self.memory.record(&p.id, m);
+        }
+        Ok(())
+    }
+
+    /// Forgets hop histograms, memory samples and the change log (CPU and pairing totals
+    /// stay cumulative; take differences of two views for a window). For a measurement window
+    /// that starts now.
+    pub fn reset_window(&mut self) {
+        self.hops.clear();
+        self.memory = MemorySampler::new();
+    }
+
+    /// The current figures.
+    pub fn view(&self) -> TrackerView {
+        let owners = self.discovery.tgid_owners();
+        let mut proxies = Vec::new();
+        for p in self.discovery.proxies() {
+            let mut cpu_ns = 0;
+            let mut pairing = PairingCounts::default();
+            for (tgid, owner) in owners {
+                if owner == &p.id {
+                    if let Some(t) = self.tgid.get(tgid) {
+                        cpu_ns += t.cpu_ns;
+                        pairing.add(&t.pairing);
+                    }
+                }
+            }
+            proxies.push(ProxyView {
+                id: p.id.to_string(),
+                proxy: p.id.clone(),
+                kind: p.kind.to_string(),
+                attribution: p.attribution.clone(),
+                leader: p.leader,
+                pids: p.tgids.iter().copied().collect(),
+                pids_seen: self.seen.get(&p.id).cloned().unwrap_or_default(),
+                restarts: p.restarts,
+                cpu_ns,
+                pairing,
+                rss_bytes: self.rss.get(&p.id).copied().unwrap_or(0),
+                memory: self.memory.summary(&p.id),
+            });
+        }
+        TrackerView {
+            elapsed: self.started.elapsed(),
+            proxies,
+            hops: self.hops.clone(),
+            loss: self.loss.clone(),
+            unattributed_exchanges: self.unattributed_exchanges,
+            undecodable: self.events.undecodable,
+            discovery: self.discovery.stats(),
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+/// One proxy's figures over a window between two views of the same tracker.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyWindow {
+    pub id: String,
+    #[serde(skip)]
+    pub proxy: ProxyId,
+    pub kind: String,
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+    /// Leader pid at the end (or the last one seen).
+    pub pid: Option<u32>,
+    pub pids_seen: Vec<u32>,
+    /// Restarts within the window.
+    pub restarts: u32,
+    /// CPU over the window, with per-request figures from the requests the probes parsed.
+    pub cpu: CpuFigures,
+    /// Requests the proxy received in the window (probe-parsed HTTP/1.x requests).
+    pub requests: u64,
+    /// Pairing counters over the window.
+    pub pairing: PairingCounts,
+    /// Memory over the window's samples.
+    pub memory: Option<MemorySummary>,
+}
+
+/// Figures per proxy between `start` and `end` (a proxy found after `start` counts from when
+/// it was found, which is when its probe counters began).
+pub fn window(start: &TrackerView, end: &TrackerView) -> Vec<ProxyWindow> {
+    let wall = end.elapsed.saturating_sub(start.elapsed);
+    end.proxies
+        .iter()
+        .map(|p| {
+            let before = start.proxies.iter().find(|q| q.proxy == p.proxy);
+            let cpu_ns = p.cpu_ns - before.map_or(0, |b| b.cpu_ns.min(p.cpu_ns));
+            let pairing = match before {
+                Some(b) => diff_pairing(&p.pairing, &b.pairing),
+                None => p.pairing,
+            };
+            let requests = pairing.requests;
+            ProxyWindow {
+                id: p.id.clone(),
+                proxy: p.proxy.clone(),
+                kind: p.kind.clone(),
+                pod_uid: p.attribution.pod_uid.clone(),
+                container_id: p.attribution.container_id.clone(),
+                pid: p.leader.or_else(|| p.pids_seen.last().copied()),
+                pids_seen: p.pids_seen.clone(),
+                restarts: p.restarts - before.map_or(0, |b| b.restarts.min(p.restarts)),
+                cpu: CpuFigures::new(cpu_ns, wall, requests),
+                requests,
+                pairing,
+                memory: p.memory.clone(),
+            }
+        })
+        .collect()
+}
+
+fn diff_pairing(a: &PairingCounts, b: &PairingCounts) -> PairingCounts {
+    PairingCounts {
+        requests: a.requests.saturating_sub(b.requests),
+        responses: a.responses.saturating_sub(b.responses),
+        paired: a.paired.saturating_sub(b.paired),
+        unmatched_writes: a.unmatched_writes.saturating_sub(b.unmatched_writes),
+        tls_first_dropped: a.tls_first_dropped.saturating_sub(b.tls_first_dropped),
+        inconsistent: a.inconsistent.saturating_sub(b.inconsistent),
+        unknown_role: a.unknown_role.saturating_sub(b.unknown_role),
+        h2_messages: a.h2_messages.saturating_sub(b.h2_messages),
+        queue_overflow: a.queue_overflow.saturating_sub(b.queue_overflow),
+        hinted: a.hinted.saturating_sub(b.hinted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{discovery::ProxyScope, ProxyKind};
+
+    fn view(elapsed_s: u64, cpu_ns: u64, requests: u64, restarts: u32) -> TrackerView {
+        let proxy = ProxyId {
+            kind: ProxyKind::from_name("envoy"),
+            scope: ProxyScope::Cgroup("/lab".into()),
+            fingerprint: 7 << 32,
+        };
+        TrackerView {
+            elapsed: Duration::from_secs(elapsed_s),
+            proxies: vec![ProxyView {
+                id: proxy.to_string(),
+                proxy,
+                kind: "envoy".into(),
+                attribution: CgroupAttribution::unknown("/lab"),
+                leader: Some(10),
+                pids: vec![10],
+                pids_seen: vec![9, 10],
+                restarts,
+                cpu_ns,
+                pairing: PairingCounts {
+                    requests,
+                    paired: requests,
+                    ..Default::default()
+                },
+                rss_bytes: 0,
+                memory: None,
+            }],
+            hops: BTreeMap::new(),
+            loss: LossCounters::default(),
+            unattributed_exchanges: 0,
+            undecodable: 0,
+            discovery: DiscoveryStats::default(),
+            changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn window_takes_differences_per_identity() {
+        let w = window(
+            &view(2, 1_000_000_000, 1000, 0),
+            &view(12, 3_000_000_000, 5000, 1),
+        );
+        assert_eq!(w.len(), 1);
+        let p = &w[0];
+        assert_eq!(p.requests, 4000);
+        assert_eq!(p.restarts, 1);
+        assert_eq!(p.pid, Some(10));
+        assert!((p.cpu.cpu_seconds - 2.0).abs() < 1e-9);
+        assert!((p.cpu.mcores - 200.0).abs() < 1e-9, "{}", p.cpu.mcores);
+        assert!((p.cpu.cpu_us_per_request.unwrap() - 500.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_proxy_found_mid_window_counts_from_when_it_was_found() {
+        let mut start = view(0, 0, 0, 0);
+        start.proxies.clear();
+        let w = window(&start, &view(10, 500_000_000, 100, 0));
+        assert_eq!(w[0].requests, 100);
+        assert!((w[0].cpu.cpu_seconds - 0.5).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,240 @@
+//! Live tracking on the mesh lab: proxies found by name, followed across restarts, and their
+//! CPU per request (the `Tracker` behind `top --name`, `profile` and `daemon`).
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use smp_agent::{
+    lab::{
+        config::{ProxyKind, Side},
+        Lab, LabInfo,
+    },
+    proxy::DiscoveryConfig,
+    tracker::{Tracker, TrackerConfig, TrackerView},
+};
+use smp_tests::{agent_bin, drive_in_netns, lab_config, meshed_addr, require_root, with_lab};
+
+/// A tracker pumping on its own runtime thread until told to stop; returns its last view.
+struct Live {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<TrackerView>,
+}
+
+impl Live {
+    fn start(names: &[&str]) -> (Live, TrackerView) {
+        let cfg = TrackerConfig {
+            discovery: DiscoveryConfig {
+                names: names.iter().map(|s| s.to_string()).collect(),
+                ..DiscoveryConfig::default()
+            },
+            // Long enough that the test proves the events, not the safety net, found them.
+            rescan_every: Duration::from_secs(30),
+            ..TrackerConfig::default()
+        };
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut t = Tracker::start(cfg).await.expect("tracker start");
+                first_tx.send(t.view()).unwrap();
+                loop {
+                    let until = tokio::time::Instant::now() + Duration::from_millis(200);
+                    tokio::select! {
+                        r = t.pump_until(until) => r.expect("pump"),
+                        _ = &mut stop_rx => break,
+                    }
+                }
+                // Let the last records arrive.
+                let until = tokio::time::Instant::now() + Duration::from_millis(300);
+                t.pump_until(until).await.expect("pump");
+                t.sample().expect("sample");
+                t.view()
+            })
+        });
+        let first = first_rx.recv().expect("tracker started");
+        (Live { stop, thread }, first)
+    }
+
+    fn finish(self) -> TrackerView {
+        let _ = self.stop.send(());
+        self.thread.join().expect("tracker thread")
+    }
+}
+
+fn drive(info: &LabInfo, rate: f64, secs: u64) -> u64 {
+    let (ok, failed) = drive_in_netns(
+        &info.client_netns,
+        meshed_addr(info),
+        8,
+        rate,
+        Duration::from_secs(secs),
+        |_| None,
+    );
+    assert_eq!(failed, 0, "{failed} requests failed");
+    ok.len() as u64
+}
+
+/// Issue 5: a proxy killed and restarted is re-found with its new pid (from the exec event,
+/// well within a second) and its counters continue under the same identity.
+#[test]
+fn restarted_sidecar_keeps_its_identity_and_counters() {
+    if !require_root("restarted_sidecar_keeps_its_identity_and_counters") {
+        return;
+    }
+    let cfg = lab_config("trk1", ProxyKind::Envoy, false);
+    with_lab(&cfg, |info| {
+        let (live, first) = Live::start(&["envoy"]);
+        assert_eq!(first.proxies.len(), 2, "{:?}", first.proxies);
+        let old_pid = info.outbound.pid;
+        let before = drive(info, 200.0, 2);
+        let new_pid = Lab::restart_sidecar(&info.name, Side::Outbound).expect("restart");
+        assert_ne!(new_pid, old_pid);
+        let after = drive(info, 200.0, 2);
+        let view = live.finish();
+
+        let out = view
+            .proxies
+            .iter()
+            .find(|p| p.pids_seen.contains(&old_pid))
+            .expect("the outbound sidecar");
+        assert_eq!(view.proxies.len(), 2, "one identity per sidecar");
+        assert_eq!(out.pids_seen, vec![old_pid, new_pid]);
+        assert_eq!(out.leader, Some(new_pid));
+        assert_eq!(out.restarts, 1);
+        // Every request of both incarnations, counted under one identity.
+        assert_eq!(out.pairing.requests, before + after, "{:?}", out.pairing);
+        assert_eq!(out.pairing.paired, before + after, "{:?}", out.pairing);
+        let hop_count: u64 = view.hops_of(&out.proxy).map(|(_, _, h)| h.len()).sum();
+        assert_eq!(hop_count, 2 * (before + after), "request + response hops");
+        assert!(out.cpu_ns > 0);
+        // The new pid was tracked right after the old one left: by the exec event, not the
+        // (30 s) rescan.
+        let gone = view
+            .changes
+            .iter()
+            .find(|(_, c)| matches!(c, smp_agent::proxy::ProxyChange::Removed { tgid, .. } if *tgid == old_pid))
+            .map(|(t, _)| *t)
+            .expect("removal of the old pid");
+        let back = view
+            .changes
+            .iter()
+            .find(|(_, c)| matches!(c, smp_agent::proxy::ProxyChange::Added { tgid, restart: true, .. } if *tgid == new_pid))
+            .map(|(t, _)| *t)
+            .expect("the new pid, as a restart");
+        assert!(
+            back.saturating_sub(gone) < Duration::from_secs(1),
+            "re-found after {:?}",
+            back.saturating_sub(gone)
+        );
+        assert_eq!(view.discovery.rescans, 1, "only the initial scan ran");
+    });
+}
+
+/// nginx started after the tracker: the master is found by its exec, the workers by the fork
+/// events, before the first request (every request is counted).
+#[test]
+fn proxies_started_later_are_found_with_their_workers() {
+    if !require_root("proxies_started_later_are_found_with_their_workers") {
+        return;
+    }
+    let (live, first) = Live::start(&["nginx"]);
+    assert!(
+        first.proxies.iter().all(|p| p.pids.is_empty()),
+        "no nginx should run before the lab: {:?}",
+        first.proxies
+    );
+    let cfg = lab_config("trk2", ProxyKind::Nginx, false);
+    let view = with_lab(&cfg, |info| {
+        let n = drive(info, 200.0, 2);
+        let view = live.finish();
+        (view, n, info.outbound.pid, info.inbound.pid)
+    });
+    let (view, n, out_pid, in_pid) = view;
+    for pid in [out_pid, in_pid] {
+        let p = view
+            .proxies
+            .iter()
+            .find(|p| p.pids_seen.first() == Some(&pid))
+            .unwrap_or_else(|| panic!("nginx {pid} not found: {:?}", view.proxies));
+        assert!(p.pids_seen.len() >= 2, "master and worker(s): {p:?}");
+        assert_eq!(p.pairing.requests, n, "{p:?}");
+    }
+}
+
+/// Issue 5: CPU-µs per request of each sidecar, measured by `top --name` in two runs at the
+/// same rate, agrees within ±10 %.
+#[test]
+fn cpu_per_request_is_stable_between_two_runs() {
+    if !require_root("cpu_per_request_is_stable_between_two_runs") {
+        return;
+    }
+    let cfg = lab_config("trk3", ProxyKind::Envoy, false);
+    with_lab(&cfg, |info| {
+        let run = || -> Vec<(String, f64, u64)> {
+            let mut top = Command::new(agent_bin())
+                .args([
+                    "top",
+                    "--name",
+                    "envoy",
+                    "--duration",
+                    "7s",
+                    "--output",
+                    "json",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn top");
+            wait_for_line(top.stderr.take().expect("stderr"), "tracking");
+            let n = drive(info, 400.0, 5);
+            let out = top.wait_with_output().expect("top");
+            assert!(out.status.success(), "top failed");
+            let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+            let proxies = doc["proxies"].as_array().expect("proxies");
+            assert_eq!(proxies.len(), 2, "{doc}");
+            proxies
+                .iter()
+                .map(|p| {
+                    let reqs = p["requests"].as_u64().unwrap();
+                    assert_eq!(reqs, n, "requests of {}", p["id"]);
+                    (
+                        p["id"].as_str().unwrap().to_string(),
+                        p["cpu"]["cpu_us_per_request"].as_f64().unwrap(),
+                        reqs,
+                    )
+                })
+                .collect()
+        };
+        let a = run();
+        let b = run();
+        for ((id, x, _), (id2, y, _)) in a.iter().zip(&b) {
+            assert_eq!(id, id2, "same identities in both runs");
+            eprintln!("{id}: {x:.1} vs {y:.1} us/request");
+            assert!(
+                (x - y).abs() <= 0.10 * x.max(*y),
+                "{id}: {x:.1} vs {y:.1} CPU-us per request"
+            );
+        }
+    });
+}
+
+/// Reads `r` until a line contains `needle`, then keeps draining it in the background.
+fn wait_for_line(r: impl std::io::Read + Send + 'static, needle: &str) {
+    use std::io::BufRead as _;
+    let mut lines = std::io::BufReader::new(r).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("read");
+        if line.contains(needle) {
+            std::thread::spawn(move || lines.for_each(drop));
+            return;
+        }
+    }
+    panic!("the process ended before printing {needle:?}");
+}
