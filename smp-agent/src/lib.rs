@@ -11,6 +11,7 @@ pub mod lab;
 pub mod loadgen;
 pub mod logging;
 pub mod probes;
+pub mod profile;
 pub mod proxy;
 pub mod report;
 pub mod tracker;

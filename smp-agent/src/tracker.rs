@@ -32,6 +32,9 @@ use crate::{
     },
 };
 
+/// Longest time a kernel event waits in the ring buffer before the tracker reads it.
+pub const EVENT_BATCH_PERIOD: Duration = Duration::from_millis(10);
+
 /// How a [`Tracker`] finds proxies and how often it does its chores.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
@@ -148,7 +151,12 @@ pub struct Tracker {
     tgid: HashMap<u32, TgidTotals>,
     /// Pids per proxy in the order found (for the view).
     seen: BTreeMap<ProxyId, Vec<u32>>,
-    hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
+    /// Hop histograms by (index into `proxy_ids`, direction, leg): no `ProxyId` clone or
+    /// string comparison per exchange.
+    hops: HashMap<(usize, Direction, Leg), Histogram<u64>>,
+    proxy_ids: Vec<ProxyId>,
+    /// tgid → index into `proxy_ids` (every tgid ever attributed).
+    tgid_proxy: HashMap<u32, usize>,
     memory: MemorySampler,
     rss: HashMap<ProxyId, u64>,
     loss: LossCounters,
@@ -192,7 +200,9 @@ impl Tracker {
             next_sample: now,
             tgid: HashMap::new(),
             seen: BTreeMap::new(),
-            hops: BTreeMap::new(),
+            hops: HashMap::new(),
+            proxy_ids: Vec::new(),
+            tgid_proxy: HashMap::new(),
             memory: MemorySampler::new(),
             rss: HashMap::new(),
             loss: LossCounters::default(),
@@ -243,6 +253,9 @@ impl Tracker {
                     for e in batch? {
                         self.handle(e);
                     }
+                    // Read the ring buffer in batches: under load a wake-up per exchange
+                    // would cost more than the exchanges. Events wait at most this long.
+                    tokio::time::sleep(EVENT_BATCH_PERIOD.min(wake.saturating_duration_since(Instant::now()))).await;
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     if self.discovery.has_pending() {
@@ -276,7 +289,7 @@ impl Tracker {
     }
 
     fn record(&mut self, x: &Exchange) {
-        let Some(proxy) = self.discovery.tgid_owners().get(&x.tgid) else {
+        let Some(&idx) = self.tgid_proxy.get(&x.tgid) else {
             self.unattributed_exchanges += 1;
             return;
         };
@@ -285,13 +298,8 @@ impl Tracker {
             (Leg::Request, x.request_hop_ns()),
             (Leg::Response, x.response_hop_ns()),
         ] {
-            let key = ProxyHopKey {
-                proxy: proxy.clone(),
-                direction,
-                leg,
-            };
             self.hops
-                .entry(key)
+                .entry((idx, direction, leg))
                 .or_insert_with(hops::new_histogram)
                 .saturating_record(ns.max(1));
         }
@@ -303,6 +311,14 @@ impl Tracker {
         for c in changes {
             match &c {
                 ProxyChange::Added { proxy, tgid, .. } => {
+                    let idx = match self.proxy_ids.iter().position(|p| p == proxy) {
+                        Some(i) => i,
+                        None => {
+                            self.proxy_ids.push(proxy.clone());
+                            self.proxy_ids.len() - 1
+                        }
+                    };
+                    self.tgid_proxy.insert(*tgid, idx);
                     if let Err(e) = self.probes.track(*tgid) {
                         tracing::warn!(pid = tgid, error = %e, "cannot track process");
                     }
@@ -391,7 +407,18 @@ impl Tracker {
         TrackerView {
             elapsed: self.started.elapsed(),
             proxies,
-            hops: self.hops.clone(),
+            hops: self
+                .hops
+                .iter()
+                .map(|((idx, direction, leg), h)| {
+                    let key = ProxyHopKey {
+                        proxy: self.proxy_ids[*idx].clone(),
+                        direction: *direction,
+                        leg: *leg,
+                    };
+                    (key, h.clone())
+                })
+                .collect(),
             loss: self.loss.clone(),
             unattributed_exchanges: self.unattributed_exchanges,
             undecodable: self.events.undecodable,

@@ -13,11 +13,14 @@ pub enum Bench {
     /// Probe overhead: ns per traced syscall, and a lab mesh's throughput and latency with and
     /// without the probes attached.
     Overhead(crate::bench_overhead::Options),
+    /// The agent's own CPU and memory while it tracks the lab's sidecars at fixed rates.
+    Agent(crate::bench_agent::Options),
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
     match &o.bench {
         Bench::Loadgen(o) => crate::bench_loadgen::run(o),
         Bench::Overhead(o) => crate::bench_overhead::run(o),
+        Bench::Agent(o) => crate::bench_agent::run(o),
     }
 }

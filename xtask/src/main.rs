@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_agent;
 mod bench_loadgen;
 mod bench_overhead;
 mod build;

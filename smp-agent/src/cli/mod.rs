@@ -8,6 +8,7 @@ pub mod check;
 pub mod compare;
 pub mod lab;
 pub mod load;
+pub mod profile;
 pub mod top;
 
 /// eBPF service-mesh overhead profiler: per-hop sidecar latency, proxy CPU, SMP results.
@@ -28,7 +29,11 @@ pub enum Command {
     /// Load and attach every probe, report kernel facts and hook status; exit non-zero if a
     /// required hook fails.
     Check(check::Args),
-    /// Attach to one running process and show its CPU and socket syscalls every second.
+    /// Measure a mesh's overhead (per-hop sidecar latency, sidecar CPU and memory, meshed vs
+    /// baseline) and write SMP results and an HTML report. `--lab` profiles the built-in lab.
+    Profile(profile::Args),
+    /// Live CPU, memory, requests and per-hop latency of running proxies: one process
+    /// (`--pid`) or every proxy found by name (`--name envoy`, `--all`), every second.
     Top(top::Args),
     /// Compare two results (ours, SMP from elsewhere, or Meshery's) per percentile and per hop,
     /// say what is within noise, and gate CI with `--fail-if 'p99>+10%'` (exit 1 when a rule
@@ -46,6 +51,7 @@ impl Command {
     pub async fn execute(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Check(args) => check::execute(args).await,
+            Command::Profile(args) => profile::execute(args).await,
             Command::Top(args) => top::execute(args).await,
             Command::Compare(args) => compare::execute(args).await,
             Command::Lab(args) => lab::execute(args).await,

@@ -1,0 +1,501 @@
+//! `smp-agent profile`: what does my mesh cost? Drives load through the mesh while the probes
+//! measure every sidecar on the path, then the same load around the sidecars (baseline), and
+//! writes an SMP result set, a details document and an HTML report.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+
+use super::OutputFormat;
+use crate::{
+    lab::{config::ProxyKind, Lab, LabConfig, LabInfo},
+    loadgen::{LoadSpec, Rate},
+    profile::{self, Outcome, Plan, Progress},
+    proxy::DiscoveryConfig,
+    report::{
+        file::read_test_config,
+        smp::{Client, MeshType, PerformanceTestConfig, Protocol, ServiceMesh, SmpDuration},
+        TestConfigFile,
+    },
+};
+
+/// Measure a mesh's overhead: per-hop sidecar latency, sidecar CPU and memory, meshed vs
+/// baseline client latency; write SMP results and a report.
+///
+/// Examples:
+///   smp-agent profile --lab                              # the built-in mesh lab (Envoy)
+///   smp-agent profile --lab --proxy nginx --mtls --rate 500 --duration 20s
+///   smp-agent profile --config load-test.yaml --baseline-url http://10.0.0.7:8081/
+///   smp-agent profile --url http://svc:8080/ --rate 1000 --sidecar envoy --mesh istio
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// SMP test configuration (mesheryctl `{test, mesh}` YAML/JSON): the load
+    /// (`test.clients[0]`, `test.duration`) and the mesh. Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Meshed URL (through the sidecars). With --lab: the lab's meshed URL.
+    #[arg(long)]
+    pub url: Option<String>,
+
+    /// The same service bypassing the sidecars; without it no baseline run is made.
+    /// With --lab: the lab's baseline URL.
+    #[arg(long)]
+    pub baseline_url: Option<String>,
+
+    /// Requests per second (open loop), or `max` [default: 300, or the file's rps].
+    #[arg(long, value_name = "RPS|max")]
+    pub rate: Option<String>,
+
+    /// Concurrent connections [default: 16, or the file's].
+    #[arg(long)]
+    pub connections: Option<u32>,
+
+    /// Measured duration of each run, Go syntax [default: 10s, or the file's].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+
+    /// Load before measuring starts (sent, not measured), each run.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub warmup: String,
+
+    /// Mesh type for the SMP result (istio, linkerd, consul, …) [default: the file's, or
+    /// INVALID_MESH]. Example: --mesh istio
+    #[arg(long)]
+    pub mesh: Option<String>,
+
+    /// Mesh version for the SMP result. Example: --mesh-version 1.24.0
+    #[arg(long)]
+    pub mesh_version: Option<String>,
+
+    /// Sidecar proxies to measure, by executable or comm name (repeatable) [default: envoy,
+    /// linkerd2-proxy, haproxy, nginx].
+    #[arg(long = "sidecar", value_name = "NAME")]
+    pub sidecars: Vec<String>,
+
+    /// Sidecar proxies to measure, by pid (repeatable).
+    #[arg(long = "sidecar-pid", value_name = "PID")]
+    pub sidecar_pids: Vec<u32>,
+
+    /// mTLS between the sidecars (recorded in the SMP mesh config; with --lab: turned on).
+    #[arg(long)]
+    pub mtls: bool,
+
+    /// Bring up the built-in mesh lab, profile it, take it down.
+    #[arg(long)]
+    pub lab: bool,
+
+    /// With --lab: the sidecar proxy kind.
+    #[arg(long, value_enum, default_value = "envoy", requires = "lab")]
+    pub proxy: ProxyKind,
+
+    /// With --lab: worker threads of each sidecar.
+    #[arg(long, requires = "lab")]
+    pub concurrency: Option<u32>,
+
+    /// With --lab: the lab's name.
+    #[arg(long, default_value = "smpprofile", requires = "lab")]
+    pub lab_name: String,
+
+    /// Where to write the results [default: ./smp-results/<UTC time>/].
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Summary format on stdout (the files are written either way).
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// What `--output json` prints.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub output_dir: &'a Path,
+    pub files: Vec<PathBuf>,
+    pub interrupted: bool,
+    pub actual_qps: f64,
+    pub meshed_p50_ms: f64,
+    pub meshed_p99_ms: f64,
+    pub baseline_p50_ms: Option<f64>,
+    pub baseline_p99_ms: Option<f64>,
+    pub sidecars: usize,
+}
+
+fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    crate::duration::parse(text).with_context(|| format!("invalid --{flag} {text:?}"))
+}
+
+/// The test config: the file's (if any) with the flags applied, one client.
+fn test_config(args: &Args, lab: Option<&LabInfo>) -> anyhow::Result<TestConfigFile> {
+    let mut file = match &args.config {
+        Some(p) => read_test_config(p)
+            .with_context(|| format!("failed to read SMP test config {}", p.display()))?,
+        None => TestConfigFile {
+            test: PerformanceTestConfig {
+                name: "smp-agent profile".into(),
+                clients: vec![Client {
+                    protocol: Protocol::Http,
+                    connections: 16,
+                    rps: 300,
+                    ..Client::default()
+                }],
+                duration: Some(SmpDuration::new(Duration::from_secs(10))),
+                ..PerformanceTestConfig::default()
+            },
+            mesh: ServiceMesh::default(),
+        },
+    };
+    if file.test.clients.is_empty() {
+        file.test.clients.push(Client::default());
+    }
+    let client = &mut file.test.clients[0];
+    client.load_generator = "smp-agent".into();
+    if let Some(u) = args.url.as_ref().or(lab.map(|l| &l.meshed_url)) {
+        client.endpoint_urls = vec![u.clone()];
+    }
+    if client.endpoint_urls.is_empty() {
+        bail!("give --url (the meshed URL), --config with endpoint_urls, or --lab");
+    }
+    if let Some(r) = &args.rate {
+        client.rps = match Rate::parse(r)? {
+            Rate::Max => 0,
+            Rate::Fixed(v) => v.round() as i64,
+        };
+    }
+    if let Some(c) = args.connections {
+        client.connections = i32::try_from(c).context("--connections is too large")?;
+    }
+    if let Some(d) = &args.duration {
+        file.test.duration = Some(SmpDuration::new(parse_duration("duration", d)?));
+    }
+    if let Some(m) = &args.mesh {
+        file.mesh.r#type = MeshType::from_name(m).with_context(|| {
+            format!("unknown --mesh {m:?}: use istio, linkerd, consul, kuma, app_mesh, …")
+        })?;
+    }
+    if let Some(v) = &args.mesh_version {
+        file.mesh.version.clone_from(v);
+    }
+    Ok(file)
+}
+
+fn default_output_dir() -> PathBuf {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    PathBuf::from("smp-results").join(stamp)
+}
+
+pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let warmup = parse_duration("warmup", &args.warmup)?;
+    if let Some(d) = &args.duration {
+        parse_duration("duration", d)?;
+    }
+    if args.config.is_none() && args.url.is_none() && !args.lab {
+        bail!("give --url (the meshed URL), --config FILE, or --lab");
+    }
+    let out_dir = args.output_dir.clone().unwrap_or_else(default_output_dir);
+    if args.lab {
+        let mut cfg = LabConfig {
+            name: args.lab_name.clone(),
+            proxy: args.proxy,
+            mtls: args.mtls,
+            ..LabConfig::default()
+        };
+        if let Some(c) = args.concurrency {
+            cfg.outbound.workers = c;
+            cfg.inbound.workers = c;
+        }
+        cfg.agent_bin = Some(std::env::current_exe().context("cannot find this executable")?);
+        let text = args.output == OutputFormat::Text;
+        if text {
+            println!(
+                "bringing up the mesh lab {:?}: {} sidecars{}",
+                cfg.name,
+                cfg.proxy.as_str(),
+                if cfg.mtls { ", mTLS between them" } else { "" }
+            );
+        }
+        let up = cfg.clone();
+        let info = tokio::task::spawn_blocking(move || {
+            let _ = Lab::down(&up.name);
+            Lab::up(&up)
+        })
+        .await?
+        .context("failed to bring up the mesh lab")?;
+        let r = profile_lab(&args, &info, warmup, &out_dir).await;
+        let name = cfg.name.clone();
+        tokio::task::spawn_blocking(move || Lab::down(&name))
+            .await?
+            .context("failed to take the mesh lab down")?;
+        return r;
+    }
+    let test = test_config(&args, None)?;
+    let mut sidecars = DiscoveryConfig::default();
+    if !args.sidecars.is_empty() || !args.sidecar_pids.is_empty() {
+        sidecars.names = args.sidecars.clone();
+        sidecars.pids = args.sidecar_pids.clone();
+    }
+    let plan = plan(
+        &args,
+        test,
+        warmup,
+        args.baseline_url.clone(),
+        sidecars,
+        None,
+    )?;
+    finish(&args, &plan, &out_dir, None).await
+}
+
+async fn profile_lab(
+    args: &Args,
+    info: &LabInfo,
+    warmup: Duration,
+    out_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let test = test_config(args, Some(info))?;
+    let pids = vec![info.outbound.pid, info.inbound.pid];
+    let sidecars = DiscoveryConfig {
+        // Our ground-truth proxy is `smp-agent` itself: by pid only. Other kinds by name too,
+        // so that forked workers (nginx, haproxy) join their master.
+        names: match info.outbound.kind {
+            ProxyKind::Ours => Vec::new(),
+            k => vec![k.as_str().to_string()],
+        },
+        pids: pids.clone(),
+        ..DiscoveryConfig::default()
+    };
+    let mut plan = plan(
+        args,
+        test,
+        warmup,
+        Some(
+            args.baseline_url
+                .clone()
+                .unwrap_or(info.baseline_url.clone()),
+        ),
+        sidecars,
+        Some(info.client_netns.clone()),
+    )?;
+    plan.mtls = info.mtls;
+    plan.proxy_concurrency = args.concurrency.and_then(|c| i32::try_from(c).ok());
+    finish(args, &plan, out_dir, Some(&pids)).await
+}
+
+fn plan(
+    args: &Args,
+    test: TestConfigFile,
+    warmup: Duration,
+    baseline_url: Option<String>,
+    sidecars: DiscoveryConfig,
+    netns: Option<String>,
+) -> anyhow::Result<Plan> {
+    let mut meshed = LoadSpec::from_smp(&test.test).context("cannot use the test's load")?;
+    meshed.warmup = warmup;
+    meshed.validate()?;
+    let baseline = baseline_url.map(|u| LoadSpec {
+        urls: vec![u],
+        ..meshed.clone()
+    });
+    if let Some(b) = &baseline {
+        b.validate().context("invalid --baseline-url")?;
+    }
+    Ok(Plan {
+        test,
+        meshed,
+        baseline,
+        sidecars,
+        netns,
+        mtls: args.mtls,
+        proxy_concurrency: None,
+    })
+}
+
+async fn finish(
+    args: &Args,
+    plan: &Plan,
+    out_dir: &Path,
+    only_pids: Option<&[u32]>,
+) -> anyhow::Result<ExitCode> {
+    let text = args.output == OutputFormat::Text;
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let mut outcome = profile::run(plan, stop, |p| {
+        if !text {
+            return;
+        }
+        match p {
+            Progress::Tracking { sidecars } => {
+                println!("probes attached; {} sidecar(s):", sidecars.len());
+                for s in sidecars {
+                    println!("  {s}");
+                }
+            }
+            Progress::Phase { name, url, seconds } => {
+                println!("{name} run: {url} for {seconds:.0}s (Ctrl-C stops and keeps what was measured)");
+            }
+        }
+    })
+    .await?;
+    if let Some(pids) = only_pids {
+        keep_only(&mut outcome, pids);
+    }
+    let written = outcome
+        .set
+        .write_to_dir(out_dir)
+        .with_context(|| format!("failed to write the results into {}", out_dir.display()))?;
+    let mut files = vec![
+        written.test_config,
+        written.result,
+        written.mesh_config,
+        written.environment,
+    ];
+    files.extend(written.details);
+    match args.output {
+        OutputFormat::Text => print_summary(&outcome, out_dir, &files),
+        OutputFormat::Json => {
+            let d = outcome.set.details.as_ref();
+            let b = d.and_then(|d| d.end_to_end.baseline.as_ref());
+            let m = &outcome.meshed.latency;
+            let s = Summary {
+                output_dir: out_dir,
+                files,
+                interrupted: outcome.interrupted,
+                actual_qps: outcome.meshed.achieved_rate,
+                meshed_p50_ms: m.p50_ms,
+                meshed_p99_ms: m.p99_ms,
+                baseline_p50_ms: b.map(|b| b.latency.percentiles.p50),
+                baseline_p99_ms: b.map(|b| b.latency.percentiles.p99),
+                sidecars: outcome.sidecars.len(),
+            };
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
+    }
+    Ok(if outcome.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Drops proxies that are not the lab's (another nginx on the host matched by name).
+fn keep_only(o: &mut Outcome, pids: &[u32]) {
+    let ours = |seen: &[u32]| seen.iter().any(|p| pids.contains(p));
+    let keep: Vec<Option<u32>> = o
+        .sidecars
+        .iter()
+        .filter(|w| ours(&w.pids_seen))
+        .map(|w| w.pid)
+        .collect();
+    o.sidecars.retain(|w| ours(&w.pids_seen));
+    if let Some(d) = o.set.details.as_mut() {
+        d.hops.retain(|h| keep.contains(&h.pid));
+        d.sidecars.retain(|s| keep.contains(&s.pid));
+        if let Some(sc) = o.set.mesh_config.sidecar.as_mut() {
+            sc.count = i32::try_from(d.sidecars.len()).unwrap_or(i32::MAX);
+        }
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v.abs() < 1.0 {
+        format!("{:.0} us", v * 1000.0)
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
+    let Some(d) = o.set.details.as_ref() else {
+        return;
+    };
+    println!();
+    if o.interrupted {
+        println!("INTERRUPTED: the figures cover the run until Ctrl-C");
+    }
+    let m = &d.end_to_end.meshed;
+    println!(
+        "client latency        p50        p90        p99      p99.9    ({:.0} req/s, {} errors)",
+        m.actual_qps, m.errors
+    );
+    let row = |label: &str, p: &crate::report::details::Percentiles| {
+        println!(
+            "  {label:<10} {:>10} {:>10} {:>10} {:>10}",
+            ms(p.p50),
+            ms(p.p90),
+            ms(p.p99),
+            ms(p.p999)
+        );
+    };
+    row("meshed", &m.latency.percentiles);
+    if let Some(b) = &d.end_to_end.baseline {
+        row("baseline", &b.latency.percentiles);
+    }
+    if let Some(ov) = &d.end_to_end.overhead {
+        row("overhead", ov);
+    }
+    if !d.hops.is_empty() {
+        println!("per-hop latency (time inside the proxy)   p50        p99      count");
+        for h in &d.hops {
+            let p = &h.latency.percentiles;
+            println!(
+                "  {:<24} {:<9} {:>10} {:>10} {:>8}",
+                h.proxy,
+                match h.leg {
+                    crate::report::details::Leg::Request => "request",
+                    crate::report::details::Leg::Response => "response",
+                },
+                ms(p.p50),
+                ms(p.p99),
+                h.latency.count
+            );
+        }
+    }
+    for s in &d.sidecars {
+        println!(
+            "sidecar {:<24} cpu {:>5.0} mcores  {:>6.0} us/request  {:.2} vCPU per 1k rps  mem {:.0} MB",
+            s.proxy, s.cpu_mcores, s.cpu_us_per_request, s.vcpu_per_1000_rps, s.mem_mb
+        );
+    }
+    if let Some(c) = &d.consistency {
+        println!(
+            "self-consistency: sum of hop p50s {} vs overhead p50 {} ({:.0}% explained; {:?})",
+            ms(c.sum_hop_p50_ms),
+            ms(c.overhead_p50_ms),
+            if c.overhead_p50_ms > 0.0 {
+                100.0 * c.sum_hop_p50_ms / c.overhead_p50_ms
+            } else {
+                f64::NAN
+            },
+            c.verdict
+        );
+    }
+    let l = &d.losses;
+    println!(
+        "pairing: {} paired, {} unpaired; probe losses: {} ring-buffer drops, {} map-full",
+        l.paired, l.unpaired, l.ringbuf_drops, l.map_full
+    );
+    println!("results in {}:", dir.display());
+    for f in files {
+        println!(
+            "  {}",
+            f.file_name().map_or_else(
+                || f.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        );
+    }
+}
