@@ -303,7 +303,7 @@ fn meminfo_total_mb(meminfo: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{
         details::{self, Distribution, RunSummary},
