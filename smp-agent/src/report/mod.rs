@@ -3,6 +3,7 @@
 //! document that SMP has no field for ([`details`]), the HTML report of a result set
 //! ([`html`]), Meshery's non-proto result layouts ([`meshery`]) and comparison of two results
 //! ([`compare`]). Plain Rust, no aya. The file layout is documented in docs/smp.md.
+
 pub mod compare;
 pub mod details;
 pub mod file;
