@@ -246,6 +246,19 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// Decimals for axis labels of a linear axis from 0 to `max` (about 6–10 ticks).
+fn axis_decimals(max: f64) -> usize {
+    if max >= 20.0 {
+        0
+    } else if max >= 2.0 {
+        1
+    } else if max >= 0.2 {
+        2
+    } else {
+        3
+    }
+}
+
 /// `0.9` → `90%`, `0.999` → `99.9%` (for an axis of x = 1/(1 − q)).
 fn percentile_label(x: f64) -> String {
     if x <= 1.0 {
@@ -291,7 +304,16 @@ th, td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:left;
 thead th { background:var(--band); border-bottom:2px solid var(--line); font-weight:600; white-space:nowrap; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tbody tr:nth-child(even) td { background:#fbfcfd; }
-table.kv th { width:32%; font-weight:600; background:none; }
+tbody th { white-space:nowrap; font-weight:600; }
+table.kv { width:auto; min-width:460px; }
+table.kv th { font-weight:600; background:none; padding-right:32px; }
+.wide { overflow-x:auto; }
+.wide table { font-size:13px; }
+.wide td:first-child { white-space:nowrap; }
+.wide thead th { white-space:normal; }
+table.kv tbody tr:nth-child(even) td { background:none; }
+td .url { white-space:normal; }
+thead small { font-weight:400; color:var(--muted); }
 code, .url { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:13px; word-break:break-all; }
 figure { margin:12px 0 6px; border:1px solid var(--line); border-radius:6px; padding:10px; }
 figure svg.plot { display:block; width:100%; height:auto; max-width:100%; }
@@ -511,7 +533,7 @@ fn summary(page: &mut String, set: &ResultSet, meshed: &Side, baseline: Option<&
     if baseline.is_some() {
         page.push_str(
             "<th class=\"num\"><span class=\"key baseline\"></span>baseline</th>\
-             <th class=\"num\">overhead (meshed − baseline)</th>",
+             <th class=\"num\">overhead<br><small>meshed − baseline</small></th>",
         );
     }
     page.push_str("</tr></thead>\n<tbody>\n");
@@ -787,11 +809,11 @@ fn latency(page: &mut String, meshed: &Side, baseline: Option<&Side>) -> Result<
             .x_desc("percentile")
             .y_desc("latency (ms)")
             .x_label_formatter(&|x| percentile_label(*x))
-            .y_label_formatter(&|y| format!("{y:.2}"))
+            .y_label_formatter(&|y| num(*y, axis_decimals(y_max)))
             .y_labels(8)
             .label_style((FONT, 17))
             .axis_desc_style((FONT, 18))
-            .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
+            .light_line_style(TRANSPARENT)
             .bold_line_style(RGBColor(0xd0, 0xd0, 0xd0))
             .draw()?;
         for c in &curves {
@@ -874,6 +896,7 @@ fn hbars(
             }
         })
         .x_labels(6)
+        .x_label_formatter(&|x| num(*x, axis_decimals(x_max)))
         .label_style((FONT, 17))
         .axis_desc_style((FONT, 18))
         .light_line_style(TRANSPARENT)
@@ -981,7 +1004,7 @@ fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
         |root| hbars(root, "", "hop latency (ms)", &rows, &series, ms),
     )?;
     page.push_str(
-        "<table id=\"hops-table\">\n<thead><tr><th>proxy</th><th>kind</th><th class=\"num\">pid</th>\
+        "<div class=\"wide\"><table id=\"hops-table\">\n<thead><tr><th>proxy</th><th>kind</th><th class=\"num\">pid</th>\
          <th>direction</th><th>leg</th><th class=\"num\">messages</th><th class=\"num\">p50</th>\
          <th class=\"num\">p90</th><th class=\"num\">p99</th><th class=\"num\">p99.9</th>\
          <th class=\"num\">max</th><th class=\"num\">unpaired</th></tr></thead>\n<tbody>\n",
@@ -1012,7 +1035,7 @@ fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
     let _ = writeln!(
         page,
         "</tbody>\n<tfoot><tr><th colspan=\"6\">Σ hop medians</th><td class=\"num\">{}</td>\
-         <td colspan=\"5\"></td></tr></tfoot>\n</table>",
+         <td colspan=\"5\"></td></tr></tfoot>\n</table></div>",
         ms(sum50)
     );
     page.push_str("</section>\n");
@@ -1057,12 +1080,16 @@ fn sidecars(page: &mut String, set: &ResultSet, d: &Details) -> Result<(), HtmlE
             &keys,
             |root| {
                 let (left, right) = root.split_horizontally(520);
-                hbars(&left, "CPU", "CPU (millicores)", &rows, &cpu, |v| num(v, 1))?;
-                hbars(&right, "Memory", "memory (MB)", &rows, &mem, |v| num(v, 1))
+                hbars(&left, "CPU", "CPU (millicores)", &rows, &cpu, |v| {
+                    format!("{} mcores", num(v, 1))
+                })?;
+                hbars(&right, "Memory", "memory (MB)", &rows, &mem, |v| {
+                    format!("{} MB", num(v, 1))
+                })
             },
         )?;
         page.push_str(
-            "<table id=\"sidecars-table\">\n<thead><tr><th>proxy</th><th>kind</th>\
+            "<div class=\"wide\"><table id=\"sidecars-table\">\n<thead><tr><th>proxy</th><th>kind</th>\
              <th class=\"num\">pid</th><th class=\"num\">CPU (mcores)</th>\
              <th class=\"num\">CPU time (s)</th><th class=\"num\">CPU µs / request</th>\
              <th class=\"num\">vCPU per 1000 rps</th><th class=\"num\">mem mean (MB)</th>\
@@ -1093,14 +1120,18 @@ fn sidecars(page: &mut String, set: &ResultSet, d: &Details) -> Result<(), HtmlE
                 bytes(s.bytes),
             );
         }
-        page.push_str("</tbody>\n</table>\n");
+        page.push_str("</tbody>\n</table></div>\n");
     }
     if let Some(s) = &set.mesh_config.sidecar {
         let _ = writeln!(
             page,
             "<p id=\"sidecar-totals\">SMP totals (<code>ServiceMeshConfig.sidecar</code>): \
-             {} sidecars, {} mcores, {} MB, {} req/s, {} B/s.</p>",
-            s.count, s.cpu_mcores, s.mem_mb, s.rps, s.bps
+             {} sidecars, {} mcores, {} MB, {} req/s, {}/s.</p>",
+            s.count,
+            s.cpu_mcores,
+            s.mem_mb,
+            count(s.rps.max(0).unsigned_abs().into()),
+            bytes(s.bps.max(0).unsigned_abs().into())
         );
     }
     page.push_str("</section>\n");
@@ -1253,13 +1284,23 @@ fn environment(page: &mut String, set: &ResultSet) {
     }
     if let Some(c) = set.test.test.clients.first() {
         kv("load generator", &c.load_generator);
-        kv("protocol", &c.protocol.to_string());
+        let proto = c.protocol.proto_name();
+        kv("protocol", proto.strip_prefix("PROTOCOL_").unwrap_or(proto));
         if c.connections > 0 {
             kv("connections", &c.connections.to_string());
         }
         kv("endpoint URLs", &c.endpoint_urls.join(" "));
     }
-    kv("requested rate", &requested_rate(set));
+    if let Some(c) = set.test.test.clients.first() {
+        kv(
+            "requested rate",
+            &if c.rps > 0 {
+                format!("{} req/s", count(c.rps.unsigned_abs()))
+            } else {
+                "as fast as possible".into()
+            },
+        );
+    }
     if let Some(d) = &set.test.test.duration {
         kv("duration", d.as_str());
     }
