@@ -305,7 +305,7 @@ thead th { background:var(--band); border-bottom:2px solid var(--line); font-wei
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tbody tr:nth-child(even) td { background:#fbfcfd; }
 tbody th { white-space:nowrap; font-weight:600; }
-table.kv { width:auto; min-width:460px; }
+table.kv, table.single { width:auto; min-width:460px; }
 table.kv th { font-weight:600; background:none; padding-right:32px; }
 .wide { overflow-x:auto; }
 .wide table { font-size:13px; }
@@ -528,7 +528,11 @@ fn summary(page: &mut String, set: &ResultSet, meshed: &Side, baseline: Option<&
              from end-to-end latency; see the per-hop latency below.",
         );
     }
-    page.push_str("<table id=\"summary-table\">\n<thead><tr><th></th>");
+    page.push_str(if baseline.is_some() {
+        "<table id=\"summary-table\">\n<thead><tr><th></th>"
+    } else {
+        "<table id=\"summary-table\" class=\"single\">\n<thead><tr><th></th>"
+    });
     page.push_str("<th class=\"num\"><span class=\"key meshed\"></span>meshed</th>");
     if baseline.is_some() {
         page.push_str(
@@ -715,17 +719,25 @@ fn histogram_curve(h: &Histogram<u64>, cap: f64) -> Vec<(f64, f64)> {
     points
 }
 
-/// The curve through the percentiles we have (no histogram): min at 0 %, max at the edge.
-fn percentile_points(p: &Percentiles, cap: f64) -> Vec<(f64, f64)> {
+/// The curve through the percentiles we have (no histogram): min at 0 %; the max at
+/// q = 1 − 1/count (HdrHistogram's last point) when the sample count is known, else not drawn
+/// (its percentile is unknown; the summary table has it).
+fn percentile_points(p: &Percentiles, cap: f64, count: Option<u64>) -> Vec<(f64, f64)> {
     let mut points = vec![(1.0, p.min)];
     for (name, q) in Percentiles::QUANTILES {
         let x = 1.0 / (1.0 - q);
-        if x < cap {
-            points.push((x, p.get(name).unwrap_or(f64::NAN)));
+        // 1/(1 − 0.99) is not exactly 100 in floating point.
+        if x <= cap * (1.0 + 1e-9) {
+            points.push((x.min(cap), p.get(name).unwrap_or(f64::NAN)));
         }
     }
-    points.push((cap, p.max));
     points.retain(|(_, y)| y.is_finite());
+    if let Some(n) = count.filter(|&n| n > 1) {
+        let x = (n as f64).min(cap);
+        if points.last().is_none_or(|&(last, _)| x > last) && p.max.is_finite() {
+            points.push((x, p.max));
+        }
+    }
     points
 }
 
@@ -750,7 +762,7 @@ fn latency(page: &mut String, meshed: &Side, baseline: Option<&Side>) -> Result<
             s.pct.as_ref().map(|p| Curve {
                 label,
                 color,
-                points: percentile_points(p, cap),
+                points: percentile_points(p, cap, s.count),
                 markers: true,
             })
         }
@@ -793,7 +805,9 @@ fn latency(page: &mut String, meshed: &Side, baseline: Option<&Side>) -> Result<
         1.0
     };
     let decades = cap.log10().round() as i32;
-    let ticks: Vec<f64> = (0..=decades).map(|k| 10f64.powi(k)).collect();
+    // 0 %, 50 % (the median), 90 %, 99 %, 99.9 % …
+    let mut ticks: Vec<f64> = (0..=decades).map(|k| 10f64.powi(k)).collect();
+    ticks.insert(1, 2.0);
     figure(page, "latency-curve", (1040, 480), &caption, &[], |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(16)
@@ -1413,9 +1427,6 @@ pub(crate) mod tests {
     #[test]
     fn populated_set_has_every_plot_and_table() {
         let page = render(&populated_set()).unwrap();
-        if let Some(p) = std::env::var_os("SMP_HTML_DUMP") {
-            std::fs::write(p, &page).unwrap();
-        }
         for id in ["latency-curve", "hop-breakdown", "sidecar-usage"] {
             let fig = figure_svg(&page, id);
             assert!(fig.contains("<svg class=\"plot\""), "{id}: no svg");
@@ -1527,6 +1538,7 @@ pub(crate) mod tests {
     #[test]
     fn percentile_axis() {
         assert_eq!(percentile_label(1.0), "0%");
+        assert_eq!(percentile_label(2.0), "50%");
         assert_eq!(percentile_label(10.0), "90%");
         assert_eq!(percentile_label(100.0), "99%");
         assert_eq!(percentile_label(1000.0), "99.9%");
@@ -1541,6 +1553,30 @@ pub(crate) mod tests {
             "{c:?}"
         );
         assert_eq!(c.last().unwrap(), &(10_000.0, h.max() as f64 / 1e6));
+    }
+
+    #[test]
+    fn percentile_points_place_the_max_only_with_a_count() {
+        let p = Percentiles {
+            min: 1.0,
+            mean: 2.0,
+            p50: 2.0,
+            p75: f64::NAN,
+            p90: 3.0,
+            p95: f64::NAN,
+            p99: 4.0,
+            p999: f64::NAN,
+            max: 9.0,
+        };
+        let xs = |v: Vec<(f64, f64)>| v.iter().map(|&(x, _)| x.round()).collect::<Vec<_>>();
+        // SMP summary only: min, p50, p90, p99 (exactly at the edge), no max.
+        assert_eq!(
+            xs(percentile_points(&p, 100.0, None)),
+            [1.0, 2.0, 10.0, 100.0]
+        );
+        // 5000 samples: the max at 1 − 1/5000.
+        let v = percentile_points(&p, x_cap(5000), Some(5000));
+        assert_eq!(v.last(), Some(&(5000.0, 9.0)));
     }
 
     #[test]
