@@ -1,5 +1,5 @@
-//! Support for the privileged integration tests: root checks that fail under CI instead of
-//! skipping, and the path of the built `smp-agent` binary.
+//! Support for the privileged integration tests: root and tool checks that fail under CI
+//! instead of skipping, and the path of the built `smp-agent` binary.
 
 use std::path::PathBuf;
 
@@ -17,11 +17,43 @@ pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+    if in_ci() {
         panic!("{test}: needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and CI=true: failing, not skipping");
     }
     eprintln!("skipping {test}: needs root; run `cargo xtask test` as root");
     false
+}
+
+/// True under CI (`CI=true` or `CI=1`): a test that cannot run must fail, not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Finds a program a test needs: `$env_override` if set, else the first of `names` on `PATH`.
+/// Returns `None` (test should return early) when it is missing outside CI; panics when it is
+/// missing under `CI=true`, like [`require_root`]. `cargo xtask setup` installs what the tests
+/// use.
+#[must_use]
+pub fn require_program(test: &str, env_override: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_override) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = format!(
+            "{test}: needs one of {names:?} on PATH (or {env_override}); `cargo xtask setup` installs it"
+        );
+        if in_ci() {
+            panic!("{msg}; CI=true: failing, not skipping");
+        }
+        eprintln!("skipping {msg}");
+    }
+    found
 }
 
 /// For the workload binaries: block until stdin closes (the test is done reading /proc).

@@ -29,6 +29,14 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "busybox-static",
         "the kernel matrix guests' /init and shell",
     ),
+    (
+        "chromium",
+        "headless browser that loads the HTML report in tests/tests/report.rs",
+    ),
+    (
+        "fonts-liberation",
+        "fonts for Chromium's rendering of the report (not pulled in without recommends)",
+    ),
 ];
 
 /// Runs every setup step.

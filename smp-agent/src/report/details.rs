@@ -27,6 +27,10 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
 /// Highest latency a histogram we create can hold: one hour, in nanoseconds.
 pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 
@@ -380,8 +384,12 @@ pub struct SidecarUsage {
     pub cpu_us_per_request: f64,
     /// vCPU per 1 000 requests/second (Istio's published figure): cpu_mcores / rps.
     pub vcpu_per_1000_rps: f64,
-    /// Resident memory, MB (peak over the run).
+    /// Memory over the run, MB (MiB): the mean of the samples, PSS where readable, else RSS
+    /// (`proxy::memory`; SMP's `mem_mb`).
     pub mem_mb: f64,
+    /// Peak of the same samples, MB; 0 when not sampled.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub mem_peak_mb: f64,
     /// Requests it handled.
     pub requests: u64,
     /// Bytes it forwarded (both directions).

@@ -104,6 +104,15 @@ pub enum SmpFileError {
         #[source]
         source: Box<SmpFileError>,
     },
+    /// The HTML report could not be rendered.
+    #[error("{}: cannot render the report: {source}", path.display())]
+    Report {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: super::html::HtmlError,
+    },
     /// The file could not be written (nothing was left behind).
     #[error("{}: cannot write: {source}", path.display())]
     Write {
@@ -131,6 +140,7 @@ impl SmpFileError {
             | SmpFileError::Parse { path, .. }
             | SmpFileError::Serialize { path, .. }
             | SmpFileError::WouldNotReread { path, .. }
+            | SmpFileError::Report { path, .. }
             | SmpFileError::Write { path, .. } => path,
         }
     }

@@ -1,12 +1,13 @@
 //! SMP (Service Mesh Performance) reporting: the SMP message types ([`smp`]), their reader
 //! and writer ([`file`]), the result set a profile run writes ([`set`]), the per-hop details
-//! document that SMP has no field for ([`details`]), Meshery's non-proto result layouts
-//! ([`meshery`]) and comparison of two results ([`compare`]). Plain Rust, no aya. The file
-//! layout is documented in docs/smp.md.
+//! document that SMP has no field for ([`details`]), the HTML report of a result set
+//! ([`html`]), Meshery's non-proto result layouts ([`meshery`]) and comparison of two results
+//! ([`compare`]). Plain Rust, no aya. The file layout is documented in docs/smp.md.
 
 pub mod compare;
 pub mod details;
 pub mod file;
+pub mod html;
 pub mod meshery;
 pub mod set;
 pub mod smp;

@@ -6,6 +6,7 @@
 //! <dir>/mesh-config.yaml   ServiceMeshConfig
 //! <dir>/environment.yaml   EnvironmentConfig
 //! <dir>/details.json       details document (schema smp-agent/details/v1)
+//! <dir>/report.html        the same for people: tables and plots, self-contained
 //! <dir>/result.yaml        PerformanceTestResult, written last
 //! ```
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use super::{
     details::{Details, SidecarUsage},
     file::{self, SmpFileError, StagedFile, Strictness},
+    html,
     smp::{
         self, EnvironmentConfig, Node, PerformanceTestResult, ServiceMeshConfig, Sidecar,
         TestConfigFile, GENERATOR_LABEL, LATENCY_UNIT_LABEL, SMP_VERSION,
@@ -30,6 +32,8 @@ pub const MESH_CONFIG_FILE: &str = "mesh-config.yaml";
 pub const ENVIRONMENT_FILE: &str = "environment.yaml";
 /// File name of the details document.
 pub const DETAILS_FILE: &str = "details.json";
+/// File name of the HTML report.
+pub const REPORT_FILE: &str = "report.html";
 
 /// Everything one profile run reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +63,8 @@ pub struct WrittenSet {
     pub environment: PathBuf,
     /// `details.json`, when written.
     pub details: Option<PathBuf>,
+    /// `report.html`.
+    pub report: PathBuf,
 }
 
 impl ResultSet {
@@ -104,9 +110,10 @@ impl ResultSet {
         }
     }
 
-    /// Links ([`Self::link`]) and writes the set into `dir` (created if missing). Every file is
-    /// first staged under a temporary name; only when all are staged are they renamed into
-    /// place, `result.yaml` last. On error nothing new is left in `dir`.
+    /// Links ([`Self::link`]) and writes the set into `dir` (created if missing), with the HTML
+    /// report ([`html::render`]) beside it. Every file is first staged under a temporary name;
+    /// only when all are staged are they renamed into place, `result.yaml` last. On error
+    /// nothing new is left in `dir`.
     pub fn write_to_dir(&mut self, dir: &Path) -> Result<WrittenSet, SmpFileError> {
         self.link();
         std::fs::create_dir_all(dir).map_err(|source| SmpFileError::Write {
@@ -163,6 +170,12 @@ impl ResultSet {
             Some(d) => Some(stage(dir, DETAILS_FILE, "Details", d, details)?),
             None => None,
         };
+        let report_path = dir.join(REPORT_FILE);
+        let page = html::render(self).map_err(|source| SmpFileError::Report {
+            path: report_path.clone(),
+            source,
+        })?;
+        let report = StagedFile::stage(&report_path, page.as_bytes())?;
         let result = stage(
             dir,
             RESULT_FILE,
@@ -176,6 +189,7 @@ impl ResultSet {
             mesh_config: mesh.commit()?,
             environment: env.commit()?,
             details: details.map(StagedFile::commit).transpose()?,
+            report: report.commit()?,
             result: result.commit()?,
         })
     }
@@ -303,7 +317,7 @@ fn meminfo_total_mb(meminfo: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{
         details::{self, Distribution, RunSummary},
@@ -456,6 +470,8 @@ mod tests {
         let mut set = sample_set();
         let written = set.write_to_dir(&dir).unwrap();
         assert_eq!(written.result, dir.join(RESULT_FILE));
+        let page = std::fs::read_to_string(&written.report).unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>") && page.contains(&set.result.id));
         let back = ResultSet::read_from_dir(&dir, Strictness::Strict).unwrap();
         assert_eq!(back, set);
         assert_eq!(back.result.test_id, back.test.test.id);
