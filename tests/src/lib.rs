@@ -1,7 +1,9 @@
 //! Support for the privileged integration tests: root checks that fail under CI instead of
 //! skipping, and the path of the built `smp-agent` binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+pub mod prometheus;
 
 /// True when running as root (effective uid 0).
 pub fn is_root() -> bool {
@@ -17,11 +19,46 @@ pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+    if in_ci() {
         panic!("{test}: needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and CI=true: failing, not skipping");
     }
     eprintln!("skipping {test}: needs root; run `cargo xtask test` as root");
     false
+}
+
+/// True under `CI=true` (or `CI=1`): a test that cannot run must fail, not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Finds an executable on `PATH` (or at `path` if it contains a `/`). When it is missing:
+/// under CI the test panics (a missing tool is a failure, never a pass); otherwise it says
+/// it skips and returns `None`. `install` says how to get it.
+pub fn require_tool(name: &str, test: &str, install: &str) -> Option<PathBuf> {
+    let found = if name.contains('/') {
+        Some(PathBuf::from(name)).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+    };
+    if found.is_none() {
+        if in_ci() {
+            panic!("{test}: `{name}` is missing and CI=true: failing, not skipping ({install})");
+        }
+        eprintln!("skipping {test}: `{name}` is missing ({install})");
+    }
+    found
+}
+
+/// The repository root (the parent of `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// For the workload binaries: block until stdin closes (the test is done reading /proc).
