@@ -222,8 +222,11 @@ impl Default for MetricsOptions {
     }
 }
 
+/// A `reason` label value and the counter field it reads.
+type Reason<T> = (&'static str, fn(&T) -> u64);
+
 /// Unpaired-message reasons: label value and the [`PairingCounts`] field.
-const UNPAIRED_REASONS: [(&str, fn(&PairingCounts) -> u64); 6] = [
+const UNPAIRED_REASONS: [Reason<PairingCounts>; 6] = [
     ("unmatched_write", |p| p.unmatched_writes),
     ("tls_first_exchange", |p| p.tls_first_dropped),
     ("inconsistent", |p| p.inconsistent),
@@ -233,7 +236,7 @@ const UNPAIRED_REASONS: [(&str, fn(&PairingCounts) -> u64); 6] = [
 ];
 
 /// Event-loss reasons: label value and the [`LossCounters`] field.
-const LOSS_REASONS: [(&str, fn(&LossCounters) -> u64); 4] = [
+const LOSS_REASONS: [Reason<LossCounters>; 4] = [
     ("ringbuf_full", |l| l.ringbuf_dropped),
     ("map_full", |l| l.map_insert_failed),
     ("kernel_read_failed", |l| l.kernel_read_failed),

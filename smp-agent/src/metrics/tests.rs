@@ -59,9 +59,8 @@ fn parse(text: &str, format: Format) -> Vec<Sample> {
     let mut helps: BTreeSet<String> = BTreeSet::new();
     let mut samples = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut lines = text.lines().peekable();
     let mut eof = false;
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         assert!(!eof, "content after # EOF");
         if line == "# EOF" {
             assert_eq!(format, Format::OpenMetrics, "# EOF in text 0.0.4");
@@ -144,9 +143,11 @@ fn parse(text: &str, format: Format) -> Vec<Sample> {
     samples
 }
 
+/// Histogram series (family, labels without `le`) → `(le, cumulative count)` pairs.
+type Buckets = BTreeMap<(String, BTreeMap<String, String>), Vec<(f64, f64)>>;
+
 fn check_histograms(samples: &[Sample]) {
-    let mut buckets: BTreeMap<(String, BTreeMap<String, String>), Vec<(f64, f64)>> =
-        BTreeMap::new();
+    let mut buckets = Buckets::new();
     for s in samples.iter().filter(|s| s.name.ends_with("_bucket")) {
         let mut labels = s.labels.clone();
         let le = labels.remove("le").expect("le label");
