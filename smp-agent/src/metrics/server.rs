@@ -410,7 +410,13 @@ mod tests {
         // TEST-NET-1 (RFC 5737): never assigned to this host.
         let addr: SocketAddr = "192.0.2.1:9477".parse().unwrap();
         let metrics = Arc::new(NodeMetrics::new(MetricsOptions::default()));
-        let err = MetricsServer::bind(addr, metrics).await.unwrap_err();
+        let err = match MetricsServer::bind(addr, metrics).await {
+            Err(e) => e,
+            Ok(_) => {
+                eprintln!("skipping: this host allows non-local binds (ip_nonlocal_bind)");
+                return;
+            }
+        };
         assert!(
             matches!(err, ServerError::AddrNotAvailable { .. }),
             "{err:?}"
