@@ -21,6 +21,37 @@
 //! [`MetricsOptions::max_proxies`] proxies are exported (others are counted in
 //! `smp_proxies_over_limit`), and a proxy absent from snapshots for
 //! [`MetricsOptions::forget_after`] is dropped from the exposition.
+//!
+//! # The daemon loop
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//!
+//! use smp_agent::{
+//!     cli::daemon_config::{DaemonArgs, DaemonConfig},
+//!     metrics::{server::MetricsServer, AgentUsage, NodeMetrics, NodeSnapshot},
+//! };
+//!
+//! let config = DaemonConfig::load(&DaemonArgs::default())?; // flags > env > file > defaults
+//! let metrics = Arc::new(NodeMetrics::new(config.metrics_options()));
+//! let server = MetricsServer::bind(config.listen, Arc::clone(&metrics)).await?; // port in use: error
+//! // … load the probes, start discovery (config.discovery()) …
+//! server.set_ready(true);
+//! let mut tick = tokio::time::interval(config.interval);
+//! loop {
+//!     tick.tick().await;
+//!     let mut snap = NodeSnapshot {
+//!         agent: AgentUsage::current(),
+//!         ..NodeSnapshot::default()
+//!     };
+//!     // Per tracked proxy: snap.proxies.push(ProxySample { id, pid, pod, cpu_seconds, … });
+//!     // This interval's hops: snap.add_hops(&std::mem::take(&mut hop_aggregator),
+//!     //     |tgid| discovery.proxy_of(tgid).cloned());
+//!     // snap.loss = probe_snapshot.loss.clone();
+//!     metrics.update(&snap);
+//! }
+//! # }
+//! ```
 
 use std::{
     collections::{BTreeMap, HashSet},
