@@ -363,7 +363,8 @@ fn assemble(
             kind: w.kind.clone(),
             pid: w.pid,
             cpu_seconds: w.cpu.cpu_seconds,
-            mem_mb: w.memory.as_ref().map_or(0.0, |m| m.rss_peak_mb),
+            mem_mb: w.memory.as_ref().map_or(0.0, |m| m.mem_mb),
+            mem_peak_mb: w.memory.as_ref().map_or(0.0, |m| m.rss_peak_mb),
             requests: w.requests,
             ..SidecarUsage::default()
         };

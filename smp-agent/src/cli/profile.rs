@@ -364,6 +364,7 @@ async fn finish(
         written.environment,
     ];
     files.extend(written.details);
+    files.push(written.report);
     match args.output {
         OutputFormat::Text => print_summary(&outcome, out_dir, &files),
         OutputFormat::Json => {
@@ -466,8 +467,8 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
     }
     for s in &d.sidecars {
         println!(
-            "sidecar {:<24} cpu {:>5.0} mcores  {:>6.0} us/request  {:.2} vCPU per 1k rps  mem {:.0} MB",
-            s.proxy, s.cpu_mcores, s.cpu_us_per_request, s.vcpu_per_1000_rps, s.mem_mb
+            "sidecar {:<24} cpu {:>5.0} mcores  {:>6.0} us/request  {:.2} vCPU per 1k rps  mem {:.0} MB (peak {:.0})",
+            s.proxy, s.cpu_mcores, s.cpu_us_per_request, s.vcpu_per_1000_rps, s.mem_mb, s.mem_peak_mb
         );
     }
     if let Some(c) = &d.consistency {
