@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod browser;
 pub mod prometheus;
 
 /// True when running as root (effective uid 0).

@@ -1,0 +1,338 @@
+//! `smp-agent profile` end to end: on the mesh lab with every proxy kind, mTLS off and on,
+//! the written result set re-reads strictly and its numbers hang together; Ctrl-C still writes
+//! what was measured; bad input names the file, line and field and writes nothing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use smp_agent::report::{ResultSet, Strictness};
+use smp_tests::{
+    agent_bin,
+    browser::{chromium, dump_dom},
+    require_root,
+};
+
+const RATE: f64 = 200.0;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("smp-profile-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn profile(args: &[&str]) -> Output {
+    Command::new(agent_bin())
+        .arg("profile")
+        .args(args)
+        .output()
+        .expect("run smp-agent profile")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One lab profile; checks what every proxy kind must satisfy. Returns the set.
+fn lab_profile(name: &str, proxy: &str, mtls: bool) -> ResultSet {
+    let dir = scratch(name);
+    let mut args = vec![
+        "--lab",
+        "--lab-name",
+        name,
+        "--proxy",
+        proxy,
+        "--rate",
+        "200",
+        "--connections",
+        "8",
+        "--duration",
+        "3s",
+        "--warmup",
+        "500ms",
+        "--output-dir",
+    ];
+    let d = dir.display().to_string();
+    args.push(&d);
+    if mtls {
+        args.push("--mtls");
+    }
+    let out = profile(&args);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "profile {name} failed:\n{stdout}\n{}",
+        text(&out.stderr)
+    );
+    eprintln!("{stdout}");
+    let set = ResultSet::read_from_dir(&dir, Strictness::Strict).expect("strict re-read");
+    let d = set.details.as_ref().expect("details");
+
+    // The load happened as asked, and through the mesh.
+    let qps = set.result.actual_qps;
+    assert!((qps - RATE).abs() <= 0.05 * RATE, "actual_qps {qps}");
+    let lat = set.result.latencies_ms.as_ref().expect("latencies");
+    assert!(lat.p50 > 0.0 && lat.p50 < 1000.0, "p50 {} ms", lat.p50);
+    assert_eq!(d.end_to_end.meshed.errors, 0);
+    let baseline = d.end_to_end.baseline.as_ref().expect("baseline run");
+    assert_eq!(baseline.errors, 0);
+
+    // Two sidecars, each with CPU, memory and the requests the client sent.
+    let sc = set.mesh_config.sidecar.as_ref().expect("sidecar");
+    assert_eq!(sc.count, 2, "{sc:?}");
+    assert!(sc.cpu_mcores > 0 && sc.mem_mb > 0, "{sc:?}");
+    assert_eq!(set.mesh_config.mtls_enabled, mtls);
+    let sent = d.end_to_end.meshed.latency.count as f64;
+    assert_eq!(d.sidecars.len(), 2);
+    for s in &d.sidecars {
+        assert!(s.cpu_seconds > 0.0 && s.cpu_us_per_request > 0.0, "{s:?}");
+        assert!(s.mem_mb > 0.0 && s.mem_peak_mb >= s.mem_mb, "{s:?}");
+        let r = s.requests as f64;
+        assert!(
+            (r - sent).abs() <= 0.05 * sent,
+            "{}: {r} requests seen by the probes vs {sent} measured by the client",
+            s.proxy
+        );
+    }
+
+    // Four hops: both directions, both legs, each with the requests of the run.
+    assert_eq!(
+        d.hops.len(),
+        4,
+        "{:?}",
+        d.hops.iter().map(|h| h.key()).collect::<Vec<_>>()
+    );
+    let mut dirs: Vec<_> = d.hops.iter().map(|h| (h.direction, h.leg)).collect();
+    dirs.sort();
+    dirs.dedup();
+    assert_eq!(dirs.len(), 4, "{dirs:?}");
+    for h in &d.hops {
+        let n = h.latency.count as f64;
+        // With TLS the first exchange of each connection is not timed (handshake inside).
+        assert!(n >= 0.9 * sent, "{}: {n} of {sent}", h.key());
+        assert!(h.latency.percentiles.p50 > 0.0);
+    }
+    assert_eq!(d.losses.ringbuf_drops, 0);
+
+    // The hops are part of the overhead: they cannot add up to more than it (plus noise).
+    let c = d.consistency.as_ref().expect("consistency check");
+    let sum: f64 = d.hops.iter().map(|h| h.latency.percentiles.p50).sum();
+    assert!((c.sum_hop_p50_ms - sum).abs() < 1e-9);
+    assert!(c.sum_hop_p50_ms > 0.0);
+    assert!(
+        c.sum_hop_p50_ms <= 1.25 * c.overhead_p50_ms + 0.05,
+        "hops {} ms exceed the overhead {} ms",
+        c.sum_hop_p50_ms,
+        c.overhead_p50_ms
+    );
+    assert!(dir.join("report.html").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+    set
+}
+
+#[test]
+fn profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium() {
+    if !require_root("profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium") {
+        return;
+    }
+    lab_profile("pf-env", "envoy", false);
+    // The mTLS run keeps its directory for the browser check.
+    let dir = scratch("prof-envoy-mtls-report");
+    let out = profile(&[
+        "--lab",
+        "--lab-name",
+        "pf-envmr",
+        "--mtls",
+        "--rate",
+        "200",
+        "--duration",
+        "3s",
+        "--output-dir",
+        &dir.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let Some(chrome) = chromium("profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium")
+    else {
+        return;
+    };
+    let run = dump_dom(&chrome, &dir, "profile", &dir.join("report.html"));
+    assert!(run.console.is_empty(), "console: {:?}", run.console);
+    for id in ["latency-curve", "hop-breakdown", "sidecar-usage"] {
+        assert!(
+            run.stdout.contains(&format!("id=\"{id}\"")),
+            "{id} missing from the rendered page"
+        );
+    }
+    assert!(run.stdout.contains("<polyline"), "no plotted curves");
+    let _ = std::fs::remove_dir_all(&dir);
+    lab_profile("pf-envm", "envoy", true);
+}
+
+#[test]
+fn profile_lab_haproxy_plain_and_mtls() {
+    if require_root("profile_lab_haproxy_plain_and_mtls") {
+        lab_profile("pf-hap", "haproxy", false);
+        lab_profile("pf-hapm", "haproxy", true);
+    }
+}
+
+#[test]
+fn profile_lab_nginx_plain_and_mtls() {
+    if require_root("profile_lab_nginx_plain_and_mtls") {
+        lab_profile("pf-ngx", "nginx", false);
+        lab_profile("pf-ngxm", "nginx", true);
+    }
+}
+
+#[test]
+fn profile_lab_ground_truth_proxy_plain_and_mtls() {
+    if require_root("profile_lab_ground_truth_proxy_plain_and_mtls") {
+        lab_profile("pf-ours", "ours", false);
+        lab_profile("pf-oursm", "ours", true);
+    }
+}
+
+/// Ctrl-C (SIGINT) in the meshed run: the run stops, what was measured is written (marked
+/// interrupted), no baseline is run, the lab is taken down, exit status 130.
+#[test]
+fn ctrl_c_writes_what_was_measured() {
+    if !require_root("ctrl_c_writes_what_was_measured") {
+        return;
+    }
+    let dir = scratch("ctrlc");
+    let mut child = Command::new(agent_bin())
+        .args([
+            "profile",
+            "--lab",
+            "--lab-name",
+            "pf-ctrlc",
+            "--rate",
+            "200",
+            "--duration",
+            "60s",
+            "--warmup",
+            "0s",
+            "--output-dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn profile");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    for l in lines.by_ref() {
+        if l.expect("read").starts_with("meshed run") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{}", rest.join("\n"));
+    assert!(rest.iter().any(|l| l.contains("INTERRUPTED")), "{rest:?}");
+    let set = ResultSet::read_from_dir(&dir, Strictness::Strict).expect("partial result");
+    assert_eq!(
+        set.result
+            .labels
+            .get("smp-agent/interrupted")
+            .map(String::as_str),
+        Some("true")
+    );
+    let d = set.details.expect("details");
+    assert!(d.end_to_end.baseline.is_none(), "no baseline after Ctrl-C");
+    let n = d.end_to_end.meshed.latency.count;
+    assert!((300..=1000).contains(&n), "{n} requests in ~3 s at 200 rps");
+    assert_eq!(d.sidecars.len(), 2);
+    assert!(d.sidecars.iter().all(|s| s.requests > 0));
+    assert!(
+        !smp_agent::lab::Lab::list().contains(&"pf-ctrlc".to_string()),
+        "the lab was taken down"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Bad input: the error names the file, the line and the field; nothing is written.
+#[test]
+fn bad_input_names_file_line_and_field_and_writes_nothing() {
+    let dir = scratch("bad");
+    let out_dir = dir.join("results");
+    let od = out_dir.display().to_string();
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "wrong-type.yaml",
+            "test:\n  name: t\n  clients:\n    - rps: fast\n      endpoint_urls: [http://127.0.0.1:1/]\nmesh:\n  type: 3\n",
+            &["wrong-type.yaml:4", "rps"],
+        ),
+        (
+            "unknown-mesh.yaml",
+            "test:\n  clients:\n    - rps: 10\n      endpoint_urls: [http://127.0.0.1:1/]\nmesh:\n  type: 99\n",
+            &["unknown-mesh.yaml:6", "type", "99"],
+        ),
+        (
+            "bad-duration.yaml",
+            "test:\n  duration: abc\n  clients:\n    - rps: 10\n      endpoint_urls: [http://127.0.0.1:1/]\n",
+            &["bad-duration.yaml:2", "duration", "abc"],
+        ),
+    ];
+    for (name, body, wants) in cases {
+        let f = write(&dir, name, body);
+        let out = profile(&["--config", &f.display().to_string(), "--output-dir", &od]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        for w in wants {
+            assert!(err.contains(w), "{name}: {w:?} not in: {err}");
+        }
+        assert!(!out_dir.exists(), "{name}: something was written");
+    }
+    // No endpoint anywhere.
+    let f = write(
+        &dir,
+        "no-endpoint.yaml",
+        "test:\n  clients:\n    - rps: 10\n",
+    );
+    let out = profile(&["--config", &f.display().to_string(), "--output-dir", &od]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no-endpoint.yaml:3") && err.contains("endpoint_urls"),
+        "{err}"
+    );
+    // A bad flag value.
+    let out = profile(&[
+        "--url",
+        "http://127.0.0.1:1/",
+        "--duration",
+        "abc",
+        "--output-dir",
+        &od,
+    ]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--duration") && err.contains("abc"), "{err}");
+    let out = profile(&["--url", "http://127.0.0.1:1/", "--mesh", "nosuchmesh"]);
+    assert!(
+        text(&out.stderr).contains("--mesh"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!out_dir.exists(), "something was written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
