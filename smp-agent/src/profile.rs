@@ -268,8 +268,9 @@ fn run_summary(spec: &LoadSpec, r: &Results) -> Result<RunSummary, ProfileError>
     })
 }
 
-/// A name for each proxy that stays the same from run to run: `kind/direction` when that is
-/// unique (the usual two sidecars of a request path), else the full identity.
+/// A name for each proxy that stays the same from run to run: `envoy-client` (the outbound
+/// sidecar, in the client's pod) / `envoy-server` (the inbound one) when that is unique (the
+/// usual two sidecars of a request path), else the full identity.
 fn stable_names(windows: &[ProxyWindow], view: &TrackerView) -> BTreeMap<String, String> {
     let dominant = |w: &ProxyWindow| {
         let mut best: Option<(hops::Direction, u64)> = None;
@@ -278,11 +279,16 @@ fn stable_names(windows: &[ProxyWindow], view: &TrackerView) -> BTreeMap<String,
                 best = Some((d, h.len()));
             }
         }
-        best.map(|(d, _)| d.name())
+        best.map(|(d, _)| match d {
+            // The outbound sidecar sits in the client's pod, the inbound one in the server's.
+            hops::Direction::Outbound => "client",
+            hops::Direction::Inbound => "server",
+            hops::Direction::Gateway => "gateway",
+        })
     };
     let short: Vec<(String, Option<String>)> = windows
         .iter()
-        .map(|w| (w.id.clone(), dominant(w).map(|d| format!("{}/{d}", w.kind))))
+        .map(|w| (w.id.clone(), dominant(w).map(|d| format!("{}-{d}", w.kind))))
         .collect();
     short
         .iter()

@@ -132,12 +132,19 @@ fn lab_profile(name: &str, proxy: &str, mtls: bool) -> ResultSet {
     set
 }
 
+/// Writes `set` again into a scratch directory (for `compare`).
+fn rewrite(mut set: ResultSet, name: &str) -> PathBuf {
+    let dir = scratch(name);
+    set.write_to_dir(&dir).expect("write");
+    dir
+}
+
 #[test]
 fn profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium() {
     if !require_root("profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium") {
         return;
     }
-    lab_profile("pf-env", "envoy", false);
+    let plain = lab_profile("pf-env", "envoy", false);
     // The mTLS run keeps its directory for the browser check.
     let dir = scratch("prof-envoy-mtls-report");
     let out = profile(&[
@@ -167,7 +174,25 @@ fn profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium() {
     }
     assert!(run.stdout.contains("<polyline"), "no plotted curves");
     let _ = std::fs::remove_dir_all(&dir);
-    lab_profile("pf-envm", "envoy", true);
+    let plain = rewrite(plain, "cmp-a");
+    let mtls = rewrite(lab_profile("pf-envm", "envoy", true), "cmp-b");
+    // The two runs compare hop by hop under the same stable proxy names, and gate.
+    let gate = |rule: &str| {
+        Command::new(agent_bin())
+            .args(["compare"])
+            .arg(&plain)
+            .arg(&mtls)
+            .args(["--fail-if", rule])
+            .output()
+            .expect("compare")
+    };
+    let ok = gate("hop:envoy-client/outbound/request.p50>+100000%");
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
+    let fired = gate("hop:envoy-server/inbound/response.p50>-100%");
+    assert_eq!(fired.status.code(), Some(1), "{}", text(&fired.stdout));
+    for d in [plain, mtls] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 #[test]
