@@ -37,6 +37,13 @@ fn text(b: &[u8]) -> String {
 
 /// One lab profile; checks what every proxy kind must satisfy. Returns the set.
 fn lab_profile(name: &str, proxy: &str, mtls: bool) -> ResultSet {
+    let (set, dir) = lab_profile_in(name, proxy, mtls, &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+    set
+}
+
+/// [`lab_profile`] with extra flags, keeping the results directory (returned).
+fn lab_profile_in(name: &str, proxy: &str, mtls: bool, extra: &[&str]) -> (ResultSet, PathBuf) {
     let dir = scratch(name);
     let mut args = vec![
         "--lab",
@@ -59,6 +66,7 @@ fn lab_profile(name: &str, proxy: &str, mtls: bool) -> ResultSet {
     if mtls {
         args.push("--mtls");
     }
+    args.extend_from_slice(extra);
     let out = profile(&args);
     let stdout = text(&out.stdout);
     assert!(
@@ -128,8 +136,7 @@ fn lab_profile(name: &str, proxy: &str, mtls: bool) -> ResultSet {
         c.overhead_p50_ms
     );
     assert!(dir.join("report.html").is_file());
-    let _ = std::fs::remove_dir_all(&dir);
-    set
+    (set, dir)
 }
 
 /// Writes `set` again into a scratch directory (for `compare`).
@@ -140,28 +147,19 @@ fn rewrite(mut set: ResultSet, name: &str) -> PathBuf {
 }
 
 #[test]
-fn profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium() {
-    if !require_root("profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium") {
+fn profile_lab_envoy_one_and_two_workers_plain_and_mtls_with_the_report_in_chromium() {
+    if !require_root(
+        "profile_lab_envoy_one_and_two_workers_plain_and_mtls_with_the_report_in_chromium",
+    ) {
         return;
     }
     let plain = lab_profile("pf-env", "envoy", false);
-    // The mTLS run keeps its directory for the browser check.
-    let dir = scratch("prof-envoy-mtls-report");
-    let out = profile(&[
-        "--lab",
-        "--lab-name",
-        "pf-envmr",
-        "--mtls",
-        "--rate",
-        "200",
-        "--duration",
-        "3s",
-        "--output-dir",
-        &dir.display().to_string(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let Some(chrome) = chromium("profile_lab_envoy_plain_and_mtls_with_the_report_in_chromium")
-    else {
+    // Envoy with 2 workers and mTLS; its report goes to the browser.
+    let (two, dir) = lab_profile_in("pf-env2m", "envoy", true, &["--concurrency", "2"]);
+    assert_eq!(two.mesh_config.proxy_concurrency, 2);
+    let Some(chrome) = chromium(
+        "profile_lab_envoy_one_and_two_workers_plain_and_mtls_with_the_report_in_chromium",
+    ) else {
         return;
     };
     let run = dump_dom(&chrome, &dir, "profile", &dir.join("report.html"));
