@@ -50,6 +50,9 @@ pub struct Plan {
     pub mtls: bool,
     /// Worker threads of the sidecars, when known (SMP `proxy_concurrency`).
     pub proxy_concurrency: Option<i32>,
+    /// Report only proxies that had one of these pids (the lab's sidecars; other proxies of
+    /// the same kind on this machine are found by name but not ours).
+    pub only_pids: Option<Vec<u32>>,
 }
 
 /// Progress, for the command line to show.
@@ -166,7 +169,10 @@ pub async fn run(
     let end_view = tracker.view();
     let t1 = SystemTime::now();
     let (start_view, t0) = window_start.unwrap_or_else(|| (found.clone(), t1));
-    let windows = tracker::window(&start_view, &end_view);
+    let mut windows = tracker::window(&start_view, &end_view);
+    if let Some(pids) = &plan.only_pids {
+        windows.retain(|w| w.pids_seen.iter().any(|p| pids.contains(p)));
+    }
 
     let baseline = match (&plan.baseline, interrupted) {
         (Some(spec), false) => {
@@ -338,14 +344,19 @@ fn assemble(
     for w in windows {
         losses.unpaired += w.pairing.unpaired();
         losses.paired += w.pairing.paired;
-        for (direction, leg, h) in view.hops_of(&w.proxy) {
-            let direction = match direction {
+        for (hop_direction, hop_leg, h) in view.hops_of(&w.proxy) {
+            let wait = view
+                .wait_of(&w.proxy, hop_direction, hop_leg)
+                .map(Distribution::from_histogram_ns)
+                .transpose()
+                .map_err(|e| ProfileError::Histogram(e.to_string()))?;
+            let direction = match hop_direction {
                 hops::Direction::Outbound => details::Direction::Outbound,
                 hops::Direction::Inbound => details::Direction::Inbound,
                 // A proxy between two pod networks (a gateway) has no sidecar direction.
                 hops::Direction::Gateway => continue,
             };
-            let leg = match leg {
+            let leg = match hop_leg {
                 hops::Leg::Request => details::Leg::Request,
                 hops::Leg::Response => details::Leg::Response,
             };
@@ -362,6 +373,7 @@ fn assemble(
                 } else {
                     0
                 },
+                wait,
             });
         }
         let mut usage = SidecarUsage {

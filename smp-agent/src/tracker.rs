@@ -102,6 +102,8 @@ pub struct TrackerView {
     pub proxies: Vec<ProxyView>,
     /// Hop histograms (nanoseconds) per (proxy, direction, leg), cumulative.
     pub hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
+    /// How long messages waited in the proxy's socket before it read them (ns), same keys.
+    pub waits: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// Probe losses (ring buffer, map inserts, kernel reads).
     pub loss: LossCounters,
     /// Exchanges of processes discovery had not attributed (normally 0).
@@ -117,6 +119,15 @@ impl TrackerView {
     /// The proxy with this identity string.
     pub fn proxy(&self, id: &str) -> Option<&ProxyView> {
         self.proxies.iter().find(|p| p.id == id)
+    }
+
+    /// Wait histogram of one hop, if any arrival was seen.
+    pub fn wait_of(&self, proxy: &ProxyId, direction: Direction, leg: Leg) -> Option<&Histogram<u64>> {
+        self.waits.get(&ProxyHopKey {
+            proxy: proxy.clone(),
+            direction,
+            leg,
+        })
     }
 
     /// Hop histograms of one proxy, by (direction, leg).
@@ -154,6 +165,8 @@ pub struct Tracker {
     /// Hop histograms by (index into `proxy_ids`, direction, leg): no `ProxyId` clone or
     /// string comparison per exchange.
     hops: HashMap<(usize, Direction, Leg), Histogram<u64>>,
+    /// Time messages waited in the proxy's socket before it read them, same keys.
+    waits: HashMap<(usize, Direction, Leg), Histogram<u64>>,
     proxy_ids: Vec<ProxyId>,
     /// tgid → index into `proxy_ids` (every tgid ever attributed).
     tgid_proxy: HashMap<u32, usize>,
@@ -201,6 +214,7 @@ impl Tracker {
             tgid: HashMap::new(),
             seen: BTreeMap::new(),
             hops: HashMap::new(),
+            waits: HashMap::new(),
             proxy_ids: Vec::new(),
             tgid_proxy: HashMap::new(),
             memory: MemorySampler::new(),
@@ -294,14 +308,21 @@ impl Tracker {
             return;
         };
         let direction = hops::direction(x);
-        for (leg, ns) in [
-            (Leg::Request, x.request_hop_ns()),
-            (Leg::Response, x.response_hop_ns()),
+        for (leg, ns, wait) in [
+            (Leg::Request, x.request_hop_ns(), x.request_wait_ns()),
+            (Leg::Response, x.response_hop_ns(), x.response_wait_ns()),
         ] {
             self.hops
                 .entry((idx, direction, leg))
                 .or_insert_with(hops::new_histogram)
                 .saturating_record(ns.max(1));
+            // 0: the arrival was not seen (not TCP, or it arrived before tracking began).
+            if wait > 0 {
+                self.waits
+                    .entry((idx, direction, leg))
+                    .or_insert_with(hops::new_histogram)
+                    .saturating_record(wait);
+            }
         }
     }
 
@@ -371,7 +392,24 @@ impl Tracker {
     /// that starts now.
     pub fn reset_window(&mut self) {
         self.hops.clear();
+        self.waits.clear();
         self.memory = MemorySampler::new();
+    }
+
+    fn keyed(
+        &self,
+        m: &HashMap<(usize, Direction, Leg), Histogram<u64>>,
+    ) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
+        m.iter()
+            .map(|((idx, direction, leg), h)| {
+                let key = ProxyHopKey {
+                    proxy: self.proxy_ids[*idx].clone(),
+                    direction: *direction,
+                    leg: *leg,
+                };
+                (key, h.clone())
+            })
+            .collect()
     }
 
     /// The current figures.
@@ -407,18 +445,8 @@ impl Tracker {
         TrackerView {
             elapsed: self.started.elapsed(),
             proxies,
-            hops: self
-                .hops
-                .iter()
-                .map(|((idx, direction, leg), h)| {
-                    let key = ProxyHopKey {
-                        proxy: self.proxy_ids[*idx].clone(),
-                        direction: *direction,
-                        leg: *leg,
-                    };
-                    (key, h.clone())
-                })
-                .collect(),
+            hops: self.keyed(&self.hops),
+            waits: self.keyed(&self.waits),
             loss: self.loss.clone(),
             unattributed_exchanges: self.unattributed_exchanges,
             undecodable: self.events.undecodable,
@@ -531,6 +559,7 @@ mod tests {
                 memory: None,
             }],
             hops: BTreeMap::new(),
+            waits: BTreeMap::new(),
             loss: LossCounters::default(),
             unattributed_exchanges: 0,
             undecodable: 0,

@@ -17,6 +17,8 @@ pub const DIR_OUT: u8 = 2;
 pub const SOCK_TLS: u8 = 1;
 pub const SOCK_H2: u8 = 2;
 pub const SOCK_TUPLE: u8 = 4;
+/// The socket's `struct sock *` is registered in `SK_INO` (arrival times are recorded).
+pub const SOCK_SK: u8 = 8;
 
 /// A connection's endpoints as the proxy sees them (addresses in network byte order, ports in
 /// host order). IPv4 addresses sit in the first 4 bytes; `family` is AF_INET or AF_INET6.
@@ -38,6 +40,11 @@ const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
 pub struct SockState {
     /// Start of the current (or last) inbound message: exit of its first read.
     pub in_start: u64,
+    /// When the current inbound message's first bytes reached the socket (`tcp_probe`);
+    /// `in_start` when unknown. `in_start − in_arrival` is how long it waited for the proxy.
+    pub in_arrival: u64,
+    /// Data arrived for the next inbound message and was not read yet (0: none).
+    pub arrival: u64,
     /// Start of the current (or last) outbound message: entry of its first write.
     pub out_start: u64,
     /// Bytes of the current inbound / outbound message so far.
@@ -57,7 +64,7 @@ pub struct SockState {
     /// reads the client's encrypted Finished and writes session tickets, both look like data.
     pub handshake_skip: u8,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 88);
+const _: () = assert!(core::mem::size_of::<SockState>() == 104);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.
@@ -113,6 +120,10 @@ pub struct ExchangeRecord {
     /// Response hop: read on the upstream returned / write on the downstream entered.
     pub resp_in_ns: u64,
     pub resp_out_ns: u64,
+    /// When the request's first bytes reached the downstream socket, and the response's the
+    /// upstream socket (`tcp_probe`; equal to `req_in_ns` / `resp_in_ns` when unknown).
+    pub req_arrival_ns: u64,
+    pub resp_arrival_ns: u64,
     /// Request bytes read on the downstream; response bytes read on the upstream (so far).
     pub req_bytes: u64,
     pub resp_bytes: u64,
@@ -122,7 +133,7 @@ pub struct ExchangeRecord {
     pub flags: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 160);
+const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 176);
 
 /// Per-process pairing counters (`HOP_COUNTS`, per-CPU, key: tgid).
 #[repr(C)]

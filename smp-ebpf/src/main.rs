@@ -131,6 +131,13 @@ pub fn smp_enter_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// tcp_probe: when data reaches a proxy's socket, before the proxy reads it.
+#[tracepoint(category = "tcp", name = "tcp_probe")]
+pub fn smp_tcp_probe(ctx: TracePointContext) -> u32 {
+    let _ = probes::hop::on_tcp_probe(&ctx);
+    0
+}
+
 /// Optional-hook probe: loaded only by `smp-agent check` to learn whether kprobes work here.
 #[kprobe]
 pub fn smp_probe_kprobe(_ctx: ProbeContext) -> u32 {

@@ -49,6 +49,11 @@ pub static SOCK_STATS: LruPerCpuHashMap<SockKey, SockStats> =
 #[map]
 pub static SOCK_STATE: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
 
+/// `struct sock *` → socket inode of the sockets hop pairing follows, so that `tcp_probe`
+/// (softirq, no process context) can find their state.
+#[map]
+pub static SK_INO: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
+
 /// Responses read and not yet forwarded, per thread (key: tid).
 #[map]
 pub static THREAD_FWD: LruHashMap<u32, FwdQueue> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);

@@ -99,6 +99,7 @@ fn write_run(dir: &Path, center_ms: f64, hop_us: f64, qps: f64) {
         leg: Leg::Request,
         latency: hop,
         unpaired: 0,
+        wait: None,
     });
     let mut usage = SidecarUsage {
         proxy: "envoy-client".into(),

@@ -26,6 +26,10 @@ pub struct Exchange {
     pub req_out_ns: u64,
     pub resp_in_ns: u64,
     pub resp_out_ns: u64,
+    /// When the request / response reached the proxy's socket (before it read them); equal
+    /// to `req_in_ns` / `resp_in_ns` when unknown.
+    pub req_arrival_ns: u64,
+    pub resp_arrival_ns: u64,
     pub req_bytes: u64,
     pub resp_bytes: u64,
     pub downstream: Conn,
@@ -41,6 +45,17 @@ impl Exchange {
     /// Time the response spent inside the proxy.
     pub fn response_hop_ns(&self) -> u64 {
         self.resp_out_ns - self.resp_in_ns
+    }
+
+    /// Time the request waited in the proxy's socket before the proxy read it (wake-up and
+    /// event-loop delay): `t_in − arrival`. 0 when the arrival is unknown.
+    pub fn request_wait_ns(&self) -> u64 {
+        self.req_in_ns.saturating_sub(self.req_arrival_ns)
+    }
+
+    /// Time the response waited in the proxy's upstream socket before the proxy read it.
+    pub fn response_wait_ns(&self) -> u64 {
+        self.resp_in_ns.saturating_sub(self.resp_arrival_ns)
     }
 }
 

@@ -256,7 +256,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         sidecars,
         None,
     )?;
-    finish(&args, &plan, &out_dir, None).await
+    finish(&args, &plan, &out_dir).await
 }
 
 async fn profile_lab(
@@ -291,7 +291,8 @@ async fn profile_lab(
     )?;
     plan.mtls = info.mtls;
     plan.proxy_concurrency = args.concurrency.and_then(|c| i32::try_from(c).ok());
-    finish(args, &plan, out_dir, Some(&pids)).await
+    plan.only_pids = Some(pids);
+    finish(args, &plan, out_dir).await
 }
 
 fn plan(
@@ -320,15 +321,11 @@ fn plan(
         netns,
         mtls: args.mtls,
         proxy_concurrency: None,
+        only_pids: None,
     })
 }
 
-async fn finish(
-    args: &Args,
-    plan: &Plan,
-    out_dir: &Path,
-    only_pids: Option<&[u32]>,
-) -> anyhow::Result<ExitCode> {
+async fn finish(args: &Args, plan: &Plan, out_dir: &Path) -> anyhow::Result<ExitCode> {
     let text = args.output == OutputFormat::Text;
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -350,9 +347,6 @@ async fn finish(
         }
     })
     .await?;
-    if let Some(pids) = only_pids {
-        keep_only(&mut outcome, pids);
-    }
     let written = outcome
         .set
         .write_to_dir(out_dir)
@@ -390,25 +384,6 @@ async fn finish(
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Drops proxies that are not the lab's (another nginx on the host matched by name).
-fn keep_only(o: &mut Outcome, pids: &[u32]) {
-    let ours = |seen: &[u32]| seen.iter().any(|p| pids.contains(p));
-    let keep: Vec<Option<u32>> = o
-        .sidecars
-        .iter()
-        .filter(|w| ours(&w.pids_seen))
-        .map(|w| w.pid)
-        .collect();
-    o.sidecars.retain(|w| ours(&w.pids_seen));
-    if let Some(d) = o.set.details.as_mut() {
-        d.hops.retain(|h| keep.contains(&h.pid));
-        d.sidecars.retain(|s| keep.contains(&s.pid));
-        if let Some(sc) = o.set.mesh_config.sidecar.as_mut() {
-            sc.count = i32::try_from(d.sidecars.len()).unwrap_or(i32::MAX);
-        }
-    }
 }
 
 fn ms(v: f64) -> String {
@@ -449,11 +424,13 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
         row("overhead", ov);
     }
     if !d.hops.is_empty() {
-        println!("per-hop latency (time inside the proxy)   p50        p99      count");
+        println!(
+            "per-hop latency (time inside the proxy)   p50        p99      count   wait p50"
+        );
         for h in &d.hops {
             let p = &h.latency.percentiles;
             println!(
-                "  {:<24} {:<9} {:>10} {:>10} {:>8}",
+                "  {:<24} {:<9} {:>10} {:>10} {:>8} {:>10}",
                 h.proxy,
                 match h.leg {
                     crate::report::details::Leg::Request => "request",
@@ -461,7 +438,10 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
                 },
                 ms(p.p50),
                 ms(p.p99),
-                h.latency.count
+                h.latency.count,
+                h.wait
+                    .as_ref()
+                    .map_or("-".into(), |w| ms(w.percentiles.p50))
             );
         }
     }
@@ -472,12 +452,15 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
         );
     }
     if let Some(c) = &d.consistency {
+        let explained = c.sum_hop_p50_ms + c.sum_wait_p50_ms;
         println!(
-            "self-consistency: sum of hop p50s {} vs overhead p50 {} ({:.0}% explained; {:?})",
+            "self-consistency: hop p50s {} + wait p50s {} = {} vs overhead p50 {} ({:.0}% explained; {:?})",
             ms(c.sum_hop_p50_ms),
+            ms(c.sum_wait_p50_ms),
+            ms(explained),
             ms(c.overhead_p50_ms),
             if c.overhead_p50_ms > 0.0 {
-                100.0 * c.sum_hop_p50_ms / c.overhead_p50_ms
+                100.0 * explained / c.overhead_p50_ms
             } else {
                 f64::NAN
             },

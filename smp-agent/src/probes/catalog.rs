@@ -124,6 +124,14 @@ pub fn hooks() -> Vec<Hook> {
         });
     }
     out.push(Hook {
+        program: "smp_tcp_probe",
+        kind: HookKind::Tracepoint,
+        target: "tcp/tcp_probe".into(),
+        required: true,
+        feeds: "when data reaches a proxy's socket (how long it waits before the proxy reads it)",
+        variant: "classic tracepoint: fires per received segment; offsets from its format file",
+    });
+    out.push(Hook {
         program: "smp_probe_kprobe",
         kind: HookKind::Kprobe,
         target: OPTIONAL_PROBE_FUNCTION.into(),
@@ -151,7 +159,7 @@ mod tests {
         let hooks = hooks();
         let names: std::collections::BTreeSet<_> = hooks.iter().map(|h| h.program).collect();
         assert_eq!(names.len(), hooks.len(), "program names are unique");
-        assert_eq!(hooks.iter().filter(|h| h.required).count(), 4 + 16 + 3);
+        assert_eq!(hooks.iter().filter(|h| h.required).count(), 4 + 16 + 3 + 1);
         assert!(hooks.iter().all(|h| h.program.len() <= 16 + 4));
     }
 }

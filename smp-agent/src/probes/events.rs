@@ -106,6 +106,8 @@ pub fn decode(bytes: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 req_out_ns: r.req_out_ns,
                 resp_in_ns: r.resp_in_ns,
                 resp_out_ns: r.resp_out_ns,
+                req_arrival_ns: r.req_arrival_ns,
+                resp_arrival_ns: r.resp_arrival_ns,
                 req_bytes: r.req_bytes,
                 resp_bytes: r.resp_bytes,
                 downstream: conn(&r.downstream, r.flags as u8),

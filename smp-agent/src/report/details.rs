@@ -351,6 +351,12 @@ pub struct Hop {
     /// Messages seen entering but never paired with an exit (or vice versa).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unpaired: u64,
+    /// How long the message waited in the proxy's socket before the proxy read it: from the
+    /// arrival of its first bytes (`tcp_probe`) to `t_in`. Outside the hop by its definition,
+    /// but part of what the proxy adds (wake-up and event-loop delay). Absent when no arrival
+    /// was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Distribution>,
 }
 
 impl Hop {
@@ -445,9 +451,13 @@ pub struct Losses {
 pub struct ConsistencyCheck {
     /// Σ over the hops of their p50, ms.
     pub sum_hop_p50_ms: f64,
+    /// Σ over the hops of their wait p50 (time in the proxy's socket before it read the
+    /// message), ms; 0 when not measured.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub sum_wait_p50_ms: f64,
     /// meshed p50 − baseline p50, ms.
     pub overhead_p50_ms: f64,
-    /// `sum_hop_p50_ms − overhead_p50_ms`, ms.
+    /// `sum_hop_p50_ms + sum_wait_p50_ms − overhead_p50_ms`, ms.
     pub difference_ms: f64,
     /// Allowed |difference|, ms.
     pub tolerance_ms: f64,
@@ -469,10 +479,16 @@ impl ConsistencyCheck {
     /// Computes the check: tolerance is `max(abs_ms, rel × |overhead|)`.
     pub fn compute(hops: &[Hop], overhead_p50_ms: f64, abs_ms: f64, rel: f64) -> Self {
         let sum: f64 = hops.iter().map(|h| h.latency.percentiles.p50).sum();
-        let difference = sum - overhead_p50_ms;
+        let waits: f64 = hops
+            .iter()
+            .filter_map(|h| h.wait.as_ref())
+            .map(|w| w.percentiles.p50)
+            .sum();
+        let difference = sum + waits - overhead_p50_ms;
         let tolerance = abs_ms.max(rel * overhead_p50_ms.abs());
         Self {
             sum_hop_p50_ms: sum,
+            sum_wait_p50_ms: waits,
             overhead_p50_ms,
             difference_ms: difference,
             tolerance_ms: tolerance,
@@ -639,6 +655,7 @@ pub(crate) mod tests {
                 histogram: None,
             },
             unpaired: 0,
+            wait: None,
         };
         let hops = [hop(0.1), hop(0.1), hop(0.05), hop(0.05)];
         let c = ConsistencyCheck::compute(&hops, 0.32, 0.05, 0.2);

@@ -493,8 +493,8 @@ fn cards(page: &mut String, set: &ResultSet, meshed: &Side, baseline: Option<&Si
             "self-consistency",
             verdict_name(c.verdict),
             &format!(
-                "Σ hop p50 {} vs overhead {}",
-                ms(c.sum_hop_p50_ms),
+                "Σ hop + wait p50 {} vs overhead {}",
+                ms(c.sum_hop_p50_ms + c.sum_wait_p50_ms),
                 ms(c.overhead_p50_ms)
             ),
         );
@@ -1197,15 +1197,18 @@ fn consistency(page: &mut String, d: &Details) {
     let v = verdict_name(c.verdict);
     let _ = writeln!(
         page,
-        "<p>Do the per-hop medians explain the measured end-to-end overhead? \
-         <span class=\"verdict {v}\">{v}</span></p>\n\
+        "<p>Do the per-hop medians (time inside each proxy, plus the time each message waited \
+         in the proxy's socket before the proxy read it) explain the measured end-to-end \
+         overhead? <span class=\"verdict {v}\">{v}</span></p>\n\
          <table id=\"consistency-table\" class=\"kv\">\n<tbody>\n\
          <tr><th>Σ hop p50</th><td class=\"num\">{}</td></tr>\n\
+         <tr><th>Σ wait p50</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>overhead p50 (meshed − baseline)</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>difference</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>tolerance</th><td class=\"num\">± {}</td></tr>\n\
          </tbody>\n</table>",
         ms(c.sum_hop_p50_ms),
+        ms(c.sum_wait_p50_ms),
         ms(c.overhead_p50_ms),
         signed_ms(c.difference_ms),
         ms(c.tolerance_ms),
@@ -1367,6 +1370,7 @@ pub(crate) mod tests {
             ))
             .unwrap(),
             unpaired: 3,
+            wait: None,
         };
         d.hops = vec![
             hop("envoy-client", Direction::Outbound, Leg::Request, 250_000),

@@ -19,7 +19,7 @@ use smp_common::{
     event::{EventHeader, EventKind},
     hop::{
         ExchangeRecord, FwdSlot, HopCounts, SockState, DIR_IN, DIR_NONE, DIR_OUT, FWD_SLOTS,
-        ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_TLS, SOCK_TUPLE,
+        ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS, SOCK_TUPLE,
     },
     sock::{PendingSyscall, SyscallKind},
     ABI_VERSION,
@@ -27,7 +27,10 @@ use smp_common::{
 
 use crate::{
     kernel::{current_socket, read_user, sock_tuple},
-    maps::{count, EVENTS, HOP_COUNTS, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ, ZERO_FWD},
+    maps::{
+        count, offsets, EVENTS, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
+        ZERO_FWD,
+    },
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -170,6 +173,18 @@ pub fn on_data(
             s.flags |= SOCK_TUPLE;
         }
     }
+    if s.flags & SOCK_SK == 0 && p.sk != 0 {
+        if SK_INO.insert(&p.sk, &p.ino, 0).is_err() {
+            count(Counter::MapInsertFailed);
+        }
+        s.flags |= SOCK_SK;
+    }
+    // Data that reached the socket before this read (set by `on_tcp_probe`) is consumed now.
+    let arrived = if ingress {
+        core::mem::take(&mut s.arrival)
+    } else {
+        0
+    };
     let class = first_bytes(p, kind, o)
         .map(|b| classify(&b, len))
         .unwrap_or(Class::Other);
@@ -223,6 +238,11 @@ pub fn on_data(
     if ingress {
         // t_in: the read of the message's first bytes returned.
         s.in_start = now;
+        s.in_arrival = if arrived != 0 && arrived <= now {
+            arrived
+        } else {
+            now
+        };
         s.in_bytes = len;
         s.last_dir = DIR_IN;
         if s.flags & SOCK_H2 == 0 {
@@ -379,6 +399,8 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
                 req_out_ns: req_out,
                 resp_in_ns: resp_in,
                 resp_out_ns: t_out,
+                req_arrival_ns: d.in_arrival.min(req_in),
+                resp_arrival_ns: u.in_arrival.min(resp_in),
                 req_bytes: d.in_bytes,
                 resp_bytes: u.in_bytes,
                 downstream: d.tuple,
@@ -391,4 +413,38 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         }
         None => count(Counter::RingbufDropped),
     }
+}
+
+/// match-proto:v5.10:include/trace/events/tcp.h:TP_PROTO(struct sock *sk, struct sk_buff *skb)
+///
+/// `tcp/tcp_probe` fires as a segment is processed for an established socket (softirq, or
+/// when the socket's owner releases it). For a socket hop pairing follows, the first data
+/// segment after the socket's last write marks when the next inbound message arrived: the
+/// proxy reads it later (`in_start`), the difference is how long it waited for the proxy.
+#[inline(always)]
+pub fn on_tcp_probe(ctx: &aya_ebpf::programs::TracePointContext) -> Result<(), i32> {
+    let o = offsets();
+    if o.valid == 0 || o.tcp_probe_skaddr == 0 {
+        return Ok(());
+    }
+    // SAFETY: offsets from this tracepoint's format file.
+    let data_len: u16 = unsafe { ctx.read_at(o.tcp_probe_data_len as usize) }.map_err(|_| 0)?;
+    if data_len == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let sk: u64 = unsafe { ctx.read_at(o.tcp_probe_skaddr as usize) }.map_err(|_| 0)?;
+    // SAFETY: plain copy out of the map value.
+    let Some(ino) = (unsafe { SK_INO.get(&sk) }).copied() else {
+        return Ok(());
+    };
+    let Some(sp) = SOCK_STATE.get_ptr_mut(&ino) else {
+        return Ok(());
+    };
+    // SAFETY: map value; a racing read only makes this arrival be taken or not.
+    let s = unsafe { &mut *sp };
+    if s.last_dir != DIR_IN && s.arrival == 0 {
+        s.arrival = unsafe { bpf_ktime_get_ns() };
+    }
+    Ok(())
 }

@@ -80,6 +80,10 @@ pub struct HopView {
     pub leg: &'static str,
     #[serde(flatten)]
     pub latency: HopPercentiles,
+    /// How long messages waited in the proxy's socket before it read them (wake-up and
+    /// event-loop delay, outside the hop); absent when no arrival was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<HopPercentiles>,
 }
 
 /// Bytes with a binary unit, e.g. `1.5 MiB`.
@@ -103,13 +107,13 @@ pub(crate) fn print_hops(hops: &[HopView], pairing: Option<&PairingCounts>) {
         return;
     }
     println!(
-        "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "HOP", "LEG", "COUNT", "p50", "p90", "p99", "p99.9", "max"
+        "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "HOP", "LEG", "COUNT", "p50", "p90", "p99", "p99.9", "max", "WAIT p50"
     );
     for h in hops {
         let l = &h.latency;
         println!(
-            "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             h.direction,
             h.leg,
             l.count,
@@ -117,7 +121,8 @@ pub(crate) fn print_hops(hops: &[HopView], pairing: Option<&PairingCounts>) {
             us_text(l.p90_us),
             us_text(l.p99_us),
             us_text(l.p999_us),
-            us_text(l.max_us)
+            us_text(l.max_us),
+            h.wait.map_or("-".into(), |w| us_text(w.p50_us))
         );
     }
     if let Some(p) = pairing {

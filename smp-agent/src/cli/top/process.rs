@@ -100,6 +100,7 @@ fn hop_views(hops: &HopAggregator, group: &[u32]) -> Vec<HopView> {
             direction: direction.name(),
             leg: leg.name(),
             latency: p,
+            wait: None,
         })
         .collect()
 }

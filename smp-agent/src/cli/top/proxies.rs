@@ -137,6 +137,7 @@ fn hop_views(view: &TrackerView, w: &ProxyWindow) -> Vec<HopView> {
             direction: direction.name(),
             leg: leg.name(),
             latency: percentiles(h),
+            wait: view.wait_of(&w.proxy, direction, leg).map(percentiles),
         })
         .collect()
 }
