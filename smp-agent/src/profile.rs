@@ -345,11 +345,13 @@ fn assemble(
         losses.unpaired += w.pairing.unpaired();
         losses.paired += w.pairing.paired;
         for (hop_direction, hop_leg, h) in view.hops_of(&w.proxy) {
-            let wait = view
-                .wait_of(&w.proxy, hop_direction, hop_leg)
-                .map(Distribution::from_histogram_ns)
-                .transpose()
-                .map_err(|e| ProfileError::Histogram(e.to_string()))?;
+            let dist = |h: Option<&Histogram<u64>>| {
+                h.map(Distribution::from_histogram_ns)
+                    .transpose()
+                    .map_err(|e| ProfileError::Histogram(e.to_string()))
+            };
+            let wait = dist(view.wait_of(&w.proxy, hop_direction, hop_leg))?;
+            let send = dist(view.send_of(&w.proxy, hop_direction, hop_leg))?;
             let direction = match hop_direction {
                 hops::Direction::Outbound => details::Direction::Outbound,
                 hops::Direction::Inbound => details::Direction::Inbound,
@@ -374,6 +376,7 @@ fn assemble(
                     0
                 },
                 wait,
+                send,
             });
         }
         let mut usage = SidecarUsage {

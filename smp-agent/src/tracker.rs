@@ -32,6 +32,10 @@ use crate::{
     },
 };
 
+/// Responses waiting for their `SendDone` at most (a bound, never reached in practice: the
+/// event follows its exchange within microseconds).
+const MAX_PENDING_SENDS: usize = 65_536;
+
 /// Longest time a kernel event waits in the ring buffer before the tracker reads it.
 pub const EVENT_BATCH_PERIOD: Duration = Duration::from_millis(10);
 
@@ -104,6 +108,8 @@ pub struct TrackerView {
     pub hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// How long messages waited in the proxy's socket before it read them (ns), same keys.
     pub waits: BTreeMap<ProxyHopKey, Histogram<u64>>,
+    /// Time inside the write that forwarded them (ns), same keys.
+    pub sends: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// Probe losses (ring buffer, map inserts, kernel reads).
     pub loss: LossCounters,
     /// Exchanges of processes discovery had not attributed (normally 0).
@@ -122,8 +128,27 @@ impl TrackerView {
     }
 
     /// Wait histogram of one hop, if any arrival was seen.
-    pub fn wait_of(&self, proxy: &ProxyId, direction: Direction, leg: Leg) -> Option<&Histogram<u64>> {
+    pub fn wait_of(
+        &self,
+        proxy: &ProxyId,
+        direction: Direction,
+        leg: Leg,
+    ) -> Option<&Histogram<u64>> {
         self.waits.get(&ProxyHopKey {
+            proxy: proxy.clone(),
+            direction,
+            leg,
+        })
+    }
+
+    /// Send histogram of one hop (time inside the forwarding write), if measured.
+    pub fn send_of(
+        &self,
+        proxy: &ProxyId,
+        direction: Direction,
+        leg: Leg,
+    ) -> Option<&Histogram<u64>> {
+        self.sends.get(&ProxyHopKey {
             proxy: proxy.clone(),
             direction,
             leg,
@@ -167,6 +192,10 @@ pub struct Tracker {
     hops: HashMap<(usize, Direction, Leg), Histogram<u64>>,
     /// Time messages waited in the proxy's socket before it read them, same keys.
     waits: HashMap<(usize, Direction, Leg), Histogram<u64>>,
+    /// Time inside the write that forwarded them, same keys.
+    sends: HashMap<(usize, Direction, Leg), Histogram<u64>>,
+    /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop.
+    pending_sends: HashMap<(u32, u64), (usize, Direction)>,
     proxy_ids: Vec<ProxyId>,
     /// tgid → index into `proxy_ids` (every tgid ever attributed).
     tgid_proxy: HashMap<u32, usize>,
@@ -215,6 +244,8 @@ impl Tracker {
             seen: BTreeMap::new(),
             hops: HashMap::new(),
             waits: HashMap::new(),
+            sends: HashMap::new(),
+            pending_sends: HashMap::new(),
             proxy_ids: Vec::new(),
             tgid_proxy: HashMap::new(),
             memory: MemorySampler::new(),
@@ -287,6 +318,20 @@ impl Tracker {
                 self.record(&x);
                 return;
             }
+            ProbeEvent::SendDone {
+                tid,
+                out_ns,
+                sent_ns,
+                ..
+            } => {
+                if let Some((idx, direction)) = self.pending_sends.remove(&(tid, out_ns)) {
+                    self.sends
+                        .entry((idx, direction, Leg::Response))
+                        .or_insert_with(hops::new_histogram)
+                        .saturating_record(sent_ns.saturating_sub(out_ns).max(1));
+                }
+                return;
+            }
             ProbeEvent::ProcessExit { tgid, .. } => ProcEvent::Exit { pid: tgid },
             ProbeEvent::ProcessExec { tgid, .. } => ProcEvent::Exec { pid: tgid },
             ProbeEvent::ProcessFork {
@@ -324,6 +369,19 @@ impl Tracker {
                     .saturating_record(wait);
             }
         }
+        let send = x.request_send_ns();
+        if send > 0 {
+            self.sends
+                .entry((idx, direction, Leg::Request))
+                .or_insert_with(hops::new_histogram)
+                .saturating_record(send);
+        }
+        // The response's forwarding write returns after this record was emitted.
+        if self.pending_sends.len() >= MAX_PENDING_SENDS {
+            self.pending_sends.clear();
+        }
+        self.pending_sends
+            .insert((x.tid, x.resp_out_ns), (idx, direction));
     }
 
     /// Applies discovery's decisions to the probes' target set.
@@ -393,6 +451,7 @@ impl Tracker {
     pub fn reset_window(&mut self) {
         self.hops.clear();
         self.waits.clear();
+        self.sends.clear();
         self.memory = MemorySampler::new();
     }
 
@@ -447,6 +506,7 @@ impl Tracker {
             proxies,
             hops: self.keyed(&self.hops),
             waits: self.keyed(&self.waits),
+            sends: self.keyed(&self.sends),
             loss: self.loss.clone(),
             unattributed_exchanges: self.unattributed_exchanges,
             undecodable: self.events.undecodable,
@@ -560,6 +620,7 @@ mod tests {
             }],
             hops: BTreeMap::new(),
             waits: BTreeMap::new(),
+            sends: BTreeMap::new(),
             loss: LossCounters::default(),
             unattributed_exchanges: 0,
             undecodable: 0,

@@ -29,6 +29,8 @@ pub enum EventKind {
     ProcessFork = 3,
     /// A paired exchange through a proxy ([`crate::hop::ExchangeRecord`]).
     Exchange = 20,
+    /// The write forwarding an exchange's response returned ([`crate::hop::SendDone`]).
+    SendDone = 21,
 }
 
 impl EventKind {
@@ -38,6 +40,7 @@ impl EventKind {
             2 => Some(EventKind::ProcessExec),
             3 => Some(EventKind::ProcessFork),
             20 => Some(EventKind::Exchange),
+            21 => Some(EventKind::SendDone),
             _ => None,
         }
     }

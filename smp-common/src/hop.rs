@@ -45,6 +45,8 @@ pub struct SockState {
     pub in_arrival: u64,
     /// Data arrived for the next inbound message and was not read yet (0: none).
     pub arrival: u64,
+    /// Exit of the write that started the current outbound message (0: not yet returned).
+    pub out_sent: u64,
     /// Start of the current (or last) outbound message: entry of its first write.
     pub out_start: u64,
     /// Bytes of the current inbound / outbound message so far.
@@ -64,7 +66,7 @@ pub struct SockState {
     /// reads the client's encrypted Finished and writes session tickets, both look like data.
     pub handshake_skip: u8,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 104);
+const _: () = assert!(core::mem::size_of::<SockState>() == 112);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.
@@ -124,6 +126,10 @@ pub struct ExchangeRecord {
     /// upstream socket (`tcp_probe`; equal to `req_in_ns` / `resp_in_ns` when unknown).
     pub req_arrival_ns: u64,
     pub resp_arrival_ns: u64,
+    /// Exit of the write that forwarded the request's first bytes upstream (0: unknown). The
+    /// response's is sent apart ([`SendDone`]): that write is still running when this record
+    /// is emitted.
+    pub req_sent_ns: u64,
     /// Request bytes read on the downstream; response bytes read on the upstream (so far).
     pub req_bytes: u64,
     pub resp_bytes: u64,
@@ -133,7 +139,22 @@ pub struct ExchangeRecord {
     pub flags: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 176);
+const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 184);
+
+/// The write that forwarded an exchange's response returned (`EventKind::SendDone`): joins
+/// the [`ExchangeRecord`] of thread `tid` whose `resp_out_ns` equals `out_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendDone {
+    pub header: crate::event::EventHeader,
+    pub tgid: u32,
+    pub tid: u32,
+    /// Entry of the write (the exchange's `resp_out_ns`).
+    pub out_ns: u64,
+    /// Its exit.
+    pub sent_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<SendDone>() == 40);
 
 /// Per-process pairing counters (`HOP_COUNTS`, per-CPU, key: tgid).
 #[repr(C)]
@@ -170,6 +191,7 @@ pub const MAX_THREAD_FWD: u32 = 16384;
 
 #[cfg(feature = "user")]
 crate::user_pod!(
+    SendDone,
     Tuple,
     SockState,
     FwdSlot,

@@ -54,6 +54,11 @@ pub static SOCK_STATE: LruHashMap<u64, SockState> = LruHashMap::with_max_entries
 #[map]
 pub static SK_INO: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
 
+/// The `resp_out_ns` of the exchange each thread emitted last (key: tid): its write's exit
+/// sends a `SendDone`.
+#[map]
+pub static THREAD_XCHG_OUT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
+
 /// Responses read and not yet forwarded, per thread (key: tid).
 #[map]
 pub static THREAD_FWD: LruHashMap<u32, FwdQueue> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);

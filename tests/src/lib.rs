@@ -198,6 +198,16 @@ pub fn socket_inode(pid: u32, fd: i32) -> u64 {
 
 /// Ids of the loaded eBPF programs whose name starts with `smp_` (ours), from the kernel's
 /// list of every loaded program.
+/// The highest id of any loaded eBPF program (ids only grow): programs loaded later have
+/// higher ids, which tells the agent under test's from those of an agent already running.
+pub fn max_program_id() -> u32 {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn loaded_smp_programs() -> Vec<u32> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)

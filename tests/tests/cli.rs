@@ -5,7 +5,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use smp_tests::{agent_bin, loaded_smp_programs, proc_cpu_ns, require_root, Workload};
+use smp_tests::{
+    agent_bin, loaded_smp_programs, max_program_id, proc_cpu_ns, require_root, Workload,
+};
 
 fn agent(args: &[&str]) -> Output {
     Command::new(agent_bin())
@@ -18,12 +20,21 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Asserts no program of ours is left loaded (they die with the agent process).
-fn assert_nothing_left(context: &str) {
+/// smp_ programs loaded after `before` (a [`max_program_id`] taken before the agent started):
+/// the agent under test's, not those of another agent running on the machine.
+fn ours(before: u32) -> Vec<u32> {
+    loaded_smp_programs()
+        .into_iter()
+        .filter(|id| *id > before)
+        .collect()
+}
+
+/// Asserts no program loaded since `before` is left (they die with the agent process).
+fn assert_nothing_left(context: &str, before: u32) {
     // Program release is asynchronous in the kernel (RCU): give it a moment.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let left = loaded_smp_programs();
+        let left = ours(before);
         if left.is_empty() {
             return;
         }
@@ -40,6 +51,7 @@ fn check_attaches_every_required_hook() {
     if !require_root("check_attaches_every_required_hook") {
         return;
     }
+    let before = max_program_id();
     let out = agent(&["check", "--output", "json"]);
     assert!(
         out.status.success(),
@@ -52,7 +64,13 @@ fn check_attaches_every_required_hook() {
     assert_eq!(doc["ring_buffer"], true);
     let hooks = doc["hooks"].as_array().expect("hooks");
     let required: Vec<_> = hooks.iter().filter(|h| h["required"] == true).collect();
-    assert_eq!(required.len(), 23);
+    // The catalog is the one table of hooks; `check` must attach every required one.
+    let catalog = smp_agent::probes::catalog::hooks()
+        .iter()
+        .filter(|h| h.required)
+        .count();
+    assert_eq!(required.len(), catalog);
+    assert!(catalog >= 24, "{catalog} required hooks");
     for h in &required {
         assert_eq!(h["status"], "attached", "{h}");
         assert!(h["variant"].as_str().is_some_and(|v| !v.is_empty()));
@@ -63,7 +81,7 @@ fn check_attaches_every_required_hook() {
     let table = agent(&["check"]);
     assert!(table.status.success());
     assert!(text(&table.stdout).contains("OK: every required hook attached"));
-    assert_nothing_left("after check");
+    assert_nothing_left("after check", before);
 }
 
 #[test]
@@ -88,6 +106,7 @@ fn top_reports_cpu_of_a_busy_process_as_json() {
     if !require_root("top_reports_cpu_of_a_busy_process_as_json") {
         return;
     }
+    let before = max_program_id();
     let (mut w, _) = Workload::spawn(env!("CARGO_BIN_EXE_burner"), &["1", "60000"]);
     let pid = w.pid();
     w.go();
@@ -120,7 +139,7 @@ fn top_reports_cpu_of_a_busy_process_as_json() {
     assert!(doc["cpu_seconds_per_interval"]
         .as_array()
         .is_some_and(|a| !a.is_empty()));
-    assert_nothing_left("after top");
+    assert_nothing_left("after top", before);
 }
 
 #[test]
@@ -140,6 +159,7 @@ fn top_of_a_process_that_exits_reports_what_it_measured() {
     if !require_root("top_of_a_process_that_exits_reports_what_it_measured") {
         return;
     }
+    let before = max_program_id();
     let mut victim = Command::new("sleep")
         .arg("600")
         .stdout(Stdio::null())
@@ -162,8 +182,12 @@ fn top_of_a_process_that_exits_reports_what_it_measured() {
         .unwrap();
     // Kill the victim once the probes are loaded (loading takes seconds, minutes under TCG).
     let deadline = Instant::now() + Duration::from_secs(240);
-    // 23 required programs (the `check` test pins the number); they load one by one.
-    while loaded_smp_programs().len() < 23 {
+    // Every required program of the catalog; they load one by one.
+    let required = smp_agent::probes::catalog::hooks()
+        .iter()
+        .filter(|h| h.required)
+        .count();
+    while ours(before).len() < required {
         assert!(Instant::now() < deadline, "top never loaded its probes");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -181,7 +205,7 @@ fn top_of_a_process_that_exits_reports_what_it_measured() {
     assert!(err.contains(&format!("pid {pid} (sleep) exited")), "{err}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json still printed");
     assert_eq!(doc["exited"], true);
-    assert_nothing_left("after top of an exiting process");
+    assert_nothing_left("after top of an exiting process", before);
 }
 
 #[test]
@@ -205,6 +229,7 @@ fn killed_agent_leaves_nothing_attached() {
     if !require_root("killed_agent_leaves_nothing_attached") {
         return;
     }
+    let before = max_program_id();
     let mut child = Command::new(agent_bin())
         .args(["top", "--pid", &std::process::id().to_string()])
         .stdout(Stdio::piped())
@@ -220,10 +245,10 @@ fn killed_agent_leaves_nothing_attached() {
     .unwrap();
     assert!(first.starts_with("watching pid"), "{first}");
     assert!(
-        !loaded_smp_programs().is_empty(),
+        !ours(before).is_empty(),
         "programs are loaded while top runs"
     );
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     let _ = child.wait();
-    assert_nothing_left("after SIGKILL");
+    assert_nothing_left("after SIGKILL", before);
 }

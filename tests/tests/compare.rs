@@ -100,6 +100,7 @@ fn write_run(dir: &Path, center_ms: f64, hop_us: f64, qps: f64) {
         latency: hop,
         unpaired: 0,
         wait: None,
+        send: None,
     });
     let mut usage = SidecarUsage {
         proxy: "envoy-client".into(),

@@ -124,15 +124,38 @@ fn lab_profile_in(name: &str, proxy: &str, mtls: bool, extra: &[&str]) -> (Resul
     }
     assert_eq!(d.losses.ringbuf_drops, 0);
 
-    // The hops are part of the overhead: they cannot add up to more than it (plus noise).
+    // Every hop has its wait (arrival → read) and send (forwarding write) measured.
+    for h in &d.hops {
+        let (w, s) = (h.wait.as_ref(), h.send.as_ref());
+        assert!(
+            w.is_some_and(|w| w.count as f64 >= 0.9 * h.latency.count as f64),
+            "{}: wait {w:?}",
+            h.key()
+        );
+        assert!(
+            s.is_some_and(|s| s.count as f64 >= 0.9 * h.latency.count as f64),
+            "{}: send {s:?}",
+            h.key()
+        );
+    }
+    // Self-consistency (DESIGN.md §2): what the proxies add per request (wait + hop + send of
+    // the four hops) explains the meshed − baseline median. On a quiet machine 97–118 %
+    // (docs/hops.md); the band here leaves room for a busy CI machine.
     let c = d.consistency.as_ref().expect("consistency check");
     let sum: f64 = d.hops.iter().map(|h| h.latency.percentiles.p50).sum();
     assert!((c.sum_hop_p50_ms - sum).abs() < 1e-9);
-    assert!(c.sum_hop_p50_ms > 0.0);
-    assert!(
-        c.sum_hop_p50_ms <= 1.25 * c.overhead_p50_ms + 0.05,
-        "hops {} ms exceed the overhead {} ms",
+    let explained = c.sum_hop_p50_ms + c.sum_wait_p50_ms + c.sum_send_p50_ms;
+    eprintln!(
+        "{name}: hops {:.3} + waits {:.3} + sends {:.3} = {explained:.3} ms vs overhead {:.3} ms ({:.0}%)",
         c.sum_hop_p50_ms,
+        c.sum_wait_p50_ms,
+        c.sum_send_p50_ms,
+        c.overhead_p50_ms,
+        100.0 * explained / c.overhead_p50_ms
+    );
+    assert!(
+        explained >= 0.6 * c.overhead_p50_ms - 0.05 && explained <= 1.5 * c.overhead_p50_ms + 0.05,
+        "{name}: {explained:.3} ms explained of an overhead of {:.3} ms",
         c.overhead_p50_ms
     );
     assert!(dir.join("report.html").is_file());

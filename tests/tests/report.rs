@@ -137,6 +137,7 @@ fn realistic_set() -> ResultSet {
             latency: Distribution::from_histogram_ns(h).unwrap(),
             unpaired: 4,
             wait: None,
+            send: None,
         })
         .collect();
     let usage = |proxy: &str, pid, cpu_seconds, mem_mb, mem_peak_mb| {

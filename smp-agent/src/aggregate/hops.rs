@@ -18,7 +18,7 @@ pub struct Conn {
 }
 
 /// One exchange through a proxy, as paired in the kernel (CLOCK_MONOTONIC ns).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Exchange {
     pub tgid: u32,
     pub tid: u32,
@@ -30,6 +30,9 @@ pub struct Exchange {
     /// to `req_in_ns` / `resp_in_ns` when unknown.
     pub req_arrival_ns: u64,
     pub resp_arrival_ns: u64,
+    /// Exit of the write that forwarded the request (0: unknown). The response's comes apart
+    /// (`ProbeEvent::SendDone`).
+    pub req_sent_ns: u64,
     pub req_bytes: u64,
     pub resp_bytes: u64,
     pub downstream: Conn,
@@ -51,6 +54,16 @@ impl Exchange {
     /// event-loop delay): `t_in − arrival`. 0 when the arrival is unknown.
     pub fn request_wait_ns(&self) -> u64 {
         self.req_in_ns.saturating_sub(self.req_arrival_ns)
+    }
+
+    /// Time inside the write that forwarded the request (delivery to the next socket on
+    /// this host). 0 when unknown.
+    pub fn request_send_ns(&self) -> u64 {
+        if self.req_sent_ns >= self.req_out_ns {
+            self.req_sent_ns - self.req_out_ns
+        } else {
+            0
+        }
     }
 
     /// Time the response waited in the proxy's upstream socket before the proxy read it.
@@ -293,6 +306,7 @@ mod tests {
             resp_bytes: 200,
             downstream: down,
             upstream: up,
+            ..Exchange::default()
         }
     }
 

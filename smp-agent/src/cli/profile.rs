@@ -425,12 +425,12 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
     }
     if !d.hops.is_empty() {
         println!(
-            "per-hop latency (time inside the proxy)   p50        p99      count   wait p50"
+            "per-hop latency (time inside the proxy)   p50        p99      count   wait p50   send p50"
         );
         for h in &d.hops {
             let p = &h.latency.percentiles;
             println!(
-                "  {:<24} {:<9} {:>10} {:>10} {:>8} {:>10}",
+                "  {:<24} {:<9} {:>10} {:>10} {:>8} {:>10} {:>10}",
                 h.proxy,
                 match h.leg {
                     crate::report::details::Leg::Request => "request",
@@ -440,6 +440,9 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
                 ms(p.p99),
                 h.latency.count,
                 h.wait
+                    .as_ref()
+                    .map_or("-".into(), |w| ms(w.percentiles.p50)),
+                h.send
                     .as_ref()
                     .map_or("-".into(), |w| ms(w.percentiles.p50))
             );
@@ -452,11 +455,12 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
         );
     }
     if let Some(c) = &d.consistency {
-        let explained = c.sum_hop_p50_ms + c.sum_wait_p50_ms;
+        let explained = c.sum_hop_p50_ms + c.sum_wait_p50_ms + c.sum_send_p50_ms;
         println!(
-            "self-consistency: hop p50s {} + wait p50s {} = {} vs overhead p50 {} ({:.0}% explained; {:?})",
+            "self-consistency: p50s of hops {} + waits {} + sends {} = {} vs overhead p50 {} ({:.0}% explained; {:?})",
             ms(c.sum_hop_p50_ms),
             ms(c.sum_wait_p50_ms),
+            ms(c.sum_send_p50_ms),
             ms(explained),
             ms(c.overhead_p50_ms),
             if c.overhead_p50_ms > 0.0 {

@@ -537,6 +537,7 @@ fn add_hops_merges_processes_of_one_proxy() {
             resp_bytes: 1,
             downstream: conn("10.0.0.3:80", "10.0.0.1:4000"),
             upstream: conn("10.0.0.3:4001", "10.0.0.2:8080"),
+            ..Exchange::default()
         });
     }
     let nginx = host_proxy(&["nginx"]);

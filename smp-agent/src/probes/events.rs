@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smp_common::{
     event::{EventHeader, EventKind, ProcessExec, ProcessExit, ProcessFork},
-    hop::{ExchangeRecord, Tuple, SOCK_TLS},
+    hop::{ExchangeRecord, SendDone, Tuple, SOCK_TLS},
     ABI_VERSION,
 };
 
@@ -25,6 +25,14 @@ pub enum ProbeEvent {
     },
     /// An exchange paired through a tracked proxy.
     Exchange(Exchange),
+    /// The write that forwarded the response of thread `tid`'s exchange with
+    /// `resp_out_ns == out_ns` returned at `sent_ns`.
+    SendDone {
+        tgid: u32,
+        tid: u32,
+        out_ns: u64,
+        sent_ns: u64,
+    },
 }
 
 /// A kernel tuple as socket addresses (`None` when unknown or not IP).
@@ -108,11 +116,21 @@ pub fn decode(bytes: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 resp_out_ns: r.resp_out_ns,
                 req_arrival_ns: r.req_arrival_ns,
                 resp_arrival_ns: r.resp_arrival_ns,
+                req_sent_ns: r.req_sent_ns,
                 req_bytes: r.req_bytes,
                 resp_bytes: r.resp_bytes,
                 downstream: conn(&r.downstream, r.flags as u8),
                 upstream: conn(&r.upstream, (r.flags >> 8) as u8),
             }))
+        }
+        Some(EventKind::SendDone) => {
+            let e: SendDone = read(bytes)?;
+            Ok(ProbeEvent::SendDone {
+                tgid: e.tgid,
+                tid: e.tid,
+                out_ns: e.out_ns,
+                sent_ns: e.sent_ns,
+            })
         }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
@@ -182,6 +200,30 @@ mod tests {
     }
 
     #[test]
+    fn round_trips_send_done() {
+        let e = SendDone {
+            header: EventHeader {
+                kind: EventKind::SendDone as u32,
+                abi: ABI_VERSION,
+                ts_ns: 5,
+            },
+            tgid: 3,
+            tid: 4,
+            out_ns: 100,
+            sent_ns: 130,
+        };
+        assert_eq!(
+            decode(&bytes_of(&e)),
+            Ok(ProbeEvent::SendDone {
+                tgid: 3,
+                tid: 4,
+                out_ns: 100,
+                sent_ns: 130
+            })
+        );
+    }
+
+    #[test]
     fn round_trips_exchange_with_ipv4_tuples() {
         let mut r = ExchangeRecord::default();
         r.header = EventHeader {
@@ -191,6 +233,7 @@ mod tests {
         };
         r.tgid = 7;
         (r.req_in_ns, r.req_out_ns, r.resp_in_ns, r.resp_out_ns) = (10, 20, 30, 45);
+        (r.req_arrival_ns, r.resp_arrival_ns, r.req_sent_ns) = (4, 27, 26);
         r.downstream.family = 2;
         r.downstream.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         r.downstream.local_port = 15001;
@@ -201,6 +244,8 @@ mod tests {
             panic!("not an exchange")
         };
         assert_eq!((e.request_hop_ns(), e.response_hop_ns()), (10, 15));
+        assert_eq!((e.request_wait_ns(), e.response_wait_ns()), (6, 3));
+        assert_eq!(e.request_send_ns(), 6);
         assert_eq!(e.downstream.local, Some("127.0.0.1:15001".parse().unwrap()));
         assert_eq!(e.downstream.remote, Some("10.0.0.1:40000".parse().unwrap()));
         assert!(!e.downstream.tls && e.upstream.tls);

@@ -357,6 +357,11 @@ pub struct Hop {
     /// was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<Distribution>,
+    /// Time inside the write that forwarded the message (its delivery to the next socket on
+    /// this host). Outside the hop by its definition, part of what the proxy adds. Absent
+    /// when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<Distribution>,
 }
 
 impl Hop {
@@ -455,9 +460,13 @@ pub struct ConsistencyCheck {
     /// message), ms; 0 when not measured.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub sum_wait_p50_ms: f64,
+    /// Σ over the hops of their send p50 (time inside the forwarding write), ms; 0 when not
+    /// measured.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub sum_send_p50_ms: f64,
     /// meshed p50 − baseline p50, ms.
     pub overhead_p50_ms: f64,
-    /// `sum_hop_p50_ms + sum_wait_p50_ms − overhead_p50_ms`, ms.
+    /// `sum_hop_p50_ms + sum_wait_p50_ms + sum_send_p50_ms − overhead_p50_ms`, ms.
     pub difference_ms: f64,
     /// Allowed |difference|, ms.
     pub tolerance_ms: f64,
@@ -479,16 +488,17 @@ impl ConsistencyCheck {
     /// Computes the check: tolerance is `max(abs_ms, rel × |overhead|)`.
     pub fn compute(hops: &[Hop], overhead_p50_ms: f64, abs_ms: f64, rel: f64) -> Self {
         let sum: f64 = hops.iter().map(|h| h.latency.percentiles.p50).sum();
-        let waits: f64 = hops
-            .iter()
-            .filter_map(|h| h.wait.as_ref())
-            .map(|w| w.percentiles.p50)
-            .sum();
-        let difference = sum + waits - overhead_p50_ms;
+        let p50s = |f: fn(&Hop) -> Option<&Distribution>| -> f64 {
+            hops.iter().filter_map(f).map(|d| d.percentiles.p50).sum()
+        };
+        let waits = p50s(|h| h.wait.as_ref());
+        let sends = p50s(|h| h.send.as_ref());
+        let difference = sum + waits + sends - overhead_p50_ms;
         let tolerance = abs_ms.max(rel * overhead_p50_ms.abs());
         Self {
             sum_hop_p50_ms: sum,
             sum_wait_p50_ms: waits,
+            sum_send_p50_ms: sends,
             overhead_p50_ms,
             difference_ms: difference,
             tolerance_ms: tolerance,
@@ -656,6 +666,7 @@ pub(crate) mod tests {
             },
             unpaired: 0,
             wait: None,
+            send: None,
         };
         let hops = [hop(0.1), hop(0.1), hop(0.05), hop(0.05)];
         let c = ConsistencyCheck::compute(&hops, 0.32, 0.05, 0.2);
@@ -663,6 +674,29 @@ pub(crate) mod tests {
         assert!((c.difference_ms + 0.02).abs() < 1e-9);
         let c = ConsistencyCheck::compute(&hops, 1.0, 0.05, 0.2);
         assert_eq!(c.verdict, ConsistencyVerdict::Inconsistent);
+        // Waits and sends count too: 0.3 in hops + 4 × 0.1 waits + 4 × 0.05 sends = 0.9 ms.
+        let dist = |p50: f64| Distribution {
+            count: 1,
+            percentiles: Percentiles {
+                p50,
+                ..Default::default()
+            },
+            histogram: None,
+        };
+        let full: Vec<Hop> = hops
+            .iter()
+            .cloned()
+            .map(|mut h| {
+                h.wait = Some(dist(0.1));
+                h.send = Some(dist(0.05));
+                h
+            })
+            .collect();
+        let c = ConsistencyCheck::compute(&full, 1.0, 0.05, 0.2);
+        assert!((c.sum_wait_p50_ms - 0.4).abs() < 1e-9);
+        assert!((c.sum_send_p50_ms - 0.2).abs() < 1e-9);
+        assert!((c.difference_ms + 0.1).abs() < 1e-9);
+        assert_eq!(c.verdict, ConsistencyVerdict::Consistent);
     }
 
     #[test]

@@ -494,7 +494,7 @@ fn cards(page: &mut String, set: &ResultSet, meshed: &Side, baseline: Option<&Si
             verdict_name(c.verdict),
             &format!(
                 "Σ hop + wait p50 {} vs overhead {}",
-                ms(c.sum_hop_p50_ms + c.sum_wait_p50_ms),
+                ms(c.sum_hop_p50_ms + c.sum_wait_p50_ms + c.sum_send_p50_ms),
                 ms(c.overhead_p50_ms)
             ),
         );
@@ -1198,17 +1198,19 @@ fn consistency(page: &mut String, d: &Details) {
     let _ = writeln!(
         page,
         "<p>Do the per-hop medians (time inside each proxy, plus the time each message waited \
-         in the proxy's socket before the proxy read it) explain the measured end-to-end \
+         in the proxy's socket before the proxy read it, and inside the write that forwarded it) explain the measured end-to-end \
          overhead? <span class=\"verdict {v}\">{v}</span></p>\n\
          <table id=\"consistency-table\" class=\"kv\">\n<tbody>\n\
          <tr><th>Σ hop p50</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>Σ wait p50</th><td class=\"num\">{}</td></tr>\n\
+         <tr><th>Σ send p50</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>overhead p50 (meshed − baseline)</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>difference</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>tolerance</th><td class=\"num\">± {}</td></tr>\n\
          </tbody>\n</table>",
         ms(c.sum_hop_p50_ms),
         ms(c.sum_wait_p50_ms),
+        ms(c.sum_send_p50_ms),
         ms(c.overhead_p50_ms),
         signed_ms(c.difference_ms),
         ms(c.tolerance_ms),
@@ -1371,6 +1373,7 @@ pub(crate) mod tests {
             .unwrap(),
             unpaired: 3,
             wait: None,
+            send: None,
         };
         d.hops = vec![
             hop("envoy-client", Direction::Outbound, Leg::Request, 250_000),

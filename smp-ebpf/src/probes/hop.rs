@@ -18,8 +18,9 @@ use smp_common::{
     counters::Counter,
     event::{EventHeader, EventKind},
     hop::{
-        ExchangeRecord, FwdSlot, HopCounts, SockState, DIR_IN, DIR_NONE, DIR_OUT, FWD_SLOTS,
-        ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS, SOCK_TUPLE,
+        ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, DIR_IN, DIR_NONE, DIR_OUT,
+        FWD_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS,
+        SOCK_TUPLE,
     },
     sock::{PendingSyscall, SyscallKind},
     ABI_VERSION,
@@ -29,7 +30,7 @@ use crate::{
     kernel::{current_socket, read_user, sock_tuple},
     maps::{
         count, offsets, EVENTS, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
-        ZERO_FWD,
+        THREAD_XCHG_OUT, ZERO_FWD,
     },
 };
 
@@ -135,6 +136,47 @@ pub fn set_role(fd: u32, role: u8, o: &KernelOffsets) {
     }
     if SOCK_STATE.insert(&sock.ino, &fresh, 0).is_err() {
         count(Counter::MapInsertFailed);
+    }
+}
+
+/// A write on a socket of a tracked process returned at `now`: if it started its socket's
+/// current outbound message, that message is sent; if it forwarded the response of the
+/// exchange this thread emitted last, say so (`SendDone`).
+#[inline(always)]
+pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
+    if let Some(s) = SOCK_STATE.get_ptr_mut(&p.ino) {
+        // SAFETY: map value; only this thread writes this socket's outbound side now.
+        unsafe {
+            if (*s).out_start == p.since_ns {
+                (*s).out_sent = now;
+            }
+        }
+    }
+    let tid = pid_tgid as u32;
+    // SAFETY: plain copy out of the map value.
+    let Some(out_ns) = (unsafe { THREAD_XCHG_OUT.get(&tid) }).copied() else {
+        return;
+    };
+    if out_ns != p.since_ns {
+        return;
+    }
+    let _ = THREAD_XCHG_OUT.remove(&tid);
+    match EVENTS.reserve::<SendDone>(0) {
+        Some(mut entry) => {
+            entry.write(SendDone {
+                header: EventHeader {
+                    kind: EventKind::SendDone as u32,
+                    abi: ABI_VERSION,
+                    ts_ns: now,
+                },
+                tgid: (pid_tgid >> 32) as u32,
+                tid,
+                out_ns,
+                sent_ns: now,
+            });
+            entry.submit(0);
+        }
+        None => count(Counter::RingbufDropped),
     }
 }
 
@@ -264,6 +306,7 @@ pub fn on_data(
             s.hint = unsafe { THREAD_LAST_REQ.get(&tid) }.copied().unwrap_or(0);
         }
         s.out_start = p.since_ns;
+        s.out_sent = 0;
         s.out_bytes = len;
         s.last_dir = DIR_OUT;
     }
@@ -401,6 +444,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
                 resp_out_ns: t_out,
                 req_arrival_ns: d.in_arrival.min(req_in),
                 resp_arrival_ns: u.in_arrival.min(resp_in),
+                req_sent_ns: if u.out_sent >= req_out { u.out_sent } else { 0 },
                 req_bytes: d.in_bytes,
                 resp_bytes: u.in_bytes,
                 downstream: d.tuple,
@@ -410,6 +454,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
             });
             entry.submit(0);
             bump(tgid, |c| c.paired += 1);
+            let _ = THREAD_XCHG_OUT.insert(&tid, &t_out, 0);
         }
         None => count(Counter::RingbufDropped),
     }

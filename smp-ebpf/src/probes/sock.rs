@@ -111,6 +111,9 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
             }
         }
     }
+    if SyscallKind::from_u32(pending.kind).is_some_and(|k| !k.is_ingress()) {
+        hop::on_write_exit(&pending, now, pid_tgid);
+    }
     if ret > 0 {
         match SyscallKind::from_u32(pending.kind) {
             Some(kind) if kind.is_ingress() => {

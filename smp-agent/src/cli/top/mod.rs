@@ -84,6 +84,9 @@ pub struct HopView {
     /// event-loop delay, outside the hop); absent when no arrival was seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<HopPercentiles>,
+    /// Time inside the write that forwarded the messages (delivery to the next socket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send: Option<HopPercentiles>,
 }
 
 /// Bytes with a binary unit, e.g. `1.5 MiB`.
@@ -107,13 +110,13 @@ pub(crate) fn print_hops(hops: &[HopView], pairing: Option<&PairingCounts>) {
         return;
     }
     println!(
-        "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
-        "HOP", "LEG", "COUNT", "p50", "p90", "p99", "p99.9", "max", "WAIT p50"
+        "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "HOP", "LEG", "COUNT", "p50", "p90", "p99", "p99.9", "max", "WAIT p50", "SEND p50"
     );
     for h in hops {
         let l = &h.latency;
         println!(
-            "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "    {:<9} {:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
             h.direction,
             h.leg,
             l.count,
@@ -122,7 +125,8 @@ pub(crate) fn print_hops(hops: &[HopView], pairing: Option<&PairingCounts>) {
             us_text(l.p99_us),
             us_text(l.p999_us),
             us_text(l.max_us),
-            h.wait.map_or("-".into(), |w| us_text(w.p50_us))
+            h.wait.map_or("-".into(), |w| us_text(w.p50_us)),
+            h.send.map_or("-".into(), |w| us_text(w.p50_us))
         );
     }
     if let Some(p) = pairing {

@@ -101,6 +101,7 @@ fn hop_views(hops: &HopAggregator, group: &[u32]) -> Vec<HopView> {
             leg: leg.name(),
             latency: p,
             wait: None,
+            send: None,
         })
         .collect()
 }
@@ -193,7 +194,9 @@ pub async fn run(args: Args, pid: u32) -> anyhow::Result<ExitCode> {
                         ProbeEvent::ProcessExit { tgid, .. } => gone |= tgid == info.pid,
                         // Other processes' execs and forks: `--pid` follows children by
                         // listing the process tree each tick.
-                        ProbeEvent::ProcessExec { .. } | ProbeEvent::ProcessFork { .. } => {}
+                        ProbeEvent::ProcessExec { .. }
+                        | ProbeEvent::ProcessFork { .. }
+                        | ProbeEvent::SendDone { .. } => {}
                     }
                 }
                 if gone {

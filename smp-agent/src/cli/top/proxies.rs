@@ -138,6 +138,7 @@ fn hop_views(view: &TrackerView, w: &ProxyWindow) -> Vec<HopView> {
             leg: leg.name(),
             latency: percentiles(h),
             wait: view.wait_of(&w.proxy, direction, leg).map(percentiles),
+            send: view.send_of(&w.proxy, direction, leg).map(percentiles),
         })
         .collect()
 }
