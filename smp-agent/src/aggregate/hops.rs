@@ -59,11 +59,7 @@ impl Exchange {
     /// Time inside the write that forwarded the request (delivery to the next socket on
     /// this host). 0 when unknown.
     pub fn request_send_ns(&self) -> u64 {
-        if self.req_sent_ns >= self.req_out_ns {
-            self.req_sent_ns - self.req_out_ns
-        } else {
-            0
-        }
+        self.req_sent_ns.saturating_sub(self.req_out_ns)
     }
 
     /// Time the response waited in the proxy's upstream socket before the proxy read it.
