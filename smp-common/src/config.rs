@@ -52,9 +52,10 @@ pub struct KernelOffsets {
     pub task_sum_exec: u32,
     /// `struct task_struct`: `start_time` (CLOCK_MONOTONIC ns at fork).
     pub task_start_time: u32,
-    /// `tcp/tcp_probe` tracepoint: offsets of `skaddr` (the `struct sock *`) and `data_len`.
-    pub tcp_probe_skaddr: u32,
-    pub tcp_probe_data_len: u32,
+    /// `struct sk_buff`: `len` (u32) and `data` (pointer; the TCP header in
+    /// `tcp_rcv_established`, where `tcp_probe` fires).
+    pub skb_len: u32,
+    pub skb_data: u32,
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
@@ -88,8 +89,8 @@ impl KernelOffsets {
             msghdr_iov: 0,
             task_sum_exec: 0,
             task_start_time: 0,
-            tcp_probe_skaddr: 0,
-            tcp_probe_data_len: 0,
+            skb_len: 0,
+            skb_data: 0,
             _pad: 0,
         }
     }

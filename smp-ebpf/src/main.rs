@@ -132,8 +132,8 @@ pub fn smp_enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 /// tcp_probe: when data reaches a proxy's socket, before the proxy reads it.
-#[tracepoint(category = "tcp", name = "tcp_probe")]
-pub fn smp_tcp_probe(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_probe")]
+pub fn smp_tcp_probe(ctx: RawTracePointContext) -> i32 {
     let _ = probes::hop::on_tcp_probe(&ctx);
     0
 }

@@ -125,11 +125,11 @@ pub fn hooks() -> Vec<Hook> {
     }
     out.push(Hook {
         program: "smp_tcp_probe",
-        kind: HookKind::Tracepoint,
-        target: "tcp/tcp_probe".into(),
+        kind: HookKind::RawTracepoint,
+        target: "tcp_probe".into(),
         required: true,
         feeds: "when data reaches a proxy's socket (how long it waits before the proxy reads it)",
-        variant: "classic tracepoint: fires per received segment; offsets from its format file",
+        variant: "raw tracepoint: the sock and skb pointers on every kernel (the classic format has `skaddr` only since 6.10)",
     });
     out.push(Hook {
         program: "smp_probe_kprobe",

@@ -54,8 +54,8 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         task_sum_exec: btf.member_offset("task_struct", "se")?
             + btf.member_offset("sched_entity", "sum_exec_runtime")?,
         task_start_time: btf.member_offset("task_struct", "start_time")?,
-        tcp_probe_skaddr: tracefs::field_offset("tcp", "tcp_probe", "skaddr")?,
-        tcp_probe_data_len: tracefs::field_offset("tcp", "tcp_probe", "data_len")?,
+        skb_len: btf.member_offset("sk_buff", "len")?,
+        skb_data: btf.member_offset("sk_buff", "data")?,
         _pad: 0,
     })
 }

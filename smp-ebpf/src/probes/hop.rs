@@ -27,7 +27,7 @@ use smp_common::{
 };
 
 use crate::{
-    kernel::{current_socket, read_user, sock_tuple},
+    kernel::{current_socket, read, read_user, sock_tuple},
     maps::{
         count, offsets, EVENTS, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
         THREAD_XCHG_OUT, ZERO_FWD,
@@ -462,27 +462,30 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
 
 /// match-proto:v5.10:include/trace/events/tcp.h:TP_PROTO(struct sock *sk, struct sk_buff *skb)
 ///
-/// `tcp/tcp_probe` fires as a segment is processed for an established socket (softirq, or
-/// when the socket's owner releases it). For a socket hop pairing follows, the first data
-/// segment after the socket's last write marks when the next inbound message arrived: the
-/// proxy reads it later (`in_start`), the difference is how long it waited for the proxy.
+/// `tcp_probe` fires in `tcp_rcv_established` as each segment is processed for an established
+/// socket (softirq, or when the socket's owner releases it). For a socket hop pairing follows,
+/// the first data segment after the socket's last write marks when the next inbound message
+/// arrived: the proxy reads it later (`in_start`), the difference is how long it waited.
 #[inline(always)]
-pub fn on_tcp_probe(ctx: &aya_ebpf::programs::TracePointContext) -> Result<(), i32> {
-    let o = offsets();
-    if o.valid == 0 || o.tcp_probe_skaddr == 0 {
-        return Ok(());
-    }
-    // SAFETY: offsets from this tracepoint's format file.
-    let data_len: u16 = unsafe { ctx.read_at(o.tcp_probe_data_len as usize) }.map_err(|_| 0)?;
-    if data_len == 0 {
-        return Ok(());
-    }
-    // SAFETY: as above.
-    let sk: u64 = unsafe { ctx.read_at(o.tcp_probe_skaddr as usize) }.map_err(|_| 0)?;
+pub fn on_tcp_probe(ctx: &aya_ebpf::programs::RawTracePointContext) -> Result<(), i32> {
+    let sk: u64 = ctx.arg(0);
+    // Cheapest test first: this fires for every TCP segment on the host.
     // SAFETY: plain copy out of the map value.
     let Some(ino) = (unsafe { SK_INO.get(&sk) }).copied() else {
         return Ok(());
     };
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let skb: u64 = ctx.arg(1);
+    // Payload = skb->len − TCP header length (skb->data is the TCP header here).
+    let len: u32 = read(skb, o.skb_len)?;
+    let th: u64 = read(skb, o.skb_data)?;
+    let doff: u8 = read(th, 12)?;
+    if len <= u32::from(doff >> 4) * 4 {
+        return Ok(());
+    }
     let Some(sp) = SOCK_STATE.get_ptr_mut(&ino) else {
         return Ok(());
     };
