@@ -87,6 +87,79 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type BoxIo = Box<dyn Io>;
 
+/// When a socket's reads last returned data, and when the first write since [`Stamps::arm`]
+/// was about to be issued: the proxy's own clock taken right at the syscalls, as the probe
+/// sees them (a clock taken around parsing and task scheduling would differ from the
+/// probe's by however long the thread was preempted there).
+#[derive(Default)]
+struct Stamps {
+    last_read: std::sync::Mutex<Option<std::time::Instant>>,
+    first_write: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Stamps {
+    fn last_read(&self) -> Option<std::time::Instant> {
+        self.last_read.lock().ok().and_then(|g| *g)
+    }
+    /// Forgets the last write time: the next write sets it.
+    fn arm(&self) {
+        if let Ok(mut g) = self.first_write.lock() {
+            *g = None;
+        }
+    }
+    fn first_write(&self) -> Option<std::time::Instant> {
+        self.first_write.lock().ok().and_then(|g| *g)
+    }
+}
+
+/// A TCP stream that records [`Stamps`] (wraps the socket, below TLS).
+struct Stamped<T> {
+    inner: T,
+    stamps: std::sync::Arc<Stamps>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Stamped<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            if let Ok(mut g) = self.stamps.last_read.lock() {
+                *g = Some(std::time::Instant::now());
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Stamped<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Ok(mut g) = self.stamps.first_write.lock() {
+            g.get_or_insert_with(std::time::Instant::now);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 struct Stats {
     requests: AtomicU64,
     connections: AtomicU64,
@@ -200,6 +273,11 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
         ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
         let c = ctx.clone();
         tokio::spawn(async move {
+            let stamps = std::sync::Arc::new(Stamps::default());
+            let sock = Stamped {
+                inner: sock,
+                stamps: stamps.clone(),
+            };
             let down: BoxIo = match &c.acceptor {
                 None => Box::new(sock),
                 Some(a) => match a.accept(sock).await {
@@ -215,7 +293,7 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
             } else if c.opts.upstream_h2 {
                 h2bridge::h1_to_h2(&c, down).await
             } else {
-                conn(&c, down).await
+                conn(&c, down, &stamps).await
             };
             if res.is_err() {
                 c.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -250,9 +328,10 @@ fn stats_text(s: &Stats) -> String {
     text
 }
 
-async fn connect(ctx: &Ctx) -> std::io::Result<BoxIo> {
+async fn connect(ctx: &Ctx, stamps: std::sync::Arc<Stamps>) -> std::io::Result<BoxIo> {
     let s = TcpStream::connect(ctx.opts.upstream).await?;
     let _ = s.set_nodelay(true);
+    let s = Stamped { inner: s, stamps };
     ctx.stats
         .upstream_connections
         .fetch_add(1, Ordering::Relaxed);
@@ -262,7 +341,7 @@ async fn connect(ctx: &Ctx) -> std::io::Result<BoxIo> {
     })
 }
 
-async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
+async fn conn(ctx: &Ctx, down: BoxIo, down_stamps: &Stamps) -> std::io::Result<()> {
     let (dr, mut dw) = tokio::io::split(down);
     let mut dr = BufReader::with_capacity(16 * 1024, dr);
     let mut upstream: Option<(
@@ -271,12 +350,16 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
     )> = None;
     let mut head = Vec::with_capacity(1024);
     let mut rhead = Vec::with_capacity(1024);
+    let mut up_stamps = std::sync::Arc::new(Stamps::default());
     let via = ctx.opts.role.as_str();
     loop {
         if !http1::read_head(&mut dr, &mut head).await? {
             return Ok(());
         }
-        let head_read = std::time::Instant::now();
+        // The own clock starts when the read that brought the head returned.
+        let head_read = down_stamps
+            .last_read()
+            .unwrap_or_else(std::time::Instant::now);
         let req = http1::parse_request(&head)?;
         let delay = match (ctx.opts.header_delay, req.delay_us) {
             (true, Some(d)) => d,
@@ -299,16 +382,23 @@ async fn conn(ctx: &Ctx, down: BoxIo) -> std::io::Result<()> {
         }
         let fresh_upstream = upstream.is_none();
         if upstream.is_none() {
-            let (ur, uw) = tokio::io::split(connect(ctx).await?);
+            let st = std::sync::Arc::new(Stamps::default());
+            let (ur, uw) = tokio::io::split(connect(ctx, st.clone()).await?);
             upstream = Some((BufReader::with_capacity(16 * 1024, ur), uw));
+            up_stamps = st;
         }
         let Some((ur, uw)) = upstream.as_mut() else {
             unreachable!("upstream connected above")
         };
-        // The clock stops right before the forwarding write; it is recorded after it, so
-        // that waiting for the shared histogram's lock is not time the request spends here.
-        let in_proxy = head_read.elapsed().as_nanos() as u64;
+        // The clock stops right before the forwarding write's syscall (taken by the stamped
+        // socket); it is recorded after the write, so that waiting for the shared histogram's
+        // lock is not time the request spends here.
+        up_stamps.arm();
         uw.write_all(&head).await?;
+        let sent_at = up_stamps
+            .first_write()
+            .unwrap_or_else(std::time::Instant::now);
+        let in_proxy = sent_at.saturating_duration_since(head_read).as_nanos() as u64;
         if let Ok(mut h) = ctx.stats.hop_ns.lock() {
             h.saturating_record(in_proxy);
         }
