@@ -1,0 +1,585 @@
+//! `smp-agent daemon`: follow every proxy on this node and serve their figures as Prometheus
+//! metrics (docs/metrics.md), the way the DaemonSet runs it (docs/deploy.md).
+//!
+//! Startup order, so a misconfigured agent fails fast and loads nothing:
+//! 1. the configuration (flags > env > file, [`DaemonConfig::load`]): an invalid value is an
+//!    error naming the field and where it came from;
+//! 2. the Kubernetes client when `kube` asks for one (`on` outside a cluster is an error);
+//! 3. the metrics server is bound: a taken port is an error naming the address, before any
+//!    probe is loaded. `/healthz` answers from here on, `/readyz` says 503;
+//! 4. the [`Tracker`] loads and attaches the probes and finds the proxies; then `/readyz`
+//!    says 200.
+//!
+//! Then, every `interval`: the tracker is sampled and its per-identity cumulative figures go to
+//! [`NodeMetrics`] ([`SnapshotBuilder`]). SIGTERM or SIGINT stops serving, drops the tracker
+//! (which detaches every program; nothing is pinned, so a SIGKILL leaves nothing behind either)
+//! and exits 0.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    sync::Notify,
+    time::Instant,
+};
+
+use super::daemon_config::{DaemonArgs, DaemonConfig, KubeMode};
+use crate::{
+    duration,
+    metrics::{
+        server::MetricsServer, AgentUsage, HopSample, NodeMetrics, NodeSnapshot, ProxySample,
+    },
+    proxy::{
+        discovery::ProxyScope,
+        kube::{KubeClient, PodRef},
+        ProxyId,
+    },
+    tracker::{ProxyHopKey, Tracker, TrackerConfig, TrackerView},
+};
+
+/// Arguments of `daemon` (they live with the configuration they feed).
+pub type Args = DaemonArgs;
+
+/// procfs rescan period: the safety net under the exec/fork/exit events, which find proxies at
+/// once. Rarer than `top`'s (2 s): a node has many processes and the daemon runs for ever.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(10);
+/// The metrics server gets this long to finish open scrapes on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
+/// Pod list refresh period (and the shortest time between two refreshes asked for new pods).
+const POD_REFRESH: Duration = Duration::from_secs(60);
+const POD_REFRESH_MIN: Duration = Duration::from_secs(5);
+
+pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let config = DaemonConfig::load(&args)?;
+    if args.print_config {
+        print!("{}", config.to_yaml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(filter) = &config.log_level {
+        crate::logging::set_filter(filter).map_err(anyhow::Error::msg)?;
+    }
+    let kube = kube_client(config.kube)?;
+    let mut signals = Signals::new()?;
+
+    let metrics = Arc::new(NodeMetrics::new(config.metrics_options()));
+    let server = MetricsServer::bind(config.listen, Arc::clone(&metrics)).await?;
+    tracing::info!(
+        listen = %server.local_addr(),
+        interval = %duration::format(config.interval),
+        proxy_names = ?config.proxy_names,
+        pids = ?config.pids,
+        kube = kube.is_some(),
+        config_file = ?config.config_file,
+        "daemon starting: loading probes"
+    );
+
+    let tracker_config = TrackerConfig {
+        discovery: config.discovery(),
+        rescan_every: RESCAN_EVERY,
+        sample_every: config.interval,
+        with_pss: false,
+    };
+    let mut tracker = tokio::select! {
+        t = Tracker::start(tracker_config) => t?,
+        s = signals.recv() => {
+            tracing::info!(signal = s, "stopping before the probes were loaded");
+            stop_serving(server).await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let pods = kube.map(|client| PodNames::start(client, config.node_name.clone()));
+    let mut builder = SnapshotBuilder::default();
+    let first = tracker.view();
+    metrics.update(&builder.build(first.clone(), &pods_now(pods.as_ref())));
+    server.set_ready(true);
+    tracing::info!(
+        proxies = first.proxies.len(),
+        "probes attached; ready (proxies found: {})",
+        first
+            .proxies
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let mut next = Instant::now();
+    let outcome = loop {
+        next += config.interval;
+        let now = Instant::now();
+        if next + config.interval < now {
+            // Far behind (a suspended VM, a starved CPU): skip the missed ticks.
+            next = now;
+        }
+        tokio::select! {
+            r = tracker.pump_until(next) => if let Err(e) = r { break Err(e) },
+            s = signals.recv() => {
+                tracing::info!(signal = s, "stopping");
+                break Ok(());
+            }
+        }
+        if let Err(e) = tracker.sample() {
+            break Err(e);
+        }
+        let view = tracker.view();
+        if let Some(p) = &pods {
+            p.ask_for_unknown(&view);
+        }
+        metrics.update(&builder.build(view, &pods_now(pods.as_ref())));
+    };
+    let t = std::time::Instant::now();
+    stop_serving(server).await;
+    // Each tracepoint detach waits for an RCU grace period in the kernel (~40 ms here): most
+    // of the shutdown time.
+    drop(tracker);
+    tracing::info!(
+        ms = t.elapsed().as_millis(),
+        "stopped serving, probes detached; exiting"
+    );
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(anyhow::Error::new(e).context("tracking failed")),
+    }
+}
+
+/// Not ready any more, stop accepting, give open scrapes a moment.
+async fn stop_serving(server: MetricsServer) {
+    server.set_ready(false);
+    if tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("metrics server: scrapes still open at shutdown");
+    }
+}
+
+/// The Kubernetes client `mode` asks for.
+fn kube_client(mode: KubeMode) -> anyhow::Result<Option<KubeClient>> {
+    match mode {
+        KubeMode::Off => Ok(None),
+        KubeMode::Auto => match KubeClient::in_cluster() {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "kube: auto: no usable in-cluster credentials; pod and namespace labels stay empty");
+                Ok(None)
+            }
+        },
+        KubeMode::On => KubeClient::in_cluster()
+            .context("kube: on: cannot use the in-cluster credentials")?
+            .map(Some)
+            .context(
+                "kube: on, but not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set); use --kube auto or off",
+            ),
+    }
+}
+
+/// SIGTERM (the kubelet, systemd) and SIGINT (Ctrl-C).
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Waits for either; cancel-safe.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Pod UID → name, from the API server, refreshed in the background (every minute, and soon
+/// after a proxy in an unknown pod appears). The daemon loop never waits for the API server.
+struct PodNames {
+    known: Arc<Mutex<HashMap<String, PodRef>>>,
+    refresh: Arc<Notify>,
+    /// UIDs a refresh was already asked for (each once: a pod the API does not list, e.g. a
+    /// static pod's mirror, must not cause a refresh every interval).
+    asked: Mutex<HashSet<String>>,
+}
+
+impl PodNames {
+    fn start(client: KubeClient, node: Option<String>) -> Self {
+        let known = Arc::new(Mutex::new(HashMap::new()));
+        let refresh = Arc::new(Notify::new());
+        let (k, r) = (Arc::clone(&known), Arc::clone(&refresh));
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match client.pods(node.as_deref()).await {
+                    Ok(pods) => {
+                        if failing {
+                            tracing::info!(pods = pods.len(), "kube: pod list works again");
+                        }
+                        failing = false;
+                        tracing::debug!(pods = pods.len(), "kube: pod list refreshed");
+                        *k.lock().unwrap_or_else(|e| e.into_inner()) = pods;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "kube: cannot list pods; pod and namespace labels stay as they were");
+                        }
+                        failing = true;
+                    }
+                }
+                tokio::time::sleep(POD_REFRESH_MIN).await;
+                let _ =
+                    tokio::time::timeout(POD_REFRESH.saturating_sub(POD_REFRESH_MIN), r.notified())
+                        .await;
+            }
+        });
+        Self {
+            known,
+            refresh,
+            asked: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn ask_for_unknown(&self, view: &TrackerView) {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &view.proxies {
+            if let ProxyScope::Pod(uid) = &p.proxy.scope {
+                if !known.contains_key(uid) && asked.insert(uid.clone()) {
+                    self.refresh.notify_one();
+                }
+            }
+        }
+    }
+}
+
+fn pods_now(p: Option<&PodNames>) -> HashMap<String, PodRef> {
+    p.map(|p| p.known.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_default()
+}
+
+/// Turns successive [`TrackerView`]s into [`NodeSnapshot`]s (pure: tested without root).
+///
+/// * Proxy figures are the tracker's per-identity cumulative values, passed on as they are.
+/// * Hops: the tracker's histograms are cumulative per (proxy, direction, leg); the snapshot
+///   carries the difference to the previous view (what [`NodeMetrics`] adds up).
+/// * A proxy with no live process is sent once more (its last figures, read after it exited)
+///   and then left out, so [`NodeMetrics`] forgets it after `forget_after`.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
+    unattributed_exchanges: u64,
+    live: HashSet<ProxyId>,
+}
+
+impl SnapshotBuilder {
+    /// The snapshot for `view`; `pods` names pods by UID (empty without Kubernetes).
+    pub fn build(&mut self, view: TrackerView, pods: &HashMap<String, PodRef>) -> NodeSnapshot {
+        let mut snap = NodeSnapshot {
+            loss: view.loss.clone(),
+            agent: AgentUsage::current(),
+            ..NodeSnapshot::default()
+        };
+        let mut live = HashSet::new();
+        for p in &view.proxies {
+            let alive = !p.pids.is_empty();
+            if alive {
+                live.insert(p.proxy.clone());
+            }
+            if !alive && !self.live.contains(&p.proxy) {
+                continue;
+            }
+            let pod = match &p.proxy.scope {
+                ProxyScope::Pod(uid) => pods.get(uid).cloned(),
+                _ => None,
+            };
+            snap.proxies.push(ProxySample {
+                id: p.proxy.clone(),
+                pod,
+                restarts: p.restarts,
+                cpu_seconds: p.cpu_ns as f64 / 1e9,
+                rss_bytes: p.rss_bytes,
+                pairing: p.pairing,
+                received_bytes: p.received_bytes,
+                sent_bytes: p.sent_bytes,
+            });
+        }
+        self.live = live;
+        snap.hops = hop_deltas(&self.hops, &view.hops);
+        // Each exchange carries a request and a response hop.
+        snap.unattributed_hops = 2 * view
+            .unattributed_exchanges
+            .saturating_sub(self.unattributed_exchanges);
+        self.unattributed_exchanges = view.unattributed_exchanges;
+        self.hops = view.hops;
+        snap
+    }
+}
+
+/// `now − before` per key, for cumulative histograms; keys without new observations are left
+/// out. A histogram that shrank (reset) counts in full.
+pub fn hop_deltas(
+    before: &BTreeMap<ProxyHopKey, Histogram<u64>>,
+    now: &BTreeMap<ProxyHopKey, Histogram<u64>>,
+) -> Vec<HopSample> {
+    now.iter()
+        .filter_map(|(key, h)| {
+            let mut delta = h.clone();
+            if let Some(b) = before.get(key) {
+                if b.len() == h.len() {
+                    return None;
+                }
+                if b.len() < h.len() && delta.subtract(b).is_err() {
+                    delta = h.clone();
+                }
+            }
+            (!delta.is_empty()).then(|| HopSample {
+                proxy: key.proxy.clone(),
+                direction: key.direction,
+                leg: key.leg,
+                histogram: delta,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        aggregate::{
+            hops::{new_histogram, Direction, Leg, PairingCounts},
+            LossCounters,
+        },
+        proxy::{discovery::ProxyKind, CgroupAttribution},
+        tracker::ProxyView,
+    };
+
+    const UID: &str = "0b6a1c52-7d1e-4f0e-9a57-3c2b1f0e9d01";
+
+    fn pod_proxy() -> ProxyId {
+        ProxyId {
+            kind: ProxyKind::Envoy,
+            scope: ProxyScope::Pod(UID.into()),
+            fingerprint: 7 << 32,
+        }
+    }
+
+    fn proxy_view(id: &ProxyId, pids: &[u32], cpu_ns: u64, requests: u64) -> ProxyView {
+        ProxyView {
+            id: id.to_string(),
+            proxy: id.clone(),
+            kind: "envoy".into(),
+            attribution: CgroupAttribution::unknown("/kubepods"),
+            leader: pids.first().copied(),
+            pids: pids.to_vec(),
+            pids_seen: pids.to_vec(),
+            restarts: 0,
+            cpu_ns,
+            pairing: PairingCounts {
+                requests,
+                ..PairingCounts::default()
+            },
+            received_bytes: 10 * requests,
+            sent_bytes: 20 * requests,
+            rss_bytes: 1 << 20,
+            memory: None,
+        }
+    }
+
+    fn hist(values_us: &[u64]) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for v in values_us {
+            h.record(v * 1000).unwrap();
+        }
+        h
+    }
+
+    fn view(proxies: Vec<ProxyView>, hops: &[(ProxyId, Direction, Leg, &[u64])]) -> TrackerView {
+        TrackerView {
+            elapsed: Duration::from_secs(1),
+            proxies,
+            hops: hops
+                .iter()
+                .map(|(proxy, direction, leg, v)| {
+                    (
+                        ProxyHopKey {
+                            proxy: proxy.clone(),
+                            direction: *direction,
+                            leg: *leg,
+                        },
+                        hist(v),
+                    )
+                })
+                .collect(),
+            loss: LossCounters::default(),
+            unattributed_exchanges: 0,
+            undecodable: 0,
+            discovery: Default::default(),
+            changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn hops_are_differences_of_cumulative_histograms() {
+        let p = pod_proxy();
+        let req = (Direction::Inbound, Leg::Request);
+        let resp = (Direction::Inbound, Leg::Response);
+        let mut b = SnapshotBuilder::default();
+        let pods = HashMap::new();
+        let s = b.build(
+            view(vec![], &[(p.clone(), req.0, req.1, &[100, 200])]),
+            &pods,
+        );
+        assert_eq!(s.hops.len(), 1);
+        assert_eq!(s.hops[0].histogram.len(), 2);
+        // 3 more request hops, a first response hop.
+        let s = b.build(
+            view(
+                vec![],
+                &[
+                    (p.clone(), req.0, req.1, &[100, 200, 300, 300, 5000]),
+                    (p.clone(), resp.0, resp.1, &[40]),
+                ],
+            ),
+            &pods,
+        );
+        let by_leg: HashMap<Leg, &Histogram<u64>> =
+            s.hops.iter().map(|h| (h.leg, &h.histogram)).collect();
+        assert_eq!(by_leg[&Leg::Request].len(), 3);
+        assert_eq!(by_leg[&Leg::Request].count_at(300_000), 2);
+        assert_eq!(by_leg[&Leg::Request].count_at(100_000), 0);
+        assert_eq!(by_leg[&Leg::Response].len(), 1);
+        // Nothing new: no hop samples.
+        let s = b.build(
+            view(
+                vec![],
+                &[
+                    (p.clone(), req.0, req.1, &[100, 200, 300, 300, 5000]),
+                    (p.clone(), resp.0, resp.1, &[40]),
+                ],
+            ),
+            &pods,
+        );
+        assert!(s.hops.is_empty());
+    }
+
+    #[test]
+    fn proxies_pass_through_with_pod_names_and_gone_ones_leave() {
+        let p = pod_proxy();
+        let host = ProxyId {
+            kind: ProxyKind::Nginx,
+            scope: ProxyScope::Cgroup("/system.slice/nginx.service".into()),
+            fingerprint: 1 << 32,
+        };
+        let pods = HashMap::from([(
+            UID.to_string(),
+            PodRef {
+                namespace: "shop".into(),
+                name: "web-1".into(),
+            },
+        )]);
+        let mut b = SnapshotBuilder::default();
+        let mut pv = proxy_view(&p, &[10], 2_500_000_000, 7);
+        pv.restarts = 2;
+        let s = b.build(view(vec![pv, proxy_view(&host, &[20], 0, 0)], &[]), &pods);
+        assert_eq!(s.proxies.len(), 2);
+        let sp = s.proxies.iter().find(|s| s.id == p).unwrap();
+        assert_eq!(sp.pod.as_ref().unwrap().name, "web-1");
+        assert_eq!(sp.restarts, 2);
+        assert!((sp.cpu_seconds - 2.5).abs() < 1e-12);
+        assert_eq!(sp.pairing.requests, 7);
+        assert_eq!((sp.received_bytes, sp.sent_bytes), (70, 140));
+        let sh = s.proxies.iter().find(|s| s.id == host).unwrap();
+        assert!(sh.pod.is_none());
+        // The host proxy exits: sent once more with its final figures, then left out.
+        let s = b.build(
+            view(
+                vec![
+                    proxy_view(&p, &[10], 3_000_000_000, 9),
+                    proxy_view(&host, &[], 5, 0),
+                ],
+                &[],
+            ),
+            &pods,
+        );
+        assert_eq!(s.proxies.len(), 2);
+        let s = b.build(
+            view(
+                vec![
+                    proxy_view(&p, &[10], 3_000_000_000, 9),
+                    proxy_view(&host, &[], 5, 0),
+                ],
+                &[],
+            ),
+            &pods,
+        );
+        assert_eq!(s.proxies.len(), 1);
+        assert_eq!(s.proxies[0].id, p);
+        // It comes back (a restart under the same identity): sent again.
+        let s = b.build(
+            view(
+                vec![
+                    proxy_view(&p, &[10], 3_000_000_000, 9),
+                    proxy_view(&host, &[21], 6, 0),
+                ],
+                &[],
+            ),
+            &pods,
+        );
+        assert_eq!(s.proxies.len(), 2);
+    }
+
+    #[test]
+    fn unattributed_exchanges_become_dropped_hop_counts() {
+        let mut b = SnapshotBuilder::default();
+        let mut v = view(vec![], &[]);
+        v.unattributed_exchanges = 3;
+        assert_eq!(b.build(v.clone(), &HashMap::new()).unattributed_hops, 6);
+        v.unattributed_exchanges = 4;
+        assert_eq!(b.build(v.clone(), &HashMap::new()).unattributed_hops, 2);
+        assert_eq!(b.build(v, &HashMap::new()).unattributed_hops, 0);
+    }
+
+    #[test]
+    fn the_builder_feeds_monotonic_counters_across_a_restart() {
+        // End to end through NodeMetrics: a restart in the tracker's view (same identity,
+        // totals continue, restarts + 1) moves the exported counters by the growth only.
+        use crate::metrics::{Format, MetricsOptions};
+        let m = NodeMetrics::new(MetricsOptions::default());
+        let p = pod_proxy();
+        let mut b = SnapshotBuilder::default();
+        m.update(&b.build(
+            view(vec![proxy_view(&p, &[10], 1_000_000_000, 100)], &[]),
+            &HashMap::new(),
+        ));
+        let mut after = proxy_view(&p, &[11], 1_200_000_000, 130);
+        after.restarts = 1;
+        m.update(&b.build(view(vec![after], &[]), &HashMap::new()));
+        let text = m.encode(Format::PrometheusText);
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+                .rsplit_once(' ')
+                .unwrap()
+                .1
+                .to_string()
+        };
+        assert_eq!(line("smp_proxy_requests_total{"), "130");
+        assert_eq!(line("smp_proxy_cpu_seconds_total{"), "1.2");
+        assert_eq!(line("smp_proxy_restarts_total{"), "1");
+    }
+}
