@@ -104,7 +104,8 @@ pub struct TrackerView {
     /// Time since the tracker started.
     pub elapsed: Duration,
     pub proxies: Vec<ProxyView>,
-    /// Hop histograms (nanoseconds) per (proxy, direction, leg), cumulative.
+    /// Hop histograms (nanoseconds) per (proxy, direction, leg), cumulative since the start (or
+    /// the last [`Tracker::reset_window`] or [`Tracker::take_hops`]).
     pub hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// Probe losses (ring buffer, map inserts, kernel reads).
     pub loss: LossCounters,
@@ -424,6 +425,27 @@ impl Tracker {
         self.memory = MemorySampler::new();
     }
 
+    /// Hands over the hop histograms recorded since the start or the previous call, and starts
+    /// new ones: for a consumer that wants new observations only (the daemon adds them to its
+    /// Prometheus histograms each interval). Afterwards [`Tracker::view`] shows only hops
+    /// recorded since this call. Nothing is lost or counted twice: every exchange is in exactly
+    /// one handed-over set. The histograms are large (≈ 220 KB each, dense HdrHistograms), so
+    /// taking them also keeps the daemon from holding a second cumulative copy to diff against.
+    pub fn take_hops(&mut self) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
+        std::mem::take(&mut self.hops)
+            .into_iter()
+            .map(|(k, h)| (self.hop_key(&k), h))
+            .collect()
+    }
+
+    fn hop_key(&self, (idx, direction, leg): &(usize, Direction, Leg)) -> ProxyHopKey {
+        ProxyHopKey {
+            proxy: self.proxy_ids[*idx].clone(),
+            direction: *direction,
+            leg: *leg,
+        }
+    }
+
     /// The current figures.
     pub fn view(&self) -> TrackerView {
         let owners = self.discovery.tgid_owners();
@@ -465,14 +487,7 @@ impl Tracker {
             hops: self
                 .hops
                 .iter()
-                .map(|((idx, direction, leg), h)| {
-                    let key = ProxyHopKey {
-                        proxy: self.proxy_ids[*idx].clone(),
-                        direction: *direction,
-                        leg: *leg,
-                    };
-                    (key, h.clone())
-                })
+                .map(|(k, h)| (self.hop_key(k), h.clone()))
                 .collect(),
             loss: self.loss.clone(),
             unattributed_exchanges: self.unattributed_exchanges,

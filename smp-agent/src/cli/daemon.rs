@@ -96,8 +96,9 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
     let pods = kube.map(|client| PodNames::start(client, config.node_name.clone()));
     let mut builder = SnapshotBuilder::default();
+    let hops = tracker.take_hops();
     let first = tracker.view();
-    metrics.update(&builder.build(first.clone(), &pods_now(pods.as_ref())));
+    metrics.update(&builder.build(&first, hops, &pods_now(pods.as_ref())));
     server.set_ready(true);
     tracing::info!(
         proxies = first.proxies.len(),
@@ -128,11 +129,13 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         if let Err(e) = tracker.sample() {
             break Err(e);
         }
+        // Hops first: the view then has none to copy.
+        let hops = tracker.take_hops();
         let view = tracker.view();
         if let Some(p) = &pods {
             p.ask_for_unknown(&view);
         }
-        metrics.update(&builder.build(view, &pods_now(pods.as_ref())));
+        metrics.update(&builder.build(&view, hops, &pods_now(pods.as_ref())));
     };
     let t = std::time::Instant::now();
     stop_serving(server).await;
@@ -271,20 +274,25 @@ fn pods_now(p: Option<&PodNames>) -> HashMap<String, PodRef> {
 /// Turns successive [`TrackerView`]s into [`NodeSnapshot`]s (pure: tested without root).
 ///
 /// * Proxy figures are the tracker's per-identity cumulative values, passed on as they are.
-/// * Hops: the tracker's histograms are cumulative per (proxy, direction, leg); the snapshot
-///   carries the difference to the previous view (what [`NodeMetrics`] adds up).
+/// * Hops are the observations since the previous snapshot ([`Tracker::take_hops`]), which
+///   [`NodeMetrics`] adds up.
 /// * A proxy with no live process is sent once more (its last figures, read after it exited)
 ///   and then left out, so [`NodeMetrics`] forgets it after `forget_after`.
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
-    hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
     unattributed_exchanges: u64,
     live: HashSet<ProxyId>,
 }
 
 impl SnapshotBuilder {
-    /// The snapshot for `view`; `pods` names pods by UID (empty without Kubernetes).
-    pub fn build(&mut self, view: TrackerView, pods: &HashMap<String, PodRef>) -> NodeSnapshot {
+    /// The snapshot for `view` and the hops recorded since the previous one; `pods` names pods
+    /// by UID (empty without Kubernetes).
+    pub fn build(
+        &mut self,
+        view: &TrackerView,
+        new_hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
+        pods: &HashMap<String, PodRef>,
+    ) -> NodeSnapshot {
         let mut snap = NodeSnapshot {
             loss: view.loss.clone(),
             agent: AgentUsage::current(),
@@ -315,42 +323,23 @@ impl SnapshotBuilder {
             });
         }
         self.live = live;
-        snap.hops = hop_deltas(&self.hops, &view.hops);
+        snap.hops = new_hops
+            .into_iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(key, histogram)| HopSample {
+                proxy: key.proxy,
+                direction: key.direction,
+                leg: key.leg,
+                histogram,
+            })
+            .collect();
         // Each exchange carries a request and a response hop.
         snap.unattributed_hops = 2 * view
             .unattributed_exchanges
             .saturating_sub(self.unattributed_exchanges);
         self.unattributed_exchanges = view.unattributed_exchanges;
-        self.hops = view.hops;
         snap
     }
-}
-
-/// `now − before` per key, for cumulative histograms; keys without new observations are left
-/// out. A histogram that shrank (reset) counts in full.
-pub fn hop_deltas(
-    before: &BTreeMap<ProxyHopKey, Histogram<u64>>,
-    now: &BTreeMap<ProxyHopKey, Histogram<u64>>,
-) -> Vec<HopSample> {
-    now.iter()
-        .filter_map(|(key, h)| {
-            let mut delta = h.clone();
-            if let Some(b) = before.get(key) {
-                if b.len() == h.len() {
-                    return None;
-                }
-                if b.len() < h.len() && delta.subtract(b).is_err() {
-                    delta = h.clone();
-                }
-            }
-            (!delta.is_empty()).then(|| HopSample {
-                proxy: key.proxy.clone(),
-                direction: key.direction,
-                leg: key.leg,
-                histogram: delta,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -407,23 +396,26 @@ mod tests {
         h
     }
 
-    fn view(proxies: Vec<ProxyView>, hops: &[(ProxyId, Direction, Leg, &[u64])]) -> TrackerView {
+    fn hops(list: &[(ProxyId, Direction, Leg, &[u64])]) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
+        list.iter()
+            .map(|(proxy, direction, leg, v)| {
+                (
+                    ProxyHopKey {
+                        proxy: proxy.clone(),
+                        direction: *direction,
+                        leg: *leg,
+                    },
+                    hist(v),
+                )
+            })
+            .collect()
+    }
+
+    fn view(proxies: Vec<ProxyView>) -> TrackerView {
         TrackerView {
             elapsed: Duration::from_secs(1),
             proxies,
-            hops: hops
-                .iter()
-                .map(|(proxy, direction, leg, v)| {
-                    (
-                        ProxyHopKey {
-                            proxy: proxy.clone(),
-                            direction: *direction,
-                            leg: *leg,
-                        },
-                        hist(v),
-                    )
-                })
-                .collect(),
+            hops: BTreeMap::new(),
             loss: LossCounters::default(),
             unattributed_exchanges: 0,
             undecodable: 0,
@@ -433,47 +425,45 @@ mod tests {
     }
 
     #[test]
-    fn hops_are_differences_of_cumulative_histograms() {
+    fn new_hops_add_up_in_the_exported_histogram() {
+        use crate::metrics::{Format, MetricsOptions};
+        let m = NodeMetrics::new(MetricsOptions::default());
         let p = pod_proxy();
-        let req = (Direction::Inbound, Leg::Request);
-        let resp = (Direction::Inbound, Leg::Response);
+        let v = view(vec![proxy_view(&p, &[10], 0, 0)]);
         let mut b = SnapshotBuilder::default();
-        let pods = HashMap::new();
+        let (i, r) = (Direction::Inbound, Leg::Request);
+        let s = b.build(&v, hops(&[(p.clone(), i, r, &[100, 200])]), &HashMap::new());
+        assert_eq!(s.hops.len(), 1);
+        m.update(&s);
+        // The next interval's new observations; an empty histogram is left out.
         let s = b.build(
-            view(vec![], &[(p.clone(), req.0, req.1, &[100, 200])]),
-            &pods,
+            &v,
+            hops(&[
+                (p.clone(), i, r, &[300, 300, 5000]),
+                (p.clone(), i, Leg::Response, &[]),
+            ]),
+            &HashMap::new(),
         );
         assert_eq!(s.hops.len(), 1);
-        assert_eq!(s.hops[0].histogram.len(), 2);
-        // 3 more request hops, a first response hop.
-        let s = b.build(
-            view(
-                vec![],
-                &[
-                    (p.clone(), req.0, req.1, &[100, 200, 300, 300, 5000]),
-                    (p.clone(), resp.0, resp.1, &[40]),
-                ],
-            ),
-            &pods,
-        );
-        let by_leg: HashMap<Leg, &Histogram<u64>> =
-            s.hops.iter().map(|h| (h.leg, &h.histogram)).collect();
-        assert_eq!(by_leg[&Leg::Request].len(), 3);
-        assert_eq!(by_leg[&Leg::Request].count_at(300_000), 2);
-        assert_eq!(by_leg[&Leg::Request].count_at(100_000), 0);
-        assert_eq!(by_leg[&Leg::Response].len(), 1);
-        // Nothing new: no hop samples.
-        let s = b.build(
-            view(
-                vec![],
-                &[
-                    (p.clone(), req.0, req.1, &[100, 200, 300, 300, 5000]),
-                    (p.clone(), resp.0, resp.1, &[40]),
-                ],
-            ),
-            &pods,
-        );
-        assert!(s.hops.is_empty());
+        m.update(&s);
+        let text = m.encode(Format::PrometheusText);
+        let count = text
+            .lines()
+            .find(|l| l.starts_with("smp_hop_duration_seconds_count{"))
+            .unwrap();
+        assert!(count.ends_with(" 5"), "{count}");
+        let le = |b: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("smp_hop_duration_seconds_bucket{{le=\"{b}\"")))
+                .unwrap()
+                .rsplit_once(' ')
+                .unwrap()
+                .1
+                .to_string()
+        };
+        assert_eq!(le("0.0001"), "1");
+        assert_eq!(le("0.0003"), "4");
+        assert_eq!(le("0.005"), "5");
     }
 
     #[test]
@@ -494,7 +484,11 @@ mod tests {
         let mut b = SnapshotBuilder::default();
         let mut pv = proxy_view(&p, &[10], 2_500_000_000, 7);
         pv.restarts = 2;
-        let s = b.build(view(vec![pv, proxy_view(&host, &[20], 0, 0)], &[]), &pods);
+        let s = b.build(
+            &view(vec![pv, proxy_view(&host, &[20], 0, 0)]),
+            BTreeMap::new(),
+            &pods,
+        );
         assert_eq!(s.proxies.len(), 2);
         let sp = s.proxies.iter().find(|s| s.id == p).unwrap();
         assert_eq!(sp.pod.as_ref().unwrap().name, "web-1");
@@ -506,37 +500,31 @@ mod tests {
         assert!(sh.pod.is_none());
         // The host proxy exits: sent once more with its final figures, then left out.
         let s = b.build(
-            view(
-                vec![
-                    proxy_view(&p, &[10], 3_000_000_000, 9),
-                    proxy_view(&host, &[], 5, 0),
-                ],
-                &[],
-            ),
+            &view(vec![
+                proxy_view(&p, &[10], 3_000_000_000, 9),
+                proxy_view(&host, &[], 5, 0),
+            ]),
+            BTreeMap::new(),
             &pods,
         );
         assert_eq!(s.proxies.len(), 2);
         let s = b.build(
-            view(
-                vec![
-                    proxy_view(&p, &[10], 3_000_000_000, 9),
-                    proxy_view(&host, &[], 5, 0),
-                ],
-                &[],
-            ),
+            &view(vec![
+                proxy_view(&p, &[10], 3_000_000_000, 9),
+                proxy_view(&host, &[], 5, 0),
+            ]),
+            BTreeMap::new(),
             &pods,
         );
         assert_eq!(s.proxies.len(), 1);
         assert_eq!(s.proxies[0].id, p);
         // It comes back (a restart under the same identity): sent again.
         let s = b.build(
-            view(
-                vec![
-                    proxy_view(&p, &[10], 3_000_000_000, 9),
-                    proxy_view(&host, &[21], 6, 0),
-                ],
-                &[],
-            ),
+            &view(vec![
+                proxy_view(&p, &[10], 3_000_000_000, 9),
+                proxy_view(&host, &[21], 6, 0),
+            ]),
+            BTreeMap::new(),
             &pods,
         );
         assert_eq!(s.proxies.len(), 2);
@@ -545,12 +533,24 @@ mod tests {
     #[test]
     fn unattributed_exchanges_become_dropped_hop_counts() {
         let mut b = SnapshotBuilder::default();
-        let mut v = view(vec![], &[]);
+        let mut v = view(vec![]);
         v.unattributed_exchanges = 3;
-        assert_eq!(b.build(v.clone(), &HashMap::new()).unattributed_hops, 6);
+        assert_eq!(
+            b.build(&v, BTreeMap::new(), &HashMap::new())
+                .unattributed_hops,
+            6
+        );
         v.unattributed_exchanges = 4;
-        assert_eq!(b.build(v.clone(), &HashMap::new()).unattributed_hops, 2);
-        assert_eq!(b.build(v, &HashMap::new()).unattributed_hops, 0);
+        assert_eq!(
+            b.build(&v, BTreeMap::new(), &HashMap::new())
+                .unattributed_hops,
+            2
+        );
+        assert_eq!(
+            b.build(&v, BTreeMap::new(), &HashMap::new())
+                .unattributed_hops,
+            0
+        );
     }
 
     #[test]
@@ -562,12 +562,13 @@ mod tests {
         let p = pod_proxy();
         let mut b = SnapshotBuilder::default();
         m.update(&b.build(
-            view(vec![proxy_view(&p, &[10], 1_000_000_000, 100)], &[]),
+            &view(vec![proxy_view(&p, &[10], 1_000_000_000, 100)]),
+            BTreeMap::new(),
             &HashMap::new(),
         ));
         let mut after = proxy_view(&p, &[11], 1_200_000_000, 130);
         after.restarts = 1;
-        m.update(&b.build(view(vec![after], &[]), &HashMap::new()));
+        m.update(&b.build(&view(vec![after]), BTreeMap::new(), &HashMap::new()));
         let text = m.encode(Format::PrometheusText);
         let line = |name: &str| {
             text.lines()
