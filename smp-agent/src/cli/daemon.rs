@@ -50,11 +50,16 @@ pub type Args = DaemonArgs;
 /// procfs rescan period: the safety net under the exec/fork/exit events, which find proxies at
 /// once. Rarer than `top`'s (2 s): a node has many processes and the daemon runs for ever.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(10);
+/// "Never" for the tracker's own periodic sampling (the daemon samples explicitly).
+const OWN_SAMPLING_OFF: Duration = Duration::from_secs(24 * 3600);
 /// The metrics server gets this long to finish open scrapes on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
-/// Pod list refresh period (and the shortest time between two refreshes asked for new pods).
-const POD_REFRESH: Duration = Duration::from_secs(60);
-const POD_REFRESH_MIN: Duration = Duration::from_secs(5);
+/// Pod list refresh period, and the shortest time between two refreshes (a new pod asks for
+/// one sooner).
+const POD_REFRESH: PodRefresh = PodRefresh {
+    every: Duration::from_secs(60),
+    min_gap: Duration::from_secs(5),
+};
 
 pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let config = DaemonConfig::load(&args)?;
@@ -83,7 +88,9 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let tracker_config = TrackerConfig {
         discovery: config.discovery(),
         rescan_every: RESCAN_EVERY,
-        sample_every: config.interval,
+        // The loop below samples right before each snapshot; the tracker's own periodic
+        // sampling would only read every map a second time per interval.
+        sample_every: OWN_SAMPLING_OFF,
         with_pss: false,
     };
     let mut tracker = tokio::select! {
@@ -94,7 +101,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let pods = kube.map(|client| PodNames::start(client, config.node_name.clone()));
+    let pods = kube.map(|client| PodNames::start(client, config.node_name.clone(), POD_REFRESH));
     let mut builder = SnapshotBuilder::default();
     let hops = tracker.take_hops();
     let first = tracker.view();
@@ -206,6 +213,13 @@ impl Signals {
     }
 }
 
+/// How often the pod list is read.
+#[derive(Debug, Clone, Copy)]
+struct PodRefresh {
+    every: Duration,
+    min_gap: Duration,
+}
+
 /// Pod UID → name, from the API server, refreshed in the background (every minute, and soon
 /// after a proxy in an unknown pod appears). The daemon loop never waits for the API server.
 struct PodNames {
@@ -217,7 +231,7 @@ struct PodNames {
 }
 
 impl PodNames {
-    fn start(client: KubeClient, node: Option<String>) -> Self {
+    fn start(client: KubeClient, node: Option<String>, timing: PodRefresh) -> Self {
         let known = Arc::new(Mutex::new(HashMap::new()));
         let refresh = Arc::new(Notify::new());
         let (k, r) = (Arc::clone(&known), Arc::clone(&refresh));
@@ -240,9 +254,9 @@ impl PodNames {
                         failing = true;
                     }
                 }
-                tokio::time::sleep(POD_REFRESH_MIN).await;
+                tokio::time::sleep(timing.min_gap).await;
                 let _ =
-                    tokio::time::timeout(POD_REFRESH.saturating_sub(POD_REFRESH_MIN), r.notified())
+                    tokio::time::timeout(timing.every.saturating_sub(timing.min_gap), r.notified())
                         .await;
             }
         });
@@ -551,6 +565,105 @@ mod tests {
                 .unattributed_hops,
             0
         );
+    }
+
+    /// A fake API server on 127.0.0.1 (self-signed certificate) answering every request with
+    /// the pod list in `list`; returns its port and the CA to trust.
+    async fn fake_api_server(list: Arc<Mutex<String>>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = list.lock().unwrap().clone();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (port, ck.cert.pem())
+    }
+
+    fn pod_list(pods: &[(&str, &str)]) -> String {
+        let items: Vec<String> = pods
+            .iter()
+            .map(|(uid, name)| {
+                format!(r#"{{"metadata":{{"name":"{name}","namespace":"shop","uid":"{uid}"}}}}"#)
+            })
+            .collect();
+        format!(r#"{{"kind":"PodList","items":[{}]}}"#, items.join(","))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pod_names_come_from_the_api_server_and_new_pods_refresh_soon() {
+        const NEW: &str = "5d2e8f3a-1c4b-4a6e-8b7d-2f9e0a1b3c02";
+        let list = Arc::new(Mutex::new(pod_list(&[(UID, "web-1")])));
+        let (port, ca) = fake_api_server(Arc::clone(&list)).await;
+        let client = KubeClient::new("127.0.0.1", port, "t".into(), ca.as_bytes()).unwrap();
+        // A long period: only a new pod can cause the second refresh within the test.
+        let names = PodNames::start(
+            client,
+            Some("n1".into()),
+            PodRefresh {
+                every: Duration::from_secs(3600),
+                min_gap: Duration::from_millis(100),
+            },
+        );
+        let wait_for = |uid: &'static str| {
+            let names = &names;
+            async move {
+                for _ in 0..100 {
+                    if let Some(p) = pods_now(Some(names)).get(uid) {
+                        return p.clone();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("pod {uid} never named");
+            }
+        };
+        assert_eq!(wait_for(UID).await.name, "web-1");
+
+        // A pod created later: a proxy in it is seen, the list is read again at once.
+        *list.lock().unwrap() = pod_list(&[(UID, "web-1"), (NEW, "web-2")]);
+        let new_proxy = ProxyId {
+            kind: ProxyKind::Envoy,
+            scope: ProxyScope::Pod(NEW.into()),
+            fingerprint: 9 << 32,
+        };
+        let v = view(vec![proxy_view(&new_proxy, &[30], 0, 0)]);
+        names.ask_for_unknown(&v);
+        let pod = wait_for(NEW).await;
+        assert_eq!(
+            (pod.namespace.as_str(), pod.name.as_str()),
+            ("shop", "web-2")
+        );
+        let snap = SnapshotBuilder::default().build(&v, BTreeMap::new(), &pods_now(Some(&names)));
+        assert_eq!(snap.proxies[0].pod, Some(pod));
     }
 
     #[test]
