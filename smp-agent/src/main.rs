@@ -18,7 +18,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli.command.execute()) {
+    let result = runtime.block_on(cli.command.execute());
+    // Do not wait for blocking work left behind (probes still loading when the daemon was
+    // told to stop): exiting closes their file descriptors, which detaches them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(code) => code,
         Err(e) => {
             if cli.verbose > 1 {

@@ -92,6 +92,10 @@ pub struct ProxyView {
     pub cpu_ns: u64,
     /// Hop pairing counters summed over its processes, cumulative.
     pub pairing: PairingCounts,
+    /// Bytes its socket reads returned, cumulative.
+    pub received_bytes: u64,
+    /// Bytes its socket writes sent, cumulative.
+    pub sent_bytes: u64,
     /// Resident memory of its live processes at the last sample, bytes.
     pub rss_bytes: u64,
     /// Memory over the samples taken so far.
@@ -104,7 +108,8 @@ pub struct TrackerView {
     /// Time since the tracker started.
     pub elapsed: Duration,
     pub proxies: Vec<ProxyView>,
-    /// Hop histograms (nanoseconds) per (proxy, direction, leg), cumulative.
+    /// Hop histograms (nanoseconds) per (proxy, direction, leg), cumulative since the start (or
+    /// the last [`Tracker::reset_window`] or [`Tracker::take_hops`]).
     pub hops: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// How long messages waited in the proxy's socket before it read them (ns), same keys.
     pub waits: BTreeMap<ProxyHopKey, Histogram<u64>>,
@@ -172,6 +177,44 @@ impl TrackerView {
 struct TgidTotals {
     cpu_ns: u64,
     pairing: PairingCounts,
+    received_bytes: u64,
+    sent_bytes: u64,
+}
+
+/// Key of one entry of the probes' per-socket accounting: (tgid, fd, inode, syscall kind).
+type SockKey = (u32, u32, u64, u32);
+
+/// Socket bytes per tgid gained since the previous call. The probes account bytes per
+/// (process, socket, syscall) in an LRU map, whose entries go away when evicted: `last` holds
+/// each entry's value at the previous call (entries that vanished are dropped from it, so it
+/// never outgrows the map); an entry that is new or smaller than before (evicted and created
+/// again) counts in full. Returns tgid → (received, sent).
+fn socket_gains(
+    last: &mut HashMap<SockKey, u64>,
+    samples: &[crate::aggregate::SocketSample],
+) -> HashMap<u32, (u64, u64)> {
+    let mut gains: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut now = HashMap::with_capacity(samples.len());
+    for s in samples {
+        let key = (s.tgid, s.fd, s.ino, s.kind as u32);
+        let before = last.get(&key).copied().unwrap_or(0);
+        let gain = if s.bytes >= before {
+            s.bytes - before
+        } else {
+            s.bytes
+        };
+        if gain > 0 {
+            let g = gains.entry(s.tgid).or_default();
+            if s.kind.is_ingress() {
+                g.0 += gain;
+            } else {
+                g.1 += gain;
+            }
+        }
+        now.insert(key, s.bytes);
+    }
+    *last = now;
+    gains
 }
 
 /// The live engine (see the module docs).
@@ -185,6 +228,8 @@ pub struct Tracker {
     next_rescan: Instant,
     next_sample: Instant,
     tgid: HashMap<u32, TgidTotals>,
+    /// Per-socket byte counts at the last sample ([`socket_gains`]).
+    sock_last: HashMap<SockKey, u64>,
     /// Pids per proxy in the order found (for the view).
     seen: BTreeMap<ProxyId, Vec<u32>>,
     /// Hop histograms by (index into `proxy_ids`, direction, leg): no `ProxyId` clone or
@@ -241,6 +286,7 @@ impl Tracker {
             next_rescan: now + cfg.rescan_every,
             next_sample: now,
             tgid: HashMap::new(),
+            sock_last: HashMap::new(),
             seen: BTreeMap::new(),
             hops: HashMap::new(),
             waits: HashMap::new(),
@@ -422,8 +468,13 @@ impl Tracker {
     pub fn sample(&mut self) -> Result<(), TrackerError> {
         let snap = self.probes.snapshot()?;
         let cpu = snap.cpu_by_process();
+        let bytes = socket_gains(&mut self.sock_last, &snap.sockets);
         for tgid in self.discovery.tgid_owners().keys() {
             let t = self.tgid.entry(*tgid).or_default();
+            if let Some((received, sent)) = bytes.get(tgid) {
+                t.received_bytes += received;
+                t.sent_bytes += sent;
+            }
             if let Some(c) = cpu.get(tgid) {
                 t.cpu_ns = t.cpu_ns.max(c.on_cpu_ns);
             }
@@ -455,19 +506,33 @@ impl Tracker {
         self.memory = MemorySampler::new();
     }
 
+    /// Hands over the hop histograms recorded since the start or the previous call, and starts
+    /// new ones: for a consumer that wants new observations only (the daemon adds them to its
+    /// Prometheus histograms each interval). Afterwards [`Tracker::view`] shows only hops
+    /// recorded since this call. Nothing is lost or counted twice: every exchange is in exactly
+    /// one handed-over set. The histograms are large (≈ 220 KB each, dense HdrHistograms), so
+    /// taking them also keeps the daemon from holding a second cumulative copy to diff against.
+    pub fn take_hops(&mut self) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
+        std::mem::take(&mut self.hops)
+            .into_iter()
+            .map(|(k, h)| (self.hop_key(&k), h))
+            .collect()
+    }
+
+    fn hop_key(&self, (idx, direction, leg): &(usize, Direction, Leg)) -> ProxyHopKey {
+        ProxyHopKey {
+            proxy: self.proxy_ids[*idx].clone(),
+            direction: *direction,
+            leg: *leg,
+        }
+    }
+
     fn keyed(
         &self,
         m: &HashMap<(usize, Direction, Leg), Histogram<u64>>,
     ) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
         m.iter()
-            .map(|((idx, direction, leg), h)| {
-                let key = ProxyHopKey {
-                    proxy: self.proxy_ids[*idx].clone(),
-                    direction: *direction,
-                    leg: *leg,
-                };
-                (key, h.clone())
-            })
+            .map(|(k, h)| (self.hop_key(k), h.clone()))
             .collect()
     }
 
@@ -478,11 +543,14 @@ impl Tracker {
         for p in self.discovery.proxies() {
             let mut cpu_ns = 0;
             let mut pairing = PairingCounts::default();
+            let (mut received_bytes, mut sent_bytes) = (0, 0);
             for (tgid, owner) in owners {
                 if owner == &p.id {
                     if let Some(t) = self.tgid.get(tgid) {
                         cpu_ns += t.cpu_ns;
                         pairing.add(&t.pairing);
+                        received_bytes += t.received_bytes;
+                        sent_bytes += t.sent_bytes;
                     }
                 }
             }
@@ -497,6 +565,8 @@ impl Tracker {
                 restarts: p.restarts,
                 cpu_ns,
                 pairing,
+                received_bytes,
+                sent_bytes,
                 rss_bytes: self.rss.get(&p.id).copied().unwrap_or(0),
                 memory: self.memory.summary(&p.id),
             });
@@ -615,6 +685,8 @@ mod tests {
                     paired: requests,
                     ..Default::default()
                 },
+                received_bytes: 0,
+                sent_bytes: 0,
                 rss_bytes: 0,
                 memory: None,
             }],
@@ -643,6 +715,49 @@ mod tests {
         assert!((p.cpu.cpu_seconds - 2.0).abs() < 1e-9);
         assert!((p.cpu.mcores - 200.0).abs() < 1e-9, "{}", p.cpu.mcores);
         assert!((p.cpu.cpu_us_per_request.unwrap() - 500.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn socket_bytes_survive_lru_evictions_and_closed_sockets() {
+        use smp_common::sock::SyscallKind;
+
+        use crate::aggregate::SocketSample;
+        let s = |tgid, fd, kind, bytes| SocketSample {
+            tgid,
+            fd,
+            ino: 100 + u64::from(fd),
+            kind,
+            calls: 1,
+            bytes,
+            errors: 0,
+            ns: 0,
+        };
+        let mut last = HashMap::new();
+        let g = socket_gains(
+            &mut last,
+            &[
+                s(1, 3, SyscallKind::Read, 100),
+                s(1, 3, SyscallKind::Writev, 40),
+                s(1, 4, SyscallKind::Recvfrom, 10),
+                s(2, 3, SyscallKind::Sendmsg, 7),
+            ],
+        );
+        assert_eq!(g[&1], (110, 40));
+        assert_eq!(g[&2], (0, 7));
+        // fd 4 closed and its entry evicted; fd 3's read grew; the write entry was evicted and
+        // created again (smaller than before): counted in full.
+        let g = socket_gains(
+            &mut last,
+            &[
+                s(1, 3, SyscallKind::Read, 150),
+                s(1, 3, SyscallKind::Writev, 5),
+            ],
+        );
+        assert_eq!(g[&1], (50, 5));
+        assert!(!g.contains_key(&2));
+        assert_eq!(last.len(), 2, "vanished entries are forgotten");
+        assert!(socket_gains(&mut last, &[]).is_empty());
+        assert!(last.is_empty());
     }
 
     #[test]

@@ -152,8 +152,28 @@ impl Prometheus {
     /// Evaluates `expr` now. A vector comes back as its samples, a scalar as one sample
     /// without labels; an error (bad PromQL) as `Err` with Prometheus' message.
     pub fn query(&self, expr: &str) -> Result<Vec<VectorSample>, String> {
-        let path = format!("/api/v1/query?query={}", url_encode(expr));
-        let (status, body) = http_get(self.addr, &path).map_err(|e| e.to_string())?;
+        self.query_path(&format!("/api/v1/query?query={}", url_encode(expr)))
+    }
+
+    /// [`Prometheus::query`] evaluated at `time` instead of now (each series' latest sample at
+    /// or before `time`, within the 5 min lookback).
+    pub fn query_at(
+        &self,
+        expr: &str,
+        time: std::time::SystemTime,
+    ) -> Result<Vec<VectorSample>, String> {
+        let t = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs_f64();
+        self.query_path(&format!(
+            "/api/v1/query?query={}&time={t:.3}",
+            url_encode(expr)
+        ))
+    }
+
+    fn query_path(&self, path: &str) -> Result<Vec<VectorSample>, String> {
+        let (status, body) = http_get(self.addr, path).map_err(|e| e.to_string())?;
         let v: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
         if v["status"] != "success" {

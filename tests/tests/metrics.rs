@@ -26,7 +26,7 @@ fn promtool_check_metrics_passes_on_a_populated_exposition() {
     for i in 1..=30u64 {
         let t = Duration::from_millis(100 * i);
         if i == 15 {
-            node.restart(0, t);
+            node.restart(0);
         }
         m.update(&node.tick(t));
     }

@@ -15,6 +15,9 @@ pub enum Bench {
     Overhead(crate::bench_overhead::Options),
     /// The agent's own CPU and memory while it tracks the lab's sidecars at fixed rates.
     Agent(crate::bench_agent::Options),
+    /// `smp-agent daemon` tracking the lab's Envoy sidecars at a steady rate for minutes: RSS
+    /// growth, lost events, CPU.
+    Soak(crate::bench_soak::Options),
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -22,5 +25,6 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         Bench::Loadgen(o) => crate::bench_loadgen::run(o),
         Bench::Overhead(o) => crate::bench_overhead::run(o),
         Bench::Agent(o) => crate::bench_agent::run(o),
+        Bench::Soak(o) => crate::bench_soak::run(o),
     }
 }

@@ -27,7 +27,7 @@ pub struct Options {
 }
 
 /// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').context("stat")?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -38,7 +38,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// A `/proc/<pid>/status` field in kB, as MiB.
-fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
+pub fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = s
         .lines()

@@ -65,27 +65,39 @@ impl Lab {
 
     /// `smp-agent load --output json` from the client pod; `rate` is a number or `max`.
     pub fn load(&self, url: &str, rate: &str, seconds: u64) -> anyhow::Result<(String, Value)> {
-        let text = output(
-            Command::new("ip")
-                .args(["netns", "exec", self.str("client_netns")?])
-                .arg(&self.agent)
-                .args([
-                    "load",
-                    "--rate",
-                    rate,
-                    "--connections",
-                    "16",
-                    "--warmup",
-                    "1s",
-                    "--duration",
-                    &format!("{seconds}s"),
-                    "--output",
-                    "json",
-                    url,
-                ]),
-        )?;
+        let text = output(&mut self.load_command(url, rate, seconds, "1s")?)?;
         let v = serde_json::from_str(&text).context("load: not JSON")?;
         Ok((text, v))
+    }
+}
+
+impl Lab {
+    /// The command [`Lab::load`] runs, with its warm-up (`1s`, `0s`, …).
+    pub fn load_command(
+        &self,
+        url: &str,
+        rate: &str,
+        seconds: u64,
+        warmup: &str,
+    ) -> anyhow::Result<Command> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.str("client_netns")?])
+            .arg(&self.agent)
+            .args([
+                "load",
+                "--rate",
+                rate,
+                "--connections",
+                "16",
+                "--warmup",
+                warmup,
+                "--duration",
+                &format!("{seconds}s"),
+                "--output",
+                "json",
+                url,
+            ]);
+        Ok(cmd)
     }
 }
 

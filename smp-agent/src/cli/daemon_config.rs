@@ -393,8 +393,9 @@ impl fmt::Display for Origin {
 pub enum ConfigError {
     /// The file cannot be read, is not YAML, has an unknown key or a bad value (the message
     /// names the file, line and field).
+    /// (Not a `#[source]`: the message already says everything, and `{:#}` would repeat it.)
     #[error("config file {0}")]
-    File(#[source] SmpFileError),
+    File(SmpFileError),
     /// An environment variable has a bad value.
     #[error("environment variable {var}={value:?}: {message}")]
     Env {
@@ -821,6 +822,12 @@ mod tests {
 
         for (text, line, field, words) in [
             ("interval: 10ms\n", 1, "interval", "too short"),
+            (
+                "listen: 127.0.0.1:9477\n\ninterval: 10ms\n",
+                3,
+                "interval",
+                "too short",
+            ),
             (
                 "# comment\nlisten: localhost\n",
                 2,

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod compare;
+pub mod daemon;
 pub mod daemon_config;
 pub mod lab;
 pub mod load;
@@ -40,6 +41,10 @@ pub enum Command {
     /// say what is within noise, and gate CI with `--fail-if 'p99>+10%'` (exit 1 when a rule
     /// fires, 2 when an input cannot be read).
     Compare(compare::Args),
+    /// Run as a node agent: follow every proxy on this node and serve per-hop latency, proxy
+    /// CPU, memory and requests as Prometheus metrics on /metrics (with /healthz and /readyz).
+    /// Configured by flags, SMP_AGENT_* variables and a YAML file (docs/deploy.md).
+    Daemon(daemon::Args),
     /// The mesh lab: a real sidecar topology (two pod namespaces, real proxies) on this machine.
     Lab(lab::Args),
     /// Drive HTTP load (open loop at a fixed rate, coordinated-omission corrected, or
@@ -55,6 +60,7 @@ impl Command {
             Command::Profile(args) => profile::execute(args).await,
             Command::Top(args) => top::execute(args).await,
             Command::Compare(args) => compare::execute(args).await,
+            Command::Daemon(args) => daemon::execute(args).await,
             Command::Lab(args) => lab::execute(args).await,
             Command::Load(args) => load::execute(args).await,
         }

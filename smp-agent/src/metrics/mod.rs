@@ -4,16 +4,16 @@
 //! docs/metrics.md.
 //!
 //! # Counter semantics
-//! Snapshot values are *cumulative for the current process instance* of a proxy (its leader
-//! `pid`), as the kernel and procfs report them. [`NodeMetrics`] turns them into counters that
-//! only go up per proxy *identity* ([`ProxyId`], stable across restarts):
-//! * a new `pid` for a known identity is a restart: the new instance's values are added in full
-//!   (they started from zero) and `smp_proxy_restarts_total` goes up;
-//! * a value that goes down with the same `pid` (a worker of a multi-process proxy exited and its
-//!   total left the sum) is a new baseline: nothing is added, later growth is.
+//! Snapshot values are *cumulative per proxy identity* ([`ProxyId`], stable across restarts of
+//! the proxy's processes), as [`crate::tracker::Tracker`] keeps them: a proxy that restarts
+//! continues its CPU, request and byte totals, and its restart count comes with the snapshot
+//! ([`ProxySample::restarts`]). [`NodeMetrics`] exports them as they are, so it needs no
+//! restart detection of its own and cannot count an instance twice. As a guard, a counter never
+//! goes down: a value below the last exported one (or not finite) leaves the counter where it
+//! was.
 //!
-//! Hop latencies are *new observations since the previous update* (a fresh
-//! [`HopAggregator`] per interval), so they only add.
+//! Hop latencies are *new observations since the previous update* (the daemon diffs the
+//! tracker's cumulative histograms), so they only add.
 //!
 //! # Cardinality
 //! Labels are the proxy kind, its identity, pod and namespace, plus small fixed enums
@@ -40,14 +40,14 @@
 //! let mut tick = tokio::time::interval(config.interval);
 //! loop {
 //!     tick.tick().await;
-//!     let mut snap = NodeSnapshot {
+//!     let snap = NodeSnapshot {
 //!         agent: AgentUsage::current(),
 //!         ..NodeSnapshot::default()
 //!     };
-//!     // Per tracked proxy: snap.proxies.push(ProxySample { id, pid, pod, cpu_seconds, … });
-//!     // This interval's hops: snap.add_hops(&std::mem::take(&mut hop_aggregator),
-//!     //     |tgid| discovery.proxy_of(tgid).cloned());
-//!     // snap.loss = probe_snapshot.loss.clone();
+//!     // Per tracked proxy, identity-cumulative figures (`Tracker::view()`):
+//!     //     snap.proxies.push(ProxySample { id, pod, cpu_seconds, restarts, … });
+//!     // This interval's hops: the difference of two views' hop histograms.
+//!     // snap.loss = view.loss.clone();
 //!     metrics.update(&snap);
 //! }
 //! # }
@@ -101,36 +101,36 @@ pub struct NodeSnapshot {
     pub agent: Option<AgentUsage>,
 }
 
-/// One proxy: identity, where it runs and cumulative figures of its current instance.
+/// One proxy: identity, where it runs and figures cumulative over every process the identity
+/// ever had (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxySample {
     /// Stable identity (kind, pod/container/cgroup scope, argument fingerprint).
     pub id: ProxyId,
-    /// Leader pid of the current instance; a change means the proxy restarted.
-    pub pid: u32,
     /// The pod it runs in, when known (Kubernetes enrichment).
     pub pod: Option<PodRef>,
-    /// On-CPU seconds of all its processes and threads, cumulative for this instance.
+    /// Times a new leader process took over the identity, cumulative.
+    pub restarts: u32,
+    /// On-CPU seconds of all its processes and threads, cumulative.
     pub cpu_seconds: f64,
     /// Resident memory of all its processes, bytes, now.
     pub rss_bytes: u64,
-    /// The kernel's pairing counters summed over its processes, cumulative for this instance.
-    /// `requests` feeds `smp_proxy_requests_total`; the failure counters feed
-    /// `smp_unpaired_messages_total`.
+    /// The kernel's pairing counters summed over its processes, cumulative. `requests` feeds
+    /// `smp_proxy_requests_total`; the failure counters feed `smp_unpaired_messages_total`.
     pub pairing: PairingCounts,
-    /// Bytes its socket reads returned, cumulative for this instance.
+    /// Bytes its socket reads returned, cumulative.
     pub received_bytes: u64,
-    /// Bytes its socket writes sent, cumulative for this instance.
+    /// Bytes its socket writes sent, cumulative.
     pub sent_bytes: u64,
 }
 
 impl ProxySample {
     /// A sample with every figure zero.
-    pub fn new(id: ProxyId, pid: u32) -> Self {
+    pub fn new(id: ProxyId) -> Self {
         Self {
             id,
-            pid,
             pod: None,
+            restarts: 0,
             cpu_seconds: 0.0,
             rss_bytes: 0,
             pairing: PairingCounts::default(),
@@ -274,45 +274,13 @@ const LOSS_REASONS: [Reason<LossCounters>; 4] = [
     ("switch_in_missed", |l| l.switch_in_missed),
 ];
 
-/// Raw cumulative values of one proxy instance, as last reported.
-#[derive(Debug, Clone, Copy, Default)]
-struct Raw {
-    cpu_seconds: f64,
-    requests: u64,
-    received: u64,
-    sent: u64,
-    unpaired: [u64; UNPAIRED_REASONS.len()],
-}
-
-impl Raw {
-    fn of(s: &ProxySample) -> Self {
-        Self {
-            cpu_seconds: s.cpu_seconds,
-            requests: s.pairing.requests,
-            received: s.received_bytes,
-            sent: s.sent_bytes,
-            unpaired: UNPAIRED_REASONS.map(|(_, f)| f(&s.pairing)),
-        }
-    }
-}
-
-/// What a counter gains from a cumulative value that may restart: everything the first time,
-/// the growth after that, nothing (a new baseline) when it went down.
+/// What a counter gains from a cumulative value that may start again from zero (the probes'
+/// loss counters if they were reloaded): everything the first time, the growth after that,
+/// nothing (a new baseline) when it went down.
 fn gain_u64(last: Option<u64>, now: u64) -> u64 {
     match last {
         None => now,
         Some(l) => now.saturating_sub(l),
-    }
-}
-
-fn gain_f64(last: Option<f64>, now: f64) -> f64 {
-    if !now.is_finite() || now < 0.0 {
-        return 0.0;
-    }
-    match last {
-        None => now,
-        Some(l) if now >= l => now - l,
-        Some(_) => 0.0,
     }
 }
 
@@ -323,8 +291,6 @@ struct ProxyState {
     id: String,
     pod: String,
     namespace: String,
-    pid: u32,
-    last: Option<Raw>,
     cpu_seconds: f64,
     requests: u64,
     received: u64,
@@ -337,14 +303,12 @@ struct ProxyState {
 }
 
 impl ProxyState {
-    fn new(s: &ProxySample, now: Instant) -> Self {
+    fn new(now: Instant) -> Self {
         Self {
             kind: String::new(),
             id: String::new(),
             pod: String::new(),
             namespace: String::new(),
-            pid: s.pid,
-            last: None,
             cpu_seconds: 0.0,
             requests: 0,
             received: 0,
@@ -357,36 +321,24 @@ impl ProxyState {
         }
     }
 
+    /// Takes the identity-cumulative values of `s`; a counter never goes down (module docs).
     fn observe(&mut self, s: &ProxySample, now: Instant) {
-        if self.last.is_some() && s.pid != self.pid {
-            self.restarts += 1;
-            self.last = None;
-        }
-        self.pid = s.pid;
         self.kind = s.id.kind.name().to_string();
         self.id = s.id.to_string();
         (self.pod, self.namespace) = match &s.pod {
             Some(p) => (p.name.clone(), p.namespace.clone()),
             None => (String::new(), String::new()),
         };
-        let raw = Raw::of(s);
-        let last = self.last;
-        self.cpu_seconds += gain_f64(last.map(|l| l.cpu_seconds), raw.cpu_seconds);
-        self.requests += gain_u64(last.map(|l| l.requests), raw.requests);
-        self.received += gain_u64(last.map(|l| l.received), raw.received);
-        self.sent += gain_u64(last.map(|l| l.sent), raw.sent);
-        for (i, total) in self.unpaired.iter_mut().enumerate() {
-            *total += gain_u64(last.map(|l| l.unpaired[i]), raw.unpaired[i]);
+        if s.cpu_seconds.is_finite() {
+            self.cpu_seconds = self.cpu_seconds.max(s.cpu_seconds);
         }
-        // A new baseline for values that went down (see the module docs).
-        self.last = Some(Raw {
-            cpu_seconds: if raw.cpu_seconds.is_finite() && raw.cpu_seconds >= 0.0 {
-                raw.cpu_seconds
-            } else {
-                last.map_or(0.0, |l| l.cpu_seconds)
-            },
-            ..raw
-        });
+        self.requests = self.requests.max(s.pairing.requests);
+        self.received = self.received.max(s.received_bytes);
+        self.sent = self.sent.max(s.sent_bytes);
+        for (total, (_, f)) in self.unpaired.iter_mut().zip(UNPAIRED_REASONS) {
+            *total = (*total).max(f(&s.pairing));
+        }
+        self.restarts = self.restarts.max(u64::from(s.restarts));
         self.rss_bytes = s.rss_bytes;
         self.last_seen = now;
     }
@@ -479,7 +431,7 @@ impl NodeMetrics {
             }
             st.proxies
                 .entry(s.id.clone())
-                .or_insert_with(|| ProxyState::new(s, now))
+                .or_insert_with(|| ProxyState::new(now))
                 .observe(s, now);
         }
         st.over_limit = over;

@@ -39,10 +39,9 @@ pub struct SyntheticProxy {
     pub requests_per_tick: u64,
     pub bytes_per_request: u64,
     pub hops: Vec<SyntheticHop>,
-    /// Current instance: leader pid and when it started (elapsed time of the feed).
-    pub pid: u32,
-    pub started: Duration,
-    /// Ticks of the current instance.
+    /// Times its process was replaced (the identity and its totals continue).
+    pub restarts: u32,
+    /// Ticks since the feed started.
     ticks: u64,
 }
 
@@ -105,8 +104,7 @@ impl SyntheticNode {
                     per_tick: vec![(40_000, 20)],
                 },
             ],
-            pid: 4100,
-            started: Duration::ZERO,
+            restarts: 0,
             ticks: 0,
         };
         let inbound = SyntheticProxy {
@@ -135,8 +133,7 @@ impl SyntheticNode {
                     per_tick: vec![(45_000, 20)],
                 },
             ],
-            pid: 4200,
-            started: Duration::ZERO,
+            restarts: 0,
             ticks: 0,
         };
         let gateway = SyntheticProxy {
@@ -162,8 +159,7 @@ impl SyntheticNode {
                     per_tick: vec![(80_000, 10)],
                 },
             ],
-            pid: 900,
-            started: Duration::ZERO,
+            restarts: 0,
             ticks: 0,
         };
         Self {
@@ -173,16 +169,14 @@ impl SyntheticNode {
         }
     }
 
-    /// Replaces proxy `i`'s process at `elapsed` (new pid, its counters start from zero).
-    pub fn restart(&mut self, i: usize, elapsed: Duration) {
-        let p = &mut self.proxies[i];
-        p.pid += 1000;
-        p.started = elapsed;
-        p.ticks = 0;
+    /// Replaces proxy `i`'s process. As the tracker reports it, the identity's figures continue
+    /// and its restart count goes up.
+    pub fn restart(&mut self, i: usize) {
+        self.proxies[i].restarts += 1;
     }
 
-    /// One tick at `elapsed` since the feed started: cumulative figures of each instance and
-    /// this tick's hop observations.
+    /// One tick at `elapsed` since the feed started: figures cumulative per identity and this
+    /// tick's hop observations.
     pub fn tick(&mut self, elapsed: Duration) -> NodeSnapshot {
         self.ticks += 1;
         let mut snap = NodeSnapshot {
@@ -196,9 +190,10 @@ impl SyntheticNode {
         for p in &mut self.proxies {
             p.ticks += 1;
             let requests = p.ticks * p.requests_per_tick;
-            let mut s = ProxySample::new(p.id.clone(), p.pid);
+            let mut s = ProxySample::new(p.id.clone());
             s.pod = p.pod.clone();
-            s.cpu_seconds = p.cpu_cores * elapsed.saturating_sub(p.started).as_secs_f64();
+            s.restarts = p.restarts;
+            s.cpu_seconds = p.cpu_cores * elapsed.as_secs_f64();
             s.rss_bytes = p.rss_bytes;
             s.pairing = PairingCounts {
                 requests,

@@ -236,7 +236,7 @@ fn both_formats_parse() {
 fn exact_lines_for_one_proxy() {
     let m = NodeMetrics::new(MetricsOptions::default());
     let id = host_proxy(&["envoy", "-c", "a.yaml"]);
-    let mut s = ProxySample::new(id.clone(), 10);
+    let mut s = ProxySample::new(id.clone());
     s.cpu_seconds = 1.5;
     s.rss_bytes = 1000;
     s.pairing.requests = 7;
@@ -279,11 +279,12 @@ fn exact_lines_for_one_proxy() {
 }
 
 #[test]
-fn counters_stay_monotonic_across_restarts_and_worker_exits() {
+fn identity_cumulative_values_are_exported_as_they_are() {
     let m = NodeMetrics::new(MetricsOptions::default());
     let id = host_proxy(&["envoy"]);
-    let feed = |pid: u32, cpu: f64, requests: u64| {
-        let mut s = ProxySample::new(id.clone(), pid);
+    let feed = |restarts: u32, cpu: f64, requests: u64| {
+        let mut s = ProxySample::new(id.clone());
+        s.restarts = restarts;
         s.cpu_seconds = cpu;
         s.pairing.requests = requests;
         m.update(&NodeSnapshot {
@@ -297,16 +298,17 @@ fn counters_stay_monotonic_across_restarts_and_worker_exits() {
             value(&t, "smp_proxy_restarts_total", &[]).unwrap(),
         )
     };
-    assert_eq!(feed(1, 5.0, 100), (5.0, 100.0, 0.0));
-    assert_eq!(feed(1, 7.0, 150), (7.0, 150.0, 0.0));
-    // Restart: new pid, the new instance starts from its own zero.
-    assert_eq!(feed(2, 1.0, 10), (8.0, 160.0, 1.0));
-    // Same pid, a worker exited and its share left the sums: a new baseline, nothing lost.
-    assert_eq!(feed(2, 0.5, 4), (8.0, 160.0, 1.0));
-    assert_eq!(feed(2, 1.5, 14), (9.0, 170.0, 1.0));
-    // Garbage does not move a counter.
-    assert_eq!(feed(2, f64::NAN, 14), (9.0, 170.0, 1.0));
-    assert_eq!(feed(2, 2.0, 14), (9.5, 170.0, 1.0));
+    assert_eq!(feed(0, 5.0, 100), (5.0, 100.0, 0.0));
+    assert_eq!(feed(0, 7.0, 150), (7.0, 150.0, 0.0));
+    // A restart: the tracker's totals for the identity go on from where they were and its
+    // restart count goes up. Nothing is added twice (the old pid-based detection added the new
+    // instance's values on top).
+    assert_eq!(feed(1, 7.5, 160), (7.5, 160.0, 1.0));
+    assert_eq!(feed(1, 9.0, 170), (9.0, 170.0, 1.0));
+    // Guard: a value that goes down or is garbage does not move a counter back.
+    assert_eq!(feed(1, 8.0, 165), (9.0, 170.0, 1.0));
+    assert_eq!(feed(0, f64::NAN, 170), (9.0, 170.0, 1.0));
+    assert_eq!(feed(1, 9.5, 171), (9.5, 171.0, 1.0));
 }
 
 #[test]
@@ -316,7 +318,7 @@ fn hops_accumulate_and_follow_identity_across_restarts() {
     for i in 1..=10 {
         m.update(&node.tick(Duration::from_millis(100 * i)));
     }
-    node.restart(0, Duration::from_millis(1000));
+    node.restart(0);
     for i in 11..=20 {
         m.update(&node.tick(Duration::from_millis(100 * i)));
     }
@@ -340,7 +342,7 @@ fn hops_accumulate_and_follow_identity_across_restarts() {
     assert_eq!(le("0.002"), 400.0); // + 6 × 1.5 ms
     let sum = value(&t, "smp_hop_duration_seconds_sum", &out).unwrap();
     assert!((sum - 20.0 * (14.0 * 120e-6 + 6.0 * 1.5e-3)).abs() < 1e-3 * sum);
-    // CPU: 0.25 cores for 1 s, restart, 0.25 cores for 1 s.
+    // CPU: 0.25 cores for 2 s, a restart in the middle that does not interrupt the totals.
     let cpu = value(
         &t,
         "smp_proxy_cpu_seconds_total",
@@ -374,7 +376,7 @@ fn label_cardinality_is_bounded() {
         let mut snap = NodeSnapshot::default();
         for i in 0..80u32 {
             let id = host_proxy(&["envoy", "--id", &i.to_string()]);
-            let mut s = ProxySample::new(id.clone(), 1000 + i);
+            let mut s = ProxySample::new(id.clone());
             s.cpu_seconds = round as f64;
             snap.proxies.push(s);
             for (direction, leg) in [
@@ -441,9 +443,9 @@ fn forgets_proxies_that_went_away_and_relabels_when_the_pod_is_known() {
     let t0 = Instant::now();
     let a = host_proxy(&["envoy", "a"]);
     let b = host_proxy(&["envoy", "b"]);
-    let mut sa = ProxySample::new(a.clone(), 1);
+    let mut sa = ProxySample::new(a.clone());
     sa.cpu_seconds = 3.0;
-    let sb = ProxySample::new(b.clone(), 2);
+    let sb = ProxySample::new(b.clone());
     m.update_at(
         &NodeSnapshot {
             proxies: vec![sa.clone(), sb],
@@ -496,7 +498,7 @@ fn forgets_proxies_that_went_away_and_relabels_when_the_pod_is_known() {
 #[test]
 fn label_values_are_escaped() {
     let m = NodeMetrics::new(MetricsOptions::default());
-    let mut s = ProxySample::new(host_proxy(&["envoy"]), 1);
+    let mut s = ProxySample::new(host_proxy(&["envoy"]));
     s.pod = Some(PodRef {
         namespace: "a\"b".into(),
         name: "c\\d\ne".into(),

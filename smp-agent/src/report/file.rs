@@ -272,7 +272,7 @@ fn deserialize<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, SmpFil
         Ok(value)
     } else {
         serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| yaml_error(path, e))
+            .map_err(|e| yaml_error(path, e, text))
     }
 }
 
@@ -298,13 +298,24 @@ fn with_missing_field(field: String, message: &str) -> String {
     }
 }
 
-fn yaml_error(path: &Path, e: serde_path_to_error::Error<serde_yaml::Error>) -> SmpFileError {
+fn yaml_error(
+    path: &Path,
+    e: serde_path_to_error::Error<serde_yaml::Error>,
+    text: &str,
+) -> SmpFileError {
     let field = field_path(e.path());
     let source = e.into_inner();
-    let location = source.location().map(|l| Location {
+    let mut location = source.location().map(|l| Location {
         line: l.line(),
         column: l.column(),
     });
+    // A value rejected by our own parsers (`interval: 10ms`) comes back located at the start
+    // of the enclosing mapping; for a top-level key, point at its line instead.
+    if let Some(key) = top_level_key_location(text, &field) {
+        if location.is_none_or(|l| l.line < key.line) {
+            location = Some(key);
+        }
+    }
     let message = clean_message(&source.to_string());
     SmpFileError::Parse {
         path: path.to_path_buf(),
@@ -313,6 +324,22 @@ fn yaml_error(path: &Path, e: serde_path_to_error::Error<serde_yaml::Error>) -> 
         message,
         source: SyntaxError::Yaml(source),
     }
+}
+
+/// Where a top-level (unindented) key `field` is written in YAML `text`: the line, and the
+/// column of its value.
+fn top_level_key_location(text: &str, field: &str) -> Option<Location> {
+    if field.is_empty() || field.contains(['.', '[']) {
+        return None;
+    }
+    text.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        let value_at = line.len() - rest.trim_start().len();
+        Some(Location {
+            line: i + 1,
+            column: value_at + 1,
+        })
+    })
 }
 
 fn json_error(path: &Path, e: serde_path_to_error::Error<serde_json::Error>) -> SmpFileError {

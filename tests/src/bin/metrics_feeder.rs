@@ -2,8 +2,8 @@
 //! updated every `--period-ms` (default 100), so a real Prometheus can scrape known inputs.
 //! Prints `ready <addr>` once serving; exits when stdin closes.
 //!
-//! `--restart-after-ms N` replaces the first proxy's process after N ms (new pid, its
-//! counters start from zero) to show that exported counters stay monotonic.
+//! `--restart-after-ms N` replaces the first proxy's process after N ms (its restart count goes
+//! up, its identity's counters continue) to show that exported counters stay monotonic.
 
 use std::{sync::Arc, time::Duration};
 
@@ -55,7 +55,7 @@ fn main() {
             }
             let elapsed = start.elapsed();
             if restart_after.is_some_and(|r| elapsed >= r) && !restarted {
-                node.restart(0, elapsed);
+                node.restart(0);
                 restarted = true;
             }
             metrics.update(&node.tick(elapsed));
