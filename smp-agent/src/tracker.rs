@@ -28,6 +28,7 @@ use crate::{
         cpu::CpuFigures,
         discovery::DiscoveryStats,
         memory::{MemorySampler, MemorySummary},
+        perf::{PerfReading, ProxyPerf},
         CgroupAttribution, Discovery, DiscoveryConfig, ProcEvent, ProcFs, ProxyChange, ProxyId,
     },
 };
@@ -100,6 +101,10 @@ pub struct ProxyView {
     pub rss_bytes: u64,
     /// Memory over the samples taken so far.
     pub memory: Option<MemorySummary>,
+    /// perf_event counters of its processes since they were found (task-clock, context
+    /// switches; cycles and instructions where the PMU exposes them, else absent with the
+    /// reason). `None` before the first sample.
+    pub perf: Option<PerfReading>,
 }
 
 /// Everything the tracker knows at one instant (plain data).
@@ -245,6 +250,10 @@ pub struct Tracker {
     /// tgid → index into `proxy_ids` (every tgid ever attributed).
     tgid_proxy: HashMap<u32, usize>,
     memory: MemorySampler,
+    /// perf_event counters per proxy (index into `proxy_ids`); exited processes stay in the
+    /// sum so it never goes backwards.
+    perf: HashMap<usize, ProxyPerf>,
+    perf_last: HashMap<usize, PerfReading>,
     rss: HashMap<ProxyId, u64>,
     loss: LossCounters,
     unattributed_exchanges: u64,
@@ -295,6 +304,8 @@ impl Tracker {
             proxy_ids: Vec::new(),
             tgid_proxy: HashMap::new(),
             memory: MemorySampler::new(),
+            perf: HashMap::new(),
+            perf_last: HashMap::new(),
             rss: HashMap::new(),
             loss: LossCounters::default(),
             unattributed_exchanges: 0,
@@ -444,6 +455,14 @@ impl Tracker {
                         }
                     };
                     self.tgid_proxy.insert(*tgid, idx);
+                    if let Err(e) = self
+                        .perf
+                        .entry(idx)
+                        .or_default()
+                        .add_process(&self.procfs, *tgid)
+                    {
+                        tracing::debug!(pid = tgid, error = %e, "no perf counters");
+                    }
                     if let Err(e) = self.probes.track(*tgid) {
                         tracing::warn!(pid = tgid, error = %e, "cannot track process");
                     }
@@ -492,6 +511,9 @@ impl Tracker {
                 .proxy_memory(p.tgids.iter().copied(), self.cfg.with_pss);
             self.rss.insert(p.id.clone(), m.rss_bytes);
             self.memory.record(&p.id, m);
+        }
+        for (idx, perf) in &mut self.perf {
+            self.perf_last.insert(*idx, perf.read());
         }
         Ok(())
     }
@@ -569,6 +591,12 @@ impl Tracker {
                 sent_bytes,
                 rss_bytes: self.rss.get(&p.id).copied().unwrap_or(0),
                 memory: self.memory.summary(&p.id),
+                perf: self
+                    .proxy_ids
+                    .iter()
+                    .position(|id| id == &p.id)
+                    .and_then(|i| self.perf_last.get(&i))
+                    .cloned(),
             });
         }
         TrackerView {
@@ -689,6 +717,7 @@ mod tests {
                 sent_bytes: 0,
                 rss_bytes: 0,
                 memory: None,
+                perf: None,
             }],
             hops: BTreeMap::new(),
             waits: BTreeMap::new(),

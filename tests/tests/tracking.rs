@@ -91,7 +91,16 @@ fn restarted_sidecar_keeps_its_identity_and_counters() {
     let cfg = lab_config("trk1", ProxyKind::Envoy, false);
     with_lab(&cfg, |info| {
         let (live, first) = Live::start(&["envoy"]);
-        assert_eq!(first.proxies.len(), 2, "{:?}", first.proxies);
+        // Only the lab's sidecars count (another Envoy may run on this machine).
+        let lab = [info.outbound.pid, info.inbound.pid];
+        let of_lab =
+            |p: &&smp_agent::tracker::ProxyView| p.pids_seen.iter().any(|x| lab.contains(x));
+        assert_eq!(
+            first.proxies.iter().filter(of_lab).count(),
+            2,
+            "{:?}",
+            first.proxies
+        );
         let old_pid = info.outbound.pid;
         let before = drive(info, 200.0, 2);
         let new_pid = Lab::restart_sidecar(&info.name, Side::Outbound).expect("restart");
@@ -104,7 +113,14 @@ fn restarted_sidecar_keeps_its_identity_and_counters() {
             .iter()
             .find(|p| p.pids_seen.contains(&old_pid))
             .expect("the outbound sidecar");
-        assert_eq!(view.proxies.len(), 2, "one identity per sidecar");
+        let new_of_lab = |p: &&smp_agent::tracker::ProxyView| {
+            p.pids_seen.iter().any(|x| lab.contains(x) || *x == new_pid)
+        };
+        assert_eq!(
+            view.proxies.iter().filter(new_of_lab).count(),
+            2,
+            "one identity per sidecar"
+        );
         assert_eq!(out.pids_seen, vec![old_pid, new_pid]);
         assert_eq!(out.leader, Some(new_pid));
         assert_eq!(out.restarts, 1);
@@ -114,6 +130,21 @@ fn restarted_sidecar_keeps_its_identity_and_counters() {
         let hop_count: u64 = view.hops_of(&out.proxy).map(|(_, _, h)| h.len()).sum();
         assert_eq!(hop_count, 2 * (before + after), "request + response hops");
         assert!(out.cpu_ns > 0);
+        // perf_event counters of both incarnations: task-clock and context switches where
+        // every machine has them; cycles and instructions present or absent with the reason.
+        let perf = out.perf.as_ref().expect("perf counters");
+        let task_clock = perf.task_clock_ns.value().expect("task-clock");
+        assert!(task_clock > 0, "{perf:?}");
+        assert!(
+            perf.context_switches.value().is_some_and(|n| n > 0),
+            "{perf:?}"
+        );
+        for v in [&perf.cycles, &perf.instructions] {
+            match v {
+                smp_agent::proxy::perf::PerfValue::Absent { reason } => assert!(!reason.is_empty()),
+                _ => assert!(v.value().is_some()),
+            }
+        }
         // The new pid was tracked right after the old one left: by the exec event, not the
         // (30 s) rescan.
         let gone = view
@@ -145,11 +176,7 @@ fn proxies_started_later_are_found_with_their_workers() {
         return;
     }
     let (live, first) = Live::start(&["nginx"]);
-    assert!(
-        first.proxies.iter().all(|p| p.pids.is_empty()),
-        "no nginx should run before the lab: {:?}",
-        first.proxies
-    );
+    let before: Vec<u32> = first.proxies.iter().flat_map(|p| p.pids.clone()).collect();
     let cfg = lab_config("trk2", ProxyKind::Nginx, false);
     let view = with_lab(&cfg, |info| {
         let n = drive(info, 200.0, 2);
@@ -164,6 +191,10 @@ fn proxies_started_later_are_found_with_their_workers() {
             .find(|p| p.pids_seen.first() == Some(&pid))
             .unwrap_or_else(|| panic!("nginx {pid} not found: {:?}", view.proxies));
         assert!(p.pids_seen.len() >= 2, "master and worker(s): {p:?}");
+        assert!(
+            p.pids_seen.iter().all(|x| !before.contains(x)),
+            "found after the tracker started: {p:?}"
+        );
         assert_eq!(p.pairing.requests, n, "{p:?}");
     }
 }
@@ -197,10 +228,22 @@ fn cpu_per_request_is_stable_between_two_runs() {
             let out = top.wait_with_output().expect("top");
             assert!(out.status.success(), "top failed");
             let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
-            let proxies = doc["proxies"].as_array().expect("proxies");
+            // Only the lab's sidecars (another Envoy may run on this machine).
+            let lab = [info.outbound.pid, info.inbound.pid];
+            let proxies: Vec<&Value> = doc["proxies"]
+                .as_array()
+                .expect("proxies")
+                .iter()
+                .filter(|p| {
+                    p["pids_seen"].as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|x| x.as_u64().is_some_and(|x| lab.contains(&(x as u32))))
+                    })
+                })
+                .collect();
             assert_eq!(proxies.len(), 2, "{doc}");
             proxies
-                .iter()
+                .into_iter()
                 .map(|p| {
                     let reqs = p["requests"].as_u64().unwrap();
                     assert_eq!(reqs, n, "requests of {}", p["id"]);

@@ -399,6 +399,7 @@ mod tests {
             sent_bytes: 20 * requests,
             rss_bytes: 1 << 20,
             memory: None,
+            perf: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct ProxyReport {
     pub pids: Vec<u32>,
     /// Resident memory at the end, MiB.
     pub rss_mb: f64,
+    /// perf_event counters since the proxy was found (absent counters say why).
+    pub perf: Option<crate::proxy::perf::PerfReading>,
     pub hops: Vec<HopView>,
 }
 
@@ -151,6 +153,7 @@ fn build_report(names: Vec<String>, first: &TrackerView, last: &TrackerView) -> 
             ProxyReport {
                 pids: live.map(|p| p.pids.clone()).unwrap_or_default(),
                 rss_mb: live.map_or(0.0, |p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
+                perf: live.and_then(|p| p.perf.clone()),
                 hops: hop_views(last, &w),
                 window: w,
             }
@@ -251,6 +254,22 @@ fn print_summary(r: &ProxiesReport) {
             p.rss_mb,
             w.requests,
         );
+        if let Some(perf) = &p.perf {
+            let show = |v: &crate::proxy::perf::PerfValue| match v.value() {
+                Some(n) => n.to_string(),
+                None => "absent".into(),
+            };
+            println!(
+                "    perf: task-clock {} ns, context switches {}, cycles {}, instructions {}{}",
+                show(&perf.task_clock_ns),
+                show(&perf.context_switches),
+                show(&perf.cycles),
+                show(&perf.instructions),
+                perf.ipc()
+                    .map(|i| format!(", IPC {i:.2}"))
+                    .unwrap_or_default()
+            );
+        }
         print_hops(&p.hops, Some(&w.pairing));
     }
     let l = &r.loss;
