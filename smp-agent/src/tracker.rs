@@ -127,7 +127,7 @@ pub struct TrackerView {
     /// Ring-buffer records that could not be decoded.
     pub undecodable: u64,
     pub discovery: DiscoveryStats,
-    /// Changes applied since the start, with when.
+    /// Changes applied since the start (or the last [`Tracker::take_changes`]), with when.
     pub changes: Vec<(Duration, ProxyChange)>,
 }
 
@@ -556,6 +556,13 @@ impl Tracker {
         m.iter()
             .map(|(k, h)| (self.hop_key(k), h.clone()))
             .collect()
+    }
+
+    /// Hands over the change log (processes that started and stopped being tracked, with
+    /// when) and starts a new one. A long-running consumer (the daemon) calls it every interval
+    /// so the log, which [`Tracker::view`] copies, does not grow with process churn.
+    pub fn take_changes(&mut self) -> Vec<(Duration, ProxyChange)> {
+        std::mem::take(&mut self.changes)
     }
 
     /// The current figures.

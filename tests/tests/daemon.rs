@@ -757,6 +757,16 @@ fn sidecar_restart_and_kill_while_scraped_keep_serving_and_counting() {
             |r| r.get(&out_id) == Some(&1.0),
         );
         assert_eq!(restarts.values().sum::<f64>(), 1.0, "{restarts:?}");
+        let log = d.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("process gone") && l.contains(&format!("pid={old_pid}"))),
+            "the old process's exit is logged:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("pid={new_pid} restart=true")),
+            "the restart is logged:\n{log}"
+        );
         for counter in ["smp_proxy_requests_total", "smp_proxy_cpu_seconds_total"] {
             let resets = p
                 .query(&format!("resets({counter}{{{sel}}}[2m]) > 0"))

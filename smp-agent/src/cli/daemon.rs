@@ -39,7 +39,7 @@ use crate::{
     proxy::{
         discovery::ProxyScope,
         kube::{KubeClient, PodRef},
-        ProxyId,
+        ProxyChange, ProxyId,
     },
     tracker::{ProxyHopKey, Tracker, TrackerConfig, TrackerView},
 };
@@ -104,6 +104,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let pods = kube.map(|client| PodNames::start(client, config.node_name.clone(), POD_REFRESH));
     let mut builder = SnapshotBuilder::default();
     let hops = tracker.take_hops();
+    let _ = tracker.take_changes(); // the first scan: logged below as the proxies found
     let first = tracker.view();
     metrics.update(&builder.build(&first, hops, &pods_now(pods.as_ref())));
     server.set_ready(true);
@@ -136,8 +137,9 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         if let Err(e) = tracker.sample() {
             break Err(e);
         }
-        // Hops first: the view then has none to copy.
+        // Hops and changes first: the view then has none to copy.
         let hops = tracker.take_hops();
+        log_changes(tracker.take_changes());
         let view = tracker.view();
         if let Some(p) = &pods {
             p.ask_for_unknown(&view);
@@ -156,6 +158,23 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(anyhow::Error::new(e).context("tracking failed")),
+    }
+}
+
+/// One log line per process that started or stopped being tracked.
+fn log_changes(changes: Vec<(Duration, ProxyChange)>) {
+    for (_, c) in changes {
+        match c {
+            ProxyChange::Added {
+                proxy,
+                tgid,
+                restart,
+                ..
+            } => tracing::info!(proxy = %proxy, pid = tgid, restart, "tracking"),
+            ProxyChange::Removed { proxy, tgid } => {
+                tracing::info!(proxy = %proxy, pid = tgid, "process gone")
+            }
+        }
     }
 }
 

@@ -335,8 +335,16 @@ fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
     // SAFETY: only thread `tid` (running here) touches its queue.
     let q = unsafe { &mut *q };
     if q.tail.wrapping_sub(q.head) as usize >= FWD_SLOTS {
+        // Full: the oldest slot goes. Only a response still waiting for its forward is lost;
+        // slots already taken by a hinted match (ino 0) or superseded ones are not.
+        let lost = q
+            .slots
+            .get(q.head as usize & (FWD_SLOTS - 1))
+            .is_some_and(|s| s.ino != 0 && is_current(s));
         q.head = q.head.wrapping_add(1);
-        bump(tgid, |c| c.queue_overflow += 1);
+        if lost {
+            bump(tgid, |c| c.queue_overflow += 1);
+        }
     }
     if let Some(slot) = q.slots.get_mut(q.tail as usize & (FWD_SLOTS - 1)) {
         *slot = FwdSlot { ino, t_in, hint };
