@@ -106,3 +106,20 @@ pub fn is_target(tgid: u32) -> bool {
     // SAFETY: read-only lookup of a plain value.
     unsafe { TARGETS.get(&tgid).is_some() }
 }
+
+/// Sends one event to userspace through `EVENTS`; a full ring buffer is counted, not an error.
+/// Returns whether it was sent.
+#[inline(always)]
+pub fn emit<T: 'static>(event: T) -> bool {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(0);
+            true
+        }
+        None => {
+            count(Counter::RingbufDropped);
+            false
+        }
+    }
+}

@@ -593,17 +593,7 @@ mod tests {
     /// the pod list in `list`; returns its port and the CA to trust.
     async fn fake_api_server(list: Arc<Mutex<String>>) -> (u16, String) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor, ca_pem) = crate::proxy::kube::test_tls_listener().await;
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             loop {
@@ -628,7 +618,7 @@ mod tests {
                 let _ = tls.shutdown().await;
             }
         });
-        (port, ck.cert.pem())
+        (port, ca_pem)
     }
 
     fn pod_list(pods: &[(&str, &str)]) -> String {

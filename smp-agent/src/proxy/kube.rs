@@ -324,6 +324,26 @@ pub fn parse_pod_list(body: &[u8]) -> Result<HashMap<String, PodRef>, KubeError>
         .collect())
 }
 
+/// For tests: a TLS listener on 127.0.0.1 with a fresh self-signed certificate (a fake API
+/// server); returns the listener, its acceptor and the certificate to trust (PEM).
+#[cfg(test)]
+pub(crate) async fn test_tls_listener(
+) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor, String) {
+    use std::sync::Arc;
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener, acceptor, ck.cert.pem())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,17 +405,7 @@ mod tests {
     /// A fake API server on 127.0.0.1 with a self-signed certificate.
     #[tokio::test]
     async fn lists_pods_over_tls() {
-        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor, ca_pem) = crate::proxy::kube::test_tls_listener().await;
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
@@ -418,8 +428,7 @@ mod tests {
             tls.shutdown().await.unwrap();
             String::from_utf8(req).unwrap()
         });
-        let client =
-            KubeClient::new("127.0.0.1", port, "tok3n".into(), ck.cert.pem().as_bytes()).unwrap();
+        let client = KubeClient::new("127.0.0.1", port, "tok3n".into(), ca_pem.as_bytes()).unwrap();
         let pods = client.pods(Some("n1")).await.unwrap();
         assert_eq!(pods.len(), 2);
         let req = server.await.unwrap();
@@ -430,8 +439,7 @@ mod tests {
         assert!(req.contains("Authorization: Bearer tok3n\r\n"));
 
         // Nothing listening: a connect error, not a panic.
-        let closed =
-            KubeClient::new("127.0.0.1", 1, String::new(), ck.cert.pem().as_bytes()).unwrap();
+        let closed = KubeClient::new("127.0.0.1", 1, String::new(), ca_pem.as_bytes()).unwrap();
         assert!(matches!(
             closed.pods(None).await,
             Err(KubeError::Connect { .. })

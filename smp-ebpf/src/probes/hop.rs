@@ -29,7 +29,7 @@ use smp_common::{
 use crate::{
     kernel::{current_socket, read, read_user, sock_tuple},
     maps::{
-        count, offsets, EVENTS, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
+        count, emit, offsets, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
         THREAD_XCHG_OUT, ZERO_FWD,
     },
 };
@@ -161,23 +161,17 @@ pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
         return;
     }
     let _ = THREAD_XCHG_OUT.remove(&tid);
-    match EVENTS.reserve::<SendDone>(0) {
-        Some(mut entry) => {
-            entry.write(SendDone {
-                header: EventHeader {
-                    kind: EventKind::SendDone as u32,
-                    abi: ABI_VERSION,
-                    ts_ns: now,
-                },
-                tgid: (pid_tgid >> 32) as u32,
-                tid,
-                out_ns,
-                sent_ns: now,
-            });
-            entry.submit(0);
-        }
-        None => count(Counter::RingbufDropped),
-    }
+    emit(SendDone {
+        header: EventHeader {
+            kind: EventKind::SendDone as u32,
+            abi: ABI_VERSION,
+            ts_ns: now,
+        },
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        out_ns,
+        sent_ns: now,
+    });
 }
 
 /// Adds the bytes a finished write moved to its socket's current outbound message.
@@ -436,35 +430,30 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         bump(tgid, |c| c.tls_first_dropped += 1);
         return;
     }
-    match EVENTS.reserve::<ExchangeRecord>(0) {
-        Some(mut entry) => {
-            entry.write(ExchangeRecord {
-                header: EventHeader {
-                    kind: EventKind::Exchange as u32,
-                    abi: ABI_VERSION,
-                    ts_ns: unsafe { bpf_ktime_get_ns() },
-                },
-                tgid,
-                tid,
-                req_in_ns: req_in,
-                req_out_ns: req_out,
-                resp_in_ns: resp_in,
-                resp_out_ns: t_out,
-                req_arrival_ns: d.in_arrival.min(req_in),
-                resp_arrival_ns: u.in_arrival.min(resp_in),
-                req_sent_ns: if u.out_sent >= req_out { u.out_sent } else { 0 },
-                req_bytes: d.in_bytes,
-                resp_bytes: u.in_bytes,
-                downstream: d.tuple,
-                upstream: u.tuple,
-                flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
-                _pad: 0,
-            });
-            entry.submit(0);
-            bump(tgid, |c| c.paired += 1);
-            let _ = THREAD_XCHG_OUT.insert(&tid, &t_out, 0);
-        }
-        None => count(Counter::RingbufDropped),
+    if emit(ExchangeRecord {
+        header: EventHeader {
+            kind: EventKind::Exchange as u32,
+            abi: ABI_VERSION,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        tgid,
+        tid,
+        req_in_ns: req_in,
+        req_out_ns: req_out,
+        resp_in_ns: resp_in,
+        resp_out_ns: t_out,
+        req_arrival_ns: d.in_arrival.min(req_in),
+        resp_arrival_ns: u.in_arrival.min(resp_in),
+        req_sent_ns: if u.out_sent >= req_out { u.out_sent } else { 0 },
+        req_bytes: d.in_bytes,
+        resp_bytes: u.in_bytes,
+        downstream: d.tuple,
+        upstream: u.tuple,
+        flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
+        _pad: 0,
+    }) {
+        bump(tgid, |c| c.paired += 1);
+        let _ = THREAD_XCHG_OUT.insert(&tid, &t_out, 0);
     }
 }
 

@@ -18,7 +18,7 @@ use smp_common::{
 
 use crate::{
     kernel::{read, task_ids},
-    maps::{count, is_target, offsets, tracked_since, EVENTS, RUNNING, THREAD_CPU},
+    maps::{count, emit, is_target, offsets, tracked_since, RUNNING, THREAD_CPU},
 };
 
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
@@ -100,21 +100,15 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let _ = ctx.as_ptr();
-    match EVENTS.reserve::<ProcessExit>(0) {
-        Some(mut entry) => {
-            entry.write(ProcessExit {
-                header: EventHeader {
-                    kind: EventKind::ProcessExit as u32,
-                    abi: ABI_VERSION,
-                    ts_ns: unsafe { bpf_ktime_get_ns() },
-                },
-                tgid,
-                _pad: 0,
-            });
-            entry.submit(0);
-        }
-        None => count(Counter::RingbufDropped),
-    }
+    emit(ProcessExit {
+        header: EventHeader {
+            kind: EventKind::ProcessExit as u32,
+            abi: ABI_VERSION,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        tgid,
+        _pad: 0,
+    });
     Ok(())
 }
 
@@ -126,21 +120,15 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
 pub fn on_exec(ctx: &TracePointContext) -> Result<(), i32> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let _ = ctx.as_ptr();
-    match EVENTS.reserve::<ProcessExec>(0) {
-        Some(mut entry) => {
-            entry.write(ProcessExec {
-                header: EventHeader {
-                    kind: EventKind::ProcessExec as u32,
-                    abi: ABI_VERSION,
-                    ts_ns: unsafe { bpf_ktime_get_ns() },
-                },
-                tgid,
-                _pad: 0,
-            });
-            entry.submit(0);
-        }
-        None => count(Counter::RingbufDropped),
-    }
+    emit(ProcessExec {
+        header: EventHeader {
+            kind: EventKind::ProcessExec as u32,
+            abi: ABI_VERSION,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        tgid,
+        _pad: 0,
+    });
     Ok(())
 }
 
@@ -163,20 +151,14 @@ pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
     if child_tid != child_tgid {
         return Ok(());
     }
-    match EVENTS.reserve::<ProcessFork>(0) {
-        Some(mut entry) => {
-            entry.write(ProcessFork {
-                header: EventHeader {
-                    kind: EventKind::ProcessFork as u32,
-                    abi: ABI_VERSION,
-                    ts_ns: unsafe { bpf_ktime_get_ns() },
-                },
-                parent_tgid,
-                child_tgid,
-            });
-            entry.submit(0);
-        }
-        None => count(Counter::RingbufDropped),
-    }
+    emit(ProcessFork {
+        header: EventHeader {
+            kind: EventKind::ProcessFork as u32,
+            abi: ABI_VERSION,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        parent_tgid,
+        child_tgid,
+    });
     Ok(())
 }
