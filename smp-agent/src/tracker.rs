@@ -444,6 +444,13 @@ impl Tracker {
     /// Applies discovery's decisions to the probes' target set.
     fn apply(&mut self, changes: Vec<ProxyChange>) {
         let elapsed = self.started.elapsed();
+        let added: Vec<u32> = changes
+            .iter()
+            .filter_map(|c| match c {
+                ProxyChange::Added { tgid, .. } => Some(*tgid),
+                ProxyChange::Removed { .. } => None,
+            })
+            .collect();
         for c in changes {
             match &c {
                 ProxyChange::Added { proxy, tgid, .. } => {
@@ -480,6 +487,18 @@ impl Tracker {
                 }
             }
             self.changes.push((elapsed, c));
+        }
+        // Processes a new proxy process forked before it was tracked (nginx starts its workers
+        // at once; fork events only come for tracked parents): look at its children now that
+        // it is tracked, so a fork from here on sends its event.
+        for parent in added {
+            for pid in crate::host::process_tree(parent) {
+                if pid == parent || self.discovery.proxy_of(pid).is_some() {
+                    continue;
+                }
+                let more = self.discovery.handle_event(ProcEvent::Fork { parent, pid });
+                self.apply(more);
+            }
         }
     }
 

@@ -190,7 +190,15 @@ fn proxies_started_later_are_found_with_their_workers() {
             .iter()
             .find(|p| p.pids_seen.first() == Some(&pid))
             .unwrap_or_else(|| panic!("nginx {pid} not found: {:?}", view.proxies));
-        assert!(p.pids_seen.len() >= 2, "master and worker(s): {p:?}");
+        assert!(
+            p.pids_seen.len() >= 2,
+            "master and worker(s): {p:?}\nall: {:?}\nchanges: {:?}",
+            view.proxies
+                .iter()
+                .map(|p| (&p.id, &p.pids_seen))
+                .collect::<Vec<_>>(),
+            view.changes
+        );
         assert!(
             p.pids_seen.iter().all(|x| !before.contains(x)),
             "found after the tracker started: {p:?}"
