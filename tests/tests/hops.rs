@@ -181,8 +181,10 @@ fn ground_truth(name: &str, workers: u32, delay_us: u64, mtls: bool) {
                 (p50 - own50).abs() <= tolerance_us(own50),
                 "{side}: p50 {p50} vs own {own50}"
             );
+            // At p99 the two clocks see the same tail, but a preemption between a syscall and
+            // the proxy's timestamp of it lands in one clock only: max(10 %, 30 µs) there.
             assert!(
-                mtls || (p99 - own99).abs() <= tolerance_us(own99),
+                mtls || (p99 - own99).abs() <= (0.10 * own99).max(30.0),
                 "{side}: p99 {p99} vs own {own99}"
             );
         }

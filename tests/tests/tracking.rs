@@ -223,7 +223,7 @@ fn cpu_per_request_is_stable_between_two_runs() {
                     "--name",
                     "envoy",
                     "--duration",
-                    "7s",
+                    "10s",
                     "--output",
                     "json",
                 ])
@@ -232,7 +232,7 @@ fn cpu_per_request_is_stable_between_two_runs() {
                 .spawn()
                 .expect("spawn top");
             wait_for_line(top.stderr.take().expect("stderr"), "tracking");
-            let n = drive(info, 400.0, 5);
+            let n = drive(info, 400.0, 8);
             let out = top.wait_with_output().expect("top");
             assert!(out.status.success(), "top failed");
             let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
