@@ -108,7 +108,7 @@ pub struct ProxyView {
 }
 
 /// Everything the tracker knows at one instant (plain data).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TrackerView {
     /// Time since the tracker started.
     pub elapsed: Duration,
@@ -745,14 +745,7 @@ mod tests {
                 memory: None,
                 perf: None,
             }],
-            hops: BTreeMap::new(),
-            waits: BTreeMap::new(),
-            sends: BTreeMap::new(),
-            loss: LossCounters::default(),
-            unattributed_exchanges: 0,
-            undecodable: 0,
-            discovery: DiscoveryStats::default(),
-            changes: Vec::new(),
+            ..TrackerView::default()
         }
     }
 

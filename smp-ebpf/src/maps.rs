@@ -107,6 +107,17 @@ pub fn is_target(tgid: u32) -> bool {
     unsafe { TARGETS.get(&tgid).is_some() }
 }
 
+/// The header of an event of `kind` happening now.
+#[inline(always)]
+pub fn header(kind: smp_common::event::EventKind) -> smp_common::event::EventHeader {
+    smp_common::event::EventHeader {
+        kind: kind as u32,
+        abi: smp_common::ABI_VERSION,
+        // SAFETY: a helper without arguments.
+        ts_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+    }
+}
+
 /// Sends one event to userspace through `EVENTS`; a full ring buffer is counted, not an error.
 /// Returns whether it was sent.
 #[inline(always)]

@@ -381,10 +381,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        aggregate::{
-            hops::{new_histogram, Direction, Leg, PairingCounts},
-            LossCounters,
-        },
+        aggregate::hops::{new_histogram, Direction, Leg, PairingCounts},
         proxy::{discovery::ProxyKind, CgroupAttribution},
         tracker::ProxyView,
     };
@@ -449,14 +446,7 @@ mod tests {
         TrackerView {
             elapsed: Duration::from_secs(1),
             proxies,
-            hops: BTreeMap::new(),
-            waits: BTreeMap::new(),
-            sends: BTreeMap::new(),
-            loss: LossCounters::default(),
-            unattributed_exchanges: 0,
-            undecodable: 0,
-            discovery: Default::default(),
-            changes: Vec::new(),
+            ..TrackerView::default()
         }
     }
 

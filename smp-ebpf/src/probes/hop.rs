@@ -16,20 +16,19 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use smp_common::{
     config::KernelOffsets,
     counters::Counter,
-    event::{EventHeader, EventKind},
+    event::EventKind,
     hop::{
         ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, DIR_IN, DIR_NONE, DIR_OUT,
         FWD_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS,
         SOCK_TUPLE,
     },
     sock::{PendingSyscall, SyscallKind},
-    ABI_VERSION,
 };
 
 use crate::{
     kernel::{current_socket, read, read_user, sock_tuple},
     maps::{
-        count, emit, offsets, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
+        count, emit, header, offsets, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
         THREAD_XCHG_OUT, ZERO_FWD,
     },
 };
@@ -162,11 +161,7 @@ pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
     }
     let _ = THREAD_XCHG_OUT.remove(&tid);
     emit(SendDone {
-        header: EventHeader {
-            kind: EventKind::SendDone as u32,
-            abi: ABI_VERSION,
-            ts_ns: now,
-        },
+        header: header(EventKind::SendDone),
         tgid: (pid_tgid >> 32) as u32,
         tid,
         out_ns,
@@ -431,11 +426,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         return;
     }
     if emit(ExchangeRecord {
-        header: EventHeader {
-            kind: EventKind::Exchange as u32,
-            abi: ABI_VERSION,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        },
+        header: header(EventKind::Exchange),
         tgid,
         tid,
         req_in_ns: req_in,

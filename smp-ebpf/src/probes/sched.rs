@@ -12,13 +12,12 @@ use aya_ebpf::{
 use smp_common::{
     counters::Counter,
     cpu::{Running, ThreadCpu},
-    event::{EventHeader, EventKind, ProcessExec, ProcessExit, ProcessFork},
-    ABI_VERSION,
+    event::{EventKind, ProcessExec, ProcessExit, ProcessFork},
 };
 
 use crate::{
     kernel::{read, task_ids},
-    maps::{count, emit, is_target, offsets, tracked_since, RUNNING, THREAD_CPU},
+    maps::{count, emit, header, is_target, offsets, tracked_since, RUNNING, THREAD_CPU},
 };
 
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
@@ -101,11 +100,7 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
     }
     let _ = ctx.as_ptr();
     emit(ProcessExit {
-        header: EventHeader {
-            kind: EventKind::ProcessExit as u32,
-            abi: ABI_VERSION,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        },
+        header: header(EventKind::ProcessExit),
         tgid,
         _pad: 0,
     });
@@ -121,11 +116,7 @@ pub fn on_exec(ctx: &TracePointContext) -> Result<(), i32> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let _ = ctx.as_ptr();
     emit(ProcessExec {
-        header: EventHeader {
-            kind: EventKind::ProcessExec as u32,
-            abi: ABI_VERSION,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        },
+        header: header(EventKind::ProcessExec),
         tgid,
         _pad: 0,
     });
@@ -152,11 +143,7 @@ pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     emit(ProcessFork {
-        header: EventHeader {
-            kind: EventKind::ProcessFork as u32,
-            abi: ABI_VERSION,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        },
+        header: header(EventKind::ProcessFork),
         parent_tgid,
         child_tgid,
     });
