@@ -87,9 +87,12 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         stdin.write_all(b"go\n")?;
         stdin.flush()?;
         let l = lines.next().transpose()?.context("sysloop ended")?;
-        let ns: f64 = l.trim_start_matches("ns_per_syscall ").parse()?;
-        println!("  {label:<10} {ns:8.1} ns/syscall");
-        Ok(ns)
+        // `ns_per_syscall <wall> cpu_ns_per_syscall <cpu>`
+        let f: Vec<&str> = l.split_whitespace().collect();
+        anyhow::ensure!(f.len() == 4, "sysloop: unexpected line {l:?}");
+        let (wall, cpu): (f64, f64) = (f[1].parse()?, f[3].parse()?);
+        println!("  {label:<10} {cpu:8.1} CPU ns/syscall ({wall:.1} wall)");
+        Ok(cpu)
     };
     let (mut off, mut on) = (Vec::new(), Vec::new());
     println!(
