@@ -13,10 +13,10 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub struct KernelOffsets {
     /// Set to [`crate::ABI_VERSION`] by the agent once every field below is filled.
     pub valid: u32,
-    /// `syscalls/sys_enter_*`: offset of the `fd` field (the first argument).
-    pub sys_enter_fd: u32,
-    /// `syscalls/sys_exit_*`: offset of the `ret` field.
-    pub sys_exit_ret: u32,
+    /// `struct pt_regs`: the registers of a syscall's first and second arguments (x86_64:
+    /// `di`, `si`), as the `raw_syscalls/sys_enter` raw tracepoint sees them.
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
     /// `struct task_struct`: `pid` (thread id) and `tgid` (process id).
     pub task_pid: u32,
     pub task_tgid: u32,
@@ -32,8 +32,6 @@ pub struct KernelOffsets {
     /// `struct inode`: `i_mode` (u16) and `i_ino` (unsigned long).
     pub inode_mode: u32,
     pub inode_ino: u32,
-    /// `syscalls/sys_enter_*`: offset of the second argument (buffer, iovec or msghdr).
-    pub sys_enter_buf: u32,
     /// `struct file`: `private_data` (the `struct socket *` of a socket file).
     pub file_private: u32,
     /// `struct socket`: `sk`.
@@ -52,17 +50,16 @@ pub struct KernelOffsets {
     pub task_sum_exec: u32,
     /// `struct task_struct`: `start_time` (CLOCK_MONOTONIC ns at fork).
     pub task_start_time: u32,
-    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
     pub const fn zeroed() -> Self {
         KernelOffsets {
             valid: 0,
-            sys_enter_fd: 0,
-            sys_exit_ret: 0,
+            regs_arg0: 0,
+            regs_arg1: 0,
             task_pid: 0,
             task_tgid: 0,
             task_files: 0,
@@ -72,7 +69,6 @@ impl KernelOffsets {
             file_inode: 0,
             inode_mode: 0,
             inode_ino: 0,
-            sys_enter_buf: 0,
             file_private: 0,
             socket_sk: 0,
             skc_family: 0,
@@ -85,7 +81,6 @@ impl KernelOffsets {
             msghdr_iov: 0,
             task_sum_exec: 0,
             task_start_time: 0,
-            _pad: 0,
         }
     }
 }

@@ -56,6 +56,25 @@ impl SyscallKind {
     }
 }
 
+/// What the kernel programs do with a syscall number: the value of `NR_OPS[nr]` (an array
+/// the agent fills at load time from the host's syscall numbers; 0 = not traced).
+pub mod op {
+    /// Not a traced syscall.
+    pub const NONE: u8 = 0;
+    /// A data syscall: `DATA + SyscallKind` (`DATA..DATA + 8`).
+    pub const DATA: u8 = 1;
+    /// `accept`/`accept4`: the returned fd is a downstream socket.
+    pub const ACCEPT: u8 = 9;
+    /// `connect`: the fd is an upstream socket.
+    pub const CONNECT: u8 = 10;
+}
+
+/// Size of the `NR_OPS` array: every syscall number below this can be traced.
+pub const MAX_SYSCALL_NR: u32 = 512;
+
+/// `PendingSyscall::kind` of an `accept`/`accept4` in flight (not a [`SyscallKind`]).
+pub const PENDING_ACCEPT: u32 = 0x100;
+
 /// A syscall entered on a socket and not yet returned (`PENDING`, key: `pid_tgid`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,7 +88,7 @@ pub struct PendingSyscall {
     /// The `struct sock *` of the socket.
     pub sk: u64,
     pub fd: u32,
-    /// A [`SyscallKind`] wire value.
+    /// A [`SyscallKind`] wire value, or [`PENDING_ACCEPT`].
     pub kind: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 40);

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use smp_common::{
     config::{KernelOffsets, MAX_TARGETS},
@@ -10,7 +10,7 @@ use smp_common::{
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
     hop::{FwdQueue, HopCounts, SockState, MAX_SOCK_STATE, MAX_THREAD_FWD},
-    sock::{PendingSyscall, SockKey, SockStats, MAX_PENDING, MAX_SOCK_STATS},
+    sock::{PendingSyscall, SockKey, SockStats, MAX_PENDING, MAX_SOCK_STATS, MAX_SYSCALL_NR},
 };
 
 /// Kernel offsets, set by the agent at load time (`.rodata`, frozen after load).
@@ -22,6 +22,19 @@ static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 pub fn offsets() -> KernelOffsets {
     // SAFETY: OFFSETS is a plain static; the volatile read keeps the loader's value.
     unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// What to do with each syscall number (`smp_common::sock::op`), filled by the agent at load.
+#[map]
+pub static NR_OPS: Array<u8> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// The `op` of syscall `nr` (`op::NONE` for every syscall not traced).
+#[inline(always)]
+pub fn syscall_op(nr: u64) -> u8 {
+    if nr >= MAX_SYSCALL_NR as u64 {
+        return 0;
+    }
+    NR_OPS.get(nr as u32).copied().unwrap_or(0)
 }
 
 /// Processes to trace (key: tgid). Changed at runtime by the agent.

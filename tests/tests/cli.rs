@@ -5,7 +5,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use smp_tests::{agent_bin, loaded_smp_programs, proc_cpu_ns, require_root, Workload};
+use smp_tests::{
+    agent_bin, orphaned_smp_programs, proc_cpu_ns, programs_of, require_root, Workload,
+};
+
+/// Programs the agent attaches (`check` pins the number).
+const REQUIRED_PROGRAMS: usize = 4;
 
 fn agent(args: &[&str]) -> Output {
     Command::new(agent_bin())
@@ -18,12 +23,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Asserts no program of ours is left loaded (they die with the agent process).
+/// Asserts no program of ours is left loaded (they die with the agent process). Other
+/// agents' programs (held by their live processes) do not count.
 fn assert_nothing_left(context: &str) {
     // Program release is asynchronous in the kernel (RCU): give it a moment.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let left = loaded_smp_programs();
+        let left = orphaned_smp_programs();
         if left.is_empty() {
             return;
         }
@@ -52,7 +58,7 @@ fn check_attaches_every_required_hook() {
     assert_eq!(doc["ring_buffer"], true);
     let hooks = doc["hooks"].as_array().expect("hooks");
     let required: Vec<_> = hooks.iter().filter(|h| h["required"] == true).collect();
-    assert_eq!(required.len(), 21);
+    assert_eq!(required.len(), REQUIRED_PROGRAMS);
     for h in &required {
         assert_eq!(h["status"], "attached", "{h}");
         assert!(h["variant"].as_str().is_some_and(|v| !v.is_empty()));
@@ -162,8 +168,8 @@ fn top_of_a_process_that_exits_reports_what_it_measured() {
         .unwrap();
     // Kill the victim once the probes are loaded (loading takes seconds, minutes under TCG).
     let deadline = Instant::now() + Duration::from_secs(240);
-    // 21 required programs (the `check` test pins the number); they load one by one.
-    while loaded_smp_programs().len() < 21 {
+    // The required programs (the `check` test pins the number) load one by one.
+    while programs_of(agent_run.id()).len() < REQUIRED_PROGRAMS {
         assert!(Instant::now() < deadline, "top never loaded its probes");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -220,7 +226,7 @@ fn killed_agent_leaves_nothing_attached() {
     .unwrap();
     assert!(first.starts_with("watching pid"), "{first}");
     assert!(
-        !loaded_smp_programs().is_empty(),
+        !programs_of(child.id()).is_empty(),
         "programs are loaded while top runs"
     );
     child.kill().unwrap(); // SIGKILL: no cleanup code runs

@@ -3,7 +3,7 @@
 use std::{io, os::fd::AsRawFd as _};
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntry, KProbe, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -139,13 +139,31 @@ fn open(offsets: &KernelOffsets) -> Result<Ebpf, ProbeError> {
         return Err(ProbeError::NoObject);
     }
     raise_memlock();
-    EbpfLoader::new()
+    let mut ebpf = EbpfLoader::new()
         .override_global(OFFSETS_GLOBAL, offsets, true)
         .load(EBPF_OBJECT)
         .map_err(|source| ProbeError::Load {
             hint: hint(&source),
             source,
-        })
+        })?;
+    fill_syscall_ops(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// Tells the syscall programs which syscall numbers to act on (before they are attached).
+fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Map {
+        map: "NR_OPS",
+        source,
+    };
+    let map = ebpf
+        .map_mut("NR_OPS")
+        .ok_or(ProbeError::MissingMap { map: "NR_OPS" })?;
+    let mut ops: Array<&mut MapData, u8> = Array::try_from(map).map_err(err)?;
+    for (_, nr, op) in catalog::traced_syscalls() {
+        ops.set(nr, op, 0).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {

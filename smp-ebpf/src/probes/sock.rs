@@ -1,26 +1,36 @@
 //! Socket-path syscall probes: count, bytes and time inside each socket syscall of the targets.
 //!
-//! `sys_enter_*` resolves the fd to a socket inode (non-sockets are ignored at once) and parks
-//! the call in `PENDING`; `sys_exit_*` charges the call to `SOCK_STATS`.
+//! Two raw tracepoints see every syscall of every task: `sys_enter` looks the syscall number
+//! up in `NR_OPS` (one array read: everything but the traced socket syscalls stops there),
+//! then checks the tgid. For a tracked data syscall it resolves the fd to a socket inode
+//! (non-sockets are ignored at once) and parks the call in `PENDING`; `sys_exit` charges the
+//! parked call to `SOCK_STATS`. `accept`/`connect` give sockets their roles for hop pairing.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use smp_common::{
+    config::KernelOffsets,
     counters::Counter,
-    sock::{PendingSyscall, SockKey, SockStats, SyscallKind},
+    hop::{ROLE_DOWNSTREAM, ROLE_UPSTREAM},
+    sock::{op, PendingSyscall, SockKey, SockStats, SyscallKind, PENDING_ACCEPT},
 };
 
 use super::hop;
 use crate::{
-    kernel::current_socket,
-    maps::{count, is_target, offsets, PENDING, SOCK_STATS},
+    kernel::{current_socket, read},
+    maps::{count, is_target, offsets, syscall_op, PENDING, SOCK_STATS},
 };
 
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_<name>(..., fd, ...)
+/// match-proto:v4.17:include/trace/events/syscalls.h:sys_enter(struct pt_regs *regs, long id)
 #[inline(always)]
-pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
+pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let nr: u64 = ctx.arg(1);
+    let op = syscall_op(nr);
+    if op == op::NONE {
+        return Ok(());
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return Ok(());
@@ -29,8 +39,40 @@ pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
     if o.valid == 0 {
         return Ok(());
     }
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
+    let regs: u64 = ctx.arg(0);
+    match op {
+        op::ACCEPT => {
+            // The socket exists only at exit: park the call so sys_exit knows what returned.
+            let pending = PendingSyscall {
+                kind: PENDING_ACCEPT,
+                ..PendingSyscall::default()
+            };
+            if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+                count(Counter::MapInsertFailed);
+            }
+            Ok(())
+        }
+        op::CONNECT => {
+            let fd: u64 = read(regs, o.regs_arg0)?;
+            hop::set_role(fd as u32, ROLE_UPSTREAM, &o);
+            Ok(())
+        }
+        _ => match SyscallKind::from_u32(u32::from(op - op::DATA)) {
+            Some(kind) => on_data_enter(regs, kind, pid_tgid, &o),
+            None => Ok(()),
+        },
+    }
+}
+
+/// A tracked data syscall is entered: park it if its fd is a socket.
+#[inline(always)]
+fn on_data_enter(
+    regs: u64,
+    kind: SyscallKind,
+    pid_tgid: u64,
+    o: &KernelOffsets,
+) -> Result<(), i32> {
+    let fd: u64 = read(regs, o.regs_arg0)?;
     let fd = fd as u32;
     let sock = match current_socket(fd, &o) {
         Ok(Some(s)) => s,
@@ -40,8 +82,7 @@ pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
             return Err(e);
         }
     };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let buf: u64 = unsafe { ctx.read_at(o.sys_enter_buf as usize) }.unwrap_or(0);
+    let buf: u64 = read(regs, o.regs_arg1).unwrap_or(0);
     let pending = PendingSyscall {
         since_ns: unsafe { bpf_ktime_get_ns() },
         buf,
@@ -57,14 +98,14 @@ pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
         // Write-side message boundaries are taken here, at entry: the data cannot reach the
         // peer (and its answer come back) before the write is entered, whereas the exit
         // probe may run late if the thread is preempted on its way out.
-        hop::on_data(&pending, kind, 0, pending.since_ns, pid_tgid, &o);
+        hop::on_data(&pending, kind, 0, pending.since_ns, pid_tgid, o);
     }
     Ok(())
 }
 
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_<name>(long ret)
+/// match-proto:v4.17:include/trace/events/syscalls.h:sys_exit(struct pt_regs *regs, long ret)
 #[inline(always)]
-pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
+pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
@@ -77,9 +118,15 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
     };
     let _ = PENDING.remove(&pid_tgid);
     let o = offsets();
+    let ret: i64 = ctx.arg(1);
+    if pending.kind == PENDING_ACCEPT {
+        // accept/accept4 returned a downstream socket: its role is known from birth.
+        if ret >= 0 {
+            hop::set_role(ret as u32, ROLE_DOWNSTREAM, &o);
+        }
+        return Ok(());
+    }
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let ret: i64 = unsafe { ctx.read_at(o.sys_exit_ret as usize) }?;
     let key = SockKey {
         tgid,
         fd: pending.fd,
@@ -123,38 +170,5 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
         // End of stream: the connection is closing; forget its message state.
         hop::forget(pending.ino);
     }
-    Ok(())
-}
-
-/// The offsets, if the current task is a tracked process and the offsets are filled.
-#[inline(always)]
-fn tracked_offsets() -> Option<smp_common::config::KernelOffsets> {
-    let o = offsets();
-    (o.valid != 0 && is_target((bpf_get_current_pid_tgid() >> 32) as u32)).then_some(o)
-}
-
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_accept4(long ret)
-#[inline(always)]
-pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
-    let Some(o) = tracked_offsets() else {
-        return Ok(());
-    };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let ret: i64 = unsafe { ctx.read_at(o.sys_exit_ret as usize) }?;
-    if ret >= 0 {
-        hop::set_role(ret as u32, smp_common::hop::ROLE_DOWNSTREAM, &o);
-    }
-    Ok(())
-}
-
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_connect(int fd, ...)
-#[inline(always)]
-pub fn on_connect_enter(ctx: &TracePointContext) -> Result<(), i32> {
-    let Some(o) = tracked_offsets() else {
-        return Ok(());
-    };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
-    hop::set_role(fd as u32, smp_common::hop::ROLE_UPSTREAM, &o);
     Ok(())
 }
