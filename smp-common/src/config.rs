@@ -91,5 +91,18 @@ impl KernelOffsets {
 /// Capacity of the `TARGETS` map (processes tracked at once).
 pub const MAX_TARGETS: u32 = 4096;
 
+/// Highest possible tgid + 1 (`PID_MAX_LIMIT` on 64-bit kernels, `include/linux/threads.h`).
+pub const PID_LIMIT: u32 = 4 * 1024 * 1024;
+
+/// Entries of the `TRACKED` bitmap (`u64` words, one bit per tgid, 512 KiB): the programs'
+/// first check, an array read the verifier inlines, so untracked tasks cost almost nothing.
+/// `TARGETS` stays the record of what is tracked (and since when); the bitmap mirrors its keys.
+pub const TRACKED_WORDS: u32 = PID_LIMIT / 64;
+
+/// The `TRACKED` word and bit of `tgid`.
+pub const fn tracked_bit(tgid: u32) -> (u32, u64) {
+    (tgid / 64, 1u64 << (tgid % 64))
+}
+
 #[cfg(feature = "user")]
 crate::user_pod!(KernelOffsets);

@@ -23,9 +23,13 @@ pub fn read_user<T>(addr: u64) -> Result<T, i32> {
     unsafe { bpf_probe_read_user(addr as *const T) }
 }
 
-/// `task->pid` and `task->tgid`.
+/// `task->pid` and `task->tgid` (one read when they are adjacent, as in every kernel so far).
 #[inline(always)]
 pub fn task_ids(task: u64, o: &KernelOffsets) -> Result<(u32, u32), i32> {
+    if o.task_tgid == o.task_pid + 4 {
+        let ids: [u32; 2] = read(task, o.task_pid)?;
+        return Ok((ids[0], ids[1]));
+    }
     let pid: i32 = read(task, o.task_pid)?;
     let tgid: i32 = read(task, o.task_tgid)?;
     Ok((pid as u32, tgid as u32))

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use smp_common::{
-    config::{KernelOffsets, MAX_TARGETS},
+    config::{tracked_bit, KernelOffsets, MAX_TARGETS, TRACKED_WORDS},
     counters::{Counter, COUNTER_SLOTS},
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
@@ -36,6 +36,10 @@ pub fn syscall_op(nr: u64) -> u8 {
     }
     NR_OPS.get(nr as u32).copied().unwrap_or(0)
 }
+
+/// One bit per tgid, set while `TARGETS` has it (written by the agent only).
+#[map]
+pub static TRACKED: Array<u64> = Array::with_max_entries(TRACKED_WORDS, 0);
 
 /// Processes to trace (key: tgid). Changed at runtime by the agent.
 #[map]
@@ -96,16 +100,21 @@ pub fn count(counter: Counter) {
     }
 }
 
-/// When tracking of `tgid` started (CLOCK_MONOTONIC ns), if it is tracked.
+/// When tracking of `tgid` started (CLOCK_MONOTONIC ns), if it is tracked (the hash lookup
+/// happens only for tgids whose `TRACKED` bit is set).
 #[inline(always)]
 pub fn tracked_since(tgid: u32) -> Option<u64> {
+    if !is_target(tgid) {
+        return None;
+    }
     // SAFETY: read-only lookup of a plain value.
     unsafe { TARGETS.get(&tgid).copied() }
 }
 
-/// True when `tgid` is a tracked process.
+/// True when `tgid` is a tracked process: one bit of `TRACKED` (an inlined array read, no
+/// hash lookup), the first thing every program checks.
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
-    // SAFETY: read-only lookup of a plain value.
-    unsafe { TARGETS.get(&tgid).is_some() }
+    let (word, bit) = tracked_bit(tgid);
+    TRACKED.get(word).is_some_and(|w| *w & bit != 0)
 }

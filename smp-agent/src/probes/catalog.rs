@@ -42,12 +42,24 @@ pub fn traced_syscalls() -> Vec<(&'static str, u32, u8)> {
     vec![
         ("read", libc::SYS_read as u32, data(SyscallKind::Read)),
         ("readv", libc::SYS_readv as u32, data(SyscallKind::Readv)),
-        ("recvfrom", libc::SYS_recvfrom as u32, data(SyscallKind::Recvfrom)),
-        ("recvmsg", libc::SYS_recvmsg as u32, data(SyscallKind::Recvmsg)),
+        (
+            "recvfrom",
+            libc::SYS_recvfrom as u32,
+            data(SyscallKind::Recvfrom),
+        ),
+        (
+            "recvmsg",
+            libc::SYS_recvmsg as u32,
+            data(SyscallKind::Recvmsg),
+        ),
         ("write", libc::SYS_write as u32, data(SyscallKind::Write)),
         ("writev", libc::SYS_writev as u32, data(SyscallKind::Writev)),
         ("sendto", libc::SYS_sendto as u32, data(SyscallKind::Sendto)),
-        ("sendmsg", libc::SYS_sendmsg as u32, data(SyscallKind::Sendmsg)),
+        (
+            "sendmsg",
+            libc::SYS_sendmsg as u32,
+            data(SyscallKind::Sendmsg),
+        ),
         ("accept", libc::SYS_accept as u32, op::ACCEPT),
         ("accept4", libc::SYS_accept4 as u32, op::ACCEPT),
         ("connect", libc::SYS_connect as u32, op::CONNECT),
@@ -137,9 +149,14 @@ mod tests {
         let t = traced_syscalls();
         let nrs: std::collections::BTreeSet<_> = t.iter().map(|&(_, nr, _)| nr).collect();
         assert_eq!(nrs.len(), t.len(), "syscall numbers are unique");
-        assert!(t.iter().all(|&(_, nr, o)| nr < MAX_SYSCALL_NR && o != op::NONE));
+        assert!(t
+            .iter()
+            .all(|&(_, nr, o)| nr < MAX_SYSCALL_NR && o != op::NONE));
         for kind in SyscallKind::ALL {
-            let ops: Vec<_> = t.iter().filter(|&&(name, _, _)| name == kind.name()).collect();
+            let ops: Vec<_> = t
+                .iter()
+                .filter(|&&(name, _, _)| name == kind.name())
+                .collect();
             assert_eq!(ops.len(), 1, "{kind:?}");
             assert_eq!(ops[0].2, op::DATA + kind as u8, "{kind:?}");
         }

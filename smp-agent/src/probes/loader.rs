@@ -9,7 +9,7 @@ use aya::{
 };
 use serde::Serialize;
 use smp_common::{
-    config::{KernelOffsets, OFFSETS_GLOBAL},
+    config::{tracked_bit, KernelOffsets, OFFSETS_GLOBAL, PID_LIMIT},
     counters::Counter,
     cpu::{Running, ThreadCpu},
     hop::HopCounts,
@@ -308,18 +308,50 @@ impl Probes {
         })
     }
 
+    /// Sets or clears `tgid`'s bit in the `TRACKED` bitmap (the programs' first check).
+    fn set_tracked_bit(&mut self, tgid: u32, on: bool) -> Result<(), ProbeError> {
+        let err = |source| ProbeError::Map {
+            map: "TRACKED",
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut("TRACKED")
+            .ok_or(ProbeError::MissingMap { map: "TRACKED" })?;
+        let mut bits: Array<&mut MapData, u64> = Array::try_from(map).map_err(err)?;
+        let (word, bit) = tracked_bit(tgid);
+        // Only this process writes the bitmap, and `&mut self` serialises the writes.
+        let old = bits.get(&word, 0).map_err(err)?;
+        let new = if on { old | bit } else { old & !bit };
+        bits.set(word, new, 0).map_err(err)
+    }
+
     /// Starts tracing process `tgid` (takes effect at once, no reload).
     pub fn track(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        if tgid >= PID_LIMIT {
+            return Err(ProbeError::Map {
+                map: "TRACKED",
+                source: aya::maps::MapError::OutOfBounds {
+                    index: tgid,
+                    max_entries: PID_LIMIT,
+                },
+            });
+        }
         self.targets()?
             .insert(tgid, monotonic_ns(), 0)
             .map_err(|source| ProbeError::Map {
                 map: "TARGETS",
                 source,
-            })
+            })?;
+        self.set_tracked_bit(tgid, true)
     }
 
     /// Stops tracing process `tgid`.
     pub fn untrack(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        if tgid >= PID_LIMIT {
+            return Ok(());
+        }
+        self.set_tracked_bit(tgid, false)?;
         match self.targets()?.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(ProbeError::Map {

@@ -28,7 +28,6 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     if o.valid == 0 {
         return Ok(());
     }
-    let now = unsafe { bpf_ktime_get_ns() };
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
     let slot = RUNNING.get_ptr_mut(0).ok_or(0i32)?;
@@ -36,6 +35,13 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     let running = unsafe { &mut *slot };
 
     let (prev_tid, prev_tgid) = task_ids(prev, &o)?;
+    let (next_tid, next_tgid) = task_ids(next, &o)?;
+    let next_tracked = next_tid != 0 && is_target(next_tgid);
+    if !next_tracked && !is_target(prev_tgid) {
+        // Neither side is tracked (the common case): two bit tests, nothing else.
+        running.tid = 0;
+        return Ok(());
+    }
     let seen_in = running.tid != 0 && running.tid == prev_tid;
     if let Some(since) = tracked_since(prev_tgid) {
         if !seen_in {
@@ -76,12 +82,11 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
     }
 
-    let (next_tid, next_tgid) = task_ids(next, &o)?;
-    if next_tid != 0 && is_target(next_tgid) {
+    if next_tracked {
         *running = Running {
             tid: next_tid,
             tgid: next_tgid,
-            since_ns: now,
+            since_ns: unsafe { bpf_ktime_get_ns() },
             exec_at_in: read::<u64>(next, o.task_sum_exec).unwrap_or(0),
         };
     } else {
