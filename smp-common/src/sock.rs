@@ -74,8 +74,12 @@ pub const MAX_SYSCALL_NR: u32 = 512;
 
 /// `PendingSyscall::kind` of an `accept`/`accept4` in flight (not a [`SyscallKind`]).
 pub const PENDING_ACCEPT: u32 = 0x100;
+/// `PendingSyscall::kind` of a thread's slot with no syscall in flight (already charged).
+pub const PENDING_IDLE: u32 = u32::MAX;
 
-/// A syscall entered on a socket and not yet returned (`PENDING`, key: `pid_tgid`).
+/// A syscall entered on a socket and not yet returned (`PENDING`, key: `pid_tgid`). Each
+/// thread's slot is overwritten in place by the next call (no insert/delete per syscall);
+/// `kind` is [`PENDING_IDLE`] once the exit has charged it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingSyscall {
@@ -88,7 +92,7 @@ pub struct PendingSyscall {
     /// The `struct sock *` of the socket.
     pub sk: u64,
     pub fd: u32,
-    /// A [`SyscallKind`] wire value, or [`PENDING_ACCEPT`].
+    /// A [`SyscallKind`] wire value, [`PENDING_ACCEPT`] or [`PENDING_IDLE`].
     pub kind: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 40);
@@ -124,7 +128,8 @@ const _: () = assert!(core::mem::size_of::<SockStats>() == 32);
 
 /// Capacity of `SOCK_STATS` (LRU: closed sockets age out first).
 pub const MAX_SOCK_STATS: u32 = 65536;
-/// Capacity of `PENDING` (one entry per thread inside a traced syscall).
+/// Capacity of `PENDING` (one slot per thread of the targets; LRU, so slots of threads that
+/// are gone age out).
 pub const MAX_PENDING: u32 = 16384;
 
 #[cfg(feature = "user")]

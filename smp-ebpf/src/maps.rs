@@ -53,9 +53,9 @@ pub static THREAD_CPU: LruHashMap<u32, ThreadCpu> = LruHashMap::with_max_entries
 #[map]
 pub static RUNNING: PerCpuArray<Running> = PerCpuArray::with_max_entries(1, 0);
 
-/// Socket syscalls in flight (key: pid_tgid).
+/// Socket syscalls in flight: one slot per thread, rewritten in place (key: pid_tgid).
 #[map]
-pub static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(MAX_PENDING, 0);
+pub static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
 /// Socket syscall accounting per process, socket and syscall kind.
 #[map]

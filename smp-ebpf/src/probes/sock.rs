@@ -14,7 +14,7 @@ use smp_common::{
     config::KernelOffsets,
     counters::Counter,
     hop::{ROLE_DOWNSTREAM, ROLE_UPSTREAM},
-    sock::{op, PendingSyscall, SockKey, SockStats, SyscallKind, PENDING_ACCEPT},
+    sock::{op, PendingSyscall, SockKey, SockStats, SyscallKind, PENDING_ACCEPT, PENDING_IDLE},
 };
 
 use super::hop;
@@ -47,9 +47,7 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
                 kind: PENDING_ACCEPT,
                 ..PendingSyscall::default()
             };
-            if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
-                count(Counter::MapInsertFailed);
-            }
+            park(pid_tgid, &pending);
             Ok(())
         }
         op::CONNECT => {
@@ -61,6 +59,20 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
             Some(kind) => on_data_enter(regs, kind, pid_tgid, &o),
             None => Ok(()),
         },
+    }
+}
+
+/// Parks a syscall in the calling thread's `PENDING` slot: rewritten in place when the
+/// thread has one (a lookup), inserted only on its first traced call.
+#[inline(always)]
+fn park(pid_tgid: u64, pending: &PendingSyscall) {
+    if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
+        // SAFETY: the calling thread's own slot: only this thread writes it.
+        unsafe { *slot = *pending };
+        return;
+    }
+    if PENDING.insert(&pid_tgid, pending, 0).is_err() {
+        count(Counter::MapInsertFailed);
     }
 }
 
@@ -91,9 +103,7 @@ fn on_data_enter(
         fd,
         kind: kind as u32,
     };
-    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
-        count(Counter::MapInsertFailed);
-    }
+    park(pid_tgid, &pending);
     if !kind.is_ingress() {
         // Write-side message boundaries are taken here, at entry: the data cannot reach the
         // peer (and its answer come back) before the write is entered, whereas the exit
@@ -111,12 +121,16 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     if !is_target(tgid) {
         return Ok(());
     }
-    // SAFETY: plain copy out of the map value.
-    let pending = match unsafe { PENDING.get(&pid_tgid) } {
-        Some(p) => *p,
-        None => return Ok(()),
+    let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) else {
+        return Ok(());
     };
-    let _ = PENDING.remove(&pid_tgid);
+    // SAFETY: the calling thread's own slot: only this thread writes it.
+    let pending = unsafe { *slot };
+    if pending.kind == PENDING_IDLE {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).kind = PENDING_IDLE };
     let o = offsets();
     let ret: i64 = ctx.arg(1);
     if pending.kind == PENDING_ACCEPT {
