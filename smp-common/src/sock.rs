@@ -67,6 +67,13 @@ pub mod op {
     pub const ACCEPT: u8 = 9;
     /// `connect`: the fd is an upstream socket.
     pub const CONNECT: u8 = 10;
+    /// `close`: the fd in the first argument leaves the fd table (`FD_CACHE` entry dropped).
+    pub const CLOSE_ARG0: u8 = 11;
+    /// `dup2`/`dup3`: the fd in the second argument is replaced (`FD_CACHE` entry dropped).
+    pub const CLOSE_ARG1: u8 = 12;
+    /// `close_range`, `execve`, `execveat`: many fds may go at once; the process's
+    /// `FD_CACHE` generation is renewed (every entry of it becomes void).
+    pub const FD_RESET: u8 = 13;
 }
 
 /// Size of the `NR_OPS` array: every syscall number below this can be traced.
@@ -74,6 +81,10 @@ pub const MAX_SYSCALL_NR: u32 = 512;
 
 /// `PendingSyscall::kind` of an `accept`/`accept4` in flight (not a [`SyscallKind`]).
 pub const PENDING_ACCEPT: u32 = 0x100;
+/// `PendingSyscall::kind` of a `close`/`dup2`/`dup3` in flight: `fd` leaves the fd table.
+pub const PENDING_FD_CLOSE: u32 = 0x101;
+/// `PendingSyscall::kind` of a `close_range`/`execve`/`execveat` in flight.
+pub const PENDING_FD_RESET: u32 = 0x102;
 /// `PendingSyscall::kind` of a thread's slot with no syscall in flight (already charged).
 pub const PENDING_IDLE: u32 = u32::MAX;
 
@@ -92,10 +103,29 @@ pub struct PendingSyscall {
     /// The `struct sock *` of the socket.
     pub sk: u64,
     pub fd: u32,
-    /// A [`SyscallKind`] wire value, [`PENDING_ACCEPT`] or [`PENDING_IDLE`].
+    /// A [`SyscallKind`] wire value, or one of the `PENDING_*` values.
     pub kind: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 40);
+
+/// Value of `FD_CACHE` (key: `tgid << 32 | fd`): what an fd of a tracked process is, so the
+/// fd table is walked once per fd, not once per syscall. Dropped when the fd is closed or
+/// replaced (`close`, `dup2`, `dup3`, at their exit), void when `gen` is not the process's
+/// current `Target::fd_gen`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdSocket {
+    /// The `Target::fd_gen` it was made under.
+    pub gen: u64,
+    /// Socket inode number; 0: the fd is open but not a socket.
+    pub ino: u64,
+    /// The `struct sock *` (0 when not a socket).
+    pub sk: u64,
+}
+const _: () = assert!(core::mem::size_of::<FdSocket>() == 24);
+
+/// Capacity of `FD_CACHE` (LRU: fds not used for a while are walked again).
+pub const MAX_FD_CACHE: u32 = 65536;
 
 /// Key of `SOCK_STATS`: one socket of one process, one syscall kind.
 #[repr(C)]
@@ -133,4 +163,4 @@ pub const MAX_SOCK_STATS: u32 = 65536;
 pub const MAX_PENDING: u32 = 16384;
 
 #[cfg(feature = "user")]
-crate::user_pod!(PendingSyscall, SockKey, SockStats);
+crate::user_pod!(PendingSyscall, SockKey, SockStats, FdSocket);

@@ -63,6 +63,14 @@ pub fn traced_syscalls() -> Vec<(&'static str, u32, u8)> {
         ("accept", libc::SYS_accept as u32, op::ACCEPT),
         ("accept4", libc::SYS_accept4 as u32, op::ACCEPT),
         ("connect", libc::SYS_connect as u32, op::CONNECT),
+        // Keep FD_CACHE true: fds that leave the table, and wholesale changes.
+        ("close", libc::SYS_close as u32, op::CLOSE_ARG0),
+        #[cfg(target_arch = "x86_64")]
+        ("dup2", libc::SYS_dup2 as u32, op::CLOSE_ARG1),
+        ("dup3", libc::SYS_dup3 as u32, op::CLOSE_ARG1),
+        ("close_range", libc::SYS_close_range as u32, op::FD_RESET),
+        ("execve", libc::SYS_execve as u32, op::FD_RESET),
+        ("execveat", libc::SYS_execveat as u32, op::FD_RESET),
     ]
 }
 

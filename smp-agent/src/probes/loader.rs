@@ -9,7 +9,7 @@ use aya::{
 };
 use serde::Serialize;
 use smp_common::{
-    config::{tracked_bit, KernelOffsets, OFFSETS_GLOBAL, PID_LIMIT},
+    config::{tracked_bit, KernelOffsets, Target, OFFSETS_GLOBAL, PID_LIMIT},
     counters::Counter,
     cpu::{Running, ThreadCpu},
     hop::HopCounts,
@@ -297,7 +297,7 @@ impl Probes {
         &self.status
     }
 
-    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u64>, ProbeError> {
+    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, Target>, ProbeError> {
         let map = self
             .ebpf
             .map_mut("TARGETS")
@@ -337,8 +337,14 @@ impl Probes {
                 },
             });
         }
+        let now = monotonic_ns();
+        // A new fd-cache generation: entries of an earlier tracking period are void.
+        let target = Target {
+            since_ns: now,
+            fd_gen: now,
+        };
         self.targets()?
-            .insert(tgid, monotonic_ns(), 0)
+            .insert(tgid, target, 0)
             .map_err(|source| ProbeError::Map {
                 map: "TARGETS",
                 source,

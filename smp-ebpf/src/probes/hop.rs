@@ -26,7 +26,7 @@ use smp_common::{
 };
 
 use crate::{
-    kernel::{current_socket, read_user, sock_tuple},
+    kernel::{read_user, sock_tuple, SocketRef},
     maps::{count, EVENTS, HOP_COUNTS, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ, ZERO_FWD},
 };
 
@@ -118,10 +118,7 @@ pub fn forget(ino: u64) {
 
 /// Marks a fresh socket's role (accept: downstream; connect: upstream).
 #[inline(always)]
-pub fn set_role(fd: u32, role: u8, o: &KernelOffsets) {
-    let Ok(Some(sock)) = current_socket(fd, o) else {
-        return;
-    };
+pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
     let mut fresh = SockState {
         role,
         ..SockState::default()

@@ -3,8 +3,10 @@
 //! Two raw tracepoints see every syscall of every task: `sys_enter` looks the syscall number
 //! up in `NR_OPS` (one array read: everything but the traced socket syscalls stops there),
 //! then checks the tgid. For a tracked data syscall it resolves the fd to a socket inode
-//! (non-sockets are ignored at once) and parks the call in `PENDING`; `sys_exit` charges the
-//! parked call to `SOCK_STATS`. `accept`/`connect` give sockets their roles for hop pairing.
+//! (`FD_CACHE`: the fd table is walked once per fd; non-sockets are ignored at once) and
+//! parks the call in `PENDING`; `sys_exit` charges the parked call to `SOCK_STATS`.
+//! `accept`/`connect` give sockets their roles for hop pairing; `close`, `dup2`, `dup3`,
+//! `close_range` and `execve(at)` keep `FD_CACHE` true.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -14,13 +16,16 @@ use smp_common::{
     config::KernelOffsets,
     counters::Counter,
     hop::{ROLE_DOWNSTREAM, ROLE_UPSTREAM},
-    sock::{op, PendingSyscall, SockKey, SockStats, SyscallKind, PENDING_ACCEPT, PENDING_IDLE},
+    sock::{
+        op, FdSocket, PendingSyscall, SockKey, SockStats, SyscallKind, PENDING_ACCEPT,
+        PENDING_FD_CLOSE, PENDING_FD_RESET, PENDING_IDLE,
+    },
 };
 
 use super::hop;
 use crate::{
-    kernel::{current_socket, read},
-    maps::{count, is_target, offsets, syscall_op, PENDING, SOCK_STATS},
+    kernel::{current_fd, read, FdKind, SocketRef},
+    maps::{count, is_target, offsets, syscall_op, FD_CACHE, PENDING, SOCK_STATS, TARGETS},
 };
 
 /// match-proto:v4.17:include/trace/events/syscalls.h:sys_enter(struct pt_regs *regs, long id)
@@ -52,7 +57,35 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
         op::CONNECT => {
             let fd: u64 = read(regs, o.regs_arg0)?;
-            hop::set_role(fd as u32, ROLE_UPSTREAM, &o);
+            if let Some(sock) = refresh(pid_tgid, fd as u32, &o)? {
+                hop::set_role(sock, ROLE_UPSTREAM, &o);
+            }
+            Ok(())
+        }
+        op::CLOSE_ARG0 | op::CLOSE_ARG1 => {
+            // The fd leaves the table inside the call: drop its cache entry at exit.
+            let off = if op == op::CLOSE_ARG0 {
+                o.regs_arg0
+            } else {
+                o.regs_arg1
+            };
+            let fd: u64 = read(regs, off)?;
+            let pending = PendingSyscall {
+                kind: PENDING_FD_CLOSE,
+                fd: fd as u32,
+                ..PendingSyscall::default()
+            };
+            park(pid_tgid, &pending);
+            Ok(())
+        }
+        op::FD_RESET => {
+            // Renewed now and again at exit: entries made in between are void too.
+            renew_fd_gen((pid_tgid >> 32) as u32);
+            let pending = PendingSyscall {
+                kind: PENDING_FD_RESET,
+                ..PendingSyscall::default()
+            };
+            park(pid_tgid, &pending);
             Ok(())
         }
         _ => match SyscallKind::from_u32(u32::from(op - op::DATA)) {
@@ -76,6 +109,90 @@ fn park(pid_tgid: u64, pending: &PendingSyscall) {
     }
 }
 
+/// `FD_CACHE` key of `fd` of the calling process.
+#[inline(always)]
+fn fd_key(pid_tgid: u64, fd: u32) -> u64 {
+    (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd)
+}
+
+/// Voids every `FD_CACHE` entry of process `tgid` (its fd table changed wholesale).
+#[inline(always)]
+fn renew_fd_gen(tgid: u32) {
+    if let Some(t) = TARGETS.get_ptr_mut(&tgid) {
+        // SAFETY: map value; CLOCK_MONOTONIC only grows, so no earlier generation comes back.
+        unsafe { (*t).fd_gen = bpf_ktime_get_ns() };
+    }
+}
+
+/// The socket behind `fd` of the calling (tracked) process, `None` if it is not one: from
+/// `FD_CACHE` when it has a current entry (one lookup), else from a walk of the fd table,
+/// remembered (open non-sockets too; closed fds are not remembered).
+#[inline(always)]
+fn resolve(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+    // SAFETY: read-only copy of a plain value.
+    let Some(gen) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }).map(|t| t.fd_gen) else {
+        return Ok(None);
+    };
+    let key = fd_key(pid_tgid, fd);
+    // SAFETY: read-only copy of a plain value.
+    if let Some(e) = unsafe { FD_CACHE.get(&key) } {
+        if e.gen == gen {
+            return Ok((e.ino != 0).then_some(SocketRef {
+                ino: e.ino,
+                sk: e.sk,
+            }));
+        }
+    }
+    walk(key, gen, fd, o)
+}
+
+/// Walks the fd table for `fd` and remembers what it found, whatever the cache held (a fresh
+/// socket from `accept`/`connect`).
+#[inline(always)]
+fn refresh(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+    // SAFETY: read-only copy of a plain value.
+    let Some(gen) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }).map(|t| t.fd_gen) else {
+        return Ok(None);
+    };
+    walk(fd_key(pid_tgid, fd), gen, fd, o)
+}
+
+#[inline(always)]
+fn walk(key: u64, gen: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+    let found = match current_fd(fd, o) {
+        Ok(FdKind::Closed) => return Ok(None),
+        Ok(FdKind::Other) => None,
+        Ok(FdKind::Socket(s)) => Some(s),
+        Err(e) => {
+            count(Counter::KernelReadFailed);
+            return Err(e);
+        }
+    };
+    let entry = FdSocket {
+        gen,
+        ino: found.map_or(0, |s| s.ino),
+        sk: found.map_or(0, |s| s.sk),
+    };
+    if FD_CACHE.insert(&key, &entry, 0).is_err() {
+        count(Counter::MapInsertFailed);
+    }
+    Ok(found)
+}
+
+/// A syscall's first two arguments (fd, buffer), in one kernel read when their registers are
+/// adjacent (x86_64: `si`, then `di`).
+#[inline(always)]
+fn args01(regs: u64, o: &KernelOffsets) -> Result<(u64, u64), i32> {
+    if o.regs_arg0 == o.regs_arg1 + 8 {
+        let a: [u64; 2] = read(regs, o.regs_arg1)?;
+        return Ok((a[1], a[0]));
+    }
+    Ok((
+        read(regs, o.regs_arg0)?,
+        read(regs, o.regs_arg1).unwrap_or(0),
+    ))
+}
+
 /// A tracked data syscall is entered: park it if its fd is a socket.
 #[inline(always)]
 fn on_data_enter(
@@ -84,17 +201,11 @@ fn on_data_enter(
     pid_tgid: u64,
     o: &KernelOffsets,
 ) -> Result<(), i32> {
-    let fd: u64 = read(regs, o.regs_arg0)?;
+    let (fd, buf) = args01(regs, o)?;
     let fd = fd as u32;
-    let sock = match current_socket(fd, &o) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(()),
-        Err(e) => {
-            count(Counter::KernelReadFailed);
-            return Err(e);
-        }
+    let Some(sock) = resolve(pid_tgid, fd, o)? else {
+        return Ok(());
     };
-    let buf: u64 = read(regs, o.regs_arg1).unwrap_or(0);
     let pending = PendingSyscall {
         since_ns: unsafe { bpf_ktime_get_ns() },
         buf,
@@ -133,12 +244,25 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     unsafe { (*slot).kind = PENDING_IDLE };
     let o = offsets();
     let ret: i64 = ctx.arg(1);
-    if pending.kind == PENDING_ACCEPT {
-        // accept/accept4 returned a downstream socket: its role is known from birth.
-        if ret >= 0 {
-            hop::set_role(ret as u32, ROLE_DOWNSTREAM, &o);
+    match pending.kind {
+        PENDING_ACCEPT => {
+            // accept/accept4 returned a downstream socket: its role is known from birth.
+            if ret >= 0 {
+                if let Some(sock) = refresh(pid_tgid, ret as u32, &o)? {
+                    hop::set_role(sock, ROLE_DOWNSTREAM, &o);
+                }
+            }
+            return Ok(());
         }
-        return Ok(());
+        PENDING_FD_CLOSE => {
+            let _ = FD_CACHE.remove(&fd_key(pid_tgid, pending.fd));
+            return Ok(());
+        }
+        PENDING_FD_RESET => {
+            renew_fd_gen(tgid);
+            return Ok(());
+        }
+        _ => {}
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let key = SockKey {
