@@ -20,11 +20,14 @@ use smp_common::{
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 
-/// The offsets, read so the compiler cannot fold the zero initialiser.
+/// The offsets. The pointer goes through a volatile read, so the compiler cannot fold the
+/// fields to the zero initialiser, and only the fields a program uses are loaded (the
+/// verifier knows their values: `.rodata` is frozen).
 #[inline(always)]
-pub fn offsets() -> KernelOffsets {
-    // SAFETY: OFFSETS is a plain static; the volatile read keeps the loader's value.
-    unsafe { core::ptr::read_volatile(&OFFSETS) }
+pub fn offsets() -> &'static KernelOffsets {
+    let p: *const KernelOffsets = &OFFSETS;
+    // SAFETY: `p` points to a static; the volatile read only hides that from the optimiser.
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
 
 /// What to do with each syscall number (`smp_common::sock::op`), filled by the agent at load.

@@ -132,17 +132,8 @@ pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
     }
 }
 
-/// Adds the bytes a finished write moved to its socket's current outbound message.
-#[inline(always)]
-pub fn add_out_bytes(ino: u64, len: u64) {
-    if let Some(s) = SOCK_STATE.get_ptr_mut(&ino) {
-        // SAFETY: map value; a counter, races only blur the byte count.
-        unsafe { (*s).out_bytes += len };
-    }
-}
-
 /// A data syscall on a socket of a tracked process: a read that returned `len > 0` bytes
-/// (called at exit), or a write being entered (`len` 0: counted at exit by `add_out_bytes`).
+/// (called at exit), or a write being entered (`len` 0: outbound sizes are not tracked).
 #[inline(always)]
 pub fn on_data(
     p: &PendingSyscall,
@@ -201,8 +192,6 @@ pub fn on_data(
     if !new_msg {
         if ingress {
             s.in_bytes += len;
-        } else {
-            s.out_bytes += len;
         }
         return;
     }
@@ -241,7 +230,6 @@ pub fn on_data(
             s.hint = unsafe { THREAD_LAST_REQ.get(&tid) }.copied().unwrap_or(0);
         }
         s.out_start = p.since_ns;
-        s.out_bytes = len;
         s.last_dir = DIR_OUT;
     }
 }

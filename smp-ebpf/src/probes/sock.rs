@@ -297,12 +297,8 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
     }
     if ret > 0 {
-        match SyscallKind::from_u32(pending.kind) {
-            Some(kind) if kind.is_ingress() => {
-                hop::on_data(&pending, kind, ret as u64, now, pid_tgid, &o)
-            }
-            Some(_) => hop::add_out_bytes(pending.ino, ret as u64),
-            None => {}
+        if let Some(kind) = SyscallKind::from_u32(pending.kind).filter(|k| k.is_ingress()) {
+            hop::on_data(&pending, kind, ret as u64, now, pid_tgid, o);
         }
     } else if ret == 0 && SyscallKind::from_u32(pending.kind).is_some_and(|k| k.is_ingress()) {
         // End of stream: the connection is closing; forget its message state.
