@@ -85,20 +85,8 @@ impl KernelOffsets {
     }
 }
 
-/// Value of the `TARGETS` map (key: tgid).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Target {
-    /// CLOCK_MONOTONIC ns when tracking started (threads that started later are charged from
-    /// their first nanosecond).
-    pub since_ns: u64,
-    /// Generation of the process's `FD_CACHE` entries: only entries made under this value are
-    /// valid. Set to `since_ns` by the agent (so entries of an earlier tracking period are
-    /// void), renewed by the kernel (to `bpf_ktime_get_ns`) when the process's fd table
-    /// changes wholesale (`execve`, `close_range`).
-    pub fd_gen: u64,
-}
-const _: () = assert!(core::mem::size_of::<Target>() == 16);
+// The `TARGETS` map: key tgid, value the CLOCK_MONOTONIC ns when tracking started (threads
+// that started later are charged from their first nanosecond).
 
 /// Capacity of the `TARGETS` map (processes tracked at once).
 pub const MAX_TARGETS: u32 = 4096;
@@ -117,4 +105,4 @@ pub const fn tracked_bit(tgid: u32) -> (u32, u64) {
 }
 
 #[cfg(feature = "user")]
-crate::user_pod!(KernelOffsets, Target);
+crate::user_pod!(KernelOffsets);

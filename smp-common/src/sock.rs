@@ -71,8 +71,8 @@ pub mod op {
     pub const CLOSE_ARG0: u8 = 11;
     /// `dup2`/`dup3`: the fd in the second argument is replaced (`FD_CACHE` entry dropped).
     pub const CLOSE_ARG1: u8 = 12;
-    /// `close_range`, `execve`, `execveat`: many fds may go at once; the process's
-    /// `FD_CACHE` generation is renewed (every entry of it becomes void).
+    /// `close_range`, `execve`, `execveat`: many fds may go at once; the `FD_EPOCH` is
+    /// renewed (every `FD_CACHE` entry becomes void).
     pub const FD_RESET: u8 = 13;
 }
 
@@ -110,13 +110,13 @@ const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 40);
 
 /// Value of `FD_CACHE` (key: `tgid << 32 | fd`): what an fd of a tracked process is, so the
 /// fd table is walked once per fd, not once per syscall. Dropped when the fd is closed or
-/// replaced (`close`, `dup2`, `dup3`, at their exit), void when `gen` is not the process's
-/// current `Target::fd_gen`.
+/// replaced (`close`, `dup2`, `dup3`, at their exit); void when `epoch` is not the current
+/// `FD_EPOCH`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FdSocket {
-    /// The `Target::fd_gen` it was made under.
-    pub gen: u64,
+    /// The `FD_EPOCH` it was made under.
+    pub epoch: u64,
     /// Socket inode number; 0: the fd is open but not a socket.
     pub ino: u64,
     /// The `struct sock *` (0 when not a socket).
@@ -126,6 +126,12 @@ const _: () = assert!(core::mem::size_of::<FdSocket>() == 24);
 
 /// Capacity of `FD_CACHE` (LRU: fds not used for a while are walked again).
 pub const MAX_FD_CACHE: u32 = 65536;
+
+// `FD_EPOCH` (a one-entry array, read inline by the programs): the generation of every
+// `FD_CACHE` entry. Renewed (CLOCK_MONOTONIC ns, so no earlier value comes back) by the agent
+// whenever it starts tracking a process (closes it did not see may have happened before) and
+// by the kernel when a tracked process's fd table changes wholesale (`execve`, `execveat`,
+// `close_range`; rare, so voiding every process's entries costs one walk per fd afterwards).
 
 /// Key of `SOCK_STATS`: one socket of one process, one syscall kind.
 #[repr(C)]

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use smp_common::{
-    config::{tracked_bit, KernelOffsets, Target, MAX_TARGETS, TRACKED_WORDS},
+    config::{tracked_bit, KernelOffsets, MAX_TARGETS, TRACKED_WORDS},
     counters::{Counter, COUNTER_SLOTS},
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
@@ -49,11 +49,15 @@ pub static TRACKED: Array<u64> = Array::with_max_entries(TRACKED_WORDS, 0);
 
 /// Processes to trace (key: tgid). Changed at runtime by the agent.
 #[map]
-pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGETS, 0);
+pub static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
 /// What each fd of the tracked processes is (key: `tgid << 32 | fd`), see [`FdSocket`].
 #[map]
 pub static FD_CACHE: LruHashMap<u64, FdSocket> = LruHashMap::with_max_entries(MAX_FD_CACHE, 0);
+
+/// The generation of every `FD_CACHE` entry (one entry; see `smp_common::sock`).
+#[map]
+pub static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// On-CPU time per thread of the targets (key: tid).
 #[map]
@@ -118,7 +122,7 @@ pub fn tracked_since(tgid: u32) -> Option<u64> {
         return None;
     }
     // SAFETY: read-only lookup of a plain value.
-    unsafe { TARGETS.get(&tgid) }.map(|t| t.since_ns)
+    unsafe { TARGETS.get(&tgid).copied() }
 }
 
 /// True when `tgid` is a tracked process: one bit of `TRACKED` (an inlined array read, no

@@ -9,7 +9,7 @@ use aya::{
 };
 use serde::Serialize;
 use smp_common::{
-    config::{tracked_bit, KernelOffsets, Target, OFFSETS_GLOBAL, PID_LIMIT},
+    config::{tracked_bit, KernelOffsets, OFFSETS_GLOBAL, PID_LIMIT},
     counters::Counter,
     cpu::{Running, ThreadCpu},
     hop::HopCounts,
@@ -297,7 +297,7 @@ impl Probes {
         &self.status
     }
 
-    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, Target>, ProbeError> {
+    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u64>, ProbeError> {
         let map = self
             .ebpf
             .map_mut("TARGETS")
@@ -326,6 +326,20 @@ impl Probes {
         bits.set(word, new, 0).map_err(err)
     }
 
+    /// Voids every `FD_CACHE` entry (see `smp_common::sock`).
+    fn renew_fd_epoch(&mut self, now: u64) -> Result<(), ProbeError> {
+        let err = |source| ProbeError::Map {
+            map: "FD_EPOCH",
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut("FD_EPOCH")
+            .ok_or(ProbeError::MissingMap { map: "FD_EPOCH" })?;
+        let mut epoch: Array<&mut MapData, u64> = Array::try_from(map).map_err(err)?;
+        epoch.set(0, now, 0).map_err(err)
+    }
+
     /// Starts tracing process `tgid` (takes effect at once, no reload).
     pub fn track(&mut self, tgid: u32) -> Result<(), ProbeError> {
         if tgid >= PID_LIMIT {
@@ -338,13 +352,10 @@ impl Probes {
             });
         }
         let now = monotonic_ns();
-        // A new fd-cache generation: entries of an earlier tracking period are void.
-        let target = Target {
-            since_ns: now,
-            fd_gen: now,
-        };
+        // Fd-cache entries made before (while closes went unseen) are void from now on.
+        self.renew_fd_epoch(now)?;
         self.targets()?
-            .insert(tgid, target, 0)
+            .insert(tgid, now, 0)
             .map_err(|source| ProbeError::Map {
                 map: "TARGETS",
                 source,

@@ -25,7 +25,7 @@ use smp_common::{
 use super::hop;
 use crate::{
     kernel::{current_fd, read, FdKind, SocketRef},
-    maps::{count, is_target, offsets, syscall_op, FD_CACHE, PENDING, SOCK_STATS, TARGETS},
+    maps::{count, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PENDING, SOCK_STATS},
 };
 
 /// match-proto:v4.17:include/trace/events/syscalls.h:sys_enter(struct pt_regs *regs, long id)
@@ -80,7 +80,7 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
         op::FD_RESET => {
             // Renewed now and again at exit: entries made in between are void too.
-            renew_fd_gen((pid_tgid >> 32) as u32);
+            renew_fd_epoch();
             let pending = PendingSyscall {
                 kind: PENDING_FD_RESET,
                 ..PendingSyscall::default()
@@ -115,13 +115,19 @@ fn fd_key(pid_tgid: u64, fd: u32) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd)
 }
 
-/// Voids every `FD_CACHE` entry of process `tgid` (its fd table changed wholesale).
+/// Voids every `FD_CACHE` entry (a tracked process's fd table changed wholesale).
 #[inline(always)]
-fn renew_fd_gen(tgid: u32) {
-    if let Some(t) = TARGETS.get_ptr_mut(&tgid) {
-        // SAFETY: map value; CLOCK_MONOTONIC only grows, so no earlier generation comes back.
-        unsafe { (*t).fd_gen = bpf_ktime_get_ns() };
+fn renew_fd_epoch() {
+    if let Some(e) = FD_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a plain u64; CLOCK_MONOTONIC only grows, so no earlier epoch comes back.
+        unsafe { *e = bpf_ktime_get_ns() };
     }
+}
+
+/// The current `FD_EPOCH` (an inlined array read).
+#[inline(always)]
+fn fd_epoch() -> u64 {
+    FD_EPOCH.get(0).copied().unwrap_or(0)
 }
 
 /// The socket behind `fd` of the calling (tracked) process, `None` if it is not one: from
@@ -129,36 +135,30 @@ fn renew_fd_gen(tgid: u32) {
 /// remembered (open non-sockets too; closed fds are not remembered).
 #[inline(always)]
 fn resolve(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
-    // SAFETY: read-only copy of a plain value.
-    let Some(gen) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }).map(|t| t.fd_gen) else {
-        return Ok(None);
-    };
+    // Read before the walk: an entry made while the epoch changes is void at once.
+    let epoch = fd_epoch();
     let key = fd_key(pid_tgid, fd);
     // SAFETY: read-only copy of a plain value.
     if let Some(e) = unsafe { FD_CACHE.get(&key) } {
-        if e.gen == gen {
+        if e.epoch == epoch {
             return Ok((e.ino != 0).then_some(SocketRef {
                 ino: e.ino,
                 sk: e.sk,
             }));
         }
     }
-    walk(key, gen, fd, o)
+    walk(key, epoch, fd, o)
 }
 
 /// Walks the fd table for `fd` and remembers what it found, whatever the cache held (a fresh
 /// socket from `accept`/`connect`).
 #[inline(always)]
 fn refresh(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
-    // SAFETY: read-only copy of a plain value.
-    let Some(gen) = (unsafe { TARGETS.get(&((pid_tgid >> 32) as u32)) }).map(|t| t.fd_gen) else {
-        return Ok(None);
-    };
-    walk(fd_key(pid_tgid, fd), gen, fd, o)
+    walk(fd_key(pid_tgid, fd), fd_epoch(), fd, o)
 }
 
 #[inline(always)]
-fn walk(key: u64, gen: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+fn walk(key: u64, epoch: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
     let found = match current_fd(fd, o) {
         Ok(FdKind::Closed) => return Ok(None),
         Ok(FdKind::Other) => None,
@@ -169,7 +169,7 @@ fn walk(key: u64, gen: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketR
         }
     };
     let entry = FdSocket {
-        gen,
+        epoch,
         ino: found.map_or(0, |s| s.ino),
         sk: found.map_or(0, |s| s.sk),
     };
@@ -259,7 +259,7 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
             return Ok(());
         }
         PENDING_FD_RESET => {
-            renew_fd_gen(tgid);
+            renew_fd_epoch();
             return Ok(());
         }
         _ => {}
