@@ -45,6 +45,20 @@ pub fn smp_sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Benchmark floor: an empty program for the raw syscall tracepoints (`smp-agent probe-floor
+/// --hooks raw`): what attaching to `sys_enter`/`sys_exit` costs before any body runs.
+#[raw_tracepoint]
+pub fn smp_floor_raw(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// Benchmark floor: an empty classic tracepoint program (`smp-agent probe-floor --hooks
+/// classic`, attached to the 19 `syscalls/sys_{enter,exit}_*` the agent used before).
+#[tracepoint]
+pub fn smp_floor_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 /// Optional-hook probe: loaded only by `smp-agent check` to learn whether kprobes work here.
 #[kprobe]
 pub fn smp_probe_kprobe(_ctx: ProbeContext) -> u32 {

@@ -8,6 +8,7 @@ pub mod check;
 pub mod compare;
 pub mod lab;
 pub mod load;
+pub mod probe_floor;
 pub mod top;
 
 /// eBPF service-mesh overhead profiler: per-hop sidecar latency, proxy CPU, SMP results.
@@ -39,6 +40,9 @@ pub enum Command {
     /// Drive HTTP load (open loop at a fixed rate, coordinated-omission corrected, or
     /// `--rate max`) and report latency percentiles, rates, status codes and errors.
     Load(load::Args),
+    /// Benchmark aid: attach empty programs to the syscall hooks and wait (the hook floor).
+    #[command(hide = true)]
+    ProbeFloor(probe_floor::Args),
 }
 
 impl Command {
@@ -50,6 +54,7 @@ impl Command {
             Command::Compare(args) => compare::execute(args).await,
             Command::Lab(args) => lab::execute(args).await,
             Command::Load(args) => load::execute(args).await,
+            Command::ProbeFloor(args) => probe_floor::execute(args).await,
         }
     }
 }

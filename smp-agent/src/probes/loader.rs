@@ -53,6 +53,8 @@ pub enum ProbeError {
     },
     #[error("map {map} is missing from the eBPF object")]
     MissingMap { map: &'static str },
+    #[error("program {program} is missing from the eBPF object")]
+    MissingProgram { program: &'static str },
     #[error("map {map}: {source}")]
     Map {
         map: &'static str,
@@ -495,6 +497,78 @@ impl Probes {
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| ProbeError::RingBuf(e.into_parts().1))?;
         Ok(EventReader { fd, undecodable: 0 })
+    }
+}
+
+/// Which hooks [`FloorProbes`] attaches its empty programs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorHooks {
+    /// `raw_syscalls/sys_enter` and `sys_exit` (raw tracepoints): what the agent uses.
+    Raw,
+    /// The 19 classic `syscalls/sys_{enter,exit}_*` tracepoints the agent used before.
+    Classic,
+}
+
+impl FloorHooks {
+    /// The program and its attach targets.
+    fn targets(self) -> (&'static str, Vec<String>) {
+        match self {
+            FloorHooks::Raw => ("smp_floor_raw", vec!["sys_enter".into(), "sys_exit".into()]),
+            FloorHooks::Classic => {
+                let mut t: Vec<String> = SyscallKind::ALL
+                    .iter()
+                    .flat_map(|k| ["enter", "exit"].map(|d| format!("sys_{d}_{}", k.name())))
+                    .collect();
+                t.extend(
+                    ["sys_exit_accept4", "sys_exit_accept", "sys_enter_connect"].map(String::from),
+                );
+                ("smp_floor_tp", t)
+            }
+        }
+    }
+}
+
+/// Empty programs on the syscall hooks, for benchmarks: the cost of the hook mechanism alone
+/// (the floor under any probe body). Detached when dropped.
+pub struct FloorProbes {
+    _ebpf: Ebpf,
+    /// Attachments made.
+    pub attached: usize,
+}
+
+impl FloorProbes {
+    /// Loads the empty program of `hooks` and attaches it to each of its targets.
+    pub fn load(hooks: FloorHooks) -> Result<FloorProbes, ProbeError> {
+        let mut ebpf = open(&KernelOffsets::zeroed())?;
+        let (program, targets) = hooks.targets();
+        let attach_err = |target: &str, e: aya::programs::ProgramError| ProbeError::Attach {
+            program,
+            target: target.to_string(),
+            hint: hint(&e),
+        };
+        let prog = ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::MissingProgram { program })?;
+        match hooks {
+            FloorHooks::Raw => {
+                let p: &mut RawTracePoint = prog.try_into().map_err(|e| attach_err("", e))?;
+                p.load().map_err(|e| attach_err("", e))?;
+                for t in &targets {
+                    p.attach(t).map_err(|e| attach_err(t, e))?;
+                }
+            }
+            FloorHooks::Classic => {
+                let p: &mut TracePoint = prog.try_into().map_err(|e| attach_err("", e))?;
+                p.load().map_err(|e| attach_err("", e))?;
+                for t in &targets {
+                    p.attach("syscalls", t).map_err(|e| attach_err(t, e))?;
+                }
+            }
+        }
+        Ok(FloorProbes {
+            _ebpf: ebpf,
+            attached: targets.len(),
+        })
     }
 }
 
