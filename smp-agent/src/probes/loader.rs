@@ -12,6 +12,7 @@ use smp_common::{
     config::{tracked_bit, KernelOffsets, OFFSETS_GLOBAL, PID_LIMIT},
     counters::Counter,
     cpu::{Running, ThreadCpu},
+    event::EVENTS_POLL_MS,
     hop::HopCounts,
     sock::{SockKey, SockStats, SyscallKind},
 };
@@ -580,22 +581,21 @@ pub struct EventReader {
 }
 
 impl EventReader {
-    /// Waits for the next batch of events.
+    /// Waits for the next batch of events. Exchange records do not wake the reader (see
+    /// `smp_common::event::EVENTS_WAKEUP_BYTES`): the ring is also drained every
+    /// `EVENTS_POLL_MS`.
     pub async fn next_batch(&mut self) -> Result<Vec<ProbeEvent>, ProbeError> {
+        let poll = std::time::Duration::from_millis(EVENTS_POLL_MS);
         loop {
-            let mut guard = self.fd.readable_mut().await.map_err(ProbeError::RingBuf)?;
-            let ring = guard.get_inner_mut();
-            let mut out = Vec::new();
-            while let Some(item) = ring.next() {
-                match decode(&item) {
-                    Ok(e) => out.push(e),
-                    Err(e) => {
-                        self.undecodable += 1;
-                        tracing::debug!(error = %e, "undecodable ring-buffer record");
-                    }
+            let out = match tokio::time::timeout(poll, self.fd.readable_mut()).await {
+                Ok(guard) => {
+                    let mut guard = guard.map_err(ProbeError::RingBuf)?;
+                    let out = drain(guard.get_inner_mut(), &mut self.undecodable);
+                    guard.clear_ready();
+                    out
                 }
-            }
-            guard.clear_ready();
+                Err(_) => drain(self.fd.get_mut(), &mut self.undecodable),
+            };
             if !out.is_empty() {
                 return Ok(out);
             }
@@ -606,6 +606,21 @@ impl EventReader {
     pub fn raw_fd(&self) -> i32 {
         self.fd.get_ref().as_raw_fd()
     }
+}
+
+/// Decodes every record waiting in the ring buffer.
+fn drain(ring: &mut RingBuf<aya::maps::MapData>, undecodable: &mut u64) -> Vec<ProbeEvent> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(e) => out.push(e),
+            Err(e) => {
+                *undecodable += 1;
+                tracing::debug!(error = %e, "undecodable ring-buffer record");
+            }
+        }
+    }
+    out
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.

@@ -12,11 +12,14 @@
 //! last inbound message is the request, U's last outbound message is its forward. Request
 //! pairing thus does not depend on which thread forwarded the request (task migration, delays).
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_ktime_get_ns,
+};
 use smp_common::{
     config::KernelOffsets,
     counters::Counter,
-    event::{EventHeader, EventKind},
+    event::{EventHeader, EventKind, EVENTS_WAKEUP_BYTES},
     hop::{
         ExchangeRecord, FwdSlot, HopCounts, SockState, DIR_IN, DIR_NONE, DIR_OUT, FWD_SLOTS,
         ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_TLS, SOCK_TUPLE,
@@ -29,6 +32,17 @@ use crate::{
     kernel::{read_user, sock_tuple, SocketRef},
     maps::{count, EVENTS, HOP_COUNTS, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ, ZERO_FWD},
 };
+
+/// Ring-buffer submit flags for an exchange record: no wake-up (the agent polls) unless much
+/// is waiting unread.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= EVENTS_WAKEUP_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
 
 /// What the first bytes of a syscall's data look like.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -371,7 +385,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
                 flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
                 _pad: 0,
             });
-            entry.submit(0);
+            entry.submit(wakeup_flags());
             bump(tgid, |c| c.paired += 1);
         }
         None => count(Counter::RingbufDropped),

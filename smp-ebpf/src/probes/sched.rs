@@ -116,7 +116,8 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
                 tgid,
                 _pad: 0,
             });
-            entry.submit(0);
+            // Rare and awaited: always wake the reader.
+            entry.submit(u64::from(aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP));
         }
         None => count(Counter::RingbufDropped),
     }
