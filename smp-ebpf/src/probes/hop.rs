@@ -228,7 +228,13 @@ pub fn on_data(
         if s.flags & SOCK_H2 == 0 {
             if s.role == ROLE_DOWNSTREAM {
                 bump(tgid, |c| c.requests += 1);
-                let _ = THREAD_LAST_REQ.insert(&tid, &p.ino, 0);
+                match THREAD_LAST_REQ.get_ptr_mut(&tid) {
+                    // SAFETY: the calling thread's own entry: only this thread writes it.
+                    Some(last) => unsafe { *last = p.ino },
+                    None => {
+                        let _ = THREAD_LAST_REQ.insert(&tid, &p.ino, 0);
+                    }
+                }
             } else if s.role == ROLE_UPSTREAM {
                 bump(tgid, |c| c.responses += 1);
                 queue_response(tgid, tid, p.ino, now, s.hint);
