@@ -395,15 +395,21 @@ fn lab(
     let rate = o.rate.to_string();
     let rps = |v: &Value| v["achieved_rate"].as_f64().unwrap_or(f64::NAN);
     let p = |v: &Value, k: &str| v["latency"][k].as_f64().unwrap_or(f64::NAN);
+    // Requests over the whole run: the measured part plus the 1 s warm-up at the same rate
+    // (`Lab::load`), which the CPU readings include too.
+    let requests = |v: &Value| {
+        let d = v["duration_s"].as_f64().unwrap_or(f64::NAN);
+        v["requests"].as_f64().unwrap_or(f64::NAN) * (d + 1.0) / d
+    };
 
-    // Condition 0: no probes; then one per agent. Values per round: (rps, p50, p99).
+    // Condition 0: no probes; then one per agent.
     let mut conds: Vec<(String, Option<&PathBuf>)> = vec![("no probes".into(), None)];
     conds.extend(
         agents
             .iter()
             .map(|(n, b)| (format!("{n} tracking both sidecars"), Some(b))),
     );
-    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); conds.len()];
+    let mut results: Vec<Vec<LabRun>> = vec![Vec::new(); conds.len()];
     println!(
         "\n(b), (c) Envoy mesh lab, {} s per load run, {} rounds",
         o.seconds, o.lab_rounds
@@ -423,22 +429,35 @@ fn lab(
             let ours: Vec<&Kill> = tops.iter().flatten().collect();
             disturbed.check(&format!("lab, {label}"), &ours);
             let max = lab.load(&url, "max", o.seconds)?.1;
+            // CPU of the sidecars and of the agents over the fixed-rate run.
+            let agent_pids: Vec<u64> = ours.iter().map(|k| u64::from(k.0.id())).collect();
+            let (side0, agent0) = (cpu_ns(&pids), cpu_ns(&agent_pids));
             let fixed = lab.load(&url, &rate, o.seconds)?.1;
+            let (side1, agent1) = (cpu_ns(&pids), cpu_ns(&agent_pids));
             drop(tops);
-            let v = (rps(&max), p(&fixed, "p50_ms"), p(&fixed, "p99_ms"));
+            let n = requests(&fixed);
+            let v = LabRun {
+                max_rps: rps(&max),
+                p50: p(&fixed, "p50_ms"),
+                p99: p(&fixed, "p99_ms"),
+                sidecar_us: (side1 - side0) as f64 / 1e3 / n,
+                agent_us: (agent1 - agent0) as f64 / 1e3 / n,
+            };
             println!(
-                "  round {} {label:<32} max {:.0} rps; at {} rps p50 {:.3} ms p99 {:.3} ms",
+                "  round {} {label:<32} max {:.0} rps; at {} rps p50 {:.3} ms p99 {:.3} ms, sidecars {:.1} CPU µs/request, agents {:.1}",
                 r + 1,
-                v.0,
+                v.max_rps,
                 o.rate,
-                v.1,
-                v.2
+                v.p50,
+                v.p99,
+                v.sidecar_us,
+                v.agent_us,
             );
             results[c].push(v);
         }
     }
     let base = results[0].clone();
-    let ratio = |i: usize, f: fn(&(f64, f64, f64)) -> f64| {
+    let ratio = |i: usize, f: fn(&LabRun) -> f64| {
         let r: Vec<f64> = results[i]
             .iter()
             .zip(&base)
@@ -447,22 +466,58 @@ fn lab(
         median(&r)
     };
     println!(
-        "\n| condition | (b) max rps | ratio | (c) p50 ms at {} rps | ratio | (c) p99 ms | ratio |",
+        "\n| condition | (b) max rps | ratio | (c) p50 ms at {} rps | ratio | (c) p99 ms | ratio | sidecars CPU µs/request | ratio | agents CPU µs/request |",
         o.rate
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, (label, _)) in conds.iter().enumerate() {
-        let col =
-            |f: fn(&(f64, f64, f64)) -> f64| median(&results[i].iter().map(f).collect::<Vec<_>>());
+        let col = |f: fn(&LabRun) -> f64| median(&results[i].iter().map(f).collect::<Vec<_>>());
         println!(
-            "| {label} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            col(|v| v.0),
-            ratio(i, |v| v.0),
-            col(|v| v.1),
-            ratio(i, |v| v.1),
-            col(|v| v.2),
-            ratio(i, |v| v.2),
+            "| {label} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.3} | {:.1} |",
+            col(|v| v.max_rps),
+            ratio(i, |v| v.max_rps),
+            col(|v| v.p50),
+            ratio(i, |v| v.p50),
+            col(|v| v.p99),
+            ratio(i, |v| v.p99),
+            col(|v| v.sidecar_us),
+            ratio(i, |v| v.sidecar_us),
+            col(|v| v.agent_us),
         );
     }
+    println!("(medians of {} rounds; ratios are medians of per-round ratios to no probes; CPU over the fixed-rate run, from the threads' schedstat)", o.lab_rounds);
     Ok(())
+}
+
+/// One load run pair of one condition in (b), (c).
+#[derive(Clone, Copy)]
+struct LabRun {
+    max_rps: f64,
+    p50: f64,
+    p99: f64,
+    /// Both sidecars' CPU per request at the fixed rate.
+    sidecar_us: f64,
+    /// The agents' CPU per request at the fixed rate.
+    agent_us: f64,
+}
+
+/// On-CPU ns of every thread of `pids` (`/proc/<pid>/task/*/schedstat`, first field).
+fn cpu_ns(pids: &[u64]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
 }
