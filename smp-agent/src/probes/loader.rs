@@ -43,8 +43,9 @@ pub enum ProbeError {
     #[error("failed to load the eBPF object: {hint}")]
     Load {
         hint: String,
+        /// Boxed: aya's error is large, and every `Result` of this module carries it.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("failed to attach {program} ({target}): {hint}")]
     Attach {
@@ -147,7 +148,7 @@ fn open(offsets: &KernelOffsets) -> Result<Ebpf, ProbeError> {
         .load(EBPF_OBJECT)
         .map_err(|source| ProbeError::Load {
             hint: hint(&source),
-            source,
+            source: Box::new(source),
         })?;
     fill_syscall_ops(&mut ebpf)?;
     Ok(ebpf)

@@ -34,8 +34,8 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     // SAFETY: per-CPU slot, only this CPU touches it here.
     let running = unsafe { &mut *slot };
 
-    let (prev_tid, prev_tgid) = task_ids(prev, &o)?;
-    let (next_tid, next_tgid) = task_ids(next, &o)?;
+    let (prev_tid, prev_tgid) = task_ids(prev, o)?;
+    let (next_tid, next_tgid) = task_ids(next, o)?;
     let next_tracked = next_tid != 0 && is_target(next_tgid);
     if !next_tracked && !is_target(prev_tgid) {
         // Neither side is tracked (the common case): two bit tests, nothing else.

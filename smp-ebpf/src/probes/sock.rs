@@ -57,8 +57,8 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
         op::CONNECT => {
             let fd: u64 = read(regs, o.regs_arg0)?;
-            if let Some(sock) = refresh(pid_tgid, fd as u32, &o)? {
-                hop::set_role(sock, ROLE_UPSTREAM, &o);
+            if let Some(sock) = refresh(pid_tgid, fd as u32, o)? {
+                hop::set_role(sock, ROLE_UPSTREAM, o);
             }
             Ok(())
         }
@@ -89,7 +89,7 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
             Ok(())
         }
         _ => match SyscallKind::from_u32(u32::from(op - op::DATA)) {
-            Some(kind) => on_data_enter(regs, kind, pid_tgid, &o),
+            Some(kind) => on_data_enter(regs, kind, pid_tgid, o),
             None => Ok(()),
         },
     }
@@ -248,8 +248,8 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
         PENDING_ACCEPT => {
             // accept/accept4 returned a downstream socket: its role is known from birth.
             if ret >= 0 {
-                if let Some(sock) = refresh(pid_tgid, ret as u32, &o)? {
-                    hop::set_role(sock, ROLE_DOWNSTREAM, &o);
+                if let Some(sock) = refresh(pid_tgid, ret as u32, o)? {
+                    hop::set_role(sock, ROLE_DOWNSTREAM, o);
                 }
             }
             return Ok(());
