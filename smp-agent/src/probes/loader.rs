@@ -65,6 +65,8 @@ pub enum ProbeError {
     },
     #[error("failed to watch the event ring buffer")]
     RingBuf(#[source] io::Error),
+    #[error("process {tgid} runs a 32-bit (ia32) program: its syscall numbers are not the ones the probes dispatch on, so it cannot be tracked")]
+    Compat32 { tgid: u32 },
 }
 
 /// Outcome of one hook.
@@ -355,6 +357,9 @@ impl Probes {
                 },
             });
         }
+        if runs_32bit_program(tgid) {
+            return Err(ProbeError::Compat32 { tgid });
+        }
         let now = monotonic_ns();
         // Fd-cache entries made before (while closes went unseen) are void from now on.
         self.renew_fd_epoch(now)?;
@@ -609,6 +614,21 @@ impl EventReader {
     }
 }
 
+/// True when `tgid` runs a 32-bit ELF program (`/proc/<tgid>/exe`). Unreadable (gone, a
+/// kernel thread): false.
+fn runs_32bit_program(tgid: u32) -> bool {
+    use std::io::Read as _;
+    let mut ident = [0u8; 5];
+    std::fs::File::open(format!("/proc/{tgid}/exe"))
+        .and_then(|mut f| f.read_exact(&mut ident))
+        .is_ok_and(|()| is_elf32(&ident))
+}
+
+/// `e_ident` says ELF, class `ELFCLASS32`.
+fn is_elf32(ident: &[u8; 5]) -> bool {
+    &ident[..4] == b"\x7fELF" && ident[4] == 1
+}
+
 /// Decodes every record waiting in the ring buffer.
 fn drain(ring: &mut RingBuf<aya::maps::MapData>, undecodable: &mut u64) -> Vec<ProbeEvent> {
     let mut out = Vec::new();
@@ -633,4 +653,18 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elf_class_is_read_from_the_ident() {
+        assert!(is_elf32(b"\x7fELF\x01"));
+        assert!(!is_elf32(b"\x7fELF\x02"));
+        assert!(!is_elf32(b"#!/bi"));
+        // This test binary is 64-bit.
+        assert!(!runs_32bit_program(std::process::id()));
+    }
 }
