@@ -59,21 +59,30 @@ impl SyscallKind {
 /// What the kernel programs do with a syscall number: the value of `NR_OPS[nr]` (an array
 /// the agent fills at load time from the host's syscall numbers; 0 = not traced).
 pub mod op {
+    use super::SyscallKind;
+
     /// Not a traced syscall.
     pub const NONE: u8 = 0;
-    /// A data syscall: `DATA + SyscallKind` (`DATA..DATA + 8`).
-    pub const DATA: u8 = 1;
     /// `accept`/`accept4`: the returned fd is a downstream socket.
-    pub const ACCEPT: u8 = 9;
+    pub const ACCEPT: u8 = 1;
     /// `connect`: the fd is an upstream socket.
-    pub const CONNECT: u8 = 10;
+    pub const CONNECT: u8 = 2;
     /// `close`: the fd in the first argument leaves the fd table (`FD_CACHE` entry dropped).
-    pub const CLOSE_ARG0: u8 = 11;
+    pub const CLOSE_ARG0: u8 = 3;
     /// `dup2`/`dup3`: the fd in the second argument is replaced (`FD_CACHE` entry dropped).
-    pub const CLOSE_ARG1: u8 = 12;
+    pub const CLOSE_ARG1: u8 = 4;
     /// `close_range`, `execve`, `execveat`: many fds may go at once; the `FD_EPOCH` is
     /// renewed (every `FD_CACHE` entry becomes void).
-    pub const FD_RESET: u8 = 13;
+    pub const FD_RESET: u8 = 5;
+    /// A data syscall: `DATA | kind` (the [`SyscallKind`] in the low 3 bits, so the kernel
+    /// recovers it with a mask, no arithmetic the 5.10 verifier would reject as a negative
+    /// offset into the kind table).
+    pub const DATA: u8 = 0x80;
+
+    /// The op of a data syscall of `kind`.
+    pub const fn data(kind: SyscallKind) -> u8 {
+        DATA | kind as u8
+    }
 }
 
 /// Size of the `NR_OPS` array: every syscall number below this can be traced.

@@ -88,10 +88,11 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
             park(pid_tgid, &pending);
             Ok(())
         }
-        _ => match SyscallKind::from_u32(u32::from(op - op::DATA)) {
+        _ if op & op::DATA != 0 => match SyscallKind::from_u32(u32::from(op & 7)) {
             Some(kind) => on_data_enter(regs, kind, pid_tgid, o),
             None => Ok(()),
         },
+        _ => Ok(()),
     }
 }
 
