@@ -13,10 +13,10 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub struct KernelOffsets {
     /// Set to [`crate::ABI_VERSION`] by the agent once every field below is filled.
     pub valid: u32,
-    /// `syscalls/sys_enter_*`: offset of the `fd` field (the first argument).
-    pub sys_enter_fd: u32,
-    /// `syscalls/sys_exit_*`: offset of the `ret` field.
-    pub sys_exit_ret: u32,
+    /// `struct pt_regs`: the registers of a syscall's first and second arguments (x86_64:
+    /// `di`, `si`), as the `raw_syscalls/sys_enter` raw tracepoint sees them.
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
     /// `struct task_struct`: `pid` (thread id) and `tgid` (process id).
     pub task_pid: u32,
     pub task_tgid: u32,
@@ -32,8 +32,6 @@ pub struct KernelOffsets {
     /// `struct inode`: `i_mode` (u16) and `i_ino` (unsigned long).
     pub inode_mode: u32,
     pub inode_ino: u32,
-    /// `syscalls/sys_enter_*`: offset of the second argument (buffer, iovec or msghdr).
-    pub sys_enter_buf: u32,
     /// `struct file`: `private_data` (the `struct socket *` of a socket file).
     pub file_private: u32,
     /// `struct socket`: `sk`.
@@ -56,17 +54,16 @@ pub struct KernelOffsets {
     /// `tcp_rcv_established`, where `tcp_probe` fires).
     pub skb_len: u32,
     pub skb_data: u32,
-    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
     pub const fn zeroed() -> Self {
         KernelOffsets {
             valid: 0,
-            sys_enter_fd: 0,
-            sys_exit_ret: 0,
+            regs_arg0: 0,
+            regs_arg1: 0,
             task_pid: 0,
             task_tgid: 0,
             task_files: 0,
@@ -76,7 +73,6 @@ impl KernelOffsets {
             file_inode: 0,
             inode_mode: 0,
             inode_ino: 0,
-            sys_enter_buf: 0,
             file_private: 0,
             socket_sk: 0,
             skc_family: 0,
@@ -91,7 +87,6 @@ impl KernelOffsets {
             task_start_time: 0,
             skb_len: 0,
             skb_data: 0,
-            _pad: 0,
         }
     }
 }
@@ -101,6 +96,19 @@ impl KernelOffsets {
 
 /// Capacity of the `TARGETS` map (processes tracked at once).
 pub const MAX_TARGETS: u32 = 4096;
+
+/// Highest possible tgid + 1 (`PID_MAX_LIMIT` on 64-bit kernels, `include/linux/threads.h`).
+pub const PID_LIMIT: u32 = 4 * 1024 * 1024;
+
+/// Entries of the `TRACKED` bitmap (`u64` words, one bit per tgid, 512 KiB): the programs'
+/// first check, an array read the verifier inlines, so untracked tasks cost almost nothing.
+/// `TARGETS` stays the record of what is tracked (and since when); the bitmap mirrors its keys.
+pub const TRACKED_WORDS: u32 = PID_LIMIT / 64;
+
+/// The `TRACKED` word and bit of `tgid`.
+pub const fn tracked_bit(tgid: u32) -> (u32, u64) {
+    (tgid / 64, 1u64 << (tgid % 64))
+}
 
 #[cfg(feature = "user")]
 crate::user_pod!(KernelOffsets);

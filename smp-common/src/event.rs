@@ -79,5 +79,14 @@ const _: () = assert!(core::mem::size_of::<ProcessFork>() == 24);
 /// Byte size of the `EVENTS` ring buffer.
 pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 
+/// Exchange records are submitted without waking the reader (a wake-up is an inter-processor
+/// interrupt, a VM exit on virtual machines: it cost more than everything else the probes do
+/// per request) until this many bytes wait unread; the reader also drains the ring every
+/// [`EVENTS_POLL_MS`]. Process exits always wake it.
+pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+
+/// How often the agent drains the `EVENTS` ring buffer without being woken.
+pub const EVENTS_POLL_MS: u64 = 100;
+
 #[cfg(feature = "user")]
 crate::user_pod!(EventHeader, ProcessExit, ProcessExec, ProcessFork);

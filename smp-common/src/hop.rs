@@ -49,9 +49,9 @@ pub struct SockState {
     pub out_sent: u64,
     /// Start of the current (or last) outbound message: entry of its first write.
     pub out_start: u64,
-    /// Bytes of the current inbound / outbound message so far.
+    /// Bytes of the current inbound message so far (outbound sizes are not needed: the
+    /// exchange record carries the bytes read, and counting writes cost a lookup per write).
     pub in_bytes: u64,
-    pub out_bytes: u64,
     pub tuple: Tuple,
     /// Upstreams: the downstream socket whose request the writing thread had just read when
     /// it forwarded the current request here (exact for event loops, a hint otherwise).
@@ -66,7 +66,7 @@ pub struct SockState {
     /// reads the client's encrypted Finished and writes session tickets, both look like data.
     pub handshake_skip: u8,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 112);
+const _: () = assert!(core::mem::size_of::<SockState>() == 104);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.

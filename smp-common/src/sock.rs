@@ -56,7 +56,50 @@ impl SyscallKind {
     }
 }
 
-/// A syscall entered on a socket and not yet returned (`PENDING`, key: `pid_tgid`).
+/// What the kernel programs do with a syscall number: the value of `NR_OPS[nr]` (an array
+/// the agent fills at load time from the host's syscall numbers; 0 = not traced).
+pub mod op {
+    use super::SyscallKind;
+
+    /// Not a traced syscall.
+    pub const NONE: u8 = 0;
+    /// `accept`/`accept4`: the returned fd is a downstream socket.
+    pub const ACCEPT: u8 = 1;
+    /// `connect`: the fd is an upstream socket.
+    pub const CONNECT: u8 = 2;
+    /// `close`: the fd in the first argument leaves the fd table (`FD_CACHE` entry dropped).
+    pub const CLOSE_ARG0: u8 = 3;
+    /// `dup2`/`dup3`: the fd in the second argument is replaced (`FD_CACHE` entry dropped).
+    pub const CLOSE_ARG1: u8 = 4;
+    /// `close_range`, `execve`, `execveat`: many fds may go at once; the `FD_EPOCH` is
+    /// renewed (every `FD_CACHE` entry becomes void).
+    pub const FD_RESET: u8 = 5;
+    /// A data syscall: `DATA | kind` (the [`SyscallKind`] in the low 3 bits, so the kernel
+    /// recovers it with a mask, no arithmetic the 5.10 verifier would reject as a negative
+    /// offset into the kind table).
+    pub const DATA: u8 = 0x80;
+
+    /// The op of a data syscall of `kind`.
+    pub const fn data(kind: SyscallKind) -> u8 {
+        DATA | kind as u8
+    }
+}
+
+/// Size of the `NR_OPS` array: every syscall number below this can be traced.
+pub const MAX_SYSCALL_NR: u32 = 512;
+
+/// `PendingSyscall::kind` of an `accept`/`accept4` in flight (not a [`SyscallKind`]).
+pub const PENDING_ACCEPT: u32 = 0x100;
+/// `PendingSyscall::kind` of a `close`/`dup2`/`dup3` in flight: `fd` leaves the fd table.
+pub const PENDING_FD_CLOSE: u32 = 0x101;
+/// `PendingSyscall::kind` of a `close_range`/`execve`/`execveat` in flight.
+pub const PENDING_FD_RESET: u32 = 0x102;
+/// `PendingSyscall::kind` of a thread's slot with no syscall in flight (already charged).
+pub const PENDING_IDLE: u32 = u32::MAX;
+
+/// A syscall entered on a socket and not yet returned (`PENDING`, key: `pid_tgid`). Each
+/// thread's slot is overwritten in place by the next call (no insert/delete per syscall);
+/// `kind` is [`PENDING_IDLE`] once the exit has charged it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingSyscall {
@@ -69,10 +112,46 @@ pub struct PendingSyscall {
     /// The `struct sock *` of the socket.
     pub sk: u64,
     pub fd: u32,
-    /// A [`SyscallKind`] wire value.
+    /// A [`SyscallKind`] wire value, or one of the `PENDING_*` values.
     pub kind: u32,
+    /// `AT_EXIT_*` bits: what the exit of a write must do (decided at its entry, so other
+    /// writes' exits cost no lookup).
+    pub at_exit: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 40);
+const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 48);
+
+/// `PendingSyscall::at_exit`: the write starts its socket's current outbound message; its
+/// exit marks the message sent (`SockState::out_sent`).
+pub const AT_EXIT_SENT: u32 = 1;
+/// `PendingSyscall::at_exit`: the write forwards the response of an exchange just emitted;
+/// its exit sends a `SendDone`.
+pub const AT_EXIT_SEND_DONE: u32 = 2;
+
+/// Value of `FD_CACHE` (key: `tgid << 32 | fd`): what an fd of a tracked process is, so the
+/// fd table is walked once per fd, not once per syscall. Dropped when the fd is closed or
+/// replaced (`close`, `dup2`, `dup3`, at their exit); void when `epoch` is not the current
+/// `FD_EPOCH`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdSocket {
+    /// The `FD_EPOCH` it was made under.
+    pub epoch: u64,
+    /// Socket inode number; 0: the fd is open but not a socket.
+    pub ino: u64,
+    /// The `struct sock *` (0 when not a socket).
+    pub sk: u64,
+}
+const _: () = assert!(core::mem::size_of::<FdSocket>() == 24);
+
+/// Capacity of `FD_CACHE` (LRU: fds not used for a while are walked again).
+pub const MAX_FD_CACHE: u32 = 65536;
+
+// `FD_EPOCH` (a one-entry array, read inline by the programs): the generation of every
+// `FD_CACHE` entry. Renewed (CLOCK_MONOTONIC ns, so no earlier value comes back) by the agent
+// whenever it starts tracking a process (closes it did not see may have happened before) and
+// by the kernel when a tracked process's fd table changes wholesale (`execve`, `execveat`,
+// `close_range`; rare, so voiding every process's entries costs one walk per fd afterwards).
 
 /// Key of `SOCK_STATS`: one socket of one process, one syscall kind.
 #[repr(C)]
@@ -105,8 +184,9 @@ const _: () = assert!(core::mem::size_of::<SockStats>() == 32);
 
 /// Capacity of `SOCK_STATS` (LRU: closed sockets age out first).
 pub const MAX_SOCK_STATS: u32 = 65536;
-/// Capacity of `PENDING` (one entry per thread inside a traced syscall).
+/// Capacity of `PENDING` (one slot per thread of the targets; LRU, so slots of threads that
+/// are gone age out).
 pub const MAX_PENDING: u32 = 16384;
 
 #[cfg(feature = "user")]
-crate::user_pod!(PendingSyscall, SockKey, SockStats);
+crate::user_pod!(PendingSyscall, SockKey, SockStats, FdSocket);

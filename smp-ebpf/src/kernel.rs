@@ -23,9 +23,13 @@ pub fn read_user<T>(addr: u64) -> Result<T, i32> {
     unsafe { bpf_probe_read_user(addr as *const T) }
 }
 
-/// `task->pid` and `task->tgid`.
+/// `task->pid` and `task->tgid` (one read when they are adjacent, as in every kernel so far).
 #[inline(always)]
 pub fn task_ids(task: u64, o: &KernelOffsets) -> Result<(u32, u32), i32> {
+    if o.task_tgid == o.task_pid + 4 {
+        let ids: [u32; 2] = read(task, o.task_pid)?;
+        return Ok((ids[0], ids[1]));
+    }
     let pid: i32 = read(task, o.task_pid)?;
     let tgid: i32 = read(task, o.task_tgid)?;
     Ok((pid as u32, tgid as u32))
@@ -40,27 +44,37 @@ pub struct SocketRef {
     pub sk: u64,
 }
 
-/// The socket behind `fd` of the current task, or `None` if `fd` is not a socket
-/// (walks `task->files->fdt->fd[fd]`, checks `f_inode->i_mode`, follows `private_data->sk`).
+/// What an fd of the current task refers to.
+#[derive(Clone, Copy)]
+pub enum FdKind {
+    /// No open file (beyond the table or an empty slot).
+    Closed,
+    /// An open file that is not a socket.
+    Other,
+    Socket(SocketRef),
+}
+
+/// What `fd` of the current task is (walks `task->files->fdt->fd[fd]`, checks
+/// `f_inode->i_mode`, follows `private_data->sk` for sockets): 8–10 kernel reads.
 #[inline(always)]
-pub fn current_socket(fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+pub fn current_fd(fd: u32, o: &KernelOffsets) -> Result<FdKind, i32> {
     // SAFETY: returns the current task pointer; it is only dereferenced via probe_read.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, o.task_files)?;
     let fdt: u64 = read(files, o.files_fdt)?;
     let max_fds: u32 = read(fdt, o.fdtable_max_fds)?;
     if fd >= max_fds {
-        return Ok(None);
+        return Ok(FdKind::Closed);
     }
     let fd_array: u64 = read(fdt, o.fdtable_fd)?;
     let file: u64 = read(fd_array, fd * 8)?;
     if file == 0 {
-        return Ok(None);
+        return Ok(FdKind::Closed);
     }
     let inode: u64 = read(file, o.file_inode)?;
     let mode: u16 = read(inode, o.inode_mode)?;
     if mode & S_IFMT != S_IFSOCK {
-        return Ok(None);
+        return Ok(FdKind::Other);
     }
     let ino: u64 = read(inode, o.inode_ino)?;
     let socket: u64 = read(file, o.file_private)?;
@@ -69,7 +83,7 @@ pub fn current_socket(fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i
     } else {
         read(socket, o.socket_sk)?
     };
-    Ok(Some(SocketRef { ino, sk }))
+    Ok(FdKind::Socket(SocketRef { ino, sk }))
 }
 
 /// The endpoints of a connected socket; `None` while it has no peer yet.

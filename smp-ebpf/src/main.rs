@@ -13,7 +13,6 @@ use aya_ebpf::{
     macros::{fentry, kprobe, raw_tracepoint, tracepoint},
     programs::{FEntryContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
-use smp_common::sock::SyscallKind;
 
 /// sched_switch (raw tracepoint: `TP_PROTO(bool preempt, struct task_struct *prev,
 /// struct task_struct *next, ...)`, stable since 4.17; `prev_state` was appended in 5.18).
@@ -45,89 +44,33 @@ pub fn smp_sched_fork(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// One `sys_enter_<name>` and one `sys_exit_<name>` program per traced socket syscall.
-macro_rules! syscall_pair {
-    ($enter:ident, $exit:ident, $kind:expr, $name:literal) => {
-        #[tracepoint(category = "syscalls", name = $name)]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            let _ = probes::sock::on_enter(&ctx, $kind);
-            0
-        }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = probes::sock::on_exit(&ctx);
-            0
-        }
-    };
-}
-
-syscall_pair!(
-    smp_enter_read,
-    smp_exit_read,
-    SyscallKind::Read,
-    "sys_enter_read"
-);
-syscall_pair!(
-    smp_enter_readv,
-    smp_exit_readv,
-    SyscallKind::Readv,
-    "sys_enter_readv"
-);
-syscall_pair!(
-    smp_enter_recvfrom,
-    smp_exit_recvfrom,
-    SyscallKind::Recvfrom,
-    "sys_enter_recvfrom"
-);
-syscall_pair!(
-    smp_enter_recvmsg,
-    smp_exit_recvmsg,
-    SyscallKind::Recvmsg,
-    "sys_enter_recvmsg"
-);
-syscall_pair!(
-    smp_enter_write,
-    smp_exit_write,
-    SyscallKind::Write,
-    "sys_enter_write"
-);
-syscall_pair!(
-    smp_enter_writev,
-    smp_exit_writev,
-    SyscallKind::Writev,
-    "sys_enter_writev"
-);
-syscall_pair!(
-    smp_enter_sendto,
-    smp_exit_sendto,
-    SyscallKind::Sendto,
-    "sys_enter_sendto"
-);
-syscall_pair!(
-    smp_enter_sendmsg,
-    smp_exit_sendmsg,
-    SyscallKind::Sendmsg,
-    "sys_enter_sendmsg"
-);
-
-/// accept/accept4 return the downstream socket of a proxy: its role is known from birth.
-#[tracepoint]
-pub fn smp_exit_accept4(ctx: TracePointContext) -> u32 {
-    let _ = probes::sock::on_accept_exit(&ctx);
+/// Every syscall entry of every task (`raw_syscalls/sys_enter`: `TP_PROTO(struct pt_regs
+/// *regs, long id)`); acts only on the traced socket syscalls of tracked processes.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn smp_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sock::on_sys_enter(&ctx);
     0
 }
 
-#[tracepoint]
-pub fn smp_exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = probes::sock::on_accept_exit(&ctx);
+/// Every syscall exit of every task (`raw_syscalls/sys_exit`: `TP_PROTO(struct pt_regs *regs,
+/// long ret)`); acts only on the calls `smp_sys_enter` parked.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn smp_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sock::on_sys_exit(&ctx);
     0
 }
 
-/// connect: the socket is an upstream of the proxy.
+/// Benchmark floor: an empty program for the raw syscall tracepoints (`smp-agent probe-floor
+/// --hooks raw`): what attaching to `sys_enter`/`sys_exit` costs before any body runs.
+#[raw_tracepoint]
+pub fn smp_floor_raw(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// Benchmark floor: an empty classic tracepoint program (`smp-agent probe-floor --hooks
+/// classic`, attached to the 19 `syscalls/sys_{enter,exit}_*` the agent used before).
 #[tracepoint]
-pub fn smp_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = probes::sock::on_connect_enter(&ctx);
+pub fn smp_floor_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 

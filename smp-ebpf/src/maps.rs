@@ -2,31 +2,62 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use smp_common::{
-    config::{KernelOffsets, MAX_TARGETS},
+    config::{tracked_bit, KernelOffsets, MAX_TARGETS, TRACKED_WORDS},
     counters::{Counter, COUNTER_SLOTS},
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
     hop::{FwdQueue, HopCounts, SockState, MAX_SOCK_STATE, MAX_THREAD_FWD},
-    sock::{PendingSyscall, SockKey, SockStats, MAX_PENDING, MAX_SOCK_STATS},
+    sock::{
+        FdSocket, PendingSyscall, SockKey, SockStats, MAX_FD_CACHE, MAX_PENDING, MAX_SOCK_STATS,
+        MAX_SYSCALL_NR,
+    },
 };
 
 /// Kernel offsets, set by the agent at load time (`.rodata`, frozen after load).
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 
-/// The offsets, read so the compiler cannot fold the zero initialiser.
+/// The offsets. The pointer goes through a volatile read, so the compiler cannot fold the
+/// fields to the zero initialiser, and only the fields a program uses are loaded (the
+/// verifier knows their values: `.rodata` is frozen).
 #[inline(always)]
-pub fn offsets() -> KernelOffsets {
-    // SAFETY: OFFSETS is a plain static; the volatile read keeps the loader's value.
-    unsafe { core::ptr::read_volatile(&OFFSETS) }
+pub fn offsets() -> &'static KernelOffsets {
+    let p: *const KernelOffsets = &OFFSETS;
+    // SAFETY: `p` points to a static; the volatile read only hides that from the optimiser.
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
+
+/// What to do with each syscall number (`smp_common::sock::op`), filled by the agent at load.
+#[map]
+pub static NR_OPS: Array<u8> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// The `op` of syscall `nr` (`op::NONE` for every syscall not traced).
+#[inline(always)]
+pub fn syscall_op(nr: u64) -> u8 {
+    if nr >= MAX_SYSCALL_NR as u64 {
+        return 0;
+    }
+    NR_OPS.get(nr as u32).copied().unwrap_or(0)
+}
+
+/// One bit per tgid, set while `TARGETS` has it (written by the agent only).
+#[map]
+pub static TRACKED: Array<u64> = Array::with_max_entries(TRACKED_WORDS, 0);
 
 /// Processes to trace (key: tgid). Changed at runtime by the agent.
 #[map]
 pub static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// What each fd of the tracked processes is (key: `tgid << 32 | fd`), see [`FdSocket`].
+#[map]
+pub static FD_CACHE: LruHashMap<u64, FdSocket> = LruHashMap::with_max_entries(MAX_FD_CACHE, 0);
+
+/// The generation of every `FD_CACHE` entry (one entry; see `smp_common::sock`).
+#[map]
+pub static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// On-CPU time per thread of the targets (key: tid).
 #[map]
@@ -36,9 +67,9 @@ pub static THREAD_CPU: LruHashMap<u32, ThreadCpu> = LruHashMap::with_max_entries
 #[map]
 pub static RUNNING: PerCpuArray<Running> = PerCpuArray::with_max_entries(1, 0);
 
-/// Socket syscalls in flight (key: pid_tgid).
+/// Socket syscalls in flight: one slot per thread, rewritten in place (key: pid_tgid).
 #[map]
-pub static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(MAX_PENDING, 0);
+pub static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
 /// Socket syscall accounting per process, socket and syscall kind.
 #[map]
@@ -53,11 +84,6 @@ pub static SOCK_STATE: LruHashMap<u64, SockState> = LruHashMap::with_max_entries
 /// (softirq, no process context) can find their state.
 #[map]
 pub static SK_INO: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
-
-/// The `resp_out_ns` of the exchange each thread emitted last (key: tid): its write's exit
-/// sends a `SendDone`.
-#[map]
-pub static THREAD_XCHG_OUT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
 
 /// Responses read and not yet forwarded, per thread (key: tid).
 #[map]
@@ -93,18 +119,23 @@ pub fn count(counter: Counter) {
     }
 }
 
-/// When tracking of `tgid` started (CLOCK_MONOTONIC ns), if it is tracked.
+/// When tracking of `tgid` started (CLOCK_MONOTONIC ns), if it is tracked (the hash lookup
+/// happens only for tgids whose `TRACKED` bit is set).
 #[inline(always)]
 pub fn tracked_since(tgid: u32) -> Option<u64> {
+    if !is_target(tgid) {
+        return None;
+    }
     // SAFETY: read-only lookup of a plain value.
     unsafe { TARGETS.get(&tgid).copied() }
 }
 
-/// True when `tgid` is a tracked process.
+/// True when `tgid` is a tracked process: one bit of `TRACKED` (an inlined array read, no
+/// hash lookup), the first thing every program checks.
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
-    // SAFETY: read-only lookup of a plain value.
-    unsafe { TARGETS.get(&tgid).is_some() }
+    let (word, bit) = tracked_bit(tgid);
+    TRACKED.get(word).is_some_and(|w| *w & bit != 0)
 }
 
 /// The header of an event of `kind` happening now.
@@ -118,14 +149,34 @@ pub fn header(kind: smp_common::event::EventKind) -> smp_common::event::EventHea
     }
 }
 
+/// When the agent should hear of an event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Frequent (one per proxied request): no wake-up, the agent drains the ring every
+    /// 100 ms, unless much is waiting unread. A wake-up is a self-IPI, a VM exit on a guest:
+    /// per record it was the largest cost per proxied request, in the proxy and in the agent.
+    Lazy,
+    /// Rare and awaited (a process starts or leaves): wake the agent now.
+    Now,
+}
+
 /// Sends one event to userspace through `EVENTS`; a full ring buffer is counted, not an error.
 /// Returns whether it was sent.
 #[inline(always)]
-pub fn emit<T: 'static>(event: T) -> bool {
+pub fn emit<T: 'static>(event: T, wake: Wake) -> bool {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(event);
-            entry.submit(0);
+            let flags = if wake == Wake::Now
+                || EVENTS.query(u64::from(BPF_RB_AVAIL_DATA))
+                    >= smp_common::event::EVENTS_WAKEUP_BYTES
+            {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(u64::from(flags));
             true
         }
         None => {

@@ -137,3 +137,45 @@ fn socket_syscalls_are_counted_exactly_per_socket_and_kind() {
     assert_eq!(mine.len(), EXPECTED.len(), "unexpected samples: {mine:?}");
     assert_eq!(snap.loss.map_insert_failed, 0);
 }
+
+/// An fd number reused for sockets and non-sockets (close, dup2, close_range): the per-fd
+/// cache of the kernel programs must follow every change.
+#[test]
+fn fd_numbers_reused_for_other_files_are_attributed_correctly() {
+    if !require_root("fd_numbers_reused_for_other_files_are_attributed_correctly") {
+        return;
+    }
+    let mut probes = Probes::load().expect("load probes");
+    let (mut w, ready) = Workload::spawn(env!("CARGO_BIN_EXE_sockmover"), &["fdreuse"]);
+    assert_eq!(ready, "ready");
+    let pid = w.pid();
+    probes.track(pid).expect("track");
+    w.go();
+    let done = w.line();
+    let f: Vec<u64> = done
+        .strip_prefix("done ")
+        .unwrap_or_else(|| panic!("sockmover said {done:?}"))
+        .split_whitespace()
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    let (fd, ino_a, ino_c, ino_b) = (f[0] as u32, f[1], f[2], f[3]);
+    let snap = probes.snapshot().expect("snapshot");
+    w.finish();
+    let mut mine: Vec<_> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.tgid == pid)
+        .map(|s| (s.fd, s.ino, s.kind, s.calls, s.bytes, s.errors))
+        .collect();
+    mine.sort();
+    let mut want = vec![
+        (fd, ino_a, SyscallKind::Write, 3, 30, 0),
+        (fd, ino_c, SyscallKind::Write, 4, 80, 0),
+        (fd, ino_b, SyscallKind::Write, 6, 30, 0),
+    ];
+    want.sort();
+    assert_eq!(
+        mine, want,
+        "writes to F while it was not a socket must not count"
+    );
+}

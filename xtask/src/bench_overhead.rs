@@ -1,15 +1,26 @@
 //! `cargo xtask bench overhead`: what the probes cost, measured side by side in one run.
 //!
-//! (a) ns added per traced socket syscall: a tight write/read loop (`sysloop`), alternating
-//!     rounds untracked and tracked by `smp-agent top`;
-//! (b) a sidecar mesh's max throughput through the lab (Envoy), without and with both sidecars
-//!     tracked; (c) p50/p99 at a fixed rate, without and with.
-//! Prints a table; docs/benchmarks.md records it by hand.
+//! (a) CPU ns per socket syscall of a tight write/read loop (`sysloop`, its own thread CPU
+//!     clock, so co-tenants holding the CPU do not count), and per `getppid` (a syscall no probe
+//!     traces, but every hook sees), in rounds that alternate: no probes;
+//!     the floor (empty programs on the 19 classic syscall tracepoints the agent used before, and
+//!     on the two raw syscall tracepoints it uses now, `smp-agent probe-floor`); and per agent
+//!     binary, its probes attached while tracking another process (what every other process on
+//!     the node pays) and tracking the loop itself. `--baseline-agent` adds an agent built from
+//!     an earlier commit to the same rounds, for before/after figures from one run.
+//! (b) a sidecar mesh's max throughput through the lab (Envoy), and (c) p50/p99 at a fixed
+//!     rate, without probes and with each agent tracking both sidecars, rounds alternating.
+//!
+//! Other engineers' agents attached to the same hooks slow every syscall down too: the bench
+//! lists the tracing programs it did not load itself whenever it sees any (via `bpftool`).
+//! Prints tables; docs/benchmarks.md records them by hand.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -23,15 +34,28 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Alternating rounds of (a), each untracked then tracked.
+    /// Alternating rounds of (a).
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
+    /// write+read iterations of the loop per round of (a) (two syscalls each).
+    #[arg(long, default_value_t = 200_000)]
+    pub iterations: u64,
     /// Seconds per load run in (b) and (c).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Alternating rounds of (b) and (c).
+    #[arg(long, default_value_t = 1)]
+    pub lab_rounds: u32,
     /// Fixed rate for (c).
     #[arg(long, default_value_t = 500)]
     pub rate: u32,
+    /// Another smp-agent binary (e.g. built from an earlier commit) to measure in the same
+    /// rounds, for before/after figures from one run.
+    #[arg(long)]
+    pub baseline_agent: Option<PathBuf>,
+    /// Only (a): no mesh lab.
+    #[arg(long)]
+    pub no_lab: bool,
 }
 
 struct Kill(Child);
@@ -42,21 +66,147 @@ impl Drop for Kill {
     }
 }
 
-fn attach(agent: &std::path::Path, pids: &[u64], secs: u64) -> anyhow::Result<Vec<Kill>> {
-    let mut out = Vec::new();
-    for pid in pids {
-        let mut c = crate::lab::top(agent, *pid, secs)
-            .args(["--interval", "1h"])
-            .stdout(Stdio::piped())
+/// Spawns a command whose first stdout line says its programs are attached; returns it and
+/// how long loading and attaching took.
+fn attached(mut cmd: Command) -> anyhow::Result<(Kill, Duration)> {
+    let start = Instant::now();
+    let mut c = Kill(
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()?;
-        // `top` prints its first line once the probes are attached.
-        let mut first = String::new();
-        BufReader::new(c.stdout.as_mut().context("top stdout")?).read_line(&mut first)?;
-        anyhow::ensure!(first.starts_with("watching"), "top did not attach: {first}");
-        out.push(Kill(c));
+            .spawn()
+            .with_context(|| format!("spawn {cmd:?}"))?,
+    );
+    let mut first = String::new();
+    BufReader::new(c.0.stdout.as_mut().context("stdout")?).read_line(&mut first)?;
+    anyhow::ensure!(
+        first.starts_with("watching"),
+        "{cmd:?} did not attach: {first}"
+    );
+    Ok((c, start.elapsed()))
+}
+
+/// `smp-agent top` on `pids` until killed (its first line comes once the probes are attached).
+fn top(agent: &Path, pids: &[u64]) -> anyhow::Result<(Vec<Kill>, Duration)> {
+    let mut out = Vec::new();
+    let mut load = Duration::ZERO;
+    for pid in pids {
+        let mut cmd = crate::lab::top(agent, *pid, 3600);
+        cmd.args(["--interval", "1h"]);
+        let (k, d) = attached(cmd)?;
+        load += d;
+        out.push(k);
     }
-    Ok(out)
+    Ok((out, load))
+}
+
+/// Ids of the eBPF programs process `pid` holds (`prog_id:` in its fdinfo).
+fn programs_of(pid: u32) -> BTreeSet<u64> {
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(entry.path()) {
+            ids.extend(
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("prog_id:"))
+                    .filter_map(|v| v.trim().parse::<u64>().ok()),
+            );
+        }
+    }
+    ids
+}
+
+/// Names of attached tracing programs that `ours` (processes this bench started) do not hold:
+/// other agents on the machine, whose programs run on our syscalls too. `None` without bpftool.
+fn foreign_tracing_programs(ours: &[&Kill]) -> Option<BTreeSet<String>> {
+    let json = |args: &[&str]| -> Option<Value> {
+        let out = Command::new("bpftool").args(args).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    // Attached = held by a link (aya attaches tracepoints through links).
+    let links = json(&["-j", "link", "show"])?;
+    let attached: BTreeSet<u64> = links
+        .as_array()?
+        .iter()
+        .filter_map(|l| l["prog_id"].as_u64())
+        .collect();
+    let progs = json(&["-j", "prog", "show"])?;
+    let mine: BTreeSet<u64> = ours.iter().flat_map(|k| programs_of(k.0.id())).collect();
+    Some(
+        progs
+            .as_array()?
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p["type"].as_str(),
+                    Some("tracepoint" | "raw_tracepoint" | "tracing" | "kprobe" | "perf_event")
+                ) && p["id"]
+                    .as_u64()
+                    .is_some_and(|id| attached.contains(&id) && !mine.contains(&id))
+            })
+            .filter_map(|p| p["name"].as_str().map(String::from))
+            .collect(),
+    )
+}
+
+/// Notes foreign programs seen during a measurement.
+#[derive(Default)]
+struct Disturbances(Vec<(String, BTreeSet<String>)>);
+
+impl Disturbances {
+    fn check(&mut self, what: &str, ours: &[&Kill]) {
+        match foreign_tracing_programs(ours) {
+            Some(f) if !f.is_empty() => self.0.push((what.to_string(), f)),
+            Some(_) => {}
+            None => {
+                if self.0.is_empty() {
+                    self.0.push((
+                        "bpftool missing: other agents' programs not checked".into(),
+                        BTreeSet::new(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn report(&self) {
+        if self.0.is_empty() {
+            println!("\nNo other tracing programs were attached during the measurements.");
+            return;
+        }
+        println!(
+            "\nWARNING: other tracing programs (other agents on this machine) were attached during {} measurements; their programs run on these syscalls too:",
+            self.0.len()
+        );
+        for (what, names) in &self.0 {
+            let names: Vec<_> = names.iter().map(String::as_str).collect();
+            println!("  {what}: {}", names.join(", "));
+        }
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// The agents measured: this tree's, and the baseline if given.
+fn agents(this: PathBuf, baseline: Option<&PathBuf>) -> Vec<(&'static str, PathBuf)> {
+    let mut out = vec![("this", this)];
+    if let Some(b) = baseline {
+        out.push(("baseline", b.clone()));
+    }
+    out
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -67,84 +217,313 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         .map(Into::into)
         .unwrap_or_else(|| root().join("target"));
     let sysloop = target.join("release/sysloop");
+    if let Some(b) = &o.baseline_agent {
+        anyhow::ensure!(
+            b.exists(),
+            "--baseline-agent {} does not exist",
+            b.display()
+        );
+    }
+    let agents = agents(agent.clone(), o.baseline_agent.as_ref());
+    if std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0")
+    {
+        println!("WARNING: kernel.bpf_stats_enabled is on: every program run also pays two clock reads (sysctl kernel.bpf_stats_enabled=0 for these figures)");
+    }
+    let mut disturbed = Disturbances::default();
 
-    // (a) per-syscall cost.
+    syscall_cost(o, &sysloop, &agent, &agents, &mut disturbed)?;
+    if !o.no_lab {
+        lab(o, &agent, &agents, &mut disturbed)?;
+    }
+    disturbed.report();
+    Ok(())
+}
+
+/// (a): CPU ns per socket syscall under each condition.
+fn syscall_cost(
+    o: &Options,
+    sysloop: &Path,
+    agent: &Path,
+    agents: &[(&'static str, PathBuf)],
+    disturbed: &mut Disturbances,
+) -> anyhow::Result<()> {
     let mut child = Kill(
-        Command::new(&sysloop)
-            .arg("400000")
+        Command::new(sysloop)
+            .arg(o.iterations.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?,
     );
     let pid = u64::from(child.0.id());
+    let idle = Kill(Command::new("sleep").arg("1000000").spawn()?);
+    let idle_pid = u64::from(idle.0.id());
     let mut stdin = child.0.stdin.take().context("stdin")?;
     let mut lines = BufReader::new(child.0.stdout.take().context("stdout")?).lines();
     anyhow::ensure!(
         lines.next().transpose()?.as_deref() == Some("ready"),
         "sysloop did not start"
     );
-    let mut round = |label: &str| -> anyhow::Result<f64> {
-        stdin.write_all(b"go\n")?;
-        stdin.flush()?;
-        let l = lines.next().transpose()?.context("sysloop ended")?;
-        let ns: f64 = l.trim_start_matches("ns_per_syscall ").parse()?;
-        println!("  {label:<10} {ns:8.1} ns/syscall");
-        Ok(ns)
-    };
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    println!(
-        "(a) tight write/read loop on a loopback TCP pair, {} rounds",
-        o.rounds
-    );
-    for _ in 0..o.rounds {
-        off.push(round("untracked")?);
-        let _probes = attach(&agent, &[pid], 3600)?;
-        on.push(round("tracked")?);
-    }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (a_off, a_on) = (med(&mut off), med(&mut on));
-    drop(child);
-
-    // (b), (c) through the lab.
-    let lab = Lab::up(&agent, "smpbench", "envoy")?;
-    let url = lab.str("meshed_url")?.to_string();
-    let pids = [lab.sidecar_pid("outbound")?, lab.sidecar_pid("inbound")?];
-    let load = |rate: &str| -> anyhow::Result<Value> { Ok(lab.load(&url, rate, o.seconds)?.1) };
-    let rate = o.rate.to_string();
-    let max_off = load("max")?;
-    let fixed_off = load(&rate)?;
-    let probes = attach(&agent, &pids, 3600)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let max_on = load("max")?;
-    let fixed_on = load(&rate)?;
-    drop(probes);
-    let rps = |v: &Value| v["achieved_rate"].as_f64().unwrap_or(f64::NAN);
-    let p = |v: &Value, k: &str| v["latency"][k].as_f64().unwrap_or(f64::NAN);
-
-    println!("\n| measure | untracked | tracked | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| (a) ns per socket syscall (median of {} rounds) | {a_off:.1} | {a_on:.1} | +{:.1} ns |",
-        o.rounds,
-        a_on - a_off
-    );
-    println!(
-        "| (b) max rps through the Envoy lab | {:.0} | {:.0} | {:.3} |",
-        rps(&max_off),
-        rps(&max_on),
-        rps(&max_on) / rps(&max_off)
-    );
-    for k in ["p50_ms", "p99_ms"] {
+    // One round: the socket loop, then the getppid loop; CPU ns per syscall of each.
+    let mut round = |label: &str, ours: &[&Kill], disturbed: &mut Disturbances| {
+        disturbed.check(label, ours);
+        let mut cpu = [0.0; 2];
+        for (i, cmd) in [&b"go\n"[..], b"ppid\n"].into_iter().enumerate() {
+            stdin.write_all(cmd)?;
+            stdin.flush()?;
+            let l = lines.next().transpose()?.context("sysloop ended")?;
+            // `ns_per_syscall <wall> cpu_ns_per_syscall <cpu>`
+            let f: Vec<&str> = l.split_whitespace().collect();
+            anyhow::ensure!(f.len() == 4, "sysloop: unexpected line {l:?}");
+            cpu[i] = f[3].parse()?;
+        }
         println!(
-            "| (c) {k} at {} rps | {:.3} | {:.3} | {:.3} |",
-            o.rate,
-            p(&fixed_off, k),
-            p(&fixed_on, k),
-            p(&fixed_on, k) / p(&fixed_off, k)
+            "  {label:<40} {:8.1} CPU ns per socket syscall, {:6.1} per getppid",
+            cpu[0], cpu[1]
+        );
+        anyhow::Ok((cpu[0], cpu[1]))
+    };
+
+    // (label, per-round CPU ns per socket syscall and per getppid, load+attach seconds)
+    let mut rows: Vec<Row> = vec![Row::new("no probes")];
+    let floors = [
+        ("floor: empty, 19 classic tracepoints", "classic"),
+        ("floor: empty, 2 raw tracepoints", "raw"),
+    ];
+    for (label, _) in floors {
+        rows.push(Row::new(label));
+    }
+    for (name, _) in agents {
+        rows.push(Row::new(&format!("{name}: attached, loop untracked")));
+        rows.push(Row::new(&format!("{name}: loop tracked")));
+    }
+    println!(
+        "(a) tight write/read loop on a loopback TCP pair, {} rounds of {} syscalls",
+        o.rounds,
+        2 * o.iterations
+    );
+    for r in 0..o.rounds {
+        println!(" round {}", r + 1);
+        let mut i = 0;
+        let mut push = |rows: &mut Vec<Row>, cpu: (f64, f64), load: Option<f64>| {
+            rows[i].socket.push(cpu.0);
+            rows[i].ppid.push(cpu.1);
+            rows[i].load.extend(load);
+            i += 1;
+        };
+        let cpu = round("no probes", &[&child, &idle], disturbed)?;
+        push(&mut rows, cpu, None);
+        for (label, hooks) in floors {
+            let mut cmd = Command::new(agent);
+            cmd.args(["probe-floor", "--hooks", hooks, "--duration", "1h"]);
+            let (k, load) = attached(cmd)?;
+            let cpu = round(label, &[&child, &idle, &k], disturbed)?;
+            drop(k);
+            push(&mut rows, cpu, Some(load.as_secs_f64()));
+        }
+        for (name, bin) in agents {
+            for (target, what) in [
+                (idle_pid, "attached, loop untracked"),
+                (pid, "loop tracked"),
+            ] {
+                let (tops, load) = top(bin, &[target])?;
+                let mut ours = vec![&child, &idle];
+                ours.extend(tops.iter());
+                let cpu = round(&format!("{name}: {what}"), &ours, disturbed)?;
+                drop(tops);
+                push(&mut rows, cpu, Some(load.as_secs_f64()));
+            }
+        }
+    }
+    drop(child);
+    drop(idle);
+
+    let (none_socket, none_ppid) = (rows[0].socket.clone(), rows[0].ppid.clone());
+    // Interference only ever adds time: the fastest round of each condition is the least
+    // disturbed one, so the difference of minima is the steadier figure on a busy machine.
+    let added = |v: &[f64], none: &[f64]| {
+        let per_round = median(&v.iter().zip(none).map(|(c, n)| c - n).collect::<Vec<_>>());
+        (per_round, min(v) - min(none))
+    };
+    println!(
+        "\n| condition | CPU ns per socket syscall, median (min) | added: median of per-round differences (difference of minima) | CPU ns per getppid, median (min) | added | load + attach s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        let load = if r.load.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", median(&r.load))
+        };
+        let (s_med, s_min) = added(&r.socket, &none_socket);
+        let (p_med, p_min) = added(&r.ppid, &none_ppid);
+        println!(
+            "| {} | {:.1} ({:.1}) | {s_med:+.1} ({s_min:+.1}) | {:.1} ({:.1}) | {p_med:+.1} ({p_min:+.1}) | {load} |",
+            r.label,
+            median(&r.socket),
+            min(&r.socket),
+            median(&r.ppid),
+            min(&r.ppid),
         );
     }
+    println!("({} rounds)", o.rounds);
     Ok(())
+}
+
+/// One condition of (a), per round.
+struct Row {
+    label: String,
+    socket: Vec<f64>,
+    ppid: Vec<f64>,
+    load: Vec<f64>,
+}
+
+impl Row {
+    fn new(label: &str) -> Row {
+        Row {
+            label: label.to_string(),
+            socket: Vec::new(),
+            ppid: Vec::new(),
+            load: Vec::new(),
+        }
+    }
+}
+
+/// (b), (c): throughput and latency through the Envoy lab without probes and with each agent.
+fn lab(
+    o: &Options,
+    agent: &Path,
+    agents: &[(&'static str, PathBuf)],
+    disturbed: &mut Disturbances,
+) -> anyhow::Result<()> {
+    let lab = Lab::up(agent, "smpbench", "envoy")?;
+    let url = lab.str("meshed_url")?.to_string();
+    let pids = [lab.sidecar_pid("outbound")?, lab.sidecar_pid("inbound")?];
+    let rate = o.rate.to_string();
+    let rps = |v: &Value| v["achieved_rate"].as_f64().unwrap_or(f64::NAN);
+    let p = |v: &Value, k: &str| v["latency"][k].as_f64().unwrap_or(f64::NAN);
+    // Requests over the whole run: the measured part plus the 1 s warm-up at the same rate
+    // (`Lab::load`), which the CPU readings include too.
+    let requests = |v: &Value| {
+        let d = v["duration_s"].as_f64().unwrap_or(f64::NAN);
+        v["requests"].as_f64().unwrap_or(f64::NAN) * (d + 1.0) / d
+    };
+
+    // Condition 0: no probes; then one per agent.
+    let mut conds: Vec<(String, Option<&PathBuf>)> = vec![("no probes".into(), None)];
+    conds.extend(
+        agents
+            .iter()
+            .map(|(n, b)| (format!("{n} tracking both sidecars"), Some(b))),
+    );
+    let mut results: Vec<Vec<LabRun>> = vec![Vec::new(); conds.len()];
+    println!(
+        "\n(b), (c) Envoy mesh lab, {} s per load run, {} rounds",
+        o.seconds, o.lab_rounds
+    );
+    for r in 0..o.lab_rounds as usize {
+        // Rotate the order so no condition always runs first.
+        for k in 0..conds.len() {
+            let c = (k + r) % conds.len();
+            let (label, bin) = &conds[c];
+            let tops = match bin {
+                Some(b) => Some(top(b, &pids)?.0),
+                None => None,
+            };
+            if tops.is_some() {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let ours: Vec<&Kill> = tops.iter().flatten().collect();
+            disturbed.check(&format!("lab, {label}"), &ours);
+            let max = lab.load(&url, "max", o.seconds)?.1;
+            // CPU of the sidecars and of the agents over the fixed-rate run.
+            let agent_pids: Vec<u64> = ours.iter().map(|k| u64::from(k.0.id())).collect();
+            let (side0, agent0) = (cpu_ns(&pids), cpu_ns(&agent_pids));
+            let fixed = lab.load(&url, &rate, o.seconds)?.1;
+            let (side1, agent1) = (cpu_ns(&pids), cpu_ns(&agent_pids));
+            drop(tops);
+            let n = requests(&fixed);
+            let v = LabRun {
+                max_rps: rps(&max),
+                p50: p(&fixed, "p50_ms"),
+                p99: p(&fixed, "p99_ms"),
+                sidecar_us: (side1 - side0) as f64 / 1e3 / n,
+                agent_us: (agent1 - agent0) as f64 / 1e3 / n,
+            };
+            println!(
+                "  round {} {label:<32} max {:.0} rps; at {} rps p50 {:.3} ms p99 {:.3} ms, sidecars {:.1} CPU µs/request, agents {:.1}",
+                r + 1,
+                v.max_rps,
+                o.rate,
+                v.p50,
+                v.p99,
+                v.sidecar_us,
+                v.agent_us,
+            );
+            results[c].push(v);
+        }
+    }
+    let base = results[0].clone();
+    let ratio = |i: usize, f: fn(&LabRun) -> f64| {
+        let r: Vec<f64> = results[i]
+            .iter()
+            .zip(&base)
+            .map(|(a, b)| f(a) / f(b))
+            .collect();
+        median(&r)
+    };
+    println!(
+        "\n| condition | (b) max rps | ratio | (c) p50 ms at {} rps | ratio | (c) p99 ms | ratio | sidecars CPU µs/request | ratio | agents CPU µs/request |",
+        o.rate
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, (label, _)) in conds.iter().enumerate() {
+        let col = |f: fn(&LabRun) -> f64| median(&results[i].iter().map(f).collect::<Vec<_>>());
+        println!(
+            "| {label} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.3} | {:.1} |",
+            col(|v| v.max_rps),
+            ratio(i, |v| v.max_rps),
+            col(|v| v.p50),
+            ratio(i, |v| v.p50),
+            col(|v| v.p99),
+            ratio(i, |v| v.p99),
+            col(|v| v.sidecar_us),
+            ratio(i, |v| v.sidecar_us),
+            col(|v| v.agent_us),
+        );
+    }
+    println!("(medians of {} rounds; ratios are medians of per-round ratios to no probes; CPU over the fixed-rate run, from the threads' schedstat)", o.lab_rounds);
+    Ok(())
+}
+
+/// One load run pair of one condition in (b), (c).
+#[derive(Clone, Copy)]
+struct LabRun {
+    max_rps: f64,
+    p50: f64,
+    p99: f64,
+    /// Both sidecars' CPU per request at the fixed rate.
+    sidecar_us: f64,
+    /// The agents' CPU per request at the fixed rate.
+    agent_us: f64,
+}
+
+/// On-CPU ns of every thread of `pids` (`/proc/<pid>/task/*/schedstat`, first field).
+fn cpu_ns(pids: &[u64]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
 }

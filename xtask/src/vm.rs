@@ -19,10 +19,10 @@
 //! The guest runs `smp-agent check --output json`, then every test of the chosen test targets
 //! one at a time (`--exact`, `CI=true`), each under its own `timeout`.
 //!
-//! `--break <alias>` (or `SMP_VM_BREAK`) proves the harness can fail: in that guest every
-//! `syscalls/sys_enter_*/format` file is bind-mounted over by a copy whose `fd` field offset is
-//! 8 bytes too far, so the agent (which reads that offset at load time) reads the wrong
-//! argument and the socket accounting test must fail there.
+//! `--break <alias>` (or `SMP_VM_BREAK`) proves the harness can fail: in that guest
+//! `/sys/kernel/btf/vmlinux` is bind-mounted over by a copy with the names `di` and `si`
+//! swapped (`btfbreak`), so the agent (which reads `pt_regs` offsets from BTF at load time)
+//! reads the wrong syscall argument as the fd and the socket accounting test must fail there.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -43,8 +43,9 @@ use crate::{
 
 /// Test targets of `smp-tests` that run in the matrix (probe level, no mesh lab).
 const TEST_TARGETS: &[&str] = &["probes", "cli"];
-/// Workload binaries the tests spawn through `env!("CARGO_BIN_EXE_…")`.
-const WORKLOADS: &[&str] = &["burner", "sockmover"];
+/// Workload binaries the tests spawn through `env!("CARGO_BIN_EXE_…")`, and `btfbreak`,
+/// which `/init` runs for `--break`.
+const WORKLOADS: &[&str] = &["burner", "sockmover", "btfbreak"];
 /// Host programs the tests or `/init` call, copied into the guest with their libraries.
 const HOST_PROGRAMS: &[(&str, &str)] = &[
     (
@@ -132,8 +133,8 @@ pub struct Options {
     /// Kernels to test, comma-separated: host, 5.10, 6.1, 6.12, 7.
     #[arg(long, value_delimiter = ',', default_value = "host,5.10,6.1,6.12,7")]
     pub kernels: Vec<String>,
-    /// Harness self-test: break the socket probe's `fd` offset on this kernel (a VM alias);
-    /// its socket test must then fail. Off by default.
+    /// Harness self-test: break the socket probes' `fd` register offset (from BTF) on this
+    /// kernel (a VM alias); its socket test must then fail. Off by default.
     #[arg(long = "break", env = "SMP_VM_BREAK", value_name = "ALIAS")]
     pub break_on: Option<String>,
     /// Wall-clock limit per kernel (boot, tests, poweroff), in seconds.
@@ -1012,6 +1013,16 @@ fn build_initramfs(b: &Built) -> anyhow::Result<PathBuf> {
         0o644,
         format!("{}\n", b.agent.display()).as_bytes(),
     )?;
+    let btfbreak = b
+        .workloads
+        .iter()
+        .find(|w| w.file_name().is_some_and(|n| n == "btfbreak"))
+        .context("no btfbreak binary")?;
+    cpio.bytes(
+        "/smpvm/btfbreak",
+        0o644,
+        format!("{}\n", btfbreak.display()).as_bytes(),
+    )?;
     cpio.bytes(
         "/smpvm/timeout",
         0o644,
@@ -1049,18 +1060,12 @@ now() { cut -d' ' -f1 /proc/uptime; }
 say "SMPVM-BOOT release=$(uname -r) uptime=$(now) btf=$([ -e /sys/kernel/btf/vmlinux ] && echo yes || echo no)"
 echo "smpvm: kernel $(uname -r), init at $(now) s"
 if grep -q 'smpvm.break=1' /proc/cmdline; then
-  # Harness self-test: every sys_enter_* format says fd is 8 bytes further than it is.
-  n=0
+  # Harness self-test: the BTF the agent reads says pt_regs.di is where si is (and back).
   mkdir -p /tmp/brk
-  for f in /sys/kernel/tracing/events/syscalls/sys_enter_*/format; do
-    grep -q 'field:.* fd;' "$f" || continue
-    c=/tmp/brk/$(basename $(dirname "$f"))
-    awk '/field:.* fd;/ { match($0, /offset:[0-9]+/); o = substr($0, RSTART + 7, RLENGTH - 7) + 8; sub(/offset:[0-9]+/, "offset:" o) } { print }' "$f" > "$c"
-    mount -o bind "$c" "$f" && n=$((n + 1))
-  done
-  say "SMPVM-BREAK formats=$n"
-  echo "smpvm: BREAK: $n sys_enter_* formats now give a wrong fd offset"
-  grep 'fd;' /sys/kernel/tracing/events/syscalls/sys_enter_read/format
+  $(cat /smpvm/btfbreak) /sys/kernel/btf/vmlinux /tmp/brk/vmlinux \
+    && mount -o bind /tmp/brk/vmlinux /sys/kernel/btf/vmlinux && n=1 || n=0
+  say "SMPVM-BREAK btf=$n"
+  echo "smpvm: BREAK: BTF with di/si swapped mounted: $n"
 fi
 AGENT=$(cat /smpvm/agent)
 T=$(cat /smpvm/timeout)

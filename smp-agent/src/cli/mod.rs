@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod daemon_config;
 pub mod lab;
 pub mod load;
+pub mod probe_floor;
 pub mod profile;
 pub mod top;
 
@@ -50,6 +51,9 @@ pub enum Command {
     /// Drive HTTP load (open loop at a fixed rate, coordinated-omission corrected, or
     /// `--rate max`) and report latency percentiles, rates, status codes and errors.
     Load(load::Args),
+    /// Benchmark aid: attach empty programs to the syscall hooks and wait (the hook floor).
+    #[command(hide = true)]
+    ProbeFloor(probe_floor::Args),
 }
 
 impl Command {
@@ -63,6 +67,7 @@ impl Command {
             Command::Daemon(args) => daemon::execute(args).await,
             Command::Lab(args) => lab::execute(args).await,
             Command::Load(args) => load::execute(args).await,
+            Command::ProbeFloor(args) => probe_floor::execute(args).await,
         }
     }
 }

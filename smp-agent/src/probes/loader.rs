@@ -3,15 +3,16 @@
 use std::{io, os::fd::AsRawFd as _};
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntry, KProbe, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use serde::Serialize;
 use smp_common::{
-    config::{KernelOffsets, OFFSETS_GLOBAL},
+    config::{tracked_bit, KernelOffsets, OFFSETS_GLOBAL, PID_LIMIT},
     counters::Counter,
     cpu::{Running, ThreadCpu},
+    event::EVENTS_POLL_MS,
     hop::HopCounts,
     sock::{SockKey, SockStats, SyscallKind},
 };
@@ -42,8 +43,9 @@ pub enum ProbeError {
     #[error("failed to load the eBPF object: {hint}")]
     Load {
         hint: String,
+        /// Boxed: aya's error is large, and every `Result` of this module carries it.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("failed to attach {program} ({target}): {hint}")]
     Attach {
@@ -53,6 +55,8 @@ pub enum ProbeError {
     },
     #[error("map {map} is missing from the eBPF object")]
     MissingMap { map: &'static str },
+    #[error("program {program} is missing from the eBPF object")]
+    MissingProgram { program: &'static str },
     #[error("map {map}: {source}")]
     Map {
         map: &'static str,
@@ -61,6 +65,8 @@ pub enum ProbeError {
     },
     #[error("failed to watch the event ring buffer")]
     RingBuf(#[source] io::Error),
+    #[error("process {tgid} runs a 32-bit (ia32) program: its syscall numbers are not the ones the probes dispatch on, so it cannot be tracked")]
+    Compat32 { tgid: u32 },
 }
 
 /// Outcome of one hook.
@@ -139,13 +145,31 @@ fn open(offsets: &KernelOffsets) -> Result<Ebpf, ProbeError> {
         return Err(ProbeError::NoObject);
     }
     raise_memlock();
-    EbpfLoader::new()
+    let mut ebpf = EbpfLoader::new()
         .override_global(OFFSETS_GLOBAL, offsets, true)
         .load(EBPF_OBJECT)
         .map_err(|source| ProbeError::Load {
             hint: hint(&source),
-            source,
-        })
+            source: Box::new(source),
+        })?;
+    fill_syscall_ops(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// Tells the syscall programs which syscall numbers to act on (before they are attached).
+fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Map {
+        map: "NR_OPS",
+        source,
+    };
+    let map = ebpf
+        .map_mut("NR_OPS")
+        .ok_or(ProbeError::MissingMap { map: "NR_OPS" })?;
+    let mut ops: Array<&mut MapData, u8> = Array::try_from(map).map_err(err)?;
+    for (_, nr, op) in catalog::traced_syscalls() {
+        ops.set(nr, op, 0).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
@@ -290,18 +314,70 @@ impl Probes {
         })
     }
 
+    /// Sets or clears `tgid`'s bit in the `TRACKED` bitmap (the programs' first check).
+    fn set_tracked_bit(&mut self, tgid: u32, on: bool) -> Result<(), ProbeError> {
+        let err = |source| ProbeError::Map {
+            map: "TRACKED",
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut("TRACKED")
+            .ok_or(ProbeError::MissingMap { map: "TRACKED" })?;
+        let mut bits: Array<&mut MapData, u64> = Array::try_from(map).map_err(err)?;
+        let (word, bit) = tracked_bit(tgid);
+        // Only this process writes the bitmap, and `&mut self` serialises the writes.
+        let old = bits.get(&word, 0).map_err(err)?;
+        let new = if on { old | bit } else { old & !bit };
+        bits.set(word, new, 0).map_err(err)
+    }
+
+    /// Voids every `FD_CACHE` entry (see `smp_common::sock`).
+    fn renew_fd_epoch(&mut self, now: u64) -> Result<(), ProbeError> {
+        let err = |source| ProbeError::Map {
+            map: "FD_EPOCH",
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut("FD_EPOCH")
+            .ok_or(ProbeError::MissingMap { map: "FD_EPOCH" })?;
+        let mut epoch: Array<&mut MapData, u64> = Array::try_from(map).map_err(err)?;
+        epoch.set(0, now, 0).map_err(err)
+    }
+
     /// Starts tracing process `tgid` (takes effect at once, no reload).
     pub fn track(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        if tgid >= PID_LIMIT {
+            return Err(ProbeError::Map {
+                map: "TRACKED",
+                source: aya::maps::MapError::OutOfBounds {
+                    index: tgid,
+                    max_entries: PID_LIMIT,
+                },
+            });
+        }
+        if runs_32bit_program(tgid) {
+            return Err(ProbeError::Compat32 { tgid });
+        }
+        let now = monotonic_ns();
+        // Fd-cache entries made before (while closes went unseen) are void from now on.
+        self.renew_fd_epoch(now)?;
         self.targets()?
-            .insert(tgid, monotonic_ns(), 0)
+            .insert(tgid, now, 0)
             .map_err(|source| ProbeError::Map {
                 map: "TARGETS",
                 source,
-            })
+            })?;
+        self.set_tracked_bit(tgid, true)
     }
 
     /// Stops tracing process `tgid`.
     pub fn untrack(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        if tgid >= PID_LIMIT {
+            return Ok(());
+        }
+        self.set_tracked_bit(tgid, false)?;
         match self.targets()?.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(ProbeError::Map {
@@ -431,6 +507,78 @@ impl Probes {
     }
 }
 
+/// Which hooks [`FloorProbes`] attaches its empty programs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorHooks {
+    /// `raw_syscalls/sys_enter` and `sys_exit` (raw tracepoints): what the agent uses.
+    Raw,
+    /// The 19 classic `syscalls/sys_{enter,exit}_*` tracepoints the agent used before.
+    Classic,
+}
+
+impl FloorHooks {
+    /// The program and its attach targets.
+    fn targets(self) -> (&'static str, Vec<String>) {
+        match self {
+            FloorHooks::Raw => ("smp_floor_raw", vec!["sys_enter".into(), "sys_exit".into()]),
+            FloorHooks::Classic => {
+                let mut t: Vec<String> = SyscallKind::ALL
+                    .iter()
+                    .flat_map(|k| ["enter", "exit"].map(|d| format!("sys_{d}_{}", k.name())))
+                    .collect();
+                t.extend(
+                    ["sys_exit_accept4", "sys_exit_accept", "sys_enter_connect"].map(String::from),
+                );
+                ("smp_floor_tp", t)
+            }
+        }
+    }
+}
+
+/// Empty programs on the syscall hooks, for benchmarks: the cost of the hook mechanism alone
+/// (the floor under any probe body). Detached when dropped.
+pub struct FloorProbes {
+    _ebpf: Ebpf,
+    /// Attachments made.
+    pub attached: usize,
+}
+
+impl FloorProbes {
+    /// Loads the empty program of `hooks` and attaches it to each of its targets.
+    pub fn load(hooks: FloorHooks) -> Result<FloorProbes, ProbeError> {
+        let mut ebpf = open(&KernelOffsets::zeroed())?;
+        let (program, targets) = hooks.targets();
+        let attach_err = |target: &str, e: aya::programs::ProgramError| ProbeError::Attach {
+            program,
+            target: target.to_string(),
+            hint: hint(&e),
+        };
+        let prog = ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::MissingProgram { program })?;
+        match hooks {
+            FloorHooks::Raw => {
+                let p: &mut RawTracePoint = prog.try_into().map_err(|e| attach_err("", e))?;
+                p.load().map_err(|e| attach_err("", e))?;
+                for t in &targets {
+                    p.attach(t).map_err(|e| attach_err(t, e))?;
+                }
+            }
+            FloorHooks::Classic => {
+                let p: &mut TracePoint = prog.try_into().map_err(|e| attach_err("", e))?;
+                p.load().map_err(|e| attach_err("", e))?;
+                for t in &targets {
+                    p.attach("syscalls", t).map_err(|e| attach_err(t, e))?;
+                }
+            }
+        }
+        Ok(FloorProbes {
+            _ebpf: ebpf,
+            attached: targets.len(),
+        })
+    }
+}
+
 /// Reads [`ProbeEvent`]s from the ring buffer as they arrive.
 pub struct EventReader {
     fd: AsyncFd<RingBuf<aya::maps::MapData>>,
@@ -439,22 +587,21 @@ pub struct EventReader {
 }
 
 impl EventReader {
-    /// Waits for the next batch of events.
+    /// Waits for the next batch of events. Exchange records do not wake the reader (see
+    /// `smp_common::event::EVENTS_WAKEUP_BYTES`): the ring is also drained every
+    /// `EVENTS_POLL_MS`.
     pub async fn next_batch(&mut self) -> Result<Vec<ProbeEvent>, ProbeError> {
+        let poll = std::time::Duration::from_millis(EVENTS_POLL_MS);
         loop {
-            let mut guard = self.fd.readable_mut().await.map_err(ProbeError::RingBuf)?;
-            let ring = guard.get_inner_mut();
-            let mut out = Vec::new();
-            while let Some(item) = ring.next() {
-                match decode(&item) {
-                    Ok(e) => out.push(e),
-                    Err(e) => {
-                        self.undecodable += 1;
-                        tracing::debug!(error = %e, "undecodable ring-buffer record");
-                    }
+            let out = match tokio::time::timeout(poll, self.fd.readable_mut()).await {
+                Ok(guard) => {
+                    let mut guard = guard.map_err(ProbeError::RingBuf)?;
+                    let out = drain(guard.get_inner_mut(), &mut self.undecodable);
+                    guard.clear_ready();
+                    out
                 }
-            }
-            guard.clear_ready();
+                Err(_) => drain(self.fd.get_mut(), &mut self.undecodable),
+            };
             if !out.is_empty() {
                 return Ok(out);
             }
@@ -467,6 +614,36 @@ impl EventReader {
     }
 }
 
+/// True when `tgid` runs a 32-bit ELF program (`/proc/<tgid>/exe`). Unreadable (gone, a
+/// kernel thread): false.
+fn runs_32bit_program(tgid: u32) -> bool {
+    use std::io::Read as _;
+    let mut ident = [0u8; 5];
+    std::fs::File::open(format!("/proc/{tgid}/exe"))
+        .and_then(|mut f| f.read_exact(&mut ident))
+        .is_ok_and(|()| is_elf32(&ident))
+}
+
+/// `e_ident` says ELF, class `ELFCLASS32`.
+fn is_elf32(ident: &[u8; 5]) -> bool {
+    &ident[..4] == b"\x7fELF" && ident[4] == 1
+}
+
+/// Decodes every record waiting in the ring buffer.
+fn drain(ring: &mut RingBuf<aya::maps::MapData>, undecodable: &mut u64) -> Vec<ProbeEvent> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(e) => out.push(e),
+            Err(e) => {
+                *undecodable += 1;
+                tracing::debug!(error = %e, "undecodable ring-buffer record");
+            }
+        }
+    }
+    out
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -476,4 +653,18 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elf_class_is_read_from_the_ident() {
+        assert!(is_elf32(b"\x7fELF\x01"));
+        assert!(!is_elf32(b"\x7fELF\x02"));
+        assert!(!is_elf32(b"#!/bi"));
+        // This test binary is 64-bit.
+        assert!(!runs_32bit_program(std::process::id()));
+    }
 }

@@ -12,7 +12,9 @@ pub mod offsets;
 pub mod tracefs;
 
 pub use events::ProbeEvent;
-pub use loader::{monotonic_ns, EventReader, HookStatus, ProbeError, Probes};
+pub use loader::{
+    monotonic_ns, EventReader, FloorHooks, FloorProbes, HookStatus, ProbeError, Probes,
+};
 
 /// The kernel programs, built by build.rs (empty when built with `AYA_BUILD_SKIP=1`).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smp"));

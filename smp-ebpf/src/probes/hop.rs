@@ -22,14 +22,14 @@ use smp_common::{
         FWD_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS,
         SOCK_TUPLE,
     },
-    sock::{PendingSyscall, SyscallKind},
+    sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
 };
 
 use crate::{
-    kernel::{current_socket, read, read_user, sock_tuple},
+    kernel::{read, read_user, sock_tuple, SocketRef},
     maps::{
-        count, emit, header, offsets, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST_REQ,
-        THREAD_XCHG_OUT, ZERO_FWD,
+        count, emit, header, offsets, Wake, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD,
+        THREAD_LAST_REQ, ZERO_FWD,
     },
 };
 
@@ -121,10 +121,7 @@ pub fn forget(ino: u64) {
 
 /// Marks a fresh socket's role (accept: downstream; connect: upstream).
 #[inline(always)]
-pub fn set_role(fd: u32, role: u8, o: &KernelOffsets) {
-    let Ok(Some(sock)) = current_socket(fd, o) else {
-        return;
-    };
+pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
     let mut fresh = SockState {
         role,
         ..SockState::default()
@@ -138,48 +135,37 @@ pub fn set_role(fd: u32, role: u8, o: &KernelOffsets) {
     }
 }
 
-/// A write on a socket of a tracked process returned at `now`: if it started its socket's
-/// current outbound message, that message is sent; if it forwarded the response of the
-/// exchange this thread emitted last, say so (`SendDone`).
+/// A write that [`on_data`] marked at its entry (`p.at_exit`) returned at `now`: the
+/// outbound message it started is sent; the response it forwarded is sent (`SendDone`).
 #[inline(always)]
 pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
-    if let Some(s) = SOCK_STATE.get_ptr_mut(&p.ino) {
-        // SAFETY: map value; only this thread writes this socket's outbound side now.
-        unsafe {
-            if (*s).out_start == p.since_ns {
-                (*s).out_sent = now;
+    if p.at_exit & AT_EXIT_SENT != 0 {
+        if let Some(s) = SOCK_STATE.get_ptr_mut(&p.ino) {
+            // SAFETY: map value; only this thread writes this socket's outbound side now.
+            unsafe {
+                if (*s).out_start == p.since_ns {
+                    (*s).out_sent = now;
+                }
             }
         }
     }
-    let tid = pid_tgid as u32;
-    // SAFETY: plain copy out of the map value.
-    let Some(out_ns) = (unsafe { THREAD_XCHG_OUT.get(&tid) }).copied() else {
-        return;
-    };
-    if out_ns != p.since_ns {
-        return;
-    }
-    let _ = THREAD_XCHG_OUT.remove(&tid);
-    emit(SendDone {
-        header: header(EventKind::SendDone),
-        tgid: (pid_tgid >> 32) as u32,
-        tid,
-        out_ns,
-        sent_ns: now,
-    });
-}
-
-/// Adds the bytes a finished write moved to its socket's current outbound message.
-#[inline(always)]
-pub fn add_out_bytes(ino: u64, len: u64) {
-    if let Some(s) = SOCK_STATE.get_ptr_mut(&ino) {
-        // SAFETY: map value; a counter, races only blur the byte count.
-        unsafe { (*s).out_bytes += len };
+    if p.at_exit & AT_EXIT_SEND_DONE != 0 {
+        emit(
+            SendDone {
+                header: header(EventKind::SendDone),
+                tgid: (pid_tgid >> 32) as u32,
+                tid: pid_tgid as u32,
+                out_ns: p.since_ns,
+                sent_ns: now,
+            },
+            Wake::Lazy,
+        );
     }
 }
 
 /// A data syscall on a socket of a tracked process: a read that returned `len > 0` bytes
-/// (called at exit), or a write being entered (`len` 0: counted at exit by `add_out_bytes`).
+/// (called at exit), or a write being entered (`len` 0: outbound sizes are not tracked).
+/// Returns, for a write, what its exit must do (`AT_EXIT_*` bits; 0 for reads).
 #[inline(always)]
 pub fn on_data(
     p: &PendingSyscall,
@@ -188,12 +174,12 @@ pub fn on_data(
     now: u64,
     pid_tgid: u64,
     o: &KernelOffsets,
-) {
+) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
     let ingress = kind.is_ingress();
     let Some(sp) = state(p.ino) else {
-        return;
+        return 0;
     };
     // SAFETY: a map value; concurrent updates of one socket are racy but bounded (a proxy
     // reads and writes one connection from one thread at a time).
@@ -235,7 +221,7 @@ pub fn on_data(
             };
         }
         s.last_dir = DIR_NONE;
-        return;
+        return 0;
     }
     if class == Class::H2Preface {
         s.flags |= SOCK_H2;
@@ -250,16 +236,14 @@ pub fn on_data(
     if !new_msg {
         if ingress {
             s.in_bytes += len;
-        } else {
-            s.out_bytes += len;
         }
-        return;
+        return 0;
     }
     if s.handshake_skip > 0 {
         // The encrypted end of a TLS 1.3 handshake (Finished in, tickets out): not a message.
         s.handshake_skip -= 1;
         s.last_dir = if ingress { DIR_IN } else { DIR_OUT };
-        return;
+        return 0;
     }
     if s.flags & SOCK_H2 != 0 {
         bump(tgid, |c| c.h2_messages += 1);
@@ -279,7 +263,13 @@ pub fn on_data(
         if s.flags & SOCK_H2 == 0 {
             if s.role == ROLE_DOWNSTREAM {
                 bump(tgid, |c| c.requests += 1);
-                let _ = THREAD_LAST_REQ.insert(&tid, &p.ino, 0);
+                match THREAD_LAST_REQ.get_ptr_mut(&tid) {
+                    // SAFETY: the calling thread's own entry: only this thread writes it.
+                    Some(last) => unsafe { *last = p.ino },
+                    None => {
+                        let _ = THREAD_LAST_REQ.insert(&tid, &p.ino, 0);
+                    }
+                }
             } else if s.role == ROLE_UPSTREAM {
                 bump(tgid, |c| c.responses += 1);
                 queue_response(tgid, tid, p.ino, now, s.hint);
@@ -287,8 +277,11 @@ pub fn on_data(
         }
     } else {
         // t_out: the write carrying the message's first bytes was entered.
+        let mut at_exit = AT_EXIT_SENT;
         if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 {
-            forward_response(tgid, tid, p.ino, s, p.since_ns);
+            if forward_response(tgid, tid, p.ino, s, p.since_ns) {
+                at_exit |= AT_EXIT_SEND_DONE;
+            }
         } else if s.role == ROLE_UPSTREAM {
             // A request forward: remember which downstream this thread just read a request from.
             // SAFETY: plain copy out of the map value.
@@ -296,9 +289,10 @@ pub fn on_data(
         }
         s.out_start = p.since_ns;
         s.out_sent = 0;
-        s.out_bytes = len;
         s.last_dir = DIR_OUT;
+        return at_exit;
     }
+    0
 }
 
 /// Queues a response read on upstream `ino` on thread `tid`.
@@ -353,12 +347,12 @@ fn is_current(slot: &FwdSlot) -> bool {
 
 /// A new response message is being written to downstream `d_ino` by thread `tid` at `t_out`:
 /// find the response it forwards (the oldest still-current one on the thread's queue) and
-/// emit the exchange.
+/// emit the exchange. Returns whether one was emitted.
 #[inline(always)]
-fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) {
+fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) -> bool {
     let Some(qp) = THREAD_FWD.get_ptr_mut(&tid) else {
         bump(tgid, |c| c.unmatched_writes += 1);
-        return;
+        return false;
     };
     // SAFETY: only thread `tid` (running here) touches its queue.
     let q = unsafe { &mut *qp };
@@ -404,18 +398,18 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
     }
     let Some(slot) = found else {
         bump(tgid, |c| c.unmatched_writes += 1);
-        return;
+        return false;
     };
     let u_ino = slot.ino;
     let Some(up) = SOCK_STATE.get_ptr_mut(&u_ino) else {
-        return;
+        return false;
     };
     // SAFETY: map value of the upstream socket; this thread is forwarding its response.
     let u = unsafe { &mut *up };
     let (req_in, req_out, resp_in) = (d.in_start, u.out_start, u.in_start);
     if req_in == 0 || req_out < req_in || resp_in < req_out || t_out < resp_in {
         bump(tgid, |c| c.inconsistent += 1);
-        return;
+        return false;
     }
     let first_tls = (d.flags & SOCK_TLS != 0 && d.exchanges == 0)
         || (u.flags & SOCK_TLS != 0 && u.exchanges == 0);
@@ -423,7 +417,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
     u.exchanges += 1;
     if first_tls {
         bump(tgid, |c| c.tls_first_dropped += 1);
-        return;
+        return false;
     }
     if emit(ExchangeRecord {
         header: header(EventKind::Exchange),
@@ -442,10 +436,11 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         upstream: u.tuple,
         flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
         _pad: 0,
-    }) {
+    }, Wake::Lazy) {
         bump(tgid, |c| c.paired += 1);
-        let _ = THREAD_XCHG_OUT.insert(&tid, &t_out, 0);
+        return true;
     }
+    false
 }
 
 /// match-proto:v5.10:include/trace/events/tcp.h:TP_PROTO(struct sock *sk, struct sk_buff *skb)

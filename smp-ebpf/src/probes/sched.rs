@@ -17,7 +17,9 @@ use smp_common::{
 
 use crate::{
     kernel::{read, task_ids},
-    maps::{count, emit, header, is_target, offsets, tracked_since, RUNNING, THREAD_CPU},
+    maps::{
+        count, emit, header, is_target, offsets, tracked_since, Wake, RUNNING, THREAD_CPU,
+    },
 };
 
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
@@ -27,14 +29,20 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     if o.valid == 0 {
         return Ok(());
     }
-    let now = unsafe { bpf_ktime_get_ns() };
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
     let slot = RUNNING.get_ptr_mut(0).ok_or(0i32)?;
     // SAFETY: per-CPU slot, only this CPU touches it here.
     let running = unsafe { &mut *slot };
 
-    let (prev_tid, prev_tgid) = task_ids(prev, &o)?;
+    let (prev_tid, prev_tgid) = task_ids(prev, o)?;
+    let (next_tid, next_tgid) = task_ids(next, o)?;
+    let next_tracked = next_tid != 0 && is_target(next_tgid);
+    if !next_tracked && !is_target(prev_tgid) {
+        // Neither side is tracked (the common case): two bit tests, nothing else.
+        running.tid = 0;
+        return Ok(());
+    }
     let seen_in = running.tid != 0 && running.tid == prev_tid;
     if let Some(since) = tracked_since(prev_tgid) {
         if !seen_in {
@@ -75,12 +83,11 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
     }
 
-    let (next_tid, next_tgid) = task_ids(next, &o)?;
-    if next_tid != 0 && is_target(next_tgid) {
+    if next_tracked {
         *running = Running {
             tid: next_tid,
             tgid: next_tgid,
-            since_ns: now,
+            since_ns: unsafe { bpf_ktime_get_ns() },
             exec_at_in: read::<u64>(next, o.task_sum_exec).unwrap_or(0),
         };
     } else {
@@ -103,7 +110,7 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
         header: header(EventKind::ProcessExit),
         tgid,
         _pad: 0,
-    });
+    }, Wake::Now);
     Ok(())
 }
 
@@ -119,7 +126,7 @@ pub fn on_exec(ctx: &TracePointContext) -> Result<(), i32> {
         header: header(EventKind::ProcessExec),
         tgid,
         _pad: 0,
-    });
+    }, Wake::Now);
     Ok(())
 }
 
@@ -146,6 +153,6 @@ pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
         header: header(EventKind::ProcessFork),
         parent_tgid,
         child_tgid,
-    });
+    }, Wake::Now);
     Ok(())
 }

@@ -1,26 +1,41 @@
 //! Socket-path syscall probes: count, bytes and time inside each socket syscall of the targets.
 //!
-//! `sys_enter_*` resolves the fd to a socket inode (non-sockets are ignored at once) and parks
-//! the call in `PENDING`; `sys_exit_*` charges the call to `SOCK_STATS`.
+//! Two raw tracepoints see every syscall of every task: `sys_enter` looks the syscall number
+//! up in `NR_OPS` (one array read: everything but the traced socket syscalls stops there),
+//! then checks the tgid. For a tracked data syscall it resolves the fd to a socket inode
+//! (`FD_CACHE`: the fd table is walked once per fd; non-sockets are ignored at once) and
+//! parks the call in `PENDING`; `sys_exit` charges the parked call to `SOCK_STATS`.
+//! `accept`/`connect` give sockets their roles for hop pairing; `close`, `dup2`, `dup3`,
+//! `close_range` and `execve(at)` keep `FD_CACHE` true.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use smp_common::{
+    config::KernelOffsets,
     counters::Counter,
-    sock::{PendingSyscall, SockKey, SockStats, SyscallKind},
+    hop::{ROLE_DOWNSTREAM, ROLE_UPSTREAM},
+    sock::{
+        op, FdSocket, PendingSyscall, SockKey, SockStats, SyscallKind, PENDING_ACCEPT,
+        PENDING_FD_CLOSE, PENDING_FD_RESET, PENDING_IDLE,
+    },
 };
 
 use super::hop;
 use crate::{
-    kernel::current_socket,
-    maps::{count, is_target, offsets, PENDING, SOCK_STATS},
+    kernel::{current_fd, read, FdKind, SocketRef},
+    maps::{count, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PENDING, SOCK_STATS},
 };
 
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_<name>(..., fd, ...)
+/// match-proto:v4.17:include/trace/events/syscalls.h:sys_enter(struct pt_regs *regs, long id)
 #[inline(always)]
-pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
+pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let nr: u64 = ctx.arg(1);
+    let op = syscall_op(nr);
+    if op == op::NONE {
+        return Ok(());
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return Ok(());
@@ -29,57 +44,229 @@ pub fn on_enter(ctx: &TracePointContext, kind: SyscallKind) -> Result<(), i32> {
     if o.valid == 0 {
         return Ok(());
     }
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
-    let fd = fd as u32;
-    let sock = match current_socket(fd, &o) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(()),
+    let regs: u64 = ctx.arg(0);
+    match op {
+        op::ACCEPT => {
+            // The socket exists only at exit: park the call so sys_exit knows what returned.
+            let pending = PendingSyscall {
+                kind: PENDING_ACCEPT,
+                ..PendingSyscall::default()
+            };
+            park(pid_tgid, &pending);
+            Ok(())
+        }
+        op::CONNECT => {
+            let fd: u64 = read(regs, o.regs_arg0)?;
+            if let Some(sock) = refresh(pid_tgid, fd as u32, o)? {
+                hop::set_role(sock, ROLE_UPSTREAM, o);
+            }
+            Ok(())
+        }
+        op::CLOSE_ARG0 | op::CLOSE_ARG1 => {
+            // The fd leaves the table inside the call: drop its cache entry at exit.
+            let off = if op == op::CLOSE_ARG0 {
+                o.regs_arg0
+            } else {
+                o.regs_arg1
+            };
+            let fd: u64 = read(regs, off)?;
+            let pending = PendingSyscall {
+                kind: PENDING_FD_CLOSE,
+                fd: fd as u32,
+                ..PendingSyscall::default()
+            };
+            park(pid_tgid, &pending);
+            Ok(())
+        }
+        op::FD_RESET => {
+            // Renewed now and again at exit: entries made in between are void too.
+            renew_fd_epoch();
+            let pending = PendingSyscall {
+                kind: PENDING_FD_RESET,
+                ..PendingSyscall::default()
+            };
+            park(pid_tgid, &pending);
+            Ok(())
+        }
+        _ if op & op::DATA != 0 => match SyscallKind::from_u32(u32::from(op & 7)) {
+            Some(kind) => on_data_enter(regs, kind, pid_tgid, o),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Parks a syscall in the calling thread's `PENDING` slot: rewritten in place when the
+/// thread has one (a lookup), inserted only on its first traced call.
+#[inline(always)]
+fn park(pid_tgid: u64, pending: &PendingSyscall) {
+    if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
+        // SAFETY: the calling thread's own slot: only this thread writes it.
+        unsafe { *slot = *pending };
+        return;
+    }
+    if PENDING.insert(&pid_tgid, pending, 0).is_err() {
+        count(Counter::MapInsertFailed);
+    }
+}
+
+/// `FD_CACHE` key of `fd` of the calling process.
+#[inline(always)]
+fn fd_key(pid_tgid: u64, fd: u32) -> u64 {
+    (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd)
+}
+
+/// Voids every `FD_CACHE` entry (a tracked process's fd table changed wholesale).
+#[inline(always)]
+fn renew_fd_epoch() {
+    if let Some(e) = FD_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a plain u64; CLOCK_MONOTONIC only grows, so no earlier epoch comes back.
+        unsafe { *e = bpf_ktime_get_ns() };
+    }
+}
+
+/// The current `FD_EPOCH` (an inlined array read).
+#[inline(always)]
+fn fd_epoch() -> u64 {
+    FD_EPOCH.get(0).copied().unwrap_or(0)
+}
+
+/// The socket behind `fd` of the calling (tracked) process, `None` if it is not one: from
+/// `FD_CACHE` when it has a current entry (one lookup), else from a walk of the fd table,
+/// remembered (open non-sockets too; closed fds are not remembered).
+#[inline(always)]
+fn resolve(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+    // Read before the walk: an entry made while the epoch changes is void at once.
+    let epoch = fd_epoch();
+    let key = fd_key(pid_tgid, fd);
+    // SAFETY: read-only copy of a plain value.
+    if let Some(e) = unsafe { FD_CACHE.get(&key) } {
+        if e.epoch == epoch {
+            return Ok((e.ino != 0).then_some(SocketRef {
+                ino: e.ino,
+                sk: e.sk,
+            }));
+        }
+    }
+    walk(key, epoch, fd, o)
+}
+
+/// Walks the fd table for `fd` and remembers what it found, whatever the cache held (a fresh
+/// socket from `accept`/`connect`).
+#[inline(always)]
+fn refresh(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+    walk(fd_key(pid_tgid, fd), fd_epoch(), fd, o)
+}
+
+#[inline(always)]
+fn walk(key: u64, epoch: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+    let found = match current_fd(fd, o) {
+        Ok(FdKind::Closed) => return Ok(None),
+        Ok(FdKind::Other) => None,
+        Ok(FdKind::Socket(s)) => Some(s),
         Err(e) => {
             count(Counter::KernelReadFailed);
             return Err(e);
         }
     };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let buf: u64 = unsafe { ctx.read_at(o.sys_enter_buf as usize) }.unwrap_or(0);
-    let pending = PendingSyscall {
+    let entry = FdSocket {
+        epoch,
+        ino: found.map_or(0, |s| s.ino),
+        sk: found.map_or(0, |s| s.sk),
+    };
+    if FD_CACHE.insert(&key, &entry, 0).is_err() {
+        count(Counter::MapInsertFailed);
+    }
+    Ok(found)
+}
+
+/// A syscall's first two arguments (fd, buffer), in one kernel read when their registers are
+/// adjacent (x86_64: `si`, then `di`).
+#[inline(always)]
+fn args01(regs: u64, o: &KernelOffsets) -> Result<(u64, u64), i32> {
+    if o.regs_arg0 == o.regs_arg1 + 8 {
+        let a: [u64; 2] = read(regs, o.regs_arg1)?;
+        return Ok((a[1], a[0]));
+    }
+    Ok((
+        read(regs, o.regs_arg0)?,
+        read(regs, o.regs_arg1).unwrap_or(0),
+    ))
+}
+
+/// A tracked data syscall is entered: park it if its fd is a socket.
+#[inline(always)]
+fn on_data_enter(
+    regs: u64,
+    kind: SyscallKind,
+    pid_tgid: u64,
+    o: &KernelOffsets,
+) -> Result<(), i32> {
+    let (fd, buf) = args01(regs, o)?;
+    let fd = fd as u32;
+    let Some(sock) = resolve(pid_tgid, fd, o)? else {
+        return Ok(());
+    };
+    let mut pending = PendingSyscall {
         since_ns: unsafe { bpf_ktime_get_ns() },
         buf,
         ino: sock.ino,
         sk: sock.sk,
         fd,
         kind: kind as u32,
+        ..PendingSyscall::default()
     };
-    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
-        count(Counter::MapInsertFailed);
-    }
     if !kind.is_ingress() {
         // Write-side message boundaries are taken here, at entry: the data cannot reach the
         // peer (and its answer come back) before the write is entered, whereas the exit
         // probe may run late if the thread is preempted on its way out.
-        hop::on_data(&pending, kind, 0, pending.since_ns, pid_tgid, &o);
+        pending.at_exit = hop::on_data(&pending, kind, 0, pending.since_ns, pid_tgid, o);
     }
+    park(pid_tgid, &pending);
     Ok(())
 }
 
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_<name>(long ret)
+/// match-proto:v4.17:include/trace/events/syscalls.h:sys_exit(struct pt_regs *regs, long ret)
 #[inline(always)]
-pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
+pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
         return Ok(());
     }
-    // SAFETY: plain copy out of the map value.
-    let pending = match unsafe { PENDING.get(&pid_tgid) } {
-        Some(p) => *p,
-        None => return Ok(()),
+    let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) else {
+        return Ok(());
     };
-    let _ = PENDING.remove(&pid_tgid);
+    // SAFETY: the calling thread's own slot: only this thread writes it.
+    let pending = unsafe { *slot };
+    if pending.kind == PENDING_IDLE {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).kind = PENDING_IDLE };
     let o = offsets();
+    let ret: i64 = ctx.arg(1);
+    match pending.kind {
+        PENDING_ACCEPT => {
+            // accept/accept4 returned a downstream socket: its role is known from birth.
+            if ret >= 0 {
+                if let Some(sock) = refresh(pid_tgid, ret as u32, o)? {
+                    hop::set_role(sock, ROLE_DOWNSTREAM, o);
+                }
+            }
+            return Ok(());
+        }
+        PENDING_FD_CLOSE => {
+            let _ = FD_CACHE.remove(&fd_key(pid_tgid, pending.fd));
+            return Ok(());
+        }
+        PENDING_FD_RESET => {
+            renew_fd_epoch();
+            return Ok(());
+        }
+        _ => {}
+    }
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let ret: i64 = unsafe { ctx.read_at(o.sys_exit_ret as usize) }?;
     let key = SockKey {
         tgid,
         fd: pending.fd,
@@ -111,53 +298,16 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
             }
         }
     }
-    if SyscallKind::from_u32(pending.kind).is_some_and(|k| !k.is_ingress()) {
+    if pending.at_exit != 0 {
         hop::on_write_exit(&pending, now, pid_tgid);
     }
     if ret > 0 {
-        match SyscallKind::from_u32(pending.kind) {
-            Some(kind) if kind.is_ingress() => {
-                hop::on_data(&pending, kind, ret as u64, now, pid_tgid, &o)
-            }
-            Some(_) => hop::add_out_bytes(pending.ino, ret as u64),
-            None => {}
+        if let Some(kind) = SyscallKind::from_u32(pending.kind).filter(|k| k.is_ingress()) {
+            hop::on_data(&pending, kind, ret as u64, now, pid_tgid, o);
         }
     } else if ret == 0 && SyscallKind::from_u32(pending.kind).is_some_and(|k| k.is_ingress()) {
         // End of stream: the connection is closing; forget its message state.
         hop::forget(pending.ino);
     }
-    Ok(())
-}
-
-/// The offsets, if the current task is a tracked process and the offsets are filled.
-#[inline(always)]
-fn tracked_offsets() -> Option<smp_common::config::KernelOffsets> {
-    let o = offsets();
-    (o.valid != 0 && is_target((bpf_get_current_pid_tgid() >> 32) as u32)).then_some(o)
-}
-
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_exit_accept4(long ret)
-#[inline(always)]
-pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
-    let Some(o) = tracked_offsets() else {
-        return Ok(());
-    };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let ret: i64 = unsafe { ctx.read_at(o.sys_exit_ret as usize) }?;
-    if ret >= 0 {
-        hop::set_role(ret as u32, smp_common::hop::ROLE_DOWNSTREAM, &o);
-    }
-    Ok(())
-}
-
-/// match-proto:v5.10:include/trace/events/syscalls.h:sys_enter_connect(int fd, ...)
-#[inline(always)]
-pub fn on_connect_enter(ctx: &TracePointContext) -> Result<(), i32> {
-    let Some(o) = tracked_offsets() else {
-        return Ok(());
-    };
-    // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let fd: u64 = unsafe { ctx.read_at(o.sys_enter_fd as usize) }?;
-    hop::set_role(fd as u32, smp_common::hop::ROLE_UPSTREAM, &o);
     Ok(())
 }

@@ -3,6 +3,10 @@
 //!
 //! Prints `ready <fd_a> <fd_b>`, waits for a line on stdin, runs the plan (see `EXPECTED` in
 //! tests/tests/probes.rs), prints `done`, then waits for stdin to close.
+//!
+//! `sockmover fdreuse`: prints `ready`, waits for a line, then reuses one fd number for
+//! sockets and non-sockets in turn (close, dup2, close_range; see `fd_numbers_reused_…` in
+//! tests/tests/probes.rs), prints `done <fd> <ino_a> <ino_c> <ino_b>`, waits for stdin to close.
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -17,6 +21,10 @@ fn check(ret: isize, want: isize, what: &str) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("fdreuse") {
+        fdreuse();
+        return;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (b, _) = listener.accept().unwrap();
@@ -121,6 +129,88 @@ fn main() {
         }
     }
     println!("done");
+    std::io::stdout().flush().unwrap();
+    smp_tests::wait_for_stdin_close();
+}
+
+/// Inode number of an open fd.
+fn inode(fd: i32) -> u64 {
+    // SAFETY: fstat on an open fd with a valid out pointer.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        check(libc::fstat(fd, &mut st) as isize, 0, "fstat");
+        st.st_ino
+    }
+}
+
+fn open_null() -> i32 {
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) }
+}
+
+/// One fd number, F, is a socket, then /dev/null, then another socket, and so on: every
+/// write to F while it is a socket must count under that socket, none while it is not.
+fn fdreuse() {
+    use std::os::fd::IntoRawFd as _;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut peers = Vec::new();
+    let mut connect = || {
+        let s = TcpStream::connect(addr).unwrap();
+        peers.push(listener.accept().unwrap().0);
+        s.into_raw_fd()
+    };
+    let out = [7u8; 64];
+    let writes = |fd: i32, n: usize, len: usize| {
+        for _ in 0..n {
+            // SAFETY: a plain write with a valid buffer.
+            check(
+                unsafe { libc::write(fd, out.as_ptr().cast(), len) },
+                len as isize,
+                "write",
+            );
+        }
+    };
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+
+    // SAFETY (whole block): plain syscalls on fds this process owns.
+    unsafe {
+        // Socket A on F: counted.
+        let f = connect();
+        let ino_a = inode(f);
+        writes(f, 3, 10);
+        // F closed, then reopened as /dev/null: not counted.
+        check(libc::close(f) as isize, 0, "close");
+        check(open_null() as isize, f as isize, "/dev/null takes F");
+        writes(f, 5, 64);
+        // F closed, then socket C on F: counted under C.
+        check(libc::close(f) as isize, 0, "close");
+        check(connect() as isize, f as isize, "socket C takes F");
+        let ino_c = inode(f);
+        writes(f, 4, 20);
+        // dup2 of /dev/null over F: not counted.
+        let null = open_null();
+        check(libc::dup2(null, f) as isize, f as isize, "dup2 /dev/null");
+        check(libc::close(null) as isize, 0, "close");
+        writes(f, 2, 64);
+        // dup2 of socket B over F: counted under B.
+        let b = connect();
+        let ino_b = inode(b);
+        check(libc::dup2(b, f) as isize, f as isize, "dup2 socket");
+        writes(f, 6, 5);
+        // close_range over F, then /dev/null on F: not counted.
+        check(
+            libc::syscall(libc::SYS_close_range, f, f, 0) as isize,
+            0,
+            "close_range",
+        );
+        check(open_null() as isize, f as isize, "/dev/null takes F again");
+        writes(f, 7, 64);
+        println!("done {f} {ino_a} {ino_c} {ino_b}");
+    }
     std::io::stdout().flush().unwrap();
     smp_tests::wait_for_stdin_close();
 }

@@ -2,7 +2,11 @@
 //!
 //! `sysloop ITERATIONS`: prints `ready`, waits for a line on stdin, runs ITERATIONS rounds of
 //! one 64-byte `write` and one `read` (two traced socket syscalls), prints
-//! `ns_per_syscall <value>`, and repeats on every further stdin line until stdin closes.
+//! `ns_per_syscall <wall> cpu_ns_per_syscall <cpu>`, and repeats on every further stdin line
+//! until stdin closes. A line `ppid` runs 2 × ITERATIONS `getppid` calls instead (a syscall
+//! no probe traces: what the hooks cost every other syscall). `<cpu>` is the thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`, which
+//! includes the time in the kernel and in the eBPF programs that run in its context): unlike
+//! wall time it does not grow while co-tenants hold the CPU.
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -33,17 +37,36 @@ fn main() {
         .map(|n| n > 0)
         .unwrap_or(false)
     {
+        let ppid = line.trim() == "ppid";
+        let cpu_start = thread_cpu_ns();
         let start = Instant::now();
         for _ in 0..iterations {
             // SAFETY: plain syscalls on owned fds with valid buffers.
             unsafe {
-                libc::write(fa, buf.as_ptr().cast(), 64);
-                libc::read(fb, rbuf.as_mut_ptr().cast(), 64);
+                if ppid {
+                    libc::syscall(libc::SYS_getppid);
+                    libc::syscall(libc::SYS_getppid);
+                } else {
+                    libc::write(fa, buf.as_ptr().cast(), 64);
+                    libc::read(fb, rbuf.as_mut_ptr().cast(), 64);
+                }
             }
         }
         let ns = start.elapsed().as_nanos() as f64 / (2 * iterations) as f64;
-        println!("ns_per_syscall {ns:.1}");
+        let cpu = (thread_cpu_ns() - cpu_start) as f64 / (2 * iterations) as f64;
+        println!("ns_per_syscall {ns:.1} cpu_ns_per_syscall {cpu:.1}");
         std::io::stdout().flush().unwrap();
         line.clear();
     }
+}
+
+/// This thread's CPU time, nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
