@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod browser;
+pub mod hop_session;
 pub mod prometheus;
 
 /// True when running as root (effective uid 0).
@@ -266,6 +267,18 @@ pub fn drive_in_netns(
     duration: std::time::Duration,
     delay_us: impl Fn(u64) -> Option<u64> + Send + Sync + 'static,
 ) -> (Vec<Option<u64>>, u64) {
+    drive(Some(netns), addr, conns, rate, duration, delay_us)
+}
+
+/// [`drive_in_netns`] from the caller's own network namespace (`None`) or from `netns`.
+pub fn drive(
+    netns: Option<&str>,
+    addr: std::net::SocketAddr,
+    conns: usize,
+    rate: f64,
+    duration: std::time::Duration,
+    delay_us: impl Fn(u64) -> Option<u64> + Send + Sync + 'static,
+) -> (Vec<Option<u64>>, u64) {
     use std::{
         io::{Read as _, Write as _},
         os::fd::AsRawFd as _,
@@ -277,16 +290,19 @@ pub fn drive_in_netns(
     let start = Instant::now() + std::time::Duration::from_millis(200);
     let handles: Vec<_> = (0..conns)
         .map(|c| {
-            let netns = netns.to_string();
+            let netns = netns.map(str::to_string);
             let delay_us = Arc::clone(&delay_us);
             std::thread::spawn(move || {
-                let ns = std::fs::File::open(format!("/run/netns/{netns}")).expect("open netns");
-                // SAFETY: setns on this thread only, with a valid namespace fd.
-                assert_eq!(
-                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0,
-                    "setns"
-                );
+                if let Some(netns) = netns {
+                    let ns =
+                        std::fs::File::open(format!("/run/netns/{netns}")).expect("open netns");
+                    // SAFETY: setns on this thread only, with a valid namespace fd.
+                    assert_eq!(
+                        unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                        0,
+                        "setns"
+                    );
+                }
                 let mut ok = Vec::new();
                 let mut failed = 0u64;
                 let mut stream: Option<std::net::TcpStream> = None;

@@ -3,11 +3,7 @@
 //! The ground-truth sidecar (`lab proxy`) delays each request by a known amount (fixed, or from
 //! the `x-smp-delay-us` header); the request hop the probes measure through it must match.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use smp_agent::{
     aggregate::hops::{HopAggregator, Leg, PairingCounts},
@@ -15,73 +11,10 @@ use smp_agent::{
         config::{ProxyKind, Side},
         Lab, LabInfo,
     },
-    probes::{ProbeEvent, Probes},
 };
 use smp_tests::{
-    drive_in_netns, lab_config, meshed_addr, process_tree, quantile, require_root, with_lab,
+    drive_in_netns, hop_session::Session, lab_config, meshed_addr, quantile, require_root, with_lab,
 };
-
-/// Probes tracking the lab's sidecars, with a task folding exchanges into histograms.
-struct Session {
-    probes: Probes,
-    rt: tokio::runtime::Runtime,
-    agg: Arc<Mutex<HopAggregator>>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Session {
-    fn start(pids: &[u32]) -> Session {
-        let mut probes = Probes::load().expect("load probes");
-        for &p in pids {
-            for t in process_tree(p) {
-                probes.track(t).expect("track");
-            }
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut events = {
-            let _g = rt.enter();
-            probes.events().expect("events")
-        };
-        let agg = Arc::new(Mutex::new(HopAggregator::default()));
-        let (stop, mut stop_rx) = tokio::sync::oneshot::channel();
-        let a = Arc::clone(&agg);
-        let task = rt.spawn(async move {
-            loop {
-                tokio::select! {
-                    batch = events.next_batch() => {
-                        for e in batch.expect("ring buffer") {
-                            if let ProbeEvent::Exchange(x) = e {
-                                a.lock().unwrap().record(&x);
-                            }
-                        }
-                    }
-                    _ = &mut stop_rx => break,
-                }
-            }
-        });
-        Session {
-            probes,
-            rt,
-            agg,
-            stop,
-            task,
-        }
-    }
-
-    fn finish(self) -> (HopAggregator, BTreeMap<u32, PairingCounts>) {
-        std::thread::sleep(Duration::from_millis(300)); // let the last records arrive
-        let _ = self.stop.send(());
-        let _ = self.rt.block_on(self.task);
-        let snap = self.probes.snapshot().expect("snapshot");
-        let agg = self.agg.lock().unwrap().clone();
-        (agg, snap.pairing)
-    }
-}
 
 /// max(5 %, 30 µs) of `d_us`, the tolerance.
 fn tolerance_us(d_us: f64) -> f64 {

@@ -419,24 +419,27 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         bump(tgid, |c| c.tls_first_dropped += 1);
         return false;
     }
-    if emit(ExchangeRecord {
-        header: header(EventKind::Exchange),
-        tgid,
-        tid,
-        req_in_ns: req_in,
-        req_out_ns: req_out,
-        resp_in_ns: resp_in,
-        resp_out_ns: t_out,
-        req_arrival_ns: d.in_arrival.min(req_in),
-        resp_arrival_ns: u.in_arrival.min(resp_in),
-        req_sent_ns: if u.out_sent >= req_out { u.out_sent } else { 0 },
-        req_bytes: d.in_bytes,
-        resp_bytes: u.in_bytes,
-        downstream: d.tuple,
-        upstream: u.tuple,
-        flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
-        _pad: 0,
-    }, Wake::Lazy) {
+    if emit(
+        ExchangeRecord {
+            header: header(EventKind::Exchange),
+            tgid,
+            tid,
+            req_in_ns: req_in,
+            req_out_ns: req_out,
+            resp_in_ns: resp_in,
+            resp_out_ns: t_out,
+            req_arrival_ns: d.in_arrival.min(req_in),
+            resp_arrival_ns: u.in_arrival.min(resp_in),
+            req_sent_ns: if u.out_sent >= req_out { u.out_sent } else { 0 },
+            req_bytes: d.in_bytes,
+            resp_bytes: u.in_bytes,
+            downstream: d.tuple,
+            upstream: u.tuple,
+            flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
+            _pad: 0,
+        },
+        Wake::Lazy,
+    ) {
         bump(tgid, |c| c.paired += 1);
         return true;
     }

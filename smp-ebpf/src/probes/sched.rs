@@ -17,9 +17,7 @@ use smp_common::{
 
 use crate::{
     kernel::{read, task_ids},
-    maps::{
-        count, emit, header, is_target, offsets, tracked_since, Wake, RUNNING, THREAD_CPU,
-    },
+    maps::{count, emit, header, is_target, offsets, tracked_since, Wake, RUNNING, THREAD_CPU},
 };
 
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
@@ -106,11 +104,14 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let _ = ctx.as_ptr();
-    emit(ProcessExit {
-        header: header(EventKind::ProcessExit),
-        tgid,
-        _pad: 0,
-    }, Wake::Now);
+    emit(
+        ProcessExit {
+            header: header(EventKind::ProcessExit),
+            tgid,
+            _pad: 0,
+        },
+        Wake::Now,
+    );
     Ok(())
 }
 
@@ -122,11 +123,14 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
 pub fn on_exec(ctx: &TracePointContext) -> Result<(), i32> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let _ = ctx.as_ptr();
-    emit(ProcessExec {
-        header: header(EventKind::ProcessExec),
-        tgid,
-        _pad: 0,
-    }, Wake::Now);
+    emit(
+        ProcessExec {
+            header: header(EventKind::ProcessExec),
+            tgid,
+            _pad: 0,
+        },
+        Wake::Now,
+    );
     Ok(())
 }
 
@@ -149,10 +153,13 @@ pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
     if child_tid != child_tgid {
         return Ok(());
     }
-    emit(ProcessFork {
-        header: header(EventKind::ProcessFork),
-        parent_tgid,
-        child_tgid,
-    }, Wake::Now);
+    emit(
+        ProcessFork {
+            header: header(EventKind::ProcessFork),
+            parent_tgid,
+            child_tgid,
+        },
+        Wake::Now,
+    );
     Ok(())
 }

@@ -1,0 +1,79 @@
+//! Probes tracking a few processes, with a task folding their exchange records into per-hop
+//! histograms: what the hop tests compare with ground truth.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use smp_agent::{
+    aggregate::hops::{HopAggregator, PairingCounts},
+    probes::{ProbeEvent, Probes},
+};
+
+use crate::process_tree;
+
+/// Probes tracking processes, with a task folding exchanges into histograms.
+pub struct Session {
+    probes: Probes,
+    rt: tokio::runtime::Runtime,
+    agg: Arc<Mutex<HopAggregator>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    /// Loads the probes and tracks `pids` and their descendants.
+    pub fn start(pids: &[u32]) -> Session {
+        let mut probes = Probes::load().expect("load probes");
+        for &p in pids {
+            for t in process_tree(p) {
+                probes.track(t).expect("track");
+            }
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut events = {
+            let _g = rt.enter();
+            probes.events().expect("events")
+        };
+        let agg = Arc::new(Mutex::new(HopAggregator::default()));
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel();
+        let a = Arc::clone(&agg);
+        let task = rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    batch = events.next_batch() => {
+                        for e in batch.expect("ring buffer") {
+                            if let ProbeEvent::Exchange(x) = e {
+                                a.lock().unwrap().record(&x);
+                            }
+                        }
+                    }
+                    _ = &mut stop_rx => break,
+                }
+            }
+        });
+        Session {
+            probes,
+            rt,
+            agg,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops folding (after the last records arrived): the hops and the pairing counters.
+    pub fn finish(self) -> (HopAggregator, BTreeMap<u32, PairingCounts>) {
+        std::thread::sleep(Duration::from_millis(300)); // let the last records arrive
+        let _ = self.stop.send(());
+        let _ = self.rt.block_on(self.task);
+        let snap = self.probes.snapshot().expect("snapshot");
+        let agg = self.agg.lock().unwrap().clone();
+        (agg, snap.pairing)
+    }
+}
