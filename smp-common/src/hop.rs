@@ -62,9 +62,7 @@ pub struct SockState {
     pub last_dir: u8,
     /// `SOCK_*` bits.
     pub flags: u8,
-    /// Messages still to skip as TLS 1.3 handshake: a server that read a ClientHello next
-    /// reads the client's encrypted Finished and writes session tickets, both look like data.
-    pub handshake_skip: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<SockState>() == 104);
 

@@ -1145,7 +1145,7 @@ fn run_vm(spec: &Spec, vmlinuz: &Path, initramfs: &Path, broken: bool, o: &Optio
         .arg(initramfs)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init smpvm.break={}",
+            "console=ttyS0 panic=-1 quiet loglevel=5 softlockup_panic=1 softlockup_all_cpu_backtrace=1 rdinit=/init smpvm.break={}",
             u8::from(broken)
         ));
     let r = run_deadline(&mut cmd, Duration::from_secs(o.timeout));

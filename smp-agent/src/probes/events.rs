@@ -225,13 +225,15 @@ mod tests {
 
     #[test]
     fn round_trips_exchange_with_ipv4_tuples() {
-        let mut r = ExchangeRecord::default();
-        r.header = EventHeader {
-            kind: EventKind::Exchange as u32,
-            abi: ABI_VERSION,
-            ts_ns: 1,
+        let mut r = ExchangeRecord {
+            header: EventHeader {
+                kind: EventKind::Exchange as u32,
+                abi: ABI_VERSION,
+                ts_ns: 1,
+            },
+            tgid: 7,
+            ..ExchangeRecord::default()
         };
-        r.tgid = 7;
         (r.req_in_ns, r.req_out_ns, r.resp_in_ns, r.resp_out_ns) = (10, 20, 30, 45);
         (r.req_arrival_ns, r.resp_arrival_ns, r.req_sent_ns) = (4, 27, 26);
         r.downstream.family = 2;
