@@ -446,8 +446,8 @@ fn lab(
                 max_rps: rps(&max),
                 p50: p(&fixed, "p50_ms"),
                 p99: p(&fixed, "p99_ms"),
-                sidecar_us: (side1 - side0) as f64 / 1e3 / n,
-                agent_us: (agent1 - agent0) as f64 / 1e3 / n,
+                sidecar_us: cpu_since(&side0, &side1) as f64 / 1e3 / n,
+                agent_us: cpu_since(&agent0, &agent1) as f64 / 1e3 / n,
             };
             println!(
                 "  round {} {label:<32} max {:.0} rps; at {} rps p50 {:.3} ms p99 {:.3} ms, sidecars {:.1} CPU µs/request, agents {:.1}",
@@ -507,9 +507,10 @@ struct LabRun {
     agent_us: f64,
 }
 
-/// On-CPU ns of every thread of `pids` (`/proc/<pid>/task/*/schedstat`, first field).
-fn cpu_ns(pids: &[u64]) -> u64 {
-    let mut total = 0;
+/// On-CPU ns of every thread of `pids`, by thread id (`/proc/<pid>/task/*/schedstat`, first
+/// field).
+fn cpu_ns(pids: &[u64]) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
     for pid in pids {
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
@@ -517,13 +518,26 @@ fn cpu_ns(pids: &[u64]) -> u64 {
             .flatten()
         {
             if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-                total += s
+                let ns = s
                     .split_whitespace()
                     .next()
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0);
+                out.insert(format!("{pid}/{}", task.file_name().to_string_lossy()), ns);
             }
         }
     }
-    total
+    out
+}
+
+/// CPU ns the threads in `after` spent since `before` (threads that ended in between, such
+/// as the agent's idle blocking-pool threads, are not counted: a slight undercount).
+fn cpu_since(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
 }
