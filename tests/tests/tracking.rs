@@ -15,7 +15,9 @@ use smp_agent::{
     proxy::DiscoveryConfig,
     tracker::{Tracker, TrackerConfig, TrackerView},
 };
-use smp_tests::{agent_bin, drive_in_netns, lab_config, meshed_addr, require_root, with_lab};
+use smp_tests::{
+    agent_bin, drive_in_netns, lab_config, meshed_addr, proc_cpu_ns, require_root, with_lab,
+};
 
 /// A tracker pumping on its own runtime thread until told to stop; returns its last view.
 struct Live {
@@ -207,8 +209,11 @@ fn proxies_started_later_are_found_with_their_workers() {
     }
 }
 
-/// Issue 5: CPU-µs per request of each sidecar, measured by `top --name` in two runs at the
-/// same rate, agrees within ±10 %.
+/// Issue 5: CPU-µs per request of each sidecar, measured by two `top --name` runs at the same
+/// rate, agrees within ±10 %, and with the kernel's own accounting (`/proc/<pid>/stat`). The
+/// two runs watch the same 8 s of load: Envoy's own CPU per request moves by up to ±20 %
+/// between consecutive runs on a shared VM (hypervisor steal counts as on-CPU time in a
+/// guest), which says nothing about the tool.
 #[test]
 fn cpu_per_request_is_stable_between_two_runs() {
     if !require_root("cpu_per_request_is_stable_between_two_runs") {
@@ -216,7 +221,7 @@ fn cpu_per_request_is_stable_between_two_runs() {
     }
     let cfg = lab_config("trk3", ProxyKind::Envoy, false);
     with_lab(&cfg, |info| {
-        let run = || -> Vec<(String, f64, u64)> {
+        let spawn = || {
             let mut top = Command::new(agent_bin())
                 .args([
                     "top",
@@ -232,7 +237,9 @@ fn cpu_per_request_is_stable_between_two_runs() {
                 .spawn()
                 .expect("spawn top");
             wait_for_line(top.stderr.take().expect("stderr"), "tracking");
-            let n = drive(info, 400.0, 8);
+            top
+        };
+        let figures = |top: std::process::Child, n: u64| -> Vec<(String, f64, u64)> {
             let out = top.wait_with_output().expect("top");
             assert!(out.status.success(), "top failed");
             let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -266,8 +273,26 @@ fn cpu_per_request_is_stable_between_two_runs() {
         // Warm the sidecars first: a fresh Envoy's first seconds (connection pools, lazy
         // init) cost more CPU per request than its steady state.
         drive(info, 400.0, 2);
-        let a = run();
-        let b = run();
+        let (first, second) = (spawn(), spawn());
+        let lab = [info.outbound.pid, info.inbound.pid];
+        let stat0 = lab.map(proc_cpu_ns);
+        let n = drive(info, 400.0, 8);
+        let a = figures(first, n);
+        let b = figures(second, n);
+        let stat1 = lab.map(proc_cpu_ns);
+        // The kernel's figure for the same window (the runs' last 2 s are idle: a little more).
+        let per_request = |i: usize| (stat1[i] - stat0[i]) as f64 / 1e3 / n as f64;
+        let mut kernel: Vec<f64> = (0..2).map(per_request).collect();
+        kernel.sort_by(f64::total_cmp);
+        let mut probes: Vec<f64> = a.iter().map(|(_, x, _)| *x).collect();
+        probes.sort_by(f64::total_cmp);
+        eprintln!("kernel (/proc/<pid>/stat): {kernel:.1?} us/request, probes {probes:.1?}");
+        for (k, p) in kernel.iter().zip(&probes) {
+            assert!(
+                (k - p).abs() <= 0.10 * k.max(*p),
+                "probes {p:.1} vs kernel {k:.1} CPU-us per request"
+            );
+        }
         for ((id, x, _), (id2, y, _)) in a.iter().zip(&b) {
             assert_eq!(id, id2, "same identities in both runs");
             eprintln!("{id}: {x:.1} vs {y:.1} us/request");
