@@ -187,6 +187,17 @@ pub fn proc_cpu_ns(pid: u32) -> u64 {
     (utime + stime) * 1_000_000_000 / hz
 }
 
+/// The calling thread's CPU time, nanoseconds (CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Socket inode of `fd` in process `pid` (`/proc/<pid>/fd/<fd>` → `socket:[ino]`).
 pub fn socket_inode(pid: u32, fd: i32) -> u64 {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).expect("readlink fd");

@@ -314,17 +314,22 @@ impl Probes {
         })
     }
 
+    /// The `u64` array map `name`, for writing.
+    fn u64_array(&mut self, name: &'static str) -> Result<Array<&mut MapData, u64>, ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap { map: name })?;
+        Array::try_from(map).map_err(|source| ProbeError::Map { map: name, source })
+    }
+
     /// Sets or clears `tgid`'s bit in the `TRACKED` bitmap (the programs' first check).
     fn set_tracked_bit(&mut self, tgid: u32, on: bool) -> Result<(), ProbeError> {
         let err = |source| ProbeError::Map {
             map: "TRACKED",
             source,
         };
-        let map = self
-            .ebpf
-            .map_mut("TRACKED")
-            .ok_or(ProbeError::MissingMap { map: "TRACKED" })?;
-        let mut bits: Array<&mut MapData, u64> = Array::try_from(map).map_err(err)?;
+        let mut bits = self.u64_array("TRACKED")?;
         let (word, bit) = tracked_bit(tgid);
         // Only this process writes the bitmap, and `&mut self` serialises the writes.
         let old = bits.get(&word, 0).map_err(err)?;
@@ -334,16 +339,12 @@ impl Probes {
 
     /// Voids every `FD_CACHE` entry (see `smp_common::sock`).
     fn renew_fd_epoch(&mut self, now: u64) -> Result<(), ProbeError> {
-        let err = |source| ProbeError::Map {
-            map: "FD_EPOCH",
-            source,
-        };
-        let map = self
-            .ebpf
-            .map_mut("FD_EPOCH")
-            .ok_or(ProbeError::MissingMap { map: "FD_EPOCH" })?;
-        let mut epoch: Array<&mut MapData, u64> = Array::try_from(map).map_err(err)?;
-        epoch.set(0, now, 0).map_err(err)
+        self.u64_array("FD_EPOCH")?
+            .set(0, now, 0)
+            .map_err(|source| ProbeError::Map {
+                map: "FD_EPOCH",
+                source,
+            })
     }
 
     /// Starts tracing process `tgid` (takes effect at once, no reload).

@@ -6,16 +6,6 @@
 
 use std::io::{BufRead as _, Write as _};
 
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1);
@@ -28,15 +18,15 @@ fn main() {
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || {
-                let start = thread_cpu_ns();
+                let start = smp_tests::thread_cpu_ns();
                 let mut x = 0u64;
-                while thread_cpu_ns() - start < millis * 1_000_000 {
+                while smp_tests::thread_cpu_ns() - start < millis * 1_000_000 {
                     for i in 0..10_000u64 {
                         x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
                     }
                     std::hint::black_box(x);
                 }
-                thread_cpu_ns() - start
+                smp_tests::thread_cpu_ns() - start
             })
         })
         .collect();

@@ -38,7 +38,7 @@ fn main() {
         .unwrap_or(false)
     {
         let ppid = line.trim() == "ppid";
-        let cpu_start = thread_cpu_ns();
+        let cpu_start = smp_tests::thread_cpu_ns();
         let start = Instant::now();
         for _ in 0..iterations {
             // SAFETY: plain syscalls on owned fds with valid buffers.
@@ -53,20 +53,9 @@ fn main() {
             }
         }
         let ns = start.elapsed().as_nanos() as f64 / (2 * iterations) as f64;
-        let cpu = (thread_cpu_ns() - cpu_start) as f64 / (2 * iterations) as f64;
+        let cpu = (smp_tests::thread_cpu_ns() - cpu_start) as f64 / (2 * iterations) as f64;
         println!("ns_per_syscall {ns:.1} cpu_ns_per_syscall {cpu:.1}");
         std::io::stdout().flush().unwrap();
         line.clear();
     }
-}
-
-/// This thread's CPU time, nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
