@@ -220,49 +220,12 @@ pub fn max_program_id() -> u32 {
         .unwrap_or(0)
 }
 
+/// Ids of every loaded `smp_` program (any agent's: filter by id against [`max_program_id`]).
 pub fn loaded_smp_programs() -> Vec<u32> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("smp_")))
         .map(|p| p.id())
-        .collect()
-}
-
-/// Ids of the eBPF programs process `pid` holds (program and link fds: `prog_id:` in
-/// `/proc/<pid>/fdinfo/*`).
-pub fn programs_of(pid: u32) -> std::collections::BTreeSet<u32> {
-    let mut ids = std::collections::BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return ids;
-    };
-    for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        ids.extend(
-            text.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:"))
-                .filter_map(|v| v.trim().parse::<u32>().ok()),
-        );
-    }
-    ids
-}
-
-/// `smp_` programs still loaded that no live process holds: what a dead agent left behind.
-/// Programs of other agents running on the same machine (held by their processes) are not
-/// counted, so the check works on a shared host.
-pub fn orphaned_smp_programs() -> Vec<u32> {
-    let mut held = std::collections::BTreeSet::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                held.extend(programs_of(pid));
-            }
-        }
-    }
-    loaded_smp_programs()
-        .into_iter()
-        .filter(|id| !held.contains(id))
         .collect()
 }
 
