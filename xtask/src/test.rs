@@ -25,7 +25,9 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     if !is_root() {
         eprintln!("xtask test: not root: privileged tests will skip (and fail under CI=true)");
     }
-    build::run(&build::Options { release: false })?;
+    // The release agent, as users run it: the lab's proxies are this binary too, and a debug
+    // build's TLS (rustls without optimisation) is slow enough to change what is measured.
+    build::run(&build::Options { release: true })?;
     if !o.integration_only {
         println!("xtask test: unit tests");
         run_cmd(cargo().args(["test", "--quiet", "--no-fail-fast"]))?;
@@ -40,7 +42,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         "--",
         "--test-threads=1",
     ])
-    .env("SMP_AGENT_BIN", agent_path(false));
+    .env("SMP_AGENT_BIN", agent_path(true));
     if let Some(f) = &o.filter {
         cmd.arg(f);
     }

@@ -369,7 +369,10 @@ const FIND_WINDOW: usize = 16;
 #[inline(always)]
 fn find(q: &mut FwdQueue, d_ino: u64, d_in: u64, t_out: u64, hinted_only: bool) -> u32 {
     let mut i = q.head;
-    for _ in 0..FIND_WINDOW {
+    // The hinted search sees the whole queue: under a multi-threaded proxy many stale but
+    // current responses of other threads' forwards sit before the right one.
+    let window = if hinted_only { FWD_SLOTS } else { FIND_WINDOW };
+    for _ in 0..window {
         if i == q.tail {
             break;
         }
