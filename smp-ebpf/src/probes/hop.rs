@@ -360,8 +360,9 @@ fn fit(slot: &FwdSlot, d_in: u64, t_out: u64) -> Fit {
     }
 }
 
-/// How many queued responses a response write looks at, oldest first (the verifier's budget:
-/// the socket programs are near its million-instruction limit).
+/// How many queued responses the unhinted search looks at, oldest first (the verifier's
+/// budget: the socket programs are near its million-instruction limit; the hinted search
+/// sees the whole queue).
 const FIND_WINDOW: usize = 16;
 
 /// Index of the oldest slot of `q` that fits a response write on `d_ino` (only those hinted
@@ -394,8 +395,8 @@ fn find(q: &mut FwdQueue, d_ino: u64, d_in: u64, t_out: u64, hinted_only: bool) 
 /// find the response it forwards on the thread's queue and emit the exchange. Returns whether
 /// one was emitted. First choice, the response whose request was forwarded right after this
 /// thread read a request from `d_ino` (exact for event loops, whatever the order of writes);
-/// otherwise the oldest one that fits. Responses that do not fit stay queued for their own
-/// downstream: taken blindly, one stray write (a TLS 1.3 server's session tickets before any
+/// otherwise the oldest one that fits among the [`FIND_WINDOW`] oldest. Responses that do not
+/// fit stay queued for their own downstream: taken blindly, one stray write (a TLS 1.3 server's session tickets before any
 /// request) shifted every later pairing on the thread. (Requiring also that the upstream's
 /// request forward came after the downstream's request read lost 10–25 % of the pairs of a
 /// 4-worker tokio proxy under mTLS, and was dropped; the exchange check below still applies.)
