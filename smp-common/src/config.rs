@@ -54,8 +54,15 @@ pub struct KernelOffsets {
     /// `tcp_rcv_established`, where `tcp_probe` fires).
     pub skb_len: u32,
     pub skb_data: u32,
+    /// `struct pt_regs`: the syscall number (x86_64: `orig_ax`), for the socket tracepoints
+    /// that fire inside a syscall and learn which one from the task's user registers.
+    pub regs_nr: u32,
+    /// `struct sock`: `sk_socket` (the `struct socket *` owning it).
+    pub sock_socket: u32,
+    /// `struct socket_alloc`: `vfs_inode` (the socket's inode follows its `struct socket`).
+    pub socket_alloc_inode: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 116);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -87,6 +94,9 @@ impl KernelOffsets {
             task_start_time: 0,
             skb_len: 0,
             skb_data: 0,
+            regs_nr: 0,
+            sock_socket: 0,
+            socket_alloc_inode: 0,
         }
     }
 }

@@ -60,6 +60,31 @@ pub fn smp_sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// A socket send completed (`sock:sock_send_length`, 6.4+: `TP_PROTO(struct sock *sk, int
+/// ret, int flags)`): replaces `smp_sys_enter`/`smp_sys_exit` where it exists, so that no
+/// other syscall of any task pays a hook.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn smp_sock_send(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sock::on_sock_io(&ctx, false);
+    0
+}
+
+/// A socket receive completed (`sock:sock_recv_length`, 6.4+, same arguments).
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn smp_sock_recv(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sock::on_sock_io(&ctx, true);
+    0
+}
+
+/// A TCP socket changed state (`sock:inet_sock_set_state`, ≥ 4.16: `TP_PROTO(const struct
+/// sock *sk, const int oldstate, const int newstate)`): with the socket tracepoints, tells
+/// which sockets a proxy connected (its upstreams).
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn smp_sock_state(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sock::on_sock_state(&ctx);
+    0
+}
+
 /// Benchmark floor: an empty program for the raw syscall tracepoints (`smp-agent probe-floor
 /// --hooks raw`): what attaching to `sys_enter`/`sys_exit` costs before any body runs.
 #[raw_tracepoint]

@@ -9,7 +9,7 @@ use std::{
 
 use smp_agent::{
     aggregate::hops::{HopAggregator, PairingCounts},
-    probes::{ProbeEvent, Probes},
+    probes::{catalog::SocketHooks, ProbeEvent, Probes},
 };
 
 use crate::process_tree;
@@ -26,7 +26,12 @@ pub struct Session {
 impl Session {
     /// Loads the probes and tracks `pids` and their descendants.
     pub fn start(pids: &[u32]) -> Session {
-        let mut probes = Probes::load().expect("load probes");
+        Self::start_with(pids, SocketHooks::choose().expect("SMP_SOCKET_HOOKS"))
+    }
+
+    /// [`Session::start`] with the given socket hooks.
+    pub fn start_with(pids: &[u32], socket: SocketHooks) -> Session {
+        let mut probes = Probes::load_with(socket).expect("load probes");
         for &p in pids {
             for t in process_tree(p) {
                 probes.track(t).expect("track");

@@ -28,6 +28,18 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// The ways of seeing socket I/O this kernel supports, the agent's own choice first: the
+/// socket tracepoints (6.4+) and the raw syscall hooks (every kernel). Probe-level tests run
+/// under each, so the fallback stays proven on new kernels too.
+pub fn socket_hook_modes() -> Vec<smp_agent::probes::catalog::SocketHooks> {
+    use smp_agent::probes::catalog::SocketHooks;
+    let mut modes = vec![SocketHooks::detect()];
+    if modes[0] != SocketHooks::Syscalls {
+        modes.push(SocketHooks::Syscalls);
+    }
+    modes
+}
+
 /// True under CI (`CI=true` or `CI=1`): a test that cannot run must fail, not skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

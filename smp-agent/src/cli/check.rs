@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::OutputFormat;
 use crate::{
     host::KernelFacts,
-    probes::{HookStatus, Probes},
+    probes::{catalog::SocketHooks, HookStatus, Probes},
 };
 
 /// Arguments of `check`.
@@ -29,6 +29,8 @@ pub struct CheckReport {
     pub ring_buffer: bool,
     /// Optional hooks usable on this kernel.
     pub optional_hooks: OptionalHooks,
+    /// How the programs see socket I/O here (`sock` or `syscalls`; see `SMP_SOCKET_HOOKS`).
+    pub socket_hooks: Option<SocketHooks>,
     pub hooks: Vec<HookStatus>,
     /// Every required hook attached.
     pub ok: bool,
@@ -61,6 +63,10 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
 pub fn run() -> CheckReport {
     let kernel = KernelFacts::read();
     let (hooks, load_error) = Probes::check();
+    let socket_hooks = hooks
+        .iter()
+        .find(|h| h.hook.required && h.hook.socket_hooks.is_some())
+        .and_then(|h| h.hook.socket_hooks);
     let works = |program: &str| {
         hooks
             .iter()
@@ -89,6 +95,7 @@ pub fn run() -> CheckReport {
             kprobe: works("smp_probe_kprobe"),
             fentry: works("smp_probe_fentry"),
         },
+        socket_hooks,
         ok: error.is_none(),
         error,
         kernel,
@@ -119,6 +126,14 @@ fn print_text(r: &CheckReport) {
         if r.optional_hooks.fentry { "yes" } else { "no" }
     );
     println!(
+        "socket I/O  {}",
+        match r.socket_hooks {
+            Some(SocketHooks::Sock) => "sock_send_length/sock_recv_length tracepoints",
+            Some(SocketHooks::Syscalls) => "raw sys_enter/sys_exit (every syscall pays)",
+            None => "unknown",
+        }
+    );
+    println!(
         "caps        {}",
         if k.capabilities.is_empty() {
             "none".to_string()
@@ -141,15 +156,18 @@ fn print_text(r: &CheckReport) {
         } else {
             h.status
         };
+        let note = match (h.hook.required, h.hook.socket_hooks) {
+            (true, _) => "",
+            (false, Some(_)) => "(alternative, not used here)",
+            (false, None) => "(optional)",
+        };
         println!(
             "{:<20} {:<15} {:<32} {:<9} {}",
             h.hook.program,
             kind,
             h.hook.target,
             status,
-            h.reason
-                .as_deref()
-                .unwrap_or(if h.hook.required { "" } else { "(optional)" })
+            h.reason.as_deref().unwrap_or(note)
         );
     }
     println!();

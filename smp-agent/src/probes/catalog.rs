@@ -32,6 +32,76 @@ pub struct Hook {
     pub feeds: &'static str,
     /// Why this variant was chosen on this kernel.
     pub variant: &'static str,
+    /// Which of the two ways of seeing socket I/O the hook belongs to (`None`: both need it).
+    pub socket_hooks: Option<SocketHooks>,
+}
+
+/// The two ways the programs see the proxies' socket I/O. Only one is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketHooks {
+    /// `sock:sock_send_length`/`sock_recv_length` (6.4+): fire only when a socket sends or
+    /// receives, with its `struct sock *`. A write is seen when it completes.
+    Sock,
+    /// `raw_syscalls/sys_enter`/`sys_exit` (every kernel): every syscall of every task on the
+    /// host pays both hooks; writes are seen at entry and timed apart.
+    Syscalls,
+}
+
+/// Environment variable that picks [`SocketHooks`] instead of the kernel (`sock`, `syscalls`).
+pub const SOCKET_HOOKS_ENV: &str = "SMP_SOCKET_HOOKS";
+
+/// The kernel's BTF, where every tracepoint has a `btf_trace_<name>` typedef.
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+impl SocketHooks {
+    /// `SMP_SOCKET_HOOKS` if set, else `Sock` where the running kernel has the socket
+    /// tracepoints, else `Syscalls`.
+    pub fn choose() -> Result<SocketHooks, String> {
+        match std::env::var(SOCKET_HOOKS_ENV) {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Self::detect()),
+        }
+    }
+
+    /// `Sock` if the kernel's BTF names the `sock_send_length` and `sock_recv_length`
+    /// tracepoints (Linux 6.4+), else `Syscalls`.
+    pub fn detect() -> SocketHooks {
+        let Ok(btf) = std::fs::read(VMLINUX_BTF) else {
+            return SocketHooks::Syscalls;
+        };
+        let names = |name: &str| {
+            let needle = format!("btf_trace_{name}\0");
+            btf.windows(needle.len()).any(|w| w == needle.as_bytes())
+        };
+        if names("sock_send_length") && names("sock_recv_length") {
+            SocketHooks::Sock
+        } else {
+            SocketHooks::Syscalls
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketHooks::Sock => "sock",
+            SocketHooks::Syscalls => "syscalls",
+        }
+    }
+}
+
+impl std::str::FromStr for SocketHooks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sock" => Ok(SocketHooks::Sock),
+            "syscalls" => Ok(SocketHooks::Syscalls),
+            other => Err(format!(
+                "{SOCKET_HOOKS_ENV}={other:?}: expected \"sock\" (sock_send_length/sock_recv_length \
+                 tracepoints, Linux 6.4+) or \"syscalls\" (raw sys_enter/sys_exit)"
+            )),
+        }
+    }
 }
 
 /// Every syscall the `sys_enter`/`sys_exit` programs act on, with its number on this
@@ -77,8 +147,15 @@ pub fn traced_syscalls() -> Vec<(&'static str, u32, u8)> {
 /// Function the optional kprobe/fentry probes attach to (exists on every supported kernel).
 pub const OPTIONAL_PROBE_FUNCTION: &str = "tcp_sendmsg";
 
-/// The full catalog: required hooks first, then the optional ones `check` probes for.
+/// The full catalog for this kernel (the socket hooks [`SocketHooks::choose`] picks; an
+/// invalid `SMP_SOCKET_HOOKS` falls back to the kernel's choice here, the loader reports it).
 pub fn hooks() -> Vec<Hook> {
+    hooks_for(SocketHooks::choose().unwrap_or_else(|_| SocketHooks::detect()))
+}
+
+/// The full catalog: required hooks first (the socket hooks of `socket` among them; the other
+/// way's are listed as not required), then the optional ones `check` probes for.
+pub fn hooks_for(socket: SocketHooks) -> Vec<Hook> {
     let mut out = vec![Hook {
         program: "smp_sched_switch",
         kind: HookKind::RawTracepoint,
@@ -86,6 +163,7 @@ pub fn hooks() -> Vec<Hook> {
         required: true,
         feeds: "on-CPU time per thread",
         variant: "raw tracepoint: exact prev and next task (tgid of both), no BTF needed to attach",
+        socket_hooks: None,
     }];
     out.push(Hook {
         program: "smp_sched_exit",
@@ -94,6 +172,7 @@ pub fn hooks() -> Vec<Hook> {
         required: true,
         feeds: "process exit events",
         variant: "classic tracepoint",
+        socket_hooks: None,
     });
     out.push(Hook {
         program: "smp_sched_exec",
@@ -102,6 +181,7 @@ pub fn hooks() -> Vec<Hook> {
         required: true,
         feeds: "process exec events (sidecar discovery)",
         variant: "classic tracepoint",
+        socket_hooks: None,
     });
     out.push(Hook {
         program: "smp_sched_fork",
@@ -110,7 +190,43 @@ pub fn hooks() -> Vec<Hook> {
         required: true,
         feeds: "worker processes forked by a tracked proxy",
         variant: "raw tracepoint: the child's tgid tells a process from a thread",
+        socket_hooks: None,
     });
+    for (program, target, feeds) in [
+        (
+            "smp_sock_send",
+            "sock_send_length",
+            "socket sends: count, bytes, write-side message boundaries (at completion)",
+        ),
+        (
+            "smp_sock_recv",
+            "sock_recv_length",
+            "socket receives: count, bytes, read-side message boundaries",
+        ),
+        (
+            "smp_sock_state",
+            "inet_sock_set_state",
+            "roles: the TCP sockets a proxy connects (SYN_SENT) are upstreams",
+        ),
+    ] {
+        let chosen = socket == SocketHooks::Sock;
+        out.push(Hook {
+            program,
+            kind: HookKind::RawTracepoint,
+            target: target.into(),
+            required: chosen,
+            feeds,
+            variant: if chosen {
+                "socket tracepoint (sends/receives 6.4+): fires only on socket I/O or TCP state \
+                 changes, with the struct sock; the syscall, fd and buffer come from the task's \
+                 user registers; no other syscall pays a hook"
+            } else {
+                "alternative to sys_enter/sys_exit, not used (SMP_SOCKET_HOOKS=syscalls, or \
+                 the kernel is older than 6.4)"
+            },
+            socket_hooks: Some(SocketHooks::Sock),
+        });
+    }
     for (program, target, feeds) in [
         (
             "smp_sys_enter",
@@ -123,16 +239,22 @@ pub fn hooks() -> Vec<Hook> {
             "socket syscalls: count, bytes, time, read-side message boundaries, roles (accept)",
         ),
     ] {
+        let chosen = socket == SocketHooks::Syscalls;
         out.push(Hook {
             program,
             kind: HookKind::RawTracepoint,
             target: target.into(),
-            required: true,
+            required: chosen,
             feeds,
-            variant: "raw syscall tracepoint, one program per direction dispatching on the syscall \
-                      number: per traced call about half the cost of the 19 classic syscall \
-                      tracepoints, and 2 programs to verify instead of 19 (every other syscall \
-                      pays the two raw hooks too)",
+            variant: if chosen {
+                "raw syscall tracepoint, one program per direction dispatching on the syscall \
+                 number (kernels before 6.4, or SMP_SOCKET_HOOKS=syscalls): every other \
+                 syscall of every task pays the two raw hooks too"
+            } else {
+                "alternative to the socket tracepoints, not used on this kernel \
+                 (SMP_SOCKET_HOOKS=syscalls picks it)"
+            },
+            socket_hooks: Some(SocketHooks::Syscalls),
         });
     }
     out.push(Hook {
@@ -142,6 +264,7 @@ pub fn hooks() -> Vec<Hook> {
         required: true,
         feeds: "when data reaches a proxy's socket (how long it waits before the proxy reads it)",
         variant: "raw tracepoint: the sock and skb pointers on every kernel (the classic format has `skaddr` only since 6.10)",
+        socket_hooks: None,
     });
     out.push(Hook {
         program: "smp_probe_kprobe",
@@ -150,6 +273,7 @@ pub fn hooks() -> Vec<Hook> {
         required: false,
         feeds: "nothing yet (capability probe)",
         variant: "optional: only probed",
+        socket_hooks: None,
     });
     out.push(Hook {
         program: "smp_probe_fentry",
@@ -158,6 +282,7 @@ pub fn hooks() -> Vec<Hook> {
         required: false,
         feeds: "nothing yet (capability probe)",
         variant: "optional: only probed",
+        socket_hooks: None,
     });
     out
 }
@@ -173,8 +298,26 @@ mod tests {
         let hooks = hooks();
         let names: std::collections::BTreeSet<_> = hooks.iter().map(|h| h.program).collect();
         assert_eq!(names.len(), hooks.len(), "program names are unique");
-        assert_eq!(hooks.iter().filter(|h| h.required).count(), 4 + 2 + 1);
+        let sockets = hooks.iter().filter(|h| h.required && h.socket_hooks.is_some());
+        assert_eq!(hooks.iter().filter(|h| h.required).count(), 4 + sockets.count() + 1);
+        for socket in [SocketHooks::Sock, SocketHooks::Syscalls] {
+            let required: Vec<_> = hooks_for(socket)
+                .into_iter()
+                .filter(|h| h.socket_hooks.is_some() && h.required)
+                .collect();
+            let want = if socket == SocketHooks::Sock { 3 } else { 2 };
+            assert_eq!(required.len(), want, "{socket:?}");
+            assert!(required.iter().all(|h| h.socket_hooks == Some(socket)));
+        }
         assert!(hooks.iter().all(|h| h.program.len() <= 16 + 4));
+    }
+
+    #[test]
+    fn socket_hooks_parse_or_say_what_is_expected() {
+        assert_eq!("sock".parse::<SocketHooks>(), Ok(SocketHooks::Sock));
+        assert_eq!("syscalls".parse::<SocketHooks>(), Ok(SocketHooks::Syscalls));
+        let e = "kprobe".parse::<SocketHooks>().unwrap_err();
+        assert!(e.contains("SMP_SOCKET_HOOKS=\"kprobe\"") && e.contains("\"sock\""), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{
     btf::Btf,
-    catalog::{self, Hook, HookKind},
+    catalog::{self, Hook, HookKind, SocketHooks},
     events::{decode, ProbeEvent},
     offsets::{self, OffsetsError},
     EBPF_OBJECT,
@@ -53,6 +53,8 @@ pub enum ProbeError {
         target: String,
         hint: String,
     },
+    #[error("{0}")]
+    SocketHooks(String),
     #[error("map {map} is missing from the eBPF object")]
     MissingMap { map: &'static str },
     #[error("program {program} is missing from the eBPF object")]
@@ -222,13 +224,19 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
 }
 
 impl Probes {
-    /// Loads and attaches every required program. Optional ones are left alone.
+    /// Loads and attaches every required program, with the socket hooks
+    /// [`SocketHooks::choose`] picks. Optional ones are left alone.
     pub fn load() -> Result<Probes, ProbeError> {
+        Self::load_with(SocketHooks::choose().map_err(ProbeError::SocketHooks)?)
+    }
+
+    /// [`Probes::load`] with the given socket hooks.
+    pub fn load_with(socket: SocketHooks) -> Result<Probes, ProbeError> {
         let btf = Btf::from_sys_fs().map_err(OffsetsError::from)?;
         let offsets = offsets::read(&btf)?;
         let mut ebpf = open(&offsets)?;
         let mut status = Vec::new();
-        for hook in catalog::hooks() {
+        for hook in catalog::hooks_for(socket) {
             if !hook.required {
                 status.push(HookStatus {
                     hook,
@@ -238,10 +246,15 @@ impl Probes {
                 continue;
             }
             if let Err(reason) = attach(&mut ebpf, &hook) {
+                let hint = if hook.socket_hooks == Some(SocketHooks::Sock) {
+                    format!("{reason} (SMP_SOCKET_HOOKS=syscalls uses the raw syscall hooks instead)")
+                } else {
+                    reason
+                };
                 return Err(ProbeError::Attach {
                     program: hook.program,
                     target: hook.target.clone(),
-                    hint: reason,
+                    hint,
                 });
             }
             tracing::debug!(program = hook.program, target = %hook.target, "attached");
@@ -276,11 +289,15 @@ impl Probes {
             Ok(o) => o,
             Err(e) => return fail_all(e.to_string()),
         };
+        let socket = match SocketHooks::choose() {
+            Ok(s) => s,
+            Err(e) => return fail_all(e),
+        };
         let mut ebpf = match open(&offsets) {
             Ok(e) => e,
             Err(e) => return fail_all(e.to_string()),
         };
-        let statuses = catalog::hooks()
+        let statuses = catalog::hooks_for(socket)
             .into_iter()
             .map(|hook| match attach(&mut ebpf, &hook) {
                 Ok(()) => HookStatus {

@@ -13,10 +13,10 @@ pub enum OffsetsError {
     Arch(&'static str),
 }
 
-/// `struct pt_regs` members holding a syscall's first and second arguments.
-fn arg_registers() -> Result<(&'static str, &'static str), OffsetsError> {
+/// `struct pt_regs` members holding a syscall's first and second arguments and its number.
+fn arg_registers() -> Result<(&'static str, &'static str, &'static str), OffsetsError> {
     if cfg!(target_arch = "x86_64") {
-        Ok(("di", "si"))
+        Ok(("di", "si", "orig_ax"))
     } else {
         Err(OffsetsError::Arch(std::env::consts::ARCH))
     }
@@ -24,7 +24,7 @@ fn arg_registers() -> Result<(&'static str, &'static str), OffsetsError> {
 
 /// Reads every offset the programs need from the running kernel.
 pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
-    let (arg0, arg1) = arg_registers()?;
+    let (arg0, arg1, nr) = arg_registers()?;
     Ok(KernelOffsets {
         valid: ABI_VERSION,
         regs_arg0: btf.member_offset("pt_regs", arg0)?,
@@ -53,5 +53,8 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         task_start_time: btf.member_offset("task_struct", "start_time")?,
         skb_len: btf.member_offset("sk_buff", "len")?,
         skb_data: btf.member_offset("sk_buff", "data")?,
+        regs_nr: btf.member_offset("pt_regs", nr)?,
+        sock_socket: btf.member_offset("sock", "sk_socket")?,
+        socket_alloc_inode: btf.member_offset("socket_alloc", "vfs_inode")?,
     })
 }

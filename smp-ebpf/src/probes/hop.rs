@@ -228,8 +228,13 @@ pub fn on_data(
     }
     if s.role == ROLE_UNKNOWN && new_msg {
         s.role = match (class, ingress) {
-            (Class::HttpRequest, true) | (Class::HttpResponse, false) => ROLE_DOWNSTREAM,
-            (Class::HttpRequest, false) | (Class::HttpResponse, true) => ROLE_UPSTREAM,
+            // The h2 client sends the preface.
+            (Class::HttpRequest | Class::H2Preface, true) | (Class::HttpResponse, false) => {
+                ROLE_DOWNSTREAM
+            }
+            (Class::HttpRequest | Class::H2Preface, false) | (Class::HttpResponse, true) => {
+                ROLE_UPSTREAM
+            }
             _ => ROLE_UNKNOWN,
         };
     }

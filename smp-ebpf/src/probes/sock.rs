@@ -9,7 +9,9 @@
 //! `close_range` and `execve(at)` keep `FD_CACHE` true.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_task_pt_regs,
+    },
     programs::RawTracePointContext,
 };
 use smp_common::{
@@ -267,14 +269,29 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
         _ => {}
     }
     let now = unsafe { bpf_ktime_get_ns() };
+    let Some(kind) = SyscallKind::from_u32(pending.kind) else {
+        return Ok(());
+    };
+    charge(tgid, &pending, ret, now.saturating_sub(pending.since_ns));
+    if pending.at_exit != 0 {
+        hop::on_write_exit(&pending, now, pid_tgid);
+    }
+    if kind.is_ingress() {
+        on_read_done(&pending, kind, ret, now, pid_tgid, o);
+    }
+    Ok(())
+}
+
+/// Adds a data syscall that returned `ret` after `ns` to `SOCK_STATS`.
+#[inline(always)]
+fn charge(tgid: u32, p: &PendingSyscall, ret: i64, ns: u64) {
     let key = SockKey {
         tgid,
-        fd: pending.fd,
-        ino: pending.ino,
-        kind: pending.kind,
+        fd: p.fd,
+        ino: p.ino,
+        kind: p.kind,
         _pad: 0,
     };
-    let ns = now.saturating_sub(pending.since_ns);
     match SOCK_STATS.get_ptr_mut(&key) {
         // SAFETY: per-CPU value, only this CPU writes it while this program runs.
         Some(s) => unsafe {
@@ -298,16 +315,126 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
             }
         }
     }
-    if pending.at_exit != 0 {
-        hop::on_write_exit(&pending, now, pid_tgid);
-    }
+}
+
+/// A read returned `ret` at `now`: data starts or continues a message; end of stream forgets
+/// the connection's message state (it is closing).
+#[inline(always)]
+fn on_read_done(
+    p: &PendingSyscall,
+    kind: SyscallKind,
+    ret: i64,
+    now: u64,
+    pid_tgid: u64,
+    o: &KernelOffsets,
+) {
     if ret > 0 {
-        if let Some(kind) = SyscallKind::from_u32(pending.kind).filter(|k| k.is_ingress()) {
-            hop::on_data(&pending, kind, ret as u64, now, pid_tgid, o);
-        }
-    } else if ret == 0 && SyscallKind::from_u32(pending.kind).is_some_and(|k| k.is_ingress()) {
-        // End of stream: the connection is closing; forget its message state.
-        hop::forget(pending.ino);
+        hop::on_data(p, kind, ret as u64, now, pid_tgid, o);
+    } else if ret == 0 {
+        hop::forget(p.ino);
     }
+}
+
+/// `MSG_PEEK` (`include/linux/socket.h`): a read that leaves the data queued.
+const MSG_PEEK: u32 = 2;
+
+/// The socket tracepoints (6.4+) fire inside `sock_sendmsg`/`sock_recvmsg` when a send or
+/// receive completes, with the `struct sock *`: no fd lookup, and no hook on any other
+/// syscall. Which syscall it is, its fd and its buffer come from the task's user registers.
+/// Writes are timed at completion here (their entry is not seen): a hop's `t_out` includes
+/// the send, and the send is not timed apart.
+///
+/// match-proto:v6.4:include/trace/events/sock.h:sock_send_length(struct sock *sk, int ret, int flags)
+/// match-proto:v6.4:include/trace/events/sock.h:sock_recv_length(struct sock *sk, int ret, int flags)
+#[inline(always)]
+pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let sk: u64 = ctx.arg(0);
+    let ret = i64::from(ctx.arg::<u64>(1) as i32);
+    let flags = ctx.arg::<u64>(2) as u32;
+    if ingress && flags & MSG_PEEK != 0 {
+        return Ok(());
+    }
+    // SAFETY: helpers on the current task; the registers are only read via probe_read.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr: u64 = read(regs, o.regs_nr)?;
+    let op = syscall_op(nr);
+    // io_uring, sendfile, kernel sockets: not a traced syscall of the task.
+    if op & op::DATA == 0 {
+        return Ok(());
+    }
+    let Some(kind) = SyscallKind::from_u32(u32::from(op & 7)) else {
+        return Ok(());
+    };
+    if kind.is_ingress() != ingress {
+        return Ok(());
+    }
+    let (fd, buf) = args01(regs, o)?;
+    let socket: u64 = read(sk, o.sock_socket)?;
+    if socket == 0 {
+        return Ok(());
+    }
+    let ino = socket_ino(socket, o)?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pending = PendingSyscall {
+        since_ns: now,
+        buf,
+        ino,
+        sk,
+        fd: fd as u32,
+        kind: kind as u32,
+        ..PendingSyscall::default()
+    };
+    charge(tgid, &pending, ret, 0);
+    if ingress {
+        on_read_done(&pending, kind, ret, now, pid_tgid, o);
+    } else if ret > 0 {
+        hop::on_data(&pending, kind, 0, now, pid_tgid, o);
+    }
+    Ok(())
+}
+
+/// The inode number of a `struct socket` (its inode follows it in `struct socket_alloc`).
+#[inline(always)]
+fn socket_ino(socket: u64, o: &KernelOffsets) -> Result<u64, i32> {
+    read(socket, o.socket_alloc_inode + o.inode_ino)
+}
+
+/// `TCP_SYN_SENT` (`include/net/tcp_states.h`).
+const TCP_SYN_SENT: i32 = 2;
+
+/// A TCP socket changed state: one a tracked process is connecting is an upstream (what
+/// `connect` tells the raw syscall hooks; accepted sockets are known by their first bytes).
+///
+/// match-proto:v4.16:include/trace/events/sock.h:inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
+#[inline(always)]
+pub fn on_sock_state(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let newstate = ctx.arg::<u64>(2) as i32;
+    if newstate != TCP_SYN_SENT {
+        return Ok(());
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let sk: u64 = ctx.arg(0);
+    let socket: u64 = read(sk, o.sock_socket)?;
+    if socket == 0 {
+        return Ok(());
+    }
+    let ino = socket_ino(socket, o)?;
+    hop::set_role(SocketRef { ino, sk }, ROLE_UPSTREAM, o);
     Ok(())
 }
