@@ -76,6 +76,15 @@ pub fn smp_sock_recv(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// A TCP send starts queueing data (`tcp:tcp_sendmsg_locked`, 6.12+: `TP_PROTO(const struct
+/// sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal)`): with the
+/// socket tracepoints, where a write starts (its outbound message boundary).
+#[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
+pub fn smp_tcp_send(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sock::on_tcp_send_start(&ctx);
+    0
+}
+
 /// A TCP socket changed state (`sock:inet_sock_set_state`, ≥ 4.16: `TP_PROTO(const struct
 /// sock *sk, const int oldstate, const int newstate)`): with the socket tracepoints, tells
 /// which sockets a proxy connected (its upstreams).

@@ -64,17 +64,10 @@ impl SocketHooks {
         }
     }
 
-    /// `Sock` if the kernel's BTF names the `sock_send_length` and `sock_recv_length`
-    /// tracepoints (Linux 6.4+), else `Syscalls`.
+    /// `Sock` if the kernel has the `sock_send_length` and `sock_recv_length` tracepoints
+    /// (Linux 6.4+), else `Syscalls`.
     pub fn detect() -> SocketHooks {
-        let Ok(btf) = std::fs::read(VMLINUX_BTF) else {
-            return SocketHooks::Syscalls;
-        };
-        let names = |name: &str| {
-            let needle = format!("btf_trace_{name}\0");
-            btf.windows(needle.len()).any(|w| w == needle.as_bytes())
-        };
-        if names("sock_send_length") && names("sock_recv_length") {
+        if has_tracepoint("sock_send_length") && has_tracepoint("sock_recv_length") {
             SocketHooks::Sock
         } else {
             SocketHooks::Syscalls
@@ -87,6 +80,15 @@ impl SocketHooks {
             SocketHooks::Syscalls => "syscalls",
         }
     }
+}
+
+/// Whether the running kernel has tracepoint `name`: its BTF then names a `btf_trace_<name>`
+/// typedef (read once per process).
+pub fn has_tracepoint(name: &str) -> bool {
+    static BTF: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let btf = BTF.get_or_init(|| std::fs::read(VMLINUX_BTF).unwrap_or_default());
+    let needle = format!("btf_trace_{name}\0");
+    btf.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 impl std::str::FromStr for SocketHooks {
@@ -208,21 +210,35 @@ pub fn hooks_for(socket: SocketHooks) -> Vec<Hook> {
             "inet_sock_set_state",
             "roles: the TCP sockets a proxy connects (SYN_SENT) are upstreams",
         ),
+        (
+            "smp_tcp_send",
+            "tcp_sendmsg_locked",
+            "TCP sends: where a write starts (write-side message boundaries; the send timed apart)",
+        ),
     ] {
         let chosen = socket == SocketHooks::Sock;
+        // tcp_sendmsg_locked came in 6.12; before it, writes are timed at completion.
+        let here = program != "smp_tcp_send" || has_tracepoint(target);
         out.push(Hook {
             program,
             kind: HookKind::RawTracepoint,
             target: target.into(),
-            required: chosen,
+            required: chosen && here,
             feeds,
-            variant: if chosen {
-                "socket tracepoint (sends/receives 6.4+): fires only on socket I/O or TCP state \
-                 changes, with the struct sock; the syscall, fd and buffer come from the task's \
-                 user registers; no other syscall pays a hook"
-            } else {
-                "alternative to sys_enter/sys_exit, not used (SMP_SOCKET_HOOKS=syscalls, or \
-                 the kernel is older than 6.4)"
+            variant: match (chosen, here) {
+                (true, true) => {
+                    "socket tracepoint: fires only on socket I/O or TCP state changes, with the \
+                     struct sock; the syscall, fd and buffer come from the task's user \
+                     registers; no other syscall pays a hook"
+                }
+                (true, false) => {
+                    "not on this kernel (6.12+): writes are timed at completion, their send \
+                     inside the hop"
+                }
+                (false, _) => {
+                    "alternative to sys_enter/sys_exit, not used (SMP_SOCKET_HOOKS=syscalls, or \
+                     the kernel is older than 6.4)"
+                }
             },
             socket_hooks: Some(SocketHooks::Sock),
         });
@@ -305,7 +321,11 @@ mod tests {
                 .into_iter()
                 .filter(|h| h.socket_hooks.is_some() && h.required)
                 .collect();
-            let want = if socket == SocketHooks::Sock { 3 } else { 2 };
+            let want = match socket {
+                SocketHooks::Sock if has_tracepoint("tcp_sendmsg_locked") => 4,
+                SocketHooks::Sock => 3,
+                SocketHooks::Syscalls => 2,
+            };
             assert_eq!(required.len(), want, "{socket:?}");
             assert!(required.iter().all(|h| h.socket_hooks == Some(socket)));
         }

@@ -338,11 +338,50 @@ fn on_read_done(
 /// `MSG_PEEK` (`include/linux/socket.h`): a read that leaves the data queued.
 const MSG_PEEK: u32 = 2;
 
+/// The traced data syscall (`ingress`: a read) the current task is in, on socket `sk`, as a
+/// call parked `now`; `None` when the task is in no such syscall (io_uring, sendfile, a
+/// kernel socket). The syscall, its fd and its buffer come from the task's user registers.
+#[inline(always)]
+fn current_call(
+    sk: u64,
+    ingress: bool,
+    o: &KernelOffsets,
+) -> Result<Option<(SyscallKind, PendingSyscall)>, i32> {
+    // SAFETY: helpers on the current task; the registers are only read via probe_read.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr: u64 = read(regs, o.regs_nr)?;
+    let op = syscall_op(nr);
+    if op & op::DATA == 0 {
+        return Ok(None);
+    }
+    let Some(kind) = SyscallKind::from_u32(u32::from(op & 7)) else {
+        return Ok(None);
+    };
+    if kind.is_ingress() != ingress {
+        return Ok(None);
+    }
+    let (fd, buf) = args01(regs, o)?;
+    let socket: u64 = read(sk, o.sock_socket)?;
+    if socket == 0 {
+        return Ok(None);
+    }
+    let call = PendingSyscall {
+        since_ns: unsafe { bpf_ktime_get_ns() },
+        buf,
+        ino: socket_ino(socket, o)?,
+        sk,
+        fd: fd as u32,
+        kind: kind as u32,
+        ..PendingSyscall::default()
+    };
+    Ok(Some((kind, call)))
+}
+
 /// The socket tracepoints (6.4+) fire inside `sock_sendmsg`/`sock_recvmsg` when a send or
 /// receive completes, with the `struct sock *`: no fd lookup, and no hook on any other
-/// syscall. Which syscall it is, its fd and its buffer come from the task's user registers.
-/// Writes are timed at completion here (their entry is not seen): a hop's `t_out` includes
-/// the send, and the send is not timed apart.
+/// syscall. A TCP send whose start [`on_tcp_send_start`] parked is charged from that start;
+/// other sends (kernels before 6.12, non-TCP sockets) are timed at completion: their hop's
+/// `t_out` includes the send, which is not timed apart.
 ///
 /// match-proto:v6.4:include/trace/events/sock.h:sock_send_length(struct sock *sk, int ret, int flags)
 /// match-proto:v6.4:include/trace/events/sock.h:sock_recv_length(struct sock *sk, int ret, int flags)
@@ -363,42 +402,63 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), i32> 
     if ingress && flags & MSG_PEEK != 0 {
         return Ok(());
     }
-    // SAFETY: helpers on the current task; the registers are only read via probe_read.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let nr: u64 = read(regs, o.regs_nr)?;
-    let op = syscall_op(nr);
-    // io_uring, sendfile, kernel sockets: not a traced syscall of the task.
-    if op & op::DATA == 0 {
-        return Ok(());
+    if !ingress {
+        if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
+            // SAFETY: the calling thread's own slot: only this thread writes it.
+            let started = unsafe { *slot };
+            if started.kind != PENDING_IDLE && started.sk == sk {
+                // SAFETY: as above.
+                unsafe { (*slot).kind = PENDING_IDLE };
+                let now = unsafe { bpf_ktime_get_ns() };
+                charge(tgid, &started, ret, now.saturating_sub(started.since_ns));
+                if started.at_exit != 0 {
+                    hop::on_write_exit(&started, now, pid_tgid);
+                }
+                return Ok(());
+            }
+        }
     }
-    let Some(kind) = SyscallKind::from_u32(u32::from(op & 7)) else {
+    let Some((kind, call)) = current_call(sk, ingress, o)? else {
         return Ok(());
     };
-    if kind.is_ingress() != ingress {
-        return Ok(());
-    }
-    let (fd, buf) = args01(regs, o)?;
-    let socket: u64 = read(sk, o.sock_socket)?;
-    if socket == 0 {
-        return Ok(());
-    }
-    let ino = socket_ino(socket, o)?;
-    let now = unsafe { bpf_ktime_get_ns() };
-    let pending = PendingSyscall {
-        since_ns: now,
-        buf,
-        ino,
-        sk,
-        fd: fd as u32,
-        kind: kind as u32,
-        ..PendingSyscall::default()
-    };
-    charge(tgid, &pending, ret, 0);
+    charge(tgid, &call, ret, 0);
     if ingress {
-        on_read_done(&pending, kind, ret, now, pid_tgid, o);
+        on_read_done(&call, kind, ret, call.since_ns, pid_tgid, o);
     } else if ret > 0 {
-        hop::on_data(&pending, kind, 0, now, pid_tgid, o);
+        hop::on_data(&call, kind, 0, call.since_ns, pid_tgid, o);
     }
+    Ok(())
+}
+
+/// A TCP send is about to queue data (`tcp:tcp_sendmsg_locked`, 6.12+; it fires once per
+/// segment-sized chunk): on the first chunk of a traced syscall, the outbound message
+/// boundary is taken and the call parked, as `sys_enter` does, so that `t_out` is the send's
+/// start and [`on_sock_io`] times the send apart.
+///
+/// match-proto:v6.12:include/trace/events/tcp.h:tcp_sendmsg_locked(const struct sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal)
+#[inline(always)]
+pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let sk: u64 = ctx.arg(0);
+    if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
+        // SAFETY: the calling thread's own slot: only this thread writes it.
+        let parked = unsafe { &*slot };
+        if parked.kind != PENDING_IDLE && parked.sk == sk {
+            return Ok(()); // a later chunk of the same send
+        }
+    }
+    let Some((kind, mut call)) = current_call(sk, false, o)? else {
+        return Ok(());
+    };
+    call.at_exit = hop::on_data(&call, kind, 0, call.since_ns, pid_tgid, o);
+    park(pid_tgid, &call);
     Ok(())
 }
 
