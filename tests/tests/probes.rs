@@ -229,19 +229,20 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
+/// The delay our proxy adds per request in [`hop_through_a_local_proxy_is_paired_and_timed`].
+const DELAY_US: u64 = 1000;
+
 /// Hop pairing at the probe level, without the mesh lab (so it runs in the kernel matrix):
 /// our ground-truth proxy on loopback, between a client here and our app, delays each request
 /// by D. Every request is paired, and the request hop the probes measure matches the proxy's
 /// own clock of the same requests.
 #[test]
 fn hop_through_a_local_proxy_is_paired_and_timed() {
-    use smp_agent::aggregate::hops::Leg;
-    use smp_tests::{agent_bin, drive, hop_session::Session};
+    use smp_tests::agent_bin;
     use std::{net::SocketAddr, process::Command, time::Duration};
     if !require_root("hop_through_a_local_proxy_is_paired_and_timed") {
         return;
     }
-    const DELAY_US: u64 = 1000;
     let [app, proxy, admin] = [0; 3].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
     let spawn = |args: Vec<String>| {
         Child(
@@ -293,7 +294,6 @@ fn hop_through_a_local_proxy_with(
     use smp_agent::aggregate::hops::Leg;
     use smp_tests::{drive, hop_session::Session};
     use std::time::Duration;
-    const DELAY_US: u64 = 1000;
     let session = Session::start_with(&[pid], mode);
     let (ok, failed) = drive(None, proxy, 8, 200.0, Duration::from_secs(3), |_| None);
     let (agg, pairing) = session.finish();

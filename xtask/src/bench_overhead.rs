@@ -86,12 +86,15 @@ fn attached(mut cmd: Command) -> anyhow::Result<(Kill, Duration)> {
 }
 
 /// `smp-agent top` on `pids` until killed (its first line comes once the probes are attached).
-fn top(agent: &Path, pids: &[u64]) -> anyhow::Result<(Vec<Kill>, Duration)> {
+fn top(agent: &Agent, pids: &[u64]) -> anyhow::Result<(Vec<Kill>, Duration)> {
     let mut out = Vec::new();
     let mut load = Duration::ZERO;
     for pid in pids {
-        let mut cmd = crate::lab::top(agent, *pid, 3600);
+        let mut cmd = crate::lab::top(&agent.bin, *pid, 3600);
         cmd.args(["--interval", "1h"]);
+        if let Some(h) = agent.socket_hooks {
+            cmd.env("SMP_SOCKET_HOOKS", h);
+        }
         let (k, d) = attached(cmd)?;
         load += d;
         out.push(k);
@@ -200,13 +203,44 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The agents measured: this tree's, and the baseline if given.
-fn agents(this: PathBuf, baseline: Option<&PathBuf>) -> Vec<(&'static str, PathBuf)> {
-    let mut out = vec![("this", this)];
+/// An agent configuration measured: a binary, and the socket hooks it is told to use.
+struct Agent {
+    name: String,
+    bin: PathBuf,
+    /// `SMP_SOCKET_HOOKS` for it (`None`: its own choice for this kernel).
+    socket_hooks: Option<&'static str>,
+}
+
+/// The agents measured: this tree's with its own choice of socket hooks and, where the
+/// kernel has the socket tracepoints, with the raw syscall hooks instead; and the baseline
+/// if given.
+fn agents(this: PathBuf, baseline: Option<&PathBuf>) -> Vec<Agent> {
+    let mut out = vec![Agent {
+        name: "this".into(),
+        bin: this.clone(),
+        socket_hooks: None,
+    }];
+    if sock_tracepoints() {
+        out.push(Agent {
+            name: "this, SMP_SOCKET_HOOKS=syscalls".into(),
+            bin: this,
+            socket_hooks: Some("syscalls"),
+        });
+    }
     if let Some(b) = baseline {
-        out.push(("baseline", b.clone()));
+        out.push(Agent {
+            name: "baseline".into(),
+            bin: b.clone(),
+            socket_hooks: None,
+        });
     }
     out
+}
+
+/// Whether this kernel has the socket tracepoints the agent prefers (6.4+).
+fn sock_tracepoints() -> bool {
+    std::path::Path::new("/sys/kernel/tracing/events/sock/sock_send_length").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events/sock/sock_send_length").exists()
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -244,7 +278,7 @@ fn syscall_cost(
     o: &Options,
     sysloop: &Path,
     agent: &Path,
-    agents: &[(&'static str, PathBuf)],
+    agents: &[Agent],
     disturbed: &mut Disturbances,
 ) -> anyhow::Result<()> {
     let mut child = Kill(
@@ -285,16 +319,19 @@ fn syscall_cost(
 
     // (label, per-round CPU ns per socket syscall and per getppid, load+attach seconds)
     let mut rows: Vec<Row> = vec![Row::new("no probes")];
-    let floors = [
+    let mut floors = vec![
         ("floor: empty, 19 classic tracepoints", "classic"),
-        ("floor: empty, 2 raw tracepoints", "raw"),
+        ("floor: empty, 2 raw syscall tracepoints", "raw"),
     ];
-    for (label, _) in floors {
+    if sock_tracepoints() {
+        floors.push(("floor: empty, the socket tracepoints", "sock"));
+    }
+    for (label, _) in &floors {
         rows.push(Row::new(label));
     }
-    for (name, _) in agents {
-        rows.push(Row::new(&format!("{name}: attached, loop untracked")));
-        rows.push(Row::new(&format!("{name}: loop tracked")));
+    for a in agents {
+        rows.push(Row::new(&format!("{}: attached, loop untracked", a.name)));
+        rows.push(Row::new(&format!("{}: loop tracked", a.name)));
     }
     println!(
         "(a) tight write/read loop on a loopback TCP pair, {} rounds of {} syscalls",
@@ -312,7 +349,7 @@ fn syscall_cost(
         };
         let cpu = round("no probes", &[&child, &idle], disturbed)?;
         push(&mut rows, cpu, None);
-        for (label, hooks) in floors {
+        for &(label, hooks) in &floors {
             let mut cmd = Command::new(agent);
             cmd.args(["probe-floor", "--hooks", hooks, "--duration", "1h"]);
             let (k, load) = attached(cmd)?;
@@ -320,15 +357,15 @@ fn syscall_cost(
             drop(k);
             push(&mut rows, cpu, Some(load.as_secs_f64()));
         }
-        for (name, bin) in agents {
+        for a in agents {
             for (target, what) in [
                 (idle_pid, "attached, loop untracked"),
                 (pid, "loop tracked"),
             ] {
-                let (tops, load) = top(bin, &[target])?;
+                let (tops, load) = top(a, &[target])?;
                 let mut ours = vec![&child, &idle];
                 ours.extend(tops.iter());
-                let cpu = round(&format!("{name}: {what}"), &ours, disturbed)?;
+                let cpu = round(&format!("{}: {what}", a.name), &ours, disturbed)?;
                 drop(tops);
                 push(&mut rows, cpu, Some(load.as_secs_f64()));
             }
@@ -392,7 +429,7 @@ impl Row {
 fn lab(
     o: &Options,
     agent: &Path,
-    agents: &[(&'static str, PathBuf)],
+    agents: &[Agent],
     disturbed: &mut Disturbances,
 ) -> anyhow::Result<()> {
     let lab = Lab::up(agent, "smpbench", "envoy")?;
@@ -409,11 +446,11 @@ fn lab(
     };
 
     // Condition 0: no probes; then one per agent.
-    let mut conds: Vec<(String, Option<&PathBuf>)> = vec![("no probes".into(), None)];
+    let mut conds: Vec<(String, Option<&Agent>)> = vec![("no probes".into(), None)];
     conds.extend(
         agents
             .iter()
-            .map(|(n, b)| (format!("{n} tracking both sidecars"), Some(b))),
+            .map(|a| (format!("{} tracking both sidecars", a.name), Some(a))),
     );
     let mut results: Vec<Vec<LabRun>> = vec![Vec::new(); conds.len()];
     println!(

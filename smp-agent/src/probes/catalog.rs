@@ -314,8 +314,13 @@ mod tests {
         let hooks = hooks();
         let names: std::collections::BTreeSet<_> = hooks.iter().map(|h| h.program).collect();
         assert_eq!(names.len(), hooks.len(), "program names are unique");
-        let sockets = hooks.iter().filter(|h| h.required && h.socket_hooks.is_some());
-        assert_eq!(hooks.iter().filter(|h| h.required).count(), 4 + sockets.count() + 1);
+        let sockets = hooks
+            .iter()
+            .filter(|h| h.required && h.socket_hooks.is_some());
+        assert_eq!(
+            hooks.iter().filter(|h| h.required).count(),
+            4 + sockets.count() + 1
+        );
         for socket in [SocketHooks::Sock, SocketHooks::Syscalls] {
             let required: Vec<_> = hooks_for(socket)
                 .into_iter()
@@ -337,7 +342,10 @@ mod tests {
         assert_eq!("sock".parse::<SocketHooks>(), Ok(SocketHooks::Sock));
         assert_eq!("syscalls".parse::<SocketHooks>(), Ok(SocketHooks::Syscalls));
         let e = "kprobe".parse::<SocketHooks>().unwrap_err();
-        assert!(e.contains("SMP_SOCKET_HOOKS=\"kprobe\"") && e.contains("\"sock\""), "{e}");
+        assert!(
+            e.contains("SMP_SOCKET_HOOKS=\"kprobe\"") && e.contains("\"sock\""),
+            "{e}"
+        );
     }
 
     #[test]

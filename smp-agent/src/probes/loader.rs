@@ -247,7 +247,9 @@ impl Probes {
             }
             if let Err(reason) = attach(&mut ebpf, &hook) {
                 let hint = if hook.socket_hooks == Some(SocketHooks::Sock) {
-                    format!("{reason} (SMP_SOCKET_HOOKS=syscalls uses the raw syscall hooks instead)")
+                    format!(
+                        "{reason} (SMP_SOCKET_HOOKS=syscalls uses the raw syscall hooks instead)"
+                    )
                 } else {
                     reason
                 };
@@ -528,10 +530,13 @@ impl Probes {
 /// Which hooks [`FloorProbes`] attaches its empty programs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FloorHooks {
-    /// `raw_syscalls/sys_enter` and `sys_exit` (raw tracepoints): what the agent uses.
+    /// `raw_syscalls/sys_enter` and `sys_exit` (raw tracepoints): the agent before 6.4.
     Raw,
     /// The 19 classic `syscalls/sys_{enter,exit}_*` tracepoints the agent used before.
     Classic,
+    /// The socket tracepoints (raw) the agent uses on 6.4+ (`tcp_sendmsg_locked` where the
+    /// kernel has it).
+    Sock,
 }
 
 impl FloorHooks {
@@ -549,6 +554,19 @@ impl FloorHooks {
                 );
                 ("smp_floor_tp", t)
             }
+            FloorHooks::Sock => (
+                "smp_floor_raw",
+                [
+                    "sock_send_length",
+                    "sock_recv_length",
+                    "inet_sock_set_state",
+                    "tcp_sendmsg_locked",
+                ]
+                .into_iter()
+                .filter(|t| catalog::has_tracepoint(t))
+                .map(String::from)
+                .collect(),
+            ),
         }
     }
 }
@@ -575,7 +593,7 @@ impl FloorProbes {
             .program_mut(program)
             .ok_or(ProbeError::MissingProgram { program })?;
         match hooks {
-            FloorHooks::Raw => {
+            FloorHooks::Raw | FloorHooks::Sock => {
                 let p: &mut RawTracePoint = prog.try_into().map_err(|e| attach_err("", e))?;
                 p.load().map_err(|e| attach_err("", e))?;
                 for t in &targets {
