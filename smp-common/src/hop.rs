@@ -184,6 +184,9 @@ const _: () = assert!(core::mem::size_of::<HopCounts>() == 80);
 /// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle
 /// ones' state, never memory).
 pub const MAX_SOCK_STATE: u32 = 131072;
+/// Capacity of `PASSIVE_SK`: accepted TCP sockets not yet seen carrying data (LRU: a socket
+/// nobody tracked reads is forgotten).
+pub const MAX_PASSIVE_SK: u32 = 16384;
 /// Capacity of `THREAD_FWD`.
 pub const MAX_THREAD_FWD: u32 = 16384;
 

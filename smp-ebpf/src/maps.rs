@@ -9,7 +9,7 @@ use smp_common::{
     counters::{Counter, COUNTER_SLOTS},
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
-    hop::{FwdQueue, HopCounts, SockState, MAX_SOCK_STATE, MAX_THREAD_FWD},
+    hop::{FwdQueue, HopCounts, SockState, MAX_PASSIVE_SK, MAX_SOCK_STATE, MAX_THREAD_FWD},
     sock::{
         FdSocket, PendingSyscall, SockKey, SockStats, MAX_FD_CACHE, MAX_PENDING, MAX_SOCK_STATS,
         MAX_SYSCALL_NR,
@@ -84,6 +84,12 @@ pub static SOCK_STATE: LruHashMap<u64, SockState> = LruHashMap::with_max_entries
 /// (softirq, no process context) can find their state.
 #[map]
 pub static SK_INO: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
+
+/// TCP sockets born from a listener (`struct sock *` → 1), marked when they enter
+/// `SYN_RECV` (in softirq, whoever runs): with the socket tracepoints, what tells an accepted
+/// socket (a downstream) at its first data, as `accept` does for the syscall hooks.
+#[map]
+pub static PASSIVE_SK: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_PASSIVE_SK, 0);
 
 /// Responses read and not yet forwarded, per thread (key: tid).
 #[map]

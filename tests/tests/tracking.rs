@@ -221,6 +221,8 @@ fn cpu_per_request_is_stable_between_two_runs() {
     }
     let cfg = lab_config("trk3", ProxyKind::Envoy, false);
     with_lab(&cfg, |info| {
+        // The first run starts while the second loads its programs (1–2 s), and both must
+        // still be watching when the 8 s of load end.
         let spawn = || {
             let mut top = Command::new(agent_bin())
                 .args([
@@ -228,7 +230,7 @@ fn cpu_per_request_is_stable_between_two_runs() {
                     "--name",
                     "envoy",
                     "--duration",
-                    "10s",
+                    "13s",
                     "--output",
                     "json",
                 ])
@@ -261,7 +263,7 @@ fn cpu_per_request_is_stable_between_two_runs() {
                 .into_iter()
                 .map(|p| {
                     let reqs = p["requests"].as_u64().unwrap();
-                    assert_eq!(reqs, n, "requests of {}", p["id"]);
+                    assert_eq!(reqs, n, "requests of {}: {}", p["id"], p["pairing"]);
                     (
                         p["id"].as_str().unwrap().to_string(),
                         p["cpu"]["cpu_us_per_request"].as_f64().unwrap(),
@@ -280,7 +282,7 @@ fn cpu_per_request_is_stable_between_two_runs() {
         let a = figures(first, n);
         let b = figures(second, n);
         let stat1 = lab.map(proc_cpu_ns);
-        // The kernel's figure for the same window (the runs' last 2 s are idle: a little more).
+        // The kernel's figure for the same window (the runs' last seconds are idle: a little more).
         let per_request = |i: usize| (stat1[i] - stat0[i]) as f64 / 1e3 / n as f64;
         let mut kernel: Vec<f64> = (0..2).map(per_request).collect();
         kernel.sort_by(f64::total_cmp);

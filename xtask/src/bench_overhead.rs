@@ -9,7 +9,9 @@
 //!     the node pays) and tracking the loop itself. `--baseline-agent` adds an agent built from
 //!     an earlier commit to the same rounds, for before/after figures from one run.
 //! (b) a sidecar mesh's max throughput through the lab (Envoy), and (c) p50/p99 at a fixed
-//!     rate, without probes and with each agent tracking both sidecars, rounds alternating.
+//!     rate, without probes and with each agent tracking both sidecars, rounds alternating;
+//! (d) per agent, each eBPF program's run time per request at the fixed rate (the kernel's
+//!     `bpf_stats`): where the probes' time goes.
 //!
 //! Other engineers' agents attached to the same hooks slow every syscall down too: the bench
 //! lists the tracing programs it did not load itself whenever it sees any (via `bpftool`).
@@ -529,6 +531,77 @@ fn lab(
         );
     }
     println!("(medians of {} rounds; ratios are medians of per-round ratios to no probes; CPU over the fixed-rate run, from the threads' schedstat)", o.lab_rounds);
+    program_time(o, &lab, &url, &pids, agents)
+}
+
+/// (d): where the probes' time goes: each program's run time per request at the fixed rate,
+/// from the kernel's own accounting (`kernel.bpf_stats_enabled`, on only for this run: it adds
+/// two clock reads to every program run, which the figures include).
+fn program_time(
+    o: &Options,
+    lab: &Lab,
+    url: &str,
+    pids: &[u64],
+    agents: &[Agent],
+) -> anyhow::Result<()> {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let was = std::fs::read_to_string(STATS)?.trim().to_string();
+    // (program name → (run_time_ns, run_cnt)) summed over the programs `ours` hold.
+    let stats = |ours: &[&Kill]| -> anyhow::Result<std::collections::BTreeMap<String, (f64, f64)>> {
+        let out = Command::new("bpftool")
+            .args(["-j", "prog", "show"])
+            .output()?;
+        let progs: Value = serde_json::from_slice(&out.stdout).context("bpftool prog show")?;
+        let mine: BTreeSet<u64> = ours.iter().flat_map(|k| programs_of(k.0.id())).collect();
+        let mut by_name = std::collections::BTreeMap::new();
+        for p in progs.as_array().into_iter().flatten() {
+            if !p["id"].as_u64().is_some_and(|id| mine.contains(&id)) {
+                continue;
+            }
+            let e: &mut (f64, f64) = by_name
+                .entry(p["name"].as_str().unwrap_or("?").to_string())
+                .or_default();
+            e.0 += p["run_time_ns"].as_f64().unwrap_or(0.0);
+            e.1 += p["run_cnt"].as_f64().unwrap_or(0.0);
+        }
+        Ok(by_name)
+    };
+    println!(
+        "\n(d) eBPF run time per request at {} rps, {} s, by program (kernel.bpf_stats_enabled; both agents' copies summed)",
+        o.rate, o.seconds
+    );
+    for a in agents {
+        let (tops, _) = top(a, pids)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let ours: Vec<&Kill> = tops.iter().collect();
+        std::fs::write(STATS, "1")?;
+        let before = stats(&ours);
+        let fixed = lab.load(url, &o.rate.to_string(), o.seconds);
+        let after = stats(&ours);
+        std::fs::write(STATS, &was)?;
+        drop(tops);
+        let (before, after, fixed) = (before?, after?, fixed?.1);
+        let requests = fixed["requests"].as_f64().unwrap_or(f64::NAN);
+        println!("\n{}: {requests:.0} requests\n", a.name);
+        println!("| program | runs per request | ns per run | ns per request |");
+        println!("|---|---|---|---|");
+        let mut total = 0.0;
+        for (name, (ns1, n1)) in &after {
+            let (ns0, n0) = before.get(name).copied().unwrap_or_default();
+            let (ns, runs) = (ns1 - ns0, n1 - n0);
+            if runs == 0.0 {
+                continue;
+            }
+            total += ns;
+            println!(
+                "| {name} | {:.1} | {:.0} | {:.0} |",
+                runs / requests,
+                ns / runs,
+                ns / requests
+            );
+        }
+        println!("| all | | | {:.0} |", total / requests);
+    }
     Ok(())
 }
 

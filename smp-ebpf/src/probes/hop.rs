@@ -28,7 +28,7 @@ use smp_common::{
 use crate::{
     kernel::{read, read_user, sock_tuple, SocketRef},
     maps::{
-        count, emit, header, offsets, Wake, HOP_COUNTS, SK_INO, SOCK_STATE, THREAD_FWD,
+        count, emit, header, offsets, Wake, HOP_COUNTS, PASSIVE_SK, SK_INO, SOCK_STATE, THREAD_FWD,
         THREAD_LAST_REQ, ZERO_FWD,
     },
 };
@@ -46,8 +46,11 @@ enum Class {
 
 #[inline(always)]
 fn classify(b: &[u8; 8], len: u64) -> Class {
-    if len >= 6 && b[1] == 0x03 && (b[0] == 0x16 || b[0] == 0x14 || b[0] == 0x15) {
-        return Class::TlsControl(b[0] == 0x16 && b[5] == 0x01);
+    // A 5-byte read is a record header alone (OpenSSL and BoringSSL read the header first):
+    // a handshake record then is taken for a ClientHello (only the client's first flight
+    // reaches a socket whose role is still unknown).
+    if len >= 5 && b[1] == 0x03 && (b[0] == 0x16 || b[0] == 0x14 || b[0] == 0x15) {
+        return Class::TlsControl(b[0] == 0x16 && (len == 5 || b[5] == 0x01));
     }
     if len < 4 {
         return Class::Other;
@@ -188,6 +191,12 @@ pub fn on_data(
         if let Ok(Some(t)) = sock_tuple(p.sk, o) {
             s.tuple = t;
             s.flags |= SOCK_TUPLE;
+        }
+        // An accepted socket seen for the first time (socket tracepoints: no `accept` hook).
+        // SAFETY: plain copy out of the map value.
+        if s.role == ROLE_UNKNOWN && unsafe { PASSIVE_SK.get(&p.sk) }.is_some() {
+            s.role = ROLE_DOWNSTREAM;
+            let _ = PASSIVE_SK.remove(&p.sk);
         }
     }
     if s.flags & SOCK_SK == 0 && p.sk != 0 {

@@ -27,7 +27,9 @@ use smp_common::{
 use super::hop;
 use crate::{
     kernel::{current_fd, read, FdKind, SocketRef},
-    maps::{count, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PENDING, SOCK_STATS},
+    maps::{
+        count, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PASSIVE_SK, PENDING, SOCK_STATS,
+    },
 };
 
 /// match-proto:v4.17:include/trace/events/syscalls.h:sys_enter(struct pt_regs *regs, long id)
@@ -470,16 +472,28 @@ fn socket_ino(socket: u64, o: &KernelOffsets) -> Result<u64, i32> {
     read(socket, o.socket_alloc_inode + o.inode_ino)
 }
 
-/// `TCP_SYN_SENT` (`include/net/tcp_states.h`).
+/// `TCP_SYN_SENT` and `TCP_SYN_RECV` (`include/net/tcp_states.h`).
 const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
 
-/// A TCP socket changed state: one a tracked process is connecting is an upstream (what
-/// `connect` tells the raw syscall hooks; accepted sockets are known by their first bytes).
+/// A TCP socket changed state: one a tracked process is connecting is an upstream, one a
+/// listener spawned will be a downstream (what `connect` and `accept` tell the raw syscall
+/// hooks).
 ///
 /// match-proto:v4.16:include/trace/events/sock.h:inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
 #[inline(always)]
 pub fn on_sock_state(ctx: &RawTracePointContext) -> Result<(), i32> {
     let newstate = ctx.arg::<u64>(2) as i32;
+    if newstate == TCP_SYN_RECV {
+        // A listener's child (`inet_csk_clone_lock`, in softirq: the process that will
+        // accept it is not known yet). Marked whoever accepts it; looked at by the pairing
+        // at its first data (`hop::on_data`).
+        let sk: u64 = ctx.arg(0);
+        if PASSIVE_SK.insert(&sk, &1, 0).is_err() {
+            count(Counter::MapInsertFailed);
+        }
+        return Ok(());
+    }
     if newstate != TCP_SYN_SENT {
         return Ok(());
     }
