@@ -76,7 +76,7 @@ pub fn smp_sock_recv(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// A TCP send starts queueing data (`tcp:tcp_sendmsg_locked`, 6.12+: `TP_PROTO(const struct
+/// A TCP send starts queueing data (`tcp:tcp_sendmsg_locked`, after 6.12: `TP_PROTO(const struct
 /// sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal)`): with the
 /// socket tracepoints, where a write starts (its outbound message boundary).
 #[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]

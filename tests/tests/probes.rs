@@ -238,11 +238,21 @@ const DELAY_US: u64 = 1000;
 /// own clock of the same requests.
 #[test]
 fn hop_through_a_local_proxy_is_paired_and_timed() {
-    use smp_tests::agent_bin;
-    use std::{net::SocketAddr, process::Command, time::Duration};
     if !require_root("hop_through_a_local_proxy_is_paired_and_timed") {
         return;
     }
+    // Fresh processes per way of hooking: the same conditions for both (no connection the
+    // probes did not see open).
+    for mode in socket_hook_modes() {
+        eprintln!("socket hooks: {mode:?}");
+        hop_through_a_local_proxy_with(mode);
+    }
+}
+
+fn hop_through_a_local_proxy_with(mode: SocketHooks) {
+    use smp_agent::aggregate::hops::Leg;
+    use smp_tests::{agent_bin, drive, hop_session::Session};
+    use std::{net::SocketAddr, process::Command, time::Duration};
     let [app, proxy, admin] = [0; 3].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
     let spawn = |args: Vec<String>| {
         Child(
@@ -279,21 +289,6 @@ fn hop_through_a_local_proxy_is_paired_and_timed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = gt.0.id();
-    for mode in socket_hook_modes() {
-        eprintln!("socket hooks: {mode:?}");
-        hop_through_a_local_proxy_with(mode, pid, proxy, admin);
-    }
-}
-
-fn hop_through_a_local_proxy_with(
-    mode: SocketHooks,
-    pid: u32,
-    proxy: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-) {
-    use smp_agent::aggregate::hops::Leg;
-    use smp_tests::{drive, hop_session::Session};
-    use std::time::Duration;
     let session = Session::start_with(&[pid], mode);
     let (ok, failed) = drive(None, proxy, 8, 200.0, Duration::from_secs(3), |_| None);
     let (agg, pairing) = session.finish();

@@ -217,7 +217,7 @@ pub fn hooks_for(socket: SocketHooks) -> Vec<Hook> {
         ),
     ] {
         let chosen = socket == SocketHooks::Sock;
-        // tcp_sendmsg_locked came in 6.12; before it, writes are timed at completion.
+        // tcp_sendmsg_locked came after 6.12 (absent on 6.12, present on 6.18); without it, writes are timed at completion.
         let here = program != "smp_tcp_send" || has_tracepoint(target);
         out.push(Hook {
             program,
@@ -232,7 +232,7 @@ pub fn hooks_for(socket: SocketHooks) -> Vec<Hook> {
                      registers; no other syscall pays a hook"
                 }
                 (true, false) => {
-                    "not on this kernel (6.12+): writes are timed at completion, their send \
+                    "not on this kernel (newer than 6.12): writes are timed at completion, their send \
                      inside the hop"
                 }
                 (false, _) => {

@@ -382,7 +382,7 @@ fn current_call(
 /// The socket tracepoints (6.4+) fire inside `sock_sendmsg`/`sock_recvmsg` when a send or
 /// receive completes, with the `struct sock *`: no fd lookup, and no hook on any other
 /// syscall. A TCP send whose start [`on_tcp_send_start`] parked is charged from that start;
-/// other sends (kernels before 6.12, non-TCP sockets) are timed at completion: their hop's
+/// other sends (kernels without it, non-TCP sockets) are timed at completion: their hop's
 /// `t_out` includes the send, which is not timed apart.
 ///
 /// match-proto:v6.4:include/trace/events/sock.h:sock_send_length(struct sock *sk, int ret, int flags)
@@ -432,12 +432,12 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), i32> 
     Ok(())
 }
 
-/// A TCP send is about to queue data (`tcp:tcp_sendmsg_locked`, 6.12+; it fires once per
+/// A TCP send is about to queue data (`tcp:tcp_sendmsg_locked`, after 6.12; it fires once per
 /// segment-sized chunk): on the first chunk of a traced syscall, the outbound message
 /// boundary is taken and the call parked, as `sys_enter` does, so that `t_out` is the send's
 /// start and [`on_sock_io`] times the send apart.
 ///
-/// match-proto:v6.12:include/trace/events/tcp.h:tcp_sendmsg_locked(const struct sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal)
+/// match-proto:v6.18:include/trace/events/tcp.h:tcp_sendmsg_locked(const struct sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal)
 #[inline(always)]
 pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
