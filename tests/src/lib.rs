@@ -210,6 +210,29 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// A thread's on-CPU time as the scheduler charged it (`sum_exec_runtime`, the first field
+/// of `/proc/<pid>/task/<tid>/schedstat`), nanoseconds.
+pub fn thread_exec_ns(pid: u32, tid: u32) -> u64 {
+    let path = format!("/proc/{pid}/task/{tid}/schedstat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: {text:?}"))
+}
+
+/// The burner's `done <total thread ns> <tid> …` line: the total its threads' own clocks
+/// burned, and the threads' ids.
+pub fn burner_done(line: &str) -> (u64, Vec<u32>) {
+    let mut words = line
+        .strip_prefix("done ")
+        .unwrap_or_else(|| panic!("burner said {line:?}"))
+        .split_whitespace()
+        .map(|w| w.parse::<u64>().unwrap_or_else(|_| panic!("burner said {line:?}")));
+    let total = words.next().unwrap_or_else(|| panic!("burner said {line:?}"));
+    (total, words.map(|t| t as u32).collect())
+}
+
 /// Socket inode of `fd` in process `pid` (`/proc/<pid>/fd/<fd>` → `socket:[ino]`).
 pub fn socket_inode(pid: u32, fd: i32) -> u64 {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).expect("readlink fd");

@@ -650,7 +650,7 @@ fn perf_counters_follow_threads_created_later() {
         .expect("open counters");
     w.go();
     let done = w.line();
-    let burned: u64 = done.strip_prefix("done ").unwrap().parse().unwrap();
+    let (burned, _) = smp_tests::burner_done(&done);
     let r = perf.read();
     let task_clock = r.task_clock_ns.value().unwrap();
     eprintln!("burned {burned} ns, task-clock {task_clock} ns, reading {r:?}");
