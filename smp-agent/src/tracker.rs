@@ -708,6 +708,7 @@ fn diff_pairing(a: &PairingCounts, b: &PairingCounts) -> PairingCounts {
         h2_messages: a.h2_messages.saturating_sub(b.h2_messages),
         queue_overflow: a.queue_overflow.saturating_sub(b.queue_overflow),
         hinted: a.hinted.saturating_sub(b.hinted),
+        adjacent: a.adjacent.saturating_sub(b.adjacent),
     }
 }
 

@@ -56,6 +56,14 @@ pub struct SockState {
     /// Upstreams: the downstream socket whose request the writing thread had just read when
     /// it forwarded the current request here (exact for event loops, a hint otherwise).
     pub hint: u64,
+    /// Upstreams: the `in_start` of the last response forwarded (taken by a response write).
+    /// A queued slot of a response already forwarded is dead, whichever thread's queue holds
+    /// it.
+    pub fwd_in: u64,
+    /// Downstreams: the last read of TLS handshake records. The client's last flight and its
+    /// first request can arrive in one read, classified as handshake: the request then hides
+    /// in it, and a response forwarded before any request was seen answers that read.
+    pub hs_read: u64,
     /// Exchanges paired on this socket (as downstream).
     pub exchanges: u32,
     pub role: u8,
@@ -64,7 +72,20 @@ pub struct SockState {
     pub flags: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 104);
+const _: () = assert!(core::mem::size_of::<SockState>() == 120);
+
+/// What a thread last read (`THREAD_LAST`, key: tid), for pairing by adjacency.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadLast {
+    /// Inode of the downstream it last read a request from (new message).
+    pub req: u64,
+    /// Inode of the upstream it last read response data from (any read, continuation reads
+    /// included): a proxy that forwards a response in the same turn that read it (a
+    /// connection's task, an event loop without deferred writes) writes that one next.
+    pub up: u64,
+}
+const _: () = assert!(core::mem::size_of::<ThreadLast>() == 16);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.
@@ -84,15 +105,22 @@ pub struct FwdSlot {
 
 /// Per-thread FIFO of responses read and not yet forwarded (`THREAD_FWD`, key: tid).
 /// `head` is the oldest entry, `tail` the next free one; both only grow (indices mod
-/// `FWD_SLOTS`); when full, the oldest entry is overwritten (and counted).
+/// `FWD_SLOTS`); when full, the oldest entry is overwritten (and counted). The *batch* is
+/// the entries from `batch` to `tail`: the responses read since the thread's last response
+/// write (an event loop's reads of one turn, whose writes follow).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FwdQueue {
     pub slots: [FwdSlot; FWD_SLOTS],
     pub head: u32,
     pub tail: u32,
+    /// First entry of the current batch.
+    pub batch: u32,
+    /// 1 when the thread wrote a response since `batch` was set: the next read starts a new
+    /// batch.
+    pub wrote: u32,
 }
-const _: () = assert!(core::mem::size_of::<FwdQueue>() == 24 * FWD_SLOTS + 8);
+const _: () = assert!(core::mem::size_of::<FwdQueue>() == 24 * FWD_SLOTS + 16);
 
 impl Default for FwdQueue {
     fn default() -> Self {
@@ -100,6 +128,8 @@ impl Default for FwdQueue {
             slots: [FwdSlot::default(); FWD_SLOTS],
             head: 0,
             tail: 0,
+            batch: 0,
+            wrote: 0,
         }
     }
 }
@@ -133,11 +163,22 @@ pub struct ExchangeRecord {
     pub resp_bytes: u64,
     pub downstream: Tuple,
     pub upstream: Tuple,
-    /// `SOCK_*` flags of the downstream (low byte) and upstream (next byte).
+    /// `SOCK_*` flags of the downstream (low byte) and upstream (next byte); how the response
+    /// was found in bits 16–18 (`PAIRED_BY_*`).
     pub flags: u32,
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 184);
+
+/// `(ExchangeRecord::flags >> PAIRED_BY_SHIFT) & PAIRED_BY_MASK`: the response was found
+/// through the request-forward hint, by adjacency (the response the writing thread had just
+/// read), as the oldest that fits of the thread's batch, or of its whole queue.
+pub const PAIRED_BY_SHIFT: u32 = 16;
+pub const PAIRED_BY_MASK: u32 = 7;
+pub const PAIRED_BY_HINT: u32 = 1;
+pub const PAIRED_BY_ADJACENCY: u32 = 2;
+pub const PAIRED_BY_OLDEST: u32 = 3;
+pub const PAIRED_BY_BATCH: u32 = 4;
 
 /// The write that forwarded an exchange's response returned (`EventKind::SendDone`): joins
 /// the [`ExchangeRecord`] of thread `tid` whose `resp_out_ns` equals `out_ns`.
@@ -176,10 +217,13 @@ pub struct HopCounts {
     pub h2_messages: u64,
     /// Responses dropped from a full forward queue.
     pub queue_overflow: u64,
-    /// Exchanges paired through the request-forward hint (the rest: oldest-first).
+    /// Exchanges paired through the request-forward hint.
     pub hinted: u64,
+    /// Exchanges paired by adjacency: the response the writing thread had just read (the
+    /// rest: oldest-first, in the thread's batch or its whole queue).
+    pub adjacent: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 80);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 88);
 
 /// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle
 /// ones' state, never memory).
@@ -197,6 +241,7 @@ crate::user_pod!(
     SockState,
     FwdSlot,
     FwdQueue,
+    ThreadLast,
     ExchangeRecord,
     HopCounts
 );

@@ -9,7 +9,9 @@ use smp_common::{
     counters::{Counter, COUNTER_SLOTS},
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
-    hop::{FwdQueue, HopCounts, SockState, MAX_PASSIVE_SK, MAX_SOCK_STATE, MAX_THREAD_FWD},
+    hop::{
+        FwdQueue, HopCounts, SockState, ThreadLast, MAX_PASSIVE_SK, MAX_SOCK_STATE, MAX_THREAD_FWD,
+    },
     sock::{
         FdSocket, PendingSyscall, SockKey, SockStats, MAX_FD_CACHE, MAX_PENDING, MAX_SOCK_STATS,
         MAX_SYSCALL_NR,
@@ -95,9 +97,11 @@ pub static PASSIVE_SK: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_PA
 #[map]
 pub static THREAD_FWD: LruHashMap<u32, FwdQueue> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
 
-/// The downstream socket each thread last read a new request from (key: tid).
+/// What each thread last read: the downstream of its last new request, the upstream of its
+/// last response data (key: tid).
 #[map]
-pub static THREAD_LAST_REQ: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
+pub static THREAD_LAST: LruHashMap<u32, ThreadLast> =
+    LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
 
 /// One all-zero queue, the source for creating `THREAD_FWD` entries (never written).
 #[map]

@@ -37,6 +37,42 @@ pub struct Exchange {
     pub resp_bytes: u64,
     pub downstream: Conn,
     pub upstream: Conn,
+    /// How the kernel found the response this exchange forwards.
+    pub paired_by: PairedBy,
+}
+
+/// How the kernel found the response a response write forwards (docs/hops.md, Pairing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairedBy {
+    /// The upstream whose request forward followed this downstream's request read on the
+    /// same thread.
+    Hint,
+    /// The response the writing thread had just read.
+    Adjacency,
+    /// The oldest fitting response the writing thread read since its last response write.
+    Batch,
+    /// The oldest fitting response on the thread's queue.
+    Oldest,
+    /// Not said (an older kernel object, a test fixture).
+    #[default]
+    Unknown,
+}
+
+impl PairedBy {
+    /// From the kernel's `PAIRED_BY_*` value.
+    pub fn from_wire(v: u32) -> PairedBy {
+        use smp_common::hop::{
+            PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST,
+        };
+        match v {
+            PAIRED_BY_HINT => PairedBy::Hint,
+            PAIRED_BY_ADJACENCY => PairedBy::Adjacency,
+            PAIRED_BY_BATCH => PairedBy::Batch,
+            PAIRED_BY_OLDEST => PairedBy::Oldest,
+            _ => PairedBy::Unknown,
+        }
+    }
 }
 
 impl Exchange {
@@ -246,6 +282,7 @@ pub struct PairingCounts {
     pub h2_messages: u64,
     pub queue_overflow: u64,
     pub hinted: u64,
+    pub adjacent: u64,
 }
 
 impl PairingCounts {
@@ -261,6 +298,7 @@ impl PairingCounts {
         self.h2_messages += o.h2_messages;
         self.queue_overflow += o.queue_overflow;
         self.hinted += o.hinted;
+        self.adjacent += o.adjacent;
     }
 
     /// Requests seen that did not become a paired exchange.

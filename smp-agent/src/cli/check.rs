@@ -143,8 +143,8 @@ fn print_text(r: &CheckReport) {
     );
     println!();
     println!(
-        "{:<20} {:<15} {:<32} {:<9} REASON",
-        "PROGRAM", "KIND", "HOOK", "STATUS"
+        "{:<20} {:<15} {:<32} {:<9} {:>8} REASON",
+        "PROGRAM", "KIND", "HOOK", "STATUS", "VERIFIED"
     );
     for h in &r.hooks {
         let kind = serde_json::to_value(h.hook.kind)
@@ -161,16 +161,22 @@ fn print_text(r: &CheckReport) {
             (false, Some(_)) => "(alternative, not used here)",
             (false, None) => "(optional)",
         };
+        // Instructions the verifier processed, of its 1 000 000 limit.
+        let verified = h
+            .verified_insns
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
         println!(
-            "{:<20} {:<15} {:<32} {:<9} {}",
+            "{:<20} {:<15} {:<32} {:<9} {:>8} {}",
             h.hook.program,
             kind,
             h.hook.target,
             status,
+            verified,
             h.reason.as_deref().unwrap_or(note)
         );
     }
     println!();
+    println!("VERIFIED: instructions the kernel's verifier processed, of its limit of 1000000");
     match &r.error {
         None => println!("OK: every required hook attached"),
         Some(e) => println!("FAILED: {e}"),

@@ -4,11 +4,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smp_common::{
     event::{EventHeader, EventKind, ProcessExec, ProcessExit, ProcessFork},
-    hop::{ExchangeRecord, SendDone, Tuple, SOCK_TLS},
+    hop::{ExchangeRecord, SendDone, Tuple, PAIRED_BY_MASK, PAIRED_BY_SHIFT, SOCK_TLS},
     ABI_VERSION,
 };
 
-use crate::aggregate::hops::{Conn, Exchange};
+use crate::aggregate::hops::{Conn, Exchange, PairedBy};
 
 /// An event from the kernel programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +121,7 @@ pub fn decode(bytes: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 resp_bytes: r.resp_bytes,
                 downstream: conn(&r.downstream, r.flags as u8),
                 upstream: conn(&r.upstream, (r.flags >> 8) as u8),
+                paired_by: PairedBy::from_wire((r.flags >> PAIRED_BY_SHIFT) & PAIRED_BY_MASK),
             }))
         }
         Some(EventKind::SendDone) => {

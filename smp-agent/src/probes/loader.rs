@@ -81,6 +81,18 @@ pub struct HookStatus {
     /// Why it failed (missing capability or kernel feature named).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Instructions the verifier processed to accept the program (its limit is 1 000 000;
+    /// kernels before 5.16 do not say). Only [`Probes::check`] reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<u32>,
+}
+
+/// Instructions the verifier processed for `program` (loaded), if the kernel says.
+fn verified_insns(ebpf: &Ebpf, program: &str) -> Option<u32> {
+    ebpf.program(program)?
+        .info()
+        .ok()?
+        .verified_instruction_count()
 }
 
 /// Loaded and attached programs. Dropping it detaches everything (links are owned by this
@@ -242,6 +254,7 @@ impl Probes {
                     hook,
                     status: "not_tried",
                     reason: None,
+                    verified_insns: None,
                 });
                 continue;
             }
@@ -264,6 +277,7 @@ impl Probes {
                 hook,
                 status: "attached",
                 reason: None,
+                verified_insns: None,
             });
         }
         Ok(Probes { ebpf, status })
@@ -279,6 +293,7 @@ impl Probes {
                     hook,
                     status: "failed",
                     reason: Some(reason.clone()),
+                    verified_insns: None,
                 })
                 .collect();
             (statuses, Some(reason))
@@ -303,6 +318,7 @@ impl Probes {
             .into_iter()
             .map(|hook| match attach(&mut ebpf, &hook) {
                 Ok(()) => HookStatus {
+                    verified_insns: verified_insns(&ebpf, hook.program),
                     hook,
                     status: "attached",
                     reason: None,
@@ -311,6 +327,7 @@ impl Probes {
                     hook,
                     status: "failed",
                     reason: Some(reason),
+                    verified_insns: None,
                 },
             })
             .collect();
@@ -486,6 +503,7 @@ impl Probes {
                 c.h2_messages += v.h2_messages;
                 c.queue_overflow += v.queue_overflow;
                 c.hinted += v.hinted;
+                c.adjacent += v.adjacent;
             }
             snap.pairing.insert(tgid, c);
         }

@@ -18,9 +18,11 @@ use smp_common::{
     counters::Counter,
     event::EventKind,
     hop::{
-        ExchangeRecord, FwdQueue, FwdSlot, HopCounts, SendDone, SockState, DIR_IN, DIR_NONE,
-        DIR_OUT, FWD_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK,
-        SOCK_TLS, SOCK_TUPLE,
+        ExchangeRecord, FwdQueue, FwdSlot, HopCounts, SendDone, SockState, ThreadLast, DIR_IN,
+        DIR_NONE, DIR_OUT, FWD_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2,
+        PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, PAIRED_BY_SHIFT,
+        SOCK_SK, SOCK_TLS,
+        SOCK_TUPLE,
     },
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
 };
@@ -29,7 +31,7 @@ use crate::{
     kernel::{read, read_user, sock_tuple, SocketRef},
     maps::{
         count, emit, header, offsets, Wake, HOP_COUNTS, PASSIVE_SK, SK_INO, SOCK_STATE, THREAD_FWD,
-        THREAD_LAST_REQ, ZERO_FWD,
+        THREAD_LAST, ZERO_FWD,
     },
 };
 
@@ -101,6 +103,16 @@ fn bump(tgid: u32, f: impl FnOnce(&mut HopCounts)) {
     if HOP_COUNTS.insert(&tgid, &c, 0).is_err() {
         count(Counter::MapInsertFailed);
     }
+}
+
+/// Thread `tid`'s [`ThreadLast`], created if absent.
+#[inline(always)]
+fn thread_last(tid: u32) -> Option<*mut ThreadLast> {
+    if let Some(l) = THREAD_LAST.get_ptr_mut(&tid) {
+        return Some(l);
+    }
+    let _ = THREAD_LAST.insert(&tid, &ThreadLast::default(), 0);
+    THREAD_LAST.get_ptr_mut(&tid)
 }
 
 /// The state of socket `ino`, created (role unknown) if absent.
@@ -229,6 +241,9 @@ pub fn on_data(
                 ROLE_UPSTREAM
             };
         }
+        if ingress && s.role == ROLE_DOWNSTREAM {
+            s.hs_read = now;
+        }
         s.last_dir = DIR_NONE;
         return 0;
     }
@@ -246,6 +261,15 @@ pub fn on_data(
             }
             _ => ROLE_UNKNOWN,
         };
+    }
+    if ingress && s.role == ROLE_UPSTREAM && s.flags & SOCK_H2 == 0 {
+        // Response data, first or continuation: the response this thread forwards next if it
+        // relays in the same turn (a TLS client's first "response" is its session tickets;
+        // the real one then arrives as a continuation, maybe on another thread).
+        if let Some(l) = thread_last(tid) {
+            // SAFETY: the calling thread's own entry: only this thread writes it.
+            unsafe { (*l).up = p.ino };
+        }
     }
     if !new_msg {
         if ingress {
@@ -271,12 +295,9 @@ pub fn on_data(
         if s.flags & SOCK_H2 == 0 {
             if s.role == ROLE_DOWNSTREAM {
                 bump(tgid, |c| c.requests += 1);
-                match THREAD_LAST_REQ.get_ptr_mut(&tid) {
+                if let Some(l) = thread_last(tid) {
                     // SAFETY: the calling thread's own entry: only this thread writes it.
-                    Some(last) => unsafe { *last = p.ino },
-                    None => {
-                        let _ = THREAD_LAST_REQ.insert(&tid, &p.ino, 0);
-                    }
+                    unsafe { (*l).req = p.ino };
                 }
             } else if s.role == ROLE_UPSTREAM {
                 bump(tgid, |c| c.responses += 1);
@@ -287,13 +308,19 @@ pub fn on_data(
         // t_out: the write carrying the message's first bytes was entered.
         let mut at_exit = AT_EXIT_SENT;
         if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 {
-            if forward_response(tgid, tid, p.ino, s, p.since_ns) {
-                at_exit |= AT_EXIT_SEND_DONE;
+            match forward_response(tgid, tid, p.ino, s, p.since_ns) {
+                Forward::Emitted => at_exit |= AT_EXIT_SEND_DONE,
+                Forward::Dropped => {}
+                // Nothing answered on a downstream that has read no request (a TLS 1.3
+                // server's session tickets): no message. Marked, it would make the real
+                // response's write a continuation, leaving that response to linger.
+                Forward::Nothing if s.in_start == 0 => return 0,
+                Forward::Nothing => {}
             }
         } else if s.role == ROLE_UPSTREAM {
             // A request forward: remember which downstream this thread just read a request from.
             // SAFETY: plain copy out of the map value.
-            s.hint = unsafe { THREAD_LAST_REQ.get(&tid) }.copied().unwrap_or(0);
+            s.hint = unsafe { THREAD_LAST.get(&tid) }.map_or(0, |l| l.req);
         }
         s.out_start = p.since_ns;
         s.out_sent = 0;
@@ -325,6 +352,11 @@ fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
     };
     // SAFETY: only thread `tid` (running here) touches its queue.
     let q = unsafe { &mut *q };
+    if q.wrote != 0 {
+        // The first response read since this thread last wrote one: a new batch.
+        q.batch = q.tail;
+        q.wrote = 0;
+    }
     if q.tail.wrapping_sub(q.head) as usize >= FWD_SLOTS {
         // Full: the oldest slot goes. Only a response still waiting for its forward is lost;
         // slots already taken (ino 0) or superseded ones are not.
@@ -348,12 +380,23 @@ fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
 enum Fit {
     /// No longer its upstream's current, unforwarded message: drop it.
     Dead,
-    /// Current, but this write cannot forward it: the downstream has read no request yet (a
-    /// TLS 1.3 server's session tickets), or the response arrived after this write began.
-    /// Leave it for its own downstream.
+    /// Current, but this write cannot forward it: leave it for its own downstream.
     Other,
     /// Current, and this write can forward it.
     Yes,
+}
+
+/// Whether upstream `u`'s current response (read at `t_in`) can be what a response write at
+/// `t_out` forwards to a downstream whose current request was read at `d_in` (0: none yet).
+/// HTTP/1.1 orders one exchange: request read (`d_in`) ≤ its forward on the upstream
+/// (`u.out_start`) ≤ the response read (`t_in`) ≤ its forward (`t_out`). A response whose
+/// request was forwarded before this downstream's request was read belongs to another
+/// downstream (or to this one's previous request); taken, it would leave its own without it.
+/// A downstream that has read no request yet (a TLS 1.3 server writing session tickets)
+/// forwards nothing.
+#[inline(always)]
+fn can_forward(u: &SockState, t_in: u64, d_in: u64, t_out: u64) -> bool {
+    d_in != 0 && u.out_start >= d_in && t_in >= u.out_start && t_in <= t_out
 }
 
 /// How `slot` fits a response write at `t_out` on a downstream whose request was read at
@@ -364,29 +407,38 @@ fn fit(slot: &FwdSlot, d_in: u64, t_out: u64) -> Fit {
     let Some(u) = (unsafe { SOCK_STATE.get(&slot.ino) }) else {
         return Fit::Dead;
     };
-    if u.in_start != slot.t_in || u.last_dir != DIR_IN {
+    if u.in_start != slot.t_in || u.last_dir != DIR_IN || u.fwd_in == slot.t_in {
         return Fit::Dead;
     }
-    if d_in != 0 && slot.t_in <= t_out {
+    if can_forward(u, slot.t_in, d_in, t_out) {
         Fit::Yes
     } else {
         Fit::Other
     }
 }
 
-/// How many queued responses the unhinted search looks at, oldest first (the verifier's
-/// budget: the socket programs are near its million-instruction limit; the hinted search
-/// sees the whole queue).
-const FIND_WINDOW: usize = 16;
+/// How many slots each search looks at from its start (the verifier's budget: the socket
+/// programs are near its million-instruction limit; a fourth search, or one scan of all 64
+/// slots keeping two picks, exceeded it): the hinted search from the queue's head (its pick
+/// serves the batch when it lies in the batch), the batch's oldest, the queue's oldest.
+const BATCH_WINDOW: u32 = 4;
+const HINT_WINDOW: u32 = 16;
+const OLDEST_WINDOW: u32 = 16;
 
-/// Index of the oldest slot of `q` that fits a response write on `d_ino` (only those hinted
-/// to `d_ino` when `hinted_only`), `u32::MAX` if none; dead slots met on the way are cleared.
+/// Index of the first slot of `q` from `start` (at most `window` slots) that fits a response
+/// write on `d_ino` (only those hinted to `d_ino` when `hinted_only`), `u32::MAX` if none;
+/// dead slots met on the way are cleared.
 #[inline(always)]
-fn find(q: &mut FwdQueue, d_ino: u64, d_in: u64, t_out: u64, hinted_only: bool) -> u32 {
-    let mut i = q.head;
-    // The hinted search sees the whole queue: under a multi-threaded proxy many stale but
-    // current responses of other threads' forwards sit before the right one.
-    let window = if hinted_only { FWD_SLOTS } else { FIND_WINDOW };
+fn find(
+    q: &mut FwdQueue,
+    start: u32,
+    window: u32,
+    d_ino: u64,
+    d_in: u64,
+    t_out: u64,
+    hinted_only: bool,
+) -> u32 {
+    let mut i = start;
     for _ in 0..window {
         if i == q.tail {
             break;
@@ -405,29 +457,123 @@ fn find(q: &mut FwdQueue, d_ino: u64, d_in: u64, t_out: u64, hinted_only: bool) 
     u32::MAX
 }
 
-/// A new response message is being written to downstream `d_ino` by thread `tid` at `t_out`:
-/// find the response it forwards on the thread's queue and emit the exchange. Returns whether
-/// one was emitted. First choice, the response whose request was forwarded right after this
-/// thread read a request from `d_ino` (exact for event loops, whatever the order of writes);
-/// otherwise the oldest one that fits among the [`FIND_WINDOW`] oldest. Responses that do not
-/// fit stay queued for their own downstream: taken blindly, one stray write (a TLS 1.3 server's session tickets before any
-/// request) shifted every later pairing on the thread. (Requiring also that the upstream's
-/// request forward came after the downstream's request read lost 10–25 % of the pairs of a
-/// 4-worker tokio proxy under mTLS, and was dropped; the exchange check below still applies.)
+/// The upstream thread `tid` last read response data from, as a queue slot, if that response
+/// is current, not yet forwarded, and a response write on `d_ino` (request read at `d_in`,
+/// writing at `t_out`) can forward it.
 #[inline(always)]
-fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) -> bool {
-    let Some(qp) = THREAD_FWD.get_ptr_mut(&tid) else {
-        bump(tgid, |c| c.unmatched_writes += 1);
-        return false;
-    };
-    // SAFETY: only thread `tid` (running here) touches its queue.
-    let q = unsafe { &mut *qp };
-    let mut hinted = true;
-    let mut take = find(q, d_ino, d.in_start, t_out, true);
-    if take == u32::MAX {
-        hinted = false;
-        take = find(q, d_ino, d.in_start, t_out, false);
+fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
+    // SAFETY: plain copies out of map values.
+    let up = unsafe { THREAD_LAST.get(&tid) }?.up;
+    if up == 0 || up == d_ino {
+        return None;
     }
+    let u = unsafe { SOCK_STATE.get(&up) }?;
+    let t_in = u.in_start;
+    if u.last_dir != DIR_IN || u.fwd_in == t_in || !can_forward(u, t_in, d_in, t_out) {
+        return None;
+    }
+    Some(FwdSlot {
+        ino: up,
+        t_in,
+        hint: u.hint,
+    })
+}
+
+/// A new response message is being written to downstream `d_ino` by thread `tid` at `t_out`:
+/// find the response it forwards and emit the exchange.
+///
+/// The thread's *batch* is the responses it read since it last wrote one. An event loop
+/// (Envoy) reads the responses of one turn, then runs the writes they scheduled, in order;
+/// a connection's task (tokio) or an event loop that writes at once reads one response and
+/// forwards it before anything else runs on the thread. So, first choice that fits:
+///
+/// 1. in the batch (its [`BATCH_WINDOW`] oldest), the response hinted to `d_ino` (its
+///    request was forwarded right after this thread read a request from `d_ino`), else the
+///    batch's oldest;
+/// 2. **adjacency**: the response this thread last read data of, when the batch has none:
+///    its first bytes were read on another thread (a task resumed elsewhere; a TLS client's
+///    first "response" is its session tickets, the real one a continuation);
+/// 3. on the queue, the hinted response (among its [`HINT_WINDOW`] oldest), else the oldest
+///    (among its [`OLDEST_WINDOW`] oldest): responses left from before the thread's last
+///    write.
+///
+/// Every way requires the exchange's order ([`can_forward`]). A response once forwarded is
+/// marked on its upstream (`fwd_in`), so copies of it queued on other threads are dead.
+/// Responses that do not fit stay queued for their own downstream. Taken blindly, one stray
+/// response (a TLS 1.3 server's session tickets, a response whose write was a continuation
+/// of them) shifted every later pairing on the thread by one, indefinitely: the shifted-out
+/// response stays current until its upstream's next request (found with the ground-truth
+/// proxy's request log, `lab::truth`). With delays between a request's read and its
+/// forward, a tokio proxy's hints are mostly another connection's: taken before the batch
+/// and adjacency, they paired up to 3 % of its mTLS exchanges to the wrong connections.
+#[inline(always)]
+fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) -> Forward {
+    // When this downstream's request was read. A TLS connection's first request may hide in
+    // a handshake read: its response then answers that read (the exchange is dropped as the
+    // connection's first, but its response is taken, not left to linger for others).
+    let d_in = if d.in_start != 0 {
+        d.in_start
+    } else if d.flags & SOCK_TLS != 0 && d.exchanges == 0 {
+        d.hs_read
+    } else {
+        0
+    };
+    let (found, by) = match THREAD_FWD.get_ptr_mut(&tid) {
+        // No response was ever read on this thread: only adjacency can find one.
+        None => (adjacent(tid, d_ino, d_in, t_out), PAIRED_BY_ADJACENCY),
+        // SAFETY: only thread `tid` (running here) touches its queue.
+        Some(qp) => pick(unsafe { &mut *qp }, tid, d_ino, d_in, t_out),
+    };
+    let Some(slot) = found else {
+        bump(tgid, |c| c.unmatched_writes += 1);
+        return Forward::Nothing;
+    };
+    exchange(tgid, tid, d, d_in, slot, t_out, by)
+}
+
+/// Slots of dead or taken responses dropped from a queue's head per response write (the
+/// rest go at the next writes).
+const DROP_WINDOW: u32 = 16;
+
+/// The response a write on `d_ino` forwards, from thread `tid`'s queue `q` or by adjacency,
+/// and how it was found (`PAIRED_BY_*`); see [`forward_response`].
+#[inline(always)]
+fn pick(
+    q: &mut FwdQueue,
+    tid: u32,
+    d_ino: u64,
+    d_in: u64,
+    t_out: u64,
+) -> (Option<FwdSlot>, u32) {
+    q.wrote = 1;
+    // The batch: from its start, or none if the queue has dropped past it.
+    let batch = if q.batch.wrapping_sub(q.head) < q.tail.wrapping_sub(q.head) {
+        q.batch
+    } else {
+        q.tail
+    };
+    let head = q.head;
+    // One hinted search serves both the batch's hint and the whole queue's.
+    let hinted = find(q, head, HINT_WINDOW, d_ino, d_in, t_out, true);
+    let in_batch = |i: u32| i.wrapping_sub(batch) < q.tail.wrapping_sub(batch);
+    let (take, by) = if hinted != u32::MAX && in_batch(hinted) {
+        (hinted, PAIRED_BY_HINT)
+    } else {
+        match find(q, batch, BATCH_WINDOW, d_ino, d_in, t_out, false) {
+            i if i != u32::MAX => (i, PAIRED_BY_BATCH),
+            _ => {
+                if let Some(slot) = adjacent(tid, d_ino, d_in, t_out) {
+                    return (Some(slot), PAIRED_BY_ADJACENCY);
+                }
+                if hinted != u32::MAX {
+                    (hinted, PAIRED_BY_HINT)
+                } else {
+                    let i = find(q, head, OLDEST_WINDOW, d_ino, d_in, t_out, false);
+                    (i, PAIRED_BY_OLDEST)
+                }
+            }
+        }
+    };
     let found = match q.slots.get_mut(take as usize & (FWD_SLOTS - 1)) {
         Some(slot) if take != u32::MAX => {
             let found = *slot;
@@ -436,8 +582,8 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         }
         _ => None,
     };
-    // Drop the taken and dead slots at the head.
-    for _ in 0..FWD_SLOTS {
+    // Drop taken and dead slots at the head.
+    for _ in 0..DROP_WINDOW {
         if q.head == q.tail {
             break;
         }
@@ -446,23 +592,48 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
             _ => break,
         }
     }
-    if hinted {
-        bump(tgid, |c| c.hinted += 1);
-    }
-    let Some(slot) = found else {
-        bump(tgid, |c| c.unmatched_writes += 1);
-        return false;
-    };
+    (found, by)
+}
+
+/// What a response write on a downstream did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forward {
+    /// Found the response it forwards and emitted the exchange.
+    Emitted,
+    /// Found it, but dropped the exchange (a TLS connection's first, or out of order).
+    Dropped,
+    /// Found no response to forward.
+    Nothing,
+}
+
+/// Downstream `d`'s response write at `t_out` forwards the response of `slot` (its request
+/// read at `d_in`): closes the exchange (and its request, retroactively) and emits it.
+#[inline(always)]
+fn exchange(
+    tgid: u32,
+    tid: u32,
+    d: &mut SockState,
+    d_in: u64,
+    slot: FwdSlot,
+    t_out: u64,
+    by: u32,
+) -> Forward {
     let u_ino = slot.ino;
     let Some(up) = SOCK_STATE.get_ptr_mut(&u_ino) else {
-        return false;
+        return Forward::Nothing;
     };
     // SAFETY: map value of the upstream socket; this thread is forwarding its response.
     let u = unsafe { &mut *up };
-    let (req_in, req_out, resp_in) = (d.in_start, u.out_start, u.in_start);
+    u.fwd_in = slot.t_in;
+    match by {
+        PAIRED_BY_HINT => bump(tgid, |c| c.hinted += 1),
+        PAIRED_BY_ADJACENCY => bump(tgid, |c| c.adjacent += 1),
+        _ => {}
+    }
+    let (req_in, req_out, resp_in) = (d_in, u.out_start, u.in_start);
     if req_in == 0 || req_out < req_in || resp_in < req_out || t_out < resp_in {
         bump(tgid, |c| c.inconsistent += 1);
-        return false;
+        return Forward::Dropped;
     }
     let first_tls = (d.flags & SOCK_TLS != 0 && d.exchanges == 0)
         || (u.flags & SOCK_TLS != 0 && u.exchanges == 0);
@@ -470,7 +641,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
     u.exchanges += 1;
     if first_tls {
         bump(tgid, |c| c.tls_first_dropped += 1);
-        return false;
+        return Forward::Dropped;
     }
     if emit(
         ExchangeRecord {
@@ -488,15 +659,15 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
             resp_bytes: u.in_bytes,
             downstream: d.tuple,
             upstream: u.tuple,
-            flags: u32::from(d.flags) | (u32::from(u.flags) << 8),
+            flags: u32::from(d.flags) | (u32::from(u.flags) << 8) | (by << PAIRED_BY_SHIFT),
             _pad: 0,
         },
         Wake::Lazy,
     ) {
         bump(tgid, |c| c.paired += 1);
-        return true;
+        return Forward::Emitted;
     }
-    false
+    Forward::Dropped
 }
 
 /// match-proto:v5.10:include/trace/events/tcp.h:TP_PROTO(struct sock *sk, struct sk_buff *skb)
