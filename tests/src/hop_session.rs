@@ -8,7 +8,7 @@ use std::{
 };
 
 use smp_agent::{
-    aggregate::hops::{HopAggregator, PairingCounts},
+    aggregate::hops::{Exchange, HopAggregator, PairingCounts},
     probes::{catalog::SocketHooks, ProbeEvent, Probes},
 };
 
@@ -18,7 +18,7 @@ use crate::process_tree;
 pub struct Session {
     probes: Probes,
     rt: tokio::runtime::Runtime,
-    agg: Arc<Mutex<HopAggregator>>,
+    agg: Arc<Mutex<Finished>>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -46,7 +46,7 @@ impl Session {
             let _g = rt.enter();
             probes.events().expect("events")
         };
-        let agg = Arc::new(Mutex::new(HopAggregator::default()));
+        let agg = Arc::new(Mutex::new(Finished::default()));
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel();
         let a = Arc::clone(&agg);
         let task = rt.spawn(async move {
@@ -55,7 +55,9 @@ impl Session {
                     batch = events.next_batch() => {
                         for e in batch.expect("ring buffer") {
                             if let ProbeEvent::Exchange(x) = e {
-                                a.lock().unwrap().record(&x);
+                                let mut f = a.lock().unwrap();
+                                f.hops.record(&x);
+                                f.exchanges.push(x);
                             }
                         }
                     }
@@ -72,13 +74,36 @@ impl Session {
         }
     }
 
-    /// Stops folding (after the last records arrived): the hops and the pairing counters.
-    pub fn finish(self) -> (HopAggregator, BTreeMap<u32, PairingCounts>) {
+    /// Stops folding (after the last records arrived): the hops, every exchange and the
+    /// pairing counters.
+    pub fn finish(self) -> Finished {
         std::thread::sleep(Duration::from_millis(300)); // let the last records arrive
         let _ = self.stop.send(());
         let _ = self.rt.block_on(self.task);
         let snap = self.probes.snapshot().expect("snapshot");
-        let agg = self.agg.lock().unwrap().clone();
-        (agg, snap.pairing)
+        let mut f = std::mem::take(&mut *self.agg.lock().unwrap());
+        f.pairing = snap.pairing;
+        f
+    }
+}
+
+/// What a [`Session`] saw.
+#[derive(Default)]
+pub struct Finished {
+    pub hops: HopAggregator,
+    /// Every exchange record, in arrival order.
+    pub exchanges: Vec<Exchange>,
+    /// Pairing counters per tracked process.
+    pub pairing: BTreeMap<u32, PairingCounts>,
+}
+
+impl Finished {
+    /// The exchanges of process `tgid`.
+    pub fn exchanges_of(&self, tgid: u32) -> Vec<Exchange> {
+        self.exchanges
+            .iter()
+            .filter(|e| e.tgid == tgid)
+            .copied()
+            .collect()
     }
 }

@@ -305,7 +305,8 @@ fn hop_through_a_local_proxy_with(mode: SocketHooks) {
     let pid = gt.0.id();
     let session = Session::start_with(&[pid], mode);
     let (ok, failed) = drive(None, proxy, 8, 200.0, Duration::from_secs(3), |_| None);
-    let (agg, pairing) = session.finish();
+    let seen = session.finish();
+    let (agg, pairing) = (&seen.hops, &seen.pairing);
     assert_eq!(failed, 0, "{failed} requests failed");
     assert!(ok.len() >= 500, "only {} requests", ok.len());
     let c = pairing.get(&pid).copied().unwrap_or_default();
@@ -319,6 +320,21 @@ fn hop_through_a_local_proxy_with(mode: SocketHooks) {
         c.paired as f64 >= 0.99 * ok.len() as f64,
         "paired {} of {}: {c:?}",
         c.paired,
+        ok.len()
+    );
+    // Each exchange against the proxy's own log of its requests: the right pair of
+    // connections, the right request. Requests on one connection are more than D (1 ms)
+    // apart; emulated guests stretch the probe-to-stamp skew, so half of D is allowed.
+    let log = http_get(admin, "/requests");
+    let log = smp_agent::lab::truth::parse_log(log.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+        .expect("request log");
+    let v = smp_agent::lab::truth::check(&seen.exchanges_of(pid), &log, DELAY_US * 500);
+    eprintln!("exchanges against the proxy's request log: {v:?}");
+    assert_eq!(v.wrong(), 0, "wrongly paired: {v:?}");
+    assert!(
+        v.right as f64 >= 0.99 * ok.len() as f64,
+        "right {} of {}: {v:?}",
+        v.right,
         ok.len()
     );
     let stats = http_get(admin, "/stats");

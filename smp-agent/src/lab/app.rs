@@ -166,11 +166,11 @@ async fn h2_conn(
     Ok(())
 }
 
-/// Answers every request on `s` with `text()` as of that request (keep-alive): the admin
-/// endpoint of our proxy.
+/// Answers every request on `s` with `text(path)` as of that request (keep-alive): the
+/// admin endpoint of our proxy.
 pub async fn serve_text<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
-    text: impl Fn() -> String,
+    text: impl Fn(&str) -> String,
 ) -> std::io::Result<()> {
     let (r, mut w) = tokio::io::split(s);
     let mut r = BufReader::new(r);
@@ -178,7 +178,7 @@ pub async fn serve_text<S: AsyncRead + AsyncWrite + Unpin>(
     while http1::read_head(&mut r, &mut head).await? {
         let req = http1::parse_request(&head)?;
         http1::read_body(&mut r, req.body, 0).await?;
-        let text = text();
+        let text = text(req.path.as_str());
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}",
             text.len()

@@ -133,6 +133,10 @@ pub struct SidecarConfig {
     pub delay_us: u64,
     /// Let the request header `x-smp-delay-us` override `delay_us` (ours only).
     pub header_delay: bool,
+    /// Log every request's connections and times, the ground truth the probes' pairing is
+    /// checked against (`lab::truth`): Envoy writes an access log (`requests.log` in its
+    /// directory); ours keeps its log anyway (admin `GET /requests`); others have none.
+    pub request_log: bool,
 }
 
 impl Default for SidecarConfig {
@@ -142,6 +146,7 @@ impl Default for SidecarConfig {
             workers: 1,
             delay_us: 0,
             header_delay: true,
+            request_log: false,
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{http1, tls, LabError};
+use super::{http1, tls, truth::TruthRequest, LabError};
 
 mod h2bridge;
 
@@ -172,7 +172,14 @@ struct Stats {
     /// The same for requests on an already established upstream connection only (no connect
     /// or TLS handshake inside the hop): the steady state.
     steady_hop_ns: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    /// Every request forwarded, with its connections and own clock (`GET /requests`): what
+    /// the probes' pairing is checked against ([`super::truth`]). The newest
+    /// [`REQUEST_LOG_CAP`] are kept.
+    log: std::sync::Mutex<std::collections::VecDeque<TruthRequest>>,
 }
+
+/// Requests kept in the log (≈ 150 B each).
+const REQUEST_LOG_CAP: usize = 100_000;
 
 impl Default for Stats {
     fn default() -> Self {
@@ -184,6 +191,7 @@ impl Default for Stats {
             delay_us_total: AtomicU64::new(0),
             hop_ns: std::sync::Mutex::new(crate::aggregate::hops::new_histogram()),
             steady_hop_ns: std::sync::Mutex::new(crate::aggregate::hops::new_histogram()),
+            log: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -207,6 +215,11 @@ fn need<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T, LabError> {
 
 /// Runs the proxy until killed. Builds its own runtime (current-thread for `--workers 1`).
 pub fn run(opts: ProxyOptions) -> Result<(), LabError> {
+    // The delay is the known answer: a normal thread's 50 µs of timer slack would let the
+    // kernel fire each delay timer up to 50 µs late. One nanosecond of slack, inherited by
+    // the runtime's worker threads created below.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
     let acceptor = match &opts.tls_cert {
         None => None,
         Some(cert) => {
@@ -256,7 +269,11 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
             while let Ok((s, _)) = l.accept().await {
                 let c = c.clone();
                 tokio::spawn(async move {
-                    let _ = super::app::serve_text(s, || stats_text(&c.stats)).await;
+                    let _ = super::app::serve_text(s, |path| match path {
+                        "/requests" => requests_text(&c.stats),
+                        _ => stats_text(&c.stats),
+                    })
+                    .await;
                 });
             }
         });
@@ -271,6 +288,10 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
         };
         let _ = sock.set_nodelay(true);
         ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let addrs = match (sock.local_addr(), sock.peer_addr()) {
+            (Ok(l), Ok(r)) => (l, r),
+            _ => continue,
+        };
         let c = ctx.clone();
         tokio::spawn(async move {
             let stamps = std::sync::Arc::new(Stamps::default());
@@ -293,12 +314,45 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
             } else if c.opts.upstream_h2 {
                 h2bridge::h1_to_h2(&c, down).await
             } else {
-                conn(&c, down, &stamps).await
+                conn(&c, down, addrs, &stamps).await
             };
             if res.is_err() {
                 c.stats.errors.fetch_add(1, Ordering::Relaxed);
             }
         });
+    }
+}
+
+/// The request log, one [`TruthRequest::line`] per request, oldest first.
+fn requests_text(s: &Stats) -> String {
+    let Ok(log) = s.log.lock() else {
+        return String::new();
+    };
+    let mut text = String::with_capacity(log.len() * 100);
+    for r in log.iter() {
+        text.push_str(&r.line());
+        text.push('\n');
+    }
+    text
+}
+
+/// CLOCK_MONOTONIC nanoseconds of `t` (the probes' clock; Rust's `Instant` reads the same
+/// clock on Linux, from a base pair taken once).
+fn monotonic_ns(t: std::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let &(base, base_ns) = BASE.get_or_init(|| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let i = std::time::Instant::now();
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        (i, ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    });
+    match t.checked_duration_since(base) {
+        Some(d) => base_ns + d.as_nanos() as u64,
+        None => base_ns.saturating_sub(base.duration_since(t).as_nanos() as u64),
     }
 }
 
@@ -328,20 +382,32 @@ fn stats_text(s: &Stats) -> String {
     text
 }
 
-async fn connect(ctx: &Ctx, stamps: std::sync::Arc<Stamps>) -> std::io::Result<BoxIo> {
+/// An upstream connection, and its (local, remote) addresses.
+async fn connect(
+    ctx: &Ctx,
+    stamps: std::sync::Arc<Stamps>,
+) -> std::io::Result<(BoxIo, (SocketAddr, SocketAddr))> {
     let s = TcpStream::connect(ctx.opts.upstream).await?;
     let _ = s.set_nodelay(true);
+    let addrs = (s.local_addr()?, s.peer_addr()?);
     let s = Stamped { inner: s, stamps };
     ctx.stats
         .upstream_connections
         .fetch_add(1, Ordering::Relaxed);
-    Ok(match &ctx.connector {
+    let io: BoxIo = match &ctx.connector {
         None => Box::new(s),
         Some((c, name)) => Box::new(c.connect(name.clone(), s).await?),
-    })
+    };
+    Ok((io, addrs))
 }
 
-async fn conn(ctx: &Ctx, down: BoxIo, down_stamps: &Stamps) -> std::io::Result<()> {
+/// Serves one downstream connection; `down_addrs` are its (local, remote) addresses.
+async fn conn(
+    ctx: &Ctx,
+    down: BoxIo,
+    down_addrs: (SocketAddr, SocketAddr),
+    down_stamps: &Stamps,
+) -> std::io::Result<()> {
     let (dr, mut dw) = tokio::io::split(down);
     let mut dr = BufReader::with_capacity(16 * 1024, dr);
     let mut upstream: Option<(
@@ -351,6 +417,7 @@ async fn conn(ctx: &Ctx, down: BoxIo, down_stamps: &Stamps) -> std::io::Result<(
     let mut head = Vec::with_capacity(1024);
     let mut rhead = Vec::with_capacity(1024);
     let mut up_stamps = std::sync::Arc::new(Stamps::default());
+    let mut up_addrs = down_addrs;
     let via = ctx.opts.role.as_str();
     loop {
         if !http1::read_head(&mut dr, &mut head).await? {
@@ -365,13 +432,10 @@ async fn conn(ctx: &Ctx, down: BoxIo, down_stamps: &Stamps) -> std::io::Result<(
             (true, Some(d)) => d,
             _ => ctx.opts.delay_us,
         };
-        if delay > 0 {
-            http1::precise_sleep(Duration::from_micros(delay)).await?;
-            ctx.stats.delay_us_total.fetch_add(delay, Ordering::Relaxed);
-        }
         if let Some((ur, _)) = upstream.as_mut() {
             // A kept-alive upstream connection the peer closed while idle (or that has stray
-            // bytes) is replaced before the request is written, as real proxies do.
+            // bytes) is replaced before the request is written, as real proxies do. Checked
+            // before the hold, so no syscall sits between the hold's end and the forward.
             let stale = std::future::poll_fn(|cx| {
                 std::task::Poll::Ready(std::pin::Pin::new(&mut *ur).poll_fill_buf(cx).is_ready())
             })
@@ -380,12 +444,20 @@ async fn conn(ctx: &Ctx, down: BoxIo, down_stamps: &Stamps) -> std::io::Result<(
                 upstream = None;
             }
         }
+        if delay > 0 {
+            // The request is held until `delay` after the read that brought its head: the
+            // proxy's own time (parsing, timers) is inside the delay, not added to it.
+            http1::hold_until(head_read, Duration::from_micros(delay)).await?;
+            ctx.stats.delay_us_total.fetch_add(delay, Ordering::Relaxed);
+        }
         let fresh_upstream = upstream.is_none();
         if upstream.is_none() {
             let st = std::sync::Arc::new(Stamps::default());
-            let (ur, uw) = tokio::io::split(connect(ctx, st.clone()).await?);
+            let (io, addrs) = connect(ctx, st.clone()).await?;
+            let (ur, uw) = tokio::io::split(io);
             upstream = Some((BufReader::with_capacity(16 * 1024, ur), uw));
             up_stamps = st;
+            up_addrs = addrs;
         }
         let Some((ur, uw)) = upstream.as_mut() else {
             unreachable!("upstream connected above")
@@ -406,6 +478,19 @@ async fn conn(ctx: &Ctx, down: BoxIo, down_stamps: &Stamps) -> std::io::Result<(
             if let Ok(mut h) = ctx.stats.steady_hop_ns.lock() {
                 h.saturating_record(in_proxy);
             }
+        }
+        if let Ok(mut log) = ctx.stats.log.lock() {
+            if log.len() >= REQUEST_LOG_CAP {
+                log.pop_front();
+            }
+            log.push_back(TruthRequest {
+                down_local: down_addrs.0,
+                down_remote: down_addrs.1,
+                up_local: up_addrs.0,
+                up_remote: up_addrs.1,
+                in_ns: monotonic_ns(head_read),
+                out_ns: monotonic_ns(sent_at),
+            });
         }
         if req.expect_continue {
             // Answer the client's `Expect: 100-continue` ourselves so the body flows at once;

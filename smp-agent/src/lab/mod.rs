@@ -29,6 +29,7 @@ pub mod proxies;
 pub mod redirect;
 pub mod state;
 pub mod tls;
+pub mod truth;
 
 pub use config::{LabConfig, ProxyKind, Side};
 use state::{LabState, Phase, ProcRecord};
@@ -155,6 +156,9 @@ pub struct SidecarInfo {
     pub admin: SocketAddr,
     /// Its log file.
     pub log: PathBuf,
+    /// Its request log, if it writes one to a file (Envoy with `request_log`).
+    #[serde(default)]
+    pub request_log: Option<PathBuf>,
 }
 
 /// What a running lab offers: how to reach it, and whom to profile.
@@ -501,6 +505,33 @@ impl Lab {
             })
     }
 
+    /// A sidecar's request log ([`truth`]): ours always keeps one (admin `GET /requests`),
+    /// Envoy writes one with `request_log`; `None` otherwise.
+    pub fn ground_truth_requests(
+        info: &LabInfo,
+        side: Side,
+    ) -> Result<Option<Vec<truth::TruthRequest>>, LabError> {
+        let sc = info.sidecar(side);
+        let err = |reason: String| LabError::Stats {
+            side,
+            kind: sc.kind,
+            addr: sc.admin,
+            reason,
+        };
+        if let Some(path) = &sc.request_log {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| LabError::io(format!("read {}", path.display()), e))?;
+            return truth::parse_envoy_log(&text, truth::realtime_minus_monotonic_ns())
+                .map(Some)
+                .map_err(|e| err(format!("{}: {e}", path.display())));
+        }
+        if sc.kind != ProxyKind::Ours {
+            return Ok(None);
+        }
+        let text = http_get(&sc.netns, sc.admin, "/requests").map_err(err)?;
+        truth::parse_log(&text).map(Some).map_err(err)
+    }
+
     pub fn sidecar_requests(info: &LabInfo, side: Side) -> Result<Option<u64>, LabError> {
         let sc = info.sidecar(side);
         let (path, parse): (&str, fn(&str) -> Option<u64>) = match sc.kind {
@@ -821,6 +852,8 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
             &launch.ready,
             timeout,
         )?;
+        let request_log = (kind == ProxyKind::Envoy && cfg.sidecar(side).request_log)
+            .then(|| proxies::envoy::request_log_path(&sdir));
         infos.push(SidecarInfo {
             side,
             kind,
@@ -829,6 +862,7 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
             port: listen_port,
             admin,
             log,
+            request_log,
         });
     }
     let outbound = infos.pop().expect("two sidecars started");

@@ -71,7 +71,7 @@ pub(super) async fn h1_to_h2(ctx: &Ctx, down: BoxIo) -> io::Result<()> {
         delay(ctx, req.delay_us).await?;
         let h2req = to_h2_request(&head, scheme)?;
         if sender.is_none() {
-            let io = connect(ctx, Default::default()).await?;
+            let (io, _) = connect(ctx, Default::default()).await?;
             let (s, conn) = ::h2::client::handshake(io).await.map_err(other)?;
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -222,7 +222,7 @@ async fn stream(
     let (mut ur, mut uw) = match pooled {
         Some(u) => u,
         None => {
-            let (r, w) = tokio::io::split(connect(ctx, Default::default()).await?);
+            let (r, w) = tokio::io::split(connect(ctx, Default::default()).await?.0);
             (BufReader::with_capacity(16 * 1024, r), w)
         }
     };

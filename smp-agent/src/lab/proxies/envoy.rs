@@ -72,9 +72,21 @@ fn tls_certificate(cert: &std::path::Path, key: &std::path::Path) -> Value {
     })
 }
 
+/// The access log's line: the same fields, in the same order, as a
+/// [`crate::lab::truth::TruthRequest`] line, except the times: the request's start (wall
+/// clock, µs) and the µs from it until the upstream request began.
+pub const REQUEST_LOG_FORMAT: &str = "%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS% \
+     %UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_HOST% %START_TIME(%s.%6f)% \
+     %COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%\n";
+
+/// Where a slot's request log goes (`request_log` set).
+pub fn request_log_path(dir: &std::path::Path) -> PathBuf {
+    dir.join("requests.log")
+}
+
 /// The bootstrap config of one slot.
 pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
-    let hcm = json!({
+    let mut hcm = json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -98,6 +110,16 @@ pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
             }],
         },
     });
+    if plan.cfg.sidecar(plan.side).request_log {
+        hcm["typed_config"]["access_log"] = json!([{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": request_log_path(plan.dir),
+                "log_format": {"text_format_source": {"inline_string": REQUEST_LOG_FORMAT}},
+            },
+        }]);
+    }
     let mut chain = json!({"filters": [hcm]});
     let alpn = if plan.h2 {
         json!(["h2"])
@@ -175,18 +197,23 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         path: cfg_path.clone(),
         reason: e.to_string(),
     })?;
+    let mut args = vec![
+        "-c".into(),
+        cfg_path.display().to_string(),
+        "--concurrency".into(),
+        plan.workers().to_string(),
+        "--disable-hot-restart".into(),
+        "--log-level".into(),
+        "warn".into(),
+    ];
+    if plan.cfg.sidecar(plan.side).request_log {
+        // Access log lines reach the file within 100 ms (default: 10 s).
+        args.extend(["--file-flush-interval-msec".into(), "100".into()]);
+    }
     Ok(Launch {
         files: vec![(cfg_path.clone(), text)],
         program,
-        args: vec![
-            "-c".into(),
-            cfg_path.display().to_string(),
-            "--concurrency".into(),
-            plan.workers().to_string(),
-            "--disable-hot-restart".into(),
-            "--log-level".into(),
-            "warn".into(),
-        ],
+        args,
         ready: vec![
             std::net::SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
             plan.admin,

@@ -1,0 +1,418 @@
+//! The ground-truth proxy's request log, and the check of the probes' exchanges against it.
+//!
+//! `lab proxy` knows, for every request it forwards, which downstream connection it came in on,
+//! which upstream connection it left on, and when (its own clock at the socket, CLOCK_MONOTONIC
+//! like the probes'). It serves that log on its admin port (`GET /requests`, one
+//! [`TruthRequest`] per line). [`check`] holds each exchange the kernel paired against it: a
+//! pairing is right only if that very pair of connections carried a request at that time. A
+//! constant delay hides a mis-pairing in the histograms (every hop is D); this does not.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+};
+
+use serde::Serialize;
+
+use crate::aggregate::hops::{Exchange, PairedBy};
+
+/// One request the ground-truth proxy forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruthRequest {
+    /// Downstream connection: the proxy's local address and the client's.
+    pub down_local: SocketAddr,
+    pub down_remote: SocketAddr,
+    /// Upstream connection: the proxy's local address and the server's.
+    pub up_local: SocketAddr,
+    pub up_remote: SocketAddr,
+    /// CLOCK_MONOTONIC ns: the read that brought the request head returned / the forwarding
+    /// write was about to be issued.
+    pub in_ns: u64,
+    pub out_ns: u64,
+}
+
+impl TruthRequest {
+    /// The log line: `down_local down_remote up_local up_remote in_ns out_ns`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}",
+            self.down_local, self.down_remote, self.up_local, self.up_remote, self.in_ns, self.out_ns
+        )
+    }
+
+    /// Reads [`TruthRequest::line`] back.
+    pub fn parse(line: &str) -> Result<TruthRequest, String> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let [dl, dr, ul, ur, i, o] = w[..] else {
+            return Err(format!("want 6 fields, got {}: {line:?}", w.len()));
+        };
+        let addr = |s: &str, what: &str| {
+            s.parse::<SocketAddr>()
+                .map_err(|e| format!("{what} {s:?}: {e}"))
+        };
+        let ns = |s: &str, what: &str| s.parse::<u64>().map_err(|e| format!("{what} {s:?}: {e}"));
+        Ok(TruthRequest {
+            down_local: addr(dl, "downstream local address")?,
+            down_remote: addr(dr, "downstream remote address")?,
+            up_local: addr(ul, "upstream local address")?,
+            up_remote: addr(ur, "upstream remote address")?,
+            in_ns: ns(i, "in_ns")?,
+            out_ns: ns(o, "out_ns")?,
+        })
+    }
+}
+
+/// Parses a whole `GET /requests` body; the error names the line.
+pub fn parse_log(text: &str) -> Result<Vec<TruthRequest>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| TruthRequest::parse(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC now, ns: turns a wall-clock time into the probes' clock
+/// (the two drift apart only when the wall clock is stepped or slewed).
+pub fn realtime_minus_monotonic_ns() -> i128 {
+    let now = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    let mono = now(libc::CLOCK_MONOTONIC);
+    now(libc::CLOCK_REALTIME) - mono
+}
+
+/// Parses an Envoy access log written with `lab::proxies::envoy::REQUEST_LOG_FORMAT`; wall
+/// clock times become CLOCK_MONOTONIC with `offset_ns` ([`realtime_minus_monotonic_ns`]).
+/// Requests Envoy did not forward (upstream `-`) are left out. The error names the line.
+pub fn parse_envoy_log(text: &str, offset_ns: i128) -> Result<Vec<TruthRequest>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.is_empty() {
+            continue;
+        }
+        let at = |e: String| format!("line {}: {e}", i + 1);
+        let [dl, dr, ul, ur, start, to_up] = w[..] else {
+            return Err(at(format!("want 6 fields, got {}: {line:?}", w.len())));
+        };
+        if ul == "-" || ur == "-" || to_up == "-" {
+            continue;
+        }
+        let addr = |s: &str, what: &str| {
+            s.parse::<SocketAddr>()
+                .map_err(|e| at(format!("{what} {s:?}: {e}")))
+        };
+        let (secs, micros) = start
+            .split_once('.')
+            .ok_or_else(|| at(format!("start time {start:?}: want <s>.<µs>")))?;
+        let wall_us: i128 = secs
+            .parse::<i128>()
+            .ok()
+            .zip(micros.parse::<i128>().ok())
+            .map(|(s, us)| s * 1_000_000 + us)
+            .ok_or_else(|| at(format!("start time {start:?}: want <s>.<µs>")))?;
+        let to_up: u64 = to_up
+            .parse()
+            .map_err(|e| at(format!("µs to the upstream {to_up:?}: {e}")))?;
+        let in_ns = u64::try_from(wall_us * 1000 - offset_ns)
+            .map_err(|_| at(format!("start time {start:?} is before the monotonic epoch")))?;
+        out.push(TruthRequest {
+            down_local: addr(dl, "downstream local address")?,
+            down_remote: addr(dr, "downstream remote address")?,
+            up_local: addr(ul, "upstream local address")?,
+            up_remote: addr(ur, "upstream remote address")?,
+            in_ns,
+            out_ns: in_ns + to_up * 1000,
+        });
+    }
+    Ok(out)
+}
+
+/// How far the probe's `t_in`/`t_out` may be from the proxy's own stamps of the same request
+/// for the pairing to count as right, on the lab: requests on one connection are at least a
+/// round trip (the injected delay and more) apart, so a neighbour request is further than
+/// this; the probe and the proxy's stamps agree within tens of µs (a preemption between a
+/// syscall and the proxy's stamp of it).
+pub const MATCH_NS: u64 = 200_000;
+
+/// What [`check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Exchanges of the proxy held against the log.
+    pub checked: u64,
+    /// Paired to the right connections and the right request.
+    pub right: u64,
+    /// Paired across connections that never carried a request together.
+    pub wrong_connection: u64,
+    /// The right connections, but no logged request there within the tolerance.
+    pub wrong_request: u64,
+    /// Exchanges matched to a request another exchange had matched already.
+    pub duplicate: u64,
+    /// Logged requests no exchange matched (dropped by design, e.g. each TLS connection's
+    /// first, or lost).
+    pub missed: u64,
+    /// Largest |probe − proxy's stamp| of a right exchange, at t_in and t_out, ns.
+    pub max_in_skew_ns: u64,
+    pub max_out_skew_ns: u64,
+    /// The first few wrong exchanges, told in words (which request of its downstream it was,
+    /// what the log says that downstream really used), to find out why.
+    pub examples: Vec<String>,
+    /// Wrong exchanges by the index of their request on its downstream connection (as the
+    /// log tells it): the 1st, 2nd, 3rd–10th, later. Mis-pairing at connection set-up
+    /// (handshakes) looks different from mis-pairing in the steady state.
+    pub wrong_by_index: [u64; 4],
+    /// (right, wrong) exchanges by how the kernel found their response.
+    pub by_pairing: BTreeMap<PairedBy, (u64, u64)>,
+}
+
+/// Wrong exchanges [`Verdict::examples`] keeps.
+const EXAMPLES: usize = 8;
+
+impl Verdict {
+    /// Wrongly paired exchanges, all kinds.
+    pub fn wrong(&self) -> u64 {
+        self.wrong_connection + self.wrong_request + self.duplicate
+    }
+}
+
+type Key = (SocketAddr, SocketAddr, SocketAddr, SocketAddr);
+
+/// Holds the kernel's exchanges of one proxy against its request log: an exchange is right
+/// when its connections carried a logged request whose stamps are within `tolerance_ns` of
+/// the exchange's request `t_in` and `t_out` ([`MATCH_NS`] on the lab).
+pub fn check(exchanges: &[Exchange], log: &[TruthRequest], tolerance_ns: u64) -> Verdict {
+    let mut by_pair: HashMap<Key, BTreeMap<u64, (usize, u64)>> = HashMap::new();
+    for (i, r) in log.iter().enumerate() {
+        by_pair
+            .entry((r.down_local, r.down_remote, r.up_local, r.up_remote))
+            .or_default()
+            .insert(r.out_ns, (i, r.in_ns));
+    }
+    // Per downstream connection, its requests by forward time: for the examples.
+    let mut by_down: HashMap<(SocketAddr, SocketAddr), Vec<&TruthRequest>> = HashMap::new();
+    for r in log {
+        by_down.entry((r.down_local, r.down_remote)).or_default().push(r);
+    }
+    for reqs in by_down.values_mut() {
+        reqs.sort_by_key(|r| r.out_ns);
+    }
+    // Which request of its downstream the exchange's request was (1-based), and the log's
+    // request nearest to it.
+    let place = |e: &Exchange| -> Option<(usize, usize, &TruthRequest)> {
+        let reqs = by_down.get(&(e.downstream.local?, e.downstream.remote?))?;
+        let (i, q) = reqs
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, q)| q.in_ns.abs_diff(e.req_in_ns))?;
+        Some((i + 1, reqs.len(), q))
+    };
+    let explain = |e: &Exchange, why: &str| -> String {
+        let story = match place(e) {
+            Some((n, of, q)) => format!(
+                "request #{n} of {of} on its downstream; the log's nearest: upstream {} in {:+} µs out {:+} µs",
+                q.up_local,
+                (q.in_ns as i64 - e.req_in_ns as i64) / 1000,
+                (q.out_ns as i64 - e.req_out_ns as i64) / 1000,
+            ),
+            None => "its downstream is not in the log".into(),
+        };
+        format!(
+            "{why} ({:?}): downstream {:?} upstream {:?} tid {} req {}..{} resp {}..{} ({story})",
+            e.paired_by,
+            e.downstream.remote,
+            e.upstream.local,
+            e.tid,
+            e.req_in_ns,
+            e.req_out_ns,
+            e.resp_in_ns,
+            e.resp_out_ns
+        )
+    };
+    let mut used = vec![false; log.len()];
+    let mut v = Verdict::default();
+    let wrong = |v: &mut Verdict, e: &Exchange, why: &str| {
+        let bucket = match place(e).map(|(n, _, _)| n) {
+            Some(1) => 0,
+            Some(2) => 1,
+            Some(3..=10) => 2,
+            _ => 3,
+        };
+        v.wrong_by_index[bucket] += 1;
+        v.by_pairing.entry(e.paired_by).or_default().1 += 1;
+        // Half the examples from connection set-up, half from the steady state.
+        let steady = bucket >= 2;
+        let kept = v.examples.iter().filter(|x| x.starts_with("steady")).count();
+        let room = if steady { kept < EXAMPLES / 2 } else { v.examples.len() - kept < EXAMPLES / 2 };
+        if room {
+            let phase = if steady { "steady" } else { "set-up" };
+            v.examples.push(format!("{phase} {}", explain(e, why)));
+        }
+    };
+    for e in exchanges {
+        v.checked += 1;
+        let key = match (
+            e.downstream.local,
+            e.downstream.remote,
+            e.upstream.local,
+            e.upstream.remote,
+        ) {
+            (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
+            _ => {
+                v.wrong_connection += 1;
+                wrong(&mut v, e, "wrong connection");
+                continue;
+            }
+        };
+        let Some(reqs) = by_pair.get(&key) else {
+            v.wrong_connection += 1;
+            wrong(&mut v, e, "wrong connection");
+            continue;
+        };
+        // The logged request whose forward is nearest the probe's t_out.
+        let t = e.req_out_ns;
+        let before = reqs.range(..=t).next_back();
+        let after = reqs.range(t..).next();
+        let nearest = [before, after]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(&out, _)| out.abs_diff(t));
+        let Some((&out_ns, &(i, in_ns))) = nearest else {
+            v.wrong_request += 1;
+            wrong(&mut v, e, "wrong request");
+            continue;
+        };
+        let (skew_in, skew_out) = (e.req_in_ns.abs_diff(in_ns), t.abs_diff(out_ns));
+        if skew_in > tolerance_ns || skew_out > tolerance_ns {
+            v.wrong_request += 1;
+            wrong(&mut v, e, "wrong request");
+            continue;
+        }
+        if std::mem::replace(&mut used[i], true) {
+            v.duplicate += 1;
+            wrong(&mut v, e, "duplicate");
+            continue;
+        }
+        v.right += 1;
+        v.by_pairing.entry(e.paired_by).or_default().0 += 1;
+        v.max_in_skew_ns = v.max_in_skew_ns.max(skew_in);
+        v.max_out_skew_ns = v.max_out_skew_ns.max(skew_out);
+    }
+    v.missed = used.iter().filter(|&&u| !u).count() as u64;
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::hops::Conn;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn req(down_port: u16, up_port: u16, in_ns: u64, out_ns: u64) -> TruthRequest {
+        TruthRequest {
+            down_local: a("127.0.0.1:15001"),
+            down_remote: a(&format!("10.77.0.1:{down_port}")),
+            up_local: a(&format!("10.77.0.1:{up_port}")),
+            up_remote: a("10.77.0.2:15006"),
+            in_ns,
+            out_ns,
+        }
+    }
+
+    fn exchange(r: &TruthRequest, skew: u64) -> Exchange {
+        Exchange {
+            req_in_ns: r.in_ns + skew,
+            req_out_ns: r.out_ns + skew,
+            downstream: Conn {
+                local: Some(r.down_local),
+                remote: Some(r.down_remote),
+                tls: false,
+            },
+            upstream: Conn {
+                local: Some(r.up_local),
+                remote: Some(r.up_remote),
+                tls: false,
+            },
+            ..Exchange::default()
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_and_bad_lines_name_the_field() {
+        let r = req(40000, 50000, 1_000, 2_000);
+        assert_eq!(TruthRequest::parse(&r.line()), Ok(r));
+        let log = format!("{}\n\n{}\n", r.line(), r.line());
+        assert_eq!(parse_log(&log).unwrap().len(), 2);
+        let err = parse_log(&format!("{}\n1.2.3.4:5 x 1.2.3.4:5 1.2.3.4:5 1 2", r.line()))
+            .unwrap_err();
+        assert!(err.starts_with("line 2: downstream remote address \"x\""), "{err}");
+        let err = parse_log("1 2 3").unwrap_err();
+        assert!(err.contains("want 6 fields, got 3"), "{err}");
+    }
+
+    #[test]
+    fn right_pairings_pass_and_every_kind_of_wrong_one_is_told_apart() {
+        // Two connections, two requests each, 100 ms apart.
+        let log = [
+            req(40000, 50000, 1_000_000, 3_000_000),
+            req(40000, 50000, 101_000_000, 103_000_000),
+            req(40001, 50001, 2_000_000, 4_000_000),
+            req(40001, 50001, 102_000_000, 104_000_000),
+        ];
+        let right: Vec<Exchange> = log.iter().map(|r| exchange(r, 5_000)).collect();
+        let v = check(&right, &log, MATCH_NS);
+        assert_eq!((v.checked, v.right, v.wrong(), v.missed), (4, 4, 0, 0));
+        assert_eq!((v.max_in_skew_ns, v.max_out_skew_ns), (5_000, 5_000));
+
+        // Request 0's downstream with connection 1's upstream: a cross-connection pairing.
+        let mut crossed = exchange(&log[0], 0);
+        crossed.upstream = exchange(&log[2], 0).upstream;
+        // The right connections, a request's times shifted onto its neighbour's gap.
+        let shifted = exchange(&log[1], 50_000_000);
+        // The same request twice.
+        let twice = [exchange(&log[3], 0), exchange(&log[3], 10)];
+        let all = [vec![crossed, shifted], twice.to_vec()].concat();
+        let v = check(&all, &log, MATCH_NS);
+        assert_eq!(v.checked, 4);
+        assert_eq!(v.right, 1);
+        assert_eq!(v.wrong_connection, 1);
+        assert_eq!(v.wrong_request, 1);
+        assert_eq!(v.duplicate, 1);
+        assert_eq!(v.missed, 3);
+        assert_eq!(v.wrong(), 3);
+    }
+
+    #[test]
+    fn envoy_lines_become_requests_on_the_monotonic_clock() {
+        let log = "127.0.0.1:15001 10.77.0.1:40000 10.77.0.1:50000 10.77.0.2:15006 1764612345.000250 17\n\
+                   127.0.0.1:15001 10.77.0.1:40001 - - 1764612345.500000 -\n";
+        let offset = 1_764_612_000_000_000_000i128;
+        let r = parse_envoy_log(log, offset).unwrap();
+        assert_eq!(r.len(), 1, "the unforwarded request is left out");
+        assert_eq!(r[0].down_remote, a("10.77.0.1:40000"));
+        assert_eq!(r[0].up_local, a("10.77.0.1:50000"));
+        assert_eq!(r[0].in_ns, 345_000_250_000);
+        assert_eq!(r[0].out_ns, 345_000_267_000);
+        let err = parse_envoy_log("a b c d 17.x 1\n", 0).unwrap_err();
+        assert!(err.starts_with("line 1: start time \"17.x\""), "{err}");
+        let err = parse_envoy_log("1.2.3.4:5 1.2.3.4:5 1.2.3.4:5 1.2.3.4:5 1.5 z", 0).unwrap_err();
+        assert!(err.contains("µs to the upstream \"z\""), "{err}");
+    }
+
+    #[test]
+    fn an_exchange_without_addresses_is_not_counted_right() {
+        let log = [req(40000, 50000, 1_000, 2_000)];
+        let mut e = exchange(&log[0], 0);
+        e.upstream.local = None;
+        let v = check(&[e], &log, MATCH_NS);
+        assert_eq!((v.right, v.wrong_connection, v.missed), (0, 1, 1));
+    }
+}
