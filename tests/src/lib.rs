@@ -445,3 +445,68 @@ pub fn meshed_addr(info: &smp_agent::lab::LabInfo) -> std::net::SocketAddr {
     let hostport = url.split('/').next().unwrap_or_default();
     hostport.parse().expect("meshed url host:port")
 }
+
+/// (fd side, syscall, calls, bytes, errors) the `sockmover` workload performs; `a` sends, `b`
+/// receives.
+const SOCKMOVER: &[(char, smp_common::sock::SyscallKind, u64, u64, u64)] = {
+    use smp_common::sock::SyscallKind;
+    &[
+        ('a', SyscallKind::Write, 10, 1000, 0),
+        ('a', SyscallKind::Sendto, 10, 2000, 0),
+        ('a', SyscallKind::Writev, 10, 1000, 0),
+        ('a', SyscallKind::Sendmsg, 10, 3000, 0),
+        ('b', SyscallKind::Read, 11, 1000, 1),
+        ('b', SyscallKind::Recvfrom, 10, 2000, 0),
+        ('b', SyscallKind::Readv, 10, 1000, 0),
+        ('b', SyscallKind::Recvmsg, 10, 3000, 0),
+    ]
+};
+
+/// Runs the `sockmover` workload (`bin`) under `probes` (loaded with `mode`) and asserts that
+/// its socket syscalls were counted exactly, per socket and kind, and nothing else.
+pub fn sockmover_counts_exactly(
+    probes: &mut smp_agent::probes::Probes,
+    mode: smp_agent::probes::catalog::SocketHooks,
+    bin: &str,
+) {
+    let (mut w, ready) = Workload::spawn(bin, &[]);
+    let fds: Vec<i32> = ready
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("sockmover said {ready:?}"))
+        .split_whitespace()
+        .map(|f| f.parse().expect("fd"))
+        .collect();
+    let pid = w.pid();
+    let (ino_a, ino_b) = (socket_inode(pid, fds[0]), socket_inode(pid, fds[1]));
+    probes.track(pid).expect("track");
+    w.go();
+    assert_eq!(w.line(), "done");
+    let snap = probes.snapshot().expect("snapshot");
+    w.finish();
+
+    let mine: Vec<_> = snap.sockets.iter().filter(|s| s.tgid == pid).collect();
+    for &(side, kind, calls, bytes, errors) in SOCKMOVER {
+        let (fd, ino) = if side == 'a' {
+            (fds[0], ino_a)
+        } else {
+            (fds[1], ino_b)
+        };
+        let s = mine
+            .iter()
+            .find(|s| s.ino == ino && s.kind == kind)
+            .unwrap_or_else(|| panic!("no sample for fd {fd} {kind:?}; have {mine:?}"));
+        assert_eq!(s.fd, fd as u32, "{kind:?}");
+        assert_eq!(
+            (s.calls, s.bytes, s.errors),
+            (calls, bytes, errors),
+            "{kind:?} on fd {fd}"
+        );
+        // The socket tracepoints fire at completion only: no time inside the call.
+        if mode == smp_agent::probes::catalog::SocketHooks::Syscalls {
+            assert!(s.ns > 0, "{kind:?}: time inside the syscall is recorded");
+        }
+    }
+    // Nothing else: the /dev/null, /dev/zero and pipe I/O are not sockets.
+    assert_eq!(mine.len(), SOCKMOVER.len(), "unexpected samples: {mine:?}");
+    assert_eq!(snap.loss.map_insert_failed, 0);
+}

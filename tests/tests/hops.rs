@@ -64,20 +64,10 @@ fn paired_ratio(c: &PairingCounts) -> f64 {
 /// Every exchange of `side`'s sidecar (`pid`) against the proxy's own request log: paired
 /// to the connections and the request it really forwarded ([`truth::check`]).
 fn right_pairs(info: &LabInfo, side: Side, seen: &Finished, pid: u32) -> Verdict {
-    right_pairs_within(info, side, seen, pid, truth::MATCH_NS)
-}
-
-fn right_pairs_within(
-    info: &LabInfo,
-    side: Side,
-    seen: &Finished,
-    pid: u32,
-    tolerance_ns: u64,
-) -> Verdict {
     let log = Lab::ground_truth_requests(info, side)
         .expect("request log")
         .expect("a proxy that logs its requests");
-    let v = truth::check(&seen.exchanges_of(pid), &log, tolerance_ns);
+    let v = truth::check(&seen.exchanges_of(pid), &log);
     eprintln!("{side}: {} requests logged; exchanges against them: {v:?}", log.len());
     v
 }
@@ -107,11 +97,6 @@ fn assert_pairs_right(
     );
 }
 
-/// Envoy's access log times a request from its codec, not at the syscalls: its start and
-/// its upstream send are within this of the probe's `t_in`/`t_out` (requests on one
-/// connection are 160 ms apart at the rate below).
-const ENVOY_MATCH_NS: u64 = 1_000_000;
-
 /// Envoy as both sidecars, its access log the ground truth of which connections carried each
 /// request: every exchange the probes pair must be one Envoy forwarded.
 fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool) {
@@ -138,7 +123,7 @@ fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool) {
         for (side, pid) in [(Side::Outbound, pids[0]), (Side::Inbound, pids[1])] {
             let c = seen.pairing.get(&pid).copied().unwrap_or_default();
             eprintln!("{name} {side}: {} requests sent; {c:?}", ok.len());
-            let v = right_pairs_within(info, side, &seen, pid, ENVOY_MATCH_NS);
+            let v = right_pairs(info, side, &seen, pid);
             // Envoy's writes of a turn run after its reads: the batch and hint carry it; a few
             // per thousand land on a neighbour when a turn mixes connections (docs/hops.md).
             assert_pairs_right(side, &v, &c, 0.97, 0.01);

@@ -138,9 +138,10 @@ fn lab_profile_in(name: &str, proxy: &str, mtls: bool, extra: &[&str]) -> (Resul
             h.key()
         );
     }
-    // Self-consistency (DESIGN.md §2): what the proxies add per request (wait + hop + send of
-    // the four hops) explains the meshed − baseline median. On a quiet machine 97–118 %
-    // (docs/hops.md); the band here leaves room for a busy CI machine.
+    // Self-consistency (DESIGN.md §2, issue 6): what the proxies add per request (wait + hop +
+    // send of the four hops) explains the meshed − baseline median within 25 % (or 0.05 ms:
+    // the medians of 600 requests move by that much between runs), the verdict `profile`
+    // prints.
     let c = d.consistency.as_ref().expect("consistency check");
     let sum: f64 = d.hops.iter().map(|h| h.latency.percentiles.p50).sum();
     assert!((c.sum_hop_p50_ms - sum).abs() < 1e-9);
@@ -154,7 +155,7 @@ fn lab_profile_in(name: &str, proxy: &str, mtls: bool, extra: &[&str]) -> (Resul
         100.0 * explained / c.overhead_p50_ms
     );
     assert!(
-        explained >= 0.6 * c.overhead_p50_ms - 0.05 && explained <= 1.5 * c.overhead_p50_ms + 0.05,
+        (explained - c.overhead_p50_ms).abs() <= (0.25 * c.overhead_p50_ms).max(0.05),
         "{name}: {explained:.3} ms explained of an overhead of {:.3} ms",
         c.overhead_p50_ms
     );

@@ -380,7 +380,7 @@ pub async fn precise_sleep(d: Duration) -> io::Result<()> {
 const HOLD_SPIN: Duration = Duration::from_micros(80);
 
 /// Holds until `start + d`: a [`precise_sleep`] for all but the last [`HOLD_SPIN`], then a
-/// spin to the deadline, so the hold ends at the deadline instead of one timer wake-up
+/// yielding spin to the deadline, so the hold ends at the deadline instead of one timer wake-up
 /// after it. The spin keeps the runtime thread for at most [`HOLD_SPIN`] per call.
 pub async fn hold_until(start: std::time::Instant, d: Duration) -> io::Result<()> {
     let deadline = start + d;
@@ -389,7 +389,9 @@ pub async fn hold_until(start: std::time::Instant, d: Duration) -> io::Result<()
         precise_sleep(remaining - HOLD_SPIN).await?;
     }
     while std::time::Instant::now() < deadline {
-        std::hint::spin_loop();
+        // Yield, not spin in place: with more workers than CPUs, another worker whose
+        // deadline came first may be waiting for this CPU.
+        std::thread::yield_now();
     }
     Ok(())
 }
