@@ -709,6 +709,8 @@ fn diff_pairing(a: &PairingCounts, b: &PairingCounts) -> PairingCounts {
         queue_overflow: a.queue_overflow.saturating_sub(b.queue_overflow),
         hinted: a.hinted.saturating_sub(b.hinted),
         adjacent: a.adjacent.saturating_sub(b.adjacent),
+        hint_checks: a.hint_checks.saturating_sub(b.hint_checks),
+        hint_agrees: a.hint_agrees.saturating_sub(b.hint_agrees),
     }
 }
 

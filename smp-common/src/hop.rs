@@ -222,8 +222,21 @@ pub struct HopCounts {
     /// Exchanges paired by adjacency: the response the writing thread had just read (the
     /// rest: oldest-first, in the thread's batch or its whole queue).
     pub adjacent: u64,
+    /// Exchanges whose response carried a hint, and those whose hint named the downstream
+    /// that took it: how far this process's hints can be trusted (an event loop's almost
+    /// always, a tokio proxy's with delays almost never). Per CPU, as the kernel reads it.
+    pub hint_checks: u64,
+    pub hint_agrees: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 88);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 104);
+
+/// Exchanges (on one CPU) a process must have before its hints are judged ([`HopCounts`]).
+pub const HINT_JUDGED_AFTER: u64 = 32;
+
+/// Whether a process's hints agreed often enough (≥ 3 in 4) to come before adjacency.
+pub const fn hints_trusted(c: &HopCounts) -> bool {
+    c.hint_checks >= HINT_JUDGED_AFTER && c.hint_agrees * 4 >= c.hint_checks * 3
+}
 
 /// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle
 /// ones' state, never memory).

@@ -221,16 +221,26 @@ pub fn thread_exec_ns(pid: u32, tid: u32) -> u64 {
         .unwrap_or_else(|| panic!("{path}: {text:?}"))
 }
 
+/// The values after `word ` in a workload's line (`ready 3 4`, `done 12 7 9`,
+/// `ready 127.0.0.1:9477`); panics naming the line when it is not that.
+pub fn values_after<T: std::str::FromStr>(line: &str, word: &str) -> Vec<T> {
+    line.strip_prefix(word)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("workload said {line:?}, not {word:?} and values"))
+        .split_whitespace()
+        .map(|w| {
+            w.parse()
+                .unwrap_or_else(|_| panic!("workload said {line:?}: cannot read {w:?}"))
+        })
+        .collect()
+}
+
 /// The burner's `done <total thread ns> <tid> …` line: the total its threads' own clocks
 /// burned, and the threads' ids.
 pub fn burner_done(line: &str) -> (u64, Vec<u32>) {
-    let mut words = line
-        .strip_prefix("done ")
-        .unwrap_or_else(|| panic!("burner said {line:?}"))
-        .split_whitespace()
-        .map(|w| w.parse::<u64>().unwrap_or_else(|_| panic!("burner said {line:?}")));
-    let total = words.next().unwrap_or_else(|| panic!("burner said {line:?}"));
-    (total, words.map(|t| t as u32).collect())
+    let n: Vec<u64> = values_after(line, "done");
+    let total = *n.first().unwrap_or_else(|| panic!("burner said {line:?}"));
+    (total, n[1..].iter().map(|&t| t as u32).collect())
 }
 
 /// Socket inode of `fd` in process `pid` (`/proc/<pid>/fd/<fd>` → `socket:[ino]`).
@@ -470,12 +480,7 @@ pub fn sockmover_counts_exactly(
     bin: &str,
 ) {
     let (mut w, ready) = Workload::spawn(bin, &[]);
-    let fds: Vec<i32> = ready
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("sockmover said {ready:?}"))
-        .split_whitespace()
-        .map(|f| f.parse().expect("fd"))
-        .collect();
+    let fds: Vec<i32> = values_after(&ready, "ready");
     let pid = w.pid();
     let (ino_a, ino_b) = (socket_inode(pid, fds[0]), socket_inode(pid, fds[1]));
     probes.track(pid).expect("track");

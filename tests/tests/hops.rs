@@ -8,9 +8,9 @@ use std::time::Duration;
 use smp_agent::{
     aggregate::hops::{HopAggregator, Leg, PairingCounts},
     lab::{
-        config::{ProxyKind, Side},
+        config::{ProxyKind, SidecarConfig, Side},
         truth::{self, Verdict},
-        Lab, LabInfo,
+        Lab, LabConfig, LabInfo,
     },
 };
 use smp_tests::{
@@ -18,6 +18,28 @@ use smp_tests::{
     hop_session::{Finished, Session},
     lab_config, meshed_addr, quantile, require_root, with_lab,
 };
+
+/// A lab of `kind` sidecars on both sides, each set up by `set`.
+fn both_sidecars(
+    name: &str,
+    kind: ProxyKind,
+    mtls: bool,
+    set: impl Fn(&mut SidecarConfig),
+) -> LabConfig {
+    let mut cfg = lab_config(name, kind, mtls);
+    set(&mut cfg.outbound);
+    set(&mut cfg.inbound);
+    cfg
+}
+
+/// Brings `cfg`'s lab up and runs `f` with it, its sidecars' pids (outbound, inbound) and
+/// probes tracking both; takes the lab down whatever happens.
+fn with_tracked_lab(cfg: &LabConfig, f: impl FnOnce(&LabInfo, [u32; 2], Session)) {
+    with_lab(cfg, |info| {
+        let pids = [info.outbound.pid, info.inbound.pid];
+        f(info, pids, Session::start(&pids))
+    });
+}
 
 /// max(5 %, 30 µs) of `d_us`, the tolerance.
 fn tolerance_us(d_us: f64) -> f64 {
@@ -100,14 +122,11 @@ fn assert_pairs_right(
 /// Envoy as both sidecars, its access log the ground truth of which connections carried each
 /// request: every exchange the probes pair must be one Envoy forwarded.
 fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool) {
-    let mut cfg = lab_config(name, ProxyKind::Envoy, mtls);
-    for s in [&mut cfg.outbound, &mut cfg.inbound] {
+    let cfg = both_sidecars(name, ProxyKind::Envoy, mtls, |s| {
         s.workers = workers;
         s.request_log = true;
-    }
-    with_lab(&cfg, |info| {
-        let pids = [info.outbound.pid, info.inbound.pid];
-        let session = Session::start(&pids);
+    });
+    with_tracked_lab(&cfg, |info, pids, session| {
         let (ok, failed) = drive_in_netns(
             &info.client_netns,
             meshed_addr(info),
@@ -146,14 +165,11 @@ fn envoy_two_workers_mtls_pairs_against_its_access_log() {
 }
 
 fn ground_truth(name: &str, workers: u32, delay_us: u64, mtls: bool) {
-    let mut cfg = lab_config(name, ProxyKind::Ours, mtls);
-    for s in [&mut cfg.outbound, &mut cfg.inbound] {
+    let cfg = both_sidecars(name, ProxyKind::Ours, mtls, |s| {
         s.workers = workers;
         s.delay_us = delay_us;
-    }
-    with_lab(&cfg, |info| {
-        let pids = [info.outbound.pid, info.inbound.pid];
-        let session = Session::start(&pids);
+    });
+    with_tracked_lab(&cfg, |info, pids, session| {
         // 25 requests per connection in plaintext; with mTLS 100, so that connection set-up
         // (handshakes) weighs as little as it does in a long-running mesh.
         let (rate, secs) = if mtls { (800.0, 8) } else { (400.0, 4) };
@@ -262,9 +278,7 @@ fn mixed_header_delays_are_recovered_per_request() {
     let mut cfg = lab_config("gtmix", ProxyKind::Ours, false);
     cfg.outbound.workers = 4;
     cfg.inbound.workers = 1;
-    with_lab(&cfg, |info| {
-        let pids = [info.outbound.pid, info.inbound.pid];
-        let session = Session::start(&pids);
+    with_tracked_lab(&cfg, |info, pids, session| {
         // Uniform 0–5 ms, deterministic per request index.
         let delay = |i: u64| Some(i.wrapping_mul(2_654_435_761) % 5000);
         let (ok, failed) = drive_in_netns(

@@ -46,11 +46,7 @@ fn promtool_check_metrics_passes_on_what_the_server_serves() {
         return;
     };
     let (feeder, ready) = Workload::spawn(env!("CARGO_BIN_EXE_metrics_feeder"), &[]);
-    let addr = ready
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("feeder said {ready:?}"))
-        .parse()
-        .unwrap();
+    let addr: std::net::SocketAddr = smp_tests::values_after(&ready, "ready")[0];
     std::thread::sleep(Duration::from_millis(500));
     let (status, head, text) = http_get_with(addr, "/metrics", &[]).expect("scrape");
     assert_eq!(status, 200);

@@ -132,12 +132,7 @@ fn fd_numbers_reused_with(mode: SocketHooks) {
     probes.track(pid).expect("track");
     w.go();
     let done = w.line();
-    let f: Vec<u64> = done
-        .strip_prefix("done ")
-        .unwrap_or_else(|| panic!("sockmover said {done:?}"))
-        .split_whitespace()
-        .map(|v| v.parse().expect("number"))
-        .collect();
+    let f: Vec<u64> = smp_tests::values_after(&done, "done");
     let (fd, ino_a, ino_c, ino_b) = (f[0] as u32, f[1], f[2], f[3]);
     let snap = probes.snapshot().expect("snapshot");
     w.finish();

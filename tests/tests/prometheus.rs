@@ -45,11 +45,7 @@ fn prometheus_computes_known_quantiles_and_rates_from_our_exposition() {
         env!("CARGO_BIN_EXE_metrics_feeder"),
         &["--period-ms", "100", "--restart-after-ms", "4000"],
     );
-    let addr = ready
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("feeder said {ready:?}"))
-        .parse()
-        .unwrap();
+    let addr: std::net::SocketAddr = smp_tests::values_after(&ready, "ready")[0];
     let p = Prometheus::start(
         &prometheus,
         &[ScrapeTarget::new("smp-agent", addr)],

@@ -11,7 +11,9 @@ use smp_agent::{
     probes::{catalog::SocketHooks, Probes},
 };
 use smp_common::sock::MAX_SOCK_STATS;
-use smp_tests::{require_root, socket_hook_modes, sockmover_counts_exactly, Workload};
+use smp_tests::{
+    values_after, require_root, socket_hook_modes, sockmover_counts_exactly, Workload,
+};
 
 /// Connections the flood holds open (the figure).
 const CONNECTIONS: u64 = 100_000;
@@ -31,12 +33,7 @@ fn flood_with(mode: SocketHooks) {
     let mut probes = Probes::load_with(mode).expect("load probes");
     let n = CONNECTIONS.to_string();
     let (mut flood, ready) = Workload::spawn(env!("CARGO_BIN_EXE_connflood"), &[&n]);
-    let workers: Vec<u32> = ready
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("connflood said {ready:?}"))
-        .split_whitespace()
-        .map(|p| p.parse().expect("pid"))
-        .collect();
+    let workers: Vec<u32> = values_after(&ready, "ready");
     for &w in &workers {
         probes.track(w).expect("track");
     }

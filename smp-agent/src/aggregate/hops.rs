@@ -283,6 +283,10 @@ pub struct PairingCounts {
     pub queue_overflow: u64,
     pub hinted: u64,
     pub adjacent: u64,
+    /// Exchanges whose response carried a hint, and those whose hint named their
+    /// downstream: the kernel trusts a process's hints before adjacency once they agree.
+    pub hint_checks: u64,
+    pub hint_agrees: u64,
 }
 
 impl PairingCounts {
@@ -299,6 +303,8 @@ impl PairingCounts {
         self.queue_overflow += o.queue_overflow;
         self.hinted += o.hinted;
         self.adjacent += o.adjacent;
+        self.hint_checks += o.hint_checks;
+        self.hint_agrees += o.hint_agrees;
     }
 
     /// Requests seen that did not become a paired exchange.

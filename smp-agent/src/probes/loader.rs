@@ -504,6 +504,8 @@ impl Probes {
                 c.queue_overflow += v.queue_overflow;
                 c.hinted += v.hinted;
                 c.adjacent += v.adjacent;
+                c.hint_checks += v.hint_checks;
+                c.hint_agrees += v.hint_agrees;
             }
             snap.pairing.insert(tgid, c);
         }

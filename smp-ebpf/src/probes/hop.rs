@@ -18,7 +18,8 @@ use smp_common::{
     counters::Counter,
     event::EventKind,
     hop::{
-        ExchangeRecord, FwdQueue, FwdSlot, HopCounts, SendDone, SockState, ThreadLast, DIR_IN,
+        hints_trusted, ExchangeRecord, FwdQueue, FwdSlot, HopCounts, SendDone, SockState,
+        ThreadLast, DIR_IN,
         DIR_NONE, DIR_OUT, FWD_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2,
         PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, PAIRED_BY_SHIFT,
         SOCK_SK, SOCK_TLS,
@@ -497,6 +498,13 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
 ///    (among its [`OLDEST_WINDOW`] oldest): responses left from before the thread's last
 ///    write.
 ///
+/// A process whose hints have named the downstream that took their response on ≥ 3 in 4
+/// exchanges ([`hints_trusted`], counted on every exchange whatever way paired it) gets its
+/// hinted response first wherever it is on the queue: an event loop's (Envoy) are right
+/// even when the batch and adjacency are not (a response read in an earlier turn, written
+/// later); a tokio proxy's with delays are mostly another connection's, and there the
+/// batch and adjacency come first.
+///
 /// Every way requires the exchange's order ([`can_forward`]). A response once forwarded is
 /// marked on its upstream (`fwd_in`), so copies of it queued on other threads are dead.
 /// Responses that do not fit stay queued for their own downstream. Taken blindly, one stray
@@ -518,17 +526,19 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
     } else {
         0
     };
+    // SAFETY: read-only copy of this CPU's counters of the process.
+    let trust_hints = unsafe { HOP_COUNTS.get(&tgid) }.is_some_and(hints_trusted);
     let (found, by) = match THREAD_FWD.get_ptr_mut(&tid) {
         // No response was ever read on this thread: only adjacency can find one.
         None => (adjacent(tid, d_ino, d_in, t_out), PAIRED_BY_ADJACENCY),
         // SAFETY: only thread `tid` (running here) touches its queue.
-        Some(qp) => pick(unsafe { &mut *qp }, tid, d_ino, d_in, t_out),
+        Some(qp) => pick(unsafe { &mut *qp }, tid, d_ino, d_in, t_out, trust_hints),
     };
     let Some(slot) = found else {
         bump(tgid, |c| c.unmatched_writes += 1);
         return Forward::Nothing;
     };
-    exchange(tgid, tid, d, d_in, slot, t_out, by)
+    exchange(tgid, tid, d_ino, d, d_in, slot, t_out, by)
 }
 
 /// Slots of dead or taken responses dropped from a queue's head per response write (the
@@ -544,6 +554,7 @@ fn pick(
     d_ino: u64,
     d_in: u64,
     t_out: u64,
+    trust_hints: bool,
 ) -> (Option<FwdSlot>, u32) {
     q.wrote = 1;
     // The batch: from its start, or none if the queue has dropped past it.
@@ -556,7 +567,7 @@ fn pick(
     // One hinted search serves both the batch's hint and the whole queue's.
     let hinted = find(q, head, HINT_WINDOW, d_ino, d_in, t_out, true);
     let in_batch = |i: u32| i.wrapping_sub(batch) < q.tail.wrapping_sub(batch);
-    let (take, by) = if hinted != u32::MAX && in_batch(hinted) {
+    let (take, by) = if hinted != u32::MAX && (trust_hints || in_batch(hinted)) {
         (hinted, PAIRED_BY_HINT)
     } else {
         match find(q, batch, BATCH_WINDOW, d_ino, d_in, t_out, false) {
@@ -612,6 +623,7 @@ enum Forward {
 fn exchange(
     tgid: u32,
     tid: u32,
+    d_ino: u64,
     d: &mut SockState,
     d_in: u64,
     slot: FwdSlot,
@@ -629,6 +641,15 @@ fn exchange(
         PAIRED_BY_HINT => bump(tgid, |c| c.hinted += 1),
         PAIRED_BY_ADJACENCY => bump(tgid, |c| c.adjacent += 1),
         _ => {}
+    }
+    if slot.hint != 0 {
+        // Did the hint name the downstream that took its response? (Judged on every way of
+        // pairing: the ways this process gets right tell whether its hints are.)
+        let agrees = u64::from(slot.hint == d_ino);
+        bump(tgid, |c| {
+            c.hint_checks += 1;
+            c.hint_agrees += agrees;
+        });
     }
     let (req_in, req_out, resp_in) = (d_in, u.out_start, u.in_start);
     if req_in == 0 || req_out < req_in || resp_in < req_out || t_out < resp_in {
