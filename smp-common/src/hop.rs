@@ -53,8 +53,9 @@ pub struct SockState {
     /// exchange record carries the bytes read, and counting writes cost a lookup per write).
     pub in_bytes: u64,
     pub tuple: Tuple,
-    /// Upstreams: the downstream socket whose request the writing thread had just read when
-    /// it forwarded the current request here (exact for event loops, a hint otherwise).
+    /// Upstreams: the downstream whose request this thread's forward of the current request
+    /// claimed (the oldest it read and had not forwarded: exact for event loops, a hint
+    /// otherwise).
     pub hint: u64,
     /// Upstreams: the `in_start` of the last response forwarded (taken by a response write).
     /// A queued slot of a response already forwarded is dead, whichever thread's queue holds
@@ -64,6 +65,9 @@ pub struct SockState {
     /// first request can arrive in one read, classified as handshake: the request then hides
     /// in it, and a response forwarded before any request was seen answers that read.
     pub hs_read: u64,
+    /// Downstreams: the `in_start` of the request a request forward last claimed (its hint),
+    /// so that one request is the hint of one forward only.
+    pub claimed: u64,
     /// Exchanges paired on this socket (as downstream).
     pub exchanges: u32,
     pub role: u8,
@@ -72,20 +76,29 @@ pub struct SockState {
     pub flags: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 120);
+const _: () = assert!(core::mem::size_of::<SockState>() == 128);
 
-/// What a thread last read (`THREAD_LAST`, key: tid), for pairing by adjacency.
+/// Requests a thread's [`ThreadLast`] remembers (a power of two).
+pub const REQ_SLOTS: usize = 4;
+
+/// What a thread read (`THREAD_LAST`, key: tid): the requests it read and did not forward yet
+/// (for the hint of its next request forwards) and the upstream it last read response data
+/// from (for pairing by adjacency).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadLast {
-    /// Inode of the downstream it last read a request from (new message).
-    pub req: u64,
+    /// Downstream inodes of the last [`REQ_SLOTS`] requests this thread read (new messages),
+    /// a FIFO from `req_head` to `req_tail` (indices only grow, mod `REQ_SLOTS`): an event
+    /// loop reads the requests of one turn, then runs their forwards in order.
+    pub reqs: [u64; REQ_SLOTS],
+    pub req_head: u32,
+    pub req_tail: u32,
     /// Inode of the upstream it last read response data from (any read, continuation reads
     /// included): a proxy that forwards a response in the same turn that read it (a
     /// connection's task, an event loop without deferred writes) writes that one next.
     pub up: u64,
 }
-const _: () = assert!(core::mem::size_of::<ThreadLast>() == 16);
+const _: () = assert!(core::mem::size_of::<ThreadLast>() == 8 * REQ_SLOTS + 16);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.

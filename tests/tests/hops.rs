@@ -8,7 +8,7 @@ use std::time::Duration;
 use smp_agent::{
     aggregate::hops::{HopAggregator, Leg, PairingCounts},
     lab::{
-        config::{ProxyKind, SidecarConfig, Side},
+        config::{ProxyKind, Side, SidecarConfig},
         truth::{self, Verdict},
         Lab, LabConfig, LabInfo,
     },
@@ -90,7 +90,10 @@ fn right_pairs(info: &LabInfo, side: Side, seen: &Finished, pid: u32) -> Verdict
         .expect("request log")
         .expect("a proxy that logs its requests");
     let v = truth::check(&seen.exchanges_of(pid), &log);
-    eprintln!("{side}: {} requests logged; exchanges against them: {v:?}", log.len());
+    eprintln!(
+        "{side}: {} requests logged; exchanges against them: {v:?}",
+        log.len()
+    );
     v
 }
 
@@ -105,7 +108,9 @@ fn assert_pairs_right(
     right_share: f64,
     wrong_share: f64,
 ) {
-    let eligible = (v.right + v.missed).saturating_sub(c.tls_first_dropped).max(1);
+    let eligible = (v.right + v.missed)
+        .saturating_sub(c.tls_first_dropped)
+        .max(1);
     assert!(
         v.right as f64 >= right_share * eligible as f64,
         "{side}: {} of {eligible} requests paired right: {v:?}",
@@ -121,7 +126,7 @@ fn assert_pairs_right(
 
 /// Envoy as both sidecars, its access log the ground truth of which connections carried each
 /// request: every exchange the probes pair must be one Envoy forwarded.
-fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool) {
+fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool, rate: f64) {
     let cfg = both_sidecars(name, ProxyKind::Envoy, mtls, |s| {
         s.workers = workers;
         s.request_log = true;
@@ -131,7 +136,7 @@ fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool) {
             &info.client_netns,
             meshed_addr(info),
             64,
-            400.0,
+            rate,
             Duration::from_secs(4),
             |_| None,
         );
@@ -143,9 +148,16 @@ fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool) {
             let c = seen.pairing.get(&pid).copied().unwrap_or_default();
             eprintln!("{name} {side}: {} requests sent; {c:?}", ok.len());
             let v = right_pairs(info, side, &seen, pid);
-            // Envoy's writes of a turn run after its reads: the batch and hint carry it; a few
-            // per thousand land on a neighbour when a turn mixes connections (docs/hops.md).
-            assert_pairs_right(side, &v, &c, 0.97, 0.01);
+            // Envoy's writes of a turn run after its reads: the hints (request FIFO) and the
+            // batch carry it; when a turn mixes connections a few exchanges in a thousand land
+            // on a neighbour. Near one worker's saturation (2 000 rps with 64 connections)
+            // 0.1-1.9 % did in 12 sides, most of them where no hint held (docs/hops.md).
+            let (right_share, wrong_share) = if rate > 1000.0 {
+                (0.96, 0.03)
+            } else {
+                (0.97, 0.01)
+            };
+            assert_pairs_right(side, &v, &c, right_share, wrong_share);
         }
     });
 }
@@ -153,14 +165,23 @@ fn envoy_pairs_against_its_access_log(name: &str, workers: u32, mtls: bool) {
 #[test]
 fn envoy_one_worker_pairs_against_its_access_log() {
     if require_root("envoy_one_worker_pairs_against_its_access_log") {
-        envoy_pairs_against_its_access_log("gte1", 1, false);
+        envoy_pairs_against_its_access_log("gte1", 1, false, 400.0);
+    }
+}
+
+/// At 2 000 rps one Envoy worker reads several requests and responses per turn before it
+/// runs their writes: the request FIFO and the batch, not the last read, pair them.
+#[test]
+fn envoy_one_worker_under_load_pairs_against_its_access_log() {
+    if require_root("envoy_one_worker_under_load_pairs_against_its_access_log") {
+        envoy_pairs_against_its_access_log("gte3", 1, false, 2000.0);
     }
 }
 
 #[test]
 fn envoy_two_workers_mtls_pairs_against_its_access_log() {
     if require_root("envoy_two_workers_mtls_pairs_against_its_access_log") {
-        envoy_pairs_against_its_access_log("gte2", 2, true);
+        envoy_pairs_against_its_access_log("gte2", 2, true, 400.0);
     }
 }
 

@@ -12,7 +12,7 @@ use smp_agent::{
 };
 use smp_common::sock::MAX_SOCK_STATS;
 use smp_tests::{
-    values_after, require_root, socket_hook_modes, sockmover_counts_exactly, Workload,
+    require_root, socket_hook_modes, sockmover_counts_exactly, values_after, Workload,
 };
 
 /// Connections the flood holds open (the figure).

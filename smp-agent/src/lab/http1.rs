@@ -375,9 +375,10 @@ pub async fn precise_sleep(d: Duration) -> io::Result<()> {
 }
 
 /// How long before a [`hold_until`] deadline the timer hands over to a spin: more than this
-/// VM's timer wake-up latency (timer, epoll, the runtime, the timerfd read: a hold
-/// without the spin ended 35–55 µs after its deadline at p50 on the development VM).
-const HOLD_SPIN: Duration = Duration::from_micros(80);
+/// VM's timer wake-up latency (timer, epoll, the runtime, the timerfd read: a hold without
+/// the spin ended 35–55 µs after its deadline at p50 on the development VM, and with 4
+/// workers on 2 vCPUs an 80 µs spin still left p10 of the holds 60–76 µs late).
+const HOLD_SPIN: Duration = Duration::from_micros(200);
 
 /// Holds until `start + d`: a [`precise_sleep`] for all but the last [`HOLD_SPIN`], then a
 /// yielding spin to the deadline, so the hold ends at the deadline instead of one timer wake-up

@@ -36,7 +36,12 @@ impl TruthRequest {
     pub fn line(&self) -> String {
         format!(
             "{} {} {} {} {} {}",
-            self.down_local, self.down_remote, self.up_local, self.up_remote, self.in_ns, self.out_ns
+            self.down_local,
+            self.down_remote,
+            self.up_local,
+            self.up_remote,
+            self.in_ns,
+            self.out_ns
         )
     }
 
@@ -120,8 +125,11 @@ pub fn parse_envoy_log(text: &str, offset_ns: i128) -> Result<Vec<TruthRequest>,
         let to_up: u64 = to_up
             .parse()
             .map_err(|e| at(format!("µs to the upstream {to_up:?}: {e}")))?;
-        let in_ns = u64::try_from(wall_us * 1000 - offset_ns)
-            .map_err(|_| at(format!("start time {start:?} is before the monotonic epoch")))?;
+        let in_ns = u64::try_from(wall_us * 1000 - offset_ns).map_err(|_| {
+            at(format!(
+                "start time {start:?} is before the monotonic epoch"
+            ))
+        })?;
         out.push(TruthRequest {
             down_local: addr(dl, "downstream local address")?,
             down_remote: addr(dr, "downstream remote address")?,
@@ -201,7 +209,10 @@ pub fn check(exchanges: &[Exchange], log: &[TruthRequest]) -> Verdict {
     // Per downstream connection, its requests by forward time: for the examples.
     let mut by_down: HashMap<(SocketAddr, SocketAddr), Vec<&TruthRequest>> = HashMap::new();
     for r in log {
-        by_down.entry((r.down_local, r.down_remote)).or_default().push(r);
+        by_down
+            .entry((r.down_local, r.down_remote))
+            .or_default()
+            .push(r);
     }
     for reqs in by_down.values_mut() {
         reqs.sort_by_key(|r| r.out_ns);
@@ -251,8 +262,16 @@ pub fn check(exchanges: &[Exchange], log: &[TruthRequest]) -> Verdict {
         v.by_pairing.entry(e.paired_by).or_default().1 += 1;
         // Half the examples from connection set-up, half from the steady state.
         let steady = bucket >= 2;
-        let kept = v.examples.iter().filter(|x| x.starts_with("steady")).count();
-        let room = if steady { kept < EXAMPLES / 2 } else { v.examples.len() - kept < EXAMPLES / 2 };
+        let kept = v
+            .examples
+            .iter()
+            .filter(|x| x.starts_with("steady"))
+            .count();
+        let room = if steady {
+            kept < EXAMPLES / 2
+        } else {
+            v.examples.len() - kept < EXAMPLES / 2
+        };
         if room {
             let phase = if steady { "steady" } else { "set-up" };
             v.examples.push(format!("{phase} {}", explain(e, why)));
@@ -363,9 +382,15 @@ mod tests {
         assert_eq!(TruthRequest::parse(&r.line()), Ok(r));
         let log = format!("{}\n\n{}\n", r.line(), r.line());
         assert_eq!(parse_log(&log).unwrap().len(), 2);
-        let err = parse_log(&format!("{}\n1.2.3.4:5 x 1.2.3.4:5 1.2.3.4:5 1 2", r.line()))
-            .unwrap_err();
-        assert!(err.starts_with("line 2: downstream remote address \"x\""), "{err}");
+        let err = parse_log(&format!(
+            "{}\n1.2.3.4:5 x 1.2.3.4:5 1.2.3.4:5 1 2",
+            r.line()
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("line 2: downstream remote address \"x\""),
+            "{err}"
+        );
         let err = parse_log("1 2 3").unwrap_err();
         assert!(err.contains("want 6 fields, got 3"), "{err}");
     }

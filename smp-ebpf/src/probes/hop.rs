@@ -19,11 +19,9 @@ use smp_common::{
     event::EventKind,
     hop::{
         hints_trusted, ExchangeRecord, FwdQueue, FwdSlot, HopCounts, SendDone, SockState,
-        ThreadLast, DIR_IN,
-        DIR_NONE, DIR_OUT, FWD_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2,
-        PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, PAIRED_BY_SHIFT,
-        SOCK_SK, SOCK_TLS,
-        SOCK_TUPLE,
+        ThreadLast, DIR_IN, DIR_NONE, DIR_OUT, FWD_SLOTS, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH,
+        PAIRED_BY_HINT, PAIRED_BY_OLDEST, PAIRED_BY_SHIFT, REQ_SLOTS, ROLE_DOWNSTREAM,
+        ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS, SOCK_TUPLE,
     },
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
 };
@@ -114,6 +112,39 @@ fn thread_last(tid: u32) -> Option<*mut ThreadLast> {
     }
     let _ = THREAD_LAST.insert(&tid, &ThreadLast::default(), 0);
     THREAD_LAST.get_ptr_mut(&tid)
+}
+
+/// A request forward by thread `tid` at `t_out`: the oldest request this thread read that is
+/// still waiting for its response and no forward claimed yet, claimed now (its downstream
+/// inode; 0: none). An event loop runs the forwards of one turn's reads in order.
+#[inline(always)]
+fn claim_request(tid: u32, t_out: u64) -> u64 {
+    let Some(l) = THREAD_LAST.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    // SAFETY: the calling thread's own entry: only this thread writes it.
+    let l = unsafe { &mut *l };
+    for _ in 0..REQ_SLOTS {
+        if l.req_head == l.req_tail {
+            break;
+        }
+        let d = l
+            .reqs
+            .get(l.req_head as usize & (REQ_SLOTS - 1))
+            .copied()
+            .unwrap_or(0);
+        l.req_head = l.req_head.wrapping_add(1);
+        let Some(ds) = SOCK_STATE.get_ptr_mut(&d) else {
+            continue;
+        };
+        // SAFETY: map value; a request is claimed by the thread that read it.
+        let ds = unsafe { &mut *ds };
+        if ds.last_dir == DIR_IN && ds.in_start <= t_out && ds.claimed != ds.in_start {
+            ds.claimed = ds.in_start;
+            return d;
+        }
+    }
+    0
 }
 
 /// The state of socket `ino`, created (role unknown) if absent.
@@ -298,7 +329,14 @@ pub fn on_data(
                 bump(tgid, |c| c.requests += 1);
                 if let Some(l) = thread_last(tid) {
                     // SAFETY: the calling thread's own entry: only this thread writes it.
-                    unsafe { (*l).req = p.ino };
+                    let l = unsafe { &mut *l };
+                    if let Some(slot) = l.reqs.get_mut(l.req_tail as usize & (REQ_SLOTS - 1)) {
+                        *slot = p.ino;
+                    }
+                    l.req_tail = l.req_tail.wrapping_add(1);
+                    if l.req_tail.wrapping_sub(l.req_head) as usize > REQ_SLOTS {
+                        l.req_head = l.req_tail.wrapping_sub(REQ_SLOTS as u32);
+                    }
                 }
             } else if s.role == ROLE_UPSTREAM {
                 bump(tgid, |c| c.responses += 1);
@@ -319,9 +357,8 @@ pub fn on_data(
                 Forward::Nothing => {}
             }
         } else if s.role == ROLE_UPSTREAM {
-            // A request forward: remember which downstream this thread just read a request from.
-            // SAFETY: plain copy out of the map value.
-            s.hint = unsafe { THREAD_LAST.get(&tid) }.map_or(0, |l| l.req);
+            // A request forward: which downstream's request it likely is.
+            s.hint = claim_request(tid, p.since_ns);
         }
         s.out_start = p.since_ns;
         s.out_sent = 0;

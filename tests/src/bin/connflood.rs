@@ -26,7 +26,10 @@ const PER_WORKER: usize = 9_000;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") {
-        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(PER_WORKER);
+        let n = args
+            .get(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(PER_WORKER);
         worker(n);
         return;
     }

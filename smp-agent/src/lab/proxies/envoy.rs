@@ -75,7 +75,8 @@ fn tls_certificate(cert: &std::path::Path, key: &std::path::Path) -> Value {
 /// The access log's line: the same fields, in the same order, as a
 /// [`crate::lab::truth::TruthRequest`] line, except the times: the request's start (wall
 /// clock, µs) and the µs from it until the upstream request began.
-pub const REQUEST_LOG_FORMAT: &str = "%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS% \
+pub const REQUEST_LOG_FORMAT: &str =
+    "%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS% \
      %UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_HOST% %START_TIME(%s.%6f)% \
      %COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%\n";
 
