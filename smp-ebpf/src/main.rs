@@ -108,6 +108,27 @@ pub fn smp_floor_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Benchmark floor with the least body a per-connection message timer needs (`smp-agent
+/// probe-floor --hooks sock-min`, on the socket tracepoints and `tcp_probe`): one clock read
+/// and one update of the socket's entry in an LRU hash keyed by `struct sock *` (`SK_INO` of
+/// the floor's own load, the map type and size of the agent's per-socket state). No target
+/// filter, no per-thread state, no counters: what any design that times messages per
+/// connection pays at least, above the empty floor.
+#[raw_tracepoint]
+pub fn smp_floor_min(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    match maps::SK_INO.get_ptr_mut(&sk) {
+        // SAFETY: a plain u64 of the map value.
+        Some(v) => unsafe { *v = now },
+        None => {
+            let _ = maps::SK_INO.insert(&sk, &now, 0);
+        }
+    }
+    0
+}
+
 /// tcp_probe: when data reaches a proxy's socket, before the proxy reads it.
 #[raw_tracepoint(tracepoint = "tcp_probe")]
 pub fn smp_tcp_probe(ctx: RawTracePointContext) -> i32 {

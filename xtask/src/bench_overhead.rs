@@ -327,6 +327,10 @@ fn syscall_cost(
     ];
     if sock_tracepoints() {
         floors.push(("floor: empty, the socket tracepoints", "sock"));
+        floors.push((
+            "floor: clock + socket hash update, socket tracepoints and tcp_probe",
+            "sock-min",
+        ));
     }
     for (label, _) in &floors {
         rows.push(Row::new(label));

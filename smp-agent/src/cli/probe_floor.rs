@@ -26,7 +26,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let probes = tokio::task::spawn_blocking(move || FloorProbes::load(hooks)).await??;
     // The first line says the programs are attached (the bench waits for it).
     println!(
-        "watching: empty {:?} programs attached to {} hooks",
+        "watching: floor programs ({:?}) attached to {} hooks",
         hooks, probes.attached
     );
     tokio::select! {

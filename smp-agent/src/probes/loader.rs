@@ -557,6 +557,9 @@ pub enum FloorHooks {
     /// The socket tracepoints (raw) the agent uses on 6.4+ (`tcp_sendmsg_locked` where the
     /// kernel has it).
     Sock,
+    /// The socket tracepoints and `tcp_probe`, each running the least body a per-connection
+    /// message timer needs: a clock read and an update of the socket's hash entry.
+    SockMin,
 }
 
 impl FloorHooks {
@@ -574,21 +577,25 @@ impl FloorHooks {
                 );
                 ("smp_floor_tp", t)
             }
-            FloorHooks::Sock => (
-                "smp_floor_raw",
-                [
-                    "sock_send_length",
-                    "sock_recv_length",
-                    "inet_sock_set_state",
-                    "tcp_sendmsg_locked",
-                ]
-                .into_iter()
-                .filter(|t| catalog::has_tracepoint(t))
-                .map(String::from)
-                .collect(),
-            ),
+            FloorHooks::Sock => ("smp_floor_raw", sock_floor_targets(&[])),
+            FloorHooks::SockMin => ("smp_floor_min", sock_floor_targets(&["tcp_probe"])),
         }
     }
+}
+
+/// The socket tracepoints the agent uses on 6.4+ that this kernel has, and `more`.
+fn sock_floor_targets(more: &[&str]) -> Vec<String> {
+    [
+        "sock_send_length",
+        "sock_recv_length",
+        "inet_sock_set_state",
+        "tcp_sendmsg_locked",
+    ]
+    .iter()
+    .chain(more)
+    .filter(|t| catalog::has_tracepoint(t))
+    .map(|t| t.to_string())
+    .collect()
 }
 
 /// Empty programs on the syscall hooks, for benchmarks: the cost of the hook mechanism alone
@@ -613,7 +620,7 @@ impl FloorProbes {
             .program_mut(program)
             .ok_or(ProbeError::MissingProgram { program })?;
         match hooks {
-            FloorHooks::Raw | FloorHooks::Sock => {
+            FloorHooks::Raw | FloorHooks::Sock | FloorHooks::SockMin => {
                 let p: &mut RawTracePoint = prog.try_into().map_err(|e| attach_err("", e))?;
                 p.load().map_err(|e| attach_err("", e))?;
                 for t in &targets {
