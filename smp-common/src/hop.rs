@@ -246,9 +246,11 @@ const _: () = assert!(core::mem::size_of::<HopCounts>() == 104);
 /// Exchanges (on one CPU) a process must have before its hints are judged ([`HopCounts`]).
 pub const HINT_JUDGED_AFTER: u64 = 32;
 
-/// Whether a process's hints agreed often enough (≥ 3 in 4) to come before adjacency.
+/// Whether a process's hints agreed often enough (≥ 31 in 32) to come before adjacency.
+/// Envoy's agree on 99.7–100 % of exchanges, ours with delays on 0.3–1.3 % on the host but
+/// on 90 % in an emulated guest, where trusting them (at ≥ 3 in 4) paired 16 of 600 wrongly.
 pub const fn hints_trusted(c: &HopCounts) -> bool {
-    c.hint_checks >= HINT_JUDGED_AFTER && c.hint_agrees * 4 >= c.hint_checks * 3
+    c.hint_checks >= HINT_JUDGED_AFTER && c.hint_agrees * 32 >= c.hint_checks * 31
 }
 
 /// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle

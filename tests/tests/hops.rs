@@ -179,7 +179,7 @@ fn envoy_one_worker_pairs_against_its_access_log() {
 /// 0.7-1 s in the middle of this run (twice on 2026-12-02: the log's and the probes' times of
 /// the same requests 0.74 s and 1.02 s apart, the worker's response queue overflowing), and a
 /// proxy that stops for that long at 2 000 rps is at saturation, where the pairing is known to
-/// degrade (docs/hops.md). Run alone it passed 14 of 14 times.
+/// degrade (docs/hops.md). Run alone it passed 7 of 7 times.
 #[test]
 fn envoy_one_worker_under_load_pairs_against_its_access_log() {
     if !require_root("envoy_one_worker_under_load_pairs_against_its_access_log") {

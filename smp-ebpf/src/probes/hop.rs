@@ -535,7 +535,7 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
 ///    (among its [`OLDEST_WINDOW`] oldest): responses left from before the thread's last
 ///    write.
 ///
-/// A process whose hints have named the downstream that took their response on ≥ 3 in 4
+/// A process whose hints have named the downstream that took their response on ≥ 31 in 32
 /// exchanges ([`hints_trusted`], counted on every exchange whatever way paired it) gets its
 /// hinted response first wherever it is on the queue: an event loop's (Envoy) are right
 /// even when the batch and adjacency are not (a response read in an earlier turn, written
