@@ -6,10 +6,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::OutputFormat;
-use crate::{
-    host::KernelFacts,
-    probes::{catalog::SocketHooks, HookStatus, Probes},
-};
+use crate::probes::{catalog::SocketHooks, facts::KernelFacts, HookStatus, Probes};
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,5 @@
-//! Facts about the host read from procfs/sysfs: kernel, BTF, capabilities, processes, sockets.
+//! Facts about the host read from procfs/sysfs: kernel release, capabilities, processes, sockets.
 //! Plain reads, no eBPF; the probes and the CLI use them to explain what they find.
-
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -61,45 +59,6 @@ pub fn missing_probe_caps(caps: u64) -> Vec<Capability> {
         .into_iter()
         .filter(|c| !has_cap(caps, *c))
         .collect()
-}
-
-/// Kernel facts `check` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct KernelFacts {
-    /// `uname -r`.
-    pub release: String,
-    /// `/sys/kernel/btf/vmlinux` exists.
-    pub btf: bool,
-    /// tracefs is mounted (tracepoint formats readable).
-    pub tracefs: bool,
-    /// The kernel was built with kprobes (a kprobe PMU is registered).
-    pub kprobe_pmu: bool,
-    /// Effective capabilities of the agent, by name.
-    pub capabilities: Vec<&'static str>,
-}
-
-impl KernelFacts {
-    /// Reads the facts of the running kernel.
-    pub fn read() -> KernelFacts {
-        let caps = effective_caps();
-        KernelFacts {
-            release: kernel_release(),
-            btf: Path::new(crate::probes::btf::VMLINUX_BTF).exists(),
-            tracefs: crate::probes::tracefs::root().is_ok(),
-            kprobe_pmu: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
-            capabilities: [
-                Capability::Bpf,
-                Capability::Perfmon,
-                Capability::SysAdmin,
-                Capability::NetAdmin,
-                Capability::SysResource,
-            ]
-            .into_iter()
-            .filter(|c| has_cap(caps, *c))
-            .map(Capability::name)
-            .collect(),
-        }
-    }
 }
 
 /// `uname -r`, from `/proc/sys/kernel/osrelease`.

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod catalog;
 pub mod events;
+pub mod facts;
 mod loader;
 pub mod offsets;
 pub mod tracefs;
