@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 
 use crate::util::{is_root, output, run_cmd};
 
-/// The pinned bpf-linker (see shared TOOLCHAIN.md: 0.10.0/0.10.1 emit BTF 6.18 rejects).
+/// The pinned bpf-linker (0.10.0/0.10.1 emit BTF that 6.18 rejects: docs/architecture.md, "Toolchain").
 pub const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Debian packages the build, the lab and the tests use, with why.
