@@ -1,5 +1,6 @@
 //! Reading and writing SMP documents: YAML (or JSON by extension), strict or lenient, with
-//! errors that name the file, the line and the field; atomic, durable writes that never follow a symlink ([`StagedFile`]).
+//! errors that name the file, the line and the field; atomic, durable writes that never
+//! follow a symlink ([`StagedFile`]).
 //!
 //! Strict reading first deserializes into the `deny_unknown_fields` shadow types
 //! ([`super::smp::strict`]), so an unknown key is reported where it is, then into the public
