@@ -1,6 +1,7 @@
 //! `smp-agent profile` end to end: on the mesh lab with every proxy kind, mTLS off and on,
-//! the written result set re-reads strictly and its numbers hang together; Ctrl-C still writes
-//! what was measured; bad input names the file, line and field and writes nothing.
+//! the written result set re-reads strictly and its numbers hang together; Ctrl-C and SIGTERM
+//! still write what was measured and take the lab down; bad input names the file, line and
+//! field and writes nothing.
 
 use std::{
     path::{Path, PathBuf},
@@ -8,7 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use smp_agent::report::{ResultSet, Strictness};
+use smp_agent::report::{
+    set::{
+        DETAILS_FILE, ENVIRONMENT_FILE, MESH_CONFIG_FILE, REPORT_FILE, RESULT_FILE,
+        TEST_CONFIG_FILE,
+    },
+    ResultSet, Strictness,
+};
 use smp_tests::{
     agent_bin,
     browser::{chromium, dump_dom},
@@ -277,13 +284,30 @@ fn ctrl_c_writes_what_was_measured() {
     if !require_root("ctrl_c_writes_what_was_measured") {
         return;
     }
-    let dir = scratch("ctrlc");
+    stop_signal_writes_what_was_measured("pf-ctrlc", libc::SIGINT, 130);
+}
+
+/// SIGTERM (`kill`, systemd, a CI timeout) behaves as Ctrl-C does, exit status 143: before,
+/// it killed the process, leaving no result and the lab's namespaces and proxies behind.
+#[test]
+fn sigterm_writes_what_was_measured_and_takes_the_lab_down() {
+    if !require_root("sigterm_writes_what_was_measured_and_takes_the_lab_down") {
+        return;
+    }
+    stop_signal_writes_what_was_measured("pf-sigterm", libc::SIGTERM, 143);
+}
+
+/// Profiles the lab `lab` for 60 s, sends `signal` to the agent alone 3 s into the meshed run
+/// and checks what it leaves: a result set that re-reads strictly, marked interrupted, with the
+/// ~3 s measured and no baseline; the lab and its namespaces gone; exit status `status`.
+fn stop_signal_writes_what_was_measured(lab: &str, signal: i32, status: i32) {
+    let dir = scratch(lab);
     let mut child = Command::new(agent_bin())
         .args([
             "profile",
             "--lab",
             "--lab-name",
-            "pf-ctrlc",
+            lab,
             "--rate",
             "200",
             "--duration",
@@ -307,15 +331,21 @@ fn ctrl_c_writes_what_was_measured() {
     std::thread::sleep(Duration::from_secs(3));
     let t = Instant::now();
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().expect("wait");
+    let out = child.wait_with_output().expect("wait");
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "took {:?}",
         t.elapsed()
     );
-    assert_eq!(status.code(), Some(130), "{}", rest.join("\n"));
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "{}\n{}",
+        rest.join("\n"),
+        text(&out.stderr)
+    );
     assert!(rest.iter().any(|l| l.contains("INTERRUPTED")), "{rest:?}");
     let set = ResultSet::read_from_dir(&dir, Strictness::Strict).expect("partial result");
     assert_eq!(
@@ -326,14 +356,41 @@ fn ctrl_c_writes_what_was_measured() {
         Some("true")
     );
     let d = set.details.expect("details");
-    assert!(d.end_to_end.baseline.is_none(), "no baseline after Ctrl-C");
+    assert!(
+        d.end_to_end.baseline.is_none(),
+        "no baseline after {signal}"
+    );
     let n = d.end_to_end.meshed.latency.count;
     assert!((300..=1000).contains(&n), "{n} requests in ~3 s at 200 rps");
     assert_eq!(d.sidecars.len(), 2);
     assert!(d.sidecars.iter().all(|s| s.requests > 0));
+    let page = std::fs::read_to_string(dir.join(REPORT_FILE)).expect("report.html");
+    assert!(page.trim_end().ends_with("</html>"), "report.html is whole");
+    // Only the files of the set: no temporary file left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected = [
+        DETAILS_FILE,
+        ENVIRONMENT_FILE,
+        MESH_CONFIG_FILE,
+        REPORT_FILE,
+        RESULT_FILE,
+        TEST_CONFIG_FILE,
+    ];
+    expected.sort_unstable();
+    assert_eq!(names, expected);
     assert!(
-        !smp_agent::lab::Lab::list().contains(&"pf-ctrlc".to_string()),
+        !smp_agent::lab::Lab::list().contains(&lab.to_string()),
         "the lab was taken down"
+    );
+    let (client_ns, server_ns) = smp_agent::lab::netns_names(lab);
+    let namespaces = smp_agent::lab::netns::list().expect("ip netns list");
+    assert!(
+        !namespaces.contains(&client_ns) && !namespaces.contains(&server_ns),
+        "the lab's namespaces are gone: {namespaces:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,7 @@ pub mod lab;
 pub mod load;
 pub mod probe_floor;
 pub mod profile;
+pub mod signals;
 pub mod top;
 
 /// eBPF service-mesh overhead profiler: per-hop sidecar latency, proxy CPU, SMP results.

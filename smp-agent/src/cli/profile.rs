@@ -11,7 +11,10 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-use super::OutputFormat;
+use super::{
+    signals::{StopSignal, StopSignals},
+    OutputFormat,
+};
 use crate::{
     lab::{config::ProxyKind, Lab, LabConfig, LabInfo},
     loadgen::{LoadSpec, Rate},
@@ -207,6 +210,10 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         bail!("give --url (the meshed URL), --config FILE, or --lab");
     }
     let out_dir = args.output_dir.clone().unwrap_or_else(default_output_dir);
+    // From here on SIGTERM and SIGINT stop the run instead of killing the process: what was
+    // measured is written and a lab we brought up is taken down. One that arrives while the
+    // lab comes up is kept and stops the run as soon as it starts.
+    let mut signals = StopSignals::new()?;
     if args.lab {
         let mut cfg = LabConfig {
             name: args.lab_name.clone(),
@@ -235,7 +242,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         })
         .await?
         .context("failed to bring up the mesh lab")?;
-        let r = profile_lab(&args, &info, warmup, &out_dir).await;
+        let r = profile_lab(&args, &info, warmup, &out_dir, &mut signals).await;
         let name = cfg.name.clone();
         tokio::task::spawn_blocking(move || Lab::down(&name))
             .await?
@@ -256,7 +263,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         sidecars,
         None,
     )?;
-    finish(&args, &plan, &out_dir).await
+    finish(&args, &plan, &out_dir, &mut signals).await
 }
 
 async fn profile_lab(
@@ -264,6 +271,7 @@ async fn profile_lab(
     info: &LabInfo,
     warmup: Duration,
     out_dir: &Path,
+    signals: &mut StopSignals,
 ) -> anyhow::Result<ExitCode> {
     let test = test_config(args, Some(info))?;
     let pids = vec![info.outbound.pid, info.inbound.pid];
@@ -292,7 +300,7 @@ async fn profile_lab(
     plan.mtls = info.mtls;
     plan.proxy_concurrency = args.concurrency.and_then(|c| i32::try_from(c).ok());
     plan.only_pids = Some(pids);
-    finish(args, &plan, out_dir).await
+    finish(args, &plan, out_dir, signals).await
 }
 
 fn plan(
@@ -325,10 +333,21 @@ fn plan(
     })
 }
 
-async fn finish(args: &Args, plan: &Plan, out_dir: &Path) -> anyhow::Result<ExitCode> {
+async fn finish(
+    args: &Args,
+    plan: &Plan,
+    out_dir: &Path,
+    signals: &mut StopSignals,
+) -> anyhow::Result<ExitCode> {
     let text = args.output == OutputFormat::Text;
+    let mut stopped_by: Option<StopSignal> = None;
     let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let s = signals.recv().await;
+        eprintln!(
+            "{}: stopping; what was measured until now is written",
+            s.name()
+        );
+        stopped_by = Some(s);
     };
     let mut outcome = profile::run(plan, stop, |p| {
         if !text {
@@ -342,7 +361,7 @@ async fn finish(args: &Args, plan: &Plan, out_dir: &Path) -> anyhow::Result<Exit
                 }
             }
             Progress::Phase { name, url, seconds } => {
-                println!("{name} run: {url} for {seconds:.0}s (Ctrl-C stops and keeps what was measured)");
+                println!("{name} run: {url} for {seconds:.0}s (Ctrl-C or SIGTERM stops and keeps what was measured)");
             }
         }
     })
@@ -360,7 +379,7 @@ async fn finish(args: &Args, plan: &Plan, out_dir: &Path) -> anyhow::Result<Exit
     files.extend(written.details);
     files.push(written.report);
     match args.output {
-        OutputFormat::Text => print_summary(&outcome, out_dir, &files),
+        OutputFormat::Text => print_summary(&outcome, stopped_by, out_dir, &files),
         OutputFormat::Json => {
             let d = outcome.set.details.as_ref();
             let b = d.and_then(|d| d.end_to_end.baseline.as_ref());
@@ -379,10 +398,9 @@ async fn finish(args: &Args, plan: &Plan, out_dir: &Path) -> anyhow::Result<Exit
             println!("{}", serde_json::to_string_pretty(&s)?);
         }
     }
-    Ok(if outcome.interrupted {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
+    Ok(match stopped_by {
+        Some(s) if outcome.interrupted => ExitCode::from(s.exit_status()),
+        _ => ExitCode::SUCCESS,
     })
 }
 
@@ -394,13 +412,16 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
+fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files: &[PathBuf]) {
     let Some(d) = o.set.details.as_ref() else {
         return;
     };
     println!();
     if o.interrupted {
-        println!("INTERRUPTED: the figures cover the run until Ctrl-C");
+        println!(
+            "INTERRUPTED by {}: the figures cover the run until then",
+            stopped_by.map_or("a stop signal", StopSignal::name)
+        );
     }
     let m = &d.end_to_end.meshed;
     println!(

@@ -1,5 +1,6 @@
 //! Reading and writing SMP documents: YAML (or JSON by extension), strict or lenient, with
-//! errors that name the file, the line and the field; atomic writes.
+//! errors that name the file, the line and the field; atomic, durable writes that never
+//! follow a symlink ([`StagedFile`]).
 //!
 //! Strict reading first deserializes into the `deny_unknown_fields` shadow types
 //! ([`super::smp::strict`]), so an unknown key is reported where it is, then into the public
@@ -439,7 +440,45 @@ pub fn serialize<T: Serialize>(
     }
 }
 
-/// A file written to a temporary name beside its destination, not yet renamed.
+/// How many temporary names [`StagedFile::stage`] tries before it gives up: each is taken only
+/// if nothing (not even a symlink) is there yet, so another file at one name moves on to the
+/// next.
+const TEMP_ATTEMPTS: u32 = 16;
+
+/// The `attempt`-th temporary name for `dest`: `.<name>.tmp-<pid>-<attempt>` in its directory.
+fn temp_path(dir: &Path, name: &std::ffi::OsStr, attempt: u32) -> PathBuf {
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}-{attempt}", std::process::id()));
+    dir.join(tmp_name)
+}
+
+/// The directory a file goes into (`.` for a bare name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Flushes a directory's entries (a rename into it) to disk.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?
+        .sync_all()
+}
+
+/// A file written to a temporary name beside its destination, not yet renamed. Every result
+/// file goes through it (the SMP documents, `details.json`, `report.html`).
+///
+/// The temporary file is created with `O_CREAT|O_EXCL|O_NOFOLLOW`: a file or symlink already
+/// at that name is never opened or followed (the next name is tried). Its bytes are synced
+/// before [`Self::commit`] renames it, and the directory is synced after the rename, so a
+/// crash or power loss leaves either the old file or the whole new one. The rename replaces
+/// whatever entry is at the destination (a symlink there is replaced, not followed).
 #[derive(Debug)]
 pub struct StagedFile {
     tmp: PathBuf,
@@ -448,45 +487,68 @@ pub struct StagedFile {
 }
 
 impl StagedFile {
-    /// Writes `bytes` to a temporary file in `dest`'s directory (flushed and synced).
+    /// Writes `bytes` to a new temporary file in `dest`'s directory (flushed and synced).
     pub fn stage(dest: &Path, bytes: &[u8]) -> Result<Self, SmpFileError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let err = |source| SmpFileError::Write {
             path: dest.to_path_buf(),
             source,
         };
-        let dir = match dest.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent_dir(dest);
         let name = dest
             .file_name()
             .ok_or_else(|| err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
+        let mut taken = 0;
+        let (tmp, mut file) = loop {
+            let tmp = temp_path(&dir, name, taken);
+            let opened = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true) // O_CREAT|O_EXCL
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp);
+            match opened {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    taken += 1;
+                    if taken == TEMP_ATTEMPTS {
+                        return Err(err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!(
+                                "the temporary names .{}.tmp-{}-0 … -{} are all taken in {}",
+                                name.to_string_lossy(),
+                                std::process::id(),
+                                TEMP_ATTEMPTS - 1,
+                                dir.display()
+                            ),
+                        )));
+                    }
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
         let staged = StagedFile {
             tmp,
             dest: dest.to_path_buf(),
             committed: false,
         };
-        let write = || -> io::Result<()> {
-            let mut f = fs::File::create(&staged.tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        };
         // On failure `staged` is dropped here, which removes the partial temp file.
-        write().map_err(err)?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(err)?;
         Ok(staged)
     }
 
-    /// Renames the temporary file onto the destination (atomic on one filesystem).
+    /// Renames the temporary file onto the destination (atomic on one filesystem), then syncs
+    /// the directory so that the rename itself is on disk.
     pub fn commit(mut self) -> Result<PathBuf, SmpFileError> {
-        fs::rename(&self.tmp, &self.dest).map_err(|source| SmpFileError::Write {
+        let err = |source| SmpFileError::Write {
             path: self.dest.clone(),
             source,
-        })?;
+        };
+        fs::rename(&self.tmp, &self.dest).map_err(err)?;
         self.committed = true;
+        sync_dir(&parent_dir(&self.dest)).map_err(err)?;
         Ok(self.dest.clone())
     }
 }
@@ -494,13 +556,15 @@ impl StagedFile {
 impl Drop for StagedFile {
     fn drop(&mut self) {
         if !self.committed {
+            // Removes the directory entry we created (never follows it).
             let _ = fs::remove_file(&self.tmp);
         }
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
-/// On error nothing is left behind and an existing `path` is untouched.
+/// Writes `bytes` to `path` atomically and durably ([`StagedFile`]): a temporary file in the
+/// same directory, synced, renamed, the directory synced. On error nothing is left behind and
+/// an existing `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SmpFileError> {
     StagedFile::stage(path, bytes)?.commit().map(drop)
 }
@@ -576,6 +640,57 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.yaml")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A symlink planted at the destination or at the temporary names is never followed: the
+    /// file it points to keeps its bytes, the planted temp links stay as they were, and the
+    /// destination becomes a regular file with the new bytes.
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("smp-file-symlink-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, b"victim\n").unwrap();
+        let dest = dir.join("result.yaml");
+        // The destination and the first two temporary names point at the victim.
+        symlink(&victim, &dest).unwrap();
+        let name = dest.file_name().unwrap();
+        let planted = [temp_path(&dir, name, 0), temp_path(&dir, name, 1)];
+        for p in &planted {
+            symlink(&victim, p).unwrap();
+        }
+        write_atomic(&dest, b"measured\n").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"victim\n");
+        let meta = fs::symlink_metadata(&dest).unwrap();
+        assert!(meta.file_type().is_file(), "{meta:?}");
+        assert_eq!(fs::read(&dest).unwrap(), b"measured\n");
+        for p in &planted {
+            assert!(fs::symlink_metadata(p).unwrap().file_type().is_symlink());
+            assert_eq!(fs::read_link(p).unwrap(), victim);
+        }
+        // A dangling symlink (to a file that does not exist yet) is not followed either.
+        let absent = dir.join("absent");
+        for p in &planted {
+            fs::remove_file(p).unwrap();
+            symlink(&absent, p).unwrap();
+        }
+        write_atomic(&dest, b"again\n").unwrap();
+        assert!(!absent.exists(), "created through a dangling symlink");
+        assert_eq!(fs::read(&dest).unwrap(), b"again\n");
+        // Every temporary name taken: a clear error, nothing written anywhere.
+        for attempt in 0..TEMP_ATTEMPTS {
+            let p = temp_path(&dir, name, attempt);
+            let _ = fs::remove_file(&p);
+            symlink(&victim, &p).unwrap();
+        }
+        let e = write_atomic(&dest, b"never\n").unwrap_err();
+        assert!(matches!(e, SmpFileError::Write { .. }), "{e}");
+        assert!(e.to_string().contains("are all taken"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"victim\n");
+        assert_eq!(fs::read(&dest).unwrap(), b"again\n");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
