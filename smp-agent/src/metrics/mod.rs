@@ -353,7 +353,7 @@ impl ProxyState {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State {
     opts: MetricsOptions,
     proxies: BTreeMap<ProxyId, ProxyState>,
@@ -545,7 +545,8 @@ enum Value<'a> {
 
 impl Collector for NodeCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A copy: encoding (and a slow scrape) never holds the lock `update` needs.
+        let st = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let enc = &mut enc;
         let proxies: Vec<&ProxyState> = st.proxies.values().collect();
 
