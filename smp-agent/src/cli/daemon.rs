@@ -74,7 +74,12 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
 
     let metrics = Arc::new(NodeMetrics::new(config.metrics_options()));
-    let server = MetricsServer::bind(config.listen, Arc::clone(&metrics)).await?;
+    let server = MetricsServer::bind_with(
+        config.listen,
+        Arc::clone(&metrics),
+        &config.server_options(),
+    )
+    .await?;
     tracing::info!(
         listen = %server.local_addr(),
         interval = %duration::format(config.interval),
