@@ -133,7 +133,7 @@ fn manifests_validate_against_kubernetes_schemas() {
         // A missing schema is only a warning for the tool: not for us.
         assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
         let passed = text.lines().filter(|l| l.contains(" passed ")).count();
-        assert_eq!(passed, 7, "one line per object:\n{text}");
+        assert_eq!(passed, 8, "one line per object:\n{text}");
     }
     // Proof that it is strict: a misspelt field fails.
     let bad = std::env::temp_dir().join(format!("smp-bad-ds-{}.yaml", std::process::id()));

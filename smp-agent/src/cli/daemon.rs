@@ -124,6 +124,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .join(", ")
     );
 
+    let mut over_limit = OverLimitLog::default();
+    over_limit.check(metrics.over_limit(), config.max_proxies);
     let mut next = Instant::now();
     let outcome = loop {
         next += config.interval;
@@ -150,6 +152,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             p.ask_for_unknown(&view);
         }
         metrics.update(&builder.build(&view, hops, &pods_now(pods.as_ref())));
+        over_limit.check(metrics.over_limit(), config.max_proxies);
     };
     let t = std::time::Instant::now();
     stop_serving(server).await;
@@ -180,6 +183,31 @@ fn log_changes(changes: Vec<(Duration, ProxyChange)>) {
                 tracing::info!(proxy = %proxy, pid = tgid, "process gone")
             }
         }
+    }
+}
+
+/// Says once (per daemon run) that proxies were left out by `max_proxies`; the number is
+/// exported all along (`smp_proxies_over_limit`).
+#[derive(Debug, Default)]
+struct OverLimitLog {
+    said: bool,
+}
+
+impl OverLimitLog {
+    /// Whether this call logged.
+    fn check(&mut self, over: usize, max_proxies: usize) -> bool {
+        if over == 0 || self.said {
+            return false;
+        }
+        self.said = true;
+        tracing::warn!(
+            left_out = over,
+            max_proxies,
+            "more proxies than max_proxies: {over} not exported (see smp_proxies_over_limit; \
+             raise max_proxies, or select proxies by proxy_exes/cgroups so that no process can \
+             pose as one by its name); said once"
+        );
+        true
     }
 }
 
@@ -618,6 +646,36 @@ mod tests {
             &pods,
         );
         assert_eq!(s.proxies.len(), 2);
+    }
+
+    #[test]
+    fn proxies_over_the_cap_are_exported_as_a_number_and_logged_once() {
+        use crate::metrics::{Format, MetricsOptions};
+        let m = NodeMetrics::new(MetricsOptions {
+            max_proxies: 2,
+            ..MetricsOptions::default()
+        });
+        let proxies: Vec<ProxyView> = (1..=5u64)
+            .map(|i| {
+                let id = ProxyId {
+                    kind: ProxyKind::Envoy,
+                    scope: ProxyScope::Pod(format!("{UID}-{i}")),
+                    fingerprint: i << 32,
+                };
+                proxy_view(&id, &[i as u32 + 100], 0, 0)
+            })
+            .collect();
+        let mut b = SnapshotBuilder::default();
+        m.update(&b.build(&view(proxies), BTreeMap::new(), &HashMap::new()));
+        assert_eq!(m.over_limit(), 3);
+        assert!(m
+            .encode(Format::PrometheusText)
+            .lines()
+            .any(|l| l == "smp_proxies_over_limit 3"));
+        let mut log = OverLimitLog::default();
+        assert!(!log.check(0, 2));
+        assert!(log.check(3, 2), "logged the first time");
+        assert!(!log.check(3, 2), "and only then");
     }
 
     #[test]

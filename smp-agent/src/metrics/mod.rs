@@ -465,6 +465,11 @@ impl NodeMetrics {
         &self.registry
     }
 
+    /// Proxies of the latest snapshot left out because `max_proxies` was reached.
+    pub fn over_limit(&self) -> usize {
+        self.lock().over_limit
+    }
+
     /// Number of proxies exported now.
     pub fn proxies(&self) -> usize {
         self.lock().proxies.len()
