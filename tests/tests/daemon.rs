@@ -566,6 +566,178 @@ fn daemon_leaves_no_program_after_sigterm_or_sigkill() {
     assert!(pins.is_empty(), "pinned: {pins:?}");
 }
 
+/// One HTTP/1.1 request over `s` (plain or TLS); returns (status, body). Status 0: no answer.
+async fn exchange<S>(mut s: S, path: &str, extra: &str) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\n{extra}Connection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    match raw.split_once("\r\n\r\n") {
+        Some((head, body)) => (
+            head.split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            body.to_string(),
+        ),
+        None => (0, raw),
+    }
+}
+
+/// A connection to `addr` from the loopback address `source` (all of 127/8 is this host's).
+async fn connect_from(source: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+/// Issue 17 item 6, on the real daemon: 500 idle connections from one client and a slow
+/// reader do not keep the kubelet's probe from an answer within 1 s, and scrapes go on.
+#[test]
+fn probes_answer_within_a_second_under_a_connection_flood() {
+    let test = "probes_answer_within_a_second_under_a_connection_flood";
+    if !require_root(test) {
+        return;
+    }
+    let mut d = Daemon::spawn(&[]);
+    d.wait_ready();
+    let addr = d.addr;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use tokio::io::AsyncWriteExt as _;
+        let mut idle = Vec::new();
+        for _ in 0..500 {
+            idle.push(connect_from("127.0.0.2", addr).await);
+        }
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        let mut slow = sock.connect(addr).await.unwrap();
+        let many = "GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n".repeat(3000);
+        let _ = tokio::time::timeout(Duration::from_secs(2), slow.write_all(many.as_bytes())).await;
+        for i in 0..10 {
+            let t = Instant::now();
+            let (status, body) =
+                exchange(connect_from("127.0.0.1", addr).await, "/healthz", "").await;
+            let took = t.elapsed();
+            assert_eq!(
+                (status, body.as_str()),
+                (200, "ok\n"),
+                "probe {i}\n{}",
+                d.log()
+            );
+            assert!(took < Duration::from_secs(1), "probe {i} took {took:?}");
+            let (status, body) =
+                exchange(connect_from("127.0.0.4", addr).await, "/metrics", "").await;
+            assert_eq!(status, 200, "scrape {i}");
+            assert!(body.contains("smp_agent_updates_total"), "scrape {i}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        drop((idle, slow));
+    });
+    assert!(
+        d.log().contains("holds 16 connections"),
+        "the per-client cap is logged once:\n{}",
+        d.log()
+    );
+}
+
+/// Issue 17 item 7, on the real daemon: HTTPS with a bearer token from a file; without the
+/// token or with a wrong one 401; /healthz and /readyz open; the token never in the log.
+#[test]
+fn metrics_over_tls_need_the_bearer_token() {
+    let test = "metrics_over_tls_need_the_bearer_token";
+    if !require_root(test) {
+        return;
+    }
+    const TOKEN: &str = "daemon-test-token-5f2c9a";
+    let dir = std::env::temp_dir().join(format!("smp-daemon-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key, token) = (dir.join("tls.crt"), dir.join("tls.key"), dir.join("token"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let token_s = token.display().to_string();
+    let d = Daemon::spawn(&[
+        "--metrics-tls-cert",
+        &cert_s,
+        "--metrics-tls-key",
+        &key_s,
+        "--metrics-token-file",
+        &token_s,
+    ]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let addr = d.addr;
+    let https = |path: &'static str, extra: String| {
+        let connector = connector.clone();
+        async move {
+            let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+                return (0, String::new());
+            };
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            match connector.connect(name, tcp).await {
+                Ok(tls) => exchange(tls, path, &extra).await,
+                Err(_) => (0, String::new()),
+            }
+        }
+    };
+    let auth = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while https("/readyz", String::new()).await.0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "not ready over TLS:\n{}",
+                d.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (status, body) = https("/metrics", auth(TOKEN)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("smp_agent_updates_total"));
+        assert_eq!(https("/metrics", String::new()).await.0, 401);
+        assert_eq!(
+            https("/metrics", auth("daemon-test-token-5f2c9b")).await.0,
+            401
+        );
+        assert_eq!(https("/metrics", auth("")).await.0, 401);
+        assert_eq!(
+            https("/healthz", String::new()).await,
+            (200, "ok\n".to_string())
+        );
+        // Plain HTTP gets no answer.
+        let plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(exchange(plain, "/healthz", "").await.0, 0);
+    });
+    assert!(
+        !d.log().contains(TOKEN),
+        "the token is in the log:\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("tls=true"), "{}", d.log());
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs `smp-agent daemon <args>` to its end (at most 20 s); returns (status, stderr, time).
 fn run_daemon(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, Duration) {
     let t = Instant::now();

@@ -133,7 +133,7 @@ fn manifests_validate_against_kubernetes_schemas() {
         // A missing schema is only a warning for the tool: not for us.
         assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
         let passed = text.lines().filter(|l| l.contains(" passed ")).count();
-        assert_eq!(passed, 7, "one line per object:\n{text}");
+        assert_eq!(passed, 8, "one line per object:\n{text}");
     }
     // Proof that it is strict: a misspelt field fails.
     let bad = std::env::temp_dir().join(format!("smp-bad-ds-{}.yaml", std::process::id()));
@@ -338,6 +338,57 @@ fn configmap_config_parses_with_the_agents_parser() {
         assert_eq!(cfg.metrics_options(), MetricsOptions::default());
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// Issue 17 item 7: only the Prometheus namespace may reach the metrics port, and the policy
+/// selects exactly the agent's pods and its named port.
+#[test]
+fn networkpolicy_admits_only_the_prometheus_namespace() {
+    let ds = object("DaemonSet");
+    let labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let np = object("NetworkPolicy");
+    let spec = &np["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        labels["app.kubernetes.io/name"]
+    );
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]
+            .as_mapping()
+            .unwrap()
+            .len(),
+        1,
+        "selects by the name label only"
+    );
+    // Ingress only: egress (the API server) stays open.
+    let types: Vec<&str> = spec["policyTypes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Ingress"]);
+    let rules = spec["ingress"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1, "one rule");
+    let from = rules[0]["from"].as_sequence().unwrap();
+    assert_eq!(from.len(), 1, "one peer");
+    let peer = from[0].as_mapping().unwrap();
+    assert_eq!(
+        peer.len(),
+        1,
+        "a namespace selector alone (no ipBlock, no podSelector)"
+    );
+    let ns = &from[0]["namespaceSelector"]["matchLabels"];
+    assert_eq!(ns.as_mapping().unwrap().len(), 1);
+    assert_eq!(ns["kubernetes.io/metadata.name"], "monitoring");
+    let ports = rules[0]["ports"].as_sequence().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["port"], "metrics");
+    assert_eq!(ports[0]["protocol"], "TCP");
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"],
+        "metrics"
+    );
 }
 
 #[test]

@@ -38,7 +38,7 @@ use crate::{
     },
     proxy::{
         discovery::ProxyScope,
-        kube::{KubeClient, PodRef},
+        kube::{KubeClient, KubeError, PodRef},
         ProxyChange, ProxyId,
     },
     tracker::{ProxyHopKey, Tracker, TrackerConfig, TrackerView},
@@ -74,7 +74,12 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
 
     let metrics = Arc::new(NodeMetrics::new(config.metrics_options()));
-    let server = MetricsServer::bind(config.listen, Arc::clone(&metrics)).await?;
+    let server = MetricsServer::bind_with(
+        config.listen,
+        Arc::clone(&metrics),
+        &config.server_options(),
+    )
+    .await?;
     tracing::info!(
         listen = %server.local_addr(),
         interval = %duration::format(config.interval),
@@ -119,6 +124,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .join(", ")
     );
 
+    let mut over_limit = OverLimitLog::default();
+    over_limit.check(metrics.over_limit(), config.max_proxies);
     let mut next = Instant::now();
     let outcome = loop {
         next += config.interval;
@@ -145,6 +152,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             p.ask_for_unknown(&view);
         }
         metrics.update(&builder.build(&view, hops, &pods_now(pods.as_ref())));
+        over_limit.check(metrics.over_limit(), config.max_proxies);
     };
     let t = std::time::Instant::now();
     stop_serving(server).await;
@@ -175,6 +183,31 @@ fn log_changes(changes: Vec<(Duration, ProxyChange)>) {
                 tracing::info!(proxy = %proxy, pid = tgid, "process gone")
             }
         }
+    }
+}
+
+/// Says once (per daemon run) that proxies were left out by `max_proxies`; the number is
+/// exported all along (`smp_proxies_over_limit`).
+#[derive(Debug, Default)]
+struct OverLimitLog {
+    said: bool,
+}
+
+impl OverLimitLog {
+    /// Whether this call logged.
+    fn check(&mut self, over: usize, max_proxies: usize) -> bool {
+        if over == 0 || self.said {
+            return false;
+        }
+        self.said = true;
+        tracing::warn!(
+            left_out = over,
+            max_proxies,
+            "more proxies than max_proxies: {over} not exported (see smp_proxies_over_limit; \
+             raise max_proxies, or select proxies by proxy_exes/cgroups so that no process can \
+             pose as one by its name); said once"
+        );
+        true
     }
 }
 
@@ -251,32 +284,54 @@ struct PodNames {
 
 impl PodNames {
     fn start(client: KubeClient, node: Option<String>, timing: PodRefresh) -> Self {
+        Self::start_with(
+            move || {
+                let (client, node) = (client.clone(), node.clone());
+                async move { client.pods(node.as_deref()).await }
+            },
+            timing,
+        )
+    }
+
+    /// [`PodNames::start`] with the pod list read by `fetch`. The refresh loop runs in a task
+    /// of its own under a supervisor: should it panic, the panic is logged and the loop starts
+    /// again (after `min_gap`), keeping the names it had.
+    fn start_with<F, Fut>(fetch: F, timing: PodRefresh) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<HashMap<String, PodRef>, KubeError>>
+            + Send
+            + 'static,
+    {
         let known = Arc::new(Mutex::new(HashMap::new()));
         let refresh = Arc::new(Notify::new());
         let (k, r) = (Arc::clone(&known), Arc::clone(&refresh));
+        let fetch = Arc::new(fetch);
         tokio::spawn(async move {
-            let mut failing = false;
             loop {
-                match client.pods(node.as_deref()).await {
-                    Ok(pods) => {
-                        if failing {
-                            tracing::info!(pods = pods.len(), "kube: pod list works again");
-                        }
-                        failing = false;
-                        tracing::debug!(pods = pods.len(), "kube: pod list refreshed");
-                        *k.lock().unwrap_or_else(|e| e.into_inner()) = pods;
+                let task = tokio::spawn(refresh_pods(
+                    Arc::clone(&fetch),
+                    Arc::clone(&k),
+                    Arc::clone(&r),
+                    timing,
+                ));
+                match task.await {
+                    Err(e) if e.is_panic() => {
+                        let panic = e.into_panic();
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into());
+                        tracing::error!(
+                            panic = %message,
+                            "kube: the pod name task panicked; restarting it (names read so far are kept)"
+                        );
+                        tokio::time::sleep(timing.min_gap).await;
                     }
-                    Err(e) => {
-                        if !failing {
-                            tracing::warn!(error = %e, "kube: cannot list pods; pod and namespace labels stay as they were");
-                        }
-                        failing = true;
-                    }
+                    // Cancelled (the runtime is shutting down), or returned (it never does).
+                    _ => return,
                 }
-                tokio::time::sleep(timing.min_gap).await;
-                let _ =
-                    tokio::time::timeout(timing.every.saturating_sub(timing.min_gap), r.notified())
-                        .await;
             }
         });
         Self {
@@ -296,6 +351,43 @@ impl PodNames {
                 }
             }
         }
+    }
+}
+
+/// The pod name refresh loop (runs for ever; see [`PodNames::start_with`]).
+async fn refresh_pods<F, Fut>(
+    fetch: Arc<F>,
+    known: Arc<Mutex<HashMap<String, PodRef>>>,
+    refresh: Arc<Notify>,
+    timing: PodRefresh,
+) where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<HashMap<String, PodRef>, KubeError>> + Send + 'static,
+{
+    let mut failing = false;
+    loop {
+        match fetch().await {
+            Ok(pods) => {
+                if failing {
+                    tracing::info!(pods = pods.len(), "kube: pod list works again");
+                }
+                failing = false;
+                tracing::debug!(pods = pods.len(), "kube: pod list refreshed");
+                *known.lock().unwrap_or_else(|e| e.into_inner()) = pods;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "kube: cannot list pods; pod and namespace labels stay as they were");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(timing.min_gap).await;
+        let _ = tokio::time::timeout(
+            timing.every.saturating_sub(timing.min_gap),
+            refresh.notified(),
+        )
+        .await;
     }
 }
 
@@ -557,6 +649,36 @@ mod tests {
     }
 
     #[test]
+    fn proxies_over_the_cap_are_exported_as_a_number_and_logged_once() {
+        use crate::metrics::{Format, MetricsOptions};
+        let m = NodeMetrics::new(MetricsOptions {
+            max_proxies: 2,
+            ..MetricsOptions::default()
+        });
+        let proxies: Vec<ProxyView> = (1..=5u64)
+            .map(|i| {
+                let id = ProxyId {
+                    kind: ProxyKind::Envoy,
+                    scope: ProxyScope::Pod(format!("{UID}-{i}")),
+                    fingerprint: i << 32,
+                };
+                proxy_view(&id, &[i as u32 + 100], 0, 0)
+            })
+            .collect();
+        let mut b = SnapshotBuilder::default();
+        m.update(&b.build(&view(proxies), BTreeMap::new(), &HashMap::new()));
+        assert_eq!(m.over_limit(), 3);
+        assert!(m
+            .encode(Format::PrometheusText)
+            .lines()
+            .any(|l| l == "smp_proxies_over_limit 3"));
+        let mut log = OverLimitLog::default();
+        assert!(!log.check(0, 2));
+        assert!(log.check(3, 2), "logged the first time");
+        assert!(!log.check(3, 2), "and only then");
+    }
+
+    #[test]
     fn unattributed_exchanges_become_dropped_hop_counts() {
         let mut b = SnapshotBuilder::default();
         let mut v = view(vec![]);
@@ -666,6 +788,42 @@ mod tests {
         );
         let snap = SnapshotBuilder::default().build(&v, BTreeMap::new(), &pods_now(Some(&names)));
         assert_eq!(snap.proxies[0].pod, Some(pod));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_the_pod_name_task_is_survived() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let names = PodNames::start_with(
+            move || {
+                let call = c.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if call == 0 {
+                        panic!("injected: first pod list read panics");
+                    }
+                    Ok(HashMap::from([(
+                        UID.to_string(),
+                        PodRef {
+                            namespace: "shop".into(),
+                            name: "web-1".into(),
+                        },
+                    )]))
+                }
+            },
+            PodRefresh {
+                every: Duration::from_secs(3600),
+                min_gap: Duration::from_millis(50),
+            },
+        );
+        for _ in 0..100 {
+            if pods_now(Some(&names)).contains_key(UID) {
+                assert!(calls.load(Ordering::SeqCst) >= 2);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the pod name task did not come back after its panic");
     }
 
     #[test]

@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     duration,
-    metrics::MetricsOptions,
+    metrics::{
+        server::{ServerOptions, TlsFiles},
+        MetricsOptions,
+    },
     proxy::{
         discovery::{DEFAULT_EXCLUDED_NAMES, DEFAULT_PROXY_NAMES},
         DiscoveryConfig,
@@ -155,6 +158,49 @@ fn parse_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+fn parse_exe(s: &str) -> Result<PathBuf, String> {
+    let s = s.trim();
+    if !s.starts_with('/') || s.ends_with('/') {
+        return Err(format!(
+            "invalid executable path {s:?}: an absolute file path, e.g. /usr/local/bin/envoy"
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn parse_cgroup(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if !s.starts_with('/') || s.contains(char::is_whitespace) {
+        return Err(format!(
+            "invalid cgroup path {s:?}: a cgroup v2 path prefix, e.g. /kubepods.slice"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_file(s: &str) -> Result<PathBuf, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    Ok(s.trim().to_string())
+}
+
+/// A comma-separated list, each part through `parse` (empty parts are skipped).
+fn list<T>(parse: fn(&str) -> Result<T, String>) -> impl Fn(&str) -> Result<Vec<T>, String> {
+    move |s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(parse)
+            .collect()
+    }
+}
+
 /// serde adapters: the same parsers for file values, so errors get the file's line and field.
 mod de {
     use serde::{de::Error as _, Deserialize, Deserializer};
@@ -181,6 +227,32 @@ mod de {
     adapter!(interval, std::time::Duration, super::parse_interval);
     adapter!(forget_after, std::time::Duration, super::parse_forget_after);
     adapter!(log_level, String, super::parse_log_level);
+    adapter!(file, std::path::PathBuf, super::parse_file);
+
+    /// A blank node name is no node name.
+    pub fn node_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.filter(|n| !n.trim().is_empty()))
+    }
+
+    pub fn exes<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<std::path::PathBuf>>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| super::parse_exe(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(D::Error::custom)
+    }
+
+    pub fn cgroups<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| super::parse_cgroup(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(D::Error::custom)
+    }
 
     pub fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
@@ -207,74 +279,331 @@ mod de {
     }
 }
 
-/// The YAML file. Every key is optional; unknown keys are errors.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Address of /metrics, /healthz, /readyz.
-    #[serde(
-        default,
-        deserialize_with = "de::listen",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub listen: Option<SocketAddr>,
-    /// Executable/comm names of proxies to follow.
-    #[serde(
-        default,
-        deserialize_with = "de::names",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub proxy_names: Option<Vec<String>>,
-    /// Names never followed (they sit in sidecar containers but do not proxy).
-    #[serde(
-        default,
-        deserialize_with = "de::names",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub exclude_names: Option<Vec<String>>,
-    /// Extra processes to follow whatever their name.
-    #[serde(
-        default,
-        deserialize_with = "de::pids",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub pids: Option<Vec<u32>>,
-    /// Snapshot period (Go-style duration).
-    #[serde(
-        default,
-        deserialize_with = "de::interval",
-        serialize_with = "ser_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub interval: Option<Duration>,
-    /// Kubernetes pod enrichment: auto, on, off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kube: Option<KubeMode>,
-    /// The node's name (pods are listed for this node only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
-    /// Log filter (tracing env-filter syntax).
-    #[serde(
-        default,
-        deserialize_with = "de::log_level",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub log_level: Option<String>,
-    /// Most proxies exported.
-    #[serde(
-        default,
-        deserialize_with = "de::max_proxies",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub max_proxies: Option<usize>,
-    /// Forget a proxy not seen for this long.
-    #[serde(
-        default,
-        deserialize_with = "de::forget_after",
-        serialize_with = "ser_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub forget_after: Option<Duration>,
+/// Declares every setting once (field and file key, flag, environment variable, default, doc)
+/// and generates from that list: the flags ([`DaemonArgs`]), the file ([`FileConfig`]), the
+/// effective configuration ([`DaemonConfig`]) with its defaults, where each value came from
+/// ([`Origins`]), the merge (flag > env > file > default) and the [`SETTINGS`] table.
+///
+/// Per setting: `field: Given => Effective`, where `Given` is what a flag, variable or file key
+/// yields and `Effective` the field of [`DaemonConfig`] (`Option<Given>` for settings without a
+/// default); `flag_parse` parses one flag value (one item of a list), `env_parse` a whole
+/// variable; `clap` and `serde` add attributes (list delimiters, file adapters).
+macro_rules! daemon_settings {
+    ($(
+        $field:ident: $ty:ty => $cty:ty {
+            doc: $doc:literal,
+            flag: $flag:literal,
+            env: $env:literal,
+            value_name: $vn:literal,
+            flag_parse: $fp:expr,
+            env_parse: $ep:expr,
+            default: $default:expr,
+            default_doc: $dd:literal,
+            $(clap: [$($clap:tt)*],)?
+            $(serde: [$($serde:tt)*],)?
+        }
+    )*) => {
+        /// Flags of `smp-agent daemon`. Every flag also has an environment variable and a file
+        /// key; a flag wins over the variable, the variable over the file.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct DaemonArgs {
+            /// Optional: YAML configuration file (env SMP_AGENT_CONFIG).
+            /// Example: --config /etc/smp-agent/config.yaml
+            #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+            pub config: Option<PathBuf>,
+            $(
+                #[doc = $doc]
+                #[arg(
+                    long = $flag,
+                    value_name = $vn,
+                    value_parser = $fp,
+                    help = concat!("Optional: ", $doc, " (env SMP_AGENT_", $env, ", file key ", stringify!($field), "; default ", $dd, ")")
+                    $(, $($clap)*)?
+                )]
+                pub $field: Option<$ty>,
+            )*
+            /// Print the effective configuration as YAML and exit.
+            #[arg(long)]
+            pub print_config: bool,
+        }
+
+        /// The YAML file. Every key is optional; unknown keys are errors.
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $(
+                #[doc = $doc]
+                #[serde(default, skip_serializing_if = "Option::is_none" $(, $($serde)*)?)]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        /// The effective configuration of the daemon.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct DaemonConfig {
+            $(
+                #[doc = $doc]
+                pub $field: $cty,
+            )*
+            /// The file read, if any.
+            pub config_file: Option<PathBuf>,
+        }
+
+        impl Default for DaemonConfig {
+            fn default() -> Self {
+                Self {
+                    $($field: $default,)*
+                    config_file: None,
+                }
+            }
+        }
+
+        /// Where each value of a [`DaemonConfig`] came from.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Origins {
+            $(pub $field: Origin,)*
+        }
+
+        /// Every setting, for documentation and checks.
+        pub const SETTINGS: &[Setting] = &[$(
+            Setting {
+                key: stringify!($field),
+                flag: $flag,
+                env: concat!("SMP_AGENT_", $env),
+                default: $dd,
+                doc: $doc,
+            },
+        )*];
+
+        /// Flag > env > file > default, for every setting.
+        fn merge(
+            args: &DaemonArgs,
+            env: &impl Fn(&str) -> Option<String>,
+            file: FileConfig,
+            path: Option<&Path>,
+            config_file: Option<PathBuf>,
+        ) -> Result<(DaemonConfig, Origins), ConfigError> {
+            $(
+                let $field: ($cty, Origin) = match pick(
+                    args.$field.clone(),
+                    $flag,
+                    env_value(env, $env, $ep)?,
+                    $env,
+                    file.$field,
+                    path,
+                ) {
+                    Some((v, origin)) => (v.into(), origin),
+                    None => ($default, Origin::Default),
+                };
+            )*
+            Ok((
+                DaemonConfig {
+                    $($field: $field.0,)*
+                    config_file,
+                },
+                Origins {
+                    $($field: $field.1,)*
+                },
+            ))
+        }
+
+        impl DaemonConfig {
+            /// The effective configuration in the file format (what `--print-config` prints;
+            /// it parses back to the same configuration).
+            pub fn to_file_config(&self) -> FileConfig {
+                FileConfig {
+                    $($field: self.$field.clone().into(),)*
+                }
+            }
+        }
+    };
+}
+
+/// One setting of the daemon, as [`SETTINGS`] lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// Key in the YAML file.
+    pub key: &'static str,
+    /// Flag, without `--`.
+    pub flag: &'static str,
+    /// Environment variable.
+    pub env: &'static str,
+    /// The default, as text.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+daemon_settings! {
+    listen: SocketAddr => SocketAddr {
+        doc: "where to serve /metrics, /healthz and /readyz, IP:PORT",
+        flag: "listen",
+        env: "LISTEN",
+        value_name: "IP:PORT",
+        flag_parse: parse_listen,
+        env_parse: parse_listen,
+        default: DEFAULT_LISTEN,
+        default_doc: "127.0.0.1:9477",
+        serde: [deserialize_with = "de::listen"],
+    }
+    proxy_names: Vec<String> => Vec<String> {
+        doc: "proxy executable/comm names to follow, repeatable or comma-separated (comm can be set by any process: prefer proxy_exes or cgroups where you can)",
+        flag: "proxy-name",
+        env: "PROXY_NAMES",
+        value_name: "NAME",
+        flag_parse: parse_name,
+        env_parse: list(parse_name),
+        default: DEFAULT_PROXY_NAMES.iter().map(|s| s.to_string()).collect(),
+        default_doc: "envoy,linkerd2-proxy,haproxy,nginx; none when proxy_exes or cgroups are given",
+        clap: [value_delimiter = ','],
+        serde: [deserialize_with = "de::names"],
+    }
+    proxy_exes: Vec<PathBuf> => Vec<PathBuf> {
+        doc: "absolute executable paths to follow (the process's /proc/PID/exe), repeatable or comma-separated",
+        flag: "proxy-exe",
+        env: "PROXY_EXES",
+        value_name: "PATH",
+        flag_parse: parse_exe,
+        env_parse: list(parse_exe),
+        default: Vec::new(),
+        default_doc: "none",
+        clap: [value_delimiter = ','],
+        serde: [deserialize_with = "de::exes"],
+    }
+    cgroups: Vec<String> => Vec<String> {
+        doc: "cgroup path prefixes: every process under them is followed, repeatable or comma-separated",
+        flag: "cgroup",
+        env: "CGROUPS",
+        value_name: "PATH",
+        flag_parse: parse_cgroup,
+        env_parse: list(parse_cgroup),
+        default: Vec::new(),
+        default_doc: "none",
+        clap: [value_delimiter = ','],
+        serde: [deserialize_with = "de::cgroups"],
+    }
+    exclude_names: Vec<String> => Vec<String> {
+        doc: "names never followed",
+        flag: "exclude-name",
+        env: "EXCLUDE_NAMES",
+        value_name: "NAME",
+        flag_parse: parse_name,
+        env_parse: list(parse_name),
+        default: DEFAULT_EXCLUDED_NAMES.iter().map(|s| s.to_string()).collect(),
+        default_doc: "pilot-agent",
+        clap: [value_delimiter = ','],
+        serde: [deserialize_with = "de::names"],
+    }
+    pids: Vec<u32> => Vec<u32> {
+        doc: "extra processes to follow whatever their name",
+        flag: "pid",
+        env: "PIDS",
+        value_name: "PID",
+        flag_parse: parse_pid,
+        env_parse: list(parse_pid),
+        default: Vec::new(),
+        default_doc: "none",
+        clap: [value_delimiter = ','],
+        serde: [deserialize_with = "de::pids"],
+    }
+    interval: Duration => Duration {
+        doc: "snapshot period, at least 100ms",
+        flag: "interval",
+        env: "INTERVAL",
+        value_name: "DURATION",
+        flag_parse: parse_interval,
+        env_parse: parse_interval,
+        default: DEFAULT_INTERVAL,
+        default_doc: "1s",
+        serde: [deserialize_with = "de::interval", serialize_with = "ser_duration"],
+    }
+    kube: KubeMode => KubeMode {
+        doc: "Kubernetes pod enrichment: auto (when in a cluster), on, off",
+        flag: "kube",
+        env: "KUBE",
+        value_name: "MODE",
+        flag_parse: KubeMode::parse,
+        env_parse: KubeMode::parse,
+        default: KubeMode::Auto,
+        default_doc: "auto",
+    }
+    node_name: String => Option<String> {
+        doc: "this node's name; pods are listed for it only (the DaemonSet sets it from the downward API)",
+        flag: "node-name",
+        env: "NODE_NAME",
+        value_name: "NAME",
+        flag_parse: parse_node_name,
+        env_parse: parse_node_name,
+        default: None,
+        default_doc: "none",
+        serde: [deserialize_with = "de::node_name"],
+    }
+    log_level: String => Option<String> {
+        doc: "log filter, tracing env-filter syntax; SMP_LOG and -v apply when it is not set anywhere",
+        flag: "log-level",
+        env: "LOG_LEVEL",
+        value_name: "FILTER",
+        flag_parse: parse_log_level,
+        env_parse: parse_log_level,
+        default: None,
+        default_doc: "warn,smp_agent=info",
+        serde: [deserialize_with = "de::log_level"],
+    }
+    max_proxies: usize => usize {
+        doc: "most proxies exported (the others are counted in smp_proxies_over_limit)",
+        flag: "max-proxies",
+        env: "MAX_PROXIES",
+        value_name: "N",
+        flag_parse: parse_max_proxies,
+        env_parse: parse_max_proxies,
+        default: MetricsOptions::default().max_proxies,
+        default_doc: "128",
+        serde: [deserialize_with = "de::max_proxies"],
+    }
+    forget_after: Duration => Duration {
+        doc: "drop a proxy's series after it was not seen this long",
+        flag: "forget-after",
+        env: "FORGET_AFTER",
+        value_name: "DURATION",
+        flag_parse: parse_forget_after,
+        env_parse: parse_forget_after,
+        default: MetricsOptions::default().forget_after,
+        default_doc: "10m",
+        serde: [deserialize_with = "de::forget_after", serialize_with = "ser_duration"],
+    }
+    metrics_tls_cert: PathBuf => Option<PathBuf> {
+        doc: "serve HTTPS with this PEM certificate chain (with metrics_tls_key)",
+        flag: "metrics-tls-cert",
+        env: "METRICS_TLS_CERT",
+        value_name: "FILE",
+        flag_parse: parse_file,
+        env_parse: parse_file,
+        default: None,
+        default_doc: "none: plain HTTP",
+        serde: [deserialize_with = "de::file"],
+    }
+    metrics_tls_key: PathBuf => Option<PathBuf> {
+        doc: "the PEM private key of metrics_tls_cert",
+        flag: "metrics-tls-key",
+        env: "METRICS_TLS_KEY",
+        value_name: "FILE",
+        flag_parse: parse_file,
+        env_parse: parse_file,
+        default: None,
+        default_doc: "none",
+        serde: [deserialize_with = "de::file"],
+    }
+    metrics_token_file: PathBuf => Option<PathBuf> {
+        doc: "require Authorization: Bearer with the token in this file on /metrics (/healthz and /readyz stay open)",
+        flag: "metrics-token-file",
+        env: "METRICS_TOKEN_FILE",
+        value_name: "FILE",
+        flag_parse: parse_file,
+        env_parse: parse_file,
+        default: None,
+        default_doc: "none: no authentication",
+        serde: [deserialize_with = "de::file"],
+    }
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -301,71 +630,6 @@ impl FileConfig {
     pub fn read(path: &Path) -> Result<Self, SmpFileError> {
         Self::parse(&smp_file::read_text(path)?, path)
     }
-}
-
-/// Flags of `smp-agent daemon`. Every flag also has an environment variable and a file key; a
-/// flag wins over the variable, the variable over the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct DaemonArgs {
-    /// Optional: YAML configuration file (env SMP_AGENT_CONFIG).
-    /// Example: --config /etc/smp-agent/config.yaml
-    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
-    pub config: Option<PathBuf>,
-
-    /// Optional: where to serve /metrics, /healthz and /readyz (env SMP_AGENT_LISTEN,
-    /// default 127.0.0.1:9477).
-    /// Example: --listen 0.0.0.0:9477
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen, verbatim_doc_comment)]
-    pub listen: Option<SocketAddr>,
-
-    /// Optional: proxy executable/comm names to follow, repeatable or comma-separated (env
-    /// SMP_AGENT_PROXY_NAMES; default envoy,linkerd2-proxy,haproxy,nginx).
-    /// Example: --proxy-name envoy --proxy-name my-proxy
-    #[arg(long = "proxy-name", value_name = "NAME", value_delimiter = ',', value_parser = parse_name, verbatim_doc_comment)]
-    pub proxy_names: Option<Vec<String>>,
-
-    /// Optional: names never followed (env SMP_AGENT_EXCLUDE_NAMES; default pilot-agent).
-    /// Example: --exclude-name pilot-agent
-    #[arg(long = "exclude-name", value_name = "NAME", value_delimiter = ',', value_parser = parse_name, verbatim_doc_comment)]
-    pub exclude_names: Option<Vec<String>>,
-
-    /// Optional: extra processes to follow whatever their name (env SMP_AGENT_PIDS).
-    /// Example: --pid 4242
-    #[arg(long = "pid", value_name = "PID", value_delimiter = ',', value_parser = parse_pid, verbatim_doc_comment)]
-    pub pids: Option<Vec<u32>>,
-
-    /// Optional: snapshot period, at least 100ms (env SMP_AGENT_INTERVAL; default 1s).
-    /// Example: --interval 5s
-    #[arg(long, value_name = "DURATION", value_parser = parse_interval, verbatim_doc_comment)]
-    pub interval: Option<Duration>,
-
-    /// Optional: Kubernetes pod enrichment (env SMP_AGENT_KUBE; default auto = when in a cluster).
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub kube: Option<KubeMode>,
-
-    /// Optional: this node's name; pods are listed for it only (env SMP_AGENT_NODE_NAME, set
-    /// from the downward API in the DaemonSet).
-    #[arg(long, value_name = "NAME")]
-    pub node_name: Option<String>,
-
-    /// Optional: log filter, tracing env-filter syntax (env SMP_AGENT_LOG_LEVEL; default
-    /// warn,smp_agent=info). SMP_LOG and -v still apply when this is not set anywhere.
-    /// Example: --log-level info
-    #[arg(long, value_name = "FILTER", value_parser = parse_log_level, verbatim_doc_comment)]
-    pub log_level: Option<String>,
-
-    /// Optional: most proxies exported (env SMP_AGENT_MAX_PROXIES; default 128).
-    #[arg(long, value_name = "N", value_parser = parse_max_proxies)]
-    pub max_proxies: Option<usize>,
-
-    /// Optional: drop a proxy's series after it was not seen this long (env
-    /// SMP_AGENT_FORGET_AFTER; default 10m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_forget_after)]
-    pub forget_after: Option<Duration>,
-
-    /// Print the effective configuration as YAML and exit.
-    #[arg(long)]
-    pub print_config: bool,
 }
 
 /// Where a value came from.
@@ -423,46 +687,6 @@ impl ConfigError {
     }
 }
 
-/// The effective configuration of the daemon.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DaemonConfig {
-    pub listen: SocketAddr,
-    pub proxy_names: Vec<String>,
-    pub exclude_names: Vec<String>,
-    pub pids: Vec<u32>,
-    pub interval: Duration,
-    pub kube: KubeMode,
-    pub node_name: Option<String>,
-    /// Set when given anywhere; `None` leaves the global `-v`/`SMP_LOG` logging as it is.
-    pub log_level: Option<String>,
-    pub max_proxies: usize,
-    pub forget_after: Duration,
-    /// The file read, if any.
-    pub config_file: Option<PathBuf>,
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        let metrics = MetricsOptions::default();
-        Self {
-            listen: DEFAULT_LISTEN,
-            proxy_names: DEFAULT_PROXY_NAMES.iter().map(|s| s.to_string()).collect(),
-            exclude_names: DEFAULT_EXCLUDED_NAMES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            pids: Vec::new(),
-            interval: DEFAULT_INTERVAL,
-            kube: KubeMode::Auto,
-            node_name: None,
-            log_level: None,
-            max_proxies: metrics.max_proxies,
-            forget_after: metrics.forget_after,
-            config_file: None,
-        }
-    }
-}
-
 /// Reads one environment variable through `parse`; unset or empty is `None`.
 fn env_value<T>(
     env: &impl Fn(&str) -> Option<String>,
@@ -480,20 +704,6 @@ fn env_value<T>(
         }
         _ => Ok(None),
     }
-}
-
-fn env_list<T>(
-    env: &impl Fn(&str) -> Option<String>,
-    key: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Option<Vec<T>>, ConfigError> {
-    env_value(env, key, |s| {
-        s.split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(&parse)
-            .collect()
-    })
 }
 
 /// Picks the first value present among flag, env and file, remembering where it came from.
@@ -533,125 +743,35 @@ impl DaemonConfig {
             .config
             .clone()
             .or(env_value(&env, "CONFIG", |s| Ok(PathBuf::from(s.trim())))?);
+        // The one place the daemon reads YAML.
         let file = match &config_file {
             Some(p) => FileConfig::read(p).map_err(ConfigError::File)?,
             None => FileConfig::default(),
         };
         let path = config_file.as_deref();
-        let d = DaemonConfig::default();
-
-        let listen = pick(
-            args.listen,
-            "listen",
-            env_value(&env, "LISTEN", parse_listen)?,
-            "LISTEN",
-            file.listen,
-            path,
-        );
-        let proxy_names = pick(
-            args.proxy_names.clone(),
-            "proxy-name",
-            env_list(&env, "PROXY_NAMES", parse_name)?,
-            "PROXY_NAMES",
-            file.proxy_names,
-            path,
-        );
-        let exclude_names = pick(
-            args.exclude_names.clone(),
-            "exclude-name",
-            env_list(&env, "EXCLUDE_NAMES", parse_name)?,
-            "EXCLUDE_NAMES",
-            file.exclude_names,
-            path,
-        );
-        let pids = pick(
-            args.pids.clone(),
-            "pid",
-            env_list(&env, "PIDS", parse_pid)?,
-            "PIDS",
-            file.pids,
-            path,
-        );
-        let interval = pick(
-            args.interval,
-            "interval",
-            env_value(&env, "INTERVAL", parse_interval)?,
-            "INTERVAL",
-            file.interval,
-            path,
-        );
-        let kube = pick(
-            args.kube,
-            "kube",
-            env_value(&env, "KUBE", KubeMode::parse)?,
-            "KUBE",
-            file.kube,
-            path,
-        );
-        let node_name = pick(
-            args.node_name.clone(),
-            "node-name",
-            env_value(&env, "NODE_NAME", |s| Ok(s.trim().to_string()))?,
-            "NODE_NAME",
-            file.node_name.filter(|n| !n.trim().is_empty()),
-            path,
-        );
-        let log_level = pick(
-            args.log_level.clone(),
-            "log-level",
-            env_value(&env, "LOG_LEVEL", parse_log_level)?,
-            "LOG_LEVEL",
-            file.log_level,
-            path,
-        );
-        let max_proxies = pick(
-            args.max_proxies,
-            "max-proxies",
-            env_value(&env, "MAX_PROXIES", parse_max_proxies)?,
-            "MAX_PROXIES",
-            file.max_proxies,
-            path,
-        );
-        let forget_after = pick(
-            args.forget_after,
-            "forget-after",
-            env_value(&env, "FORGET_AFTER", parse_forget_after)?,
-            "FORGET_AFTER",
-            file.forget_after,
-            path,
-        );
-
-        let (interval, interval_origin) = interval.unwrap_or((d.interval, Origin::Default));
-        let (forget_after, forget_origin) =
-            forget_after.unwrap_or((d.forget_after, Origin::Default));
-        let (proxy_names, names_origin) =
-            proxy_names.unwrap_or((d.proxy_names.clone(), Origin::Default));
-        let pids = pids.map(|(v, _)| v).unwrap_or_default();
-        let config = DaemonConfig {
-            listen: listen.map_or(d.listen, |(v, _)| v),
-            proxy_names,
-            exclude_names: exclude_names.map_or(d.exclude_names, |(v, _)| v),
-            pids,
-            interval,
-            kube: kube.map_or(d.kube, |(v, _)| v),
-            node_name: node_name.map(|(v, _)| v),
-            log_level: log_level.map(|(v, _)| v),
-            max_proxies: max_proxies.map_or(d.max_proxies, |(v, _)| v),
-            forget_after,
-            config_file,
-        };
-        if config.proxy_names.is_empty() && config.pids.is_empty() {
+        let (mut config, origins) = merge(args, &env, file, path, config_file.clone())?;
+        // Stronger selectors given and names left at their default: names (which any process
+        // can take as its comm) are not used.
+        let strong = !(config.proxy_exes.is_empty() && config.cgroups.is_empty());
+        if strong && origins.proxy_names == Origin::Default {
+            config.proxy_names.clear();
+        }
+        if config.proxy_names.is_empty()
+            && config.pids.is_empty()
+            && config.proxy_exes.is_empty()
+            && config.cgroups.is_empty()
+        {
             return Err(ConfigError::Invalid {
                 field: "proxy_names",
-                origin: names_origin,
-                message: "empty and no pids given: nothing to follow".into(),
+                origin: origins.proxy_names,
+                message: "empty and no pids, proxy_exes or cgroups given: nothing to follow".into(),
             });
         }
         if config.forget_after < config.interval {
-            let origin = if forget_origin == Origin::Default {
-                interval_origin
+            let origin = if origins.forget_after == Origin::Default {
+                origins.interval
             } else {
-                forget_origin
+                origins.forget_after
             };
             return Err(ConfigError::Invalid {
                 field: "forget_after",
@@ -663,6 +783,23 @@ impl DaemonConfig {
                 ),
             });
         }
+        match (&config.metrics_tls_cert, &config.metrics_tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    field: "metrics_tls_key",
+                    origin: origins.metrics_tls_cert,
+                    message: "metrics_tls_cert is set but metrics_tls_key is not".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    field: "metrics_tls_cert",
+                    origin: origins.metrics_tls_key,
+                    message: "metrics_tls_key is set but metrics_tls_cert is not".into(),
+                })
+            }
+            _ => {}
+        }
         Ok(config)
     }
 
@@ -672,6 +809,8 @@ impl DaemonConfig {
             names: self.proxy_names.clone(),
             exclude: self.exclude_names.clone(),
             pids: self.pids.clone(),
+            cgroups: self.cgroups.clone(),
+            exe_paths: self.proxy_exes.clone(),
             ..DiscoveryConfig::default()
         }
     }
@@ -684,20 +823,17 @@ impl DaemonConfig {
         }
     }
 
-    /// The effective configuration in the file format (what `--print-config` prints; it
-    /// parses back to the same configuration).
-    pub fn to_file_config(&self) -> FileConfig {
-        FileConfig {
-            listen: Some(self.listen),
-            proxy_names: Some(self.proxy_names.clone()),
-            exclude_names: Some(self.exclude_names.clone()),
-            pids: Some(self.pids.clone()),
-            interval: Some(self.interval),
-            kube: Some(self.kube),
-            node_name: self.node_name.clone(),
-            log_level: self.log_level.clone(),
-            max_proxies: Some(self.max_proxies),
-            forget_after: Some(self.forget_after),
+    /// TLS and authentication of the metrics server.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            tls: match (&self.metrics_tls_cert, &self.metrics_tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            token_file: self.metrics_token_file.clone(),
         }
     }
 
@@ -922,6 +1058,123 @@ mod tests {
         let c =
             DaemonConfig::resolve(&args(&["--config", &f.arg(), "--pid", "3"]), env(&[])).unwrap();
         assert!(c.proxy_names.is_empty());
+    }
+
+    #[test]
+    fn exe_and_cgroup_selectors_replace_the_default_names() {
+        let c = DaemonConfig::resolve(
+            &args(&[
+                "--proxy-exe",
+                "/usr/local/bin/envoy",
+                "--cgroup",
+                "/kubepods.slice",
+            ]),
+            env(&[]),
+        )
+        .unwrap();
+        assert!(c.proxy_names.is_empty(), "{:?}", c.proxy_names);
+        let d = c.discovery();
+        assert_eq!(d.exe_paths, [PathBuf::from("/usr/local/bin/envoy")]);
+        assert_eq!(d.cgroups, ["/kubepods.slice"]);
+        assert!(d.names.is_empty());
+        // Names given explicitly are kept alongside.
+        let c = DaemonConfig::resolve(
+            &args(&[]),
+            env(&[
+                (
+                    "SMP_AGENT_PROXY_EXES",
+                    "/usr/local/bin/envoy,/usr/sbin/nginx",
+                ),
+                ("SMP_AGENT_PROXY_NAMES", "haproxy"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_names, ["haproxy"]);
+        assert_eq!(c.proxy_exes.len(), 2);
+        let f = TempFile::new("exes.yaml", "proxy_exes: [/usr/local/bin/envoy]\n");
+        let c = DaemonConfig::resolve(&args(&["--config", &f.arg()]), env(&[])).unwrap();
+        assert!(c.proxy_names.is_empty());
+        // Relative paths are errors, naming where they came from.
+        let f = TempFile::new("bad-exes.yaml", "\nproxy_exes: [envoy]\n");
+        let e = DaemonConfig::resolve(&args(&["--config", &f.arg()]), env(&[])).unwrap_err();
+        assert_eq!(e.field(), Some("proxy_exes"), "{e}");
+        assert!(e.to_string().contains("bad-exes.yaml:2:"), "{e}");
+        let e = DaemonConfig::resolve(&args(&[]), env(&[("SMP_AGENT_CGROUPS", "kubepods")]))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("SMP_AGENT_CGROUPS"), "{e}");
+        assert!(Cli::try_parse_from(["daemon", "--proxy-exe", "envoy"]).is_err());
+    }
+
+    #[test]
+    fn metrics_tls_needs_both_files() {
+        let c = DaemonConfig::resolve(
+            &args(&[
+                "--metrics-tls-cert",
+                "/tls/tls.crt",
+                "--metrics-tls-key",
+                "/tls/tls.key",
+                "--metrics-token-file",
+                "/token/token",
+            ]),
+            env(&[]),
+        )
+        .unwrap();
+        let o = c.server_options();
+        assert_eq!(o.tls.unwrap().key, PathBuf::from("/tls/tls.key"));
+        assert_eq!(o.token_file, Some(PathBuf::from("/token/token")));
+        assert_eq!(
+            DaemonConfig::default().server_options(),
+            ServerOptions::default()
+        );
+        let e = DaemonConfig::resolve(&args(&["--metrics-tls-cert", "/tls/tls.crt"]), env(&[]))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("metrics_tls_key"));
+        assert!(e.to_string().contains("--metrics-tls-cert"), "{e}");
+    }
+
+    /// One definition per setting: every one has a flag, a variable and a file key, all
+    /// distinct, and the user documentation names each.
+    #[test]
+    fn every_setting_is_declared_once_and_documented() {
+        use clap::CommandFactory as _;
+        let cmd = Cli::command();
+        let flags: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect();
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"),
+        )
+        .unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for s in SETTINGS {
+            for name in [("key", s.key), ("flag", s.flag), ("env", s.env)] {
+                assert!(seen.insert(name), "{name:?} declared twice");
+            }
+            assert!(flags.iter().any(|f| f == s.flag), "--{} missing", s.flag);
+            for name in [s.key, s.env] {
+                assert!(
+                    docs.contains(name),
+                    "docs/deploy.md does not mention {name}"
+                );
+            }
+            assert!(
+                docs.contains(&format!("--{}", s.flag)),
+                "docs/deploy.md: --{}",
+                s.flag
+            );
+        }
+        // Every file key is in the table (the printed configuration lists them all).
+        let c = DaemonConfig {
+            node_name: Some("n".into()),
+            log_level: Some("info".into()),
+            metrics_tls_cert: Some("/c".into()),
+            metrics_tls_key: Some("/k".into()),
+            metrics_token_file: Some("/t".into()),
+            ..DaemonConfig::default()
+        };
+        let printed: serde_yaml::Mapping = serde_yaml::from_str(&c.to_yaml()).unwrap();
+        assert_eq!(printed.len(), SETTINGS.len(), "{printed:?}");
     }
 
     #[test]

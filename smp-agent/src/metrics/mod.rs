@@ -353,7 +353,7 @@ impl ProxyState {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State {
     opts: MetricsOptions,
     proxies: BTreeMap<ProxyId, ProxyState>,
@@ -465,6 +465,11 @@ impl NodeMetrics {
         &self.registry
     }
 
+    /// Proxies of the latest snapshot left out because `max_proxies` was reached.
+    pub fn over_limit(&self) -> usize {
+        self.lock().over_limit
+    }
+
     /// Number of proxies exported now.
     pub fn proxies(&self) -> usize {
         self.lock().proxies.len()
@@ -545,7 +550,8 @@ enum Value<'a> {
 
 impl Collector for NodeCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A copy: encoding (and a slow scrape) never holds the lock `update` needs.
+        let st = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let enc = &mut enc;
         let proxies: Vec<&ProxyState> = st.proxies.values().collect();
 

@@ -1,41 +1,80 @@
-//! The metrics HTTP server (hyper 1, HTTP/1.1, on tokio):
+//! The metrics HTTP server (hyper 1, HTTP/1.1, on tokio; optionally over TLS):
 //!
 //! * `GET /metrics`: the node's metrics, OpenMetrics 1.0 when `Accept` asks for
-//!   `application/openmetrics-text`, else Prometheus text 0.0.4 ([`Format::negotiate`]);
-//! * `GET /healthz`: 200 while the server runs;
+//!   `application/openmetrics-text`, else Prometheus text 0.0.4 ([`Format::negotiate`]); with a
+//!   token file configured, only for `Authorization: Bearer <token>` (else 401);
+//! * `GET /healthz`: 200 while the server runs (never behind the token: the kubelet probes it);
 //! * `GET /readyz`: 200 once [`MetricsServer::set_ready`] was called with `true`, 503 before;
 //! * anything else: 404 (405 for methods other than GET and HEAD).
 //!
 //! [`MetricsServer::bind`] binds before returning, so a taken port or a foreign address is an
 //! error at startup that names the address, not a log line later.
+//!
+//! # Limits
+//! A client cannot starve the kubelet's probes or the daemon:
+//! * at most [`MAX_PER_CLIENT`] open connections per client address (more are closed at once);
+//! * [`GENERAL_SLOTS`] connections for any request, and [`PROBE_SLOTS`] more reserved for
+//!   `/healthz` and `/readyz` (a `/metrics` request on a reserved slot gets 503);
+//! * a request head must arrive within [`HEADER_READ_TIMEOUT`], a connection idle (nothing to
+//!   read) for [`IDLE_TIMEOUT`] is closed, and so is one whose reader does not take the
+//!   response for [`WRITE_TIMEOUT`] (a slow reader); the TLS handshake has [`TLS_HANDSHAKE_TIMEOUT`];
+//! * at most [`ENCODE_SLOTS`] expositions are encoded at once, off the async workers, from a
+//!   copy of the metrics (the daemon's update never waits for a scrape's encoding).
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
+    future::Future,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+use subtle::ConstantTimeEq as _;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+    time::Sleep,
+};
 
 use super::{Format, NodeMetrics};
 
-/// At most this many connections are served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections served for any request.
+pub const GENERAL_SLOTS: usize = 256;
+/// Connections beyond [`GENERAL_SLOTS`], for `/healthz` and `/readyz` only.
+pub const PROBE_SLOTS: usize = 32;
+/// Open connections one client address may hold; more are closed at once.
+pub const MAX_PER_CLIENT: usize = 16;
 /// A client must send its request head within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection with nothing to read for this long is closed (keep-alive included).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A response the client does not read for this long ends the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The TLS handshake must be done within this time.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Expositions encoded at once (each takes a CPU for a moment).
+pub const ENCODE_SLOTS: usize = 4;
+/// Largest token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
 /// On shutdown, open connections get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -72,6 +111,13 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// The TLS certificate or key cannot be used (the message names the file, never its
+    /// contents).
+    #[error("metrics TLS: {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
+    /// The token file cannot be used (never echoes its contents).
+    #[error("metrics token file {path}: {reason}")]
+    Token { path: PathBuf, reason: String },
 }
 
 impl ServerError {
@@ -83,6 +129,23 @@ impl ServerError {
             _ => Self::Bind { addr, source },
         }
     }
+}
+
+/// Optional protection of `/metrics`; both off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Serve HTTPS with this PEM certificate chain and PEM private key.
+    pub tls: Option<TlsFiles>,
+    /// Require `Authorization: Bearer <token>` on `/metrics`, the token being this file's
+    /// contents (trimmed; read again on every scrape, so a rotated Secret takes effect).
+    pub token_file: Option<PathBuf>,
+}
+
+/// The files of the server's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The readiness flag `/readyz` reports; cheap to clone and set from anywhere.
@@ -111,10 +174,35 @@ pub struct MetricsServer {
     task: Option<JoinHandle<()>>,
 }
 
+/// What every connection shares.
+struct Shared {
+    metrics: Arc<NodeMetrics>,
+    ready: Readiness,
+    token_file: Option<PathBuf>,
+    encode_slots: Arc<Semaphore>,
+}
+
 impl MetricsServer {
-    /// Binds `addr` (port 0 picks a free port) and serves `metrics` on a tokio task. Not ready
-    /// until [`MetricsServer::set_ready`].
+    /// Binds `addr` (port 0 picks a free port) and serves `metrics` over plain HTTP without
+    /// authentication on a tokio task. Not ready until [`MetricsServer::set_ready`].
     pub async fn bind(addr: SocketAddr, metrics: Arc<NodeMetrics>) -> Result<Self, ServerError> {
+        Self::bind_with(addr, metrics, &ServerOptions::default()).await
+    }
+
+    /// [`MetricsServer::bind`] with TLS and/or a bearer token as `options` say. The files are
+    /// read now: an unusable certificate, key or token file is an error before serving.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        metrics: Arc<NodeMetrics>,
+        options: &ServerOptions,
+    ) -> Result<Self, ServerError> {
+        let tls = options.tls.as_ref().map(tls_acceptor).transpose()?;
+        if let Some(path) = &options.token_file {
+            read_token(path).map_err(|reason| ServerError::Token {
+                path: path.clone(),
+                reason,
+            })?;
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| ServerError::from_bind(addr, e))?;
@@ -123,8 +211,19 @@ impl MetricsServer {
             .map_err(|e| ServerError::from_bind(addr, e))?;
         let ready = Readiness::default();
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, metrics, ready.clone(), stopped));
-        tracing::info!(addr = %local_addr, "serving /metrics, /healthz, /readyz");
+        let shared = Arc::new(Shared {
+            metrics,
+            ready: ready.clone(),
+            token_file: options.token_file.clone(),
+            encode_slots: Arc::new(Semaphore::new(ENCODE_SLOTS)),
+        });
+        let task = tokio::spawn(accept_loop(listener, shared, tls, stopped));
+        tracing::info!(
+            addr = %local_addr,
+            tls = options.tls.is_some(),
+            token = options.token_file.is_some(),
+            "serving /metrics, /healthz, /readyz"
+        );
         Ok(Self {
             local_addr,
             ready,
@@ -163,26 +262,111 @@ impl Drop for MetricsServer {
     }
 }
 
+/// The TLS acceptor for `files` (ring provider, TLS 1.2 and 1.3, HTTP/1.1 by ALPN).
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    let err = |path: &Path, reason: String| ServerError::Tls {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| err(&files.cert, format!("cannot read a PEM certificate: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(&files.cert, format!("not a PEM certificate chain: {e}")))?;
+    if certs.is_empty() {
+        return Err(err(&files.cert, "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| err(&files.key, format!("no usable PEM private key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&files.cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err(&files.key, format!("does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The token in `path`: trimmed, non-empty, at most [`MAX_TOKEN_FILE`] bytes. Errors never
+/// contain the file's contents.
+fn read_token(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut raw = Vec::new();
+    file.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if raw.len() as u64 > MAX_TOKEN_FILE {
+        return Err(format!("larger than {MAX_TOKEN_FILE} bytes"));
+    }
+    let token = raw.trim_ascii();
+    if token.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(token.to_vec())
+}
+
+/// Open connections per client address; a [`ClientGuard`] gives its place back.
+#[derive(Default)]
+struct Clients(Mutex<HashMap<IpAddr, usize>>);
+
+struct ClientGuard {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Clients {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientGuard> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientGuard {
+            clients: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        let mut m = self.clients.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    General,
+    ProbesOnly,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    metrics: Arc<NodeMetrics>,
-    ready: Readiness,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let general = Arc::new(Semaphore::new(GENERAL_SLOTS));
+    let probes = Arc::new(Semaphore::new(PROBE_SLOTS));
+    let clients = Arc::new(Clients::default());
+    let mut refused_logged = false;
     loop {
-        let permit = tokio::select! {
-            _ = stop_requested(&mut stopped) => break,
-            p = Arc::clone(&slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
+        // Always accept (a full listen backlog would starve the probes too), then decide.
+        let (stream, peer) = tokio::select! {
             _ = stop_requested(&mut stopped) => break,
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "metrics server: accept failed");
@@ -191,23 +375,46 @@ async fn accept_loop(
                 }
             },
         };
-        let metrics = Arc::clone(&metrics);
-        let ready = ready.clone();
-        let service = service_fn(move |req| {
-            let response = respond(&req, &metrics, &ready);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics server: connection ended with an error");
+        let Some(client) = clients.admit(peer.ip()) else {
+            if !refused_logged {
+                tracing::warn!(client = %peer.ip(), "metrics server: a client holds {MAX_PER_CLIENT} connections; closing its further ones (logged once)");
+                refused_logged = true;
             }
-            drop(permit);
-        });
+            continue;
+        };
+        let (permit, slot): (OwnedSemaphorePermit, Slot) =
+            if let Ok(p) = Arc::clone(&general).try_acquire_owned() {
+                (p, Slot::General)
+            } else if let Ok(p) = Arc::clone(&probes).try_acquire_owned() {
+                (p, Slot::ProbesOnly)
+            } else {
+                continue;
+            };
+        let io = Deadlines::new(stream);
+        let shared = Arc::clone(&shared);
+        match &tls {
+            None => {
+                let conn = graceful.watch(serve(io, shared, slot));
+                tokio::spawn(async move {
+                    log_end(conn.await);
+                    drop((permit, client));
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watch = graceful.watcher();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                        Ok(Ok(tls)) => log_end(watch.watch(serve(tls, shared, slot)).await),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "metrics server: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!("metrics server: TLS handshake timed out"),
+                    }
+                    drop((permit, client));
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -215,6 +422,39 @@ async fn accept_loop(
         .is_err()
     {
         tracing::debug!("metrics server: connections still open after the grace period");
+    }
+}
+
+/// One HTTP/1.1 connection (a future hyper's graceful shutdown can watch).
+fn serve<I>(
+    io: I,
+    shared: Arc<Shared>,
+    slot: Slot,
+) -> hyper::server::conn::http1::Connection<
+    TokioIo<I>,
+    impl hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+            Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
+        > + Send,
+>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(respond(req, &shared, slot).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+}
+
+fn log_end(r: Result<(), hyper::Error>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "metrics server: connection ended with an error");
     }
 }
 
@@ -237,62 +477,235 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-/// The response to one request (pure apart from reading the metrics and the flag).
-fn respond(
-    req: &Request<Incoming>,
-    metrics: &NodeMetrics,
-    ready: &Readiness,
-) -> Response<Full<Bytes>> {
-    route(
-        req.method(),
-        req.uri().path(),
-        req.headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-        metrics,
-        ready,
-    )
+/// What a request gets, before any metrics are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Ready,
+    Metrics,
+    Respond(StatusCode, &'static str),
 }
 
+/// Routing, method and authorization (pure).
 fn route(
     method: &Method,
     path: &str,
-    accept: Option<&str>,
-    metrics: &NodeMetrics,
-    ready: &Readiness,
-) -> Response<Full<Bytes>> {
+    slot: Slot,
+    authorized: impl FnOnce() -> Result<bool, ()>,
+) -> Route {
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
     if !known {
-        return text(
+        return Route::Respond(
             StatusCode::NOT_FOUND,
             "not found: try /metrics, /healthz or /readyz\n",
         );
     }
     if method != Method::GET && method != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return Route::Respond(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    let mut r = match path {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.get() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => {
-            let format = Format::negotiate(accept);
-            let mut r = Response::new(Full::new(Bytes::from(metrics.encode(format))));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type()),
-            );
-            r.headers_mut()
-                .insert(header::VARY, HeaderValue::from_static("Accept"));
+    match path {
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        _ if slot == Slot::ProbesOnly => Route::Respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: every connection slot for /metrics is taken\n",
+        ),
+        _ => match authorized() {
+            Ok(true) => Route::Metrics,
+            Ok(false) => Route::Respond(StatusCode::UNAUTHORIZED, "unauthorized\n"),
+            Err(()) => Route::Respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the token file cannot be read (see the agent's log)\n",
+            ),
+        },
+    }
+}
+
+/// Whether `headers` carry the bearer token in `token_file` (constant-time comparison; the
+/// token is never logged). `Err` when the file cannot be read now.
+fn check_token(headers: &HeaderMap, token_file: &Path) -> Result<bool, ()> {
+    let expected = read_token(token_file).map_err(|reason| {
+        tracing::warn!(path = %token_file.display(), %reason, "metrics server: token file unusable; answering /metrics with 500");
+    })?;
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return Ok(false);
+    };
+    Ok(bool::from(given.trim_ascii().ct_eq(&expected)))
+}
+
+/// The response to one request.
+async fn respond(req: Request<Incoming>, shared: &Shared, slot: Slot) -> Response<Full<Bytes>> {
+    let r = route(req.method(), req.uri().path(), slot, || {
+        match &shared.token_file {
+            None => Ok(true),
+            Some(path) => check_token(req.headers(), path),
+        }
+    });
+    let mut r = match r {
+        Route::Health => text(StatusCode::OK, "ok\n"),
+        Route::Ready if shared.ready.get() => text(StatusCode::OK, "ready\n"),
+        Route::Ready => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        Route::Respond(status, body) => {
+            let mut r = text(status, body);
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            } else if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"smp-agent\""),
+                );
+            }
             r
+        }
+        Route::Metrics => {
+            let format = Format::negotiate(
+                req.headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            // Encoding takes a CPU for a moment: a few at a time, off the async workers.
+            let body = match Arc::clone(&shared.encode_slots).acquire_owned().await {
+                Ok(permit) => {
+                    let metrics = Arc::clone(&shared.metrics);
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        metrics.encode(format)
+                    })
+                    .await
+                    .ok()
+                }
+                Err(_) => None,
+            };
+            match body {
+                Some(body) => {
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(format.content_type()),
+                    );
+                    r.headers_mut()
+                        .insert(header::VARY, HeaderValue::from_static("Accept"));
+                    r
+                }
+                None => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+            }
         }
     };
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// A stream whose reads fail after [`IDLE_TIMEOUT`] without data and whose writes fail after
+/// [`WRITE_TIMEOUT`] without progress (hyper has no write timeout of its own).
+struct Deadlines<T> {
+    io: T,
+    read: Option<Pin<Box<Sleep>>>,
+    write: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> Deadlines<T> {
+    fn new(io: T) -> Self {
+        Self {
+            io,
+            read: None,
+            write: None,
+        }
+    }
+}
+
+/// Polls `deadline` (armed with `after` when not yet): `Ready` when it passed.
+fn expired(deadline: &mut Option<Pin<Box<Sleep>>>, after: Duration, cx: &mut Context<'_>) -> bool {
+    deadline
+        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)))
+        .as_mut()
+        .poll(cx)
+        .is_ready()
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Deadlines<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.read = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending if expired(&mut this.read, IDLE_TIMEOUT, cx) => {
+                Poll::Ready(Err(timed_out("idle connection")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Deadlines<T> {
+    fn write_progress<R>(
+        &mut self,
+        r: Poll<io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<R>> {
+        match r {
+            Poll::Ready(r) => {
+                self.write = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending if expired(&mut self.write, WRITE_TIMEOUT, cx) => {
+                Poll::Ready(Err(timed_out("write to a slow reader")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlines<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.write_progress(r, cx)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.write_progress(r, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.write_progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.write_progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 #[cfg(test)]
@@ -388,6 +801,317 @@ mod tests {
         assert!(
             std::net::TcpStream::connect(addr).is_err(),
             "still listening"
+        );
+    }
+
+    /// A connection from `source` (any 127/8 address is this host's) to `addr`.
+    async fn connect_from(source: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        sock.connect(addr).await.unwrap()
+    }
+
+    /// One request over `s`; returns (status, lower-case head, body).
+    async fn exchange<S>(mut s: S, request: &str) -> (u16, String, String)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+            return (0, raw, String::new());
+        };
+        let status = head.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    fn request(path: &str, extra: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: agent\r\n{extra}Connection: close\r\n\r\n")
+    }
+
+    /// Issue 17 item 6: 500 idle connections and a slow reader must not starve the probes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probes_answer_while_idle_clients_and_a_slow_reader_hold_connections() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let metrics = Arc::new(NodeMetrics::new(MetricsOptions::default()));
+        let mut node = SyntheticNode::new();
+        metrics.update(&node.tick(Duration::from_millis(100)));
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), Arc::clone(&metrics))
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+
+        // 500 idle connections from one client: it keeps MAX_PER_CLIENT, the rest are closed.
+        let mut idle = Vec::new();
+        for _ in 0..500 {
+            idle.push(connect_from("127.0.0.2", addr).await);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut closed = 0;
+        for s in &mut idle {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await
+            {
+                closed += 1;
+            }
+        }
+        assert_eq!(
+            closed,
+            500 - MAX_PER_CLIENT,
+            "idle connections closed at once"
+        );
+
+        // A slow reader: asks for the metrics over and over and never reads.
+        const PIPELINED: usize = 3000;
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        let mut slow = sock.connect(addr).await.unwrap();
+        let one = "GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n".repeat(PIPELINED);
+        let (mut slow_read, mut slow_write) = slow.split();
+        let _ = tokio::time::timeout(Duration::from_secs(2), slow_write.write_all(one.as_bytes()))
+            .await;
+        let slow_since = std::time::Instant::now();
+
+        // Probes answer within 1 s, and scrapes go on, while all that is open.
+        for i in 0..5 {
+            let t = std::time::Instant::now();
+            let (status, _, body) = exchange(
+                connect_from("127.0.0.1", addr).await,
+                &request("/healthz", ""),
+            )
+            .await;
+            assert_eq!((status, body.as_str()), (200, "ok\n"), "probe {i}");
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "probe {i} took {:?}",
+                t.elapsed()
+            );
+            let (status, _, body) = exchange(
+                connect_from("127.0.0.4", addr).await,
+                &request("/metrics", ""),
+            )
+            .await;
+            assert_eq!(status, 200, "scrape {i}");
+            assert!(body.contains("smp_agent_updates_total"), "scrape {i}");
+            metrics.update(&node.tick(Duration::from_millis(100)));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // The slow reader is cut off after WRITE_TIMEOUT: draining its socket ends (EOF or
+        // reset) well before every pipelined request was answered.
+        let wait = (WRITE_TIMEOUT + Duration::from_secs(1)).saturating_sub(slow_since.elapsed());
+        tokio::time::sleep(wait).await;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(3), slow_read.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break false,
+            }
+        };
+        let answered = String::from_utf8_lossy(&got)
+            .matches("HTTP/1.1 200")
+            .count();
+        assert!(
+            ended,
+            "the slow reader's connection is still open ({answered} answers read)"
+        );
+        assert!(answered < PIPELINED, "{answered}");
+        drop(idle);
+        server.shutdown().await;
+    }
+
+    /// With every general slot taken (by well-behaved clients), probes still get a reserved one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probes_have_reserved_slots() {
+        let metrics = Arc::new(NodeMetrics::new(MetricsOptions::default()));
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), metrics)
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let mut held = Vec::new();
+        for client in 0..GENERAL_SLOTS / MAX_PER_CLIENT {
+            for _ in 0..MAX_PER_CLIENT {
+                held.push(connect_from(&format!("127.0.1.{}", client + 1), addr).await);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = std::time::Instant::now();
+        let (status, _, _) = exchange(
+            connect_from("127.0.0.1", addr).await,
+            &request("/healthz", ""),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        let (status, _, _) = exchange(
+            connect_from("127.0.0.1", addr).await,
+            &request("/readyz", ""),
+        )
+        .await;
+        assert_eq!(status, 503, "not ready yet, but answered");
+        let (status, _, body) = exchange(
+            connect_from("127.0.0.1", addr).await,
+            &request("/metrics", ""),
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("busy"), "{body}");
+        // A general slot frees up: scrapes work again.
+        held.pop();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (status, _, _) = exchange(
+            connect_from("127.0.0.1", addr).await,
+            &request("/metrics", ""),
+        )
+        .await;
+        assert_eq!(status, 200);
+        drop(held);
+        server.shutdown().await;
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("smp-server-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Issue 17 item 7: TLS and a bearer token on /metrics; /healthz stays open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_and_bearer_token() {
+        const TOKEN: &str = "s3cret-token-value";
+        let dir = TempDir::new("tls");
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let (cert, key, token) = (
+            dir.0.join("tls.crt"),
+            dir.0.join("tls.key"),
+            dir.0.join("token"),
+        );
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+        let options = ServerOptions {
+            tls: Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            token_file: Some(token.clone()),
+        };
+        let metrics = Arc::new(NodeMetrics::new(MetricsOptions::default()));
+        let server = MetricsServer::bind_with("127.0.0.1:0".parse().unwrap(), metrics, &options)
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let https = |req: String| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let tls = connector.connect(name, tcp).await.unwrap();
+                exchange(tls, &req).await
+            }
+        };
+        let auth = |t: &str| format!("Authorization: Bearer {t}\r\n");
+
+        let (status, _, body) = https(request("/metrics", &auth(TOKEN))).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("smp_agent_updates_total"), "{body}");
+        let (status, head, body) = https(request("/metrics", "")).await;
+        assert_eq!(status, 401);
+        assert!(head.contains("www-authenticate: bearer"), "{head}");
+        assert!(!body.contains(TOKEN));
+        for wrong in [
+            "s3cret-token-valuf",
+            "s3cret-token-value-and-more",
+            "s3cret",
+            "",
+        ] {
+            let (status, _, _) = https(request("/metrics", &auth(wrong))).await;
+            assert_eq!(status, 401, "{wrong:?}");
+        }
+        let (status, _, _) = https(request(
+            "/metrics",
+            &format!("Authorization: Basic {TOKEN}\r\n"),
+        ))
+        .await;
+        assert_eq!(status, 401);
+        // The kubelet's probes need no token.
+        let (status, _, body) = https(request("/healthz", "")).await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        let (status, _, _) = https(request("/readyz", "")).await;
+        assert_eq!(status, 503);
+        // A rotated token takes effect at the next scrape.
+        std::fs::write(&token, "rotated\n").unwrap();
+        assert_eq!(https(request("/metrics", &auth(TOKEN))).await.0, 401);
+        assert_eq!(https(request("/metrics", &auth("rotated"))).await.0, 200);
+        // Plain HTTP to the TLS port gets no HTTP answer.
+        let (status, _, _) = exchange(
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            &request("/healthz", ""),
+        )
+        .await;
+        assert_eq!(status, 0);
+        server.shutdown().await;
+
+        // Unusable files are errors at startup that name the file, never its contents.
+        let missing = ServerOptions {
+            tls: None,
+            token_file: Some(dir.0.join("absent")),
+        };
+        let m = Arc::new(NodeMetrics::new(MetricsOptions::default()));
+        let e = MetricsServer::bind_with("127.0.0.1:0".parse().unwrap(), Arc::clone(&m), &missing)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("absent"), "{e}");
+        std::fs::write(&token, " \n").unwrap();
+        let empty = ServerOptions {
+            tls: None,
+            token_file: Some(token.clone()),
+        };
+        let e = MetricsServer::bind_with("127.0.0.1:0".parse().unwrap(), Arc::clone(&m), &empty)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        std::fs::write(
+            &key,
+            "-----BEGIN NOT A KEY-----\nc2VjcmV0\n-----END NOT A KEY-----\n",
+        )
+        .unwrap();
+        let bad_key = ServerOptions {
+            tls: Some(TlsFiles { cert, key }),
+            token_file: None,
+        };
+        let e = MetricsServer::bind_with("127.0.0.1:0".parse().unwrap(), m, &bad_key)
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("tls.key") && !msg.contains("c2VjcmV0"),
+            "{msg}"
         );
     }
 

@@ -136,6 +136,9 @@ pub struct DiscoveryConfig {
     pub pods: Vec<String>,
     /// Cgroup path prefixes: every non-excluded process under them.
     pub cgroups: Vec<String>,
+    /// Absolute executable paths: a non-excluded process whose `/proc/<pid>/exe` is one of
+    /// them (a comm cannot fake this; the kind is the file's name).
+    pub exe_paths: Vec<PathBuf>,
 }
 
 impl Default for DiscoveryConfig {
@@ -150,6 +153,7 @@ impl Default for DiscoveryConfig {
             containers: Vec::new(),
             pods: Vec::new(),
             cgroups: Vec::new(),
+            exe_paths: Vec::new(),
         }
     }
 }
@@ -162,7 +166,10 @@ impl DiscoveryConfig {
 
     /// Cheap pre-filter on pid/comm/exe only: could `classify` match this process?
     pub fn might_match(&self, snap: &ProcessSnapshot) -> bool {
-        self.needs_cgroup() || self.pids.contains(&snap.pid) || name_match(snap, self).is_some()
+        self.needs_cgroup()
+            || self.pids.contains(&snap.pid)
+            || exe_match(snap, self).is_some()
+            || name_match(snap, self).is_some()
     }
 }
 
@@ -171,6 +178,7 @@ impl DiscoveryConfig {
 #[serde(rename_all = "snake_case")]
 pub enum MatchReason {
     Name,
+    Exe,
     Pid,
     Container,
     Pod,
@@ -313,6 +321,20 @@ fn normalised_args(kind: &ProxyKind, cmdline: &[String]) -> String {
     out.join(" ")
 }
 
+/// The configured executable path this process runs, if any (a binary replaced on disk, shown
+/// as `path (deleted)`, still matches).
+fn exe_match<'c>(snap: &ProcessSnapshot, cfg: &'c DiscoveryConfig) -> Option<&'c Path> {
+    if cfg.exe_paths.is_empty() {
+        return None;
+    }
+    let exe = snap.exe.as_deref()?.to_str()?;
+    let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(exe));
+    cfg.exe_paths
+        .iter()
+        .find(|p| p.as_path() == exe)
+        .map(PathBuf::as_path)
+}
+
 /// The configured name this process matches, if any.
 fn name_match<'c>(snap: &ProcessSnapshot, names_of: &'c DiscoveryConfig) -> Option<&'c str> {
     matching_name(snap, &names_of.names)
@@ -365,9 +387,12 @@ pub fn classify(snap: &ProcessSnapshot, cfg: &DiscoveryConfig) -> Option<ProxyMa
     if by_name.is_some_and(|n| is_control_invocation(n, &snap.cmdline)) {
         return None;
     }
+    let by_exe = exe_match(snap, cfg);
     let attribution = attribute_proc_cgroup(&snap.cgroup);
     let reason = if explicit {
         MatchReason::Pid
+    } else if by_exe.is_some() {
+        MatchReason::Exe
     } else if by_name.is_some() {
         MatchReason::Name
     } else if cfg.containers.iter().any(|c| {
@@ -394,7 +419,8 @@ pub fn classify(snap: &ProcessSnapshot, cfg: &DiscoveryConfig) -> Option<ProxyMa
     } else {
         return None;
     };
-    let kind = match by_name {
+    let exe_name = by_exe.and_then(|p| p.file_name()?.to_str());
+    let kind = match by_name.or(exe_name) {
         Some(n) => ProxyKind::from_name(n),
         None => ProxyKind::Other(if snap.comm.is_empty() {
             format!("pid{}", snap.pid)
@@ -878,6 +904,60 @@ mod tests {
             "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{cid}.scope\n"
         );
         s
+    }
+
+    /// Issue 17 item 8: with executable-path selectors (and no names), a process that calls
+    /// itself `envoy` is not followed; the real binary is, also after it was replaced on disk.
+    #[test]
+    fn exe_path_selectors_cannot_be_spoofed_by_comm() {
+        let cfg = DiscoveryConfig {
+            names: Vec::new(),
+            exe_paths: vec![PathBuf::from("/usr/local/bin/envoy")],
+            ..DiscoveryConfig::default()
+        };
+        let real = snap(
+            10,
+            1,
+            "envoy",
+            "/usr/local/bin/envoy",
+            &["envoy", "-c", "x"],
+        );
+        let m = classify(&real, &cfg).unwrap();
+        assert_eq!((m.kind, m.reason), (ProxyKind::Envoy, MatchReason::Exe));
+        assert!(cfg.might_match(&real));
+        let upgraded = snap(11, 1, "envoy", "/usr/local/bin/envoy (deleted)", &["envoy"]);
+        assert_eq!(classify(&upgraded, &cfg).unwrap().reason, MatchReason::Exe);
+        // Any process can set its comm (prctl) or be a copy elsewhere named envoy.
+        let spoof = snap(12, 1, "envoy", "/tmp/miner", &["miner"]);
+        assert!(classify(&spoof, &cfg).is_none());
+        assert!(!cfg.might_match(&spoof));
+        let copy = snap(13, 1, "envoy", "/tmp/envoy", &["envoy"]);
+        assert!(classify(&copy, &cfg).is_none());
+        // With the default names the spoofer would have been taken.
+        assert!(classify(&spoof, &DiscoveryConfig::default()).is_some());
+        // Exclusions still apply; a custom binary's kind is its file name.
+        let custom = DiscoveryConfig {
+            names: Vec::new(),
+            exe_paths: vec![PathBuf::from("/opt/edge/bin/edge-proxy")],
+            exclude: vec!["edge-proxy".into()],
+            ..DiscoveryConfig::default()
+        };
+        let edge = snap(
+            14,
+            1,
+            "edge-proxy",
+            "/opt/edge/bin/edge-proxy",
+            &["edge-proxy"],
+        );
+        assert!(classify(&edge, &custom).is_none());
+        let custom = DiscoveryConfig {
+            exclude: Vec::new(),
+            ..custom
+        };
+        assert_eq!(
+            classify(&edge, &custom).unwrap().kind,
+            ProxyKind::Other("edge-proxy".into())
+        );
     }
 
     #[test]

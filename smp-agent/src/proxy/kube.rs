@@ -260,7 +260,10 @@ pub fn parse_http_response(raw: &[u8]) -> Result<Vec<u8>, KubeError> {
     Ok(body)
 }
 
-/// Decodes a `Transfer-Encoding: chunked` body.
+/// Decodes a `Transfer-Encoding: chunked` body. Sizes are checked before any arithmetic: a
+/// chunk larger than what is left of the body, or a body decoding to more than
+/// [`MAX_RESPONSE`] bytes, is an error (a hostile or broken peer cannot make it overflow,
+/// panic or allocate without bound).
 pub fn decode_chunked(mut body: &[u8]) -> Result<Vec<u8>, KubeError> {
     let bad = |reason: &str| KubeError::Malformed {
         reason: format!("chunked body: {reason}"),
@@ -278,11 +281,17 @@ pub fn decode_chunked(mut body: &[u8]) -> Result<Vec<u8>, KubeError> {
         if size == 0 {
             return Ok(out);
         }
-        if body.len() < size + 2 || &body[size..size + 2] != b"\r\n" {
-            return Err(bad("truncated chunk"));
+        if size > MAX_RESPONSE || out.len() + size > MAX_RESPONSE {
+            return Err(bad(&format!("larger than {MAX_RESPONSE} bytes")));
+        }
+        // `size <= MAX_RESPONSE`, so `size + 2` cannot overflow; still say so in the types.
+        let end = size.checked_add(2).ok_or_else(|| bad("chunk size"))?;
+        match body.get(size..end) {
+            Some(b"\r\n") => {}
+            _ => return Err(bad("truncated chunk")),
         }
         out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
+        body = &body[end..];
     }
 }
 
@@ -390,6 +399,27 @@ mod tests {
         assert!(parse_http_response(b"HTTP/1.1 200").is_err());
         assert!(decode_chunked(b"zz\r\n").is_err());
         assert!(decode_chunked(b"5\r\nhel").is_err());
+        assert!(decode_chunked(b"5\r\nhelloXX0\r\n\r\n").is_err());
+        // Sizes near usize::MAX: `size + 2` used to overflow (a panic in debug builds, a
+        // slice panic in release).
+        for huge in ["ffffffffffffffff", "fffffffffffffffe", "7fffffffffffffff"] {
+            let raw = format!("{huge}\r\nabc\r\n0\r\n\r\n");
+            match decode_chunked(raw.as_bytes()) {
+                Err(KubeError::Malformed { reason }) => {
+                    assert!(reason.contains("larger"), "{reason}")
+                }
+                other => panic!("{huge}: {other:?}"),
+            }
+        }
+        // Chunks that together exceed the cap.
+        let mut many = Vec::new();
+        for _ in 0..3 {
+            many.extend_from_slice(format!("{:x}\r\n", MAX_RESPONSE / 2).as_bytes());
+            many.extend(std::iter::repeat_n(b'a', MAX_RESPONSE / 2));
+            many.extend_from_slice(b"\r\n");
+        }
+        many.extend_from_slice(b"0\r\n\r\n");
+        assert!(decode_chunked(&many).is_err());
         assert_eq!(url_escape("node-1.example"), "node-1.example");
         assert_eq!(url_escape("a b"), "a%20b");
     }
