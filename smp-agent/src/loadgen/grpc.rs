@@ -15,6 +15,11 @@ use super::{target, Endpoint, LoadError, LoadSpec, Target};
 /// The lab app's unary method: answers with the request's message (or its fixed body).
 pub const LAB_METHOD: &str = "/smp.Lab/Echo";
 
+/// `base` (a URL ending in `/`, like the lab's) with the lab method as its path.
+pub fn lab_method_url(base: &str) -> String {
+    format!("{}{LAB_METHOD}", base.trim_end_matches('/'))
+}
+
 /// `content-type` of gRPC requests and responses.
 pub const CONTENT_TYPE: &str = "application/grpc";
 
@@ -176,5 +181,9 @@ mod tests {
         assert_eq!(t[0].h2_headers["content-type"], CONTENT_TYPE);
         assert!(t[0].h2_headers.get("content-length").is_none());
         assert_eq!(t[0].uri.path(), LAB_METHOD);
+        assert_eq!(
+            lab_method_url("http://10.77.0.2:8080/"),
+            "http://10.77.0.2:8080/smp.Lab/Echo"
+        );
     }
 }

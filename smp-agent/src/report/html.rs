@@ -1161,13 +1161,23 @@ fn losses(page: &mut String, d: &Details, meshed: &Side, baseline: Option<&Side>
     } else {
         "—".into()
     };
+    let reasons = if l.unpaired_reasons.is_empty() {
+        String::new()
+    } else {
+        let r: Vec<String> = l
+            .unpaired_reasons
+            .iter()
+            .map(|(r, n)| format!("{} {}", escape(r), count(*n)))
+            .collect();
+        format!("; by reason: {}", r.join(", "))
+    };
     let _ = writeln!(
         page,
         "<table id=\"losses-table\" class=\"kv\">\n<tbody>\n\
          <tr><th>ring-buffer drops</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>map-full events</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>hops paired</th><td class=\"num\">{}</td></tr>\n\
-         <tr><th>messages unpaired</th><td class=\"num\">{} ({share} of seen)</td></tr>\n\
+         <tr><th>messages unpaired</th><td class=\"num\">{} ({share} of seen){reasons}</td></tr>\n\
          <tr><th>load errors, meshed</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>load errors, baseline</th><td class=\"num\">{}</td></tr>\n\
          </tbody>\n</table>",
@@ -1355,6 +1365,7 @@ pub(crate) mod tests {
             url: "http://127.0.0.1:9090/".into(),
             actual_qps: 99.8,
             errors: 0,
+            grpc_status: Default::default(),
             latency: Distribution::from_histogram_ns(&details::tests::sample_histogram(
                 1_200_000, 2000,
             ))
