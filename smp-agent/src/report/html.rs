@@ -1413,6 +1413,7 @@ pub(crate) mod tests {
             map_full: 0,
             unpaired: 12,
             paired: 11_988,
+            unpaired_reasons: [("http2".to_string(), 10), ("unknown_role".to_string(), 2)].into(),
         };
         let overhead = d.end_to_end.overhead.unwrap().p50;
         d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead, 0.05, 0.25));
@@ -1475,6 +1476,10 @@ pub(crate) mod tests {
             assert!(page.contains(&format!("<table id=\"{id}\"")), "{id}");
         }
         assert!(page.contains("6.1.0-test") && page.contains("smp-agent 0.1.0"));
+        assert!(
+            page.contains("by reason: http2 10, unknown_role 2"),
+            "unpaired reasons in the losses table"
+        );
         assert!(page.contains("class=\"verdict "));
         assert!(
             !page.contains("class=\"absent\""),
