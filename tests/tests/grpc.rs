@@ -1,5 +1,5 @@
-//! h2c and unary gRPC end to end: the lab with `--app-protocol h2c|grpc` (real Envoy, our
-//! proxy), `smp-agent load --grpc` counting gRPC statuses by code against the lab app, and
+//! h2c and unary gRPC end to end: the lab with `--app-protocol h2c|grpc` (real Envoy and
+//! haproxy, our proxy; mTLS between the sidecars too), `smp-agent load --grpc` counting gRPC statuses by code against the lab app, and
 //! `profile --lab --app-protocol grpc` writing a gRPC test config and a result in which the
 //! HTTP/2 messages the probes cannot pair yet are counted as unpaired, with their reason.
 //! Run with `--test-threads=1`.
@@ -93,8 +93,13 @@ fn u(v: &Value, path: &[&str]) -> u64 {
 
 /// The lab with `app`: a fixed-rate load through the mesh gets every answer OK, each request
 /// crossed both sidecars (their own counters), and the inbound Envoy spoke HTTP/2 to the app.
-fn lab_app_protocol(proxy: &str, app: &str, name: &str) {
-    let lab = TestLab::up(name, &["--proxy", proxy, "--app-protocol", app]);
+fn lab_app_protocol(proxy: &str, app: &str, mtls: bool, name: &str) {
+    let mut args = vec!["--proxy", proxy, "--app-protocol", app];
+    if mtls {
+        args.push("--mtls");
+    }
+    let lab = TestLab::up(name, &args);
+    assert_eq!(lab.info.mtls, mtls);
     let expected = if app == "grpc" {
         AppProtocol::Grpc
     } else {
@@ -159,19 +164,25 @@ fn lab_app_protocol(proxy: &str, app: &str, name: &str) {
         .unwrap();
         assert!(
             stats.contains("cluster.upstream.upstream_cx_http2_total: 1"),
-            "{app}: {stats}"
+            "{app} mtls {mtls}: {stats}"
         );
     }
 }
 
 #[test]
-fn lab_h2c_and_grpc_through_envoy_and_ours() {
-    if !require_root("lab_h2c_and_grpc_through_envoy_and_ours") {
+fn lab_h2c_and_grpc_through_envoy_haproxy_and_ours() {
+    if !require_root("lab_h2c_and_grpc_through_envoy_haproxy_and_ours") {
         return;
     }
-    for proxy in ["envoy", "ours"] {
+    for (proxy, mtls) in [
+        ("envoy", false),
+        ("envoy", true),
+        ("haproxy", false),
+        ("ours", false),
+        ("ours", true),
+    ] {
         for app in ["h2c", "grpc"] {
-            lab_app_protocol(proxy, app, "tgrpc");
+            lab_app_protocol(proxy, app, mtls, "tgrpc");
         }
     }
 }
@@ -222,7 +233,10 @@ impl App {
             .expect("spawn lab app");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "lab app does not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "lab app does not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         App(child, addr)
@@ -337,7 +351,8 @@ fn profile_lab_grpc_writes_a_grpc_test_and_counts_h2_as_unpaired() {
         client.endpoint_urls
     );
     // The raw file says it too, in SMP's own words.
-    let raw = std::fs::read_to_string(dir.join(smp_agent::report::set::TEST_CONFIG_FILE)).unwrap_or_default();
+    let raw = std::fs::read_to_string(dir.join(smp_agent::report::set::TEST_CONFIG_FILE))
+        .unwrap_or_default();
     assert!(
         raw.contains("protocol: 4") || raw.contains("PROTOCOL_GRPC"),
         "{raw}"
@@ -373,6 +388,9 @@ fn profile_lab_grpc_writes_a_grpc_test_and_counts_h2_as_unpaired() {
     assert!(d.losses.unpaired >= h2, "{:?}", d.losses);
     assert!(stdout.contains("http2 "), "{stdout}");
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(html.contains("by reason: ") && html.contains("http2"), "report");
+    assert!(
+        html.contains("by reason: ") && html.contains("http2"),
+        "report"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
