@@ -269,6 +269,11 @@ fn run_summary(spec: &LoadSpec, r: &Results) -> Result<RunSummary, ProfileError>
         url: spec.urls.join(", "),
         actual_qps: r.achieved_rate,
         errors: r.errors.total(),
+        grpc_status: r
+            .grpc_status
+            .iter()
+            .map(|(c, n)| (format!("{} ({c})", loadgen::grpc::code_name(*c)), *n))
+            .collect(),
         latency: Distribution::from_histogram_ns(&h)
             .map_err(|e| ProfileError::Histogram(e.to_string()))?,
     })
@@ -342,8 +347,18 @@ fn assemble(
         ..Losses::default()
     };
     for w in windows {
-        losses.unpaired += w.pairing.unpaired();
+        // HTTP/2 messages are not requests to the pairing: they are counted here, not lost.
+        losses.unpaired += w.pairing.unpaired() + w.pairing.h2_messages;
         losses.paired += w.pairing.paired;
+        for (reason, count) in crate::metrics::UNPAIRED_REASONS {
+            let n = count(&w.pairing);
+            if n > 0 {
+                *losses
+                    .unpaired_reasons
+                    .entry(reason.to_string())
+                    .or_default() += n;
+            }
+        }
         for (hop_direction, hop_leg, h) in view.hops_of(&w.proxy) {
             let dist = |h: Option<&Histogram<u64>>| {
                 h.map(Distribution::from_histogram_ns)
@@ -408,6 +423,13 @@ fn assemble(
         result
             .labels
             .insert(INTERRUPTED_LABEL.to_string(), "true".to_string());
+    }
+    // gRPC runs: the meshed run's responses by status (SMP results have no field for them).
+    for (code, n) in &meshed.grpc_status {
+        result.labels.insert(
+            format!("grpc_status_{}", loadgen::grpc::code_name(*code)),
+            n.to_string(),
+        );
     }
     // Requests per second through the sidecars, once per request (each request crosses every
     // sidecar on its path): the busiest sidecar's count (SMP `sidecar.rps`).

@@ -6,7 +6,11 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 
 use super::OutputFormat;
-use crate::lab::{self, config::ProxyKind, Lab, LabConfig, LabInfo, LabStatus};
+use crate::lab::{
+    self,
+    config::{AppProtocol, ProxyKind},
+    Lab, LabConfig, LabInfo, LabStatus,
+};
 
 /// Arguments of `lab`.
 #[derive(Debug, clap::Args)]
@@ -55,6 +59,11 @@ pub struct UpArgs {
     /// Optional: HTTP/2 on the sidecar-to-sidecar leg (envoy, haproxy, ours; not nginx).
     #[arg(long)]
     pub h2: bool,
+    /// Optional: what the client and the app speak (default http1). h2c and grpc (unary
+    /// `/smp.Lab/Echo`) put HTTP/2 on every leg, --h2 implied; not with nginx.
+    /// Example: --app-protocol grpc
+    #[arg(long, value_enum, verbatim_doc_comment)]
+    pub app_protocol: Option<AppProtocol>,
     /// Optional: worker threads of both sidecars (Envoy --concurrency).
     /// Example: --concurrency 2
     #[arg(long, verbatim_doc_comment)]
@@ -153,6 +162,9 @@ fn load_config(a: &UpArgs) -> anyhow::Result<LabConfig> {
     }
     cfg.mtls |= a.mtls;
     cfg.h2 |= a.h2;
+    if let Some(p) = a.app_protocol {
+        cfg.app_protocol = p;
+    }
     if let Some(c) = a.concurrency {
         cfg.outbound.workers = c;
         cfg.inbound.workers = c;
@@ -210,10 +222,21 @@ fn print_info(i: &LabInfo) {
         );
     }
     println!(
-        "  app pid {}; mTLS {}; h2 between sidecars {}",
-        i.app_pid, i.mtls, i.h2
+        "  app pid {}; app protocol {}; mTLS {}; h2 between sidecars {}",
+        i.app_pid, i.app_protocol, i.mtls, i.h2
     );
-    println!("  try: {} curl -si {}", i.client_exec, i.meshed_url);
+    match i.app_protocol {
+        AppProtocol::Http1 => println!("  try: {} curl -si {}", i.client_exec, i.meshed_url),
+        AppProtocol::H2c => println!(
+            "  try: {} curl -si --http2-prior-knowledge {}",
+            i.client_exec, i.meshed_url
+        ),
+        AppProtocol::Grpc => println!(
+            "  try: {} smp-agent load --grpc --rate 10 -d 1s {}",
+            i.client_exec,
+            crate::loadgen::grpc::lab_method_url(&i.meshed_url)
+        ),
+    }
     println!("  stop: smp-agent lab down --name {}", i.name);
 }
 

@@ -32,6 +32,8 @@ pub enum HttpVersion {
     Http1,
     /// HTTP/2: h2c prior knowledge for http://, ALPN h2 for https://.
     Http2,
+    /// Unary gRPC over HTTP/2: the URL's path is the method, --body the message.
+    Grpc,
 }
 
 /// Drive HTTP load and measure latency.
@@ -44,6 +46,7 @@ pub enum HttpVersion {
 /// Examples:
 ///   smp-agent load --rate 1000 --duration 30s http://127.0.0.1:8080/
 ///   smp-agent load --rate max -c 64 --http2 https://svc.local/ --ca-file ca.pem
+///   smp-agent load --rate 500 --grpc --body hello http://127.0.0.1:8080/smp.Lab/Echo
 ///   smp-agent load --config load-test.yaml --output yaml
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -100,12 +103,17 @@ pub struct Args {
     pub content_type: Option<String>,
 
     /// HTTP version [default: http1].
-    #[arg(long, value_enum, conflicts_with = "http2")]
+    #[arg(long, value_enum, conflicts_with_all = ["http2", "grpc"])]
     pub protocol: Option<HttpVersion>,
 
     /// Shorthand for --protocol http2.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "grpc")]
     pub http2: bool,
+
+    /// Shorthand for --protocol grpc: unary gRPC (POST of --body as one length-prefixed
+    /// message, `te: trailers`); responses are counted by `grpc-status`, non-OK ones as errors.
+    #[arg(long)]
+    pub grpc: bool,
 
     /// PEM file with CA certificates to trust for https:// (SMP `ssl_certificate`).
     #[arg(long, value_name = "FILE")]
@@ -200,7 +208,9 @@ pub fn spec_from_args(args: &Args) -> anyhow::Result<LoadSpec> {
     if let Some(ct) = &args.content_type {
         spec.content_type = Some(ct.clone());
     }
-    if args.http2 || args.protocol == Some(HttpVersion::Http2) {
+    if args.grpc || args.protocol == Some(HttpVersion::Grpc) {
+        spec.protocol = Protocol::Grpc;
+    } else if args.http2 || args.protocol == Some(HttpVersion::Http2) {
         spec.protocol = Protocol::Http2;
     } else if args.protocol == Some(HttpVersion::Http1) {
         spec.protocol = Protocol::Http1;
@@ -377,6 +387,11 @@ mod tests {
         assert_eq!(s.headers, [("x-a".to_string(), "b".to_string())]);
         assert_eq!(s.method, "POST");
         assert_eq!(s.protocol, Protocol::Http2);
+        let s = parse(&["--rate", "1", "--grpc", "http://127.0.0.1:1/smp.Lab/Echo"]).unwrap();
+        assert_eq!(s.protocol, Protocol::Grpc);
+        let s = parse(&["--rate", "1", "--protocol", "grpc", "http://127.0.0.1:1/"]).unwrap();
+        assert_eq!(s.protocol, Protocol::Grpc);
+        assert!(parse(&["--rate", "1", "--grpc", "--http2", "http://127.0.0.1:1/"]).is_err());
     }
 
     #[test]

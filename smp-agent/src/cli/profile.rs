@@ -16,8 +16,11 @@ use super::{
     OutputFormat,
 };
 use crate::{
-    lab::{config::ProxyKind, Lab, LabConfig, LabInfo},
-    loadgen::{LoadSpec, Rate},
+    lab::{
+        config::{AppProtocol, ProxyKind},
+        Lab, LabConfig, LabInfo,
+    },
+    loadgen::{grpc, LoadSpec, Protocol as LoadProtocol, Rate},
     profile::{self, Outcome, Plan, Progress},
     proxy::DiscoveryConfig,
     report::{
@@ -33,6 +36,7 @@ use crate::{
 /// Examples:
 ///   smp-agent profile --lab                              # the built-in mesh lab (Envoy)
 ///   smp-agent profile --lab --proxy nginx --mtls --rate 500 --duration 20s
+///   smp-agent profile --lab --proxy ours --app-protocol grpc
 ///   smp-agent profile --config load-test.yaml --baseline-url http://10.0.0.7:8081/
 ///   smp-agent profile --url http://svc:8080/ --rate 1000 --sidecar envoy --mesh istio
 #[derive(Debug, clap::Args)]
@@ -98,6 +102,15 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "envoy", requires = "lab")]
     pub proxy: ProxyKind,
 
+    /// With --lab: HTTP/2 between the sidecars (envoy, haproxy, ours; not nginx).
+    #[arg(long, requires = "lab")]
+    pub h2: bool,
+
+    /// With --lab: what the client and the app speak. h2c and grpc (unary `/smp.Lab/Echo`,
+    /// SMP protocol PROTOCOL_GRPC) put HTTP/2 on every leg, --h2 implied; not with nginx.
+    #[arg(long, value_enum, default_value = "http1", requires = "lab")]
+    pub app_protocol: AppProtocol,
+
     /// With --lab: worker threads of each sidecar.
     #[arg(long, requires = "lab")]
     pub concurrency: Option<u32>,
@@ -158,8 +171,19 @@ fn test_config(args: &Args, lab: Option<&LabInfo>) -> anyhow::Result<TestConfigF
     }
     let client = &mut file.test.clients[0];
     client.load_generator = "smp-agent".into();
-    if let Some(u) = args.url.as_ref().or(lab.map(|l| &l.meshed_url)) {
+    if let Some(u) = args.url.as_ref() {
         client.endpoint_urls = vec![u.clone()];
+    } else if let Some(l) = lab {
+        client.endpoint_urls = vec![lab_url(l, &l.meshed_url)];
+        if l.app_protocol == AppProtocol::Grpc {
+            client.protocol = Protocol::Grpc;
+        }
+        if l.app_protocol != AppProtocol::Http1 {
+            // SMP has no HTTP/2 protocol value: the label says what the client spoke.
+            file.test
+                .labels
+                .insert("app_protocol".into(), l.app_protocol.to_string());
+        }
     }
     if client.endpoint_urls.is_empty() {
         bail!("give --url (the meshed URL), --config with endpoint_urls, or --lab");
@@ -185,6 +209,15 @@ fn test_config(args: &Args, lab: Option<&LabInfo>) -> anyhow::Result<TestConfigF
         file.mesh.version.clone_from(v);
     }
     Ok(file)
+}
+
+/// A lab URL (`meshed_url` or `baseline_url`) for the lab's app protocol: the gRPC method's
+/// path for grpc.
+fn lab_url(lab: &LabInfo, base: &str) -> String {
+    match lab.app_protocol {
+        AppProtocol::Grpc => grpc::lab_method_url(base),
+        AppProtocol::Http1 | AppProtocol::H2c => base.to_string(),
+    }
 }
 
 fn default_output_dir() -> PathBuf {
@@ -219,6 +252,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             name: args.lab_name.clone(),
             proxy: args.proxy,
             mtls: args.mtls,
+            h2: args.h2,
+            app_protocol: args.app_protocol,
             ..LabConfig::default()
         };
         if let Some(c) = args.concurrency {
@@ -229,10 +264,16 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let text = args.output == OutputFormat::Text;
         if text {
             println!(
-                "bringing up the mesh lab {:?}: {} sidecars{}",
+                "bringing up the mesh lab {:?}: {} sidecars{}{}, app protocol {}",
                 cfg.name,
                 cfg.proxy.as_str(),
-                if cfg.mtls { ", mTLS between them" } else { "" }
+                if cfg.mtls { ", mTLS between them" } else { "" },
+                if cfg.sidecar_h2() {
+                    ", HTTP/2 between them"
+                } else {
+                    ""
+                },
+                cfg.app_protocol
             );
         }
         let up = cfg.clone();
@@ -292,11 +333,17 @@ async fn profile_lab(
         Some(
             args.baseline_url
                 .clone()
-                .unwrap_or(info.baseline_url.clone()),
+                .unwrap_or_else(|| lab_url(info, &info.baseline_url)),
         ),
         sidecars,
         Some(info.client_netns.clone()),
     )?;
+    if info.app_protocol == AppProtocol::H2c {
+        plan.meshed.protocol = LoadProtocol::Http2;
+        if let Some(b) = plan.baseline.as_mut() {
+            b.protocol = LoadProtocol::Http2;
+        }
+    }
     plan.mtls = info.mtls;
     plan.proxy_concurrency = args.concurrency.and_then(|c| i32::try_from(c).ok());
     plan.only_pids = Some(pids);
@@ -493,9 +540,22 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
         );
     }
     let l = &d.losses;
+    let reasons: Vec<String> = l
+        .unpaired_reasons
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
     println!(
-        "pairing: {} paired, {} unpaired; probe losses: {} ring-buffer drops, {} map-full",
-        l.paired, l.unpaired, l.ringbuf_drops, l.map_full
+        "pairing: {} paired, {} unpaired{}; probe losses: {} ring-buffer drops, {} map-full",
+        l.paired,
+        l.unpaired,
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        },
+        l.ringbuf_drops,
+        l.map_full
     );
     println!("results in {}:", dir.display());
     for f in files {

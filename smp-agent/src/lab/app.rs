@@ -2,7 +2,10 @@
 //! (or the request body echoed back), and an optional service time per request (fixed
 //! `--service-us`, or the request header `x-smp-service-us`), so the app's own time is known.
 //! It listens on several ports at once: the meshed port and the baseline port. A connection
-//! that opens with the HTTP/2 preface is served as h2c (prior knowledge) instead.
+//! that opens with the HTTP/2 preface is served as h2c (prior knowledge) instead, and on it a
+//! request with a gRPC content type is a call of the unary method `/smp.Lab/Echo`
+//! ([`crate::loadgen::grpc`]): it answers the request's message (or the fixed body) with
+//! `grpc-status` 0, or the status the request header `x-smp-grpc-status` asks for.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -12,6 +15,7 @@ use tokio::{
 };
 
 use super::{http1, LabError};
+use crate::loadgen::grpc;
 
 /// Options of the hidden `lab app` subcommand.
 #[derive(Debug, Clone, clap::Args)]
@@ -124,12 +128,16 @@ async fn h2_conn(
         let (req, mut respond) = next?;
         let body = body.clone();
         tokio::spawn(async move {
+            let grpc = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(grpc::CONTENT_TYPE.as_bytes()));
             let service = req
                 .headers()
                 .get("x-smp-service-us")
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(service_us);
-            let mut recv = req.into_body();
+            let (parts, mut recv) = req.into_parts();
             let mut echo = Vec::new();
             while let Some(chunk) = recv.data().await {
                 let Ok(chunk) = chunk else { return };
@@ -140,6 +148,10 @@ async fn h2_conn(
             }
             if service > 0 {
                 let _ = http1::precise_sleep(Duration::from_micros(service)).await;
+            }
+            if grpc {
+                grpc_answer(respond, &parts, &echo, body, port);
+                return;
             }
             let payload = if echo.is_empty() {
                 body
@@ -164,6 +176,60 @@ async fn h2_conn(
         });
     }
     Ok(())
+}
+
+/// Answers one gRPC call (the request body read whole, `echo`): `/smp.Lab/Echo` replies
+/// with the request's first message, or `body` when it is empty; other paths get
+/// `UNIMPLEMENTED`, a malformed body `INTERNAL`.
+fn grpc_answer(
+    mut respond: h2::server::SendResponse<bytes::Bytes>,
+    req: &http::request::Parts,
+    echo: &[u8],
+    body: bytes::Bytes,
+    port: u16,
+) {
+    let asked = req
+        .headers
+        .get(grpc::STATUS_HEADER)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok())
+        .filter(|c| *c <= grpc::MAX_CODE);
+    let (code, reply) = if req.uri.path() != grpc::LAB_METHOD {
+        (12, None)
+    } else {
+        match grpc::messages(echo) {
+            Err(_) => (13, None),
+            Ok(msgs) => {
+                let reply = match msgs.first() {
+                    Some(m) if !m.is_empty() => grpc::frame(m),
+                    _ => grpc::frame(&body),
+                };
+                (asked.unwrap_or(0), Some(reply))
+            }
+        }
+    };
+    let Ok(resp) = http::Response::builder()
+        .status(200)
+        .header("content-type", grpc::CONTENT_TYPE)
+        .header("x-smp-app-port", port)
+        .body(())
+    else {
+        return;
+    };
+    let Ok(mut send) = respond.send_response(resp, false) else {
+        return;
+    };
+    if let Some(reply) = reply.filter(|_| code == 0) {
+        let _ = send.send_data(reply, false);
+    }
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from(code));
+    if code != 0 {
+        trailers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(grpc::code_name(code)),
+        );
+    }
+    let _ = send.send_trailers(trailers);
 }
 
 /// Answers every request on `s` with `text(path)` as of that request (keep-alive): the

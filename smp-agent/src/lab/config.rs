@@ -40,6 +40,42 @@ impl fmt::Display for ProxyKind {
     }
 }
 
+/// What the client and the app speak (the sidecars translate nothing: each leg that touches
+/// the app side speaks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 in cleartext with prior knowledge, on every leg.
+    H2c,
+    /// Unary gRPC (`/smp.Lab/Echo`) over h2c, on every leg.
+    Grpc,
+}
+
+impl AppProtocol {
+    /// Lower-case name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppProtocol::Http1 => "http1",
+            AppProtocol::H2c => "h2c",
+            AppProtocol::Grpc => "grpc",
+        }
+    }
+
+    /// True when the client and the app speak HTTP/2.
+    pub fn is_h2(self) -> bool {
+        self != AppProtocol::Http1
+    }
+}
+
+impl fmt::Display for AppProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which sidecar slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +114,9 @@ pub struct LabConfig {
     pub mtls: bool,
     /// HTTP/2 on the sidecar-to-sidecar leg (Envoy, haproxy, ours; not nginx).
     pub h2: bool,
+    /// What the client and the app speak; `h2c` and `grpc` put HTTP/2 on every leg (the
+    /// sidecar-to-sidecar one too, as if `h2` were set).
+    pub app_protocol: AppProtocol,
     /// The client pod's (outbound) sidecar.
     pub outbound: SidecarConfig,
     /// The server pod's (inbound) sidecar.
@@ -107,6 +146,7 @@ impl Default for LabConfig {
             proxy: ProxyKind::Envoy,
             mtls: false,
             h2: false,
+            app_protocol: AppProtocol::Http1,
             outbound: SidecarConfig::default(),
             inbound: SidecarConfig::default(),
             app: AppConfig::default(),
@@ -278,6 +318,12 @@ impl LabConfig {
         std::env::current_exe().map_err(|e| LabError::io("find the smp-agent executable", e))
     }
 
+    /// HTTP/2 on the sidecar-to-sidecar leg: asked for (`h2`), or implied by an HTTP/2 app
+    /// protocol (gRPC trailers and h2c streams cross every leg as HTTP/2).
+    pub fn sidecar_h2(&self) -> bool {
+        self.h2 || self.app_protocol.is_h2()
+    }
+
     /// Config of a slot.
     pub fn sidecar(&self, side: Side) -> &SidecarConfig {
         match side {
@@ -304,6 +350,12 @@ impl LabConfig {
                     format!(
                         "only the ground-truth proxy (ours) adds delays, this slot runs {kind}"
                     ),
+                ));
+            }
+            if self.app_protocol.is_h2() && kind == ProxyKind::Nginx {
+                return Err(bad(
+                    "app_protocol",
+                    format!("{} needs HTTP/2 to the app and between the sidecars, and the {side} sidecar runs nginx, which cannot proxy to HTTP/2 upstreams: use envoy, haproxy or ours", self.app_protocol),
                 ));
             }
             if self.h2 && kind == ProxyKind::Nginx {
@@ -422,6 +474,11 @@ mod tests {
         assert_eq!(field_of("outbound: {workers: 0}"), "outbound.workers");
         assert_eq!(field_of("inbound: {delay_us: 5}"), "inbound.delay_us");
         assert_eq!(field_of("proxy: nginx\nh2: true"), "h2");
+        assert_eq!(field_of("proxy: nginx\napp_protocol: grpc"), "app_protocol");
+        assert_eq!(
+            field_of("inbound: {proxy: nginx}\napp_protocol: h2c"),
+            "app_protocol"
+        );
         assert_eq!(field_of("ports: {baseline: 8080}"), "ports.baseline");
         assert_eq!(
             field_of("network: {server_addr: 8.8.8.8}"),
@@ -433,6 +490,17 @@ mod tests {
         );
         assert_eq!(field_of("sidecar_uid: 0"), "sidecar_uid");
         assert_eq!(field_of("app: {workers: 100}"), "app.workers");
+    }
+
+    #[test]
+    fn app_protocol_implies_h2_between_sidecars() {
+        let cfg = LabConfig::from_yaml("app_protocol: grpc").unwrap();
+        assert_eq!(cfg.app_protocol, AppProtocol::Grpc);
+        assert!(!cfg.h2 && cfg.sidecar_h2());
+        let cfg = LabConfig::from_yaml("app_protocol: h2c\nproxy: ours").unwrap();
+        assert!(cfg.sidecar_h2());
+        assert!(!LabConfig::default().sidecar_h2());
+        assert!(field_of("app_protocol: h3").contains("h3"));
     }
 
     #[test]

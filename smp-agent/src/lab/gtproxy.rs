@@ -75,11 +75,12 @@ pub struct ProxyOptions {
     /// Optional: name the upstream certificate must carry (also sent as SNI).
     #[arg(long)]
     pub upstream_server_name: Option<String>,
-    /// Speak HTTP/2 to the upstream (requests arrive as HTTP/1.1).
+    /// Speak HTTP/2 to the upstream (with --downstream-h2: stream for stream, trailers
+    /// included; else requests arrive as HTTP/1.1).
     #[arg(long)]
     pub upstream_h2: bool,
-    /// Accept HTTP/2 downstream (forwarded as HTTP/1.1).
-    #[arg(long, conflicts_with = "upstream_h2")]
+    /// Accept HTTP/2 downstream (with --upstream-h2: forwarded as HTTP/2; else as HTTP/1.1).
+    #[arg(long)]
     pub downstream_h2: bool,
 }
 
@@ -309,7 +310,9 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
                     }
                 },
             };
-            let res = if c.opts.downstream_h2 {
+            let res = if c.opts.downstream_h2 && c.opts.upstream_h2 {
+                h2bridge::h2_to_h2(c.clone(), down).await
+            } else if c.opts.downstream_h2 {
                 h2bridge::h2_to_h1(c.clone(), down).await
             } else if c.opts.upstream_h2 {
                 h2bridge::h1_to_h2(&c, down).await

@@ -190,6 +190,9 @@ pub struct LabInfo {
     pub mtls: bool,
     /// HTTP/2 on the sidecar-to-sidecar leg.
     pub h2: bool,
+    /// What the client and the app speak.
+    #[serde(default)]
+    pub app_protocol: config::AppProtocol,
     /// State directory (configs, logs, certificates).
     pub state_dir: PathBuf,
 }
@@ -830,7 +833,7 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
             upstream,
             admin,
             tls: tls_files.as_ref(),
-            h2: cfg.h2,
+            h2: cfg.sidecar_h2(),
             dir: &sdir,
             via: format!("{side}-{kind}"),
         };
@@ -880,7 +883,8 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         inbound,
         app_pid,
         mtls: cfg.mtls,
-        h2: cfg.h2,
+        h2: cfg.sidecar_h2(),
+        app_protocol: cfg.app_protocol,
         state_dir: dir.to_path_buf(),
     };
     st.phase = Phase::Up;

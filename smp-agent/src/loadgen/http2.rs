@@ -8,6 +8,9 @@
 //!
 //! Bytes: `sent` counts request bodies and `received` response DATA payloads (HPACK-compressed
 //! headers are not counted).
+//!
+//! gRPC ([`super::grpc`]) runs on this transport: the response's trailers are awaited too and
+//! its `grpc-status` recorded next to the HTTP status.
 
 use std::{future::poll_fn, sync::Arc, time::Duration};
 
@@ -42,7 +45,14 @@ struct Done {
     measured: bool,
     clock_start: Instant,
     sent: u64,
-    result: Result<(u16, u64), (ErrorKind, bool)>,
+    result: Result<Answer, (ErrorKind, bool)>,
+}
+
+/// A complete response: HTTP status, body bytes, and the `grpc-status` of a gRPC run.
+struct Answer {
+    status: u16,
+    received: u64,
+    grpc: Option<u32>,
 }
 
 /// Opens one HTTP/2 connection (TCP, TLS, HTTP/2 handshake) and spawns its driver.
@@ -128,18 +138,31 @@ async fn send(
     Ok(resp)
 }
 
-/// Awaits the response and drains its body; returns the status and body bytes.
-async fn receive(resp: ResponseFuture) -> Result<(u16, u64), (ErrorKind, bool)> {
+/// Awaits the response and drains its body (and, for gRPC, its trailers).
+async fn receive(resp: ResponseFuture, grpc: bool) -> Result<Answer, (ErrorKind, bool)> {
     let resp = resp.await.map_err(|e| (kind(&e), fatal(&e)))?;
     let status = resp.status().as_u16();
-    let mut body = resp.into_body();
+    let (parts, mut body) = resp.into_parts();
     let mut received = 0u64;
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| (kind(&e), fatal(&e)))?;
         received += chunk.len() as u64;
         let _ = body.flow_control().release_capacity(chunk.len());
     }
-    Ok((status, received))
+    let grpc = if grpc {
+        let trailers = body.trailers().await.map_err(|e| (kind(&e), fatal(&e)))?;
+        // No grpc-status at all: not a gRPC answer (the stream stays usable).
+        let code = super::grpc::status(&parts.headers, trailers.as_ref())
+            .ok_or((ErrorKind::Protocol, false))?;
+        Some(code)
+    } else {
+        None
+    };
+    Ok(Answer {
+        status,
+        received,
+        grpc,
+    })
 }
 
 fn record(
@@ -152,13 +175,16 @@ fn record(
 ) {
     let now = Instant::now();
     match d.result {
-        Ok((status, received)) => {
+        Ok(a) => {
             if d.measured {
-                rec.response(status, now - d.clock_start);
+                rec.response(a.status, now - d.clock_start);
+                if let Some(code) = a.grpc {
+                    rec.grpc_status(code);
+                }
                 rec.bytes_sent += d.sent;
-                rec.bytes_received += received;
+                rec.bytes_received += a.received;
                 *last = Some(now);
-                tally.bump(ctx, false);
+                tally.bump(ctx, a.grpc.is_some_and(|c| c != 0));
             }
         }
         Err((kind, dead)) => {
@@ -185,6 +211,7 @@ pub(crate) async fn worker(ctx: Arc<Ctx>, conn_index: u64) -> WorkerOut {
     let n_targets = ctx.targets.len() as u64;
     let mut inflight: JoinSet<Done> = JoinSet::new();
     let timeout = ctx.spec.timeout;
+    let grpc = ctx.spec.protocol == super::Protocol::Grpc;
     loop {
         let next = tokio::select! {
             biased;
@@ -238,7 +265,7 @@ pub(crate) async fn worker(ctx: Arc<Ctx>, conn_index: u64) -> WorkerOut {
             }
         };
         let finish = async move {
-            let result = match tokio::time::timeout(timeout, receive(resp)).await {
+            let result = match tokio::time::timeout(timeout, receive(resp, grpc)).await {
                 Ok(r) => r,
                 // The stream is reset when `resp` is dropped; the connection stays usable.
                 Err(_) => Err((ErrorKind::Timeout, false)),

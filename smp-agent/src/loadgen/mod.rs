@@ -7,7 +7,8 @@
 //!   previous response is complete (wrk's model), for maximum throughput.
 //!
 //! Transports: HTTP/1.1 keep-alive ([`http1`], a hand-rolled fast path) and HTTP/2 ([`http2`],
-//! the `h2` crate), both in cleartext or over TLS with ALPN ([`tls`], rustls with `ring`).
+//! the `h2` crate), both in cleartext or over TLS with ALPN ([`tls`], rustls with `ring`), and
+//! unary gRPC on the HTTP/2 transport ([`grpc`]: statuses counted by code).
 //! Each of the `connections` workers is one task that owns its connections (one per distinct
 //! target authority) and its own [`Recorder`]: nothing is shared or locked per request except
 //! two relaxed atomic counters for the progress display.
@@ -37,6 +38,7 @@ use std::{
 
 use tokio::{sync::watch, time::Instant};
 
+pub mod grpc;
 pub mod http1;
 pub mod http2;
 pub mod results;
@@ -178,6 +180,16 @@ pub enum Protocol {
     Http1,
     /// HTTP/2: prior knowledge (h2c) over cleartext, ALPN `h2` over TLS.
     Http2,
+    /// Unary gRPC on HTTP/2 (as [`Protocol::Http2`]): `POST` of one framed message, the
+    /// outcome is the `grpc-status`.
+    Grpc,
+}
+
+impl Protocol {
+    /// True for the protocols on the HTTP/2 transport.
+    pub fn is_h2(self) -> bool {
+        self != Protocol::Http1
+    }
 }
 
 /// What to send, how fast, for how long. Plain data: the CLI and the SMP test-config reader
@@ -266,7 +278,15 @@ impl LoadSpec {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(LoadError::ZeroTimeout);
         }
-        target::prepare(self).map(|_| ())
+        self.prepare().map(|_| ())
+    }
+
+    /// Builds the requests and endpoints of the run (pure: no network).
+    fn prepare(&self) -> Result<(Vec<Target>, Vec<Endpoint>), LoadError> {
+        match self.protocol {
+            Protocol::Grpc => grpc::prepare(self),
+            Protocol::Http1 | Protocol::Http2 => target::prepare(self),
+        }
     }
 }
 
@@ -455,7 +475,7 @@ impl Walk {
 /// connection to an endpoint fails; failures during the run are counted, not returned.
 pub async fn run(spec: &LoadSpec, control: Arc<Control>) -> Result<Results, LoadError> {
     spec.validate()?;
-    let (targets, mut endpoints) = target::prepare(spec)?;
+    let (targets, mut endpoints) = spec.prepare()?;
     let tls = if endpoints.iter().any(|e| e.tls) {
         Some(tls::connector(spec)?)
     } else {
@@ -466,7 +486,7 @@ pub async fn run(spec: &LoadSpec, control: Arc<Control>) -> Result<Results, Load
     }
     for ep in &endpoints {
         ep.preflight(spec, tls.as_ref()).await?;
-        if spec.protocol == Protocol::Http2 {
+        if spec.protocol.is_h2() {
             http2::preflight(ep, spec, tls.as_ref()).await?;
         }
     }
@@ -523,7 +543,9 @@ pub async fn run(spec: &LoadSpec, control: Arc<Control>) -> Result<Results, Load
                     for c in conns {
                         match ctx.spec.protocol {
                             Protocol::Http1 => set.spawn(http1::worker(ctx.clone(), c)),
-                            Protocol::Http2 => set.spawn(http2::worker(ctx.clone(), c)),
+                            Protocol::Http2 | Protocol::Grpc => {
+                                set.spawn(http2::worker(ctx.clone(), c))
+                            }
                         };
                     }
                     let mut outs = Vec::new();

@@ -47,14 +47,23 @@ pub struct ErrorCounts {
     pub timeout: u64,
     /// Connections reset or closed by the peer mid-request.
     pub reset: u64,
-    /// Malformed responses, refused or reset HTTP/2 streams.
+    /// Malformed responses, refused or reset HTTP/2 streams, gRPC responses without a
+    /// `grpc-status`.
     pub protocol: u64,
+    /// gRPC responses with a non-OK `grpc-status` (by code in [`Results::grpc_status`]). They
+    /// are responses too: their latency is in the histogram.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub grpc: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ErrorCounts {
     /// All errors.
     pub fn total(&self) -> u64 {
-        self.connect + self.timeout + self.reset + self.protocol
+        self.connect + self.timeout + self.reset + self.protocol + self.grpc
     }
 
     fn add(&mut self, o: &Self) {
@@ -62,6 +71,7 @@ impl ErrorCounts {
         self.timeout += o.timeout;
         self.reset += o.reset;
         self.protocol += o.protocol;
+        self.grpc += o.grpc;
     }
 
     fn bump(&mut self, kind: ErrorKind) {
@@ -88,6 +98,8 @@ pub struct Recorder {
     /// Counts by status code 0..=599 (other codes are counted as protocol errors).
     status: Box<[u64; 600]>,
     errors: ErrorCounts,
+    /// gRPC responses by `grpc-status` (empty unless the run speaks gRPC).
+    grpc: BTreeMap<u32, u64>,
     /// Bytes written to the network (requests, including TLS overhead is *not* counted: these
     /// are HTTP bytes).
     pub bytes_sent: u64,
@@ -110,6 +122,7 @@ impl Recorder {
             hist: new_histogram(),
             status: Box::new([0; 600]),
             errors: ErrorCounts::default(),
+            grpc: BTreeMap::new(),
             bytes_sent: 0,
             bytes_received: 0,
             missed: 0,
@@ -131,6 +144,16 @@ impl Recorder {
         self.hist.saturating_record(us);
     }
 
+    /// Records the `grpc-status` of a response already recorded with [`Recorder::response`];
+    /// a non-OK code also counts as an error.
+    #[inline]
+    pub fn grpc_status(&mut self, code: u32) {
+        *self.grpc.entry(code).or_default() += 1;
+        if code != 0 {
+            self.errors.grpc += 1;
+        }
+    }
+
     /// Records a request that got no response.
     #[inline]
     pub fn error(&mut self, kind: ErrorKind) {
@@ -150,6 +173,9 @@ impl Recorder {
             *a += *b;
         }
         self.errors.add(&o.errors);
+        for (code, n) in &o.grpc {
+            *self.grpc.entry(*code).or_default() += n;
+        }
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.missed += o.missed;
@@ -171,6 +197,7 @@ impl Recorder {
             connections: meta.connections,
             requests: 0,
             status_codes,
+            grpc_status: self.grpc,
             errors: self.errors,
             missed: self.missed,
             bytes: ByteCounts {
@@ -259,6 +286,9 @@ pub struct Results {
     pub requests: u64,
     /// Responses by HTTP status code.
     pub status_codes: BTreeMap<u16, u64>,
+    /// gRPC responses by `grpc-status` code (`--grpc` runs only; 0 is OK).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grpc_status: BTreeMap<u32, u64>,
     /// Requests without a response, by kind.
     pub errors: ErrorCounts,
     /// Open loop only: scheduled requests that could not be sent before the run ended (the
@@ -300,6 +330,9 @@ impl Results {
                 .map_err(|e| LoadError::Histogram(format!("cannot merge histograms: {e:?}")))?;
             for (code, n) in &r.status_codes {
                 *out.status_codes.entry(*code).or_default() += n;
+            }
+            for (code, n) in &r.grpc_status {
+                *out.grpc_status.entry(*code).or_default() += n;
             }
             out.errors.add(&r.errors);
             out.missed += r.missed;
@@ -363,15 +396,28 @@ impl Results {
                 codes.join(", ")
             }
         );
+        if !self.grpc_status.is_empty() {
+            let codes: Vec<String> = self
+                .grpc_status
+                .iter()
+                .map(|(c, n)| format!("{} ({c}): {n}", super::grpc::code_name(*c)))
+                .collect();
+            let _ = writeln!(s, "  grpc status {}", codes.join(", "));
+        }
         let e = &self.errors;
         let _ = writeln!(
             s,
-            "  errors      {} (connect {}, timeout {}, reset {}, protocol {})",
+            "  errors      {} (connect {}, timeout {}, reset {}, protocol {}{})",
             e.total(),
             e.connect,
             e.timeout,
             e.reset,
-            e.protocol
+            e.protocol,
+            if self.grpc_status.is_empty() {
+                String::new()
+            } else {
+                format!(", grpc non-OK {}", e.grpc)
+            }
         );
         if self.missed > 0 {
             let _ = writeln!(
@@ -510,6 +556,36 @@ mod tests {
         assert_eq!(m.requested_rate, Some(150.0));
         assert_eq!(m.connections, 8);
         assert!((m.latency.p50_ms - 5.0).abs() < 0.01, "{:?}", m.latency);
+    }
+
+    #[test]
+    fn grpc_statuses_are_counted_and_merged() {
+        let mut r = Recorder::new();
+        for code in [0, 0, 14, 3] {
+            r.response(200, Duration::from_millis(1));
+            r.grpc_status(code);
+        }
+        let meta = RunMeta {
+            requested_rate: None,
+            elapsed: Duration::from_secs(1),
+            connections: 1,
+        };
+        let a = r.finish(meta);
+        assert_eq!(a.requests, 4);
+        assert_eq!(a.errors.grpc, 2);
+        assert_eq!(a.errors.total(), 2);
+        assert_eq!(a.grpc_status, BTreeMap::from([(0, 2), (3, 1), (14, 1)]));
+        let text = a.render_text();
+        assert!(text.contains("UNAVAILABLE (14): 1"), "{text}");
+        assert!(text.contains("grpc non-OK 2"), "{text}");
+        let j: Results = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let m = Results::merge(&[a, j]).unwrap();
+        assert_eq!(m.grpc_status.get(&14), Some(&2));
+        assert_eq!(m.errors.grpc, 4);
+        // An HTTP run's result says nothing about gRPC.
+        let h = run(&[1], 200, None);
+        let text = serde_json::to_string(&h).unwrap();
+        assert!(!text.contains("grpc"), "{text}");
     }
 
     #[test]

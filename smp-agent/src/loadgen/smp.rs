@@ -10,7 +10,8 @@ use super::{LoadError, LoadSpec, Protocol, Rate};
 impl LoadSpec {
     /// The spec for `test.clients[0]`: `connections`, `rps` (0 = as fast as possible),
     /// `endpoint_urls` (round-robin), `headers`, `cookies`, `body`, `content_type`,
-    /// `protocol` (HTTP only) and `ssl_certificate` (a PEM file path or PEM text), plus
+    /// `protocol` (`PROTOCOL_HTTP`: HTTP/1.1, `PROTOCOL_GRPC`: unary gRPC over HTTP/2, the URL
+    /// path naming the method) and `ssl_certificate` (a PEM file path or PEM text), plus
     /// `test.duration`. Other clients are ignored, as Meshery does; fields left unset keep the
     /// defaults of [`LoadSpec::new`].
     pub fn from_smp(test: &PerformanceTestConfig) -> Result<LoadSpec, LoadError> {
@@ -19,15 +20,15 @@ impl LoadSpec {
             .first()
             .ok_or_else(|| LoadError::Unsupported("the test config has no clients".into()))?;
         let mut spec = LoadSpec::new(client.endpoint_urls.clone());
-        match client.protocol {
-            SmpProtocol::Http => {}
+        spec.protocol = match client.protocol {
+            SmpProtocol::Http => Protocol::Http1,
+            SmpProtocol::Grpc => Protocol::Grpc,
             other => {
                 return Err(LoadError::Unsupported(format!(
-                    "client protocol {other:?}: only PROTOCOL_HTTP (1) is supported"
+                    "client protocol {other:?}: only PROTOCOL_HTTP (1) and PROTOCOL_GRPC (4) are supported"
                 )))
             }
-        }
-        spec.protocol = Protocol::Http1;
+        };
         if client.connections < 0 {
             return Err(LoadError::NoConnections);
         }
@@ -127,6 +128,11 @@ mesh:
         let cfg = parse_test_config(&base("      protocol: 2\n"), Path::new("t.yaml")).unwrap();
         let e = LoadSpec::from_smp(&cfg.test).unwrap_err().to_string();
         assert!(e.contains("only PROTOCOL_HTTP"), "{e}");
+        let cfg = parse_test_config(&base("      protocol: grpc\n"), Path::new("t.yaml")).unwrap();
+        assert_eq!(
+            LoadSpec::from_smp(&cfg.test).unwrap().protocol,
+            Protocol::Grpc
+        );
         let cfg = parse_test_config(
             &base("      protocol: 1\n      rps: -5\n"),
             Path::new("t.yaml"),

@@ -15,7 +15,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{LoadError, LoadSpec, Protocol};
+use super::{LoadError, LoadSpec};
 
 /// One endpoint URL with its request prepared once.
 #[derive(Debug, Clone)]
@@ -313,7 +313,7 @@ impl Endpoint {
         };
         let stream = self.connect(spec, tls).await.map_err(|e| fail(e.0))?;
         if let Stream::Tls(s) = &stream {
-            if spec.protocol == Protocol::Http2 && s.get_ref().1.alpn_protocol() != Some(b"h2") {
+            if spec.protocol.is_h2() && s.get_ref().1.alpn_protocol() != Some(b"h2") {
                 return Err(fail(
                     "the server did not agree to HTTP/2 (ALPN h2); use HTTP/1.1".into(),
                 ));

@@ -63,7 +63,7 @@ pub fn connector(spec: &LoadSpec) -> Result<tokio_rustls::TlsConnector, LoadErro
     };
     config.alpn_protocols = match spec.protocol {
         Protocol::Http1 => vec![b"http/1.1".to_vec()],
-        Protocol::Http2 => vec![b"h2".to_vec()],
+        Protocol::Http2 | Protocol::Grpc => vec![b"h2".to_vec()],
     };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

@@ -254,10 +254,11 @@ impl Default for MetricsOptions {
 }
 
 /// A `reason` label value and the counter field it reads.
-type Reason<T> = (&'static str, fn(&T) -> u64);
+pub(crate) type Reason<T> = (&'static str, fn(&T) -> u64);
 
-/// Unpaired-message reasons: label value and the [`PairingCounts`] field.
-const UNPAIRED_REASONS: [Reason<PairingCounts>; 6] = [
+/// Unpaired-message reasons: label value and the [`PairingCounts`] field (also the reasons
+/// of the profile's details, `losses.unpaired_reasons`).
+pub(crate) const UNPAIRED_REASONS: [Reason<PairingCounts>; 6] = [
     ("unmatched_write", |p| p.unmatched_writes),
     ("tls_first_exchange", |p| p.tls_first_dropped),
     ("inconsistent", |p| p.inconsistent),

@@ -9,7 +9,7 @@
 //!
 //! Plain types: the `profile` command fills them from the aggregates.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use base64::Engine as _;
 use hdrhistogram::{
@@ -252,9 +252,12 @@ pub struct RunSummary {
     pub url: String,
     /// Achieved requests/second.
     pub actual_qps: f64,
-    /// Requests that failed (connect errors, non-2xx/3xx).
+    /// Requests that failed (connect errors, non-2xx/3xx, non-OK gRPC statuses).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub errors: u64,
+    /// gRPC runs: responses by `grpc-status`, keyed `NAME (code)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grpc_status: BTreeMap<String, u64>,
     /// Latency distribution.
     pub latency: Distribution,
 }
@@ -444,10 +447,16 @@ pub struct Losses {
     pub ringbuf_drops: u64,
     /// Map inserts that failed because a map was full.
     pub map_full: u64,
-    /// Hop messages never paired (sum over hops).
+    /// Hop messages never paired (sum over hops), HTTP/2 messages included (the probes time
+    /// them per connection direction, they pair none).
     pub unpaired: u64,
     /// Hops paired out of all observed.
     pub paired: u64,
+    /// Why messages went unpaired, by reason (`http2`, `unmatched_write`, `unknown_role`,
+    /// …, as the `reason` label of `smp_unpaired_messages_total`); reasons with no message
+    /// are left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unpaired_reasons: BTreeMap<String, u64>,
 }
 
 /// The self-consistency check: the per-hop medians should add up to the measured overhead.
@@ -706,12 +715,14 @@ pub(crate) mod tests {
             url: "http://x/".into(),
             actual_qps: 100.0,
             errors: 0,
+            grpc_status: Default::default(),
             latency: Distribution::from_histogram_ns(&sample_histogram(2_000_000, 1000)).unwrap(),
         };
         d.end_to_end.baseline = Some(RunSummary {
             url: "http://y/".into(),
             actual_qps: 100.0,
             errors: 0,
+            grpc_status: Default::default(),
             latency: Distribution::from_histogram_ns(&sample_histogram(1_000_000, 1000)).unwrap(),
         });
         d.end_to_end.compute_overhead();

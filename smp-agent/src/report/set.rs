@@ -334,6 +334,7 @@ pub(crate) mod tests {
             url: "http://127.0.0.1:8080/".into(),
             actual_qps: 99.5,
             errors: 0,
+            grpc_status: Default::default(),
             latency: Distribution::from_histogram_ns(&h).unwrap(),
         };
         ResultSet {

@@ -2,8 +2,9 @@
 //! each HTTP/1.1 request into a stream on one HTTP/2 connection per downstream connection; the
 //! inbound side serves HTTP/2 and forwards each stream as HTTP/1.1 on a small keep-alive pool
 //! (HTTP/1.1 carries one request at a time). The delay is added per request, before forwarding,
-//! on both sides, exactly as on the HTTP/1.1 path. Bodies are small in the lab: they are read
-//! whole before being forwarded on this path.
+//! on both sides, exactly as on the HTTP/1.1 path. When the app speaks HTTP/2 too (h2c or
+//! gRPC), both sides relay HTTP/2 stream for stream ([`h2_to_h2`]), trailers included. Bodies
+//! are small in the lab: they are read whole before being forwarded on this path.
 
 use std::{
     io,
@@ -261,6 +262,118 @@ async fn stream(
     let mut send = respond.send_response(r, no_body).map_err(other)?;
     if !no_body {
         send.send_data(Bytes::from(rbody), true).map_err(other)?;
+    }
+    ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Both sides HTTP/2 (h2c or gRPC apps): each downstream stream becomes a stream on one
+/// upstream HTTP/2 connection per downstream connection (opened at the first stream), with
+/// `te: trailers` kept and the response's trailers (gRPC's status) forwarded.
+pub(super) async fn h2_to_h2(ctx: Arc<Ctx>, down: BoxIo) -> io::Result<()> {
+    let mut conn = ::h2::server::handshake(down).await.map_err(other)?;
+    let upstream: Arc<tokio::sync::Mutex<Option<::h2::client::SendRequest<Bytes>>>> =
+        Arc::default();
+    while let Some(next) = conn.accept().await {
+        let (req, respond) = next.map_err(other)?;
+        let (ctx, upstream) = (ctx.clone(), upstream.clone());
+        tokio::spawn(async move {
+            if relay(&ctx, &upstream, req, respond).await.is_err() {
+                ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Headers an HTTP/2 hop forwards: no connection-specific ones, `te` only as `trailers`.
+fn forwarded(name: &http::HeaderName, value: &http::HeaderValue) -> bool {
+    if name == http::header::TE {
+        return value.as_bytes().eq_ignore_ascii_case(b"trailers");
+    }
+    !hop_by_hop(name.as_str())
+}
+
+async fn relay(
+    ctx: &Ctx,
+    upstream: &tokio::sync::Mutex<Option<::h2::client::SendRequest<Bytes>>>,
+    req: http::Request<::h2::RecvStream>,
+    mut respond: ::h2::server::SendResponse<Bytes>,
+) -> io::Result<()> {
+    let (parts, mut recv) = req.into_parts();
+    let mut body = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.map_err(other)?;
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        body.extend_from_slice(&chunk);
+    }
+    let header_delay = parts
+        .headers
+        .get("x-smp-delay-us")
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+    delay(ctx, header_delay).await?;
+    let scheme = if ctx.connector.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = format!(
+        "{scheme}://{}{}",
+        parts.uri.authority().map_or("localhost", |a| a.as_str()),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut b = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(http::Version::HTTP_2);
+    for (k, v) in &parts.headers {
+        if forwarded(k, v) {
+            b = b.header(k, v);
+        }
+    }
+    let up_req = b.body(()).map_err(other)?;
+    let sender = {
+        let mut guard = upstream.lock().await;
+        match guard.as_ref() {
+            Some(s) => s.clone(),
+            None => {
+                let (io, _) = connect(ctx, Default::default()).await?;
+                let (s, conn) = ::h2::client::handshake(io).await.map_err(other)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                *guard = Some(s.clone());
+                s
+            }
+        }
+    };
+    let mut ready = sender.ready().await.map_err(other)?;
+    let (resp, mut send) = ready.send_request(up_req, body.is_empty()).map_err(other)?;
+    if !body.is_empty() {
+        send.send_data(Bytes::from(body), true).map_err(other)?;
+    }
+    let resp = resp.await.map_err(other)?;
+    let (rparts, mut rrecv) = resp.into_parts();
+    let mut rb = http::Response::builder().status(rparts.status);
+    for (k, v) in &rparts.headers {
+        if forwarded(k, v) {
+            rb = rb.header(k, v);
+        }
+    }
+    rb = rb.header("x-smp-via", ctx.opts.role.as_str());
+    let r = rb.body(()).map_err(other)?;
+    let end = rrecv.is_end_stream();
+    let mut out = respond.send_response(r, end).map_err(other)?;
+    if !end {
+        while let Some(chunk) = rrecv.data().await {
+            let chunk = chunk.map_err(other)?;
+            let _ = rrecv.flow_control().release_capacity(chunk.len());
+            out.send_data(chunk, false).map_err(other)?;
+        }
+        match rrecv.trailers().await.map_err(other)? {
+            Some(t) => out.send_trailers(t).map_err(other)?,
+            None => out.send_data(Bytes::new(), true).map_err(other)?,
+        }
     }
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     Ok(())

@@ -1,5 +1,7 @@
 //! Envoy sidecar: a static JSON bootstrap (listener → HTTP connection manager → router →
-//! static cluster), admin on the pod's loopback, `--concurrency` workers.
+//! static cluster), admin on the pod's loopback, `--concurrency` workers. The listener's codec
+//! is `AUTO` (HTTP/1.1, or h2c with prior knowledge); the cluster speaks HTTP/2 when its
+//! upstream does ([`super::upstream_h2`]).
 
 use std::path::PathBuf;
 
@@ -168,14 +170,14 @@ pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
                 },
             });
         }
-        if plan.h2 {
-            cluster["typed_extension_protocol_options"] = json!({
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                },
-            });
-        }
+    }
+    if super::upstream_h2(plan) {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        });
     }
     json!({
         "admin": {"address": addr(&plan.admin.ip().to_string(), plan.admin.port())},

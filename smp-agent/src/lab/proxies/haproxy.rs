@@ -34,6 +34,13 @@ pub fn config(plan: &SlotPlan<'_>) -> String {
         (Side::Outbound, None) if plan.h2 => server.push_str(" proto h2"),
         _ => {}
     }
+    // The app's side of the path: h2c from the client, h2c to the app.
+    if plan.side == Side::Outbound && super::downstream_h2(plan) {
+        bind.push_str(" proto h2");
+    }
+    if plan.side == Side::Inbound && super::upstream_h2(plan) {
+        server.push_str(" proto h2");
+    }
     format!(
         "global\n\
          \tnbthread {threads}\n\

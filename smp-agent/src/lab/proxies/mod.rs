@@ -44,6 +44,24 @@ pub struct SlotPlan<'a> {
     pub via: String,
 }
 
+/// Whether a slot receives HTTP/2 from downstream: the outbound sidecar from the client (the
+/// app protocol), the inbound one from the outbound sidecar (the sidecar leg).
+pub fn downstream_h2(plan: &SlotPlan<'_>) -> bool {
+    match plan.side {
+        Side::Outbound => plan.cfg.app_protocol.is_h2(),
+        Side::Inbound => plan.h2,
+    }
+}
+
+/// Whether a slot speaks HTTP/2 to its upstream: the outbound sidecar to the inbound one (the
+/// sidecar leg), the inbound one to the app (the app protocol).
+pub fn upstream_h2(plan: &SlotPlan<'_>) -> bool {
+    match plan.side {
+        Side::Outbound => plan.h2,
+        Side::Inbound => plan.cfg.app_protocol.is_h2(),
+    }
+}
+
 impl SlotPlan<'_> {
     /// Worker threads of this slot.
     pub fn workers(&self) -> u32 {

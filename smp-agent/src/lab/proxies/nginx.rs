@@ -1,6 +1,7 @@
 //! nginx sidecar (Debian's nginx-light 1.22): one server proxying to an upstream with
 //! keep-alive connections, `worker_processes` workers, stub_status on the pod's loopback.
-//! nginx cannot speak HTTP/2 to an upstream, so `h2` is rejected for it at validation.
+//! nginx cannot speak HTTP/2 to an upstream, so `h2` and the HTTP/2 app protocols (`h2c`, `grpc`)
+//! are rejected for it at validation.
 
 use std::fmt::Write as _;
 

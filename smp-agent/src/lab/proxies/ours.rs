@@ -25,11 +25,11 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         "--admin".into(),
         plan.admin.to_string(),
     ];
-    if plan.h2 {
-        args.push(match plan.side {
-            Side::Inbound => "--downstream-h2".into(),
-            Side::Outbound => "--upstream-h2".into(),
-        });
+    if super::downstream_h2(plan) {
+        args.push("--downstream-h2".into());
+    }
+    if super::upstream_h2(plan) {
+        args.push("--upstream-h2".into());
     }
     if let Some(t) = plan.tls {
         let p = |p: &std::path::Path| p.display().to_string();

@@ -331,13 +331,23 @@ pub(super) fn losses(page: &mut String, d: &Details, meshed: &Side, baseline: Op
     } else {
         "—".into()
     };
+    let reasons = if l.unpaired_reasons.is_empty() {
+        String::new()
+    } else {
+        let r: Vec<String> = l
+            .unpaired_reasons
+            .iter()
+            .map(|(r, n)| format!("{} {}", escape(r), count(*n)))
+            .collect();
+        format!("; by reason: {}", r.join(", "))
+    };
     let _ = writeln!(
         page,
         "<table id=\"losses-table\" class=\"kv\">\n<tbody>\n\
          <tr><th>ring-buffer drops</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>map-full events</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>hops paired</th><td class=\"num\">{}</td></tr>\n\
-         <tr><th>messages unpaired</th><td class=\"num\">{} ({share} of seen)</td></tr>\n\
+         <tr><th>messages unpaired</th><td class=\"num\">{} ({share} of seen){reasons}</td></tr>\n\
          <tr><th>load errors, meshed</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>load errors, baseline</th><td class=\"num\">{}</td></tr>\n\
          </tbody>\n</table>",

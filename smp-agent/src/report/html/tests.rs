@@ -24,6 +24,7 @@ pub(crate) fn populated_set() -> ResultSet {
         url: "http://127.0.0.1:9090/".into(),
         actual_qps: 99.8,
         errors: 0,
+        grpc_status: Default::default(),
         latency: Distribution::from_histogram_ns(&details::tests::sample_histogram(
             1_200_000, 2000,
         ))
@@ -71,6 +72,7 @@ pub(crate) fn populated_set() -> ResultSet {
         map_full: 0,
         unpaired: 12,
         paired: 11_988,
+        unpaired_reasons: [("http2".to_string(), 10), ("unknown_role".to_string(), 2)].into(),
     };
     let overhead = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead, 0.05, 0.25));
@@ -133,6 +135,10 @@ fn populated_set_has_every_plot_and_table() {
         assert!(page.contains(&format!("<table id=\"{id}\"")), "{id}");
     }
     assert!(page.contains("6.1.0-test") && page.contains("smp-agent 0.1.0"));
+    assert!(
+        page.contains("by reason: http2 10, unknown_role 2"),
+        "unpaired reasons in the losses table"
+    );
     assert!(page.contains("class=\"verdict "));
     assert!(
         !page.contains("class=\"absent\""),

@@ -1,0 +1,396 @@
+//! h2c and unary gRPC end to end: the lab with `--app-protocol h2c|grpc` (real Envoy and
+//! haproxy, our proxy; mTLS between the sidecars too), `smp-agent load --grpc` counting gRPC statuses by code against the lab app, and
+//! `profile --lab --app-protocol grpc` writing a gRPC test config and a result in which the
+//! HTTP/2 messages the probes cannot pair yet are counted as unpaired, with their reason.
+//! Run with `--test-threads=1`.
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Output},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use smp_agent::{
+    lab::{config::AppProtocol, Lab, LabInfo, Side},
+    report::{smp::Protocol, ResultSet, Strictness},
+};
+use smp_tests::{agent_bin, require_root};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(agent_bin())
+        .args(args)
+        .output()
+        .expect("run smp-agent")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A lab under test; `Drop` takes it down even when an assertion failed.
+struct TestLab {
+    name: String,
+    info: LabInfo,
+}
+
+impl TestLab {
+    fn up(name: &str, extra: &[&str]) -> TestLab {
+        let _ = agent(&["lab", "down", "--name", name]);
+        let mut args = vec!["lab", "up", "--name", name, "--output", "json"];
+        args.extend_from_slice(extra);
+        let o = agent(&args);
+        assert!(o.status.success(), "lab up {extra:?}: {}", text(&o));
+        let info: LabInfo = serde_json::from_slice(&o.stdout).expect("lab up --output json");
+        TestLab {
+            name: name.to_string(),
+            info,
+        }
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let o = agent(&["lab", "down", "--name", &self.name]);
+        if !std::thread::panicking() {
+            assert!(o.status.success(), "lab down: {}", text(&o));
+        }
+    }
+}
+
+/// `smp-agent load … --output json` (in `netns` if given); the parsed result.
+fn load(netns: Option<&str>, args: &[&str]) -> Value {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(agent_bin());
+            c
+        }
+        None => Command::new(agent_bin()),
+    };
+    let o = cmd
+        .arg("load")
+        .args(args)
+        .args(["--output", "json", "--no-progress"])
+        .output()
+        .expect("run smp-agent load");
+    assert!(o.status.success(), "load {args:?}: {}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("load --output json")
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_u64().unwrap_or(0)
+}
+
+/// The lab with `app`: a fixed-rate load through the mesh gets every answer OK, each request
+/// crossed both sidecars (their own counters), and the inbound Envoy spoke HTTP/2 to the app.
+fn lab_app_protocol(proxy: &str, app: &str, mtls: bool, name: &str) {
+    let mut args = vec!["--proxy", proxy, "--app-protocol", app];
+    if mtls {
+        args.push("--mtls");
+    }
+    let lab = TestLab::up(name, &args);
+    assert_eq!(lab.info.mtls, mtls);
+    let expected = if app == "grpc" {
+        AppProtocol::Grpc
+    } else {
+        AppProtocol::H2c
+    };
+    assert_eq!(lab.info.app_protocol, expected);
+    assert!(lab.info.h2, "{app} implies HTTP/2 between the sidecars");
+    let before = (
+        Lab::sidecar_requests(&lab.info, Side::Outbound).expect("outbound counter"),
+        Lab::sidecar_requests(&lab.info, Side::Inbound).expect("inbound counter"),
+    );
+    let (flag, url) = if app == "grpc" {
+        (
+            "--grpc",
+            smp_agent::loadgen::grpc::lab_method_url(&lab.info.meshed_url),
+        )
+    } else {
+        ("--http2", lab.info.meshed_url.clone())
+    };
+    let r = load(
+        Some(&lab.info.client_netns),
+        &[
+            flag, "--rate", "200", "-c", "4", "-d", "1s", "--body", "ping", &url,
+        ],
+    );
+    let n = u(&r, &["requests"]);
+    assert_eq!(n, 200, "{proxy}/{app}: {r}");
+    assert_eq!(u(&r, &["missed"]), 0, "{proxy}/{app}: {r}");
+    for kind in ["connect", "timeout", "reset", "protocol", "grpc"] {
+        assert_eq!(u(&r, &["errors", kind]), 0, "{proxy}/{app} {kind}: {r}");
+    }
+    assert_eq!(u(&r, &["status_codes", "200"]), n, "{proxy}/{app}: {r}");
+    if app == "grpc" {
+        assert_eq!(u(&r, &["grpc_status", "0"]), n, "{proxy}/{app}: {r}");
+        // The echoed message, framed: 5 + 4 bytes per response.
+        assert_eq!(u(&r, &["bytes", "received"]), 9 * n, "{proxy}/{app}: {r}");
+    } else {
+        assert!(r.get("grpc_status").is_none(), "{r}");
+        assert_eq!(u(&r, &["bytes", "received"]), 4 * n, "{proxy}/{app}: {r}");
+    }
+    let after = (
+        Lab::sidecar_requests(&lab.info, Side::Outbound).expect("outbound counter"),
+        Lab::sidecar_requests(&lab.info, Side::Inbound).expect("inbound counter"),
+    );
+    for (side, b, a) in [
+        ("outbound", before.0, after.0),
+        ("inbound", before.1, after.1),
+    ] {
+        let (Some(b), Some(a)) = (b, a) else {
+            panic!("{proxy}/{app}: the {side} sidecar has no request counter");
+        };
+        // Warm-up and the preflight send no request: exactly the measured ones.
+        assert_eq!(a - b, n, "{proxy}/{app}: {side} sidecar counted {}", a - b);
+    }
+    if proxy == "envoy" {
+        // The inbound Envoy's upstream (the app) connection really is HTTP/2.
+        let stats = smp_agent::lab::http_get(
+            &lab.info.server_netns,
+            lab.info.inbound.admin,
+            "/stats?filter=upstream_cx_http2_total",
+        )
+        .unwrap();
+        assert!(
+            stats.contains("cluster.upstream.upstream_cx_http2_total: 1"),
+            "{app} mtls {mtls}: {stats}"
+        );
+    }
+}
+
+#[test]
+fn lab_h2c_and_grpc_through_envoy_haproxy_and_ours() {
+    if !require_root("lab_h2c_and_grpc_through_envoy_haproxy_and_ours") {
+        return;
+    }
+    for (proxy, mtls) in [
+        ("envoy", false),
+        ("envoy", true),
+        ("haproxy", false),
+        ("ours", false),
+        ("ours", true),
+    ] {
+        for app in ["h2c", "grpc"] {
+            lab_app_protocol(proxy, app, mtls, "tgrpc");
+        }
+    }
+}
+
+#[test]
+fn lab_nginx_refuses_an_http2_app() {
+    if !require_root("lab_nginx_refuses_an_http2_app") {
+        return;
+    }
+    for app in ["h2c", "grpc"] {
+        let o = agent(&[
+            "lab",
+            "up",
+            "--name",
+            "tgrpcng",
+            "--proxy",
+            "nginx",
+            "--app-protocol",
+            app,
+        ]);
+        assert!(!o.status.success(), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("app_protocol") && err.contains("nginx") && err.contains("HTTP/2"),
+            "{err}"
+        );
+        assert!(!smp_agent::lab::netns::exists("tgrpcng-client"));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The lab app on a loopback port, killed (by its pid) on drop.
+struct App(Child, SocketAddr);
+
+impl App {
+    fn start() -> App {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(agent_bin())
+            .args(["lab", "app", "--listen", &addr.to_string()])
+            .spawn()
+            .expect("spawn lab app");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "lab app does not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        App(child, addr)
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn load_grpc_counts_non_ok_statuses_by_code() {
+    // Loopback only: no root needed.
+    let app = App::start();
+    let echo = format!("http://{}/smp.Lab/Echo", app.1);
+    let base = ["--grpc", "--rate", "100", "-c", "2", "-d", "1s"];
+
+    let mut args = base.to_vec();
+    args.extend(["-H", "x-smp-grpc-status: 14", &echo]);
+    let r = load(None, &args);
+    let n = u(&r, &["requests"]);
+    assert_eq!(n, 100, "{r}");
+    assert_eq!(u(&r, &["grpc_status", "14"]), n, "{r}");
+    assert_eq!(u(&r, &["grpc_status", "0"]), 0, "{r}");
+    assert_eq!(u(&r, &["errors", "grpc"]), n, "{r}");
+    // HTTP-wise every answer is a 200: the error is the gRPC status.
+    assert_eq!(u(&r, &["status_codes", "200"]), n, "{r}");
+
+    // A method the app does not have: UNIMPLEMENTED (12), by the app's own routing.
+    let other = format!("http://{}/smp.Lab/Nope", app.1);
+    let mut args = base.to_vec();
+    args.push(&other);
+    let r = load(None, &args);
+    assert_eq!(u(&r, &["grpc_status", "12"]), 100, "{r}");
+    assert_eq!(u(&r, &["errors", "grpc"]), 100, "{r}");
+
+    // OK, and the text summary names the codes.
+    let o = agent(&[
+        "load",
+        "--grpc",
+        "--rate",
+        "50",
+        "-d",
+        "1s",
+        "--no-progress",
+        "-H",
+        "x-smp-grpc-status: 0",
+        &echo,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("grpc status OK (0): 50"), "{out}");
+    assert!(out.contains("errors      0 "), "{out}");
+    let o = agent(&[
+        "load",
+        "--grpc",
+        "--rate",
+        "50",
+        "-d",
+        "1s",
+        "--no-progress",
+        "-H",
+        "x-smp-grpc-status: 7",
+        &echo,
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("PERMISSION_DENIED (7): 50"), "{out}");
+    assert!(out.contains("grpc non-OK 50"), "{out}");
+}
+
+#[test]
+fn profile_lab_grpc_writes_a_grpc_test_and_counts_h2_as_unpaired() {
+    if !require_root("profile_lab_grpc_writes_a_grpc_test_and_counts_h2_as_unpaired") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("smp-grpc-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.display().to_string();
+    let o = agent(&[
+        "profile",
+        "--lab",
+        "--lab-name",
+        "tgrpcprof",
+        "--proxy",
+        "envoy",
+        "--app-protocol",
+        "grpc",
+        "--rate",
+        "200",
+        "--connections",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--output-dir",
+        &d,
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "profile: {}", text(&o));
+    eprintln!("{stdout}");
+    let set = ResultSet::read_from_dir(&dir, Strictness::Strict).expect("strict re-read");
+    let client = &set.test.test.clients[0];
+    assert_eq!(client.protocol, Protocol::Grpc);
+    assert_eq!(client.endpoint_urls.len(), 1);
+    assert!(
+        client.endpoint_urls[0].ends_with("/smp.Lab/Echo"),
+        "{:?}",
+        client.endpoint_urls
+    );
+    // The raw file says it too, in SMP's own words.
+    let raw = std::fs::read_to_string(dir.join(smp_agent::report::set::TEST_CONFIG_FILE))
+        .unwrap_or_default();
+    assert!(
+        raw.contains("protocol: 4") || raw.contains("PROTOCOL_GRPC"),
+        "{raw}"
+    );
+    let qps = set.result.actual_qps;
+    assert!((qps - 200.0).abs() <= 10.0, "actual_qps {qps}");
+    assert_eq!(
+        set.result.labels.get("grpc_status_OK").map(String::as_str),
+        Some(
+            set.details
+                .as_ref()
+                .unwrap()
+                .end_to_end
+                .meshed
+                .latency
+                .count
+                .to_string()
+                .as_str()
+        )
+    );
+    let d = set.details.as_ref().expect("details");
+    assert_eq!(d.end_to_end.meshed.errors, 0);
+    assert_eq!(d.end_to_end.baseline.as_ref().expect("baseline").errors, 0);
+    // The kernel pairs HTTP/1.x only: every message of these HTTP/2 connections is counted
+    // as unpaired, with its reason, never dropped silently.
+    let sent = d.end_to_end.meshed.latency.count;
+    let h2 = d.losses.unpaired_reasons.get("http2").copied().unwrap_or(0);
+    assert!(
+        h2 >= sent,
+        "{h2} HTTP/2 messages unpaired for {sent} requests: {:?}",
+        d.losses
+    );
+    assert!(d.losses.unpaired >= h2, "{:?}", d.losses);
+    assert!(stdout.contains("http2 "), "{stdout}");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("by reason: ") && html.contains("http2"),
+        "report"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
