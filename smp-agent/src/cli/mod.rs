@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::probes::tracefs;
+
 pub mod check;
 pub mod compare;
 pub mod daemon;
@@ -58,8 +60,23 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the subcommand attaches the probes (and so needs tracefs).
+    fn attaches_probes(&self) -> bool {
+        matches!(
+            self,
+            Command::Check(_)
+                | Command::Profile(_)
+                | Command::Top(_)
+                | Command::Daemon(_)
+                | Command::ProbeFloor(_)
+        )
+    }
+
     /// Runs the subcommand.
     pub async fn execute(self) -> anyhow::Result<ExitCode> {
+        if self.attaches_probes() {
+            prepare_tracefs();
+        }
         match self {
             Command::Check(args) => check::execute(args).await,
             Command::Profile(args) => profile::execute(args).await,
@@ -70,6 +87,21 @@ impl Command {
             Command::Load(args) => load::execute(args).await,
             Command::ProbeFloor(args) => probe_floor::execute(args).await,
         }
+    }
+}
+
+/// Mounts tracefs where it is missing ([`tracefs::ensure_mounted`]) and says so; when that
+/// fails, says what to do and carries on (`check` then reports the hooks that need it).
+fn prepare_tracefs() {
+    match tracefs::ensure_mounted() {
+        Ok(tracefs::Mounted::Already(_)) => {}
+        Ok(tracefs::Mounted::Now(at)) => tracing::info!(
+            "tracefs was not mounted in this mount namespace (`ip netns exec` remounts /sys \
+             without it): mounted it at {} (as `{}`)",
+            at.display(),
+            tracefs::MOUNT_COMMAND
+        ),
+        Err(e) => tracing::warn!("{e}"),
     }
 }
 
