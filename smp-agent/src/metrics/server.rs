@@ -457,6 +457,10 @@ async fn accept_loop(
 }
 
 /// One HTTP/1.1 connection (a future hyper's graceful shutdown can watch).
+#[allow(
+    clippy::type_complexity,
+    reason = "the connection type graceful shutdown needs; its service is an unnameable impl type"
+)]
 fn serve<I>(
     io: I,
     shared: Arc<Shared>,
