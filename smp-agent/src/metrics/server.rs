@@ -75,6 +75,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ENCODE_SLOTS: usize = 4;
 /// Largest token file read.
 const MAX_TOKEN_FILE: u64 = 4096;
+/// Largest certificate or key file read.
+const MAX_PEM_FILE: u64 = 1 << 20;
 /// On shutdown, open connections get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -268,15 +270,25 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerErr
         path: path.to_path_buf(),
         reason,
     };
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| err(&files.cert, format!("cannot read a PEM certificate: {e}")))?
+    let cert_pem = read_capped(&files.cert, MAX_PEM_FILE).map_err(|r| err(&files.cert, r))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(&files.cert, format!("not a PEM certificate chain: {e}")))?;
+        .map_err(|e| {
+            err(
+                &files.cert,
+                format!("not a PEM certificate chain ({})", pem_reason(&e)),
+            )
+        })?;
     if certs.is_empty() {
         return Err(err(&files.cert, "no certificate in the file".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| err(&files.key, format!("no usable PEM private key: {e}")))?;
+    let key_pem = read_capped(&files.key, MAX_PEM_FILE).map_err(|r| err(&files.key, r))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        err(
+            &files.key,
+            format!("no usable PEM private key ({})", pem_reason(&e)),
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -288,18 +300,37 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerErr
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The token in `path`: trimmed, non-empty, at most [`MAX_TOKEN_FILE`] bytes. Errors never
-/// contain the file's contents.
-fn read_token(path: &Path) -> Result<Vec<u8>, String> {
+/// What is wrong with a PEM file, without quoting it (some of the parser's messages would).
+fn pem_reason(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { .. } => "a section has no END line",
+        E::IllegalSectionStart { .. } => "a BEGIN line is malformed",
+        E::Base64Decode(_) => "bad base64",
+        E::NoItemsFound => "nothing of the expected type",
+        E::SectionTooLarge => "a section is too large",
+        _ => "unreadable",
+    }
+}
+
+/// The file's bytes, at most `cap` of them (a larger file is an error, not an allocation).
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut raw = Vec::new();
-    file.take(MAX_TOKEN_FILE + 1)
+    file.take(cap + 1)
         .read_to_end(&mut raw)
         .map_err(|e| format!("cannot read: {e}"))?;
-    if raw.len() as u64 > MAX_TOKEN_FILE {
-        return Err(format!("larger than {MAX_TOKEN_FILE} bytes"));
+    if raw.len() as u64 > cap {
+        return Err(format!("larger than {cap} bytes"));
     }
+    Ok(raw)
+}
+
+/// The token in `path`: trimmed, non-empty, at most [`MAX_TOKEN_FILE`] bytes. Errors never
+/// contain the file's contents.
+fn read_token(path: &Path) -> Result<Vec<u8>, String> {
+    let raw = read_capped(path, MAX_TOKEN_FILE)?;
     let token = raw.trim_ascii();
     if token.is_empty() {
         return Err("empty".into());
@@ -426,6 +457,10 @@ async fn accept_loop(
 }
 
 /// One HTTP/1.1 connection (a future hyper's graceful shutdown can watch).
+#[allow(
+    clippy::type_complexity,
+    reason = "the connection type graceful shutdown needs; its service is an unnameable impl type"
+)]
 fn serve<I>(
     io: I,
     shared: Arc<Shared>,
@@ -1096,11 +1131,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
-        std::fs::write(
-            &key,
-            "-----BEGIN NOT A KEY-----\nc2VjcmV0\n-----END NOT A KEY-----\n",
-        )
-        .unwrap();
+        std::fs::write(&key, "-----BEGIN c2VjcmV0\nc2VjcmV0\n").unwrap();
         let bad_key = ServerOptions {
             tls: Some(TlsFiles { cert, key }),
             token_file: None,
