@@ -82,12 +82,14 @@ fn write_run(dir: &Path, center_ms: f64, hop_us: f64, qps: f64) {
         url: "http://10.0.0.2:8080/".into(),
         actual_qps: qps,
         errors: 0,
+        grpc_status: Default::default(),
         latency: e2e,
     };
     details.end_to_end.baseline = Some(RunSummary {
         url: "http://10.0.0.2:9080/".into(),
         actual_qps: qps,
         errors: 0,
+        grpc_status: Default::default(),
         latency: histogram((center_ms * 0.5e6) as u64, 3000),
     });
     details.end_to_end.compute_overhead();

@@ -116,12 +116,14 @@ fn realistic_set() -> ResultSet {
         url: "http://10.0.0.2:8080/api?user=a&sort=<desc>".into(),
         actual_qps: 999.7,
         errors: 2,
+        grpc_status: Default::default(),
         latency: Distribution::from_histogram_ns(&meshed).unwrap(),
     };
     d.end_to_end.baseline = Some(RunSummary {
         url: "http://10.0.0.2:9080/api?user=a&sort=<desc>".into(),
         actual_qps: 999.9,
         errors: 0,
+        grpc_status: Default::default(),
         latency: Distribution::from_histogram_ns(&baseline).unwrap(),
     });
     d.end_to_end.compute_overhead();
@@ -164,6 +166,7 @@ fn realistic_set() -> ResultSet {
         map_full: 0,
         unpaired: 16,
         paired: 4 * N,
+        unpaired_reasons: Default::default(),
     };
     let overhead_p50 = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead_p50, 0.05, 0.25));

@@ -362,18 +362,24 @@ async fn relay(
     }
     rb = rb.header("x-smp-via", ctx.opts.role.as_str());
     let r = rb.body(()).map_err(other)?;
-    let end = rrecv.is_end_stream();
+    // The body is read whole (small in the lab) and sent as one DATA frame, final unless
+    // trailers follow: a run of small non-final DATA frames is what h2 peers treat as a
+    // flood (GOAWAY `ENHANCE_YOUR_CALM`).
+    let mut rbody = Vec::new();
+    while let Some(chunk) = rrecv.data().await {
+        let chunk = chunk.map_err(other)?;
+        let _ = rrecv.flow_control().release_capacity(chunk.len());
+        rbody.extend_from_slice(&chunk);
+    }
+    let trailers = rrecv.trailers().await.map_err(other)?;
+    let end = rbody.is_empty() && trailers.is_none();
     let mut out = respond.send_response(r, end).map_err(other)?;
-    if !end {
-        while let Some(chunk) = rrecv.data().await {
-            let chunk = chunk.map_err(other)?;
-            let _ = rrecv.flow_control().release_capacity(chunk.len());
-            out.send_data(chunk, false).map_err(other)?;
-        }
-        match rrecv.trailers().await.map_err(other)? {
-            Some(t) => out.send_trailers(t).map_err(other)?,
-            None => out.send_data(Bytes::new(), true).map_err(other)?,
-        }
+    if !rbody.is_empty() {
+        out.send_data(Bytes::from(rbody), trailers.is_none())
+            .map_err(other)?;
+    }
+    if let Some(t) = trailers {
+        out.send_trailers(t).map_err(other)?;
     }
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     Ok(())
