@@ -35,6 +35,7 @@ use thresholds::evaluate;
 // ---------------------------------------------------------------------------------------------
 // The comparison.
 
+/// One statistic on both sides.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delta {
     /// Name (`p99`, `qps`, …).
@@ -76,6 +77,7 @@ pub struct HopDelta {
 
 /// A threshold and its outcome.
 
+/// Summary of one side for the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SideSummary {
     /// Path.

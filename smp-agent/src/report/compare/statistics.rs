@@ -47,8 +47,6 @@ impl fmt::Display for Significance {
     }
 }
 
-/// One statistic on both sides.
-
 /// Bootstrap settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BootstrapConfig {

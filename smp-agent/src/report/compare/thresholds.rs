@@ -248,8 +248,7 @@ pub struct ThresholdOutcome {
     pub note: Option<String>,
 }
 
-/// Summary of one side for the report.
-
+/// Checks one rule against its delta; a rule that cannot be evaluated fails.
 pub(super) fn evaluate(t: &Threshold, d: Result<&Delta, &str>) -> ThresholdOutcome {
     let d = match d {
         Ok(d) => d,
