@@ -75,8 +75,6 @@ pub struct HopDelta {
     pub deltas: Vec<Delta>,
 }
 
-/// A threshold and its outcome.
-
 /// Summary of one side for the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SideSummary {

@@ -235,6 +235,7 @@ impl FromStr for Threshold {
     }
 }
 
+/// A threshold and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ThresholdOutcome {
     /// The rule.
