@@ -499,8 +499,8 @@ mod tests {
         // 120 s saturates at the 60 s upper bound.
         assert!(a.latency.max_ms <= 60_100.0 && a.latency.max_ms >= 59_900.0);
 
-        let yb = serde_yaml::to_string(&b).unwrap();
-        let b2: Results = serde_yaml::from_str(&yb).unwrap();
+        let yb = serde_yaml_ng::to_string(&b).unwrap();
+        let b2: Results = serde_yaml_ng::from_str(&yb).unwrap();
         let m = Results::merge(&[a2, b2]).unwrap();
         assert_eq!(m.requests, 8);
         assert_eq!(m.status_codes.get(&200), Some(&5));

@@ -282,7 +282,7 @@ fn sniff(text: &str, path: &Path) -> Shape {
     {
         serde_json::from_str(text).ok()
     } else {
-        serde_yaml::from_str::<serde_yaml::Value>(text)
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
             .ok()
             .and_then(|v| serde_json::to_value(v).ok())
     };
