@@ -214,6 +214,64 @@ impl<'de> de::Deserializer<'de> for Refuse {
     }
 }
 
+/// A parser message without the input's text: serde quotes a rejected value
+/// (`invalid type: string "…", expected …`), which may be anything from the file; it becomes
+/// `a string of N characters`. Names in backquotes (`unknown field `x``) stay, cut to 64
+/// characters.
+pub fn redact_values(message: &str) -> String {
+    const NAME_MAX: usize = 64;
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let s = rest.find("string \"");
+        let b = rest.find('`');
+        match (s, b) {
+            (Some(i), _) if b.is_none_or(|b| i < b) => {
+                out.push_str(&rest[..i]);
+                let body = &rest[i + "string \"".len()..];
+                // The value is Debug-escaped: `\"` inside, `"` at the end.
+                let (mut end, mut escaped, mut n) = (body.len(), false, 0usize);
+                for (j, c) in body.char_indices() {
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '"' => {
+                            end = j;
+                            break;
+                        }
+                        _ => {}
+                    }
+                    if !escaped {
+                        n += 1;
+                    }
+                }
+                out.push_str(&format!("a string of {n} characters"));
+                rest = body.get(end + 1..).unwrap_or("");
+            }
+            (_, Some(i)) => {
+                let body = &rest[i + 1..];
+                let end = body.find('`').unwrap_or(body.len());
+                out.push_str(&rest[..=i]);
+                let name = &body[..end];
+                if name.chars().count() > NAME_MAX {
+                    out.extend(name.chars().take(NAME_MAX));
+                    out.push('…');
+                } else {
+                    out.push_str(name);
+                }
+                if end < body.len() {
+                    out.push('`');
+                }
+                rest = body.get(end + 1..).unwrap_or("");
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
 /// YAML text of `value`.
 pub fn yaml_to_string<T: serde::Serialize>(value: &T) -> Result<String, YamlError> {
     serde_yaml_ng::to_string(value)
@@ -280,6 +338,24 @@ mod tests {
         let e = read_text(&dir).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn messages_do_not_quote_values() {
+        let e = yaml_from_str::<u32>("root$6$secret\"x,19000,0,99999,7").unwrap_err();
+        let m = redact_values(&e.to_string());
+        assert!(!m.contains("secret") && !m.contains("19000"), "{m}");
+        assert!(m.contains("a string of "), "{m}");
+        assert_eq!(
+            redact_values(r#"invalid value: string "a\"b", expected x"#),
+            "invalid value: a string of 3 characters, expected x"
+        );
+        let long = "k".repeat(100);
+        let m = redact_values(&format!("unknown field `{long}`, expected `a`"));
+        assert_eq!(
+            m,
+            format!("unknown field `{}…`, expected `a`", "k".repeat(64))
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use base64::Engine as _;
 use hdrhistogram::{
-    serialization::{Deserializer, Serializer as _, V2DeflateSerializer},
+    serialization::{Serializer as _, V2DeflateSerializer},
     Histogram,
 };
 use serde::{Deserialize, Serialize};
@@ -421,13 +421,10 @@ impl EncodedHistogram {
 
     /// Parses the base64 text.
     pub fn decode(text: &str) -> Result<Self, LoadError> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| LoadError::Histogram(format!("histogram is not base64: {e}")))?;
-        let h: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
-            .map_err(|e| LoadError::Histogram(format!("cannot decode histogram: {e:?}")))?;
-        Ok(Self(h))
+        // One bounded decoder for every histogram we read (lengths checked before allocating).
+        crate::report::details::decode_v2_base64(text)
+            .map(Self)
+            .map_err(|e| LoadError::Histogram(format!("cannot decode histogram: {e}")))
     }
 }
 

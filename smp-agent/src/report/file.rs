@@ -386,7 +386,7 @@ fn clean_message(msg: &str) -> String {
             m = rest;
         }
     }
-    shorten_expected_fields(m)
+    crate::input::redact_values(&shorten_expected_fields(m))
 }
 
 /// serde lists every accepted key after "expected one of", aliases included; keep the
@@ -516,7 +516,7 @@ mod tests {
     fn cleans_parser_messages() {
         assert_eq!(
             clean_message("test.clients[0].connections: invalid type: string \"x\", expected i32 at line 5 column 20"),
-            "invalid type: string \"x\", expected i32"
+            "invalid type: a string of 1 characters, expected i32"
         );
         assert_eq!(
             clean_message("missing field `test` at line 1 column 1"),

@@ -431,8 +431,10 @@ fn load_result_file(
     let details = if result.details_uri.is_empty() || placeholders {
         None
     } else {
-        let p = set::resolve_uri(dir, &result.details_uri);
-        match set::read_details(&p) {
+        match set::details_path(dir, &result.details_uri)
+            .map_err(|e| e.to_string())
+            .and_then(|p| set::read_details(&p).map_err(|e| e.to_string()))
+        {
             Ok(d) => Some(d),
             Err(e) => {
                 notes.push(format!("details not used: {e}"));
