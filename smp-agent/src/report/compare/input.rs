@@ -15,7 +15,7 @@ use crate::report::{
     file::{self, SmpFileError, Strictness},
     meshery::{self, LegacyBenchmark, MesheryResult},
     set::{self, RESULT_FILE, TEST_CONFIG_FILE},
-    smp::{Latency, PerformanceTestResult, TestConfigFile, LATENCY_UNIT_LABEL},
+    smp::{Latency, LatencyStat, PerformanceTestResult, TestConfigFile, LATENCY_UNIT_LABEL},
 };
 
 /// The unit a file's `latencies_ms` values are in.
@@ -193,6 +193,16 @@ pub enum CompareError {
         /// The file.
         path: PathBuf,
     },
+    /// A latency or rate that is not a finite, non-negative number.
+    #[error("{}: field `{field}` is {value}: latencies and rates must be finite and not negative", path.display())]
+    BadFigure {
+        /// The file.
+        path: PathBuf,
+        /// The field (statistic) in the file's layout.
+        field: String,
+        /// Its value.
+        value: f64,
+    },
     /// A list of Meshery records with no element.
     #[error("{}: empty list of results", path.display())]
     Empty {
@@ -203,7 +213,47 @@ pub enum CompareError {
 
 /// Loads one side: a results directory, or a result file of any supported layout.
 /// `unit` forces the unit of `latencies_ms` (else detected).
+/// Its figures are checked: a latency or rate that is not a finite, non-negative number is an
+/// error naming the file and the field.
 pub fn load_side(path: &Path, unit: Option<LatencyUnit>) -> Result<Side, CompareError> {
+    let side = read_side(path, unit)?;
+    check_figures(&side)?;
+    Ok(side)
+}
+
+/// Rejects latencies and rates that are NaN, infinite or negative: no comparison (and no gate)
+/// can be computed from them.
+fn check_figures(side: &Side) -> Result<(), CompareError> {
+    let bad = |field: String, value: f64| CompareError::BadFigure {
+        path: side.source.clone(),
+        field,
+        value,
+    };
+    let (latency_field, qps_field) = match side.kind {
+        SourceKind::ResultsDir | SourceKind::SmpResult => ("latencies_ms.", "actual_qps"),
+        SourceKind::MesheryLegacy => ("client.latencies_ms.", "client.actual_qps"),
+        SourceKind::MesheryRecord => (
+            "runner_results[0].DurationHistogram.",
+            "runner_results[0].ActualQPS",
+        ),
+        SourceKind::LoadRun => ("latency.", "achieved_rate"),
+    };
+    if let Some(l) = &side.result.latencies_ms {
+        for stat in LatencyStat::ALL {
+            let v = l.get(stat);
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(format!("{latency_field}{}", stat.name()), v));
+            }
+        }
+    }
+    let q = side.result.actual_qps;
+    if !(q.is_finite() && q >= 0.0) {
+        return Err(bad(qps_field.to_string(), q));
+    }
+    Ok(())
+}
+
+fn read_side(path: &Path, unit: Option<LatencyUnit>) -> Result<Side, CompareError> {
     if path.is_dir() {
         let mut side = load_result_file(&path.join(RESULT_FILE), SourceKind::ResultsDir, unit)?;
         side.source = path.to_path_buf();

@@ -265,3 +265,46 @@ fn unit_detection() {
     r.latencies_ms = Some(lat(12.0));
     assert_eq!(detect_unit(&r, false, None).1, UnitEvidence::SpecDefault);
 }
+
+#[test]
+fn a_delta_that_is_not_a_number_fails_the_gate() {
+    // A side that escaped the reader's checks (NaN max) must not pass a rule.
+    let mut nan = lat(10.0);
+    nan.max = f64::NAN;
+    let a = side(lat(10.0), 100.0, None);
+    let b = side(nan, 100.0, None);
+    let rules: Vec<Threshold> = ["max>+10%", "max>1ms", "max<-10%"]
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
+    let c = compare(&a, &b, &rules, BootstrapConfig::default());
+    assert!(!c.passed);
+    for t in &c.thresholds {
+        assert!(t.failed, "{t:?}");
+        assert!(
+            t.note.as_deref().unwrap().contains("not a finite number"),
+            "{t:?}"
+        );
+    }
+    let text = c.to_string();
+    assert!(!text.contains("NaN% ok") && text.contains("FAIL"), "{text}");
+}
+
+#[test]
+fn nan_and_negative_latencies_are_rejected_when_read() {
+    let dir = std::env::temp_dir().join(format!("smp-cmp-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body, field) in [
+        ("nan.yaml", "latencies_ms: {min: 1, average: 2, p50: 2, p90: 3, p99: 4, max: .nan}\nactual_qps: 10\n", "latencies_ms.max"),
+        ("neg.yaml", "latencies_ms: {min: -1, average: 2, p50: 2, p90: 3, p99: 4, max: 5}\nactual_qps: 10\n", "latencies_ms.min"),
+        ("inf.yaml", "latencies_ms: {min: 1, average: 2, p50: 2, p90: 3, p99: 4, max: 5}\nactual_qps: .inf\n", "actual_qps"),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        let e = load_side(&p, None).unwrap_err();
+        assert!(matches!(&e, CompareError::BadFigure { field: f, .. } if f == field), "{e}");
+        let m = e.to_string();
+        assert!(m.contains(name) && m.contains(field), "{m}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -279,6 +279,15 @@ pub(super) fn evaluate(t: &Threshold, d: Result<&Delta, &str>) -> ThresholdOutco
                 d.name
             )),
         },
+        Some(obs) if !obs.is_finite() => ThresholdOutcome {
+            threshold: t.clone(),
+            observed: None,
+            failed: true,
+            note: Some(format!(
+                "cannot evaluate: the {} delta is not a finite number (failing safe)",
+                d.name
+            )),
+        },
         Some(obs) => {
             let failed = t.op.holds(obs, limit);
             let note = match (&d.significance, failed) {
