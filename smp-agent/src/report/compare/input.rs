@@ -10,6 +10,8 @@ use std::{
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use serde::Deserialize as _;
+
 use crate::report::{
     details::Details,
     file::{self, SmpFileError, Strictness},
@@ -255,15 +257,16 @@ fn check_figures(side: &Side) -> Result<(), CompareError> {
 
 fn read_side(path: &Path, unit: Option<LatencyUnit>) -> Result<Side, CompareError> {
     if path.is_dir() {
-        let mut side = load_result_file(&path.join(RESULT_FILE), SourceKind::ResultsDir, unit)?;
+        let file = path.join(RESULT_FILE);
+        let doc = Document::read(&file)?;
+        let mut side = load_result_file(&doc, SourceKind::ResultsDir, unit)?;
         side.source = path.to_path_buf();
         return Ok(side);
     }
-    let text = file::read_text(path)?;
-    let shape = sniff(&text, path);
-    match shape {
+    let doc = Document::read(path)?;
+    match doc.shape() {
         Shape::MesheryRecords => {
-            let records: Vec<MesheryResult> = file::parse_plain(&text, path)?;
+            let records: Vec<MesheryResult> = doc.to()?;
             let n = records.len();
             let first = records
                 .into_iter()
@@ -279,11 +282,11 @@ fn read_side(path: &Path, unit: Option<LatencyUnit>) -> Result<Side, CompareErro
             Ok(side)
         }
         Shape::MesheryRecord => {
-            let record: MesheryResult = file::parse_plain(&text, path)?;
+            let record: MesheryResult = doc.to()?;
             from_meshery_record(path, &record)
         }
         Shape::MesheryLegacy => {
-            let legacy: LegacyBenchmark = file::parse_plain(&text, path)?;
+            let legacy: LegacyBenchmark = doc.to()?;
             let unit_used = unit.unwrap_or(LatencyUnit::Seconds);
             let evidence = if unit.is_some() {
                 UnitEvidence::Assumed
@@ -305,9 +308,9 @@ fn read_side(path: &Path, unit: Option<LatencyUnit>) -> Result<Side, CompareErro
                 notes: Vec::new(),
             })
         }
-        Shape::SmpResult => load_result_file(path, SourceKind::SmpResult, unit),
+        Shape::SmpResult => load_result_file(&doc, SourceKind::SmpResult, unit),
         Shape::LoadRun => {
-            let run: LoadRun = file::parse_plain(&text, path)?;
+            let run: LoadRun = doc.to()?;
             Ok(from_load_run(path, &run))
         }
         Shape::TestConfig => Err(CompareError::NotAResult {
@@ -325,17 +328,83 @@ enum Shape {
     MesheryRecords,
 }
 
-fn sniff(text: &str, path: &Path) -> Shape {
-    let value: Option<serde_json::Value> = if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-    {
-        serde_json::from_str(text).ok()
-    } else {
-        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
-            .ok()
-            .and_then(|v| serde_json::to_value(v).ok())
-    };
+/// One input file, parsed once: its shape is sniffed from the tree and the types are
+/// deserialized from it. Only when that fails is the text parsed again, for an error with its
+/// line and field.
+struct Document {
+    path: PathBuf,
+    text: String,
+    tree: Tree,
+}
+
+enum Tree {
+    Yaml(serde_yaml_ng::Value),
+    Json(serde_json::Value),
+}
+
+impl Document {
+    /// Reads (size-capped) and parses (YAML nesting-capped) a file: `.json` is JSON, else YAML.
+    fn read(path: &Path) -> Result<Self, SmpFileError> {
+        let text = file::read_text(path)?;
+        let tree = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            serde_json::from_str(&text).map(Tree::Json).ok()
+        } else {
+            crate::input::yaml_from_str(&text).map(Tree::Yaml).ok()
+        };
+        match tree {
+            Some(tree) => Ok(Self {
+                path: path.to_path_buf(),
+                text,
+                tree,
+            }),
+            // Not a document: the located syntax error.
+            None => Err(file::parse_plain::<serde::de::IgnoredAny>(&text, path)
+                .err()
+                .unwrap_or_else(|| SmpFileError::Read {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable"),
+                })),
+        }
+    }
+
+    /// Deserializes the tree into `T` (its own serde attributes decide strictness).
+    fn to<T: serde::de::DeserializeOwned>(&self) -> Result<T, SmpFileError> {
+        let from_tree = match &self.tree {
+            Tree::Yaml(v) => T::deserialize(v).ok(),
+            Tree::Json(v) => T::deserialize(v).ok(),
+        };
+        match from_tree {
+            Some(t) => Ok(t),
+            None => file::parse_plain(&self.text, &self.path),
+        }
+    }
+
+    /// Whether the tree has keys the strict (`deny_unknown_fields`) shadow of `T` refuses; the
+    /// error names the file, line and field.
+    fn strict_error<T: file::SmpDocument>(&self) -> Option<SmpFileError> {
+        let ok = match &self.tree {
+            Tree::Yaml(v) => T::Strict::deserialize(v).is_ok(),
+            Tree::Json(v) => T::Strict::deserialize(v).is_ok(),
+        };
+        if ok {
+            return None;
+        }
+        file::parse_document::<T>(&self.text, &self.path, Strictness::Strict).err()
+    }
+
+    fn shape(&self) -> Shape {
+        let value: Option<serde_json::Value> = match &self.tree {
+            Tree::Json(v) => Some(v.clone()),
+            Tree::Yaml(v) => serde_json::to_value(v).ok(),
+        };
+        sniff(value)
+    }
+}
+
+fn sniff(value: Option<serde_json::Value>) -> Shape {
     let is_record = |v: &serde_json::Value| {
         v.get("runner_results").is_some() || v.get("runnerResults").is_some()
     };
@@ -453,15 +522,15 @@ fn from_meshery_record(path: &Path, record: &MesheryResult) -> Result<Side, Comp
 }
 
 fn load_result_file(
-    path: &Path,
+    doc: &Document,
     kind: SourceKind,
     unit: Option<LatencyUnit>,
 ) -> Result<Side, CompareError> {
-    let text = file::read_text(path)?;
-    let mut result: PerformanceTestResult = file::parse_document(&text, path, Strictness::Lenient)?;
+    let path = doc.path.as_path();
+    let mut result: PerformanceTestResult = doc.to()?;
     let mut notes = Vec::new();
     // Files from other tools may carry extra keys: read leniently, but say so.
-    if let Err(e) = file::parse_document::<PerformanceTestResult>(&text, path, Strictness::Strict) {
+    if let Some(e) = doc.strict_error::<PerformanceTestResult>() {
         notes.push(format!("ignored: {e}"));
     }
     if result.latencies_ms.is_none() {
