@@ -234,7 +234,7 @@ fn print(results: &Results, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_results(path: &std::path::Path) -> anyhow::Result<Results> {
+fn read_results(path: &PathBuf) -> anyhow::Result<Results> {
     let text = crate::input::read_text(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
     let parsed = if text.trim_start().starts_with('{') {
