@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod duration;
 pub mod host;
+pub mod input;
 pub mod lab;
 pub mod loadgen;
 pub mod logging;

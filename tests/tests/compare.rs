@@ -367,3 +367,136 @@ fn bad_input_exits_2_naming_the_file() {
     );
     cleanup(&root);
 }
+
+/// Rewrites one top-level field of a written result (YAML).
+fn set_result_field(dir: &Path, key: &str, value: serde_yaml_ng::Value) {
+    let p = dir.join("result.yaml");
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    doc[key] = value;
+    std::fs::write(&p, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+}
+
+/// Issue 17 item 1: a `details_uri` pointing outside the result's directory is not followed,
+/// and nothing of the file it names is printed.
+#[test]
+fn details_uri_outside_the_result_dir_is_not_followed() {
+    let root = scratch("uri");
+    let good = root.join("good");
+    write_run(&good, 2.0, 100.0, 500.0);
+    let secret = root.join("secret.yaml");
+    std::fs::write(&secret, "SECRET-hunter2-in-the-file\n").unwrap();
+    std::fs::write(root.join("secret.json"), "\"SECRET-hunter2-in-the-file\"\n").unwrap();
+    let abs = secret.to_str().unwrap().to_string();
+    for uri in [
+        abs.clone(),
+        format!("file://{abs}"),
+        "../secret.yaml".to_string(),
+        "../secret.json".to_string(),
+    ] {
+        let evil = root.join("evil");
+        let _ = std::fs::remove_dir_all(&evil);
+        write_run(&evil, 2.0, 100.0, 500.0);
+        set_result_field(&evil, "details_uri", uri.clone().into());
+        let out = agent(&[
+            "compare",
+            good.to_str().unwrap(),
+            evil.to_str().unwrap(),
+            "--bootstrap-iterations",
+            "0",
+        ]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{uri}: {all}");
+        assert!(!all.contains("hunter2"), "{uri}: {all}");
+        assert!(
+            all.contains("details not used: details_uri must be a plain file name"),
+            "{uri}: {all}"
+        );
+    }
+    cleanup(&root);
+}
+
+/// Issue 17 item 2: a details histogram whose header claims a 4 GiB payload is refused without
+/// allocating it (the run is limited to 1 GiB of address space).
+#[test]
+fn a_histogram_claiming_4_gib_is_refused_without_allocating() {
+    // V2 compressed framing around a V2 header with payload length 0xFFFFFFFF.
+    const BOMB: &str = "HISTFAAAABx42pNpmSz8HwgYIIAZSjOCERDYf4AIAADDnQZ3";
+    let root = scratch("bomb");
+    let (a, b) = (root.join("a"), root.join("b"));
+    write_run(&a, 2.0, 100.0, 500.0);
+    write_run(&b, 2.0, 100.0, 500.0);
+    let p = b.join("details.json");
+    let mut d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    d["end_to_end"]["meshed"]["latency"]["histogram"]["data"] = BOMB.into();
+    std::fs::write(&p, serde_json::to_string(&d).unwrap()).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" compare \"$1\" \"$2\"")
+        .arg(smp_tests::agent_bin())
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("end-to-end histogram not used") && all.contains("payload length"),
+        "{all}"
+    );
+    cleanup(&root);
+}
+
+/// Issue 17 item 3: `max: .nan` in a result is an input error (exit 2), not "observed NaN% ok".
+#[test]
+fn a_nan_latency_is_refused_not_passed() {
+    let root = scratch("nan");
+    let (a, b) = (root.join("a"), root.join("b"));
+    write_run(&a, 2.0, 100.0, 500.0);
+    write_run(&b, 2.0, 100.0, 500.0);
+    let p = b.join("result.yaml");
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    doc["latencies_ms"]["max"] = f64::NAN.into();
+    std::fs::write(&p, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    let out = gate(a.to_str().unwrap(), b.to_str().unwrap(), "max>+10%");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("latencies_ms.max") && all.contains("NaN"),
+        "{all}"
+    );
+    assert!(!all.contains(" ok"), "{all}");
+    cleanup(&root);
+}
+
+/// Issue 17 item 4: deeply nested or oversized YAML is refused at once with a clear error.
+#[test]
+fn deep_or_huge_yaml_is_refused_quickly() {
+    let root = scratch("yaml");
+    let good = root.join("good");
+    write_run(&good, 2.0, 100.0, 500.0);
+    let deep = root.join("deep.yaml");
+    std::fs::write(&deep, "[".repeat(100_000)).unwrap();
+    let t0 = std::time::Instant::now();
+    let out = agent(&["compare", good.to_str().unwrap(), deep.to_str().unwrap()]);
+    let elapsed = t0.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("deep.yaml") && stderr.contains("nested deeper than 64 levels"),
+        "{stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    let huge = root.join("huge.yaml");
+    std::fs::write(&huge, "# x\n".repeat(5 << 20)).unwrap();
+    let out = agent(&["compare", good.to_str().unwrap(), huge.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("huge.yaml") && stderr.contains("over the limit"),
+        "{stderr}"
+    );
+    cleanup(&root);
+}

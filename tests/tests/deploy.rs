@@ -22,7 +22,7 @@ use std::{
 };
 
 use serde::Deserialize as _;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 use smp_agent::{
     cli::daemon_config::{DaemonArgs, DaemonConfig, FileConfig},
     metrics::{sample_names, synthetic::SyntheticNode, Format, MetricsOptions, NodeMetrics},
@@ -54,7 +54,7 @@ fn manifests() -> Vec<PathBuf> {
 fn load(path: &Path) -> Vec<Value> {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| {
             Value::deserialize(d).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
         })

@@ -533,7 +533,7 @@ async fn results_of_two_runs_merge_losslessly() {
     let a = go(&spec(vec![srv.url("/")], Rate::Fixed(100.0), 1, 500)).await;
     let b = go(&spec(vec![srv.url("/fail")], Rate::Fixed(100.0), 1, 500)).await;
     let a: Results = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
-    let b: Results = serde_yaml::from_str(&serde_yaml::to_string(&b).unwrap()).unwrap();
+    let b: Results = serde_yaml_ng::from_str(&serde_yaml_ng::to_string(&b).unwrap()).unwrap();
     let m = Results::merge(&[a.clone(), b.clone()]).unwrap();
     assert_eq!(m.requests, a.requests + b.requests);
     assert_eq!(m.histogram().len(), 100);

@@ -11,6 +11,7 @@ mod bench_overhead;
 mod bench_soak;
 mod build;
 mod demo;
+mod fuzz;
 mod lab;
 mod setup;
 mod test;
@@ -37,6 +38,8 @@ enum Command {
     Test(test::Options),
     /// Benchmarks; results go to docs/benchmarks.md by hand.
     Bench(bench::Options),
+    /// Fuzz the readers of untrusted input (cargo-fuzz targets in fuzz/), each for a budget.
+    Fuzz(fuzz::Options),
     /// Run the agent's check and probe tests on Debian kernels in qemu (the kernel matrix).
     VmTest(vm::Options),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(o) => demo::run(&o),
         Command::Test(o) => test::run(&o),
         Command::Bench(o) => bench::run(&o),
+        Command::Fuzz(o) => fuzz::run(&o),
         Command::VmTest(o) => vm::run(&o),
     };
     match result {

@@ -49,6 +49,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut needs_root = Vec::new();
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages(root, &mut needs_root)?;
     envoy()?;
     kubernetes_validate()?;
@@ -102,6 +103,17 @@ fn bpf_linker() -> anyhow::Result<()> {
         "--force",
     ]))
     .context("failed to install bpf-linker")
+}
+
+/// cargo-fuzz, which builds and runs the fuzz targets (`cargo xtask fuzz`).
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if crate::fuzz::cargo_fuzz_installed() {
+        println!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz");
+    run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("failed to install cargo-fuzz")
 }
 
 fn package_installed(name: &str) -> bool {

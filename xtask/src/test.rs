@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test, privileged ones included.
 //!
-//! 1. setup (idempotent); 2. unit tests of the default members (no root needed);
+//! 1. setup (idempotent); 2. unit tests of the default members (no root needed), then each
+//!    fuzz target for a short budget (`cargo xtask fuzz`);
 //! 3. the integration tests in `tests/` against the freshly built agent, one test at a time
 //!    (they share the kernel: probes, namespaces, ports). As non-root outside CI the privileged
 //!    ones say they skip; under `CI=true` they fail instead.
@@ -31,6 +32,11 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     if !o.integration_only {
         println!("xtask test: unit tests");
         run_cmd(cargo().args(["test", "--quiet", "--no-fail-fast"]))?;
+        println!(
+            "xtask test: fuzz targets, {} s each",
+            crate::fuzz::TEST_SECONDS
+        );
+        crate::fuzz::run_targets(crate::fuzz::TARGETS, crate::fuzz::TEST_SECONDS)?;
     }
     println!("xtask test: integration tests (tests/)");
     let mut cmd = cargo();

@@ -839,7 +839,7 @@ impl DaemonConfig {
 
     /// [`DaemonConfig::to_file_config`] as YAML.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(&self.to_file_config()).unwrap_or_default()
+        serde_yaml_ng::to_string(&self.to_file_config()).unwrap_or_default()
     }
 }
 

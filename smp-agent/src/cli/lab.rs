@@ -148,7 +148,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
 fn load_config(a: &UpArgs) -> anyhow::Result<LabConfig> {
     let mut cfg = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
+            let text = crate::input::read_text(p)
                 .with_context(|| format!("failed to read lab config {}", p.display()))?;
             LabConfig::from_yaml(&text).with_context(|| format!("in {}", p.display()))?
         }

@@ -238,19 +238,19 @@ fn print(results: &Results, output: Output) -> anyhow::Result<()> {
         ),
         Output::Yaml => print!(
             "{}",
-            serde_yaml::to_string(results).context("failed to write YAML")?
+            serde_yaml_ng::to_string(results).context("failed to write YAML")?
         ),
     }
     Ok(())
 }
 
 fn read_results(path: &PathBuf) -> anyhow::Result<Results> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::input::read_text(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
     let parsed = if text.trim_start().starts_with('{') {
         serde_json::from_str(&text).map_err(anyhow::Error::from)
     } else {
-        serde_yaml::from_str(&text).map_err(anyhow::Error::from)
+        crate::input::yaml_from_str(&text).map_err(anyhow::Error::from)
     };
     parsed.with_context(|| format!("{} is not a `smp-agent load` result", path.display()))
 }

@@ -295,9 +295,10 @@ fn is_private(a: Ipv4Addr) -> bool {
 impl LabConfig {
     /// Parses YAML (unknown fields are errors) and validates.
     pub fn from_yaml(text: &str) -> Result<Self, LabError> {
-        let cfg: LabConfig = serde_yaml::from_str(text).map_err(|e| LabError::ConfigParse {
-            reason: e.to_string(),
-        })?;
+        let cfg: LabConfig =
+            crate::input::yaml_from_str(text).map_err(|e| LabError::ConfigParse {
+                reason: e.to_string(),
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use base64::Engine as _;
 use hdrhistogram::{
-    serialization::{Deserializer, Serializer as _, V2DeflateSerializer},
+    serialization::{Serializer as _, V2DeflateSerializer},
     Histogram,
 };
 use serde::{Deserialize, Serialize};
@@ -467,13 +467,10 @@ impl EncodedHistogram {
 
     /// Parses the base64 text.
     pub fn decode(text: &str) -> Result<Self, LoadError> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| LoadError::Histogram(format!("histogram is not base64: {e}")))?;
-        let h: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
-            .map_err(|e| LoadError::Histogram(format!("cannot decode histogram: {e:?}")))?;
-        Ok(Self(h))
+        // One bounded decoder for every histogram we read (lengths checked before allocating).
+        crate::report::details::decode_v2_base64(text)
+            .map(Self)
+            .map_err(|e| LoadError::Histogram(format!("cannot decode histogram: {e}")))
     }
 }
 
@@ -545,8 +542,8 @@ mod tests {
         // 120 s saturates at the 60 s upper bound.
         assert!(a.latency.max_ms <= 60_100.0 && a.latency.max_ms >= 59_900.0);
 
-        let yb = serde_yaml::to_string(&b).unwrap();
-        let b2: Results = serde_yaml::from_str(&yb).unwrap();
+        let yb = serde_yaml_ng::to_string(&b).unwrap();
+        let b2: Results = serde_yaml_ng::from_str(&yb).unwrap();
         let m = Results::merge(&[a2, b2]).unwrap();
         assert_eq!(m.requests, 8);
         assert_eq!(m.status_codes.get(&200), Some(&5));

@@ -556,6 +556,19 @@ pub enum HistogramCodecError {
     /// Not an HdrHistogram.
     #[error("histogram data is not a V2 HdrHistogram: {0:?}")]
     Deserialize(hdrhistogram::serialization::DeserializeError),
+    /// A V2 header or its framing is wrong.
+    #[error("histogram data is not a valid V2 HdrHistogram: {0}")]
+    Invalid(&'static str),
+    /// The data claims more than we decode.
+    #[error("{what} of {size} is over the limit of {limit}")]
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its size (bytes, or counters).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl EncodedHistogram {
@@ -584,12 +597,128 @@ impl EncodedHistogram {
     }
 }
 
+/// Largest base64 text of one histogram we decode (ours are a few KiB).
+pub const MAX_HISTOGRAM_TEXT: usize = 1 << 20;
+/// Largest inflated V2 serialization we decode (header + payload).
+pub const MAX_HISTOGRAM_BYTES: usize = 4 << 20;
+/// Most counters a decoded histogram may have (8 bytes each: 16 MiB). Ours, 1 ns..1 h at 3
+/// digits, have about 45 000.
+pub const MAX_HISTOGRAM_COUNTS: u64 = 1 << 21;
+
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
+/// cookie, payload length, normalizing offset, digits, low, high, int-to-double ratio.
+const V2_HEADER_LEN: usize = 4 + 4 + 4 + 4 + 8 + 8 + 8;
+
 /// Decodes base64 of an HdrHistogram V2 (+DEFLATE) serialization, whatever its unit.
+///
+/// The input comes from others' files, so every length and bound is checked before anything is
+/// allocated from it: the text size, the compressed length against the bytes present, the
+/// inflated size ([`MAX_HISTOGRAM_BYTES`]), the payload length against the bytes present, and
+/// the number of counters the bounds imply ([`MAX_HISTOGRAM_COUNTS`]). Only then does
+/// hdrhistogram decode the (inflated) V2 bytes.
 pub fn decode_v2_base64(text: &str) -> Result<Histogram<u64>, HistogramCodecError> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
+    let text = text.trim();
+    if text.len() > MAX_HISTOGRAM_TEXT {
+        return Err(HistogramCodecError::TooLarge {
+            what: "base64 text",
+            size: text.len() as u64,
+            limit: MAX_HISTOGRAM_TEXT as u64,
+        });
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
+    let v2 = inflate_v2(&bytes)?;
+    check_v2_header(&v2)?;
     HdrDeserializer::new()
-        .deserialize(&mut bytes.as_slice())
+        .deserialize(&mut v2.as_slice())
         .map_err(HistogramCodecError::Deserialize)
+}
+
+fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// The uncompressed V2 serialization in `bytes` (inflated when compressed), at most
+/// [`MAX_HISTOGRAM_BYTES`].
+fn inflate_v2(bytes: &[u8]) -> Result<Vec<u8>, HistogramCodecError> {
+    use std::io::Read as _;
+    let invalid = |why| HistogramCodecError::Invalid(why);
+    match be_u32(bytes, 0) {
+        Some(V2_COOKIE) => Ok(bytes.to_vec()),
+        Some(V2_COMPRESSED_COOKIE) => {
+            let len = be_u32(bytes, 4).ok_or(invalid("truncated header"))? as usize;
+            let deflated = bytes
+                .get(8..)
+                .and_then(|rest| rest.get(..len))
+                .ok_or(invalid("compressed length beyond the data"))?;
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(deflated)
+                .take(MAX_HISTOGRAM_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|_| invalid("corrupt DEFLATE data"))?;
+            if out.len() > MAX_HISTOGRAM_BYTES {
+                return Err(HistogramCodecError::TooLarge {
+                    what: "inflated histogram",
+                    size: out.len() as u64,
+                    limit: MAX_HISTOGRAM_BYTES as u64,
+                });
+            }
+            if be_u32(&out, 0) != Some(V2_COOKIE) {
+                return Err(invalid("no V2 cookie inside the compressed data"));
+            }
+            Ok(out)
+        }
+        _ => Err(invalid("no V2 cookie")),
+    }
+}
+
+/// Checks an uncompressed V2 header: the payload is present in full, the bounds are valid and
+/// imply at most [`MAX_HISTOGRAM_COUNTS`] counters.
+fn check_v2_header(v2: &[u8]) -> Result<(), HistogramCodecError> {
+    let invalid = |why| HistogramCodecError::Invalid(why);
+    if v2.len() < V2_HEADER_LEN {
+        return Err(invalid("truncated header"));
+    }
+    let field32 = |at| be_u32(v2, at).ok_or(invalid("truncated header"));
+    let field64 = |at| be_u64(v2, at).ok_or(invalid("truncated header"));
+    let payload_len = field32(4)? as usize;
+    if payload_len > v2.len() - V2_HEADER_LEN {
+        return Err(invalid("payload length beyond the data"));
+    }
+    let digits = field32(12)?;
+    let (low, high) = (field64(16)?, field64(24)?);
+    if !(1..=5).contains(&digits) || low < 1 || high < low.saturating_mul(2) {
+        return Err(invalid("invalid bounds"));
+    }
+    let counts = counts_len(low, high, digits);
+    if counts > MAX_HISTOGRAM_COUNTS {
+        return Err(HistogramCodecError::TooLarge {
+            what: "histogram (counters)",
+            size: counts,
+            limit: MAX_HISTOGRAM_COUNTS,
+        });
+    }
+    Ok(())
+}
+
+/// Number of counters HdrHistogram allocates for these bounds (its own sizing rule).
+fn counts_len(low: u64, high: u64, digits: u32) -> u64 {
+    let largest_single_unit = 2 * 10u64.pow(digits);
+    let sub_bucket_magnitude = u64::BITS - (largest_single_unit - 1).leading_zeros();
+    let sub_bucket_count = 1u64 << sub_bucket_magnitude.min(62);
+    let unit_magnitude = u64::BITS - 1 - low.leading_zeros();
+    // Buckets until the smallest untrackable value exceeds `high`.
+    let mut untrackable = u128::from(sub_bucket_count) << unit_magnitude;
+    let mut buckets = 1u64;
+    while untrackable <= u128::from(high) {
+        untrackable <<= 1;
+        buckets += 1;
+    }
+    (buckets + 1) * (sub_bucket_count / 2)
 }
 
 /// The same distribution with every value multiplied by `factor` (e.g. µs → ns: 1000), each
@@ -641,6 +770,78 @@ pub(crate) mod tests {
             ..enc
         };
         assert!(matches!(junk.decode(), Err(HistogramCodecError::Base64(_))));
+    }
+
+    /// A V2 header (uncompressed) with these fields, then `payload`.
+    pub(crate) fn v2_bytes(
+        payload_len: u32,
+        digits: u32,
+        low: u64,
+        high: u64,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(V2_COOKIE.to_be_bytes());
+        b.extend(payload_len.to_be_bytes());
+        b.extend(0u32.to_be_bytes());
+        b.extend(digits.to_be_bytes());
+        b.extend(low.to_be_bytes());
+        b.extend(high.to_be_bytes());
+        b.extend(1f64.to_be_bytes());
+        b.extend(payload);
+        b
+    }
+
+    /// `v2` DEFLATE-compressed in the V2 compressed framing, base64.
+    pub(crate) fn compressed_base64(v2: &[u8]) -> String {
+        use std::io::Write as _;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(v2).unwrap();
+        let deflated = z.finish().unwrap();
+        let mut b = Vec::new();
+        b.extend(V2_COMPRESSED_COOKIE.to_be_bytes());
+        b.extend((deflated.len() as u32).to_be_bytes());
+        b.extend(deflated);
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+
+    #[test]
+    fn hostile_histograms_are_refused_before_allocating() {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        // A header claiming a 4 GiB payload: hdrhistogram would allocate it all.
+        let bomb = compressed_base64(&v2_bytes(u32::MAX, 3, 1, 1 << 40, &[]));
+        assert!(bomb.len() < 120, "{}", bomb.len());
+        let e = decode_v2_base64(&bomb).unwrap_err();
+        assert!(matches!(e, HistogramCodecError::Invalid(_)), "{e}");
+        let e = decode_v2_base64(&b64(&v2_bytes(u32::MAX, 3, 1, 1 << 40, &[0; 8]))).unwrap_err();
+        assert!(matches!(e, HistogramCodecError::Invalid(_)), "{e}");
+        // Bounds that imply millions of counters.
+        let e = decode_v2_base64(&b64(&v2_bytes(0, 5, 1, u64::MAX, &[]))).unwrap_err();
+        assert!(matches!(e, HistogramCodecError::TooLarge { .. }), "{e}");
+        // A compressed length beyond the data, and a DEFLATE stream inflating past the limit.
+        let mut b = base64::engine::general_purpose::STANDARD
+            .decode(compressed_base64(&v2_bytes(0, 3, 1, 1 << 40, &[])))
+            .unwrap();
+        b[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_v2_base64(&b64(&b)),
+            Err(HistogramCodecError::Invalid(_))
+        ));
+        let big = compressed_base64(&v2_bytes(0, 3, 1, 1 << 40, &vec![0; MAX_HISTOGRAM_BYTES]));
+        assert!(matches!(
+            decode_v2_base64(&big),
+            Err(HistogramCodecError::TooLarge { .. })
+        ));
+        // Truncated and cookie-less data.
+        for bytes in [&b"\x1c\x84\x93"[..], b"", &[0u8; 64]] {
+            assert!(decode_v2_base64(&b64(bytes)).is_err());
+        }
+        // Our own histograms pass, and the counter estimate is hdrhistogram's.
+        let h = new_latency_histogram();
+        assert_eq!(counts_len(1, MAX_LATENCY_NS, 3), h.distinct_values() as u64);
+        let h = sample_histogram(1_000_000, 5000);
+        let text = EncodedHistogram::encode(&h).unwrap().data;
+        assert_eq!(decode_v2_base64(&text).unwrap(), h);
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl fmt::Display for Location {
 pub enum SyntaxError {
     /// From the YAML parser.
     #[error(transparent)]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_yaml_ng::Error),
     /// From the JSON parser.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
@@ -195,7 +195,7 @@ fn is_json(path: &Path) -> bool {
 
 /// Reads a whole file.
 pub fn read_text(path: &Path) -> Result<String, SmpFileError> {
-    fs::read_to_string(path).map_err(|source| SmpFileError::Read {
+    crate::input::read_text(path).map_err(|source| SmpFileError::Read {
         path: path.to_path_buf(),
         source,
     })
@@ -248,7 +248,7 @@ fn looks_like_bare_test_config(text: &str, path: &Path) -> bool {
     let top: Option<serde_json::Map<String, serde_json::Value>> = if is_json(path) {
         serde_json::from_str(text).ok()
     } else {
-        serde_yaml::from_str::<serde_yaml::Value>(text)
+        crate::input::yaml_from_str::<serde_yaml_ng::Value>(text)
             .ok()
             .and_then(|v| serde_json::to_value(v).ok())
             .and_then(|v| match v {
@@ -272,8 +272,7 @@ fn deserialize<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, SmpFil
         de.end().map_err(|e| json_error_plain(path, e))?;
         Ok(value)
     } else {
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| yaml_error(path, e, text))
+        crate::input::yaml_from_str_tracked(text).map_err(|e| yaml_error(path, e, text))
     }
 }
 
@@ -301,7 +300,7 @@ fn with_missing_field(field: String, message: &str) -> String {
 
 fn yaml_error(
     path: &Path,
-    e: serde_path_to_error::Error<serde_yaml::Error>,
+    e: serde_path_to_error::Error<serde_yaml_ng::Error>,
     text: &str,
 ) -> SmpFileError {
     let field = field_path(e.path());
@@ -388,7 +387,7 @@ fn clean_message(msg: &str) -> String {
             m = rest;
         }
     }
-    shorten_expected_fields(m)
+    crate::input::redact_values(&shorten_expected_fields(m))
 }
 
 /// serde lists every accepted key after "expected one of", aliases included; keep the
@@ -408,8 +407,8 @@ fn shorten_expected_fields(m: &str) -> String {
 // Writing.
 
 /// YAML text of a document (snake_case names, integer enums, zero values omitted).
-pub fn to_yaml<T: Serialize>(doc: &T) -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(doc)
+pub fn to_yaml<T: Serialize>(doc: &T) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(doc)
 }
 
 /// Serializes `doc` as YAML (or JSON for `.json`) and writes it atomically to `path`.
@@ -581,7 +580,7 @@ mod tests {
     fn cleans_parser_messages() {
         assert_eq!(
             clean_message("test.clients[0].connections: invalid type: string \"x\", expected i32 at line 5 column 20"),
-            "invalid type: string \"x\", expected i32"
+            "invalid type: a string of 1 characters, expected i32"
         );
         assert_eq!(
             clean_message("missing field `test` at line 1 column 1"),

@@ -75,7 +75,7 @@ fn legacy_meshery_result_samples_round_trip() {
             "2020-03-17T14:53:05.499893378Z"
         );
         let out = tmp_path(name);
-        file::write_atomic(&out, serde_yaml::to_string(&r).unwrap().as_bytes()).unwrap();
+        file::write_atomic(&out, serde_yaml_ng::to_string(&r).unwrap().as_bytes()).unwrap();
         let back: LegacyBenchmark =
             file::parse_plain(&std::fs::read_to_string(&out).unwrap(), &out).unwrap();
         assert_eq!(back, r, "{name}");

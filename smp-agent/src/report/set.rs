@@ -201,7 +201,13 @@ impl ResultSet {
         let details = if result.details_uri.is_empty() {
             None
         } else {
-            Some(read_details(&resolve_uri(dir, &result.details_uri))?)
+            let result_path = dir.join(RESULT_FILE);
+            let details =
+                details_path(dir, &result.details_uri).map_err(|e| SmpFileError::Read {
+                    path: result_path,
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                })?;
+            Some(read_details(&details)?)
         };
         Ok(Self {
             test: file::read_document(&dir.join(TEST_CONFIG_FILE), strictness)?,
@@ -213,19 +219,39 @@ impl ResultSet {
     }
 }
 
-/// Resolves a `details_uri` against the directory of the result that holds it: `file://`
-/// URLs and absolute paths as they are, relative paths against `base_dir`.
-pub fn resolve_uri(base_dir: &Path, uri: &str) -> PathBuf {
-    let p = uri.strip_prefix("file://").unwrap_or(uri);
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base_dir.join(p)
-    }
+/// Why a result's `details_uri` was not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DetailsUriError {
+    /// Not a plain file name: a path (`/etc/x`, `../x`, `a/b`), a URL (`file://…`), `.`/`..`.
+    #[error("details_uri must be a plain file name in the result's directory (no path, no URL)")]
+    NotAFileName,
+    /// A file name without the `.json` extension (details documents are JSON).
+    #[error("details_uri must name a .json file")]
+    NotJson,
 }
 
-/// Reads a details document (JSON, strict).
+/// The details document a result's `details_uri` names. Only a plain file name (as we write,
+/// `details.json`) is accepted, resolved inside `base_dir`, the result's own directory: results
+/// come from others (CI), and a path or URL could make us read any file on the machine.
+pub fn details_path(base_dir: &Path, uri: &str) -> Result<PathBuf, DetailsUriError> {
+    let is_plain_name = !uri.is_empty()
+        && uri != "."
+        && uri != ".."
+        && !uri.contains(['/', '\\', ':', '\0'])
+        && uri.chars().all(|c| !c.is_control());
+    if !is_plain_name {
+        return Err(DetailsUriError::NotAFileName);
+    }
+    if !Path::new(uri)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        return Err(DetailsUriError::NotJson);
+    }
+    Ok(base_dir.join(uri))
+}
+
+/// Reads a details document (JSON, strict; size-capped like every input file).
 pub fn read_details(path: &Path) -> Result<Details, SmpFileError> {
     let text = file::read_text(path)?;
     file::parse_plain(&text, path)
@@ -428,6 +454,35 @@ pub(crate) mod tests {
         );
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn details_uri_is_a_file_name_in_the_results_directory() {
+        let dir = Path::new("/results/run1");
+        assert_eq!(
+            details_path(dir, "details.json"),
+            Ok(dir.join("details.json"))
+        );
+        for uri in [
+            "/etc/shadow",
+            "file:///etc/shadow",
+            "file://details.json",
+            "../details.json",
+            "sub/details.json",
+            "..",
+            ".",
+            "",
+            "a\\..\\b.json",
+            "https://example.com/d.json",
+        ] {
+            assert_eq!(
+                details_path(dir, uri),
+                Err(DetailsUriError::NotAFileName),
+                "{uri}"
+            );
+        }
+        assert_eq!(details_path(dir, "shadow"), Err(DetailsUriError::NotJson));
+        assert_eq!(details_path(dir, "d.yaml"), Err(DetailsUriError::NotJson));
     }
 
     #[test]

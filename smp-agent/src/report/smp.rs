@@ -1258,12 +1258,12 @@ mod tests {
         assert_eq!(MeshType::CiliumServiceMesh.number(), 12);
         assert_eq!(MeshType::ALL.len(), 13);
         assert_eq!(
-            serde_yaml::to_string(&MeshType::Linkerd).unwrap().trim(),
+            serde_yaml_ng::to_string(&MeshType::Linkerd).unwrap().trim(),
             "5"
         );
-        let m: MeshType = serde_yaml::from_str("LINKERD").unwrap();
+        let m: MeshType = serde_yaml_ng::from_str("LINKERD").unwrap();
         assert_eq!(m, MeshType::Linkerd);
-        let e = serde_yaml::from_str::<MeshType>("99")
+        let e = serde_yaml_ng::from_str::<MeshType>("99")
             .unwrap_err()
             .to_string();
         assert!(
@@ -1279,9 +1279,13 @@ mod tests {
             ("http", Protocol::Http),
             ("PROTOCOL_GRPC", Protocol::Grpc),
         ] {
-            assert_eq!(serde_yaml::from_str::<Protocol>(text).unwrap(), p, "{text}");
+            assert_eq!(
+                serde_yaml_ng::from_str::<Protocol>(text).unwrap(),
+                p,
+                "{text}"
+            );
         }
-        assert!(serde_yaml::from_str::<Protocol>("5").is_err());
+        assert!(serde_yaml_ng::from_str::<Protocol>("5").is_err());
     }
 
     #[test]
@@ -1290,17 +1294,17 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2020-03-17T14:53:05.499893378Z");
         let t2 = Timestamp::parse_rfc3339("2020-03-17T16:53:05.5+02:00").unwrap();
         assert_eq!(t2.to_rfc3339(), "2020-03-17T14:53:05.5Z");
-        let t3: Timestamp = serde_yaml::from_str("{seconds: 1584456785, nanos: 5}").unwrap();
+        let t3: Timestamp = serde_yaml_ng::from_str("{seconds: 1584456785, nanos: 5}").unwrap();
         assert_eq!(t3.to_rfc3339(), "2020-03-17T14:53:05.000000005Z");
-        assert!(serde_yaml::from_str::<Timestamp>("yesterday").is_err());
+        assert!(serde_yaml_ng::from_str::<Timestamp>("yesterday").is_err());
         assert!((t.seconds_until(t2) - 0.000106622).abs() < 1e-9);
     }
 
     #[test]
     fn durations_keep_their_text() {
-        let d: SmpDuration = serde_yaml::from_str("60s").unwrap();
+        let d: SmpDuration = serde_yaml_ng::from_str("60s").unwrap();
         assert_eq!(d.get(), Duration::from_secs(60));
-        assert_eq!(serde_yaml::to_string(&d).unwrap().trim(), "60s");
+        assert_eq!(serde_yaml_ng::to_string(&d).unwrap().trim(), "60s");
         for (secs, text) in [(90, "90s"), (300, "5m"), (7200, "2h"), (0, "0s")] {
             let d = SmpDuration::new(Duration::from_secs(secs));
             assert_eq!(d.as_str(), text);
@@ -1310,7 +1314,7 @@ mod tests {
             SmpDuration::new(Duration::from_millis(1500)).as_str(),
             "1.5s"
         );
-        let e = serde_yaml::from_str::<SmpDuration>("abc")
+        let e = serde_yaml_ng::from_str::<SmpDuration>("abc")
             .unwrap_err()
             .to_string();
         assert!(e.contains("abc"), "{e}");
