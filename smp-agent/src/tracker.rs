@@ -9,6 +9,7 @@
 //!
 //! Everything it hands out ([`TrackerView`]) is plain data: callers never see aya.
 
+use smp_common::hop::HopCounts;
 use std::{
     collections::{BTreeMap, HashMap},
     time::Duration,
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::{
     aggregate::{
-        hops::{self, Direction, Exchange, Leg, PairingCounts},
+        hops::{self, Direction, Exchange, Leg},
         LossCounters,
     },
     probes::{EventReader, ProbeError, ProbeEvent, Probes},
@@ -92,7 +93,7 @@ pub struct ProxyView {
     /// On-CPU time of all its processes, nanoseconds, cumulative.
     pub cpu_ns: u64,
     /// Hop pairing counters summed over its processes, cumulative.
-    pub pairing: PairingCounts,
+    pub pairing: HopCounts,
     /// Bytes its socket reads returned, cumulative.
     pub received_bytes: u64,
     /// Bytes its socket writes sent, cumulative.
@@ -181,7 +182,7 @@ impl TrackerView {
 #[derive(Debug, Clone, Copy, Default)]
 struct TgidTotals {
     cpu_ns: u64,
-    pairing: PairingCounts,
+    pairing: HopCounts,
     received_bytes: u64,
     sent_bytes: u64,
 }
@@ -590,7 +591,7 @@ impl Tracker {
         let mut proxies = Vec::new();
         for p in self.discovery.proxies() {
             let mut cpu_ns = 0;
-            let mut pairing = PairingCounts::default();
+            let mut pairing = HopCounts::default();
             let (mut received_bytes, mut sent_bytes) = (0, 0);
             for (tgid, owner) in owners {
                 if owner == &p.id {
@@ -659,7 +660,7 @@ pub struct ProxyWindow {
     /// Requests the proxy received in the window (probe-parsed HTTP/1.x requests).
     pub requests: u64,
     /// Pairing counters over the window.
-    pub pairing: PairingCounts,
+    pub pairing: HopCounts,
     /// Memory over the window's samples.
     pub memory: Option<MemorySummary>,
 }
@@ -674,7 +675,7 @@ pub fn window(start: &TrackerView, end: &TrackerView) -> Vec<ProxyWindow> {
             let before = start.proxies.iter().find(|q| q.proxy == p.proxy);
             let cpu_ns = p.cpu_ns - before.map_or(0, |b| b.cpu_ns.min(p.cpu_ns));
             let pairing = match before {
-                Some(b) => diff_pairing(&p.pairing, &b.pairing),
+                Some(b) => p.pairing.delta(&b.pairing),
                 None => p.pairing,
             };
             let requests = pairing.requests;
@@ -694,24 +695,6 @@ pub fn window(start: &TrackerView, end: &TrackerView) -> Vec<ProxyWindow> {
             }
         })
         .collect()
-}
-
-fn diff_pairing(a: &PairingCounts, b: &PairingCounts) -> PairingCounts {
-    PairingCounts {
-        requests: a.requests.saturating_sub(b.requests),
-        responses: a.responses.saturating_sub(b.responses),
-        paired: a.paired.saturating_sub(b.paired),
-        unmatched_writes: a.unmatched_writes.saturating_sub(b.unmatched_writes),
-        tls_first_dropped: a.tls_first_dropped.saturating_sub(b.tls_first_dropped),
-        inconsistent: a.inconsistent.saturating_sub(b.inconsistent),
-        unknown_role: a.unknown_role.saturating_sub(b.unknown_role),
-        h2_messages: a.h2_messages.saturating_sub(b.h2_messages),
-        queue_overflow: a.queue_overflow.saturating_sub(b.queue_overflow),
-        hinted: a.hinted.saturating_sub(b.hinted),
-        adjacent: a.adjacent.saturating_sub(b.adjacent),
-        hint_checks: a.hint_checks.saturating_sub(b.hint_checks),
-        hint_agrees: a.hint_agrees.saturating_sub(b.hint_agrees),
-    }
 }
 
 #[cfg(test)]
@@ -737,7 +720,7 @@ mod tests {
                 pids_seen: vec![9, 10],
                 restarts,
                 cpu_ns,
-                pairing: PairingCounts {
+                pairing: HopCounts {
                     requests,
                     paired: requests,
                     ..Default::default()

@@ -1,6 +1,7 @@
 //! Pure aggregation of probe snapshots (no aya, no kernel): the probes hand over plain
 //! [`ProbeSnapshot`]s; this module turns them into per-process CPU and per-socket figures.
 
+use smp_common::hop::HopCounts;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -58,7 +59,7 @@ pub struct ProbeSnapshot {
     pub sockets: Vec<SocketSample>,
     pub loss: LossCounters,
     /// Hop pairing counters per process.
-    pub pairing: BTreeMap<u32, hops::PairingCounts>,
+    pub pairing: BTreeMap<u32, HopCounts>,
 }
 
 /// On-CPU figures of one process.
@@ -105,8 +106,8 @@ impl ProbeSnapshot {
     }
 
     /// Pairing counters of a group of processes, summed.
-    pub fn group_pairing(&self, tgids: &[u32]) -> hops::PairingCounts {
-        let mut out = hops::PairingCounts::default();
+    pub fn group_pairing(&self, tgids: &[u32]) -> HopCounts {
+        let mut out = HopCounts::default();
         for c in tgids.iter().filter_map(|t| self.pairing.get(t)) {
             out.add(c);
         }

@@ -53,6 +53,7 @@
 //! # }
 //! ```
 
+use smp_common::hop::HopCounts;
 use std::{
     collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
@@ -69,7 +70,7 @@ use prometheus_client::{
 
 use crate::{
     aggregate::{
-        hops::{new_histogram, Direction, HopAggregator, Leg, PairingCounts},
+        hops::{new_histogram, Direction, HopAggregator, Leg},
         LossCounters,
     },
     proxy::{kube::PodRef, ProxyId},
@@ -117,7 +118,7 @@ pub struct ProxySample {
     pub rss_bytes: u64,
     /// The kernel's pairing counters summed over its processes, cumulative. `requests` feeds
     /// `smp_proxy_requests_total`; the failure counters feed `smp_unpaired_messages_total`.
-    pub pairing: PairingCounts,
+    pub pairing: HopCounts,
     /// Bytes its socket reads returned, cumulative.
     pub received_bytes: u64,
     /// Bytes its socket writes sent, cumulative.
@@ -133,7 +134,7 @@ impl ProxySample {
             restarts: 0,
             cpu_seconds: 0.0,
             rss_bytes: 0,
-            pairing: PairingCounts::default(),
+            pairing: HopCounts::default(),
             received_bytes: 0,
             sent_bytes: 0,
         }
@@ -256,15 +257,9 @@ impl Default for MetricsOptions {
 /// A `reason` label value and the counter field it reads.
 type Reason<T> = (&'static str, fn(&T) -> u64);
 
-/// Unpaired-message reasons: label value and the [`PairingCounts`] field.
-const UNPAIRED_REASONS: [Reason<PairingCounts>; 6] = [
-    ("unmatched_write", |p| p.unmatched_writes),
-    ("tls_first_exchange", |p| p.tls_first_dropped),
-    ("inconsistent", |p| p.inconsistent),
-    ("unknown_role", |p| p.unknown_role),
-    ("queue_overflow", |p| p.queue_overflow),
-    ("http2", |p| p.h2_messages),
-];
+/// Unpaired-message reasons: label value and the [`HopCounts`] field (one table, in
+/// `smp-common`).
+const UNPAIRED_REASONS: [Reason<HopCounts>; 6] = HopCounts::UNPAIRED_REASONS;
 
 /// Event-loss reasons: label value and the [`LossCounters`] field.
 const LOSS_REASONS: [Reason<LossCounters>; 4] = [

@@ -26,10 +26,7 @@ use super::{
     EBPF_OBJECT,
 };
 use crate::{
-    aggregate::{
-        hops::PairingCounts, LossCounters, ProbeSnapshot, RunningSample, SocketSample,
-        ThreadCpuSample,
-    },
+    aggregate::{LossCounters, ProbeSnapshot, RunningSample, SocketSample, ThreadCpuSample},
     host,
 };
 
@@ -491,22 +488,7 @@ impl Probes {
             PerCpuHashMap::try_from(map("HOP_COUNTS")?).map_err(err("HOP_COUNTS"))?;
         for entry in hop_counts.iter() {
             let (tgid, per_cpu) = entry.map_err(err("HOP_COUNTS"))?;
-            let mut c = PairingCounts::default();
-            for v in per_cpu.iter() {
-                c.requests += v.requests;
-                c.responses += v.responses;
-                c.paired += v.paired;
-                c.unmatched_writes += v.unmatched_writes;
-                c.tls_first_dropped += v.tls_first_dropped;
-                c.inconsistent += v.inconsistent;
-                c.unknown_role += v.unknown_role;
-                c.h2_messages += v.h2_messages;
-                c.queue_overflow += v.queue_overflow;
-                c.hinted += v.hinted;
-                c.adjacent += v.adjacent;
-                c.hint_checks += v.hint_checks;
-                c.hint_agrees += v.hint_agrees;
-            }
+            let c = HopCounts::sum(per_cpu.iter());
             snap.pairing.insert(tgid, c);
         }
 
