@@ -121,12 +121,11 @@ pub struct TrackerView {
     pub waits: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// Time inside the write that forwarded them (ns), same keys.
     pub sends: BTreeMap<ProxyHopKey, Histogram<u64>>,
-    /// Probe losses (ring buffer, map inserts, kernel reads).
+    /// Probe losses (ring buffer, map inserts, kernel reads, evicted state, undecodable
+    /// records).
     pub loss: LossCounters,
     /// Exchanges of processes discovery had not attributed (normally 0).
     pub unattributed_exchanges: u64,
-    /// Ring-buffer records that could not be decoded.
-    pub undecodable: u64,
     pub discovery: DiscoveryStats,
     /// Changes applied since the start (or the last [`Tracker::take_changes`]), with when.
     pub changes: Vec<(Duration, ProxyChange)>,
@@ -632,9 +631,10 @@ impl Tracker {
             hops: self.keyed(&self.hops),
             waits: self.keyed(&self.waits),
             sends: self.keyed(&self.sends),
-            loss: self.loss.clone(),
+            loss: LossCounters {
+                    ..self.loss.clone()
+            },
             unattributed_exchanges: self.unattributed_exchanges,
-            undecodable: self.events.undecodable,
             discovery: self.discovery.stats(),
             changes: self.changes.clone(),
         }

@@ -47,6 +47,42 @@ pub struct LossCounters {
     pub map_insert_failed: u64,
     pub kernel_read_failed: u64,
     pub switch_in_missed: u64,
+    /// Data on a socket whose pairing state the kernel's LRU had evicted.
+    pub state_evicted: u64,
+    /// Ring-buffer records the agent could not decode (counted in userspace).
+    pub undecodable: u64,
+}
+
+impl LossCounters {
+    /// Every loss: the `reason` label of `smp_events_lost_total` (docs/metrics.md) and the
+    /// field it reads. The one table every output (metrics, top) derives its reasons from.
+    pub const REASONS: [(&'static str, fn(&LossCounters) -> u64); 6] = [
+        ("ringbuf_full", |l| l.ringbuf_dropped),
+        ("map_full", |l| l.map_insert_failed),
+        ("kernel_read_failed", |l| l.kernel_read_failed),
+        ("switch_in_missed", |l| l.switch_in_missed),
+        ("state_evicted", |l| l.state_evicted),
+        ("undecodable", |l| l.undecodable),
+    ];
+
+    /// Data lost (every reason but `switch_in_missed`, which is recovered).
+    pub fn lost(&self) -> u64 {
+        Self::REASONS
+            .iter()
+            .filter(|(r, _)| *r != "switch_in_missed")
+            .map(|(_, f)| f(self))
+            .sum()
+    }
+
+    /// `reason=count` for every non-zero reason, for a one-line display.
+    pub fn text(&self) -> String {
+        Self::REASONS
+            .iter()
+            .filter(|(_, f)| f(self) > 0)
+            .map(|(r, f)| format!("{r}={}", f(self)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// Everything the probes know at one instant.

@@ -262,12 +262,7 @@ type Reason<T> = (&'static str, fn(&T) -> u64);
 const UNPAIRED_REASONS: [Reason<HopCounts>; 6] = HopCounts::UNPAIRED_REASONS;
 
 /// Event-loss reasons: label value and the [`LossCounters`] field.
-const LOSS_REASONS: [Reason<LossCounters>; 4] = [
-    ("ringbuf_full", |l| l.ringbuf_dropped),
-    ("map_full", |l| l.map_insert_failed),
-    ("kernel_read_failed", |l| l.kernel_read_failed),
-    ("switch_in_missed", |l| l.switch_in_missed),
-];
+const LOSS_REASONS: [Reason<LossCounters>; 6] = LossCounters::REASONS;
 
 /// What a counter gains from a cumulative value that may start again from zero (the probes'
 /// loss counters if they were reloaded): everything the first time, the growth after that,

@@ -505,6 +505,7 @@ impl Probes {
                 Counter::MapInsertFailed => snap.loss.map_insert_failed = total,
                 Counter::KernelReadFailed => snap.loss.kernel_read_failed = total,
                 Counter::SwitchInMissed => snap.loss.switch_in_missed = total,
+                Counter::StateEvicted => snap.loss.state_evicted = total,
             }
         }
         let _: &LossCounters = &snap.loss;

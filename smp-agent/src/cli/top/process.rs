@@ -396,9 +396,8 @@ fn print_summary(r: &TopReport) {
     }
     print_hops(&r.hops, Some(&r.pairing));
     let l = &r.loss;
-    let lost = l.ringbuf_dropped + l.map_insert_failed + l.kernel_read_failed;
-    if lost > 0 {
-        println!("probe losses: {l:?}");
+    if l.lost() > 0 {
+        println!("probe losses: {}", l.text());
     }
 }
 
