@@ -222,6 +222,43 @@ fn socket_gains(
     gains
 }
 
+/// A hop of one proxy: (index into the tracker's `proxy_ids`, direction, leg). No `ProxyId`
+/// clone or string comparison per exchange.
+type HopSlot = (usize, Direction, Leg);
+
+/// What a hop histogram measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// The hop's latency through the proxy.
+    Hop,
+    /// How long the message waited in the proxy's socket before it read it.
+    Wait,
+    /// Time inside the write that forwarded it.
+    Send,
+}
+
+/// The hop histograms of every proxy, by [`HopSlot`] and [`Measure`] (nanoseconds).
+#[derive(Debug, Default)]
+struct HopBook {
+    hops: HashMap<HopSlot, Histogram<u64>>,
+    waits: HashMap<HopSlot, Histogram<u64>>,
+    sends: HashMap<HopSlot, Histogram<u64>>,
+}
+
+impl HopBook {
+    /// Records `ns` (values beyond the histogram's range are clamped, not lost).
+    fn record(&mut self, m: Measure, slot: HopSlot, ns: u64) {
+        let map = match m {
+            Measure::Hop => &mut self.hops,
+            Measure::Wait => &mut self.waits,
+            Measure::Send => &mut self.sends,
+        };
+        map.entry(slot)
+            .or_insert_with(hops::new_histogram)
+            .saturating_record(ns);
+    }
+}
+
 /// The live engine (see the module docs).
 pub struct Tracker {
     cfg: TrackerConfig,
@@ -237,13 +274,8 @@ pub struct Tracker {
     sock_last: HashMap<SockKey, u64>,
     /// Pids per proxy in the order found (for the view).
     seen: BTreeMap<ProxyId, Vec<u32>>,
-    /// Hop histograms by (index into `proxy_ids`, direction, leg): no `ProxyId` clone or
-    /// string comparison per exchange.
-    hops: HashMap<(usize, Direction, Leg), Histogram<u64>>,
-    /// Time messages waited in the proxy's socket before it read them, same keys.
-    waits: HashMap<(usize, Direction, Leg), Histogram<u64>>,
-    /// Time inside the write that forwarded them, same keys.
-    sends: HashMap<(usize, Direction, Leg), Histogram<u64>>,
+    /// Hop, wait and send histograms.
+    book: HopBook,
     /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop.
     pending_sends: HashMap<(u32, u64), (usize, Direction)>,
     proxy_ids: Vec<ProxyId>,
@@ -297,9 +329,7 @@ impl Tracker {
             tgid: HashMap::new(),
             sock_last: HashMap::new(),
             seen: BTreeMap::new(),
-            hops: HashMap::new(),
-            waits: HashMap::new(),
-            sends: HashMap::new(),
+            book: HopBook::default(),
             pending_sends: HashMap::new(),
             proxy_ids: Vec::new(),
             tgid_proxy: HashMap::new(),
@@ -382,10 +412,11 @@ impl Tracker {
                 ..
             } => {
                 if let Some((idx, direction)) = self.pending_sends.remove(&(tid, out_ns)) {
-                    self.sends
-                        .entry((idx, direction, Leg::Response))
-                        .or_insert_with(hops::new_histogram)
-                        .saturating_record(sent_ns.saturating_sub(out_ns).max(1));
+                    self.book.record(
+                        Measure::Send,
+                        (idx, direction, Leg::Response),
+                        sent_ns.saturating_sub(out_ns).max(1),
+                    );
                 }
                 return;
             }
@@ -414,24 +445,17 @@ impl Tracker {
             (Leg::Request, x.request_hop_ns(), x.request_wait_ns()),
             (Leg::Response, x.response_hop_ns(), x.response_wait_ns()),
         ] {
-            self.hops
-                .entry((idx, direction, leg))
-                .or_insert_with(hops::new_histogram)
-                .saturating_record(ns.max(1));
+            self.book
+                .record(Measure::Hop, (idx, direction, leg), ns.max(1));
             // 0: the arrival was not seen (not TCP, or it arrived before tracking began).
             if wait > 0 {
-                self.waits
-                    .entry((idx, direction, leg))
-                    .or_insert_with(hops::new_histogram)
-                    .saturating_record(wait);
+                self.book.record(Measure::Wait, (idx, direction, leg), wait);
             }
         }
         let send = x.request_send_ns();
         if send > 0 {
-            self.sends
-                .entry((idx, direction, Leg::Request))
-                .or_insert_with(hops::new_histogram)
-                .saturating_record(send);
+            self.book
+                .record(Measure::Send, (idx, direction, Leg::Request), send);
         }
         // The response's forwarding write returns after this record was emitted.
         if self.pending_sends.len() >= MAX_PENDING_SENDS {
@@ -541,9 +565,7 @@ impl Tracker {
     /// stay cumulative; take differences of two views for a window). For a measurement window
     /// that starts now.
     pub fn reset_window(&mut self) {
-        self.hops.clear();
-        self.waits.clear();
-        self.sends.clear();
+        self.book = HopBook::default();
         self.memory = MemorySampler::new();
     }
 
@@ -554,13 +576,13 @@ impl Tracker {
     /// one handed-over set. The histograms are large (≈ 220 KB each, dense HdrHistograms), so
     /// taking them also keeps the daemon from holding a second cumulative copy to diff against.
     pub fn take_hops(&mut self) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
-        std::mem::take(&mut self.hops)
+        std::mem::take(&mut self.book.hops)
             .into_iter()
             .map(|(k, h)| (self.hop_key(&k), h))
             .collect()
     }
 
-    fn hop_key(&self, (idx, direction, leg): &(usize, Direction, Leg)) -> ProxyHopKey {
+    fn hop_key(&self, (idx, direction, leg): &HopSlot) -> ProxyHopKey {
         ProxyHopKey {
             proxy: self.proxy_ids[*idx].clone(),
             direction: *direction,
@@ -568,10 +590,7 @@ impl Tracker {
         }
     }
 
-    fn keyed(
-        &self,
-        m: &HashMap<(usize, Direction, Leg), Histogram<u64>>,
-    ) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
+    fn keyed(&self, m: &HashMap<HopSlot, Histogram<u64>>) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
         m.iter()
             .map(|(k, h)| (self.hop_key(k), h.clone()))
             .collect()
@@ -628,11 +647,11 @@ impl Tracker {
         TrackerView {
             elapsed: self.started.elapsed(),
             proxies,
-            hops: self.keyed(&self.hops),
-            waits: self.keyed(&self.waits),
-            sends: self.keyed(&self.sends),
+            hops: self.keyed(&self.book.hops),
+            waits: self.keyed(&self.book.waits),
+            sends: self.keyed(&self.book.sends),
             loss: LossCounters {
-                    ..self.loss.clone()
+                ..self.loss.clone()
             },
             unattributed_exchanges: self.unattributed_exchanges,
             discovery: self.discovery.stats(),

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod cpu;
 pub mod event;
 pub mod hop;
+pub mod maps;
 pub mod pairing;
 pub mod sock;
 
