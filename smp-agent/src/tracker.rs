@@ -814,6 +814,26 @@ mod tests {
     }
 
     #[test]
+    fn hop_book_files_each_measure_under_its_hop() {
+        let mut book = HopBook::default();
+        let a = (0, Direction::Outbound, Leg::Request);
+        let b = (1, Direction::Inbound, Leg::Response);
+        book.record(Measure::Hop, a, 1_000);
+        book.record(Measure::Hop, a, 3_000);
+        book.record(Measure::Wait, b, 70);
+        book.record(Measure::Send, a, 5);
+        book.record(Measure::Hop, b, u64::MAX);
+        assert_eq!(book.hops[&a].len(), 2);
+        assert_eq!(
+            book.hops[&b].len(),
+            1,
+            "beyond the range: clamped, not lost"
+        );
+        assert_eq!((book.waits.len(), book.waits[&b].len()), (1, 1));
+        assert_eq!((book.sends.len(), book.sends[&a].max()), (1, 5));
+    }
+
+    #[test]
     fn a_proxy_found_mid_window_counts_from_when_it_was_found() {
         let mut start = view(0, 0, 0, 0);
         start.proxies.clear();
