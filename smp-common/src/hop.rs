@@ -269,12 +269,16 @@ macro_rules! hop_count_fields {
     };
 }
 
+/// A `reason` label value and the [`HopCounts`] counter it reads.
+#[cfg(feature = "user")]
+pub type UnpairedReason = (&'static str, fn(&HopCounts) -> u64);
+
 #[cfg(feature = "user")]
 impl HopCounts {
     /// Why a request seen did not become an exported exchange: the `reason` label value of
     /// `smp_unpaired_messages_total` and the counter it reads. The one table every output
     /// (metrics, top, reports) derives its reasons from.
-    pub const UNPAIRED_REASONS: [(&'static str, fn(&HopCounts) -> u64); 6] = [
+    pub const UNPAIRED_REASONS: [UnpairedReason; 6] = [
         ("unmatched_write", |c| c.unmatched_writes),
         ("tls_first_exchange", |c| c.tls_first_dropped),
         ("inconsistent", |c| c.inconsistent),

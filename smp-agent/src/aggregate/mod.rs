@@ -53,10 +53,13 @@ pub struct LossCounters {
     pub undecodable: u64,
 }
 
+/// A `reason` label value and the [`LossCounters`] field it reads.
+pub type LossReason = (&'static str, fn(&LossCounters) -> u64);
+
 impl LossCounters {
     /// Every loss: the `reason` label of `smp_events_lost_total` (docs/metrics.md) and the
     /// field it reads. The one table every output (metrics, top) derives its reasons from.
-    pub const REASONS: [(&'static str, fn(&LossCounters) -> u64); 6] = [
+    pub const REASONS: [LossReason; 6] = [
         ("ringbuf_full", |l| l.ringbuf_dropped),
         ("map_full", |l| l.map_insert_failed),
         ("kernel_read_failed", |l| l.kernel_read_failed),
