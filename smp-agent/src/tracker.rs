@@ -9,6 +9,7 @@
 //!
 //! Everything it hands out ([`TrackerView`]) is plain data: callers never see aya.
 
+use smp_common::hop::HopCounts;
 use std::{
     collections::{BTreeMap, HashMap},
     time::Duration,
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::{
     aggregate::{
-        hops::{self, Direction, Exchange, Leg, PairingCounts},
+        hops::{self, Direction, Exchange, Leg},
         LossCounters,
     },
     probes::{EventReader, ProbeError, ProbeEvent, Probes},
@@ -92,7 +93,7 @@ pub struct ProxyView {
     /// On-CPU time of all its processes, nanoseconds, cumulative.
     pub cpu_ns: u64,
     /// Hop pairing counters summed over its processes, cumulative.
-    pub pairing: PairingCounts,
+    pub pairing: HopCounts,
     /// Bytes its socket reads returned, cumulative.
     pub received_bytes: u64,
     /// Bytes its socket writes sent, cumulative.
@@ -120,12 +121,11 @@ pub struct TrackerView {
     pub waits: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// Time inside the write that forwarded them (ns), same keys.
     pub sends: BTreeMap<ProxyHopKey, Histogram<u64>>,
-    /// Probe losses (ring buffer, map inserts, kernel reads).
+    /// Probe losses (ring buffer, map inserts, kernel reads, evicted state, undecodable
+    /// records).
     pub loss: LossCounters,
     /// Exchanges of processes discovery had not attributed (normally 0).
     pub unattributed_exchanges: u64,
-    /// Ring-buffer records that could not be decoded.
-    pub undecodable: u64,
     pub discovery: DiscoveryStats,
     /// Changes applied since the start (or the last [`Tracker::take_changes`]), with when.
     pub changes: Vec<(Duration, ProxyChange)>,
@@ -181,7 +181,7 @@ impl TrackerView {
 #[derive(Debug, Clone, Copy, Default)]
 struct TgidTotals {
     cpu_ns: u64,
-    pairing: PairingCounts,
+    pairing: HopCounts,
     received_bytes: u64,
     sent_bytes: u64,
 }
@@ -222,6 +222,43 @@ fn socket_gains(
     gains
 }
 
+/// A hop of one proxy: (index into the tracker's `proxy_ids`, direction, leg). No `ProxyId`
+/// clone or string comparison per exchange.
+type HopSlot = (usize, Direction, Leg);
+
+/// What a hop histogram measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// The hop's latency through the proxy.
+    Hop,
+    /// How long the message waited in the proxy's socket before it read it.
+    Wait,
+    /// Time inside the write that forwarded it.
+    Send,
+}
+
+/// The hop histograms of every proxy, by [`HopSlot`] and [`Measure`] (nanoseconds).
+#[derive(Debug, Default)]
+struct HopBook {
+    hops: HashMap<HopSlot, Histogram<u64>>,
+    waits: HashMap<HopSlot, Histogram<u64>>,
+    sends: HashMap<HopSlot, Histogram<u64>>,
+}
+
+impl HopBook {
+    /// Records `ns` (values beyond the histogram's range are clamped, not lost).
+    fn record(&mut self, m: Measure, slot: HopSlot, ns: u64) {
+        let map = match m {
+            Measure::Hop => &mut self.hops,
+            Measure::Wait => &mut self.waits,
+            Measure::Send => &mut self.sends,
+        };
+        map.entry(slot)
+            .or_insert_with(hops::new_histogram)
+            .saturating_record(ns);
+    }
+}
+
 /// The live engine (see the module docs).
 pub struct Tracker {
     cfg: TrackerConfig,
@@ -237,13 +274,8 @@ pub struct Tracker {
     sock_last: HashMap<SockKey, u64>,
     /// Pids per proxy in the order found (for the view).
     seen: BTreeMap<ProxyId, Vec<u32>>,
-    /// Hop histograms by (index into `proxy_ids`, direction, leg): no `ProxyId` clone or
-    /// string comparison per exchange.
-    hops: HashMap<(usize, Direction, Leg), Histogram<u64>>,
-    /// Time messages waited in the proxy's socket before it read them, same keys.
-    waits: HashMap<(usize, Direction, Leg), Histogram<u64>>,
-    /// Time inside the write that forwarded them, same keys.
-    sends: HashMap<(usize, Direction, Leg), Histogram<u64>>,
+    /// Hop, wait and send histograms.
+    book: HopBook,
     /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop.
     pending_sends: HashMap<(u32, u64), (usize, Direction)>,
     proxy_ids: Vec<ProxyId>,
@@ -297,9 +329,7 @@ impl Tracker {
             tgid: HashMap::new(),
             sock_last: HashMap::new(),
             seen: BTreeMap::new(),
-            hops: HashMap::new(),
-            waits: HashMap::new(),
-            sends: HashMap::new(),
+            book: HopBook::default(),
             pending_sends: HashMap::new(),
             proxy_ids: Vec::new(),
             tgid_proxy: HashMap::new(),
@@ -382,10 +412,11 @@ impl Tracker {
                 ..
             } => {
                 if let Some((idx, direction)) = self.pending_sends.remove(&(tid, out_ns)) {
-                    self.sends
-                        .entry((idx, direction, Leg::Response))
-                        .or_insert_with(hops::new_histogram)
-                        .saturating_record(sent_ns.saturating_sub(out_ns).max(1));
+                    self.book.record(
+                        Measure::Send,
+                        (idx, direction, Leg::Response),
+                        sent_ns.saturating_sub(out_ns).max(1),
+                    );
                 }
                 return;
             }
@@ -414,24 +445,17 @@ impl Tracker {
             (Leg::Request, x.request_hop_ns(), x.request_wait_ns()),
             (Leg::Response, x.response_hop_ns(), x.response_wait_ns()),
         ] {
-            self.hops
-                .entry((idx, direction, leg))
-                .or_insert_with(hops::new_histogram)
-                .saturating_record(ns.max(1));
+            self.book
+                .record(Measure::Hop, (idx, direction, leg), ns.max(1));
             // 0: the arrival was not seen (not TCP, or it arrived before tracking began).
             if wait > 0 {
-                self.waits
-                    .entry((idx, direction, leg))
-                    .or_insert_with(hops::new_histogram)
-                    .saturating_record(wait);
+                self.book.record(Measure::Wait, (idx, direction, leg), wait);
             }
         }
         let send = x.request_send_ns();
         if send > 0 {
-            self.sends
-                .entry((idx, direction, Leg::Request))
-                .or_insert_with(hops::new_histogram)
-                .saturating_record(send);
+            self.book
+                .record(Measure::Send, (idx, direction, Leg::Request), send);
         }
         // The response's forwarding write returns after this record was emitted.
         if self.pending_sends.len() >= MAX_PENDING_SENDS {
@@ -541,9 +565,7 @@ impl Tracker {
     /// stay cumulative; take differences of two views for a window). For a measurement window
     /// that starts now.
     pub fn reset_window(&mut self) {
-        self.hops.clear();
-        self.waits.clear();
-        self.sends.clear();
+        self.book = HopBook::default();
         self.memory = MemorySampler::new();
     }
 
@@ -554,13 +576,13 @@ impl Tracker {
     /// one handed-over set. The histograms are large (≈ 220 KB each, dense HdrHistograms), so
     /// taking them also keeps the daemon from holding a second cumulative copy to diff against.
     pub fn take_hops(&mut self) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
-        std::mem::take(&mut self.hops)
+        std::mem::take(&mut self.book.hops)
             .into_iter()
             .map(|(k, h)| (self.hop_key(&k), h))
             .collect()
     }
 
-    fn hop_key(&self, (idx, direction, leg): &(usize, Direction, Leg)) -> ProxyHopKey {
+    fn hop_key(&self, (idx, direction, leg): &HopSlot) -> ProxyHopKey {
         ProxyHopKey {
             proxy: self.proxy_ids[*idx].clone(),
             direction: *direction,
@@ -568,10 +590,7 @@ impl Tracker {
         }
     }
 
-    fn keyed(
-        &self,
-        m: &HashMap<(usize, Direction, Leg), Histogram<u64>>,
-    ) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
+    fn keyed(&self, m: &HashMap<HopSlot, Histogram<u64>>) -> BTreeMap<ProxyHopKey, Histogram<u64>> {
         m.iter()
             .map(|(k, h)| (self.hop_key(k), h.clone()))
             .collect()
@@ -590,7 +609,7 @@ impl Tracker {
         let mut proxies = Vec::new();
         for p in self.discovery.proxies() {
             let mut cpu_ns = 0;
-            let mut pairing = PairingCounts::default();
+            let mut pairing = HopCounts::default();
             let (mut received_bytes, mut sent_bytes) = (0, 0);
             for (tgid, owner) in owners {
                 if owner == &p.id {
@@ -628,12 +647,13 @@ impl Tracker {
         TrackerView {
             elapsed: self.started.elapsed(),
             proxies,
-            hops: self.keyed(&self.hops),
-            waits: self.keyed(&self.waits),
-            sends: self.keyed(&self.sends),
-            loss: self.loss.clone(),
+            hops: self.keyed(&self.book.hops),
+            waits: self.keyed(&self.book.waits),
+            sends: self.keyed(&self.book.sends),
+            loss: LossCounters {
+                ..self.loss.clone()
+            },
             unattributed_exchanges: self.unattributed_exchanges,
-            undecodable: self.events.undecodable,
             discovery: self.discovery.stats(),
             changes: self.changes.clone(),
         }
@@ -659,7 +679,7 @@ pub struct ProxyWindow {
     /// Requests the proxy received in the window (probe-parsed HTTP/1.x requests).
     pub requests: u64,
     /// Pairing counters over the window.
-    pub pairing: PairingCounts,
+    pub pairing: HopCounts,
     /// Memory over the window's samples.
     pub memory: Option<MemorySummary>,
 }
@@ -674,7 +694,7 @@ pub fn window(start: &TrackerView, end: &TrackerView) -> Vec<ProxyWindow> {
             let before = start.proxies.iter().find(|q| q.proxy == p.proxy);
             let cpu_ns = p.cpu_ns - before.map_or(0, |b| b.cpu_ns.min(p.cpu_ns));
             let pairing = match before {
-                Some(b) => diff_pairing(&p.pairing, &b.pairing),
+                Some(b) => p.pairing.delta(&b.pairing),
                 None => p.pairing,
             };
             let requests = pairing.requests;
@@ -694,24 +714,6 @@ pub fn window(start: &TrackerView, end: &TrackerView) -> Vec<ProxyWindow> {
             }
         })
         .collect()
-}
-
-fn diff_pairing(a: &PairingCounts, b: &PairingCounts) -> PairingCounts {
-    PairingCounts {
-        requests: a.requests.saturating_sub(b.requests),
-        responses: a.responses.saturating_sub(b.responses),
-        paired: a.paired.saturating_sub(b.paired),
-        unmatched_writes: a.unmatched_writes.saturating_sub(b.unmatched_writes),
-        tls_first_dropped: a.tls_first_dropped.saturating_sub(b.tls_first_dropped),
-        inconsistent: a.inconsistent.saturating_sub(b.inconsistent),
-        unknown_role: a.unknown_role.saturating_sub(b.unknown_role),
-        h2_messages: a.h2_messages.saturating_sub(b.h2_messages),
-        queue_overflow: a.queue_overflow.saturating_sub(b.queue_overflow),
-        hinted: a.hinted.saturating_sub(b.hinted),
-        adjacent: a.adjacent.saturating_sub(b.adjacent),
-        hint_checks: a.hint_checks.saturating_sub(b.hint_checks),
-        hint_agrees: a.hint_agrees.saturating_sub(b.hint_agrees),
-    }
 }
 
 #[cfg(test)]
@@ -737,7 +739,7 @@ mod tests {
                 pids_seen: vec![9, 10],
                 restarts,
                 cpu_ns,
-                pairing: PairingCounts {
+                pairing: HopCounts {
                     requests,
                     paired: requests,
                     ..Default::default()
@@ -809,6 +811,26 @@ mod tests {
         assert_eq!(last.len(), 2, "vanished entries are forgotten");
         assert!(socket_gains(&mut last, &[]).is_empty());
         assert!(last.is_empty());
+    }
+
+    #[test]
+    fn hop_book_files_each_measure_under_its_hop() {
+        let mut book = HopBook::default();
+        let a = (0, Direction::Outbound, Leg::Request);
+        let b = (1, Direction::Inbound, Leg::Response);
+        book.record(Measure::Hop, a, 1_000);
+        book.record(Measure::Hop, a, 3_000);
+        book.record(Measure::Wait, b, 70);
+        book.record(Measure::Send, a, 5);
+        book.record(Measure::Hop, b, u64::MAX);
+        assert_eq!(book.hops[&a].len(), 2);
+        assert_eq!(
+            book.hops[&b].len(),
+            1,
+            "beyond the range: clamped, not lost"
+        );
+        assert_eq!((book.waits.len(), book.waits[&b].len()), (1, 1));
+        assert_eq!((book.sends.len(), book.sends[&a].max()), (1, 5));
     }
 
     #[test]

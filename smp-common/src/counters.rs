@@ -15,10 +15,14 @@ pub enum Counter {
     /// A tracked thread left a CPU whose switch-in the probe did not see. Not a loss: the
     /// stint is still charged from the scheduler's own `sum_exec_runtime`.
     SwitchInMissed = 3,
+    /// Data on a socket whose pairing state the LRU `SOCK_STATE` had evicted (still
+    /// registered in `SK_INO`): more live connections than it holds. Its message in flight
+    /// is not paired; pairing starts again from its next message.
+    StateEvicted = 4,
 }
 
 /// Number of entries of the `COUNTERS` array. Keep in step with [`Counter`].
-pub const COUNTER_SLOTS: u32 = 4;
+pub const COUNTER_SLOTS: u32 = 5;
 
 impl Counter {
     /// Every counter, in index order.
@@ -27,6 +31,7 @@ impl Counter {
         Counter::MapInsertFailed,
         Counter::KernelReadFailed,
         Counter::SwitchInMissed,
+        Counter::StateEvicted,
     ];
 
     /// A stable snake_case name, used in outputs.
@@ -36,6 +41,7 @@ impl Counter {
             Counter::MapInsertFailed => "map_insert_failed",
             Counter::KernelReadFailed => "kernel_read_failed",
             Counter::SwitchInMissed => "switch_in_missed",
+            Counter::StateEvicted => "state_evicted",
         }
     }
 }

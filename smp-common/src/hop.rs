@@ -208,9 +208,12 @@ pub struct SendDone {
 }
 const _: () = assert!(core::mem::size_of::<SendDone>() == 40);
 
-/// Per-process pairing counters (`HOP_COUNTS`, per-CPU, key: tgid).
+/// Per-process pairing counters (`HOP_COUNTS`, per-CPU, key: tgid): the only definition of
+/// them, in the kernel and in userspace (summed over CPUs, over a proxy's processes, or the
+/// difference of two readings: [`HopCounts::add`], [`HopCounts::delta`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct HopCounts {
     /// New inbound messages on downstream sockets (requests seen).
     pub requests: u64,
@@ -243,6 +246,90 @@ pub struct HopCounts {
 }
 const _: () = assert!(core::mem::size_of::<HopCounts>() == 104);
 
+/// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
+/// once.
+#[cfg(feature = "user")]
+macro_rules! hop_count_fields {
+    ($m:ident) => {
+        $m!(
+            requests,
+            responses,
+            paired,
+            unmatched_writes,
+            tls_first_dropped,
+            inconsistent,
+            unknown_role,
+            h2_messages,
+            queue_overflow,
+            hinted,
+            adjacent,
+            hint_checks,
+            hint_agrees
+        )
+    };
+}
+
+/// A `reason` label value and the [`HopCounts`] counter it reads.
+#[cfg(feature = "user")]
+pub type UnpairedReason = (&'static str, fn(&HopCounts) -> u64);
+
+#[cfg(feature = "user")]
+impl HopCounts {
+    /// Why a request seen did not become an exported exchange: the `reason` label value of
+    /// `smp_unpaired_messages_total` and the counter it reads. The one table every output
+    /// (metrics, top, reports) derives its reasons from.
+    pub const UNPAIRED_REASONS: [UnpairedReason; 6] = [
+        ("unmatched_write", |c| c.unmatched_writes),
+        ("tls_first_exchange", |c| c.tls_first_dropped),
+        ("inconsistent", |c| c.inconsistent),
+        ("unknown_role", |c| c.unknown_role),
+        ("queue_overflow", |c| c.queue_overflow),
+        ("http2", |c| c.h2_messages),
+    ];
+
+    /// Adds another reading (another CPU's, another process of the same proxy).
+    pub fn add(&mut self, o: &HopCounts) {
+        macro_rules! add {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        hop_count_fields!(add);
+    }
+
+    /// What grew from `before` to `self`, field by field (0 where a counter went down: the
+    /// process's entry was evicted and created again).
+    pub fn delta(&self, before: &HopCounts) -> HopCounts {
+        let mut out = HopCounts::default();
+        macro_rules! delta {
+            ($($f:ident),*) => { $( out.$f = self.$f.saturating_sub(before.$f); )* };
+        }
+        hop_count_fields!(delta);
+        out
+    }
+
+    /// The sum of per-CPU readings.
+    pub fn sum<'a>(readings: impl IntoIterator<Item = &'a HopCounts>) -> HopCounts {
+        let mut out = HopCounts::default();
+        for r in readings {
+            out.add(r);
+        }
+        out
+    }
+
+    /// Requests seen that did not become a paired exchange.
+    pub fn unpaired(&self) -> u64 {
+        self.requests.saturating_sub(self.paired)
+    }
+
+    /// Share of requests paired, 0..=1 (1 when none were seen).
+    pub fn paired_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            1.0
+        } else {
+            self.paired as f64 / self.requests as f64
+        }
+    }
+}
+
 /// Exchanges (on one CPU) a process must have before its hints are judged ([`HopCounts`]).
 pub const HINT_JUDGED_AFTER: u64 = 32;
 
@@ -273,3 +360,46 @@ crate::user_pod!(
     ExchangeRecord,
     HopCounts
 );
+
+#[cfg(all(test, feature = "user"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_and_delta_cover_every_field() {
+        // Each field a distinct value: a field missing from the list would stay 0.
+        let mut a = HopCounts::default();
+        macro_rules! fill {
+            ($($f:ident),*) => {{ let mut v = 1; $( a.$f = v; v += 1; )* let _ = v; }};
+        }
+        hop_count_fields!(fill);
+        let mut twice = a;
+        twice.add(&a);
+        assert_eq!(twice.delta(&a), a);
+        assert_eq!(HopCounts::sum([&a, &a]), twice);
+        assert_eq!(
+            a.delta(&twice),
+            HopCounts::default(),
+            "a counter that went down gains 0"
+        );
+        let fields = core::mem::size_of::<HopCounts>() / 8;
+        let mut n = 0;
+        macro_rules! count {
+            ($($f:ident),*) => { $( let _ = a.$f; n += 1; )* };
+        }
+        hop_count_fields!(count);
+        assert_eq!(n, fields, "hop_count_fields! lists every field");
+    }
+
+    #[test]
+    fn unpaired_is_requests_minus_paired() {
+        let c = HopCounts {
+            requests: 100,
+            paired: 97,
+            ..Default::default()
+        };
+        assert_eq!(c.unpaired(), 3);
+        assert!((c.paired_ratio() - 0.97).abs() < 1e-9);
+        assert_eq!(HopCounts::default().paired_ratio(), 1.0);
+    }
+}

@@ -10,6 +10,8 @@ pub mod counters;
 pub mod cpu;
 pub mod event;
 pub mod hop;
+pub mod maps;
+pub mod pairing;
 pub mod sock;
 
 /// Version of the kernel/user wire format. Bump it when any type in this crate changes layout.

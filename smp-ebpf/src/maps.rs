@@ -1,4 +1,5 @@
-//! Every map and global of the kernel programs, named as userspace takes them.
+//! Every map and global of the kernel programs, named as userspace takes them (each static
+//! bears its name in `smp_common::maps`).
 
 use aya_ebpf::{
     macros::map,

@@ -1,6 +1,7 @@
 //! Probes tracking a few processes, with a task folding their exchange records into per-hop
 //! histograms: what the hop tests compare with ground truth.
 
+use smp_common::hop::HopCounts;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -8,7 +9,7 @@ use std::{
 };
 
 use smp_agent::{
-    aggregate::hops::{Exchange, HopAggregator, PairingCounts},
+    aggregate::hops::{Exchange, HopAggregator},
     probes::{catalog::SocketHooks, ProbeEvent, Probes},
 };
 
@@ -94,7 +95,7 @@ pub struct Finished {
     /// Every exchange record, in arrival order.
     pub exchanges: Vec<Exchange>,
     /// Pairing counters per tracked process.
-    pub pairing: BTreeMap<u32, PairingCounts>,
+    pub pairing: BTreeMap<u32, HopCounts>,
 }
 
 impl Finished {

@@ -3,10 +3,11 @@
 //! The ground-truth sidecar (`lab proxy`) delays each request by a known amount (fixed, or from
 //! the `x-smp-delay-us` header); the request hop the probes measure through it must match.
 
+use smp_common::hop::HopCounts;
 use std::time::Duration;
 
 use smp_agent::{
-    aggregate::hops::{HopAggregator, Leg, PairingCounts},
+    aggregate::hops::{HopAggregator, Leg},
     lab::{
         config::{ProxyKind, Side, SidecarConfig},
         truth::{self, Verdict},
@@ -75,7 +76,7 @@ fn own_clock_us(info: &LabInfo, side: Side, q: f64, steady: bool) -> f64 {
 
 /// Share of the requests eligible for pairing that were paired. The first exchange of each TLS
 /// connection is dropped by design (its timing is blurred by the handshake; counted apart).
-fn paired_ratio(c: &PairingCounts) -> f64 {
+fn paired_ratio(c: &HopCounts) -> f64 {
     let eligible = c.requests.saturating_sub(c.tls_first_dropped);
     if eligible == 0 {
         return 1.0;
@@ -101,13 +102,7 @@ fn right_pairs(info: &LabInfo, side: Side, seen: &Finished, pid: u32) -> Verdict
 /// eligible for pairing (each TLS connection's first exchange is dropped by design) were
 /// paired to their own connections and request, and at most `wrong_share` of the exchanges
 /// emitted were paired wrongly.
-fn assert_pairs_right(
-    side: Side,
-    v: &Verdict,
-    c: &PairingCounts,
-    right_share: f64,
-    wrong_share: f64,
-) {
+fn assert_pairs_right(side: Side, v: &Verdict, c: &HopCounts, right_share: f64, wrong_share: f64) {
     let eligible = (v.right + v.missed)
         .saturating_sub(c.tls_first_dropped)
         .max(1);

@@ -4,12 +4,10 @@
 //! they hold, and the probes must go on seeing every message and counting new sockets exactly.
 //! (Host only: 200 000 sockets take minutes under the matrix's emulated guests.)
 
+use smp_common::hop::HopCounts;
 use std::time::Instant;
 
-use smp_agent::{
-    aggregate::hops::PairingCounts,
-    probes::{catalog::SocketHooks, Probes},
-};
+use smp_agent::probes::{catalog::SocketHooks, Probes};
 use smp_common::sock::MAX_SOCK_STATS;
 use smp_tests::{
     require_root, socket_hook_modes, sockmover_counts_exactly, values_after, Workload,
@@ -43,7 +41,7 @@ fn flood_with(mode: SocketHooks) {
     let t = Instant::now();
     let snap = probes.snapshot().expect("snapshot");
     let snapshot_time = t.elapsed();
-    let mut c = PairingCounts::default();
+    let mut c = HopCounts::default();
     for w in &workers {
         c.add(&snap.pairing.get(w).copied().unwrap_or_default());
     }

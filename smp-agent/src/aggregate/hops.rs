@@ -1,5 +1,5 @@
 //! Hop latency aggregation: exchanges from the kernel → HdrHistograms per
-//! (proxy, sidecar direction, leg), plus the pairing counters.
+//! (proxy, sidecar direction, leg). The pairing counters are `smp_common::hop::HopCounts`.
 
 use std::{
     collections::BTreeMap,
@@ -269,59 +269,6 @@ impl HopAggregator {
     }
 }
 
-/// The kernel's pairing counters of one process (summed over CPUs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PairingCounts {
-    pub requests: u64,
-    pub responses: u64,
-    pub paired: u64,
-    pub unmatched_writes: u64,
-    pub tls_first_dropped: u64,
-    pub inconsistent: u64,
-    pub unknown_role: u64,
-    pub h2_messages: u64,
-    pub queue_overflow: u64,
-    pub hinted: u64,
-    pub adjacent: u64,
-    /// Exchanges whose response carried a hint, and those whose hint named their
-    /// downstream: the kernel trusts a process's hints before adjacency once they agree.
-    pub hint_checks: u64,
-    pub hint_agrees: u64,
-}
-
-impl PairingCounts {
-    /// Adds another process's counters (a proxy made of several processes).
-    pub fn add(&mut self, o: &PairingCounts) {
-        self.requests += o.requests;
-        self.responses += o.responses;
-        self.paired += o.paired;
-        self.unmatched_writes += o.unmatched_writes;
-        self.tls_first_dropped += o.tls_first_dropped;
-        self.inconsistent += o.inconsistent;
-        self.unknown_role += o.unknown_role;
-        self.h2_messages += o.h2_messages;
-        self.queue_overflow += o.queue_overflow;
-        self.hinted += o.hinted;
-        self.adjacent += o.adjacent;
-        self.hint_checks += o.hint_checks;
-        self.hint_agrees += o.hint_agrees;
-    }
-
-    /// Requests seen that did not become a paired exchange.
-    pub fn unpaired(&self) -> u64 {
-        self.requests.saturating_sub(self.paired)
-    }
-
-    /// Share of requests paired, 0..=1 (1 when none were seen).
-    pub fn paired_ratio(&self) -> f64 {
-        if self.requests == 0 {
-            1.0
-        } else {
-            self.paired as f64 / self.requests as f64
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,17 +359,5 @@ mod tests {
         assert!((req.p50_us - 200.0).abs() < 0.5, "{req:?}");
         assert!((resp.p99_us - 30.0).abs() < 0.1, "{resp:?}");
         assert_eq!(agg.exchanges, 100);
-    }
-
-    #[test]
-    fn unpaired_is_requests_minus_paired() {
-        let c = PairingCounts {
-            requests: 100,
-            paired: 97,
-            ..Default::default()
-        };
-        assert_eq!(c.unpaired(), 3);
-        assert!((c.paired_ratio() - 0.97).abs() < 1e-9);
-        assert_eq!(PairingCounts::default().paired_ratio(), 1.0);
     }
 }

@@ -1,6 +1,7 @@
 //! Pure aggregation of probe snapshots (no aya, no kernel): the probes hand over plain
 //! [`ProbeSnapshot`]s; this module turns them into per-process CPU and per-socket figures.
 
+use smp_common::hop::HopCounts;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -46,6 +47,45 @@ pub struct LossCounters {
     pub map_insert_failed: u64,
     pub kernel_read_failed: u64,
     pub switch_in_missed: u64,
+    /// Data on a socket whose pairing state the kernel's LRU had evicted.
+    pub state_evicted: u64,
+    /// Ring-buffer records the agent could not decode (counted in userspace).
+    pub undecodable: u64,
+}
+
+/// A `reason` label value and the [`LossCounters`] field it reads.
+pub type LossReason = (&'static str, fn(&LossCounters) -> u64);
+
+impl LossCounters {
+    /// Every loss: the `reason` label of `smp_events_lost_total` (docs/metrics.md) and the
+    /// field it reads. The one table every output (metrics, top) derives its reasons from.
+    pub const REASONS: [LossReason; 6] = [
+        ("ringbuf_full", |l| l.ringbuf_dropped),
+        ("map_full", |l| l.map_insert_failed),
+        ("kernel_read_failed", |l| l.kernel_read_failed),
+        ("switch_in_missed", |l| l.switch_in_missed),
+        ("state_evicted", |l| l.state_evicted),
+        ("undecodable", |l| l.undecodable),
+    ];
+
+    /// Data lost (every reason but `switch_in_missed`, which is recovered).
+    pub fn lost(&self) -> u64 {
+        Self::REASONS
+            .iter()
+            .filter(|(r, _)| *r != "switch_in_missed")
+            .map(|(_, f)| f(self))
+            .sum()
+    }
+
+    /// `reason=count` for every non-zero reason, for a one-line display.
+    pub fn text(&self) -> String {
+        Self::REASONS
+            .iter()
+            .filter(|(_, f)| f(self) > 0)
+            .map(|(r, f)| format!("{r}={}", f(self)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// Everything the probes know at one instant.
@@ -58,7 +98,7 @@ pub struct ProbeSnapshot {
     pub sockets: Vec<SocketSample>,
     pub loss: LossCounters,
     /// Hop pairing counters per process.
-    pub pairing: BTreeMap<u32, hops::PairingCounts>,
+    pub pairing: BTreeMap<u32, HopCounts>,
 }
 
 /// On-CPU figures of one process.
@@ -105,8 +145,8 @@ impl ProbeSnapshot {
     }
 
     /// Pairing counters of a group of processes, summed.
-    pub fn group_pairing(&self, tgids: &[u32]) -> hops::PairingCounts {
-        let mut out = hops::PairingCounts::default();
+    pub fn group_pairing(&self, tgids: &[u32]) -> HopCounts {
+        let mut out = HopCounts::default();
         for c in tgids.iter().filter_map(|t| self.pairing.get(t)) {
             out.add(c);
         }

@@ -473,10 +473,11 @@ mod tests {
 
     use super::*;
     use crate::{
-        aggregate::hops::{new_histogram, Direction, Leg, PairingCounts},
+        aggregate::hops::{new_histogram, Direction, Leg},
         proxy::{discovery::ProxyKind, CgroupAttribution},
         tracker::ProxyView,
     };
+    use smp_common::hop::HopCounts;
 
     const UID: &str = "0b6a1c52-7d1e-4f0e-9a57-3c2b1f0e9d01";
 
@@ -499,9 +500,9 @@ mod tests {
             pids_seen: pids.to_vec(),
             restarts: 0,
             cpu_ns,
-            pairing: PairingCounts {
+            pairing: HopCounts {
                 requests,
-                ..PairingCounts::default()
+                ..HopCounts::default()
             },
             received_bytes: 10 * requests,
             sent_bytes: 20 * requests,

@@ -53,6 +53,7 @@
 //! # }
 //! ```
 
+use smp_common::hop::HopCounts;
 use std::{
     collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
@@ -69,7 +70,7 @@ use prometheus_client::{
 
 use crate::{
     aggregate::{
-        hops::{new_histogram, Direction, HopAggregator, Leg, PairingCounts},
+        hops::{new_histogram, Direction, HopAggregator, Leg},
         LossCounters,
     },
     proxy::{kube::PodRef, ProxyId},
@@ -117,7 +118,7 @@ pub struct ProxySample {
     pub rss_bytes: u64,
     /// The kernel's pairing counters summed over its processes, cumulative. `requests` feeds
     /// `smp_proxy_requests_total`; the failure counters feed `smp_unpaired_messages_total`.
-    pub pairing: PairingCounts,
+    pub pairing: HopCounts,
     /// Bytes its socket reads returned, cumulative.
     pub received_bytes: u64,
     /// Bytes its socket writes sent, cumulative.
@@ -133,7 +134,7 @@ impl ProxySample {
             restarts: 0,
             cpu_seconds: 0.0,
             rss_bytes: 0,
-            pairing: PairingCounts::default(),
+            pairing: HopCounts::default(),
             received_bytes: 0,
             sent_bytes: 0,
         }
@@ -256,24 +257,12 @@ impl Default for MetricsOptions {
 /// A `reason` label value and the counter field it reads.
 pub(crate) type Reason<T> = (&'static str, fn(&T) -> u64);
 
-/// Unpaired-message reasons: label value and the [`PairingCounts`] field (also the reasons
-/// of the profile's details, `losses.unpaired_reasons`).
-pub(crate) const UNPAIRED_REASONS: [Reason<PairingCounts>; 6] = [
-    ("unmatched_write", |p| p.unmatched_writes),
-    ("tls_first_exchange", |p| p.tls_first_dropped),
-    ("inconsistent", |p| p.inconsistent),
-    ("unknown_role", |p| p.unknown_role),
-    ("queue_overflow", |p| p.queue_overflow),
-    ("http2", |p| p.h2_messages),
-];
+/// Unpaired-message reasons: label value and the [`HopCounts`] field (one table, in
+/// `smp-common`; also the reasons of the profile's details, `losses.unpaired_reasons`).
+pub(crate) const UNPAIRED_REASONS: [Reason<HopCounts>; 6] = HopCounts::UNPAIRED_REASONS;
 
 /// Event-loss reasons: label value and the [`LossCounters`] field.
-const LOSS_REASONS: [Reason<LossCounters>; 4] = [
-    ("ringbuf_full", |l| l.ringbuf_dropped),
-    ("map_full", |l| l.map_insert_failed),
-    ("kernel_read_failed", |l| l.kernel_read_failed),
-    ("switch_in_missed", |l| l.switch_in_missed),
-];
+const LOSS_REASONS: [Reason<LossCounters>; 6] = LossCounters::REASONS;
 
 /// What a counter gains from a cumulative value that may start again from zero (the probes'
 /// loss counters if they were reloaded): everything the first time, the growth after that,

@@ -3,12 +3,13 @@
 //! latencies and byte rates, so what Prometheus computes from our exposition can be checked
 //! against the inputs. Deterministic: no randomness, no clock of its own.
 
+use smp_common::hop::HopCounts;
 use std::time::Duration;
 
 use super::{AgentUsage, HopSample, NodeSnapshot, ProxySample};
 use crate::{
     aggregate::{
-        hops::{Direction, Leg, PairingCounts},
+        hops::{Direction, Leg},
         LossCounters,
     },
     proxy::{
@@ -195,12 +196,12 @@ impl SyntheticNode {
             s.restarts = p.restarts;
             s.cpu_seconds = p.cpu_cores * elapsed.as_secs_f64();
             s.rss_bytes = p.rss_bytes;
-            s.pairing = PairingCounts {
+            s.pairing = HopCounts {
                 requests,
                 responses: requests,
                 paired: requests,
                 tls_first_dropped: p.ticks / 10,
-                ..PairingCounts::default()
+                ..HopCounts::default()
             };
             s.received_bytes = requests * p.bytes_per_request;
             s.sent_bytes = requests * p.bytes_per_request;

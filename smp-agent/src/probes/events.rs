@@ -76,6 +76,19 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// Decodes one ring-buffer record; one that does not decode is counted in `undecodable`
+/// (loss is data: exported as `smp_events_lost_total{reason="undecodable"}`).
+pub fn decode_or_count(bytes: &[u8], undecodable: &mut u64) -> Option<ProbeEvent> {
+    match decode(bytes) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            *undecodable += 1;
+            tracing::debug!(error = %e, "undecodable ring-buffer record");
+            None
+        }
+    }
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<ProbeEvent, DecodeError> {
     let header: EventHeader = read(bytes)?;
@@ -279,5 +292,29 @@ mod tests {
         e.header.abi = ABI_VERSION;
         e.header.kind = 999;
         assert_eq!(decode(&bytes_of(&e)), Err(DecodeError::UnknownKind(999)));
+    }
+
+    #[test]
+    fn records_that_do_not_decode_are_counted() {
+        let mut e = ProcessExit::default();
+        e.header.kind = EventKind::ProcessExit as u32;
+        e.header.abi = ABI_VERSION;
+        e.tgid = 42;
+        let good = bytes_of(&e);
+        let mut foreign = e;
+        foreign.header.abi = ABI_VERSION + 1;
+        let foreign = bytes_of(&foreign);
+        let mut undecodable = 0;
+        let records: [&[u8]; 4] = [&good, &good[..5], &foreign, &good];
+        let decoded: Vec<_> = records
+            .iter()
+            .filter_map(|r| decode_or_count(r, &mut undecodable))
+            .collect();
+        assert_eq!(decoded.len(), 2);
+        assert!(matches!(
+            decoded[0],
+            ProbeEvent::ProcessExit { tgid: 42, .. }
+        ));
+        assert_eq!(undecodable, 2, "a short and a foreign record");
     }
 }

@@ -14,6 +14,7 @@ use smp_common::{
     cpu::{Running, ThreadCpu},
     event::EVENTS_POLL_MS,
     hop::HopCounts,
+    maps,
     sock::{SockKey, SockStats, SyscallKind},
 };
 use tokio::io::unix::AsyncFd;
@@ -21,15 +22,12 @@ use tokio::io::unix::AsyncFd;
 use super::{
     btf::Btf,
     catalog::{self, Hook, HookKind, SocketHooks},
-    events::{decode, ProbeEvent},
+    events::{decode_or_count, ProbeEvent},
     offsets::{self, OffsetsError},
     EBPF_OBJECT,
 };
 use crate::{
-    aggregate::{
-        hops::PairingCounts, LossCounters, ProbeSnapshot, RunningSample, SocketSample,
-        ThreadCpuSample,
-    },
+    aggregate::{LossCounters, ProbeSnapshot, RunningSample, SocketSample, ThreadCpuSample},
     host,
 };
 
@@ -173,12 +171,12 @@ fn open(offsets: &KernelOffsets) -> Result<Ebpf, ProbeError> {
 /// Tells the syscall programs which syscall numbers to act on (before they are attached).
 fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     let err = |source| ProbeError::Map {
-        map: "NR_OPS",
+        map: maps::NR_OPS,
         source,
     };
     let map = ebpf
-        .map_mut("NR_OPS")
-        .ok_or(ProbeError::MissingMap { map: "NR_OPS" })?;
+        .map_mut(maps::NR_OPS)
+        .ok_or(ProbeError::MissingMap { map: maps::NR_OPS })?;
     let mut ops: Array<&mut MapData, u8> = Array::try_from(map).map_err(err)?;
     for (_, nr, op) in catalog::traced_syscalls() {
         ops.set(nr, op, 0).map_err(err)?;
@@ -342,10 +340,10 @@ impl Probes {
     fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u64>, ProbeError> {
         let map = self
             .ebpf
-            .map_mut("TARGETS")
-            .ok_or(ProbeError::MissingMap { map: "TARGETS" })?;
+            .map_mut(maps::TARGETS)
+            .ok_or(ProbeError::MissingMap { map: maps::TARGETS })?;
         HashMap::try_from(map).map_err(|source| ProbeError::Map {
-            map: "TARGETS",
+            map: maps::TARGETS,
             source,
         })
     }
@@ -362,10 +360,10 @@ impl Probes {
     /// Sets or clears `tgid`'s bit in the `TRACKED` bitmap (the programs' first check).
     fn set_tracked_bit(&mut self, tgid: u32, on: bool) -> Result<(), ProbeError> {
         let err = |source| ProbeError::Map {
-            map: "TRACKED",
+            map: maps::TRACKED,
             source,
         };
-        let mut bits = self.u64_array("TRACKED")?;
+        let mut bits = self.u64_array(maps::TRACKED)?;
         let (word, bit) = tracked_bit(tgid);
         // Only this process writes the bitmap, and `&mut self` serialises the writes.
         let old = bits.get(&word, 0).map_err(err)?;
@@ -375,10 +373,10 @@ impl Probes {
 
     /// Voids every `FD_CACHE` entry (see `smp_common::sock`).
     fn renew_fd_epoch(&mut self, now: u64) -> Result<(), ProbeError> {
-        self.u64_array("FD_EPOCH")?
+        self.u64_array(maps::FD_EPOCH)?
             .set(0, now, 0)
             .map_err(|source| ProbeError::Map {
-                map: "FD_EPOCH",
+                map: maps::FD_EPOCH,
                 source,
             })
     }
@@ -387,7 +385,7 @@ impl Probes {
     pub fn track(&mut self, tgid: u32) -> Result<(), ProbeError> {
         if tgid >= PID_LIMIT {
             return Err(ProbeError::Map {
-                map: "TRACKED",
+                map: maps::TRACKED,
                 source: aya::maps::MapError::OutOfBounds {
                     index: tgid,
                     max_entries: PID_LIMIT,
@@ -403,7 +401,7 @@ impl Probes {
         self.targets()?
             .insert(tgid, now, 0)
             .map_err(|source| ProbeError::Map {
-                map: "TARGETS",
+                map: maps::TARGETS,
                 source,
             })?;
         self.set_tracked_bit(tgid, true)
@@ -418,7 +416,7 @@ impl Probes {
         match self.targets()?.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(ProbeError::Map {
-                map: "TARGETS",
+                map: maps::TARGETS,
                 source,
             }),
         }
@@ -438,9 +436,9 @@ impl Probes {
         };
 
         let threads: HashMap<_, u32, ThreadCpu> =
-            HashMap::try_from(map("THREAD_CPU")?).map_err(err("THREAD_CPU"))?;
+            HashMap::try_from(map(maps::THREAD_CPU)?).map_err(err(maps::THREAD_CPU))?;
         for entry in threads.iter() {
-            let (tid, t) = entry.map_err(err("THREAD_CPU"))?;
+            let (tid, t) = entry.map_err(err(maps::THREAD_CPU))?;
             snap.threads.push(ThreadCpuSample {
                 tid,
                 tgid: t.tgid,
@@ -450,8 +448,8 @@ impl Probes {
         }
 
         let running: PerCpuArray<_, Running> =
-            PerCpuArray::try_from(map("RUNNING")?).map_err(err("RUNNING"))?;
-        for r in running.get(&0, 0).map_err(err("RUNNING"))?.iter() {
+            PerCpuArray::try_from(map(maps::RUNNING)?).map_err(err(maps::RUNNING))?;
+        for r in running.get(&0, 0).map_err(err(maps::RUNNING))?.iter() {
             if r.tid != 0 {
                 snap.running.push(RunningSample {
                     tid: r.tid,
@@ -462,9 +460,9 @@ impl Probes {
         }
 
         let socks: PerCpuHashMap<_, SockKey, SockStats> =
-            PerCpuHashMap::try_from(map("SOCK_STATS")?).map_err(err("SOCK_STATS"))?;
+            PerCpuHashMap::try_from(map(maps::SOCK_STATS)?).map_err(err(maps::SOCK_STATS))?;
         for entry in socks.iter() {
-            let (key, per_cpu) = entry.map_err(err("SOCK_STATS"))?;
+            let (key, per_cpu) = entry.map_err(err(maps::SOCK_STATS))?;
             let Some(kind) = SyscallKind::from_u32(key.kind) else {
                 continue;
             };
@@ -488,34 +486,19 @@ impl Probes {
         }
 
         let hop_counts: PerCpuHashMap<_, u32, HopCounts> =
-            PerCpuHashMap::try_from(map("HOP_COUNTS")?).map_err(err("HOP_COUNTS"))?;
+            PerCpuHashMap::try_from(map(maps::HOP_COUNTS)?).map_err(err(maps::HOP_COUNTS))?;
         for entry in hop_counts.iter() {
-            let (tgid, per_cpu) = entry.map_err(err("HOP_COUNTS"))?;
-            let mut c = PairingCounts::default();
-            for v in per_cpu.iter() {
-                c.requests += v.requests;
-                c.responses += v.responses;
-                c.paired += v.paired;
-                c.unmatched_writes += v.unmatched_writes;
-                c.tls_first_dropped += v.tls_first_dropped;
-                c.inconsistent += v.inconsistent;
-                c.unknown_role += v.unknown_role;
-                c.h2_messages += v.h2_messages;
-                c.queue_overflow += v.queue_overflow;
-                c.hinted += v.hinted;
-                c.adjacent += v.adjacent;
-                c.hint_checks += v.hint_checks;
-                c.hint_agrees += v.hint_agrees;
-            }
+            let (tgid, per_cpu) = entry.map_err(err(maps::HOP_COUNTS))?;
+            let c = HopCounts::sum(per_cpu.iter());
             snap.pairing.insert(tgid, c);
         }
 
         let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map("COUNTERS")?).map_err(err("COUNTERS"))?;
+            PerCpuArray::try_from(map(maps::COUNTERS)?).map_err(err(maps::COUNTERS))?;
         for c in Counter::ALL {
             let total: u64 = counters
                 .get(&(c as u32), 0)
-                .map_err(err("COUNTERS"))?
+                .map_err(err(maps::COUNTERS))?
                 .iter()
                 .sum();
             match c {
@@ -523,6 +506,7 @@ impl Probes {
                 Counter::MapInsertFailed => snap.loss.map_insert_failed = total,
                 Counter::KernelReadFailed => snap.loss.kernel_read_failed = total,
                 Counter::SwitchInMissed => snap.loss.switch_in_missed = total,
+                Counter::StateEvicted => snap.loss.state_evicted = total,
             }
         }
         let _: &LossCounters = &snap.loss;
@@ -533,10 +517,10 @@ impl Probes {
     pub fn events(&mut self) -> Result<EventReader, ProbeError> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
-            .ok_or(ProbeError::MissingMap { map: "EVENTS" })?;
+            .take_map(maps::EVENTS)
+            .ok_or(ProbeError::MissingMap { map: maps::EVENTS })?;
         let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
-            map: "EVENTS",
+            map: maps::EVENTS,
             source,
         })?;
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
@@ -696,13 +680,7 @@ fn is_elf32(ident: &[u8; 5]) -> bool {
 fn drain(ring: &mut RingBuf<aya::maps::MapData>, undecodable: &mut u64) -> Vec<ProbeEvent> {
     let mut out = Vec::new();
     while let Some(item) = ring.next() {
-        match decode(&item) {
-            Ok(e) => out.push(e),
-            Err(e) => {
-                *undecodable += 1;
-                tracing::debug!(error = %e, "undecodable ring-buffer record");
-            }
-        }
+        out.extend(decode_or_count(&item, undecodable));
     }
     out
 }

@@ -333,7 +333,7 @@ fn on_read_done(
     if ret > 0 {
         hop::on_data(p, kind, ret as u64, now, pid_tgid, o);
     } else if ret == 0 {
-        hop::forget(p.ino);
+        hop::forget(p.ino, p.sk);
     }
 }
 

@@ -4,15 +4,13 @@
 //! * `--name envoy` / `--all` ([`proxies`]): every proxy discovery finds, followed as they
 //!   start, restart and exit, with figures per proxy identity.
 
+use smp_common::hop::HopCounts;
 use std::{process::ExitCode, time::Duration};
 
 use serde::Serialize;
 
 use super::OutputFormat;
-use crate::{
-    aggregate::hops::{HopPercentiles, PairingCounts},
-    duration,
-};
+use crate::{aggregate::hops::HopPercentiles, duration};
 
 mod process;
 mod proxies;
@@ -105,7 +103,7 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-pub(crate) fn print_hops(hops: &[HopView], pairing: Option<&PairingCounts>) {
+pub(crate) fn print_hops(hops: &[HopView], pairing: Option<&HopCounts>) {
     if hops.is_empty() {
         return;
     }

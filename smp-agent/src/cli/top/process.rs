@@ -2,6 +2,7 @@
 //! the end, its on-CPU time, its socket syscalls (count, bytes, time inside the call) and the
 //! hops through it.
 
+use smp_common::hop::HopCounts;
 use std::{
     collections::{BTreeMap, HashMap},
     process::ExitCode,
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 use super::{human_bytes, print_hops, Args, HopView};
 use crate::{
     aggregate::{
-        hops::{HopAggregator, PairingCounts},
+        hops::HopAggregator,
         sockets::{self, IoStats, SocketSummary},
         LossCounters, ProbeSnapshot,
     },
@@ -86,7 +87,7 @@ pub struct TopReport {
     /// Per-hop latency through the process, if it proxied HTTP/1.x exchanges.
     pub hops: Vec<HopView>,
     /// Hop pairing counters (requests seen, paired, unpaired and why).
-    pub pairing: PairingCounts,
+    pub pairing: HopCounts,
     /// Requests seen that were not paired.
     pub unpaired: u64,
     /// The probes' own losses (non-zero means figures are low).
@@ -395,9 +396,8 @@ fn print_summary(r: &TopReport) {
     }
     print_hops(&r.hops, Some(&r.pairing));
     let l = &r.loss;
-    let lost = l.ringbuf_dropped + l.map_insert_failed + l.kernel_read_failed;
-    if lost > 0 {
-        println!("probe losses: {l:?}");
+    if l.lost() > 0 {
+        println!("probe losses: {}", l.text());
     }
 }
 

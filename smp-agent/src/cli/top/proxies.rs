@@ -273,7 +273,7 @@ fn print_summary(r: &ProxiesReport) {
         print_hops(&p.hops, Some(&w.pairing));
     }
     let l = &r.loss;
-    if l.ringbuf_dropped + l.map_insert_failed + l.kernel_read_failed > 0 {
-        println!("probe losses: {l:?}");
+    if l.lost() > 0 {
+        println!("probe losses: {}", l.text());
     }
 }

@@ -1,0 +1,44 @@
+//! Names of the kernel programs' maps, as the eBPF object exports them (each map's static in
+//! `smp-ebpf/src/maps.rs` bears its name: aya takes a map's name from its symbol) and as the
+//! loader looks them up. The agent's tests check that the built object exports every name.
+
+pub const NR_OPS: &str = "NR_OPS";
+pub const TRACKED: &str = "TRACKED";
+pub const TARGETS: &str = "TARGETS";
+pub const FD_CACHE: &str = "FD_CACHE";
+pub const FD_EPOCH: &str = "FD_EPOCH";
+pub const THREAD_CPU: &str = "THREAD_CPU";
+pub const RUNNING: &str = "RUNNING";
+pub const PENDING: &str = "PENDING";
+pub const SOCK_STATS: &str = "SOCK_STATS";
+pub const SOCK_STATE: &str = "SOCK_STATE";
+pub const SK_INO: &str = "SK_INO";
+pub const PASSIVE_SK: &str = "PASSIVE_SK";
+pub const THREAD_FWD: &str = "THREAD_FWD";
+pub const THREAD_LAST: &str = "THREAD_LAST";
+pub const ZERO_FWD: &str = "ZERO_FWD";
+pub const HOP_COUNTS: &str = "HOP_COUNTS";
+pub const EVENTS: &str = "EVENTS";
+pub const COUNTERS: &str = "COUNTERS";
+
+/// Every map of the object.
+pub const ALL: [&str; 18] = [
+    NR_OPS,
+    TRACKED,
+    TARGETS,
+    FD_CACHE,
+    FD_EPOCH,
+    THREAD_CPU,
+    RUNNING,
+    PENDING,
+    SOCK_STATS,
+    SOCK_STATE,
+    SK_INO,
+    PASSIVE_SK,
+    THREAD_FWD,
+    THREAD_LAST,
+    ZERO_FWD,
+    HOP_COUNTS,
+    EVENTS,
+    COUNTERS,
+];

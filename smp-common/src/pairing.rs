@@ -1,0 +1,394 @@
+//! The pure decisions of per-hop pairing (docs/hops.md): what a syscall's first bytes are,
+//! which socket role they reveal, whether a queued response can be what a response write
+//! forwards, which response of a thread's queue a write takes, the request FIFO of a thread.
+//!
+//! The kernel program (`smp-ebpf/src/probes/hop.rs`) fetches map values and calls these;
+//! nothing here touches a map: socket states are read through [`SockStates`]. So the rules
+//! run in host unit tests exactly as in the kernel. Every function is `#[inline(always)]`:
+//! the kernel programs are near the verifier's instruction limit, and a BPF-to-BPF call
+//! would change what the verifier walks.
+
+use crate::hop::{
+    FwdQueue, FwdSlot, SockState, ThreadLast, DIR_IN, FWD_SLOTS, PAIRED_BY_ADJACENCY,
+    PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN,
+    ROLE_UPSTREAM, SOCK_TLS,
+};
+
+/// What the first bytes of a syscall's data look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// TLS handshake/CCS/alert record; `true` for a ClientHello.
+    TlsControl(bool),
+    HttpRequest,
+    HttpResponse,
+    H2Preface,
+    Other,
+}
+
+/// Classifies the first (up to 8) bytes `b` of a syscall that moved `len` bytes.
+#[inline(always)]
+pub fn classify(b: &[u8; 8], len: u64) -> Class {
+    // A 5-byte read is a record header alone (OpenSSL and BoringSSL read the header first):
+    // a handshake record then is taken for a ClientHello (only the client's first flight
+    // reaches a socket whose role is still unknown).
+    if len >= 5 && b[1] == 0x03 && (b[0] == 0x16 || b[0] == 0x14 || b[0] == 0x15) {
+        return Class::TlsControl(b[0] == 0x16 && (len == 5 || b[5] == 0x01));
+    }
+    if len < 4 {
+        return Class::Other;
+    }
+    match [b[0], b[1], b[2], b[3]] {
+        [b'H', b'T', b'T', b'P'] => Class::HttpResponse,
+        [b'P', b'R', b'I', b' '] => Class::H2Preface,
+        [b'G', b'E', b'T', b' ']
+        | [b'P', b'O', b'S', b'T']
+        | [b'P', b'U', b'T', b' ']
+        | [b'H', b'E', b'A', b'D']
+        | [b'D', b'E', b'L', b'E']
+        | [b'P', b'A', b'T', b'C']
+        | [b'O', b'P', b'T', b'I'] => Class::HttpRequest,
+        _ => Class::Other,
+    }
+}
+
+/// The role a socket of unknown role takes from a TLS record: a ClientHello read makes it a
+/// downstream, one written an upstream; any other record says nothing.
+#[inline(always)]
+pub fn role_from_tls(client_hello: bool, ingress: bool) -> u8 {
+    match (client_hello, ingress) {
+        (true, true) => ROLE_DOWNSTREAM,
+        (true, false) => ROLE_UPSTREAM,
+        (false, _) => ROLE_UNKNOWN,
+    }
+}
+
+/// The role a socket of unknown role takes from the first bytes of a new message: the side
+/// that reads requests (or writes responses) is a downstream; the h2 client sends the preface.
+#[inline(always)]
+pub fn role_from_http(class: Class, ingress: bool) -> u8 {
+    match (class, ingress) {
+        (Class::HttpRequest | Class::H2Preface, true) | (Class::HttpResponse, false) => {
+            ROLE_DOWNSTREAM
+        }
+        (Class::HttpRequest | Class::H2Preface, false) | (Class::HttpResponse, true) => {
+            ROLE_UPSTREAM
+        }
+        _ => ROLE_UNKNOWN,
+    }
+}
+
+/// Socket states by inode, as the kernel's `SOCK_STATE` (LRU: an entry may be gone).
+pub trait SockStates {
+    fn get(&self, ino: u64) -> Option<&SockState>;
+}
+
+/// Whether upstream `u`'s current response (read at `t_in`) can be what a response write at
+/// `t_out` forwards to a downstream whose current request was read at `d_in` (0: none yet).
+/// HTTP/1.1 orders one exchange: request read (`d_in`) ≤ its forward on the upstream
+/// (`u.out_start`) ≤ the response read (`t_in`) ≤ its forward (`t_out`). A response whose
+/// request was forwarded before this downstream's request was read belongs to another
+/// downstream (or to this one's previous request); taken, it would leave its own without it.
+/// A downstream that has read no request yet (a TLS 1.3 server writing session tickets)
+/// forwards nothing.
+#[inline(always)]
+pub fn can_forward(u: &SockState, t_in: u64, d_in: u64, t_out: u64) -> bool {
+    d_in != 0 && u.out_start >= d_in && t_in >= u.out_start && t_in <= t_out
+}
+
+/// What a queued response is to a downstream about to write a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// No longer its upstream's current, unforwarded message: drop it.
+    Dead,
+    /// Current, but this write cannot forward it: leave it for its own downstream.
+    Other,
+    /// Current, and this write can forward it.
+    Yes,
+}
+
+/// How `slot` fits a response write at `t_out` on a downstream whose request was read at
+/// `d_in` (0: none read yet); `u` is the state of the slot's upstream (`None`: gone).
+#[inline(always)]
+pub fn fit(slot: &FwdSlot, u: Option<&SockState>, d_in: u64, t_out: u64) -> Fit {
+    let Some(u) = u else {
+        return Fit::Dead;
+    };
+    if u.in_start != slot.t_in || u.last_dir != DIR_IN || u.fwd_in == slot.t_in {
+        return Fit::Dead;
+    }
+    if can_forward(u, slot.t_in, d_in, t_out) {
+        Fit::Yes
+    } else {
+        Fit::Other
+    }
+}
+
+/// Whether a slot still holds a response waiting for its forward (what a full queue loses
+/// when it overwrites its oldest slot): taken slots (ino 0) and superseded ones are not.
+#[inline(always)]
+pub fn waiting(slot: &FwdSlot, u: Option<&SockState>) -> bool {
+    slot.ino != 0 && fit(slot, u, 0, 0) != Fit::Dead
+}
+
+/// The upstream `up` a thread last read response data from (state `u`), as a queue slot,
+/// if that response is current, not yet forwarded, and a response write on `d_ino` (request
+/// read at `d_in`, writing at `t_out`) can forward it (pairing by adjacency).
+#[inline(always)]
+pub fn adjacent(
+    up: u64,
+    u: Option<&SockState>,
+    d_ino: u64,
+    d_in: u64,
+    t_out: u64,
+) -> Option<FwdSlot> {
+    if up == 0 || up == d_ino {
+        return None;
+    }
+    let u = u?;
+    let t_in = u.in_start;
+    if u.last_dir != DIR_IN || u.fwd_in == t_in || !can_forward(u, t_in, d_in, t_out) {
+        return None;
+    }
+    Some(FwdSlot {
+        ino: up,
+        t_in,
+        hint: u.hint,
+    })
+}
+
+/// When downstream `d`'s current request was read, for a response write on it (0: none).
+/// A TLS connection's first request may hide in a handshake read (the client's last flight
+/// and its request in one read): its response then answers that read (the exchange is
+/// dropped as the connection's first, but its response is taken, not left to linger).
+#[inline(always)]
+pub fn request_read_at(d: &SockState) -> u64 {
+    if d.in_start != 0 {
+        d.in_start
+    } else if d.flags & SOCK_TLS != 0 && d.exchanges == 0 {
+        d.hs_read
+    } else {
+        0
+    }
+}
+
+/// Whether an exchange's four times are one request/response alternation: request read ≤
+/// its forward ≤ response read ≤ its forward, with a request read at all.
+#[inline(always)]
+pub fn in_order(req_in: u64, req_out: u64, resp_in: u64, resp_out: u64) -> bool {
+    req_in != 0 && req_out >= req_in && resp_in >= req_out && resp_out >= resp_in
+}
+
+/// Whether the exchange is the first on a TLS connection, on either side (its handshake
+/// blurs its timing: dropped).
+#[inline(always)]
+pub fn first_tls_exchange(d: &SockState, u: &SockState) -> bool {
+    (d.flags & SOCK_TLS != 0 && d.exchanges == 0) || (u.flags & SOCK_TLS != 0 && u.exchanges == 0)
+}
+
+/// Whether downstream `d`'s request can be claimed by a request forward at `t_out`: it is
+/// still waiting for its response (the socket's last data was read) and no forward claimed
+/// it yet.
+#[inline(always)]
+pub fn claimable(d: &SockState, t_out: u64) -> bool {
+    d.last_dir == DIR_IN && d.in_start <= t_out && d.claimed != d.in_start
+}
+
+impl ThreadLast {
+    /// Remembers a request read on downstream `ino`; the oldest goes when full.
+    #[inline(always)]
+    pub fn push_request(&mut self, ino: u64) {
+        if let Some(slot) = self.reqs.get_mut(self.req_tail as usize & (REQ_SLOTS - 1)) {
+            *slot = ino;
+        }
+        self.req_tail = self.req_tail.wrapping_add(1);
+        if self.req_tail.wrapping_sub(self.req_head) as usize > REQ_SLOTS {
+            self.req_head = self.req_tail.wrapping_sub(REQ_SLOTS as u32);
+        }
+    }
+
+    /// Takes the oldest request remembered (its downstream inode), if any.
+    #[inline(always)]
+    pub fn pop_request(&mut self) -> Option<u64> {
+        if self.req_head == self.req_tail {
+            return None;
+        }
+        let d = self
+            .reqs
+            .get(self.req_head as usize & (REQ_SLOTS - 1))
+            .copied()
+            .unwrap_or(0);
+        self.req_head = self.req_head.wrapping_add(1);
+        Some(d)
+    }
+}
+
+/// How many slots each search looks at from its start (the verifier's budget: the socket
+/// programs are near its million-instruction limit; a fourth search, or one scan of all 64
+/// slots keeping two picks, exceeded it): the hinted search from the queue's head (its pick
+/// serves the batch when it lies in the batch), the batch's oldest, the queue's oldest.
+pub const BATCH_WINDOW: u32 = 4;
+pub const HINT_WINDOW: u32 = 16;
+pub const OLDEST_WINDOW: u32 = 16;
+/// Slots of dead or taken responses dropped from a queue's head per response write (the
+/// rest go at the next writes).
+pub const DROP_WINDOW: u32 = 16;
+
+impl FwdQueue {
+    /// Queues a response (`slot`) read by the thread. The first read since the thread last
+    /// wrote a response starts a new batch. When full, the oldest slot goes; returns whether
+    /// it held a response still waiting for its forward (a loss: `queue_overflow`).
+    #[inline(always)]
+    pub fn push(&mut self, slot: FwdSlot, states: &impl SockStates) -> bool {
+        if self.wrote != 0 {
+            self.batch = self.tail;
+            self.wrote = 0;
+        }
+        let mut lost = false;
+        if self.tail.wrapping_sub(self.head) as usize >= FWD_SLOTS {
+            lost = self
+                .slots
+                .get(self.head as usize & (FWD_SLOTS - 1))
+                .is_some_and(|s| waiting(s, states.get(s.ino)));
+            self.head = self.head.wrapping_add(1);
+        }
+        if let Some(s) = self.slots.get_mut(self.tail as usize & (FWD_SLOTS - 1)) {
+            *s = slot;
+        }
+        self.tail = self.tail.wrapping_add(1);
+        lost
+    }
+
+    /// The first index of the current batch, or `tail` (an empty batch) if the queue has
+    /// dropped past it.
+    #[inline(always)]
+    pub fn batch_start(&self) -> u32 {
+        if self.batch.wrapping_sub(self.head) < self.tail.wrapping_sub(self.head) {
+            self.batch
+        } else {
+            self.tail
+        }
+    }
+
+    /// Whether index `i` lies in the batch that starts at `batch`.
+    #[inline(always)]
+    pub fn in_batch(&self, i: u32, batch: u32) -> bool {
+        i.wrapping_sub(batch) < self.tail.wrapping_sub(batch)
+    }
+
+    /// Index of the first slot from `start` (at most `window` slots) that fits a response
+    /// write on `d_ino` (request read at `d_in`, writing at `t_out`; only slots hinted to
+    /// `d_ino` when `hinted_only`); dead slots met on the way are cleared. (An index, not a
+    /// sentinel: every `u32` is one once the indices wrap.)
+    #[inline(always)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the kernel's call inlines: a struct of them would cost stack"
+    )]
+    pub fn find(
+        &mut self,
+        start: u32,
+        window: u32,
+        d_ino: u64,
+        d_in: u64,
+        t_out: u64,
+        hinted_only: bool,
+        states: &impl SockStates,
+    ) -> Option<u32> {
+        let mut i = start;
+        for _ in 0..window {
+            if i == self.tail {
+                break;
+            }
+            if let Some(slot) = self.slots.get_mut(i as usize & (FWD_SLOTS - 1)) {
+                if slot.ino != 0 && slot.ino != d_ino && (!hinted_only || slot.hint == d_ino) {
+                    match fit(slot, states.get(slot.ino), d_in, t_out) {
+                        Fit::Dead => slot.ino = 0,
+                        Fit::Other => {}
+                        Fit::Yes => return Some(i),
+                    }
+                }
+            }
+            i = i.wrapping_add(1);
+        }
+        None
+    }
+
+    /// Takes slot `i` (if any), then drops taken and dead slots at the head (at
+    /// most [`DROP_WINDOW`]).
+    #[inline(always)]
+    pub fn take(&mut self, i: Option<u32>) -> Option<FwdSlot> {
+        let found = match i.and_then(|i| self.slots.get_mut(i as usize & (FWD_SLOTS - 1))) {
+            Some(slot) => {
+                let found = *slot;
+                slot.ino = 0;
+                Some(found)
+            }
+            None => None,
+        };
+        for _ in 0..DROP_WINDOW {
+            if self.head == self.tail {
+                break;
+            }
+            match self.slots.get(self.head as usize & (FWD_SLOTS - 1)) {
+                Some(slot) if slot.ino == 0 => self.head = self.head.wrapping_add(1),
+                _ => break,
+            }
+        }
+        found
+    }
+}
+
+/// A response write on downstream `d_ino` (its request read at `d_in`, the write entered at
+/// `t_out`): the response it forwards, from the writing thread's queue `q` or by adjacency
+/// (`adjacent`, asked only when needed), and how it was found (`PAIRED_BY_*`). First choice
+/// that fits (docs/hops.md, Pairing):
+///
+/// 1. the response hinted to `d_ino` among the queue's [`HINT_WINDOW`] oldest, when it lies
+///    in the batch (the responses read since the thread's last response write) or the
+///    process's hints are trusted (`trust_hints`);
+/// 2. the batch's oldest (among its [`BATCH_WINDOW`] first);
+/// 3. a process whose hints are trusted stops here: unpaired;
+/// 4. adjacency: the response the thread last read data of;
+/// 5. the hinted response outside the batch;
+/// 6. the queue's oldest (among its [`OLDEST_WINDOW`] first).
+#[inline(always)]
+pub fn pick(
+    q: &mut FwdQueue,
+    d_ino: u64,
+    d_in: u64,
+    t_out: u64,
+    trust_hints: bool,
+    states: &impl SockStates,
+    adjacent: impl FnOnce() -> Option<FwdSlot>,
+) -> (Option<FwdSlot>, u32) {
+    q.wrote = 1;
+    let batch = q.batch_start();
+    let head = q.head;
+    // One hinted search serves both the batch's hint and the whole queue's.
+    let hinted = q.find(head, HINT_WINDOW, d_ino, d_in, t_out, true, states);
+    let (take, by) = match hinted {
+        Some(h) if trust_hints || q.in_batch(h, batch) => (hinted, PAIRED_BY_HINT),
+        _ => match q.find(batch, BATCH_WINDOW, d_ino, d_in, t_out, false, states) {
+            Some(i) => (Some(i), PAIRED_BY_BATCH),
+            // A process whose hints have proved right writes what its hints and batches
+            // name: under load the other guesses were wrong 3 times in 4 for Envoy
+            // (docs/hops.md), so such a write stays unpaired instead.
+            None if trust_hints => (None, PAIRED_BY_OLDEST),
+            None => {
+                if let Some(slot) = adjacent() {
+                    return (Some(slot), PAIRED_BY_ADJACENCY);
+                }
+                if hinted.is_some() {
+                    (hinted, PAIRED_BY_HINT)
+                } else {
+                    let i = q.find(head, OLDEST_WINDOW, d_ino, d_in, t_out, false, states);
+                    (i, PAIRED_BY_OLDEST)
+                }
+            }
+        },
+    };
+    (q.take(take), by)
+}
+
+#[cfg(test)]
+mod tests;

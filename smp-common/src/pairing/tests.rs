@@ -1,0 +1,611 @@
+//! Host tests of the pairing rules: each test names the state it covers.
+
+extern crate std;
+use std::vec::Vec;
+
+use super::*;
+use crate::hop::{DIR_NONE, DIR_OUT, SOCK_H2};
+
+/// Socket states by inode (the test's `SOCK_STATE`).
+struct Socks(Vec<(u64, SockState)>);
+
+impl SockStates for Socks {
+    fn get(&self, ino: u64) -> Option<&SockState> {
+        self.0.iter().find(|(i, _)| *i == ino).map(|(_, s)| s)
+    }
+}
+
+/// The downstream writing the response, its request read at `D_IN`, the write at `T_OUT`.
+const D: u64 = 100;
+const D_IN: u64 = 10;
+const T_OUT: u64 = 100;
+
+/// An upstream whose request forward entered at `out_start` and whose response read
+/// returned at `in_start` (current, not forwarded).
+fn up(out_start: u64, in_start: u64) -> SockState {
+    SockState {
+        role: ROLE_UPSTREAM,
+        last_dir: DIR_IN,
+        out_start,
+        in_start,
+        ..SockState::default()
+    }
+}
+
+fn slot(ino: u64, t_in: u64, hint: u64) -> FwdSlot {
+    FwdSlot { ino, t_in, hint }
+}
+
+/// A queue holding `slots` from index `base`, its batch starting at `base + batch`.
+fn queue(base: u32, slots: &[FwdSlot], batch: u32) -> FwdQueue {
+    let mut q = FwdQueue {
+        head: base,
+        tail: base,
+        batch: base,
+        ..FwdQueue::default()
+    };
+    for s in slots {
+        if let Some(x) = q.slots.get_mut(q.tail as usize & (FWD_SLOTS - 1)) {
+            *x = *s;
+        }
+        q.tail = q.tail.wrapping_add(1);
+    }
+    q.batch = base.wrapping_add(batch);
+    q
+}
+
+/// Upstreams 1..=n, each fitting `D`'s write: forward at 20 + i, response at 40 + i.
+fn fitting(n: u64) -> Socks {
+    Socks((1..=n).map(|i| (i, up(20 + i, 40 + i))).collect())
+}
+
+fn s(i: u64) -> FwdSlot {
+    slot(i, 40 + i, 0)
+}
+
+fn hinted(i: u64) -> FwdSlot {
+    slot(i, 40 + i, D)
+}
+
+fn no_adjacency() -> Option<FwdSlot> {
+    None
+}
+
+#[test]
+fn classify_first_bytes() {
+    let b = |s: &[u8]| {
+        let mut out = [0u8; 8];
+        out[..s.len()].copy_from_slice(s);
+        out
+    };
+    let cases: [(&[u8], u64, Class); 16] = [
+        (b"GET / HT", 100, Class::HttpRequest),
+        (b"POST /x ", 100, Class::HttpRequest),
+        (b"PUT /x H", 100, Class::HttpRequest),
+        (b"HEAD / H", 100, Class::HttpRequest),
+        (b"DELETE /", 100, Class::HttpRequest),
+        (b"PATCH /x", 100, Class::HttpRequest),
+        (b"OPTIONS ", 100, Class::HttpRequest),
+        (b"HTTP/1.1", 100, Class::HttpResponse),
+        (b"PRI * HT", 24, Class::H2Preface),
+        (b"GET", 3, Class::Other),
+        (b"{\"a\":1}", 7, Class::Other),
+        // TLS records: handshake with a ClientHello (type 1), another handshake message,
+        // a header read alone (5 bytes: taken for a ClientHello), CCS, alert.
+        (
+            &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01],
+            517,
+            Class::TlsControl(true),
+        ),
+        (
+            &[0x16, 0x03, 0x03, 0x00, 0x7a, 0x02],
+            127,
+            Class::TlsControl(false),
+        ),
+        (&[0x16, 0x03, 0x03, 0x00, 0x7a], 5, Class::TlsControl(true)),
+        (
+            &[0x14, 0x03, 0x03, 0x00, 0x01, 0x01],
+            6,
+            Class::TlsControl(false),
+        ),
+        // Application data (also a TLS 1.3 session ticket, encrypted) is not a control
+        // record; a header shorter than 5 bytes is not a record.
+        (&[0x17, 0x03, 0x03, 0x00, 0x20], 37, Class::Other),
+    ];
+    for (bytes, len, want) in cases {
+        assert_eq!(classify(&b(bytes), len), want, "{bytes:?} len {len}");
+    }
+    assert_eq!(
+        classify(&b(&[0x15, 0x03, 0x03, 0, 2]), 7),
+        Class::TlsControl(false)
+    );
+    assert_eq!(classify(&b(&[0x16, 0x03, 0x01, 0]), 4), Class::Other);
+}
+
+#[test]
+fn roles_from_first_bytes() {
+    use Class::*;
+    let cases = [
+        (HttpRequest, true, ROLE_DOWNSTREAM),
+        (H2Preface, true, ROLE_DOWNSTREAM),
+        (HttpResponse, false, ROLE_DOWNSTREAM),
+        (HttpRequest, false, ROLE_UPSTREAM),
+        (H2Preface, false, ROLE_UPSTREAM),
+        (HttpResponse, true, ROLE_UPSTREAM),
+        (Other, true, ROLE_UNKNOWN),
+        (Other, false, ROLE_UNKNOWN),
+    ];
+    for (class, ingress, want) in cases {
+        assert_eq!(
+            role_from_http(class, ingress),
+            want,
+            "{class:?} ingress {ingress}"
+        );
+    }
+    assert_eq!(role_from_tls(true, true), ROLE_DOWNSTREAM);
+    assert_eq!(role_from_tls(true, false), ROLE_UPSTREAM);
+    assert_eq!(role_from_tls(false, true), ROLE_UNKNOWN);
+    assert_eq!(role_from_tls(false, false), ROLE_UNKNOWN);
+}
+
+#[test]
+fn fit_of_a_queued_response_per_upstream_state() {
+    let current = up(20, 40);
+    let cases: [(&str, Option<SockState>, u64, u64, Fit); 9] = [
+        (
+            "upstream state gone (evicted or closed)",
+            None,
+            D_IN,
+            T_OUT,
+            Fit::Dead,
+        ),
+        (
+            "upstream read a newer response",
+            Some(SockState {
+                in_start: 45,
+                ..current
+            }),
+            D_IN,
+            T_OUT,
+            Fit::Dead,
+        ),
+        (
+            "upstream wrote since (next request)",
+            Some(SockState {
+                last_dir: DIR_OUT,
+                ..current
+            }),
+            D_IN,
+            T_OUT,
+            Fit::Dead,
+        ),
+        (
+            "response already forwarded by another thread",
+            Some(SockState {
+                fwd_in: 40,
+                ..current
+            }),
+            D_IN,
+            T_OUT,
+            Fit::Dead,
+        ),
+        // The ordering that mis-paired: the response's request was forwarded before this
+        // downstream's request was read, so it is another downstream's.
+        (
+            "request forwarded before this downstream's request read",
+            Some(current),
+            25,
+            T_OUT,
+            Fit::Other,
+        ),
+        // A TLS 1.3 server writing session tickets: its downstream read no request yet.
+        (
+            "downstream read no request (session tickets)",
+            Some(current),
+            0,
+            T_OUT,
+            Fit::Other,
+        ),
+        (
+            "response read after this write entered",
+            Some(current),
+            D_IN,
+            39,
+            Fit::Other,
+        ),
+        (
+            "upstream forwarded a request after this response was read",
+            Some(up(50, 40)),
+            D_IN,
+            T_OUT,
+            Fit::Other,
+        ),
+        ("current and in order", Some(current), D_IN, T_OUT, Fit::Yes),
+    ];
+    for (what, u, d_in, t_out, want) in cases {
+        let got = fit(&slot(1, 40, 0), u.as_ref(), d_in, t_out);
+        assert_eq!(got, want, "{what}");
+    }
+    assert!(waiting(&slot(1, 40, 0), Some(&current)));
+    assert!(!waiting(&slot(0, 40, 0), Some(&current)), "taken slot");
+    assert!(!waiting(&slot(1, 40, 0), None), "gone upstream");
+}
+
+#[test]
+fn adjacency_per_state() {
+    let u = up(20, 40);
+    let want = Some(slot(7, 40, 0));
+    assert_eq!(
+        adjacent(7, Some(&u), D, D_IN, T_OUT),
+        want,
+        "current, in order"
+    );
+    assert_eq!(
+        adjacent(0, Some(&u), D, D_IN, T_OUT),
+        None,
+        "thread read no response"
+    );
+    assert_eq!(
+        adjacent(D, Some(&u), D, D_IN, T_OUT),
+        None,
+        "its own downstream"
+    );
+    assert_eq!(
+        adjacent(7, None, D, D_IN, T_OUT),
+        None,
+        "upstream state gone"
+    );
+    let wrote = SockState {
+        last_dir: DIR_OUT,
+        ..u
+    };
+    assert_eq!(
+        adjacent(7, Some(&wrote), D, D_IN, T_OUT),
+        None,
+        "upstream wrote since"
+    );
+    let fwd = SockState { fwd_in: 40, ..u };
+    assert_eq!(
+        adjacent(7, Some(&fwd), D, D_IN, T_OUT),
+        None,
+        "already forwarded"
+    );
+    assert_eq!(
+        adjacent(7, Some(&u), D, 25, T_OUT),
+        None,
+        "another downstream's request"
+    );
+    let with_hint = SockState { hint: 55, ..u };
+    assert_eq!(
+        adjacent(7, Some(&with_hint), D, D_IN, T_OUT),
+        Some(slot(7, 40, 55))
+    );
+}
+
+#[test]
+fn request_read_at_per_downstream_state() {
+    let plain = SockState {
+        in_start: 10,
+        ..SockState::default()
+    };
+    assert_eq!(request_read_at(&plain), 10, "request read");
+    let none = SockState::default();
+    assert_eq!(
+        request_read_at(&none),
+        0,
+        "no request read: forwards nothing"
+    );
+    // The client's last handshake flight and its first request in one read.
+    let tls_first = SockState {
+        flags: SOCK_TLS,
+        hs_read: 7,
+        ..SockState::default()
+    };
+    assert_eq!(
+        request_read_at(&tls_first),
+        7,
+        "TLS, first request hidden in handshake read"
+    );
+    let tls_later = SockState {
+        exchanges: 1,
+        ..tls_first
+    };
+    assert_eq!(
+        request_read_at(&tls_later),
+        0,
+        "TLS after its first exchange"
+    );
+    let tls_read = SockState {
+        in_start: 12,
+        ..tls_first
+    };
+    assert_eq!(request_read_at(&tls_read), 12, "TLS with a request read");
+}
+
+#[test]
+fn exchange_rules() {
+    assert!(in_order(1, 2, 3, 4));
+    assert!(in_order(1, 1, 1, 1), "equal times are in order");
+    assert!(!in_order(0, 2, 3, 4), "no request read");
+    assert!(!in_order(2, 1, 3, 4), "forward before read");
+    assert!(!in_order(1, 3, 2, 4), "response before forward");
+    assert!(!in_order(1, 2, 4, 3), "written before read");
+    let tls = SockState {
+        flags: SOCK_TLS,
+        ..SockState::default()
+    };
+    let tls_done = SockState {
+        exchanges: 1,
+        ..tls
+    };
+    let plain = SockState::default();
+    let h2 = SockState {
+        flags: SOCK_H2,
+        ..SockState::default()
+    };
+    assert!(
+        first_tls_exchange(&tls, &plain),
+        "TLS downstream, first exchange"
+    );
+    assert!(
+        first_tls_exchange(&plain, &tls),
+        "TLS upstream, first exchange"
+    );
+    assert!(
+        !first_tls_exchange(&tls_done, &tls_done),
+        "TLS both sides done"
+    );
+    assert!(!first_tls_exchange(&plain, &h2), "no TLS");
+}
+
+#[test]
+fn claimable_per_downstream_state() {
+    let d = SockState {
+        last_dir: DIR_IN,
+        in_start: 10,
+        ..SockState::default()
+    };
+    assert!(claimable(&d, 20), "waiting, unclaimed");
+    assert!(
+        !claimable(&SockState { claimed: 10, ..d }, 20),
+        "claimed by a forward"
+    );
+    assert!(
+        !claimable(
+            &SockState {
+                last_dir: DIR_OUT,
+                ..d
+            },
+            20
+        ),
+        "answered"
+    );
+    assert!(
+        !claimable(
+            &SockState {
+                last_dir: DIR_NONE,
+                ..d
+            },
+            20
+        ),
+        "handshake read last"
+    );
+    assert!(!claimable(&d, 9), "read after this forward");
+}
+
+#[test]
+fn request_fifo_keeps_the_newest_four_in_order() {
+    let mut l = ThreadLast::default();
+    assert_eq!(l.pop_request(), None, "empty");
+    for ino in 1..=6 {
+        l.push_request(ino);
+    }
+    let got: Vec<_> = core::iter::from_fn(|| l.pop_request()).collect();
+    assert_eq!(got, [3, 4, 5, 6], "full: the oldest went");
+    // Indices wrap.
+    let mut l = ThreadLast {
+        req_head: u32::MAX - 1,
+        req_tail: u32::MAX - 1,
+        ..l
+    };
+    l.push_request(8);
+    l.push_request(9);
+    l.push_request(10);
+    assert_eq!(l.pop_request(), Some(8));
+    assert_eq!(l.pop_request(), Some(9));
+    assert_eq!(l.pop_request(), Some(10));
+    assert_eq!(l.pop_request(), None);
+}
+
+#[test]
+fn queue_push_starts_a_batch_after_a_write() {
+    let socks = fitting(3);
+    let mut q = FwdQueue::default();
+    assert!(!q.push(s(1), &socks));
+    assert_eq!((q.head, q.tail, q.batch), (0, 1, 0));
+    q.wrote = 1;
+    assert!(!q.push(s(2), &socks));
+    assert_eq!(
+        (q.batch, q.wrote),
+        (1, 0),
+        "first read after a write: new batch"
+    );
+    assert!(!q.push(s(3), &socks));
+    assert_eq!((q.batch, q.tail), (1, 3), "same batch");
+    assert!(q.in_batch(1, q.batch_start()) && q.in_batch(2, q.batch_start()));
+    assert!(!q.in_batch(0, q.batch_start()) && !q.in_batch(3, q.batch_start()));
+}
+
+#[test]
+fn queue_overflow_counts_only_a_waiting_response() {
+    let socks = fitting(1);
+    // Full of responses of upstream 1, all current (same t_in): the oldest is lost.
+    let mut q = queue(0, &[s(1); FWD_SLOTS], 0);
+    assert!(q.push(s(1), &socks), "full, oldest still waiting: lost");
+    assert_eq!((q.head, q.tail), (1, FWD_SLOTS as u32 + 1));
+    // Full, the oldest taken: nothing lost.
+    let mut slots = [s(1); FWD_SLOTS];
+    slots[0].ino = 0;
+    let mut q = queue(0, &slots, 0);
+    assert!(!q.push(s(1), &socks), "oldest taken");
+    // Full, the oldest superseded (its upstream read a newer response).
+    slots[0] = slot(1, 5, 0);
+    let mut q = queue(0, &slots, 0);
+    assert!(!q.push(s(1), &socks), "oldest superseded");
+    // The batch is dropped past: it is empty.
+    let mut q = queue(0, &[s(1); FWD_SLOTS], 0);
+    q.head = 3;
+    assert_eq!(q.batch_start(), q.tail, "batch dropped past: empty");
+}
+
+#[test]
+fn pick_hinted_in_batch_by_hint() {
+    let socks = fitting(2);
+    let mut q = queue(0, &[s(1), hinted(2)], 0);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (Some(hinted(2)), PAIRED_BY_HINT));
+    assert_eq!(q.wrote, 1);
+    assert_eq!(q.head, 0, "the oldest still waits");
+}
+
+#[test]
+fn pick_hinted_before_batch_trusted_by_hint() {
+    let socks = fitting(2);
+    let mut q = queue(0, &[hinted(1), s(2)], 1);
+    let got = pick(&mut q, D, D_IN, T_OUT, true, &socks, || unreachable!());
+    assert_eq!(got, (Some(hinted(1)), PAIRED_BY_HINT));
+    assert_eq!(q.head, 1, "taken slot dropped at the head");
+}
+
+#[test]
+fn pick_hinted_before_batch_untrusted_takes_batch_oldest() {
+    let socks = fitting(3);
+    let mut q = queue(0, &[hinted(1), s(2), s(3)], 1);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, || unreachable!());
+    assert_eq!(got, (Some(s(2)), PAIRED_BY_BATCH));
+    assert_eq!(q.head, 0, "the hinted one stays");
+}
+
+#[test]
+fn pick_empty_batch_trusted_stays_unpaired() {
+    let socks = fitting(1);
+    let mut q = queue(0, &[s(1)], 1);
+    let got = pick(&mut q, D, D_IN, T_OUT, true, &socks, || unreachable!());
+    assert_eq!(got, (None, PAIRED_BY_OLDEST));
+    assert_eq!((q.head, q.tail), (0, 1), "the response stays queued");
+}
+
+#[test]
+fn pick_empty_batch_untrusted_takes_adjacency() {
+    let socks = fitting(1);
+    let mut q = queue(0, &[s(1)], 1);
+    let adj = slot(9, 50, 0);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, || Some(adj));
+    assert_eq!(got, (Some(adj), PAIRED_BY_ADJACENCY));
+    assert_eq!((q.head, q.tail), (0, 1), "queue untouched");
+    assert_eq!(q.slots[0], s(1));
+}
+
+#[test]
+fn pick_empty_batch_no_adjacency_takes_hint_outside_batch() {
+    let socks = fitting(2);
+    let mut q = queue(0, &[s(1), hinted(2)], 2);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (Some(hinted(2)), PAIRED_BY_HINT));
+}
+
+#[test]
+fn pick_empty_batch_no_adjacency_no_hint_takes_queue_oldest() {
+    let socks = fitting(2);
+    let mut q = queue(0, &[s(1), s(2)], 2);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (Some(s(1)), PAIRED_BY_OLDEST));
+    assert_eq!(q.head, 1);
+}
+
+#[test]
+fn pick_nothing_fits_leaves_others_queued() {
+    // Upstream 1's request was forwarded before D's request was read: another's response.
+    let socks = Socks([(1, up(5, 41))].into());
+    let mut q = queue(0, &[s(1)], 0);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (None, PAIRED_BY_OLDEST));
+    assert_eq!(q.slots[0], s(1), "left for its own downstream");
+    assert_eq!(q.head, 0);
+}
+
+#[test]
+fn pick_no_request_read_forwards_nothing() {
+    // A TLS 1.3 server's session tickets written on a downstream that read no request.
+    let socks = fitting(1);
+    let mut q = queue(0, &[s(1)], 0);
+    let got = pick(&mut q, D, 0, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (None, PAIRED_BY_OLDEST));
+    assert_eq!(
+        q.slots[0],
+        s(1),
+        "the real response stays for the real write"
+    );
+}
+
+#[test]
+fn pick_clears_dead_slots_and_drops_them_at_the_head() {
+    let mut socks = fitting(3);
+    socks.0.retain(|(i, _)| *i != 1); // upstream 1 gone
+    socks.0[0].1.fwd_in = 42; // upstream 2's response forwarded elsewhere
+    let mut q = queue(0, &[s(1), s(2), s(3)], 0);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (Some(s(3)), PAIRED_BY_BATCH));
+    assert_eq!((q.head, q.tail), (3, 3), "dead and taken slots dropped");
+}
+
+#[test]
+fn pick_skips_its_own_downstream() {
+    let socks = Socks([(D, up(20, 41)), (2, up(22, 42))].into());
+    let mut q = queue(0, &[slot(D, 41, 0), s(2)], 0);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (Some(s(2)), PAIRED_BY_BATCH));
+}
+
+#[test]
+fn pick_windows_bound_each_search() {
+    // 20 responses that fit nobody (forwarded before D's request), then one hinted to D
+    // and one fitting: beyond the hint window (16) and the oldest window (16).
+    let mut socks: Vec<(u64, SockState)> = (1..=20).map(|i| (i, up(5, 40 + i))).collect();
+    socks.push((21, up(41, 61)));
+    socks.push((22, up(42, 62)));
+    let socks = Socks(socks);
+    let mut slots: Vec<FwdSlot> = (1..=20).map(s).collect();
+    slots.push(slot(21, 61, D));
+    slots.push(slot(22, 62, 0));
+    // The batch starts at the hinted one: its window (4) sees it... but only as the batch's
+    // oldest, since the hinted search (16 from the head) does not reach it.
+    let mut q = queue(0, &slots, 20);
+    let got = pick(&mut q, D, D_IN, T_OUT, true, &socks, || unreachable!());
+    assert_eq!(got, (Some(slot(21, 61, D)), PAIRED_BY_BATCH));
+    // A batch starting 5 before a fitting slot does not reach it (window 4), nor does the
+    // oldest search from the head (16): unpaired.
+    let mut q = queue(0, &slots, 16);
+    q.slots[20].hint = 0;
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (None, PAIRED_BY_OLDEST));
+}
+
+#[test]
+fn pick_indices_wrap() {
+    let socks = fitting(3);
+    let base = u32::MAX - 1;
+    let mut q = queue(base, &[s(1), s(2), s(3)], 1);
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (Some(s(2)), PAIRED_BY_BATCH), "batch across the wrap");
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(got, (Some(s(3)), PAIRED_BY_BATCH));
+    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    assert_eq!(
+        got,
+        (Some(s(1)), PAIRED_BY_OLDEST),
+        "batch done: the queue's oldest"
+    );
+    assert_eq!(q.head, q.tail);
+    assert_eq!(q.tail, 1);
+}
