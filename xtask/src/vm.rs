@@ -250,8 +250,15 @@ fn have_qemu() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Downloads kept between runs (apt lists, kernels): `<repo>/.cache/vm`.
 fn cache_dir() -> PathBuf {
     root().join(".cache/vm")
+}
+
+/// What one run writes (initramfs, consoles, results, the table): `<repo>/target/vm`, so two
+/// checkouts that share `.cache` never boot each other's initramfs.
+fn out_dir() -> PathBuf {
+    root().join("target/vm")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,10 +360,10 @@ fn matrix(kernels: &[Target], break_on: Option<&str>, o: &Options) -> anyhow::Re
     }
     let table = render_table(&runs, &built);
     println!("\n{table}");
-    let _ = fs::create_dir_all(cache_dir());
-    let _ = fs::write(cache_dir().join("last-matrix.md"), &table);
+    let _ = fs::create_dir_all(out_dir());
+    let _ = fs::write(out_dir().join("last-matrix.md"), &table);
     println!(
-        "vm-test: {} kernel(s) in {:.0} s; table saved to .cache/vm/last-matrix.md",
+        "vm-test: {} kernel(s) in {:.0} s; table saved to target/vm/last-matrix.md",
         runs.len(),
         started.elapsed().as_secs_f64()
     );
@@ -941,7 +948,7 @@ fn find_in_path(prog: &str) -> Option<PathBuf> {
 /// Writes the one initramfs all kernels boot (the break switch is on the kernel command line).
 fn build_initramfs(b: &Built) -> anyhow::Result<PathBuf> {
     let t0 = Instant::now();
-    let dir = cache_dir();
+    let dir = out_dir();
     let stage = dir.join("stage");
     let _ = fs::remove_dir_all(&stage);
     fs::create_dir_all(&stage)?;
@@ -1047,7 +1054,9 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+# No tmpfs on /tmp: the binaries sit at their host paths, and a checkout under /tmp would be
+# hidden. The initramfs root is itself in memory and writable.
+chmod 1777 /tmp
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf
@@ -1106,7 +1115,7 @@ fn run_vm(spec: &Spec, vmlinuz: &Path, initramfs: &Path, broken: bool, o: &Optio
         broken,
         ..KernelRun::default()
     };
-    let dir = cache_dir().join("runs").join(spec.alias);
+    let dir = out_dir().join("runs").join(spec.alias);
     let _ = fs::create_dir_all(&dir);
     let console = dir.join("console.log");
     let results = dir.join("results.log");
