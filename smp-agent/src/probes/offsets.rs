@@ -56,5 +56,6 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         regs_nr: btf.member_offset("pt_regs", nr)?,
         sock_socket: btf.member_offset("sock", "sk_socket")?,
         socket_alloc_inode: btf.member_offset("socket_alloc", "vfs_inode")?,
+        skb_sk: btf.member_offset("sk_buff", "sk")?,
     })
 }
