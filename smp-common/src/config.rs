@@ -63,8 +63,11 @@ pub struct KernelOffsets {
     pub socket_alloc_inode: u32,
     /// `struct sk_buff`: `sk` (the sending socket, at `net_dev_queue`).
     pub skb_sk: u32,
+    /// `struct pt_regs`: the syscall's return value (x86_64: `ax`, `-ENOSYS` until the
+    /// syscall returns), telling a thread inside a syscall from one in user mode.
+    pub regs_ret: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 124);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -100,6 +103,7 @@ impl KernelOffsets {
             sock_socket: 0,
             socket_alloc_inode: 0,
             skb_sk: 0,
+            regs_ret: 0,
         }
     }
 }

@@ -337,6 +337,9 @@ fn on_read_done(
     }
 }
 
+/// `ENOSYS` (`include/uapi/asm-generic/errno.h`): a syscall's return value until it returns.
+const ENOSYS: i64 = 38;
+
 /// `MSG_PEEK` (`include/linux/socket.h`): a read that leaves the data queued.
 const MSG_PEEK: u32 = 2;
 
@@ -471,6 +474,15 @@ pub fn on_xmit_start(ctx: &RawTracePointContext) -> Result<(), i32> {
     let skb: u64 = ctx.arg(0);
     let sk: u64 = read(skb, o.skb_sk)?;
     if sk == 0 {
+        return Ok(());
+    }
+    // Softirq work can send on this thread's time while it is in user mode, where its
+    // registers still name its last syscall (a write on the same socket, maybe): only a
+    // thread inside a syscall (x86_64 keeps `-ENOSYS` in `ax` until it returns) starts one.
+    // SAFETY: helpers on the current task; the registers are only read via probe_read.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let ret: i64 = read(regs, o.regs_ret)?;
+    if ret != -ENOSYS {
         return Ok(());
     }
     send_start(sk, pid_tgid, true, o)
