@@ -61,8 +61,13 @@ pub struct KernelOffsets {
     pub sock_socket: u32,
     /// `struct socket_alloc`: `vfs_inode` (the socket's inode follows its `struct socket`).
     pub socket_alloc_inode: u32,
+    /// `struct sk_buff`: `sk` (the sending socket, at `net_dev_queue`).
+    pub skb_sk: u32,
+    /// `struct pt_regs`: the syscall's return value (x86_64: `ax`, `-ENOSYS` until the
+    /// syscall returns), telling a thread inside a syscall from one in user mode.
+    pub regs_ret: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 116);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 124);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -97,6 +102,8 @@ impl KernelOffsets {
             regs_nr: 0,
             sock_socket: 0,
             socket_alloc_inode: 0,
+            skb_sk: 0,
+            regs_ret: 0,
         }
     }
 }

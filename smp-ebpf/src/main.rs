@@ -85,6 +85,15 @@ pub fn smp_tcp_send(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// A packet is queued to a device (`net:net_dev_queue`, every kernel: `TP_PROTO(struct sk_buff
+/// *skb)`): where `tcp_sendmsg_locked` is missing (6.4–6.12), the first packet of a traced write
+/// is where it starts (its outbound message boundary).
+#[raw_tracepoint(tracepoint = "net_dev_queue")]
+pub fn smp_xmit_start(ctx: RawTracePointContext) -> i32 {
+    let _ = probes::sock::on_xmit_start(&ctx);
+    0
+}
+
 /// A TCP socket changed state (`sock:inet_sock_set_state`, ≥ 4.16: `TP_PROTO(const struct
 /// sock *sk, const int oldstate, const int newstate)`): with the socket tracepoints, tells
 /// which sockets a proxy connected (its upstreams).

@@ -205,6 +205,24 @@ fn hop_through_a_local_proxy_is_paired_and_timed() {
         eprintln!("socket hooks: {mode:?}");
         hop_through_a_local_proxy_with(mode);
     }
+    // Where the kernel has tcp_sendmsg_locked, the write start of 6.4–6.12 (a write's first
+    // packet, net_dev_queue) runs too, so that it stays proven on new kernels.
+    use smp_agent::probes::catalog::{SendStart, SocketHooks, SEND_START_ENV};
+    if SocketHooks::detect() == SocketHooks::Sock
+        && SendStart::detect() == SendStart::TcpSendmsgLocked
+        && std::env::var_os(SEND_START_ENV).is_none()
+    {
+        struct Unset;
+        impl Drop for Unset {
+            fn drop(&mut self) {
+                std::env::remove_var(SEND_START_ENV);
+            }
+        }
+        eprintln!("socket hooks: Sock, {SEND_START_ENV}=net_dev_queue");
+        std::env::set_var(SEND_START_ENV, SendStart::NetDevQueue.target());
+        let _unset = Unset;
+        hop_through_a_local_proxy_with(SocketHooks::Sock);
+    }
 }
 
 fn hop_through_a_local_proxy_with(mode: SocketHooks) {

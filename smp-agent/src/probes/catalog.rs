@@ -82,6 +82,65 @@ impl SocketHooks {
     }
 }
 
+/// Environment variable that picks the hook where a TCP write starts (`tcp_sendmsg_locked`,
+/// `net_dev_queue`) instead of the kernel.
+pub const SEND_START_ENV: &str = "SMP_SEND_START";
+
+/// Where the socket tracepoints see a TCP write start (its outbound message boundary, the
+/// start of its timing). Only one is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendStart {
+    /// `tcp:tcp_sendmsg_locked` (kernels newer than 6.12): the send holds the socket lock and
+    /// starts queueing data.
+    TcpSendmsgLocked,
+    /// `net:net_dev_queue` (every kernel): the write's first packet goes to the device; the
+    /// copy from the user comes before it, the delivery to the peer after.
+    NetDevQueue,
+}
+
+impl SendStart {
+    /// `SMP_SEND_START` if set, else `tcp_sendmsg_locked` where the kernel has it, else
+    /// `net_dev_queue`.
+    pub fn choose() -> Result<SendStart, String> {
+        match std::env::var(SEND_START_ENV) {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Self::detect()),
+        }
+    }
+
+    pub fn detect() -> SendStart {
+        if has_tracepoint("tcp_sendmsg_locked") {
+            SendStart::TcpSendmsgLocked
+        } else {
+            SendStart::NetDevQueue
+        }
+    }
+
+    /// The tracepoint.
+    pub fn target(self) -> &'static str {
+        match self {
+            SendStart::TcpSendmsgLocked => "tcp_sendmsg_locked",
+            SendStart::NetDevQueue => "net_dev_queue",
+        }
+    }
+}
+
+impl std::str::FromStr for SendStart {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp_sendmsg_locked" => Ok(SendStart::TcpSendmsgLocked),
+            "net_dev_queue" => Ok(SendStart::NetDevQueue),
+            other => Err(format!(
+                "{SEND_START_ENV}={other:?}: expected \"tcp_sendmsg_locked\" (Linux newer than \
+                 6.12) or \"net_dev_queue\""
+            )),
+        }
+    }
+}
+
 /// Whether the running kernel has tracepoint `name`: its BTF then names a `btf_trace_<name>`
 /// typedef (read once per process).
 pub fn has_tracepoint(name: &str) -> bool {
@@ -152,12 +211,15 @@ pub const OPTIONAL_PROBE_FUNCTION: &str = "tcp_sendmsg";
 /// The full catalog for this kernel (the socket hooks [`SocketHooks::choose`] picks; an
 /// invalid `SMP_SOCKET_HOOKS` falls back to the kernel's choice here, the loader reports it).
 pub fn hooks() -> Vec<Hook> {
-    hooks_for(SocketHooks::choose().unwrap_or_else(|_| SocketHooks::detect()))
+    hooks_for(
+        SocketHooks::choose().unwrap_or_else(|_| SocketHooks::detect()),
+        SendStart::choose().unwrap_or_else(|_| SendStart::detect()),
+    )
 }
 
 /// The full catalog: required hooks first (the socket hooks of `socket` among them; the other
 /// way's are listed as not required), then the optional ones `check` probes for.
-pub fn hooks_for(socket: SocketHooks) -> Vec<Hook> {
+pub fn hooks_for(socket: SocketHooks, send_start: SendStart) -> Vec<Hook> {
     let mut out = vec![Hook {
         program: "smp_sched_switch",
         kind: HookKind::RawTracepoint,
@@ -215,10 +277,18 @@ pub fn hooks_for(socket: SocketHooks) -> Vec<Hook> {
             "tcp_sendmsg_locked",
             "TCP sends: where a write starts (write-side message boundaries; the send timed apart)",
         ),
+        (
+            "smp_xmit_start",
+            "net_dev_queue",
+            "TCP sends where tcp_sendmsg_locked is missing (6.4–6.12): a write's first packet \
+             (write-side message boundaries; the send timed apart from there)",
+        ),
     ] {
         let chosen = socket == SocketHooks::Sock;
-        // tcp_sendmsg_locked came after 6.12 (absent on 6.12, present on 6.18); without it, writes are timed at completion.
-        let here = program != "smp_tcp_send" || has_tracepoint(target);
+        // One hook says where a write starts: tcp_sendmsg_locked (after 6.12), else the first
+        // packet at net_dev_queue.
+        let here = !matches!(target, "tcp_sendmsg_locked" | "net_dev_queue")
+            || target == send_start.target();
         out.push(Hook {
             program,
             kind: HookKind::RawTracepoint,
@@ -226,14 +296,19 @@ pub fn hooks_for(socket: SocketHooks) -> Vec<Hook> {
             required: chosen && here,
             feeds,
             variant: match (chosen, here) {
+                (true, true) if target == "net_dev_queue" => {
+                    "packet tracepoint (tcp_sendmsg_locked is newer than 6.12, or \
+                     SMP_SEND_START=net_dev_queue): every packet sent pays it, a tracked \
+                     thread's first packet of a write is where the write starts"
+                }
                 (true, true) => {
                     "socket tracepoint: fires only on socket I/O or TCP state changes, with the \
                      struct sock; the syscall, fd and buffer come from the task's user \
                      registers; no other syscall pays a hook"
                 }
                 (true, false) => {
-                    "not on this kernel (newer than 6.12): writes are timed at completion, their send \
-                     inside the hop"
+                    "not used: the other hook says where a write starts (tcp_sendmsg_locked on \
+                     kernels newer than 6.12, else net_dev_queue; SMP_SEND_START picks)"
                 }
                 (false, _) => {
                     "alternative to sys_enter/sys_exit, not used (SMP_SOCKET_HOOKS=syscalls, or \
@@ -322,17 +397,21 @@ mod tests {
             4 + sockets.count() + 1
         );
         for socket in [SocketHooks::Sock, SocketHooks::Syscalls] {
-            let required: Vec<_> = hooks_for(socket)
-                .into_iter()
-                .filter(|h| h.socket_hooks.is_some() && h.required)
-                .collect();
-            let want = match socket {
-                SocketHooks::Sock if has_tracepoint("tcp_sendmsg_locked") => 4,
-                SocketHooks::Sock => 3,
-                SocketHooks::Syscalls => 2,
-            };
-            assert_eq!(required.len(), want, "{socket:?}");
-            assert!(required.iter().all(|h| h.socket_hooks == Some(socket)));
+            for send in [SendStart::TcpSendmsgLocked, SendStart::NetDevQueue] {
+                let required: Vec<_> = hooks_for(socket, send)
+                    .into_iter()
+                    .filter(|h| h.socket_hooks.is_some() && h.required)
+                    .collect();
+                let want = match socket {
+                    SocketHooks::Sock => 4,
+                    SocketHooks::Syscalls => 2,
+                };
+                assert_eq!(required.len(), want, "{socket:?} {send:?}");
+                assert!(required.iter().all(|h| h.socket_hooks == Some(socket)));
+                if socket == SocketHooks::Sock {
+                    assert!(required.iter().any(|h| h.target == send.target()));
+                }
+            }
         }
         assert!(hooks.iter().all(|h| h.program.len() <= 16 + 4));
     }
@@ -344,6 +423,18 @@ mod tests {
         let e = "kprobe".parse::<SocketHooks>().unwrap_err();
         assert!(
             e.contains("SMP_SOCKET_HOOKS=\"kprobe\"") && e.contains("\"sock\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn send_start_parses_or_says_what_is_expected() {
+        for s in [SendStart::TcpSendmsgLocked, SendStart::NetDevQueue] {
+            assert_eq!(s.target().parse::<SendStart>(), Ok(s));
+        }
+        let e = "kprobe".parse::<SendStart>().unwrap_err();
+        assert!(
+            e.contains("SMP_SEND_START=\"kprobe\"") && e.contains("net_dev_queue"),
             "{e}"
         );
     }

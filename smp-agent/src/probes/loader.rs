@@ -21,7 +21,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{
     btf::Btf,
-    catalog::{self, Hook, HookKind, SocketHooks},
+    catalog::{self, Hook, HookKind, SendStart, SocketHooks},
     events::{decode_or_count, ProbeEvent},
     offsets::{self, OffsetsError},
     EBPF_OBJECT,
@@ -244,9 +244,10 @@ impl Probes {
     pub fn load_with(socket: SocketHooks) -> Result<Probes, ProbeError> {
         let btf = Btf::from_sys_fs().map_err(OffsetsError::from)?;
         let offsets = offsets::read(&btf)?;
+        let send_start = SendStart::choose().map_err(ProbeError::SocketHooks)?;
         let mut ebpf = open(&offsets)?;
         let mut status = Vec::new();
-        for hook in catalog::hooks_for(socket) {
+        for hook in catalog::hooks_for(socket, send_start) {
             if !hook.required {
                 status.push(HookStatus {
                     hook,
@@ -308,11 +309,15 @@ impl Probes {
             Ok(s) => s,
             Err(e) => return fail_all(e),
         };
+        let send_start = match SendStart::choose() {
+            Ok(s) => s,
+            Err(e) => return fail_all(e),
+        };
         let mut ebpf = match open(&offsets) {
             Ok(e) => e,
             Err(e) => return fail_all(e.to_string()),
         };
-        let statuses = catalog::hooks_for(socket)
+        let statuses = catalog::hooks_for(socket, send_start)
             .into_iter()
             .map(|hook| match attach(&mut ebpf, &hook) {
                 Ok(()) => HookStatus {

@@ -13,10 +13,12 @@ pub enum OffsetsError {
     Arch(&'static str),
 }
 
-/// `struct pt_regs` members holding a syscall's first and second arguments and its number.
-fn arg_registers() -> Result<(&'static str, &'static str, &'static str), OffsetsError> {
+/// `struct pt_regs` members holding a syscall's first and second arguments, its number and
+/// its return value.
+fn arg_registers() -> Result<(&'static str, &'static str, &'static str, &'static str), OffsetsError>
+{
     if cfg!(target_arch = "x86_64") {
-        Ok(("di", "si", "orig_ax"))
+        Ok(("di", "si", "orig_ax", "ax"))
     } else {
         Err(OffsetsError::Arch(std::env::consts::ARCH))
     }
@@ -24,7 +26,7 @@ fn arg_registers() -> Result<(&'static str, &'static str, &'static str), Offsets
 
 /// Reads every offset the programs need from the running kernel.
 pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
-    let (arg0, arg1, nr) = arg_registers()?;
+    let (arg0, arg1, nr, ret) = arg_registers()?;
     Ok(KernelOffsets {
         valid: ABI_VERSION,
         regs_arg0: btf.member_offset("pt_regs", arg0)?,
@@ -56,5 +58,7 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         regs_nr: btf.member_offset("pt_regs", nr)?,
         sock_socket: btf.member_offset("sock", "sk_socket")?,
         socket_alloc_inode: btf.member_offset("socket_alloc", "vfs_inode")?,
+        skb_sk: btf.member_offset("sk_buff", "sk")?,
+        regs_ret: btf.member_offset("pt_regs", ret)?,
     })
 }

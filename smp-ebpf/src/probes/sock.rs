@@ -337,6 +337,9 @@ fn on_read_done(
     }
 }
 
+/// `ENOSYS` (`include/uapi/asm-generic/errno.h`): a syscall's return value until it returns.
+const ENOSYS: i64 = 38;
+
 /// `MSG_PEEK` (`include/linux/socket.h`): a read that leaves the data queued.
 const MSG_PEEK: u32 = 2;
 
@@ -381,9 +384,9 @@ fn current_call(
 
 /// The socket tracepoints (6.4+) fire inside `sock_sendmsg`/`sock_recvmsg` when a send or
 /// receive completes, with the `struct sock *`: no fd lookup, and no hook on any other
-/// syscall. A TCP send whose start [`on_tcp_send_start`] parked is charged from that start;
-/// other sends (kernels without it, non-TCP sockets) are timed at completion: their hop's
-/// `t_out` includes the send, which is not timed apart.
+/// syscall. A TCP send whose start [`on_tcp_send_start`] or [`on_xmit_start`] parked is
+/// charged from that start; other sends (non-TCP sockets, a send that queued data but sent no
+/// packet) are timed at completion: their hop's `t_out` includes the send, not timed apart.
 ///
 /// match-proto:v6.4:include/trace/events/sock.h:sock_send_length(struct sock *sk, int ret, int flags)
 /// match-proto:v6.4:include/trace/events/sock.h:sock_recv_length(struct sock *sk, int ret, int flags)
@@ -448,7 +451,49 @@ pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), i32> {
     if o.valid == 0 {
         return Ok(());
     }
-    let sk: u64 = ctx.arg(0);
+    send_start(ctx.arg(0), pid_tgid, false, o)
+}
+
+/// A packet is queued to a device (`net:net_dev_queue`), used where `tcp_sendmsg_locked` is
+/// missing (6.4–6.12): a traced write's first packet is where it starts, as
+/// [`on_tcp_send_start`] does with its first chunk. The copy from the user and the segment's
+/// build come before it; the loopback delivery to the peer (the slow part under emulation),
+/// the ACKs and the socket's release come after, outside the hop.
+///
+/// match-proto:v3.11:include/trace/events/net.h:net_dev_queue(struct sk_buff *skb)
+#[inline(always)]
+pub fn on_xmit_start(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let skb: u64 = ctx.arg(0);
+    let sk: u64 = read(skb, o.skb_sk)?;
+    if sk == 0 {
+        return Ok(());
+    }
+    // Softirq work can send on this thread's time while it is in user mode, where its
+    // registers still name its last syscall (a write on the same socket, maybe): only a
+    // thread inside a syscall (x86_64 keeps `-ENOSYS` in `ax` until it returns) starts one.
+    // SAFETY: helpers on the current task; the registers are only read via probe_read.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let ret: i64 = read(regs, o.regs_ret)?;
+    if ret != -ENOSYS {
+        return Ok(());
+    }
+    send_start(sk, pid_tgid, true, o)
+}
+
+/// The calling thread starts sending on `sk`: the first time in this syscall, its outbound
+/// message boundary is taken and the call parked. `own_fd_only`: the packet may be another
+/// socket's (softirq work run on this thread's time: an ACK, a send an ACK released), so it
+/// counts only if `sk` is the socket of the write's fd.
+#[inline(always)]
+fn send_start(sk: u64, pid_tgid: u64, own_fd_only: bool, o: &KernelOffsets) -> Result<(), i32> {
     if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
         // SAFETY: the calling thread's own slot: only this thread writes it.
         let parked = unsafe { &*slot };
@@ -459,6 +504,9 @@ pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), i32> {
     let Some((kind, mut call)) = current_call(sk, false, o)? else {
         return Ok(());
     };
+    if own_fd_only && !matches!(current_fd(call.fd, o), Ok(FdKind::Socket(s)) if s.sk == sk) {
+        return Ok(());
+    }
     // (Keeping the slot pointer across the pairing, to spare `park` its lookup, doubles the
     // verifier's states past its million-instruction limit.)
     call.at_exit = hop::on_data(&call, kind, 0, call.since_ns, pid_tgid, o);
