@@ -124,6 +124,21 @@ impl Direction {
             Direction::Gateway => "gateway",
         }
     }
+
+    /// Why [`direction`] gives this class, in words for the reports.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Direction::Outbound => {
+                "its clients reach it over loopback or from its own address (the app's redirected connections)"
+            }
+            Direction::Inbound => {
+                "it reaches its upstream over loopback or at its own address (the app it fronts)"
+            }
+            Direction::Gateway => {
+                "neither its clients nor its upstreams are on loopback or its own address: a proxy between networks"
+            }
+        }
+    }
 }
 
 /// A message's way through a proxy.

@@ -430,8 +430,9 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
         for h in &d.hops {
             let p = &h.latency.percentiles;
             println!(
-                "  {:<24} {:<9} {:>10} {:>10} {:>8} {:>10} {:>10}",
+                "  {:<24} {:<8} {:<9} {:>10} {:>10} {:>8} {:>10} {:>10}",
                 h.proxy,
+                h.direction.name(),
                 match h.leg {
                     crate::report::details::Leg::Request => "request",
                     crate::report::details::Leg::Response => "response",
@@ -447,6 +448,29 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
                     .map_or("-".into(), |w| ms(w.percentiles.p50))
             );
         }
+    }
+    // A proxy classed a gateway is shown with the reason, once.
+    let mut told = std::collections::BTreeSet::new();
+    for h in d
+        .hops
+        .iter()
+        .filter(|h| h.direction == crate::report::details::Direction::Gateway)
+    {
+        if told.insert(&h.proxy) {
+            println!("  {} is classed gateway: {}", h.proxy, h.direction_reason);
+        }
+    }
+    for s in d
+        .sidecars
+        .iter()
+        .filter(|s| s.requests > 0 && !d.hops.iter().any(|h| h.proxy == s.proxy))
+    {
+        println!(
+            "WARNING: sidecar {} (pid {}) carried {} requests but reported NO hops: its exchanges were not paired (see the pairing line and docs/hops.md)",
+            s.proxy,
+            s.pid.map_or("?".into(), |p| p.to_string()),
+            s.requests
+        );
     }
     for s in &d.sidecars {
         println!(
@@ -470,6 +494,7 @@ fn print_summary(o: &Outcome, dir: &Path, files: &[PathBuf]) {
             },
             c.verdict
         );
+        println!("  hops summed: {}", c.hops_used.join(", "));
     }
     let l = &d.losses;
     println!(

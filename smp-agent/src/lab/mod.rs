@@ -303,6 +303,9 @@ impl Lab {
                 ProxyKind::Nginx => {
                     proxies::require("nginx", "nginx-light")?;
                 }
+                ProxyKind::Traefik => {
+                    proxies::traefik::find_binary()?;
+                }
                 ProxyKind::Ours => {}
             }
         }
@@ -541,6 +544,7 @@ impl Lab {
             ),
             ProxyKind::Haproxy => ("/stats;csv", parse_haproxy_csv),
             ProxyKind::Ours => ("/stats", parse_ours_stat),
+            ProxyKind::Traefik => ("/metrics", proxies::traefik::parse_requests),
             ProxyKind::Nginx => return Ok(None),
         };
         let err = |reason: String| LabError::Stats {
@@ -697,6 +701,20 @@ fn start(
             log: log.display().to_string(),
             tail: netns::log_tail(log, 15),
         });
+    }
+    // Traefik listens before its routes are live; its admin address is the last ready one.
+    if kind == ProxyKind::Traefik.as_str() {
+        if let Some(admin) = ready.last() {
+            proxies::traefik::wait_router(ns, *admin, timeout).map_err(|problem| {
+                LabError::Startup {
+                    role: role.into(),
+                    kind: kind.into(),
+                    problem,
+                    log: log.display().to_string(),
+                    tail: netns::log_tail(log, 15),
+                }
+            })?;
+        }
     }
     Ok(pid)
 }

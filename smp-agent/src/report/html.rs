@@ -951,10 +951,7 @@ fn legend(series: &[Bars]) -> Vec<(&str, RGBColor)> {
 }
 
 fn direction_name(d: Direction) -> &'static str {
-    match d {
-        Direction::Outbound => "outbound",
-        Direction::Inbound => "inbound",
-    }
+    d.name()
 }
 
 fn leg_name(l: Leg) -> &'static str {
@@ -1366,6 +1363,7 @@ pub(crate) mod tests {
             kind: "envoy".into(),
             pid: Some(4242),
             direction,
+            direction_reason: String::new(),
             leg,
             latency: Distribution::from_histogram_ns(&details::tests::sample_histogram(
                 center_ns, 1000,
