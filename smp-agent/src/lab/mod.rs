@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod app;
 pub mod config;
+pub mod ends;
 pub mod gtproxy;
 pub mod http1;
 pub mod netns;
@@ -201,6 +202,16 @@ impl LabInfo {
             Side::Outbound => &self.outbound,
             Side::Inbound => &self.inbound,
         }
+    }
+
+    /// The app's meshed port (from `meshed_url`).
+    pub fn app_port(&self) -> u16 {
+        self.meshed_url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .and_then(|hp| hp.parse::<SocketAddr>().ok())
+            .map_or(LabConfig::default().ports.app, |a| a.port())
     }
 }
 
@@ -533,6 +544,24 @@ impl Lab {
         }
         let text = http_get(&sc.netns, sc.admin, "/requests").map_err(err)?;
         truth::parse_log(&text).map(Some).map_err(err)
+    }
+
+    /// The app's records of the requests that carried a request id (`lab::ends`), asked on
+    /// the server pod's loopback (no sidecar in the way). The `# dropped N` line's N is
+    /// returned too: records the app did not keep.
+    pub fn app_records(info: &LabInfo) -> Result<(Vec<ends::EndRecord>, u64), LabError> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], info.app_port()));
+        let err = |reason: String| LabError::Command {
+            cmd: format!("GET {} from the app at {addr}", ends::APP_RECORDS_PATH),
+            reason,
+        };
+        let text = http_get(&info.server_netns, addr, ends::APP_RECORDS_PATH).map_err(err)?;
+        let dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# dropped "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        Ok((ends::parse_records(&text).map_err(err)?, dropped))
     }
 
     pub fn sidecar_requests(info: &LabInfo, side: Side) -> Result<Option<u64>, LabError> {
