@@ -270,10 +270,12 @@ async fn profile_lab(
     let sidecars = DiscoveryConfig {
         // Our ground-truth proxy is `smp-agent` itself: by pid only. Other kinds by name too,
         // so that forked workers (nginx, haproxy) join their master.
-        names: match info.outbound.kind {
-            ProxyKind::Ours => Vec::new(),
-            k => vec![k.as_str().to_string()],
-        },
+        names: info
+            .outbound
+            .kind
+            .proxy_kind()
+            .map(|k| vec![k.name().to_string()])
+            .unwrap_or_default(),
         pids: pids.clone(),
         ..DiscoveryConfig::default()
     };
