@@ -144,6 +144,18 @@ fn ends_check_on_our_proxy() {
     }
 }
 
+/// What holds today for Traefik at 1 000 rps over 64 connections (docs/hops.md, "Proxies we
+/// never tuned to"; measured 95–97 % paired and right, 0.03–0.6 % wrong): at least 90 % of the
+/// requests paired right, at most 2 % of the exchanges wrong, every sidecar with its four
+/// hops. The issue's goal (≥ 99 % paired, ≤ 0.5 % wrong) is not reached yet.
+fn assert_traefik_today(figs: &[SideFigures; 2]) {
+    assert_four_hops(figs);
+    for f in figs {
+        assert!(f.right_pct() >= 90.0, "{}: {f:?}", f.side);
+        assert!(f.wrong_pct() <= 2.0, "{}: {f:?}", f.side);
+    }
+}
+
 /// Traefik (Go, `GOMAXPROCS=2`) in both slots, plain HTTP/1.1, 1 000 rps over 64 connections.
 #[test]
 fn traefik_plain_at_1000_rps() {
@@ -151,7 +163,7 @@ fn traefik_plain_at_1000_rps() {
         return;
     }
     let figs = measure("h3tkp", ProxyKind::Traefik, 2, false, 1000.0, 64, 4);
-    assert_four_hops(&figs);
+    assert_traefik_today(&figs);
 }
 
 /// Traefik in both slots with mTLS between them, 1 000 rps over 64 connections.
@@ -161,5 +173,5 @@ fn traefik_mtls_at_1000_rps() {
         return;
     }
     let figs = measure("h3tkm", ProxyKind::Traefik, 2, true, 1000.0, 64, 4);
-    assert_four_hops(&figs);
+    assert_traefik_today(&figs);
 }

@@ -143,6 +143,10 @@ async fn conn(
                 text.len()
             );
             w.write_all(resp.as_bytes()).await?;
+            if !req.keep_alive {
+                let _ = w.shutdown().await;
+                return Ok(());
+            }
             continue;
         }
         if req.expect_continue {

@@ -628,8 +628,28 @@ pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<String, String
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         )
         .map_err(|e| format!("write: {e}"))?;
+        // Until the end of a Content-Length body, or the close (a server may keep the
+        // connection open whatever we ask).
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let n = s.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| buf.len() >= end + 4 + len) {
+                break;
+            }
+        }
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {

@@ -52,7 +52,8 @@ pub const KNOWN: &[KnownKind] = &[
 ];
 
 /// Default proxy names discovery looks for: every [`KNOWN`] kind marked `default`.
-pub const DEFAULT_PROXY_NAMES: &[&str] = &["envoy", "linkerd2-proxy", "haproxy", "nginx", "traefik"];
+pub const DEFAULT_PROXY_NAMES: &[&str] =
+    &["envoy", "linkerd2-proxy", "haproxy", "nginx", "traefik"];
 
 /// Kind of proxy. Known kinds get a variant; any other configured name is `Other(name)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -111,7 +112,11 @@ mod tests {
     fn the_table_the_enum_and_the_defaults_agree() {
         for k in KNOWN {
             let kind = ProxyKind::from_name(k.name);
-            assert!(!matches!(kind, ProxyKind::Other(_)), "{} has no variant", k.name);
+            assert!(
+                !matches!(kind, ProxyKind::Other(_)),
+                "{} has no variant",
+                k.name
+            );
             assert_eq!(kind.name(), k.name);
             assert_eq!(kind.known(), Some(k));
         }
