@@ -187,7 +187,10 @@ pub fn wait_router(ns: &str, admin: SocketAddr, timeout: Duration) -> Result<(),
 }
 
 /// Requests the sidecar entrypoint served, from Traefik's Prometheus metrics (the sum of
-/// `traefik_entrypoint_requests_total` over the `sidecar` entrypoint's label sets).
+/// `traefik_entrypoint_requests_total` over the `sidecar` entrypoint's label sets). Traefik
+/// shows a series only once it counted something: a page of Traefik's metrics
+/// (`traefik_config_reloads_total`, there from the first configuration on) without one means
+/// 0; any other page is no counter (`None`).
 pub fn parse_requests(metrics: &str) -> Option<u64> {
     let mut seen = false;
     let mut total = 0.0;
@@ -203,7 +206,14 @@ pub fn parse_requests(metrics: &str) -> Option<u64> {
             seen = true;
         }
     }
-    seen.then_some(total as u64)
+    if seen {
+        Some(total as u64)
+    } else {
+        metrics
+            .lines()
+            .any(|l| l.starts_with("traefik_config_reloads_total"))
+            .then_some(0)
+    }
 }
 
 #[cfg(test)]
@@ -218,5 +228,9 @@ mod tests {
             traefik_entrypoint_requests_total{code=\"200\",entrypoint=\"traefik\",method=\"GET\",protocol=\"http\"} 9\n";
         assert_eq!(parse_requests(m), Some(72));
         assert_eq!(parse_requests("# nothing yet\n"), None);
+        assert_eq!(
+            parse_requests("traefik_config_reloads_total 1\ngo_threads 7\n"),
+            Some(0)
+        );
     }
 }
