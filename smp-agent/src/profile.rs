@@ -370,8 +370,7 @@ fn assemble(
             let direction = match hop_direction {
                 hops::Direction::Outbound => details::Direction::Outbound,
                 hops::Direction::Inbound => details::Direction::Inbound,
-                // A proxy between two pod networks (a gateway) has no sidecar direction.
-                hops::Direction::Gateway => continue,
+                hops::Direction::Gateway => details::Direction::Gateway,
             };
             let leg = match hop_leg {
                 hops::Leg::Request => details::Leg::Request,
@@ -382,6 +381,7 @@ fn assemble(
                 kind: w.kind.clone(),
                 pid: w.pid,
                 direction,
+                direction_reason: hop_direction.reason().to_string(),
                 leg,
                 latency: Distribution::from_histogram_ns(h)
                     .map_err(|e| ProfileError::Histogram(e.to_string()))?,

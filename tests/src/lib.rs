@@ -298,6 +298,22 @@ pub fn drive(
     duration: std::time::Duration,
     delay_us: impl Fn(u64) -> Option<u64> + Send + Sync + 'static,
 ) -> (Vec<Option<u64>>, u64) {
+    let (ok, failed, _) = drive_recorded(netns, addr, conns, rate, duration, delay_us);
+    (ok, failed)
+}
+
+/// [`drive`], also returning the client's record of every request that got its response
+/// (`lab::ends`: the id it sent in `x-smp-req-id`, its connection, CLOCK_MONOTONIC before
+/// the write and after the whole response was read).
+pub fn drive_recorded(
+    netns: Option<&str>,
+    addr: std::net::SocketAddr,
+    conns: usize,
+    rate: f64,
+    duration: std::time::Duration,
+    delay_us: impl Fn(u64) -> Option<u64> + Send + Sync + 'static,
+) -> (Vec<Option<u64>>, u64, Vec<smp_agent::lab::ends::EndRecord>) {
+    use smp_agent::lab::ends::{monotonic_ns, EndRecord, REQUEST_ID_HEADER};
     use std::{
         io::{Read as _, Write as _},
         os::fd::AsRawFd as _,
@@ -323,6 +339,7 @@ pub fn drive(
                     );
                 }
                 let mut ok = Vec::new();
+                let mut records = Vec::new();
                 let mut failed = 0u64;
                 let mut stream: Option<std::net::TcpStream> = None;
                 let mut buf = vec![0u8; 64 * 1024];
@@ -343,7 +360,9 @@ pub fn drive(
                     let header = d
                         .map(|d| format!("x-smp-delay-us: {d}\r\n"))
                         .unwrap_or_default();
-                    let req = format!("GET /hop/{i} HTTP/1.1\r\nhost: {addr}\r\n{header}\r\n");
+                    let req = format!(
+                        "GET /hop/{i} HTTP/1.1\r\nhost: {addr}\r\n{REQUEST_ID_HEADER}: {i}\r\n{header}\r\n"
+                    );
                     if stream.is_none() {
                         stream = std::net::TcpStream::connect(addr).ok();
                         if let Some(s) = &stream {
@@ -355,26 +374,39 @@ pub fn drive(
                         failed += 1;
                         continue;
                     };
+                    let t0_ns = monotonic_ns();
                     let good = s.write_all(req.as_bytes()).is_ok() && read_response(s, &mut buf);
                     if good {
+                        let t1_ns = monotonic_ns();
+                        if let (Ok(local), Ok(remote)) = (s.local_addr(), s.peer_addr()) {
+                            records.push(EndRecord {
+                                id: i,
+                                local,
+                                remote,
+                                t0_ns,
+                                t1_ns,
+                            });
+                        }
                         ok.push(d);
                     } else {
                         failed += 1;
                         stream = None;
                     }
                 }
-                (ok, failed)
+                (ok, failed, records)
             })
         })
         .collect();
     let mut all = Vec::new();
+    let mut all_records = Vec::new();
     let mut failed = 0;
     for h in handles {
-        let (ok, f) = h.join().expect("driver thread");
+        let (ok, f, r) = h.join().expect("driver thread");
         all.extend(ok);
+        all_records.extend(r);
         failed += f;
     }
-    return (all, failed);
+    return (all, failed, all_records);
 
     /// Reads one response (headers + Content-Length body); true on a 2xx.
     fn read_response(s: &mut std::net::TcpStream, buf: &mut [u8]) -> bool {

@@ -98,6 +98,7 @@ fn write_run(dir: &Path, center_ms: f64, hop_us: f64, qps: f64) {
         kind: "envoy".into(),
         pid: Some(42),
         direction: Direction::Outbound,
+        direction_reason: String::new(),
         leg: Leg::Request,
         latency: hop,
         unpaired: 0,

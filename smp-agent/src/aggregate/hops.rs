@@ -124,6 +124,21 @@ impl Direction {
             Direction::Gateway => "gateway",
         }
     }
+
+    /// Why [`direction`] gives this class, in words for the reports.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Direction::Outbound => {
+                "its clients reach it over loopback or from its own address (the app's redirected connections)"
+            }
+            Direction::Inbound => {
+                "it reaches its upstream over loopback or at its own address (the app it fronts)"
+            }
+            Direction::Gateway => {
+                "neither its clients nor its upstreams are on loopback or its own address: a proxy between networks"
+            }
+        }
+    }
 }
 
 /// A message's way through a proxy.
@@ -143,8 +158,22 @@ impl Leg {
     }
 }
 
+/// The one form an address takes once it enters userspace: an IPv4-mapped IPv6 address
+/// (`::ffff:127.0.0.1`, what a dual-stack `[::]` socket reports for an IPv4 peer) becomes the
+/// IPv4 address it carries; every other address is returned as is. Everything that turns a
+/// kernel tuple or a procfs entry into an address goes through here, so directions, reports,
+/// metric labels and `top` never see the mapped form.
+pub fn canonical_ip(a: IpAddr) -> IpAddr {
+    a.to_canonical()
+}
+
+/// [`canonical_ip`] of a socket address (the port is kept).
+pub fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical_ip(a.ip()), a.port())
+}
+
 fn is_local(a: IpAddr) -> bool {
-    a.is_loopback()
+    canonical_ip(a).is_loopback()
 }
 
 /// Derives a sidecar's direction from the exchange's connections:
@@ -154,10 +183,11 @@ fn is_local(a: IpAddr) -> bool {
 ///   address) → inbound;
 /// - otherwise a gateway. Outbound wins when both hold (a sidecar relaying app→app locally).
 pub fn direction(e: &Exchange) -> Direction {
-    let d_local = e.downstream.local.map(|a| a.ip());
-    let d_remote = e.downstream.remote.map(|a| a.ip());
-    let u_local = e.upstream.local.map(|a| a.ip());
-    let u_remote = e.upstream.remote.map(|a| a.ip());
+    let ip = |a: Option<SocketAddr>| a.map(|a| canonical_ip(a.ip()));
+    let d_local = ip(e.downstream.local);
+    let d_remote = ip(e.downstream.remote);
+    let u_local = ip(e.upstream.local);
+    let u_remote = ip(e.upstream.remote);
     let from_app = d_local.is_some_and(is_local) || (d_local.is_some() && d_local == d_remote);
     let to_app = u_remote.is_some_and(is_local) || (u_remote.is_some() && u_remote == u_local);
     match (from_app, to_app) {
@@ -326,6 +356,82 @@ mod tests {
         let gw = exchange(
             conn("10.0.0.3:80", "10.0.0.1:40001"),
             conn("10.0.0.3:40002", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&gw), Direction::Gateway);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_their_ipv4_address() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:15001".parse().unwrap();
+        assert_eq!(canonical_addr(mapped), "127.0.0.1:15001".parse().unwrap());
+        let v6: SocketAddr = "[fd77::2]:8080".parse().unwrap();
+        assert_eq!(canonical_addr(v6), v6, "a real IPv6 address stays");
+        assert_eq!(
+            canonical_ip("::1".parse().unwrap()),
+            "::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_listener_gets_the_directions_of_an_ipv4_one() {
+        // The same four hops as in `direction_follows_where_the_app_is`, as a proxy listening
+        // on `[::]` sees its IPv4 peers: every address IPv4-mapped.
+        let m = |s: &str| {
+            let a: SocketAddr = s.parse().unwrap();
+            let IpAddr::V4(v4) = a.ip() else {
+                unreachable!()
+            };
+            SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port())
+        };
+        let c = |l: &str, r: &str| Conn {
+            local: Some(m(l)),
+            remote: Some(m(r)),
+            tls: false,
+        };
+        let out = exchange(
+            c("127.0.0.1:15001", "10.0.0.1:40000"),
+            c("10.0.0.1:40001", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&out), Direction::Outbound);
+        let inb = exchange(
+            c("10.0.0.2:15006", "10.0.0.1:40001"),
+            c("127.0.0.1:40002", "127.0.0.1:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&inb), Direction::Inbound);
+        let gw = exchange(
+            c("10.0.0.3:80", "10.0.0.1:40001"),
+            c("10.0.0.3:40002", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&gw), Direction::Gateway);
+    }
+
+    #[test]
+    fn ipv6_pods_get_their_directions() {
+        let out = exchange(
+            conn("[::1]:15001", "[fd77::1]:40000"),
+            conn("[fd77::1]:40001", "[fd77::2]:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&out), Direction::Outbound);
+        let inb = exchange(
+            conn("[fd77::2]:15006", "[fd77::1]:40001"),
+            conn("[::1]:40002", "[::1]:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(direction(&inb), Direction::Inbound);
+        let gw = exchange(
+            conn("[fd77::3]:80", "[fd77::1]:40001"),
+            conn("[fd77::3]:40002", "[fd77::2]:8080"),
             (0, 1),
             (2, 3),
         );

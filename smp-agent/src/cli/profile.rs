@@ -319,10 +319,12 @@ async fn profile_lab(
     let sidecars = DiscoveryConfig {
         // Our ground-truth proxy is `smp-agent` itself: by pid only. Other kinds by name too,
         // so that forked workers (nginx, haproxy) join their master.
-        names: match info.outbound.kind {
-            ProxyKind::Ours => Vec::new(),
-            k => vec![k.as_str().to_string()],
-        },
+        names: info
+            .outbound
+            .kind
+            .proxy_kind()
+            .map(|k| vec![k.name().to_string()])
+            .unwrap_or_default(),
         pids: pids.clone(),
         ..DiscoveryConfig::default()
     };
@@ -498,8 +500,9 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
         for h in &d.hops {
             let p = &h.latency.percentiles;
             println!(
-                "  {:<24} {:<9} {:>10} {:>10} {:>8} {:>10} {:>10}",
+                "  {:<24} {:<8} {:<9} {:>10} {:>10} {:>8} {:>10} {:>10}",
                 h.proxy,
+                h.direction.name(),
                 match h.leg {
                     crate::report::details::Leg::Request => "request",
                     crate::report::details::Leg::Response => "response",
@@ -515,6 +518,29 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
                     .map_or("-".into(), |w| ms(w.percentiles.p50))
             );
         }
+    }
+    // A proxy classed a gateway is shown with the reason, once.
+    let mut told = std::collections::BTreeSet::new();
+    for h in d
+        .hops
+        .iter()
+        .filter(|h| h.direction == crate::report::details::Direction::Gateway)
+    {
+        if told.insert(&h.proxy) {
+            println!("  {} is classed gateway: {}", h.proxy, h.direction_reason);
+        }
+    }
+    for s in d
+        .sidecars
+        .iter()
+        .filter(|s| s.requests > 0 && !d.hops.iter().any(|h| h.proxy == s.proxy))
+    {
+        println!(
+            "WARNING: sidecar {} (pid {}) carried {} requests but reported NO hops: its exchanges were not paired (see the pairing line and docs/hops.md)",
+            s.proxy,
+            s.pid.map_or("?".into(), |p| p.to_string()),
+            s.requests
+        );
     }
     for s in &d.sidecars {
         println!(
@@ -538,6 +564,7 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
             },
             c.verdict
         );
+        println!("  hops summed: {}", c.hops_used.join(", "));
     }
     let l = &d.losses;
     let reasons: Vec<String> = l

@@ -4,6 +4,8 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use serde::Serialize;
 
+use crate::aggregate::hops::canonical_addr;
+
 /// What is known about one socket inode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SocketEndpoints {
@@ -26,8 +28,8 @@ pub fn endpoints(pid: u32) -> HashMap<u64, SocketEndpoints> {
                 e.inode,
                 SocketEndpoints {
                     proto,
-                    local: Some(e.local_address),
-                    remote: Some(e.remote_address),
+                    local: Some(canonical_addr(e.local_address)),
+                    remote: Some(canonical_addr(e.remote_address)),
                 },
             );
         }
@@ -37,8 +39,8 @@ pub fn endpoints(pid: u32) -> HashMap<u64, SocketEndpoints> {
             e.inode,
             SocketEndpoints {
                 proto: "udp",
-                local: Some(e.local_address),
-                remote: Some(e.remote_address),
+                local: Some(canonical_addr(e.local_address)),
+                remote: Some(canonical_addr(e.remote_address)),
             },
         );
     }

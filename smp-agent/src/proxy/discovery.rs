@@ -38,8 +38,9 @@ use super::{
     ProcError,
 };
 
-/// Default proxy names (matched against the executable's basename and the comm).
-pub const DEFAULT_PROXY_NAMES: &[&str] = &["envoy", "linkerd2-proxy", "haproxy", "nginx"];
+/// Proxy kinds and the default names (matched against the executable's basename and the comm)
+/// live in one place, `proxy::kind`.
+pub use super::kind::{ProxyKind, DEFAULT_PROXY_NAMES};
 /// Default exclusions: processes that sit in sidecar containers but do not proxy traffic.
 pub const DEFAULT_EXCLUDED_NAMES: &[&str] = &["pilot-agent"];
 
@@ -51,47 +52,6 @@ pub const MAX_SETTLE_RETRIES: u32 = 20;
 const INTERPRETERS: &[&str] = &[
     "sh", "bash", "dash", "python", "python3", "node", "perl", "ruby", "env",
 ];
-
-/// Kind of proxy. Known kinds get a variant; any other configured name is `Other(name)`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProxyKind {
-    Envoy,
-    Linkerd2Proxy,
-    Haproxy,
-    Nginx,
-    Other(String),
-}
-
-impl ProxyKind {
-    /// The kind for a configured name (`"envoy"` → `Envoy`, `"foo"` → `Other("foo")`).
-    pub fn from_name(name: &str) -> Self {
-        match name {
-            "envoy" => Self::Envoy,
-            "linkerd2-proxy" => Self::Linkerd2Proxy,
-            "haproxy" => Self::Haproxy,
-            "nginx" => Self::Nginx,
-            other => Self::Other(other.to_string()),
-        }
-    }
-
-    /// Lower-case name, as used in labels.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Envoy => "envoy",
-            Self::Linkerd2Proxy => "linkerd2-proxy",
-            Self::Haproxy => "haproxy",
-            Self::Nginx => "nginx",
-            Self::Other(n) => n,
-        }
-    }
-}
-
-impl fmt::Display for ProxyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Everything discovery needs to know about one process (plain data, filled by [`ProcSource`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -445,19 +405,10 @@ fn is_control_invocation(name: &str, cmdline: &[String]) -> bool {
     // A process title ("nginx: master process …") is one string: split it too.
     let tokens = || cmdline.iter().flat_map(|a| a.split_whitespace()).skip(1);
     match name {
-        "nginx" => {
-            !cmdline.first().is_some_and(|a| a.starts_with("nginx: "))
-                && tokens().any(|t| matches!(t, "-t" | "-T" | "-s" | "-v" | "-V" | "-h" | "-?"))
-        }
-        "envoy" => tokens().any(|t| {
-            matches!(
-                t,
-                "--version" | "--help" | "-h" | "validate" | "--mode=validate"
-            )
-        }),
-        "haproxy" => tokens().any(|t| matches!(t, "-c" | "-v" | "-vv")),
-        "linkerd2-proxy" => tokens().any(|t| matches!(t, "--version" | "--help" | "-h")),
-        _ => false,
+        "nginx" if cmdline.first().is_some_and(|a| a.starts_with("nginx: ")) => false,
+        _ => ProxyKind::from_name(name)
+            .known()
+            .is_some_and(|k| tokens().any(|t| k.control_args.contains(&t))),
     }
 }
 

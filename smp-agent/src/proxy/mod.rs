@@ -3,6 +3,7 @@
 //! Pure userspace, no aya: the probe layer feeds [`discovery::ProcEvent`]s and per-thread CPU
 //! snapshots ([`cpu::ThreadCpu`]) in; plain types come out. See docs/discovery.md.
 //!
+//! * [`kind`]: the proxy kinds the agent knows (names, recognition, display): one place.
 //! * [`discovery`]: `classify` (pure) and the live [`Discovery`] state machine.
 //! * [`procfs`]: the procfs [`discovery::ProcSource`] and thread listing.
 //! * [`cgroup`]: cgroup path → pod UID, container ID, QoS.
@@ -14,6 +15,7 @@
 pub mod cgroup;
 pub mod cpu;
 pub mod discovery;
+pub mod kind;
 pub mod kube;
 pub mod memory;
 pub mod perf;

@@ -296,6 +296,20 @@ pub enum Direction {
     Outbound,
     /// The app's server-side proxy (network → proxy → app).
     Inbound,
+    /// Neither side of the proxy is its own host's: a proxy between two networks (a gateway,
+    /// or a sidecar whose addresses did not say which side its app is on).
+    Gateway,
+}
+
+impl Direction {
+    /// Lower-case name, as in details.json and the reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+            Direction::Gateway => "gateway",
+        }
+    }
 }
 
 /// Which message of the exchange.
@@ -321,10 +335,7 @@ pub struct HopKey {
 
 impl fmt::Display for HopKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = match self.direction {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
-        };
+        let d = self.direction.name();
         let l = match self.leg {
             Leg::Request => "request",
             Leg::Response => "response",
@@ -347,6 +358,9 @@ pub struct Hop {
     pub pid: Option<u32>,
     /// Direction.
     pub direction: Direction,
+    /// Why the hop has its direction, from the addresses its exchanges used.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub direction_reason: String,
     /// Leg.
     pub leg: Leg,
     /// Hop latency distribution.
@@ -481,6 +495,9 @@ pub struct ConsistencyCheck {
     pub tolerance_ms: f64,
     /// Verdict.
     pub verdict: ConsistencyVerdict,
+    /// The hops summed (`proxy/direction/leg`): every hop measured, of every direction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops_used: Vec<String>,
 }
 
 /// Whether the hops explain the overhead.
@@ -516,6 +533,7 @@ impl ConsistencyCheck {
             } else {
                 ConsistencyVerdict::Inconsistent
             },
+            hops_used: hops.iter().map(|h| h.key().to_string()).collect(),
         }
     }
 }
@@ -865,6 +883,7 @@ pub(crate) mod tests {
             kind: String::new(),
             pid: None,
             direction: Direction::Outbound,
+            direction_reason: String::new(),
             leg: Leg::Request,
             latency: Distribution {
                 count: 1,
@@ -907,6 +926,22 @@ pub(crate) mod tests {
         assert!((c.sum_send_p50_ms - 0.2).abs() < 1e-9);
         assert!((c.difference_ms + 0.1).abs() < 1e-9);
         assert_eq!(c.verdict, ConsistencyVerdict::Consistent);
+        // A gateway's hops count like a sidecar's, and the check names what it summed.
+        let mut gw = hop(0.2);
+        gw.proxy = "g".into();
+        gw.direction = Direction::Gateway;
+        let c = ConsistencyCheck::compute(&[hop(0.1), gw], 0.3, 0.05, 0.2);
+        assert!((c.sum_hop_p50_ms - 0.3).abs() < 1e-9);
+        assert_eq!(c.hops_used, ["p/outbound/request", "g/gateway/request"]);
+        let back: Details = serde_json::from_str(
+            &serde_json::to_string(&Details {
+                consistency: Some(c.clone()),
+                ..Details::new("r")
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back.consistency, Some(c));
     }
 
     #[test]

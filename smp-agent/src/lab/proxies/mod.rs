@@ -18,6 +18,7 @@ pub mod envoy;
 pub mod haproxy;
 pub mod nginx;
 pub mod ours;
+pub mod traefik;
 
 /// Everything a launcher needs to know about one sidecar slot.
 #[derive(Debug, Clone)]
@@ -89,6 +90,7 @@ pub fn launch(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         ProxyKind::Haproxy => haproxy::plan(plan),
         ProxyKind::Nginx => nginx::plan(plan),
         ProxyKind::Ours => ours::plan(plan),
+        ProxyKind::Traefik => traefik::plan(plan),
     }
 }
 

@@ -119,10 +119,7 @@ pub(super) fn or_dash(s: &str) -> &str {
 }
 
 pub(super) fn direction_name(d: Direction) -> &'static str {
-    match d {
-        Direction::Outbound => "outbound",
-        Direction::Inbound => "inbound",
-    }
+    d.name()
 }
 
 pub(super) fn leg_name(l: Leg) -> &'static str {

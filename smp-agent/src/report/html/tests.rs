@@ -36,6 +36,7 @@ pub(crate) fn populated_set() -> ResultSet {
         kind: "envoy".into(),
         pid: Some(4242),
         direction,
+        direction_reason: String::new(),
         leg,
         latency: Distribution::from_histogram_ns(&details::tests::sample_histogram(
             center_ns, 1000,
