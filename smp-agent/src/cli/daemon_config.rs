@@ -1173,7 +1173,7 @@ mod tests {
             metrics_token_file: Some("/t".into()),
             ..DaemonConfig::default()
         };
-        let printed: serde_yaml::Mapping = serde_yaml::from_str(&c.to_yaml()).unwrap();
+        let printed: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&c.to_yaml()).unwrap();
         assert_eq!(printed.len(), SETTINGS.len(), "{printed:?}");
     }
 

@@ -244,7 +244,7 @@ fn print(results: &Results, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_results(path: &PathBuf) -> anyhow::Result<Results> {
+fn read_results(path: &std::path::Path) -> anyhow::Result<Results> {
     let text = crate::input::read_text(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
     let parsed = if text.trim_start().starts_with('{') {
@@ -306,7 +306,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let runs = args
             .merge
             .iter()
-            .map(read_results)
+            .map(|p| read_results(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let merged = Results::merge(&runs)?;
         print(&merged, args.output)?;
