@@ -11,6 +11,10 @@
 //! [`Lab::up`] records every step in `/run/smp-agent/lab/<name>/state.json` before taking it;
 //! [`Lab::down`] undoes whatever that file (and the naming convention) says exists, so it also
 //! cleans up a crashed or half-finished `up` and is idempotent. See docs/lab.md.
+//!
+//! Longer than our usual file: `up` and `down` are one transaction over the same recorded
+//! steps (namespaces, addresses, redirects, processes), kept together so that every step
+//! `up` takes has its undo beside it. Per-kind configuration lives in `proxies/`.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
