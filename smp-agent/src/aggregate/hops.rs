@@ -104,7 +104,7 @@ impl Exchange {
     }
 }
 
-/// Which side of an app a sidecar serves (DESIGN.md §2).
+/// Which side of an app a sidecar serves (docs/design.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {

@@ -344,7 +344,7 @@ impl fmt::Display for HopKey {
     }
 }
 
-/// One hop: one pass of a message through one proxy (t_out − t_in, DESIGN.md §2).
+/// One hop: one pass of a message through one proxy (t_out − t_in, docs/design.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hop {

@@ -1,7 +1,6 @@
 //! The SMP (Service Mesh Performance) messages, as serde types.
 //!
-//! Field names, numbering and meaning follow the SMP protos v0.6.1 (see `docs/smp.md` and the
-//! research notes in `shared/smp/SPEC.md`):
+//! Field names, numbering and meaning follow the SMP protos v0.6.1 (see `docs/smp.md`):
 //!
 //! - names are the proto (snake_case) names; the reader also accepts the protojson lowerCamel
 //!   spellings (`smpVersion`, `endpointUrls`, `latenciesMs`, …) through `serde(alias)`;

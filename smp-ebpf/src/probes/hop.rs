@@ -3,7 +3,7 @@
 //! Message boundaries: on one socket HTTP/1.x alternates directions, so a data syscall in the
 //! other direction than the socket's last one starts a new message. A message's inbound start
 //! is the exit of its first read; its outbound start is the entry of its first write
-//! (DESIGN.md §2). TLS handshake records do not start messages.
+//! (docs/design.md). TLS handshake records do not start messages.
 //!
 //! Pairing: a response read on an upstream socket is queued on the reading thread; the next
 //! response write on a downstream socket by that thread forwards the oldest still-current one
