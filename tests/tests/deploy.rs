@@ -527,7 +527,7 @@ fn dockerfile_is_multi_stage_with_the_pinned_toolchain() {
     assert!(froms[0].ends_with(" AS builder"));
     assert!(
         text.contains("ARG BPF_LINKER_VERSION=0.10.4"),
-        "bpf-linker pinned to 0.10.4 (docs/architecture.md, "Toolchain")"
+        "bpf-linker pinned to 0.10.4 (docs/architecture.md, Toolchain)"
     );
     assert!(text.contains("--component rust-src"));
     assert!(text.contains("COPY --from=builder"));

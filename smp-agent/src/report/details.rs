@@ -288,39 +288,7 @@ impl EndToEnd {
     }
 }
 
-/// Which way a sidecar serves its app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// The app's client-side proxy (app → proxy → network).
-    Outbound,
-    /// The app's server-side proxy (network → proxy → app).
-    Inbound,
-    /// Neither side of the proxy is its own host's: a proxy between two networks (a gateway,
-    /// or a sidecar whose addresses did not say which side its app is on).
-    Gateway,
-}
-
-impl Direction {
-    /// Lower-case name, as in details.json and the reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
-            Direction::Gateway => "gateway",
-        }
-    }
-}
-
-/// Which message of the exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Leg {
-    /// The request.
-    Request,
-    /// The response.
-    Response,
-}
+pub use crate::aggregate::hops::{Direction, Leg};
 
 /// Identifies a hop across runs: proxy name, direction, leg.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

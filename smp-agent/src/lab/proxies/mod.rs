@@ -139,6 +139,37 @@ pub fn wait_routing(
     Ok(())
 }
 
+/// A program named by a setting (a config field or an environment variable, `what` in the
+/// error): the file itself, or an error naming it when it is not there.
+pub fn named_program(p: &Path, what: &str) -> Result<PathBuf, LabError> {
+    if p.is_file() {
+        Ok(p.to_path_buf())
+    } else {
+        Err(LabError::MissingProgram {
+            program: p.display().to_string(),
+            hint: format!("{what} names a file that does not exist"),
+        })
+    }
+}
+
+/// `$var` as a program path, if set and not empty ([`named_program`]).
+pub fn program_from_env(var: &str) -> Option<Result<PathBuf, LabError>> {
+    let p = std::env::var_os(var).filter(|p| !p.is_empty())?;
+    Some(named_program(Path::new(&p), var))
+}
+
+/// The first `<dir>/.cache/<rel>` that is a file, for `dir` the ancestors of this executable
+/// and of the working directory (the project's venvs, made by `cargo xtask setup`).
+pub fn in_project_cache(rel: &str) -> Option<PathBuf> {
+    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
+    starts
+        .iter()
+        .flatten()
+        .flat_map(|s| s.ancestors())
+        .map(|d| d.join(".cache").join(rel))
+        .find(|p| p.is_file())
+}
+
 /// Finds a program on PATH (plus the sbin directories root has).
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
