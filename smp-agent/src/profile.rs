@@ -367,15 +367,7 @@ fn assemble(
             };
             let wait = dist(view.wait_of(&w.proxy, hop_direction, hop_leg))?;
             let send = dist(view.send_of(&w.proxy, hop_direction, hop_leg))?;
-            let direction = match hop_direction {
-                hops::Direction::Outbound => details::Direction::Outbound,
-                hops::Direction::Inbound => details::Direction::Inbound,
-                hops::Direction::Gateway => details::Direction::Gateway,
-            };
-            let leg = match hop_leg {
-                hops::Leg::Request => details::Leg::Request,
-                hops::Leg::Response => details::Leg::Response,
-            };
+            let (direction, leg) = (hop_direction, hop_leg);
             d.hops.push(Hop {
                 proxy: name_of(w),
                 kind: w.kind.clone(),

@@ -1,4 +1,4 @@
-//! Self-accounting counters of the kernel programs (loss is data, DESIGN.md §3 rule 5).
+//! Self-accounting counters of the kernel programs (loss is data, docs/design.md, rule 5).
 //!
 //! Kept in the per-CPU array `COUNTERS`, indexed by [`Counter`]; userspace sums over CPUs.
 

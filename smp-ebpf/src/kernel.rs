@@ -1,13 +1,43 @@
 //! Reads of kernel and user memory at offsets the agent found in BTF and tracefs.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user};
-use smp_common::{config::KernelOffsets, hop::Tuple};
+use smp_common::{config::KernelOffsets, counters::Counter, hop::Tuple};
 
 /// `S_IFMT` and `S_IFSOCK` from `include/uapi/linux/stat.h`.
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+
+/// Why a probe body stopped before recording what it saw. The body returns it; its entry
+/// point counts it (`main.rs`, `counted`): loss is data, and no failure is dropped unseen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ProbeError {
+    /// A read of kernel memory failed (`bpf_probe_read_kernel`).
+    KernelRead,
+    /// A map slot that always exists (a per-CPU array's) was not there.
+    MapSlot,
+}
+
+/// A failed `bpf_probe_read_kernel` (its error code) as the body's error; converted only on
+/// the error path (`?`), so the reads' results keep their layout.
+impl From<i32> for ProbeError {
+    #[inline(always)]
+    fn from(_: i32) -> Self {
+        ProbeError::KernelRead
+    }
+}
+
+impl ProbeError {
+    /// The loss counter this failure is counted in.
+    #[inline(always)]
+    pub const fn counter(self) -> Counter {
+        match self {
+            ProbeError::KernelRead => Counter::KernelReadFailed,
+            ProbeError::MapSlot => Counter::MapInsertFailed,
+        }
+    }
+}
 
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
@@ -16,7 +46,8 @@ pub fn read<T>(base: u64, off: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }
 }
 
-/// Reads a `T` at `addr` in the current task's user memory.
+/// Reads a `T` at `addr` in the current task's user memory (an error: not readable now, e.g.
+/// paged out; callers treat the data as unclassified, which is not a loss).
 #[inline(always)]
 pub fn read_user<T>(addr: u64) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_user validates the address; a bad one is an error, not a fault.
@@ -25,7 +56,7 @@ pub fn read_user<T>(addr: u64) -> Result<T, i32> {
 
 /// `task->pid` and `task->tgid` (one read when they are adjacent, as in every kernel so far).
 #[inline(always)]
-pub fn task_ids(task: u64, o: &KernelOffsets) -> Result<(u32, u32), i32> {
+pub fn task_ids(task: u64, o: &KernelOffsets) -> Result<(u32, u32), ProbeError> {
     if o.task_tgid == o.task_pid + 4 {
         let ids: [u32; 2] = read(task, o.task_pid)?;
         return Ok((ids[0], ids[1]));
@@ -57,7 +88,7 @@ pub enum FdKind {
 /// What `fd` of the current task is (walks `task->files->fdt->fd[fd]`, checks
 /// `f_inode->i_mode`, follows `private_data->sk` for sockets): 8–10 kernel reads.
 #[inline(always)]
-pub fn current_fd(fd: u32, o: &KernelOffsets) -> Result<FdKind, i32> {
+pub fn current_fd(fd: u32, o: &KernelOffsets) -> Result<FdKind, ProbeError> {
     // SAFETY: returns the current task pointer; it is only dereferenced via probe_read.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, o.task_files)?;
@@ -88,7 +119,7 @@ pub fn current_fd(fd: u32, o: &KernelOffsets) -> Result<FdKind, i32> {
 
 /// The endpoints of a connected socket; `None` while it has no peer yet.
 #[inline(always)]
-pub fn sock_tuple(sk: u64, o: &KernelOffsets) -> Result<Option<Tuple>, i32> {
+pub fn sock_tuple(sk: u64, o: &KernelOffsets) -> Result<Option<Tuple>, ProbeError> {
     if sk == 0 {
         return Ok(None);
     }

@@ -1,7 +1,8 @@
 //! Kernel programs of smp-agent. Entry points only; the bodies live in `probes/`.
 //!
-//! Every entry point is a thin wrapper that calls a `try_*` body and ignores its error: a probe
-//! never fails the traced task, it counts what it could not record (see `maps::COUNTERS`).
+//! Every entry point is a thin wrapper that calls its body and counts the body's error
+//! ([`counted`]): a probe never fails the traced task, it counts what it could not record
+//! (`maps::COUNTERS`).
 #![no_std]
 #![no_main]
 
@@ -14,25 +15,33 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
 
+/// Counts a body's failure in its loss counter (the body stopped early; nothing else to do).
+#[inline(always)]
+fn counted(r: Result<(), kernel::ProbeError>) {
+    if let Err(e) = r {
+        maps::count(e.counter());
+    }
+}
+
 /// sched_switch (raw tracepoint: `TP_PROTO(bool preempt, struct task_struct *prev,
 /// struct task_struct *next, ...)`, stable since 4.17; `prev_state` was appended in 5.18).
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn smp_sched_switch(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sched::on_switch(&ctx);
+    counted(probes::sched::on_switch(&ctx));
     0
 }
 
 /// sched_process_exit: tells userspace a tracked process is gone.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn smp_sched_exit(ctx: TracePointContext) -> u32 {
-    let _ = probes::sched::on_exit(&ctx);
+    counted(probes::sched::on_exit(&ctx));
     0
 }
 
 /// sched_process_exec: any process starting a new program (discovery of proxies).
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn smp_sched_exec(ctx: TracePointContext) -> u32 {
-    let _ = probes::sched::on_exec(&ctx);
+    counted(probes::sched::on_exec(&ctx));
     0
 }
 
@@ -40,7 +49,7 @@ pub fn smp_sched_exec(ctx: TracePointContext) -> u32 {
 /// a tracked process forking a worker process.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn smp_sched_fork(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sched::on_fork(&ctx);
+    counted(probes::sched::on_fork(&ctx));
     0
 }
 
@@ -48,7 +57,7 @@ pub fn smp_sched_fork(ctx: RawTracePointContext) -> i32 {
 /// *regs, long id)`); acts only on the traced socket syscalls of tracked processes.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn smp_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sock::on_sys_enter(&ctx);
+    counted(probes::sock::on_sys_enter(&ctx));
     0
 }
 
@@ -56,7 +65,7 @@ pub fn smp_sys_enter(ctx: RawTracePointContext) -> i32 {
 /// long ret)`); acts only on the calls `smp_sys_enter` parked.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn smp_sys_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sock::on_sys_exit(&ctx);
+    counted(probes::sock::on_sys_exit(&ctx));
     0
 }
 
@@ -65,14 +74,14 @@ pub fn smp_sys_exit(ctx: RawTracePointContext) -> i32 {
 /// other syscall of any task pays a hook.
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn smp_sock_send(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sock::on_sock_io(&ctx, false);
+    counted(probes::sock::on_sock_io(&ctx, false));
     0
 }
 
 /// A socket receive completed (`sock:sock_recv_length`, 6.4+, same arguments).
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn smp_sock_recv(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sock::on_sock_io(&ctx, true);
+    counted(probes::sock::on_sock_io(&ctx, true));
     0
 }
 
@@ -81,7 +90,7 @@ pub fn smp_sock_recv(ctx: RawTracePointContext) -> i32 {
 /// socket tracepoints, where a write starts (its outbound message boundary).
 #[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
 pub fn smp_tcp_send(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sock::on_tcp_send_start(&ctx);
+    counted(probes::sock::on_tcp_send_start(&ctx));
     0
 }
 
@@ -90,7 +99,7 @@ pub fn smp_tcp_send(ctx: RawTracePointContext) -> i32 {
 /// is where it starts (its outbound message boundary).
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
 pub fn smp_xmit_start(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sock::on_xmit_start(&ctx);
+    counted(probes::sock::on_xmit_start(&ctx));
     0
 }
 
@@ -99,7 +108,7 @@ pub fn smp_xmit_start(ctx: RawTracePointContext) -> i32 {
 /// which sockets a proxy connected (its upstreams).
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn smp_sock_state(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::sock::on_sock_state(&ctx);
+    counted(probes::sock::on_sock_state(&ctx));
     0
 }
 
@@ -132,6 +141,7 @@ pub fn smp_floor_min(ctx: RawTracePointContext) -> i32 {
         // SAFETY: a plain u64 of the map value.
         Some(v) => unsafe { *v = now },
         None => {
+            // The floor counts nothing by design (its cost is the point).
             let _ = maps::SK_INO.insert(&sk, &now, 0);
         }
     }
@@ -141,7 +151,7 @@ pub fn smp_floor_min(ctx: RawTracePointContext) -> i32 {
 /// tcp_probe: when data reaches a proxy's socket, before the proxy reads it.
 #[raw_tracepoint(tracepoint = "tcp_probe")]
 pub fn smp_tcp_probe(ctx: RawTracePointContext) -> i32 {
-    let _ = probes::hop::on_tcp_probe(&ctx);
+    counted(probes::hop::on_tcp_probe(&ctx));
     0
 }
 

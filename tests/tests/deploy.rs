@@ -405,7 +405,7 @@ fn daemonset_keeps_to_least_privilege() {
     let sc = &c["securityContext"];
     assert_ne!(
         sc["privileged"], true,
-        "DESIGN.md §3 rule 6: never privileged"
+        "docs/design.md, rule 6: never privileged"
     );
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -527,7 +527,7 @@ fn dockerfile_is_multi_stage_with_the_pinned_toolchain() {
     assert!(froms[0].ends_with(" AS builder"));
     assert!(
         text.contains("ARG BPF_LINKER_VERSION=0.10.4"),
-        "bpf-linker pinned to 0.10.4 (TOOLCHAIN.md)"
+        "bpf-linker pinned to 0.10.4 (docs/architecture.md, Toolchain)"
     );
     assert!(text.contains("--component rust-src"));
     assert!(text.contains("COPY --from=builder"));

@@ -72,7 +72,7 @@ fn lab_profile_in(name: &str, proxy: &str, mtls: bool, extra: &[&str]) -> (Resul
     }
 }
 
-/// Self-consistency (DESIGN.md §2, issue 6): what the proxies add per request (wait + hop +
+/// Self-consistency (docs/design.md, issue 6): what the proxies add per request (wait + hop +
 /// send of the four hops) explains the meshed − baseline median within 25 % (or 0.05 ms: the
 /// medians of 600 requests move by that much between runs), the verdict `profile` prints.
 fn consistency(name: &str, set: &ResultSet) -> Result<(), String> {

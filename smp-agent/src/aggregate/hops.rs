@@ -7,7 +7,7 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Endpoints of one connection as the proxy sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -104,19 +104,22 @@ impl Exchange {
     }
 }
 
-/// Which side of an app a sidecar serves (DESIGN.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// Which side of an app a sidecar serves (docs/design.md). The one definition: the reports
+/// (`report::details`) and the metrics use it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Serves its app as a client: app → proxy → network.
     Outbound,
     /// Fronts its app as a server: network → proxy → app.
     Inbound,
-    /// Neither side is local: a standalone proxy or gateway.
+    /// Neither side is local: a proxy between two networks (a gateway, or a sidecar whose
+    /// addresses did not say which side its app is on).
     Gateway,
 }
 
 impl Direction {
+    /// Lower-case name, as in details.json, the reports and the metrics' labels.
     pub const fn name(self) -> &'static str {
         match self {
             Direction::Outbound => "outbound",
@@ -141,8 +144,8 @@ impl Direction {
     }
 }
 
-/// A message's way through a proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// A message's way through a proxy: which message of the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Leg {
     Request,

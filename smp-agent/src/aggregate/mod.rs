@@ -40,7 +40,7 @@ pub struct SocketSample {
     pub ns: u64,
 }
 
-/// The probes' own loss and failure counters (DESIGN.md §3 rule 5: loss is data).
+/// The probes' own loss and failure counters (docs/design.md, rule 5: loss is data).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LossCounters {
     pub ringbuf_dropped: u64,

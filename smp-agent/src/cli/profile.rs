@@ -82,7 +82,7 @@ pub struct Args {
     pub mesh_version: Option<String>,
 
     /// Sidecar proxies to measure, by executable or comm name (repeatable) [default: envoy,
-    /// linkerd2-proxy, haproxy, nginx].
+    /// linkerd2-proxy, haproxy, nginx, traefik].
     #[arg(long = "sidecar", value_name = "NAME")]
     pub sidecars: Vec<String>,
 

@@ -11,6 +11,10 @@
 //! [`Lab::up`] records every step in `/run/smp-agent/lab/<name>/state.json` before taking it;
 //! [`Lab::down`] undoes whatever that file (and the naming convention) says exists, so it also
 //! cleans up a crashed or half-finished `up` and is idempotent. See docs/lab.md.
+//!
+//! Longer than our usual file: `up` and `down` are one transaction over the same recorded
+//! steps (namespaces, addresses, redirects, processes), kept together so that every step
+//! `up` takes has its undo beside it. Per-kind configuration lives in `proxies/`.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -307,21 +311,7 @@ impl Lab {
         }
         // Resolve programs before creating anything.
         for side in [Side::Outbound, Side::Inbound] {
-            match cfg.kind(side) {
-                ProxyKind::Envoy => {
-                    proxies::envoy::find_binary(cfg.envoy_bin.as_deref())?;
-                }
-                ProxyKind::Haproxy => {
-                    proxies::require("haproxy", "haproxy")?;
-                }
-                ProxyKind::Nginx => {
-                    proxies::require("nginx", "nginx-light")?;
-                }
-                ProxyKind::Traefik => {
-                    proxies::traefik::find_binary()?;
-                }
-                ProxyKind::Ours => {}
-            }
+            proxies::find_program(cfg.kind(side), cfg)?;
         }
         proxies::require("nft", "nftables")?;
         let dir = state::dir(&cfg.name);
@@ -569,15 +559,8 @@ impl Lab {
 
     pub fn sidecar_requests(info: &LabInfo, side: Side) -> Result<Option<u64>, LabError> {
         let sc = info.sidecar(side);
-        let (path, parse): (&str, fn(&str) -> Option<u64>) = match sc.kind {
-            ProxyKind::Envoy => (
-                "/stats?filter=http.sidecar.downstream_rq_total",
-                parse_envoy_stat,
-            ),
-            ProxyKind::Haproxy => ("/stats;csv", parse_haproxy_csv),
-            ProxyKind::Ours => ("/stats", parse_ours_stat),
-            ProxyKind::Traefik => ("/metrics", proxies::traefik::parse_requests),
-            ProxyKind::Nginx => return Ok(None),
+        let Some((path, parse)) = proxies::request_counter(sc.kind) else {
+            return Ok(None);
         };
         let err = |reason: String| LabError::Stats {
             side,
@@ -593,28 +576,6 @@ impl Lab {
             ))
         })
     }
-}
-
-fn parse_envoy_stat(body: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix("http.sidecar.downstream_rq_total: "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn parse_ours_stat(body: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix("requests_total "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn parse_haproxy_csv(body: &str) -> Option<u64> {
-    let mut lines = body.lines();
-    let header = lines.next()?.trim_start_matches("# ");
-    let col = header.split(',').position(|c| c == "req_tot")?;
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&"sidecar") && f.get(1) == Some(&"FRONTEND"))
-        .and_then(|f| f.get(col)?.parse().ok())
 }
 
 /// A one-shot HTTP/1.1 GET inside a namespace (for admin endpoints); returns the body.
@@ -754,19 +715,15 @@ fn start(
             tail: netns::log_tail(log, 15),
         });
     }
-    // Traefik listens before its routes are live; its admin address is the last ready one.
-    if kind == ProxyKind::Traefik.as_str() {
-        if let Some(admin) = ready.last() {
-            proxies::traefik::wait_router(ns, *admin, timeout).map_err(|problem| {
-                LabError::Startup {
-                    role: role.into(),
-                    kind: kind.into(),
-                    problem,
-                    log: log.display().to_string(),
-                    tail: netns::log_tail(log, 15),
-                }
-            })?;
-        }
+    // Some kinds listen before they route (Traefik): the kind's own readiness check.
+    if let Some(admin) = ready.last() {
+        proxies::wait_routing(kind, ns, *admin, timeout).map_err(|problem| LabError::Startup {
+            role: role.into(),
+            kind: kind.into(),
+            problem,
+            log: log.display().to_string(),
+            tail: netns::log_tail(log, 15),
+        })?;
     }
     Ok(pid)
 }
@@ -967,17 +924,17 @@ mod tests {
     #[test]
     fn parses_counters() {
         assert_eq!(
-            parse_envoy_stat(
+            proxies::envoy::parse_requests(
                 "http.sidecar.downstream_rq_time: P0(nan)\nhttp.sidecar.downstream_rq_total: 12\n"
             ),
             Some(12)
         );
         assert_eq!(
-            parse_ours_stat("requests_total 3\nerrors_total 0\n"),
+            proxies::ours::parse_requests("requests_total 3\nerrors_total 0\n"),
             Some(3)
         );
         let csv = "# pxname,svname,qcur,req_tot,x\nsidecar,FRONTEND,,7,\nupstream,BACKEND,,9,\n";
-        assert_eq!(parse_haproxy_csv(csv), Some(7));
+        assert_eq!(proxies::haproxy::parse_requests(csv), Some(7));
         assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
     }
 

@@ -193,6 +193,15 @@ impl Btf {
         id
     }
 
+    /// Names of the typedefs that start with `prefix`, without it (`btf_trace_` gives the
+    /// kernel's tracepoints: every one has a `btf_trace_<name>` typedef).
+    pub fn typedefs_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> {
+        self.types
+            .iter()
+            .filter(|t| t.kind == KIND_TYPEDEF)
+            .filter_map(move |t| self.name(t.name_off).strip_prefix(prefix))
+    }
+
     /// Byte offset of `member` in `struct strukt`, searching anonymous struct/union members too.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = self

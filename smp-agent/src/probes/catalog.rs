@@ -51,9 +51,6 @@ pub enum SocketHooks {
 /// Environment variable that picks [`SocketHooks`] instead of the kernel (`sock`, `syscalls`).
 pub const SOCKET_HOOKS_ENV: &str = "SMP_SOCKET_HOOKS";
 
-/// The kernel's BTF, where every tracepoint has a `btf_trace_<name>` typedef.
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
 impl SocketHooks {
     /// `SMP_SOCKET_HOOKS` if set, else `Sock` where the running kernel has the socket
     /// tracepoints, else `Syscalls`.
@@ -141,13 +138,21 @@ impl std::str::FromStr for SendStart {
     }
 }
 
-/// Whether the running kernel has tracepoint `name`: its BTF then names a `btf_trace_<name>`
-/// typedef (read once per process).
+/// Whether the running kernel has tracepoint `name`: its BTF then has a `btf_trace_<name>`
+/// typedef. The names are read once per process (the parsed BTF is not kept); a kernel
+/// without readable BTF has none.
 pub fn has_tracepoint(name: &str) -> bool {
-    static BTF: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let btf = BTF.get_or_init(|| std::fs::read(VMLINUX_BTF).unwrap_or_default());
-    let needle = format!("btf_trace_{name}\0");
-    btf.windows(needle.len()).any(|w| w == needle.as_bytes())
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| match super::btf::Btf::from_sys_fs() {
+            Ok(btf) => btf
+                .typedefs_with_prefix("btf_trace_")
+                .map(str::to_owned)
+                .collect(),
+            Err(_) => Default::default(),
+        })
+        .contains(name)
 }
 
 impl std::str::FromStr for SocketHooks {

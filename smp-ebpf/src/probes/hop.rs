@@ -3,7 +3,7 @@
 //! Message boundaries: on one socket HTTP/1.x alternates directions, so a data syscall in the
 //! other direction than the socket's last one starts a new message. A message's inbound start
 //! is the exit of its first read; its outbound start is the entry of its first write
-//! (DESIGN.md §2). TLS handshake records do not start messages.
+//! (docs/design.md). TLS handshake records do not start messages.
 //!
 //! Pairing: a response read on an upstream socket is queued on the reading thread; the next
 //! response write on a downstream socket by that thread forwards the oldest still-current one
@@ -27,7 +27,7 @@ use smp_common::{
 };
 
 use crate::{
-    kernel::{read, read_user, sock_tuple, SocketRef},
+    kernel::{read, read_user, sock_tuple, ProbeError, SocketRef},
     maps::{
         count, emit, header, offsets, Wake, HOP_COUNTS, PASSIVE_SK, SK_INO, SOCK_STATE, THREAD_FWD,
         THREAD_LAST, ZERO_FWD,
@@ -546,7 +546,7 @@ fn exchange(
 /// the first data segment after the socket's last write marks when the next inbound message
 /// arrived: the proxy reads it later (`in_start`), the difference is how long it waited.
 #[inline(always)]
-pub fn on_tcp_probe(ctx: &aya_ebpf::programs::RawTracePointContext) -> Result<(), i32> {
+pub fn on_tcp_probe(ctx: &aya_ebpf::programs::RawTracePointContext) -> Result<(), ProbeError> {
     let sk: u64 = ctx.arg(0);
     // Cheapest test first: this fires for every TCP segment on the host.
     // SAFETY: plain copy out of the map value.

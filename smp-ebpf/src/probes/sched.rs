@@ -16,20 +16,20 @@ use smp_common::{
 };
 
 use crate::{
-    kernel::{read, task_ids},
+    kernel::{read, task_ids, ProbeError},
     maps::{count, emit, header, is_target, offsets, tracked_since, Wake, RUNNING, THREAD_CPU},
 };
 
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 #[inline(always)]
-pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
+pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let o = offsets();
     if o.valid == 0 {
         return Ok(());
     }
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
-    let slot = RUNNING.get_ptr_mut(0).ok_or(0i32)?;
+    let slot = RUNNING.get_ptr_mut(0).ok_or(ProbeError::MapSlot)?;
     // SAFETY: per-CPU slot, only this CPU touches it here.
     let running = unsafe { &mut *slot };
 
@@ -99,7 +99,7 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
 
 /// match-proto:v5.10:include/trace/events/sched.h:TP_PROTO(struct task_struct *p)
 #[inline(always)]
-pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
+pub fn on_exit(ctx: &TracePointContext) -> Result<(), ProbeError> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
@@ -123,7 +123,7 @@ pub fn on_exit(ctx: &TracePointContext) -> Result<(), i32> {
 /// Every exec on the host, so that discovery sees proxies start (execs are rare next to
 /// syscalls; the record is 24 bytes).
 #[inline(always)]
-pub fn on_exec(ctx: &TracePointContext) -> Result<(), i32> {
+pub fn on_exec(ctx: &TracePointContext) -> Result<(), ProbeError> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let _ = ctx.as_ptr();
     emit(
@@ -142,7 +142,7 @@ pub fn on_exec(ctx: &TracePointContext) -> Result<(), i32> {
 /// A tracked process forking a new process (nginx's master starting a worker): userspace
 /// tracks the child at once instead of at the next rescan. Threads are not reported.
 #[inline(always)]
-pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
+pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !is_target(parent_tgid) {
         return Ok(());

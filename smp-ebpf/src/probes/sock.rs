@@ -26,7 +26,7 @@ use smp_common::{
 
 use super::hop;
 use crate::{
-    kernel::{current_fd, read, FdKind, SocketRef},
+    kernel::{current_fd, read, FdKind, ProbeError, SocketRef},
     maps::{
         count, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PASSIVE_SK, PENDING, SOCK_STATS,
     },
@@ -34,7 +34,7 @@ use crate::{
 
 /// match-proto:v4.17:include/trace/events/syscalls.h:sys_enter(struct pt_regs *regs, long id)
 #[inline(always)]
-pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), i32> {
+pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let nr: u64 = ctx.arg(1);
     let op = syscall_op(nr);
     if op == op::NONE {
@@ -139,7 +139,7 @@ fn fd_epoch() -> u64 {
 /// `FD_CACHE` when it has a current entry (one lookup), else from a walk of the fd table,
 /// remembered (open non-sockets too; closed fds are not remembered).
 #[inline(always)]
-fn resolve(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+fn resolve(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, ProbeError> {
     // Read before the walk: an entry made while the epoch changes is void at once.
     let epoch = fd_epoch();
     let key = fd_key(pid_tgid, fd);
@@ -158,20 +158,17 @@ fn resolve(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef
 /// Walks the fd table for `fd` and remembers what it found, whatever the cache held (a fresh
 /// socket from `accept`/`connect`).
 #[inline(always)]
-fn refresh(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+fn refresh(pid_tgid: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, ProbeError> {
     walk(fd_key(pid_tgid, fd), fd_epoch(), fd, o)
 }
 
 #[inline(always)]
-fn walk(key: u64, epoch: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, i32> {
+fn walk(key: u64, epoch: u64, fd: u32, o: &KernelOffsets) -> Result<Option<SocketRef>, ProbeError> {
     let found = match current_fd(fd, o) {
         Ok(FdKind::Closed) => return Ok(None),
         Ok(FdKind::Other) => None,
         Ok(FdKind::Socket(s)) => Some(s),
-        Err(e) => {
-            count(Counter::KernelReadFailed);
-            return Err(e);
-        }
+        Err(e) => return Err(e),
     };
     let entry = FdSocket {
         epoch,
@@ -187,7 +184,7 @@ fn walk(key: u64, epoch: u64, fd: u32, o: &KernelOffsets) -> Result<Option<Socke
 /// A syscall's first two arguments (fd, buffer), in one kernel read when their registers are
 /// adjacent (x86_64: `si`, then `di`).
 #[inline(always)]
-fn args01(regs: u64, o: &KernelOffsets) -> Result<(u64, u64), i32> {
+fn args01(regs: u64, o: &KernelOffsets) -> Result<(u64, u64), ProbeError> {
     if o.regs_arg0 == o.regs_arg1 + 8 {
         let a: [u64; 2] = read(regs, o.regs_arg1)?;
         return Ok((a[1], a[0]));
@@ -205,7 +202,7 @@ fn on_data_enter(
     kind: SyscallKind,
     pid_tgid: u64,
     o: &KernelOffsets,
-) -> Result<(), i32> {
+) -> Result<(), ProbeError> {
     let (fd, buf) = args01(regs, o)?;
     let fd = fd as u32;
     let Some(sock) = resolve(pid_tgid, fd, o)? else {
@@ -232,7 +229,7 @@ fn on_data_enter(
 
 /// match-proto:v4.17:include/trace/events/syscalls.h:sys_exit(struct pt_regs *regs, long ret)
 #[inline(always)]
-pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
+pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
@@ -351,7 +348,7 @@ fn current_call(
     sk: u64,
     ingress: bool,
     o: &KernelOffsets,
-) -> Result<Option<(SyscallKind, PendingSyscall)>, i32> {
+) -> Result<Option<(SyscallKind, PendingSyscall)>, ProbeError> {
     // SAFETY: helpers on the current task; the registers are only read via probe_read.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     let nr: u64 = read(regs, o.regs_nr)?;
@@ -391,7 +388,7 @@ fn current_call(
 /// match-proto:v6.4:include/trace/events/sock.h:sock_send_length(struct sock *sk, int ret, int flags)
 /// match-proto:v6.4:include/trace/events/sock.h:sock_recv_length(struct sock *sk, int ret, int flags)
 #[inline(always)]
-pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), i32> {
+pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), ProbeError> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
@@ -442,7 +439,7 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), i32> 
 ///
 /// match-proto:v6.18:include/trace/events/tcp.h:tcp_sendmsg_locked(const struct sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal)
 #[inline(always)]
-pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), i32> {
+pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return Ok(());
@@ -462,7 +459,7 @@ pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), i32> {
 ///
 /// match-proto:v3.11:include/trace/events/net.h:net_dev_queue(struct sk_buff *skb)
 #[inline(always)]
-pub fn on_xmit_start(ctx: &RawTracePointContext) -> Result<(), i32> {
+pub fn on_xmit_start(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return Ok(());
@@ -493,7 +490,12 @@ pub fn on_xmit_start(ctx: &RawTracePointContext) -> Result<(), i32> {
 /// socket's (softirq work run on this thread's time: an ACK, a send an ACK released), so it
 /// counts only if `sk` is the socket of the write's fd.
 #[inline(always)]
-fn send_start(sk: u64, pid_tgid: u64, own_fd_only: bool, o: &KernelOffsets) -> Result<(), i32> {
+fn send_start(
+    sk: u64,
+    pid_tgid: u64,
+    own_fd_only: bool,
+    o: &KernelOffsets,
+) -> Result<(), ProbeError> {
     if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
         // SAFETY: the calling thread's own slot: only this thread writes it.
         let parked = unsafe { &*slot };
@@ -516,8 +518,8 @@ fn send_start(sk: u64, pid_tgid: u64, own_fd_only: bool, o: &KernelOffsets) -> R
 
 /// The inode number of a `struct socket` (its inode follows it in `struct socket_alloc`).
 #[inline(always)]
-fn socket_ino(socket: u64, o: &KernelOffsets) -> Result<u64, i32> {
-    read(socket, o.socket_alloc_inode + o.inode_ino)
+fn socket_ino(socket: u64, o: &KernelOffsets) -> Result<u64, ProbeError> {
+    Ok(read(socket, o.socket_alloc_inode + o.inode_ino)?)
 }
 
 /// `TCP_SYN_SENT` and `TCP_SYN_RECV` (`include/net/tcp_states.h`).
@@ -530,7 +532,7 @@ const TCP_SYN_RECV: i32 = 3;
 ///
 /// match-proto:v4.16:include/trace/events/sock.h:inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
 #[inline(always)]
-pub fn on_sock_state(ctx: &RawTracePointContext) -> Result<(), i32> {
+pub fn on_sock_state(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let newstate = ctx.arg::<u64>(2) as i32;
     if newstate == TCP_SYN_RECV {
         // A listener's child (`inet_csk_clone_lock`, in softirq: the process that will

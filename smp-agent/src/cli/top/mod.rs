@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', verbatim_doc_comment)]
     pub name: Vec<String>,
 
-    /// Every proxy of the default list (envoy, linkerd2-proxy, haproxy, nginx).
+    /// Every proxy of the default list (envoy, linkerd2-proxy, haproxy, nginx, traefik).
     #[arg(long)]
     pub all: bool,
 

@@ -15,25 +15,10 @@ use crate::lab::{config::Side, LabError};
 /// directory), then `envoy` on PATH.
 pub fn find_binary(explicit: Option<&std::path::Path>) -> Result<PathBuf, LabError> {
     if let Some(p) = explicit {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(LabError::MissingProgram {
-                program: p.display().to_string(),
-                hint: "the configured Envoy binary does not exist".into(),
-            })
-        };
+        return super::named_program(p, "the configuration's envoy_bin");
     }
-    if let Some(p) = std::env::var_os("SMP_ENVOY").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(LabError::MissingProgram {
-                program: p.display().to_string(),
-                hint: "SMP_ENVOY names a file that does not exist".into(),
-            })
-        };
+    if let Some(found) = super::program_from_env("SMP_ENVOY") {
+        return found;
     }
     let mut starts = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
@@ -222,4 +207,11 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
             plan.admin,
         ],
     })
+}
+
+/// Requests the sidecar listener took, from the admin `GET /stats?filter=…` body.
+pub fn parse_requests(body: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix("http.sidecar.downstream_rq_total: "))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -99,3 +99,14 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         ],
     })
 }
+
+/// Requests the `sidecar` frontend took, from the stats page's CSV (`GET /stats;csv`).
+pub fn parse_requests(body: &str) -> Option<u64> {
+    let mut lines = body.lines();
+    let header = lines.next()?.trim_start_matches("# ");
+    let col = header.split(',').position(|c| c == "req_tot")?;
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"sidecar") && f.get(1) == Some(&"FRONTEND"))
+        .and_then(|f| f.get(col)?.parse().ok())
+}

@@ -1,7 +1,8 @@
 //! Sidecar launchers: one module per proxy kind turns a [`SlotPlan`] into files to write and a
-//! command to run. To add a proxy kind: add a variant to `ProxyKind`, a module here with a
-//! `plan()` like the others, a match arm in [`launch`], and a counter scraper in
-//! `lab::sidecar_requests` (see docs/lab.md).
+//! command to run, and knows its program, its request counter and its readiness. Everything
+//! the rest of the lab asks of a kind goes through the functions here. To add a proxy kind:
+//! a variant of the lab's `ProxyKind` (`config.rs`), a module here like the others, and its
+//! arms in the matches below (see docs/architecture.md, "How to add").
 
 use std::{
     net::SocketAddr,
@@ -92,6 +93,81 @@ pub fn launch(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         ProxyKind::Ours => ours::plan(plan),
         ProxyKind::Traefik => traefik::plan(plan),
     }
+}
+
+/// Finds the program a slot of `kind` runs, before anything is created (a clear error naming
+/// the package when it is missing).
+pub fn find_program(kind: ProxyKind, cfg: &LabConfig) -> Result<(), LabError> {
+    match kind {
+        ProxyKind::Envoy => envoy::find_binary(cfg.envoy_bin.as_deref()).map(drop),
+        ProxyKind::Haproxy => require("haproxy", "haproxy").map(drop),
+        ProxyKind::Nginx => require("nginx", "nginx-light").map(drop),
+        ProxyKind::Traefik => traefik::find_binary().map(drop),
+        ProxyKind::Ours => Ok(()),
+    }
+}
+
+/// Reads a sidecar's request count from its admin page's body.
+pub type RequestCount = fn(&str) -> Option<u64>;
+
+/// Where a sidecar of `kind` counts the requests it took (an admin path) and how to read the
+/// count from the body; `None`: the kind has no such counter (nginx's stub status is not on).
+pub fn request_counter(kind: ProxyKind) -> Option<(&'static str, RequestCount)> {
+    match kind {
+        ProxyKind::Envoy => Some((
+            "/stats?filter=http.sidecar.downstream_rq_total",
+            envoy::parse_requests,
+        )),
+        ProxyKind::Haproxy => Some(("/stats;csv", haproxy::parse_requests)),
+        ProxyKind::Ours => Some(("/stats", ours::parse_requests)),
+        ProxyKind::Traefik => Some(("/metrics", traefik::parse_requests)),
+        ProxyKind::Nginx => None,
+    }
+}
+
+/// Once a sidecar of kind `kind` (its name) listens: waits until it also routes, for kinds
+/// that listen first (Traefik: its router appears later); `admin` is its last ready address.
+pub fn wait_routing(
+    kind: &str,
+    ns: &str,
+    admin: SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    if kind == ProxyKind::Traefik.as_str() {
+        return traefik::wait_router(ns, admin, timeout);
+    }
+    Ok(())
+}
+
+/// A program named by a setting (a config field or an environment variable, `what` in the
+/// error): the file itself, or an error naming it when it is not there.
+pub fn named_program(p: &Path, what: &str) -> Result<PathBuf, LabError> {
+    if p.is_file() {
+        Ok(p.to_path_buf())
+    } else {
+        Err(LabError::MissingProgram {
+            program: p.display().to_string(),
+            hint: format!("{what} names a file that does not exist"),
+        })
+    }
+}
+
+/// `$var` as a program path, if set and not empty ([`named_program`]).
+pub fn program_from_env(var: &str) -> Option<Result<PathBuf, LabError>> {
+    let p = std::env::var_os(var).filter(|p| !p.is_empty())?;
+    Some(named_program(Path::new(&p), var))
+}
+
+/// The first `<dir>/.cache/<rel>` that is a file, for `dir` the ancestors of this executable
+/// and of the working directory (the project's venvs, made by `cargo xtask setup`).
+pub fn in_project_cache(rel: &str) -> Option<PathBuf> {
+    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
+    starts
+        .iter()
+        .flatten()
+        .flat_map(|s| s.ancestors())
+        .map(|d| d.join(".cache").join(rel))
+        .find(|p| p.is_file())
 }
 
 /// Finds a program on PATH (plus the sbin directories root has).

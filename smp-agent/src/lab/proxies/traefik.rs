@@ -22,25 +22,11 @@ pub const ROUTER: &str = "sidecar@file";
 /// traefik`, searched upwards from the executable and the working directory), then `traefik`
 /// on PATH.
 pub fn find_binary() -> Result<PathBuf, LabError> {
-    if let Some(p) = std::env::var_os("SMP_TRAEFIK").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(LabError::MissingProgram {
-                program: p.display().to_string(),
-                hint: "SMP_TRAEFIK names a file that does not exist".into(),
-            })
-        };
+    if let Some(found) = super::program_from_env("SMP_TRAEFIK") {
+        return found;
     }
-    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
-    for start in starts.iter().flatten() {
-        for dir in start.ancestors() {
-            let bin = dir.join(".cache/traefik-venv/bin/traefik");
-            if bin.is_file() {
-                return Ok(bin);
-            }
-        }
+    if let Some(bin) = super::in_project_cache("traefik-venv/bin/traefik") {
+        return Ok(bin);
     }
     super::find_on_path("traefik").ok_or_else(|| LabError::MissingProgram {
         program: "traefik".into(),
