@@ -344,6 +344,11 @@ fn assemble(
     let mut losses = Losses {
         ringbuf_drops: view.loss.ringbuf_dropped,
         map_full: view.loss.map_insert_failed,
+        events_lost: crate::aggregate::LossCounters::REASONS
+            .iter()
+            .map(|(r, n)| (r.to_string(), n(&view.loss)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
         ..Losses::default()
     };
     for w in windows {

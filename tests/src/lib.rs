@@ -221,6 +221,31 @@ pub fn thread_exec_ns(pid: u32, tid: u32) -> u64 {
         .unwrap_or_else(|| panic!("{path}: {text:?}"))
 }
 
+/// Waits until every thread of `tids` in `pid` sleeps (`S` in `/proc/<pid>/task/<tid>/stat`):
+/// it has then left its CPU, so the scheduler probe has charged its last stint. A workload
+/// that says it is done (and then parks) can still be on its CPU when the line arrives.
+pub fn wait_threads_asleep(pid: u32, tids: &[u32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for &tid in tids {
+        let path = format!("/proc/{pid}/task/{tid}/stat");
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // The state follows the command's closing parenthesis.
+            let state = text
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            if state == Some("S") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path}: thread still not asleep after 5 s (state {state:?})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 /// The values after `word ` in a workload's line (`ready 3 4`, `done 12 7 9`,
 /// `ready 127.0.0.1:9477`); panics naming the line when it is not that.
 pub fn values_after<T: std::str::FromStr>(line: &str, word: &str) -> Vec<T> {

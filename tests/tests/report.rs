@@ -168,6 +168,7 @@ fn realistic_set() -> ResultSet {
         unpaired: 16,
         paired: 4 * N,
         unpaired_reasons: Default::default(),
+        events_lost: Default::default(),
     };
     let overhead_p50 = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead_p50, 0.05, 0.25));

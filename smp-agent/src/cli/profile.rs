@@ -572,8 +572,13 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
         .iter()
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
+    let lost: Vec<String> = l
+        .events_lost
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
     println!(
-        "pairing: {} paired, {} unpaired{}; probe losses: {} ring-buffer drops, {} map-full",
+        "pairing: {} paired, {} unpaired{}; probe losses: {}",
         l.paired,
         l.unpaired,
         if reasons.is_empty() {
@@ -581,8 +586,11 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
         } else {
             format!(" ({})", reasons.join(", "))
         },
-        l.ringbuf_drops,
-        l.map_full
+        if lost.is_empty() {
+            "none".to_string()
+        } else {
+            lost.join(", ")
+        }
     );
     println!("results in {}:", dir.display());
     for f in files {

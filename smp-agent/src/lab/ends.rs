@@ -30,7 +30,10 @@ use std::{
 
 use crate::{
     aggregate::hops::{canonical_addr, Exchange},
-    lab::{config::Side, truth::Verdict},
+    lab::{
+        config::Side,
+        truth::{addr_field, parse_record_lines, record_fields, u64_field, Verdict},
+    },
 };
 
 /// The header that carries a request's id from the client to the app.
@@ -69,45 +72,24 @@ impl EndRecord {
 
     /// Reads [`EndRecord::line`] back.
     pub fn parse(line: &str) -> Result<EndRecord, String> {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let [id, l, r, t0, t1] = w[..] else {
-            return Err(format!("want 5 fields, got {}", w.len()));
-        };
-        let addr = |s: &str, what: &str| {
-            s.parse::<SocketAddr>()
-                .map(canonical_addr)
-                .map_err(|e| format!("{what}: {e}"))
-        };
-        let num = |s: &str, what: &str| s.parse::<u64>().map_err(|e| format!("{what}: {e}"));
+        let [id, l, r, t0, t1] = record_fields(line)?;
         Ok(EndRecord {
-            id: num(id, "id")?,
-            local: addr(l, "local address")?,
-            remote: addr(r, "remote address")?,
-            t0_ns: num(t0, "t0_ns")?,
-            t1_ns: num(t1, "t1_ns")?,
+            id: u64_field(id, "id")?,
+            local: addr_field(l, "local address")?,
+            remote: addr_field(r, "remote address")?,
+            t0_ns: u64_field(t0, "t0_ns")?,
+            t1_ns: u64_field(t1, "t1_ns")?,
         })
     }
 }
 
 /// Parses a whole record log (`# ` lines are comments); the error names the line.
 pub fn parse_records(text: &str) -> Result<Vec<EndRecord>, String> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|(i, l)| EndRecord::parse(l).map_err(|e| format!("line {}: {e}", i + 1)))
-        .collect()
+    parse_record_lines(text, EndRecord::parse)
 }
 
 /// CLOCK_MONOTONIC now, ns: the clock of the probes' timestamps.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
+pub use crate::host::monotonic_ns;
 
 /// Records of one end by connection (peer address seen from the proxy), in time order.
 fn by_conn(

@@ -343,16 +343,8 @@ fn requests_text(s: &Stats) -> String {
 /// clock on Linux, from a base pair taken once).
 fn monotonic_ns(t: std::time::Instant) -> u64 {
     static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
-    let &(base, base_ns) = BASE.get_or_init(|| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let i = std::time::Instant::now();
-        // SAFETY: valid pointer to a timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        (i, ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-    });
+    let &(base, base_ns) =
+        BASE.get_or_init(|| (std::time::Instant::now(), crate::host::monotonic_ns()));
     match t.checked_duration_since(base) {
         Some(d) => base_ns + d.as_nanos() as u64,
         None => base_ns.saturating_sub(base.duration_since(t).as_nanos() as u64),

@@ -47,49 +47,59 @@ impl TruthRequest {
 
     /// Reads [`TruthRequest::line`] back.
     pub fn parse(line: &str) -> Result<TruthRequest, String> {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let [dl, dr, ul, ur, i, o] = w[..] else {
-            return Err(format!("want 6 fields, got {}: {line:?}", w.len()));
-        };
-        let addr = |s: &str, what: &str| {
-            s.parse::<SocketAddr>()
-                .map_err(|e| format!("{what} {s:?}: {e}"))
-        };
-        let ns = |s: &str, what: &str| s.parse::<u64>().map_err(|e| format!("{what} {s:?}: {e}"));
+        let [dl, dr, ul, ur, i, o] = record_fields(line)?;
         Ok(TruthRequest {
-            down_local: addr(dl, "downstream local address")?,
-            down_remote: addr(dr, "downstream remote address")?,
-            up_local: addr(ul, "upstream local address")?,
-            up_remote: addr(ur, "upstream remote address")?,
-            in_ns: ns(i, "in_ns")?,
-            out_ns: ns(o, "out_ns")?,
+            down_local: addr_field(dl, "downstream local address")?,
+            down_remote: addr_field(dr, "downstream remote address")?,
+            up_local: addr_field(ul, "upstream local address")?,
+            up_remote: addr_field(ur, "upstream remote address")?,
+            in_ns: u64_field(i, "in_ns")?,
+            out_ns: u64_field(o, "out_ns")?,
         })
     }
 }
 
 /// Parses a whole `GET /requests` body; the error names the line.
 pub fn parse_log(text: &str) -> Result<Vec<TruthRequest>, String> {
+    parse_record_lines(text, TruthRequest::parse)
+}
+
+/// The whitespace-separated fields of one record line of the lab's logs, exactly `N`.
+pub(crate) fn record_fields<const N: usize>(line: &str) -> Result<[&str; N], String> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    <[&str; N]>::try_from(w.as_slice()).map_err(|_| format!("want {N} fields, got {}", w.len()))
+}
+
+/// A socket address field (IPv4-mapped addresses as IPv4, as everywhere in the agent).
+pub(crate) fn addr_field(s: &str, what: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map(crate::aggregate::hops::canonical_addr)
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// A number field.
+pub(crate) fn u64_field(s: &str, what: &str) -> Result<u64, String> {
+    s.parse::<u64>().map_err(|e| format!("{what}: {e}"))
+}
+
+/// Parses every record line of `text` (blank lines and `#` comments skipped); the error
+/// names the line.
+pub(crate) fn parse_record_lines<T>(
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     text.lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| TruthRequest::parse(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| parse(l).map_err(|e| format!("line {}: {e}", i + 1)))
         .collect()
 }
 
 /// CLOCK_REALTIME − CLOCK_MONOTONIC now, ns: turns a wall-clock time into the probes' clock
 /// (the two drift apart only when the wall clock is stepped or slewed).
 pub fn realtime_minus_monotonic_ns() -> i128 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a timespec.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-    };
-    let mono = now(libc::CLOCK_MONOTONIC);
-    now(libc::CLOCK_REALTIME) - mono
+    let mono = crate::host::clock_ns(libc::CLOCK_MONOTONIC);
+    crate::host::clock_ns(libc::CLOCK_REALTIME) - mono
 }
 
 /// Parses an Envoy access log written with `lab::proxies::envoy::REQUEST_LOG_FORMAT`; wall

@@ -12,10 +12,9 @@ mod loader;
 pub mod offsets;
 pub mod tracefs;
 
+pub use crate::host::monotonic_ns;
 pub use events::ProbeEvent;
-pub use loader::{
-    monotonic_ns, EventReader, FloorHooks, FloorProbes, HookStatus, ProbeError, Probes,
-};
+pub use loader::{EventReader, FloorHooks, FloorProbes, HookStatus, ProbeError, Probes};
 
 /// The kernel programs, built by build.rs (empty when built with `AYA_BUILD_SKIP=1`).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smp"));

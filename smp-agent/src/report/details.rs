@@ -439,6 +439,11 @@ pub struct Losses {
     /// are left out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unpaired_reasons: BTreeMap<String, u64>,
+    /// The probes' own losses by reason (as the `reason` label of `smp_events_lost_total`:
+    /// `ringbuf_full`, `map_full`, `kernel_read_failed`, `state_evicted`, `undecodable`, …);
+    /// reasons with no loss are left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events_lost: BTreeMap<String, u64>,
 }
 
 /// The self-consistency check: the per-hop medians should add up to the measured overhead.

@@ -460,6 +460,20 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Creates `dir` (and its missing parents) so that it survives a crash: each directory
+/// created is flushed into its parent's entries.
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        sync_dir(&parent_dir(d))?;
+    }
+    Ok(())
+}
+
 /// Flushes a directory's entries (a rename into it) to disk.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -574,6 +588,22 @@ mod tests {
 
     fn strict<T: SmpDocument>(text: &str) -> Result<T, SmpFileError> {
         parse_document(text, Path::new("t.yaml"), Strictness::Strict)
+    }
+
+    #[test]
+    fn durable_dirs_create_every_missing_level_and_accept_existing_ones() {
+        let base = std::env::temp_dir().join(format!("smp-durable-{}", std::process::id()));
+        let deep = base.join("a/b/c");
+        create_dir_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_durable(&deep).unwrap();
+        let file = base.join("f");
+        fs::write(&file, "x").unwrap();
+        assert!(
+            create_dir_durable(&file.join("d")).is_err(),
+            "a file in the way is an error"
+        );
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

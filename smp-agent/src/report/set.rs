@@ -116,7 +116,7 @@ impl ResultSet {
     /// nothing new is left in `dir`.
     pub fn write_to_dir(&mut self, dir: &Path) -> Result<WrittenSet, SmpFileError> {
         self.link();
-        std::fs::create_dir_all(dir).map_err(|source| SmpFileError::Write {
+        super::file::create_dir_durable(dir).map_err(|source| SmpFileError::Write {
             path: dir.to_path_buf(),
             source,
         })?;

@@ -211,7 +211,5 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
 
 /// Requests the sidecar listener took, from the admin `GET /stats?filter=…` body.
 pub fn parse_requests(body: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix("http.sidecar.downstream_rq_total: "))
-        .and_then(|v| v.trim().parse().ok())
+    super::stat_line(body, "http.sidecar.downstream_rq_total: ")
 }

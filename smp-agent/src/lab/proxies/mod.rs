@@ -125,6 +125,13 @@ pub fn request_counter(kind: ProxyKind) -> Option<(&'static str, RequestCount)> 
     }
 }
 
+/// The number on the first line of a stats page that starts with `prefix`.
+pub fn stat_line(body: &str, prefix: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Once a sidecar of kind `kind` (its name) listens: waits until it also routes, for kinds
 /// that listen first (Traefik: its router appears later); `admin` is its last ready address.
 pub fn wait_routing(

@@ -67,7 +67,5 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
 
 /// Requests our proxy took, from its admin `GET /stats` body.
 pub fn parse_requests(body: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix("requests_total "))
-        .and_then(|v| v.trim().parse().ok())
+    super::stat_line(body, "requests_total ")
 }

@@ -74,6 +74,7 @@ pub(crate) fn populated_set() -> ResultSet {
         unpaired: 12,
         paired: 11_988,
         unpaired_reasons: [("http2".to_string(), 10), ("unknown_role".to_string(), 2)].into(),
+        events_lost: [("state_evicted".to_string(), 3)].into(),
     };
     let overhead = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead, 0.05, 0.25));
@@ -139,6 +140,10 @@ fn populated_set_has_every_plot_and_table() {
     assert!(
         page.contains("by reason: http2 10, unknown_role 2"),
         "unpaired reasons in the losses table"
+    );
+    assert!(
+        page.contains("<th>probe losses by reason</th><td class=\"num\">state_evicted 3</td>"),
+        "probe losses by reason in the losses table"
     );
     assert!(page.contains("class=\"verdict "));
     assert!(
