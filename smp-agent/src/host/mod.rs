@@ -157,6 +157,25 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// Clock `clock` (`libc::CLOCK_*`) now, in nanoseconds (0 if the clock cannot be read).
+pub fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the kernel programs' timestamps
+/// (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,23 +215,4 @@ mod tests {
         let _ = child.wait();
         assert!(!process_alive(u32::MAX - 1));
     }
-}
-
-/// Clock `clock` (`libc::CLOCK_*`) now, in nanoseconds (0 if the clock cannot be read).
-pub fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid pointer to a timespec.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return 0;
-    }
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the kernel programs' timestamps
-/// (`bpf_ktime_get_ns`).
-pub fn monotonic_ns() -> u64 {
-    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
 }

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     aggregate::{LossCounters, ProbeSnapshot, RunningSample, SocketSample, ThreadCpuSample},
-    host,
+    host::{self, monotonic_ns},
 };
 
 /// Why the probes could not be loaded or read.
