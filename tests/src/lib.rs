@@ -572,3 +572,45 @@ pub fn sockmover_counts_exactly(
     assert_eq!(mine.len(), SOCKMOVER.len(), "unexpected samples: {mine:?}");
     assert_eq!(snap.loss.map_insert_failed, 0);
 }
+
+/// The kernel's pressure-stall totals (`/proc/pressure/{cpu,memory,io}`, the `some` lines, µs):
+/// how long runnable tasks waited for a CPU, for memory, for I/O. A timing test prints how
+/// much they grew during its run, so that a failure in a slow phase of the machine says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pressure {
+    pub cpu_us: u64,
+    pub memory_us: u64,
+    pub io_us: u64,
+}
+
+impl Pressure {
+    /// The totals now (0 where the kernel has no PSI).
+    pub fn now() -> Pressure {
+        let some_total = |what: &str| {
+            std::fs::read_to_string(format!("/proc/pressure/{what}"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with("some "))
+                        .and_then(|l| l.rsplit("total=").next())
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        Pressure {
+            cpu_us: some_total("cpu"),
+            memory_us: some_total("memory"),
+            io_us: some_total("io"),
+        }
+    }
+
+    /// How much each total grew since `before`.
+    pub fn since(before: Pressure) -> Pressure {
+        let now = Pressure::now();
+        Pressure {
+            cpu_us: now.cpu_us.saturating_sub(before.cpu_us),
+            memory_us: now.memory_us.saturating_sub(before.memory_us),
+            io_us: now.io_us.saturating_sub(before.io_us),
+        }
+    }
+}

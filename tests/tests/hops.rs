@@ -17,7 +17,7 @@ use smp_agent::{
 use smp_tests::{
     drive_in_netns,
     hop_session::{Finished, Session},
-    lab_config, meshed_addr, quantile, require_root, with_lab,
+    lab_config, meshed_addr, quantile, require_root, with_lab, Pressure,
 };
 
 /// A lab of `kind` sidecars on both sides, each set up by `set`.
@@ -139,6 +139,7 @@ fn envoy_pairs_against_its_access_log(
         s.request_log = true;
     });
     with_tracked_lab(&cfg, |info, pids, session| {
+        let before = Pressure::now();
         let (ok, failed) = drive_in_netns(
             &info.client_netns,
             meshed_addr(info),
@@ -147,13 +148,18 @@ fn envoy_pairs_against_its_access_log(
             Duration::from_secs(4),
             |_| None,
         );
+        // What the machine's stalls were during the run (a slow phase of this VM shows here).
+        let stalls = Pressure::since(before);
         // Envoy flushes its access log every 100 ms here.
         std::thread::sleep(Duration::from_millis(400));
         let seen = session.finish();
         assert_eq!(failed, 0, "{failed} requests failed");
         for (side, pid) in [(Side::Outbound, pids[0]), (Side::Inbound, pids[1])] {
             let c = seen.pairing.get(&pid).copied().unwrap_or_default();
-            eprintln!("{name} {side}: {} requests sent; {c:?}", ok.len());
+            eprintln!(
+                "{name} {side}: {} requests sent; {c:?}; stalls during the run: {stalls:?}",
+                ok.len()
+            );
             let v = right_pairs(info, side, &seen, pid);
             assert_pairs_right(side, &v, &c, bounds.0, bounds.1);
         }
