@@ -183,12 +183,12 @@ pub(super) async fn h2_to_h1(ctx: Arc<Ctx>, down: BoxIo) -> io::Result<()> {
     Ok(())
 }
 
-async fn stream(
+/// Reads a request stream's whole body, then holds it for the configured delay (or the one
+/// its `x-smp-delay-us` header asks for): what both ways of forwarding do first.
+async fn read_and_hold(
     ctx: &Ctx,
-    pool: &Mutex<Vec<Upstream>>,
     req: http::Request<::h2::RecvStream>,
-    mut respond: ::h2::server::SendResponse<Bytes>,
-) -> io::Result<()> {
+) -> io::Result<(http::request::Parts, Vec<u8>)> {
     let (parts, mut recv) = req.into_parts();
     let mut body = Vec::new();
     while let Some(chunk) = recv.data().await {
@@ -201,6 +201,16 @@ async fn stream(
         .get("x-smp-delay-us")
         .and_then(|v| v.to_str().ok()?.trim().parse().ok());
     delay(ctx, header_delay).await?;
+    Ok((parts, body))
+}
+
+async fn stream(
+    ctx: &Ctx,
+    pool: &Mutex<Vec<Upstream>>,
+    req: http::Request<::h2::RecvStream>,
+    mut respond: ::h2::server::SendResponse<Bytes>,
+) -> io::Result<()> {
+    let (parts, body) = read_and_hold(ctx, req).await?;
     let mut head = format!(
         "{} {} HTTP/1.1\r\nhost: {}\r\n",
         parts.method,
@@ -300,18 +310,7 @@ async fn relay(
     req: http::Request<::h2::RecvStream>,
     mut respond: ::h2::server::SendResponse<Bytes>,
 ) -> io::Result<()> {
-    let (parts, mut recv) = req.into_parts();
-    let mut body = Vec::new();
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk.map_err(other)?;
-        let _ = recv.flow_control().release_capacity(chunk.len());
-        body.extend_from_slice(&chunk);
-    }
-    let header_delay = parts
-        .headers
-        .get("x-smp-delay-us")
-        .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-    delay(ctx, header_delay).await?;
+    let (parts, body) = read_and_hold(ctx, req).await?;
     let scheme = if ctx.connector.is_some() {
         "https"
     } else {
