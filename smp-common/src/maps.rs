@@ -16,7 +16,7 @@ pub const SK_INO: &str = "SK_INO";
 pub const PASSIVE_SK: &str = "PASSIVE_SK";
 pub const THREAD_FWD: &str = "THREAD_FWD";
 pub const THREAD_LAST: &str = "THREAD_LAST";
-pub const ZERO_FWD: &str = "ZERO_FWD";
+pub const ZEROS: &str = "ZEROS";
 pub const HOP_COUNTS: &str = "HOP_COUNTS";
 pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
@@ -37,7 +37,7 @@ pub const ALL: [&str; 18] = [
     PASSIVE_SK,
     THREAD_FWD,
     THREAD_LAST,
-    ZERO_FWD,
+    ZEROS,
     HOP_COUNTS,
     EVENTS,
     COUNTERS,

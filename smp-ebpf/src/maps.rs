@@ -104,9 +104,80 @@ pub static THREAD_FWD: LruHashMap<u32, FwdQueue> = LruHashMap::with_max_entries(
 pub static THREAD_LAST: LruHashMap<u32, ThreadLast> =
     LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
 
-/// One all-zero queue, the source for creating `THREAD_FWD` entries (never written).
+/// Words of [`ZEROS`]: as many as the largest value it creates.
+const ZERO_WORDS: usize = {
+    let sizes = [
+        core::mem::size_of::<FwdQueue>(),
+        core::mem::size_of::<SockState>(),
+        core::mem::size_of::<ThreadLast>(),
+        core::mem::size_of::<HopCounts>(),
+    ];
+    let mut max = 0;
+    let mut i = 0;
+    while i < sizes.len() {
+        if sizes[i] > max {
+            max = sizes[i];
+        }
+        i += 1;
+    }
+    max.div_ceil(8)
+};
+
+/// One all-zero block (never written), the source of new entries of the pairing maps. A
+/// zeroed value built on the BPF stack costs its size there, and its `memset` is a call:
+/// kernels before 6.8 count a call's frame as 32 bytes and a program's own rounded up to 32,
+/// so a program deeper than 480 bytes that calls one fails to load (6.1: "combined stack
+/// size of 2 calls is 544").
 #[map]
-pub static ZERO_FWD: PerCpuArray<FwdQueue> = PerCpuArray::with_max_entries(1, 0);
+pub static ZEROS: PerCpuArray<[u64; ZERO_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// An all-zero `T` in a map value (for a map insert), if the per-CPU block is there.
+#[inline(always)]
+pub fn zeroed<T>() -> Option<&'static T> {
+    const { assert!(core::mem::size_of::<T>() <= ZERO_WORDS * 8) };
+    const { assert!(core::mem::align_of::<T>() <= 8) };
+    // SAFETY: the block is ZERO_WORDS u64 of zeros (8-aligned, never written), at least as
+    // large as T, and T is plain old data for which all zeros is its Default.
+    ZEROS
+        .get(0)
+        .map(|z| unsafe { &*(z as *const [u64; ZERO_WORDS]).cast::<T>() })
+}
+
+/// The hash maps whose entries [`created`] makes.
+pub trait Entries<K, V> {
+    fn entry(&self, key: &K) -> Option<*mut V>;
+    fn put(&self, key: &K, value: &V) -> bool;
+}
+
+macro_rules! entries {
+    ($($map:ident),*) => {$(
+        impl<K, V> Entries<K, V> for $map<K, V> {
+            #[inline(always)]
+            fn entry(&self, key: &K) -> Option<*mut V> {
+                self.get_ptr_mut(key)
+            }
+            #[inline(always)]
+            fn put(&self, key: &K, value: &V) -> bool {
+                self.insert(key, value, 0).is_ok()
+            }
+        }
+    )*};
+}
+entries!(LruHashMap, LruPerCpuHashMap);
+
+/// The entry of `key` in `map`, created all-zero ([`zeroed`]: not on the stack) if absent;
+/// a failed insert is counted.
+#[inline(always)]
+pub fn created<K, V: 'static>(map: &impl Entries<K, V>, key: &K) -> Option<*mut V> {
+    if let Some(v) = map.entry(key) {
+        return Some(v);
+    }
+    if !zeroed::<V>().is_some_and(|z| map.put(key, z)) {
+        count(Counter::MapInsertFailed);
+        return None;
+    }
+    map.entry(key)
+}
 
 /// Pairing counters per process (key: tgid).
 #[map]

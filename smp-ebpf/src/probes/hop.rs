@@ -29,8 +29,8 @@ use smp_common::{
 use crate::{
     kernel::{read, read_user, sock_tuple, ProbeError, SocketRef},
     maps::{
-        count, emit, header, offsets, Wake, HOP_COUNTS, PASSIVE_SK, SK_INO, SOCK_STATE, THREAD_FWD,
-        THREAD_LAST, ZERO_FWD,
+        count, created, emit, header, offsets, zeroed, Wake, HOP_COUNTS, PASSIVE_SK, SK_INO,
+        SOCK_STATE, THREAD_FWD, THREAD_LAST,
     },
 };
 
@@ -67,29 +67,16 @@ fn first_bytes(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Opti
 
 #[inline(always)]
 fn bump(tgid: u32, f: impl FnOnce(&mut HopCounts)) {
-    if let Some(c) = HOP_COUNTS.get_ptr_mut(&tgid) {
+    if let Some(c) = created(&HOP_COUNTS, &tgid) {
         // SAFETY: per-CPU value, only this CPU writes it while this program runs.
         f(unsafe { &mut *c });
-        return;
-    }
-    let mut c = HopCounts::default();
-    f(&mut c);
-    if HOP_COUNTS.insert(&tgid, &c, 0).is_err() {
-        count(Counter::MapInsertFailed);
     }
 }
 
 /// Thread `tid`'s [`ThreadLast`], created if absent.
 #[inline(always)]
 fn thread_last(tid: u32) -> Option<*mut ThreadLast> {
-    if let Some(l) = THREAD_LAST.get_ptr_mut(&tid) {
-        return Some(l);
-    }
-    if THREAD_LAST.insert(&tid, &ThreadLast::default(), 0).is_err() {
-        count(Counter::MapInsertFailed);
-        return None;
-    }
-    THREAD_LAST.get_ptr_mut(&tid)
+    created(&THREAD_LAST, &tid)
 }
 
 /// A request forward by thread `tid` at `t_out`: the oldest request this thread read that is
@@ -131,11 +118,7 @@ fn state(ino: u64, sk: u64) -> Option<*mut SockState> {
     if sk != 0 && unsafe { SK_INO.get(&sk) }.is_some_and(|i| *i == ino) {
         count(Counter::StateEvicted);
     }
-    if SOCK_STATE.insert(&ino, &SockState::default(), 0).is_err() {
-        count(Counter::MapInsertFailed);
-        return None;
-    }
-    SOCK_STATE.get_ptr_mut(&ino)
+    created(&SOCK_STATE, &ino)
 }
 
 /// Forgets a socket's message state (end of stream), and its `SK_INO` entry (`sk`), so that
@@ -150,16 +133,20 @@ pub fn forget(ino: u64, sk: u64) {
 /// Marks a fresh socket's role (accept: downstream; connect: upstream).
 #[inline(always)]
 pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
-    let mut fresh = SockState {
-        role,
-        ..SockState::default()
-    };
-    if let Ok(Some(t)) = sock_tuple(sock.sk, o) {
-        fresh.tuple = t;
-        fresh.flags |= SOCK_TUPLE;
-    }
-    if SOCK_STATE.insert(&sock.ino, &fresh, 0).is_err() {
+    // A fresh socket: whatever state its inode had belonged to an earlier one.
+    if !zeroed::<SockState>().is_some_and(|z| SOCK_STATE.insert(&sock.ino, z, 0).is_ok()) {
         count(Counter::MapInsertFailed);
+        return;
+    }
+    let Some(s) = SOCK_STATE.get_ptr_mut(&sock.ino) else {
+        return;
+    };
+    // SAFETY: map value just created for the calling thread's fresh socket.
+    let s = unsafe { &mut *s };
+    s.role = role;
+    if let Ok(Some(t)) = sock_tuple(sock.sk, o) {
+        s.tuple = t;
+        s.flags |= SOCK_TUPLE;
     }
 }
 
@@ -374,22 +361,8 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, tgid: u32, tid: u32)
 /// Queues a response read on upstream `ino` on thread `tid`.
 #[inline(always)]
 fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
-    let q = match THREAD_FWD.get_ptr_mut(&tid) {
-        Some(q) => q,
-        None => {
-            // A zeroed queue is larger than the BPF stack: copy it from a map.
-            let Some(zero) = ZERO_FWD.get(0) else {
-                return;
-            };
-            if THREAD_FWD.insert(&tid, zero, 0).is_err() {
-                count(Counter::MapInsertFailed);
-                return;
-            }
-            match THREAD_FWD.get_ptr_mut(&tid) {
-                Some(q) => q,
-                None => return,
-            }
-        }
+    let Some(q) = created(&THREAD_FWD, &tid) else {
+        return;
     };
     // SAFETY: only thread `tid` (running here) touches its queue.
     let q = unsafe { &mut *q };
