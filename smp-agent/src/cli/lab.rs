@@ -68,6 +68,10 @@ pub struct UpArgs {
     /// Example: --concurrency 2
     #[arg(long, verbatim_doc_comment)]
     pub concurrency: Option<u32>,
+    /// Optional: IPv6 pods (fd77::1 and fd77::2 on fd77::/64): sidecars listen on [::], the
+    /// inbound one reaches the app on [::1].
+    #[arg(long)]
+    pub ipv6: bool,
     /// Optional: delay per request added by the ground-truth proxy in both slots, microseconds
     /// (only with --proxy ours). Example: --delay-us 1000
     #[arg(long, verbatim_doc_comment)]
@@ -168,6 +172,9 @@ fn load_config(a: &UpArgs) -> anyhow::Result<LabConfig> {
     if let Some(c) = a.concurrency {
         cfg.outbound.workers = c;
         cfg.inbound.workers = c;
+    }
+    if a.ipv6 {
+        cfg.network = lab::config::NetworkConfig::ipv6();
     }
     if let Some(d) = a.delay_us {
         cfg.outbound.delay_us = d;

@@ -115,6 +115,10 @@ pub struct Args {
     #[arg(long, requires = "lab")]
     pub concurrency: Option<u32>,
 
+    /// With --lab: IPv6 pods (fd77::/64) instead of IPv4 (10.77.0.0/24).
+    #[arg(long, requires = "lab")]
+    pub ipv6: bool,
+
     /// With --lab: the lab's name.
     #[arg(long, default_value = "smpprofile", requires = "lab")]
     pub lab_name: String,
@@ -260,13 +264,21 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             cfg.outbound.workers = c;
             cfg.inbound.workers = c;
         }
+        if args.ipv6 {
+            cfg.network = crate::lab::config::NetworkConfig::ipv6();
+        }
         cfg.agent_bin = Some(std::env::current_exe().context("cannot find this executable")?);
         let text = args.output == OutputFormat::Text;
         if text {
             println!(
-                "bringing up the mesh lab {:?}: {} sidecars{}{}, app protocol {}",
+                "bringing up the mesh lab {:?}: {} sidecars{}{}{}, app protocol {}",
                 cfg.name,
                 cfg.proxy.as_str(),
+                if cfg.network.is_ipv6() {
+                    ", IPv6 pods"
+                } else {
+                    ""
+                },
                 if cfg.mtls { ", mTLS between them" } else { "" },
                 if cfg.sidecar_h2() {
                     ", HTTP/2 between them"

@@ -1,7 +1,11 @@
 //! Lab topology configuration: a YAML file (every field optional, sane defaults) plus
 //! validation that names the offending field.
 
-use std::{fmt, net::Ipv4Addr, path::PathBuf};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -231,14 +235,16 @@ impl Default for AppConfig {
     }
 }
 
-/// Pod addresses: a private range that exists only inside the lab's namespaces.
+/// Pod addresses: a private range that exists only inside the lab's namespaces. IPv4
+/// (10/8, 172.16/12, 192.168/16) or IPv6 (unique local, fc00::/7): an IPv6 lab's pods, sidecar
+/// listeners, redirect rules and in-pod hops are IPv6 throughout ([`NetworkConfig::ipv6`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// Client pod address.
-    pub client_addr: Ipv4Addr,
-    /// Server pod address.
-    pub server_addr: Ipv4Addr,
+    pub client_addr: IpAddr,
+    /// Server pod address (same family as the client's).
+    pub server_addr: IpAddr,
     /// Prefix length of the pod subnet.
     pub prefix_len: u8,
 }
@@ -246,9 +252,44 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            client_addr: Ipv4Addr::new(10, 77, 0, 1),
-            server_addr: Ipv4Addr::new(10, 77, 0, 2),
+            client_addr: Ipv4Addr::new(10, 77, 0, 1).into(),
+            server_addr: Ipv4Addr::new(10, 77, 0, 2).into(),
             prefix_len: 24,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The IPv6 pod network `fd77::/64` (`lab up --ipv6`).
+    pub fn ipv6() -> Self {
+        NetworkConfig {
+            client_addr: Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1).into(),
+            server_addr: Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2).into(),
+            prefix_len: 64,
+        }
+    }
+
+    /// Whether the pods are IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.server_addr.is_ipv6()
+    }
+
+    /// Where a pod's listeners bind: every address of the pod's family (`0.0.0.0` or `::`).
+    pub fn any(&self) -> IpAddr {
+        if self.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        }
+    }
+
+    /// A pod's loopback in its family (`127.0.0.1` or `::1`): the inbound sidecar's way to
+    /// the app, and where readiness is probed.
+    pub fn loopback(&self) -> IpAddr {
+        if self.is_ipv6() {
+            Ipv6Addr::LOCALHOST.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
         }
     }
 }
@@ -305,9 +346,29 @@ pub fn validate_name(name: &str) -> Result<(), LabError> {
     Ok(())
 }
 
-fn is_private(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 10 || (o[0] == 172 && (16..32).contains(&o[1])) || (o[0] == 192 && o[1] == 168)
+fn is_private(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            o[0] == 10 || (o[0] == 172 && (16..32).contains(&o[1])) || (o[0] == 192 && o[1] == 168)
+        }
+        // Unique local addresses (RFC 4193).
+        IpAddr::V6(a) => a.segments()[0] & 0xfe00 == 0xfc00,
+    }
+}
+
+/// The leading `prefix_len` bits of `a` (as a 128-bit number; IPv4 in the low 32 bits).
+fn network_of(a: IpAddr, prefix_len: u8) -> u128 {
+    let (bits, width) = match a {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    };
+    let host_bits = width - u32::from(prefix_len);
+    if host_bits >= 128 {
+        0
+    } else {
+        bits >> host_bits
+    }
 }
 
 impl LabConfig {
@@ -394,8 +455,18 @@ impl LabConfig {
             return Err(bad("app.service_time_us", "must be at most 10 s"));
         }
         let n = &self.network;
-        if !(8..=30).contains(&n.prefix_len) {
-            return Err(bad("network.prefix_len", "must be 8 to 30"));
+        if n.client_addr.is_ipv6() != n.server_addr.is_ipv6() {
+            return Err(bad(
+                "network.server_addr",
+                "must be of the same family (IPv4 or IPv6) as network.client_addr",
+            ));
+        }
+        let prefix_range = if n.is_ipv6() { 8..=126 } else { 8..=30 };
+        if !prefix_range.contains(&n.prefix_len) {
+            return Err(bad(
+                "network.prefix_len",
+                format!("must be {} to {}", prefix_range.start(), prefix_range.end()),
+            ));
         }
         for (field, a) in [
             ("network.client_addr", n.client_addr),
@@ -404,7 +475,9 @@ impl LabConfig {
             if !is_private(a) {
                 return Err(bad(
                     field,
-                    format!("{a} is not in a private range (10/8, 172.16/12, 192.168/16)"),
+                    format!(
+                        "{a} is not in a private range (10/8, 172.16/12, 192.168/16, fc00::/7)"
+                    ),
                 ));
             }
         }
@@ -414,8 +487,7 @@ impl LabConfig {
                 "must differ from network.client_addr",
             ));
         }
-        let mask = u32::MAX << (32 - u32::from(n.prefix_len));
-        if u32::from(n.client_addr) & mask != u32::from(n.server_addr) & mask {
+        if network_of(n.client_addr, n.prefix_len) != network_of(n.server_addr, n.prefix_len) {
             return Err(bad(
                 "network.server_addr",
                 format!(
@@ -521,6 +593,50 @@ mod tests {
         );
         assert_eq!(field_of("sidecar_uid: 0"), "sidecar_uid");
         assert_eq!(field_of("app: {workers: 100}"), "app.workers");
+        // IPv6: unique local only, one family, one subnet.
+        assert_eq!(
+            field_of("network: {client_addr: 10.77.0.1, server_addr: 'fd77::2'}"),
+            "network.server_addr"
+        );
+        assert_eq!(
+            field_of(
+                "network: {client_addr: '2001:db8::1', server_addr: '2001:db8::2', prefix_len: 64}"
+            ),
+            "network.client_addr"
+        );
+        assert_eq!(
+            field_of("network: {client_addr: 'fd77::1', server_addr: 'fd78::2', prefix_len: 64}"),
+            "network.server_addr"
+        );
+        assert_eq!(
+            field_of("network: {client_addr: 'fd77::1', server_addr: 'fd77::2', prefix_len: 128}"),
+            "network.prefix_len"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_pod_network_is_valid_and_ipv6_throughout() {
+        let cfg = LabConfig::from_yaml(
+            "network: {client_addr: 'fd77::1', server_addr: 'fd77::2', prefix_len: 64}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.network, NetworkConfig::ipv6());
+        assert!(cfg.network.is_ipv6());
+        assert_eq!(cfg.network.any(), "::".parse::<IpAddr>().unwrap());
+        assert_eq!(cfg.network.loopback(), "::1".parse::<IpAddr>().unwrap());
+        let v4 = NetworkConfig::default();
+        assert!(!v4.is_ipv6());
+        assert_eq!(v4.any(), "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(v4.loopback(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        // Subnets compare on the prefix only.
+        let a: IpAddr = "fd77::1".parse().unwrap();
+        let b: IpAddr = "fd77::ffff:2".parse().unwrap();
+        assert_eq!(network_of(a, 64), network_of(b, 64));
+        assert_ne!(network_of(a, 126), network_of(b, 126));
+        let c: IpAddr = "10.77.0.1".parse().unwrap();
+        let d: IpAddr = "10.77.1.2".parse().unwrap();
+        assert_eq!(network_of(c, 16), network_of(d, 16));
+        assert_ne!(network_of(c, 24), network_of(d, 24));
     }
 
     #[test]

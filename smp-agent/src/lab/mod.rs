@@ -17,7 +17,7 @@
 //! `up` takes has its undo beside it. Per-kind configuration lives in `proxies/`.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -178,9 +178,9 @@ pub struct LabInfo {
     /// Prefix that runs a command in the client pod.
     pub client_exec: String,
     /// Client pod address.
-    pub client_addr: Ipv4Addr,
+    pub client_addr: IpAddr,
     /// Server pod address.
-    pub server_addr: Ipv4Addr,
+    pub server_addr: IpAddr,
     /// URL through both sidecars (call it from the client namespace).
     pub meshed_url: String,
     /// URL that bypasses both sidecars (same app, same network).
@@ -749,7 +749,12 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         (&sns, &sveth, net.server_addr),
     ] {
         let cidr = format!("{addr}/{}", net.prefix_len);
-        ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
+        if net.is_ipv6() {
+            // `nodad`: a tentative address (duplicate detection, ~1 s) refuses to be bound.
+            ip(&["-n", ns, "addr", "add", &cidr, "dev", dev, "nodad"])?;
+        } else {
+            ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
+        }
         ip(&["-n", ns, "link", "set", dev, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
@@ -764,7 +769,7 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         (
             &sns,
             "nft-server.nft",
-            redirect::server_rules(&sveth, ports.app, ports.inbound),
+            redirect::server_rules(&sveth, ports.app, ports.inbound, net.is_ipv6()),
         ),
     ];
     for (ns, file, text) in rules {
@@ -804,9 +809,9 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         "lab".into(),
         "app".into(),
         "--listen".into(),
-        format!("0.0.0.0:{}", ports.app),
+        SocketAddr::new(net.any(), ports.app).to_string(),
         "--listen".into(),
-        format!("0.0.0.0:{}", ports.baseline),
+        SocketAddr::new(net.any(), ports.baseline).to_string(),
         "--body-bytes".into(),
         cfg.app.body_bytes.to_string(),
         "--service-us".into(),
@@ -824,8 +829,8 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         &app_args,
         &dir.join("app.log"),
         &[
-            SocketAddr::from(([127, 0, 0, 1], ports.app)),
-            SocketAddr::from(([127, 0, 0, 1], ports.baseline)),
+            SocketAddr::new(net.loopback(), ports.app),
+            SocketAddr::new(net.loopback(), ports.baseline),
         ],
         timeout,
     )?;
@@ -839,7 +844,7 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
             Side::Inbound => (
                 &sns,
                 ports.inbound,
-                SocketAddr::from(([127, 0, 0, 1], ports.app)),
+                SocketAddr::new(net.loopback(), ports.app),
             ),
             Side::Outbound => (
                 &cns,
@@ -853,7 +858,8 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
             side,
             kind,
             cfg,
-            listen_port,
+            listen: SocketAddr::new(net.any(), listen_port),
+            ready: SocketAddr::new(net.loopback(), listen_port),
             upstream,
             admin,
             tls: tls_files.as_ref(),
@@ -901,8 +907,11 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         client_exec: format!("ip netns exec {cns}"),
         client_addr: net.client_addr,
         server_addr: net.server_addr,
-        meshed_url: format!("http://{}:{}/", net.server_addr, ports.app),
-        baseline_url: format!("http://{}:{}/", net.server_addr, ports.baseline),
+        meshed_url: format!("http://{}/", SocketAddr::new(net.server_addr, ports.app)),
+        baseline_url: format!(
+            "http://{}/",
+            SocketAddr::new(net.server_addr, ports.baseline)
+        ),
         outbound,
         inbound,
         app_pid,

@@ -3,7 +3,7 @@
 //! files; and rustls configs for our ground-truth proxy (ring provider).
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -55,7 +55,7 @@ pub fn server_name(lab: &str) -> String {
 pub fn generate(
     dir: &Path,
     lab: &str,
-    server_addr: Ipv4Addr,
+    server_addr: IpAddr,
     uid: u32,
 ) -> Result<TlsFiles, LabError> {
     let name = server_name(lab);
@@ -76,12 +76,11 @@ pub fn generate(
         .map_err(|e| tls_err("CA certificate", e))?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let leaf = |cn: &str, sans: Vec<String>, ip: Option<Ipv4Addr>, eku| {
+    let leaf = |cn: &str, sans: Vec<String>, ip: Option<IpAddr>, eku| {
         let key = KeyPair::generate().map_err(|e| tls_err(cn, e))?;
         let mut p = CertificateParams::new(sans).map_err(|e| tls_err(cn, e))?;
         if let Some(ip) = ip {
-            p.subject_alt_names
-                .push(SanType::IpAddress(std::net::IpAddr::V4(ip)));
+            p.subject_alt_names.push(SanType::IpAddress(ip));
         }
         p.distinguished_name.push(DnType::CommonName, cn);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -234,7 +233,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
-        let f = generate(&dir, "t", Ipv4Addr::new(10, 77, 0, 2), uid).unwrap();
+        let f = generate(&dir, "t", "10.77.0.2".parse().unwrap(), uid).unwrap();
         server_config(&f.server_cert, &f.server_key, &f.ca, false).unwrap();
         client_config(&f.client_cert, &f.client_key, &f.ca, true).unwrap();
         rustls_name(&f.server_name).unwrap();

@@ -169,7 +169,7 @@ pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
         "static_resources": {
             "listeners": [{
                 "name": "sidecar",
-                "address": addr("0.0.0.0", plan.listen_port),
+                "address": addr(&plan.listen.ip().to_string(), plan.listen.port()),
                 "filter_chains": [chain],
             }],
             "clusters": [cluster],
@@ -202,10 +202,7 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         files: vec![(cfg_path.clone(), text)],
         program,
         args,
-        ready: vec![
-            std::net::SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
-            plan.admin,
-        ],
+        ready: vec![plan.ready, plan.admin],
     })
 }
 

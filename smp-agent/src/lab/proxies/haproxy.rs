@@ -8,7 +8,7 @@ use crate::lab::{config::Side, LabError};
 
 /// The haproxy.cfg of one slot.
 pub fn config(plan: &SlotPlan<'_>) -> String {
-    let mut bind = format!("bind 0.0.0.0:{}", plan.listen_port);
+    let mut bind = format!("bind {}", plan.listen);
     let mut server = format!("server s1 {}", plan.upstream);
     match (plan.side, plan.tls) {
         (Side::Inbound, Some(t)) => {
@@ -93,10 +93,7 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         files: vec![(cfg.clone(), config(plan))],
         program,
         args: vec!["-f".into(), cfg.display().to_string(), "-db".into()],
-        ready: vec![
-            std::net::SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
-            plan.admin,
-        ],
+        ready: vec![plan.ready, plan.admin],
     })
 }
 

@@ -30,8 +30,10 @@ pub struct SlotPlan<'a> {
     pub kind: ProxyKind,
     /// Whole lab config.
     pub cfg: &'a LabConfig,
-    /// Port the sidecar listens on (all addresses of its pod).
-    pub listen_port: u16,
+    /// Where the sidecar listens: every address of its pod's family (`0.0.0.0` or `::`).
+    pub listen: SocketAddr,
+    /// Where its listener is probed for readiness: the pod's loopback, same port.
+    pub ready: SocketAddr,
     /// Where it forwards.
     pub upstream: SocketAddr,
     /// Admin/stats address (loopback of its pod).

@@ -11,7 +11,7 @@ use crate::lab::{config::Side, LabError};
 /// The nginx.conf of one slot.
 pub fn config(plan: &SlotPlan<'_>) -> String {
     let d = plan.dir.display();
-    let mut listen = format!("listen 0.0.0.0:{}", plan.listen_port);
+    let mut listen = format!("listen {}", plan.listen);
     let mut server_tls = String::new();
     let mut scheme = "http";
     let mut proxy_tls = String::new();
@@ -106,9 +106,6 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
             "-g".into(),
             "daemon off;".into(),
         ],
-        ready: vec![
-            std::net::SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
-            plan.admin,
-        ],
+        ready: vec![plan.ready, plan.admin],
     })
 }

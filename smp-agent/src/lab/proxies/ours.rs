@@ -11,7 +11,7 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         "lab".into(),
         "proxy".into(),
         "--listen".into(),
-        format!("0.0.0.0:{}", plan.listen_port),
+        plan.listen.to_string(),
         "--upstream".into(),
         plan.upstream.to_string(),
         "--role".into(),
@@ -58,10 +58,7 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         files: Vec::new(),
         program,
         args,
-        ready: vec![
-            std::net::SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
-            plan.admin,
-        ],
+        ready: vec![plan.ready, plan.admin],
     })
 }
 

@@ -43,7 +43,9 @@ pub fn static_config(plan: &SlotPlan<'_>) -> Value {
         "log": {"level": "ERROR", "noColor": true},
         "entryPoints": {
             "sidecar": {
-                "address": format!(":{}", plan.listen_port),
+                // Go's default, whatever the pod's family: one dual-stack `[::]` socket
+                // (IPv4 peers appear as `::ffff:a.b.c.d`).
+                "address": format!(":{}", plan.listen.port()),
                 "transport": {
                     "respondingTimeouts": {"idleTimeout": "120s", "readTimeout": "0s"},
                     "keepAliveMaxRequests": 0,
@@ -145,10 +147,7 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
             traefik.display().to_string(),
             format!("--configFile={}", stat.display()),
         ],
-        ready: vec![
-            SocketAddr::from(([127, 0, 0, 1], plan.listen_port)),
-            plan.admin,
-        ],
+        ready: vec![plan.ready, plan.admin],
     })
 }
 
