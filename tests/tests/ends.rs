@@ -303,7 +303,8 @@ impl Drop for PodProcess {
 /// A forced gateway: a proxy in the server pod that forwards to an app in the client pod, so
 /// neither its clients nor its upstream are on its loopback or its own address. `profile`
 /// (run as a user would, from the client pod, with `--sidecar-pid`) shows its two hops with
-/// direction `gateway` in `details.json` and says why on stdout, instead of dropping them.
+/// direction `gateway` in `details.json` and says why on stdout and in the HTML report,
+/// instead of dropping them.
 #[test]
 fn a_proxy_between_the_pods_is_shown_as_a_gateway() {
     if !require_root("a_proxy_between_the_pods_is_shown_as_a_gateway") {
@@ -378,6 +379,12 @@ fn a_proxy_between_the_pods_is_shown_as_a_gateway() {
         assert!(
             stdout.contains("is classed gateway: neither its clients nor its upstreams"),
             "the summary does not say why the proxy is a gateway:\n{stdout}"
+        );
+        let html = std::fs::read_to_string(dir.join(smp_agent::report::set::REPORT_FILE))
+            .expect("report.html");
+        assert!(
+            html.contains("is classed <b>gateway</b>: neither its clients nor its upstreams"),
+            "the HTML report does not say why the proxy is a gateway"
         );
         let _ = std::fs::remove_dir_all(&dir);
     });

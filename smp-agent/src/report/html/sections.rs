@@ -222,8 +222,35 @@ pub(super) fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
          <td colspan=\"5\"></td></tr></tfoot>\n</table></div>",
         ms(sum50)
     );
+    directions(page, d);
     page.push_str("</section>\n");
     Ok(())
+}
+
+/// Each proxy's class (outbound, inbound, gateway) with the reason for it, once per proxy and
+/// class: a proxy classed as neither sidecar direction is shown, and says why.
+fn directions(page: &mut String, d: &Details) {
+    let mut told = std::collections::BTreeSet::new();
+    let mut items = String::new();
+    for h in &d.hops {
+        if h.direction_reason.is_empty() || !told.insert((h.proxy.as_str(), h.direction)) {
+            continue;
+        }
+        let _ = writeln!(
+            items,
+            "<li><b>{}</b> is classed <b>{}</b>: {}</li>",
+            escape(&h.proxy),
+            direction_name(h.direction),
+            escape(&h.direction_reason)
+        );
+    }
+    if !items.is_empty() {
+        let _ = writeln!(
+            page,
+            "<p>Why each proxy has its direction (from the addresses its exchanges used):</p>\n\
+             <ul id=\"hop-directions\">\n{items}</ul>"
+        );
+    }
 }
 
 pub(super) fn sidecars(page: &mut String, set: &ResultSet, d: &Details) -> Result<(), HtmlError> {

@@ -157,6 +157,35 @@ fn populated_set_has_every_plot_and_table() {
 }
 
 #[test]
+fn each_proxy_says_why_it_has_its_direction() {
+    let mut set = populated_set();
+    let d = set.details.as_mut().unwrap();
+    for h in &mut d.hops {
+        h.direction_reason = h.direction.reason().to_string();
+    }
+    let mut gw = d.hops[0].clone();
+    gw.proxy = "edge <gw>".into();
+    gw.direction = Direction::Gateway;
+    gw.direction_reason = Direction::Gateway.reason().to_string();
+    d.hops.push(gw);
+    let page = render(&set).unwrap();
+    let list = &page[page
+        .find("<ul id=\"hop-directions\">")
+        .expect("direction list")..];
+    let list = &list[..list.find("</ul>").unwrap()];
+    // One line per proxy and class, the gateway's name escaped.
+    assert_eq!(list.matches("<li>").count(), 3, "{list}");
+    assert!(list.contains(&format!(
+        "<li><b>edge &lt;gw&gt;</b> is classed <b>gateway</b>: {}</li>",
+        Direction::Gateway.reason()
+    )));
+    assert!(list.contains("<b>envoy-client</b> is classed <b>outbound</b>"));
+    assert!(list.contains("<b>envoy-server</b> is classed <b>inbound</b>"));
+    // Without reasons (results of older agents) there is no list.
+    assert!(!render(&populated_set()).unwrap().contains("hop-directions"));
+}
+
+#[test]
 fn empty_set_says_what_is_missing() {
     let page = render(&empty_set()).unwrap();
     assert!(page.contains("id=\"no-details\""), "{page}");
