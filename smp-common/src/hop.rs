@@ -192,6 +192,36 @@ pub const PAIRED_BY_HINT: u32 = 1;
 pub const PAIRED_BY_ADJACENCY: u32 = 2;
 pub const PAIRED_BY_OLDEST: u32 = 3;
 pub const PAIRED_BY_BATCH: u32 = 4;
+/// The only response, among the process's recent ones ([`RespPool`]), that the write can
+/// forward: found across threads (a work-stealing runtime writes a response from another
+/// thread than the one that read it).
+pub const PAIRED_BY_SOLE: u32 = 5;
+
+/// Slots of a process's [`RespPool`] (a power of two).
+pub const POOL_SLOTS: usize = 16;
+
+/// The responses a process read last, on any of its threads (`PROC_FWD`, key: tgid), a ring
+/// that overwrites its oldest: where a response write that its own thread cannot pair looks
+/// for the one response it can forward ([`crate::pairing::sole`]). Its threads write it
+/// without a lock: a torn slot names a response that is no longer current, and fits nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespPool {
+    pub slots: [FwdSlot; POOL_SLOTS],
+    pub tail: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<RespPool>() == 24 * POOL_SLOTS + 8);
+
+impl Default for RespPool {
+    fn default() -> Self {
+        RespPool {
+            slots: [FwdSlot::default(); POOL_SLOTS],
+            tail: 0,
+            _pad: 0,
+        }
+    }
+}
 
 /// The write that forwarded an exchange's response returned (`EventKind::SendDone`): joins
 /// the [`ExchangeRecord`] of thread `tid` whose `resp_out_ns` equals `out_ns`.
@@ -236,15 +266,22 @@ pub struct HopCounts {
     /// Exchanges paired through the request-forward hint.
     pub hinted: u64,
     /// Exchanges paired by adjacency: the response the writing thread had just read (the
-    /// rest: oldest-first, in the thread's batch or its whole queue).
+    /// rest: oldest-first, in the thread's batch or its whole queue, or [`Self::sole`]).
     pub adjacent: u64,
+    /// Exchanges paired across threads: the writing thread found nothing, and one response
+    /// only, of those the process read last, could be the one it forwards.
+    pub sole: u64,
+    /// Response writes that found nothing on their thread and more than one response the
+    /// process read last that they could forward: left unpaired rather than guessed (counted
+    /// in [`Self::unmatched_writes`] too).
+    pub ambiguous: u64,
     /// Exchanges whose response carried a hint, and those whose hint named the downstream
     /// that took it: how far this process's hints can be trusted (an event loop's almost
     /// always, a tokio proxy's with delays almost never). Per CPU, as the kernel reads it.
     pub hint_checks: u64,
     pub hint_agrees: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 104);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 120);
 
 /// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
 /// once.
@@ -263,6 +300,8 @@ macro_rules! hop_count_fields {
             queue_overflow,
             hinted,
             adjacent,
+            sole,
+            ambiguous,
             hint_checks,
             hint_agrees
         )

@@ -17,12 +17,13 @@ pub const PASSIVE_SK: &str = "PASSIVE_SK";
 pub const THREAD_FWD: &str = "THREAD_FWD";
 pub const THREAD_LAST: &str = "THREAD_LAST";
 pub const ZEROS: &str = "ZEROS";
+pub const PROC_FWD: &str = "PROC_FWD";
 pub const HOP_COUNTS: &str = "HOP_COUNTS";
 pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
 
 /// Every map of the object.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     NR_OPS,
     TRACKED,
     TARGETS,
@@ -38,6 +39,7 @@ pub const ALL: [&str; 18] = [
     THREAD_FWD,
     THREAD_LAST,
     ZEROS,
+    PROC_FWD,
     HOP_COUNTS,
     EVENTS,
     COUNTERS,

@@ -1,6 +1,7 @@
 //! The pure decisions of per-hop pairing (docs/hops.md): what a syscall's first bytes are,
 //! which socket role they reveal, whether a queued response can be what a response write
-//! forwards, which response of a thread's queue a write takes, the request FIFO of a thread.
+//! forwards, which response of a thread's queue a write takes, the request FIFO of a thread,
+//! the one response of the process's recent ones a write can forward across threads.
 //!
 //! The kernel program (`smp-ebpf/src/probes/hop.rs`) fetches map values and calls these;
 //! nothing here touches a map: socket states are read through [`SockStates`]. So the rules
@@ -9,9 +10,9 @@
 //! would change what the verifier walks.
 
 use crate::hop::{
-    FwdQueue, FwdSlot, SockState, ThreadLast, DIR_IN, FWD_SLOTS, PAIRED_BY_ADJACENCY,
-    PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN,
-    ROLE_UPSTREAM, SOCK_TLS,
+    FwdQueue, FwdSlot, RespPool, SockState, ThreadLast, DIR_IN, FWD_SLOTS, PAIRED_BY_ADJACENCY,
+    PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, POOL_SLOTS, REQ_SLOTS, ROLE_DOWNSTREAM,
+    ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_TLS,
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -388,6 +389,53 @@ pub fn pick(
         },
     };
     (q.take(take), by)
+}
+
+impl RespPool {
+    /// Remembers a response read by one of the process's threads; the oldest goes.
+    #[inline(always)]
+    pub fn push(&mut self, slot: FwdSlot) {
+        if let Some(s) = self.slots.get_mut(self.tail as usize & (POOL_SLOTS - 1)) {
+            *s = slot;
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+}
+
+/// What the process's recent responses hold for a response write on `d_ino` (request read
+/// at `d_in`, writing at `t_out`) that its own thread could not pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sole {
+    /// Exactly one of them fits: the response this write forwards.
+    One(FwdSlot),
+    /// More than one fits: which is a guess, so none is taken.
+    Ambiguous,
+    /// None fits.
+    None,
+}
+
+/// The one response in `pool` that a response write on `d_ino` can forward ([`fit`]: current,
+/// not forwarded, in HTTP/1.1's order with the downstream's request), if there is exactly
+/// one. Under a fixed load few responses wait between their read and their forward at any
+/// moment, so one that fits is most often the only one.
+#[inline(always)]
+pub fn sole(pool: &RespPool, d_ino: u64, d_in: u64, t_out: u64, states: &impl SockStates) -> Sole {
+    let mut found = Sole::None;
+    for slot in &pool.slots {
+        if slot.ino == 0 || slot.ino == d_ino {
+            continue;
+        }
+        if fit(slot, states.get(slot.ino), d_in, t_out) != Fit::Yes {
+            continue;
+        }
+        found = match found {
+            // The same response remembered twice (a torn write) is still one.
+            Sole::One(f) if f.ino == slot.ino && f.t_in == slot.t_in => found,
+            Sole::One(_) | Sole::Ambiguous => return Sole::Ambiguous,
+            Sole::None => Sole::One(*slot),
+        };
+    }
+    found
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use smp_common::{
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
     hop::{
-        FwdQueue, HopCounts, SockState, ThreadLast, MAX_PASSIVE_SK, MAX_SOCK_STATE, MAX_THREAD_FWD,
+        FwdQueue, HopCounts, RespPool, SockState, ThreadLast, MAX_PASSIVE_SK, MAX_SOCK_STATE,
+        MAX_THREAD_FWD,
     },
     sock::{
         FdSocket, PendingSyscall, SockKey, SockStats, MAX_FD_CACHE, MAX_PENDING, MAX_SOCK_STATS,
@@ -111,6 +112,7 @@ const ZERO_WORDS: usize = {
         core::mem::size_of::<SockState>(),
         core::mem::size_of::<ThreadLast>(),
         core::mem::size_of::<HopCounts>(),
+        core::mem::size_of::<RespPool>(),
     ];
     let mut max = 0;
     let mut i = 0;
@@ -178,6 +180,11 @@ pub fn created<K, V: 'static>(map: &impl Entries<K, V>, key: &K) -> Option<*mut 
     }
     map.entry(key)
 }
+
+/// The responses each process read last, on any thread (key: tgid): where a response write
+/// its own thread cannot pair looks across threads.
+#[map]
+pub static PROC_FWD: LruHashMap<u32, RespPool> = LruHashMap::with_max_entries(4096, 0);
 
 /// Pairing counters per process (key: tgid).
 #[map]

@@ -177,19 +177,20 @@ fn ends_check_on_our_proxy() {
     }
 }
 
-/// What holds today for Traefik at 1 000 rps over 64 connections (docs/hops.md, "Proxies we
-/// never tuned to"): every sidecar with its four hops, at most 2 % of the exchanges wrong
-/// (measured 0.0–0.6 %), and every request the kernel saw and did not pair counted under a
-/// reason (never silently missing). How many pair is not stable yet: 62–97 % per side over
-/// runs (Go writes a response from another goroutine than the one that read it, often on
-/// another thread, where the per-thread queue does not find it: `unmatched_write`); the bound
-/// here, half, is a regression floor below every run measured, not the goal. The issue's goal
-/// (≥ 99 % paired, ≤ 0.5 % wrong) is not reached yet.
-fn assert_traefik_today(figs: &[SideFigures; 2]) {
+/// Traefik at 1 000 rps over 64 connections (docs/hops.md, "Proxies we never tuned to"):
+/// every sidecar with its four hops, at least `min_right` % of the requests paired right
+/// per the exchange check, at most 0.5 % of the exchanges wrong (the issue's bound), and
+/// every request the kernel saw and did not pair counted under a reason. Go writes a
+/// response from another goroutine than the one that read it, often on another thread: the
+/// writing thread's own queue then has nothing, and the process's recent responses are
+/// searched for the one it can forward (`PAIRED_BY_SOLE`). Measured 2026-12-04, 4 runs (one
+/// with two busy loops beside it): plain 99.2–99.7 % right, mTLS 96.1–98.4 %, wrong at most
+/// 0.28 %; before the search across threads 62–97 % were paired.
+fn assert_traefik(figs: &[SideFigures; 2], min_right: f64) {
     assert_four_hops(figs);
     for f in figs {
-        assert!(f.right_pct() >= 50.0, "{}: {f:?}", f.side);
-        assert!(f.wrong_pct() <= 2.0, "{}: {f:?}", f.side);
+        assert!(f.right_pct() >= min_right, "{}: {f:?}", f.side);
+        assert!(f.wrong_pct() <= 0.5, "{}: {f:?}", f.side);
         assert!(
             f.unpaired_by_reason >= f.unpaired,
             "{}: {} unpaired, {} counted under a reason: {f:?}",
@@ -207,7 +208,7 @@ fn traefik_plain_at_1000_rps() {
         return;
     }
     let figs = measure("h3tkp", ProxyKind::Traefik, 2, false, 1000.0, 64, 4);
-    assert_traefik_today(&figs);
+    assert_traefik(&figs, 97.0);
 }
 
 /// Traefik in both slots with mTLS between them, 1 000 rps over 64 connections.
@@ -216,17 +217,15 @@ fn traefik_mtls_at_1000_rps() {
     if !require_root("traefik_mtls_at_1000_rps") {
         return;
     }
+    // Each TLS connection's first exchange is dropped by design (64 of 4 000 per side).
     let figs = measure("h3tkm", ProxyKind::Traefik, 2, true, 1000.0, 64, 4);
-    assert_traefik_today(&figs);
+    assert_traefik(&figs, 93.0);
 }
 
 /// An IPv6 lab (pods on fd77::/64; sidecars listen on `[::]` and reach the app on `[::1]`;
 /// Traefik's Go listener is dual-stack) with every proxy kind in both slots, and mTLS once
 /// (the server certificate names the IPv6 pod address): each sidecar shows its four hops with
 /// the right directions, and its exchanges hold against what the client and the app recorded.
-/// (Envoy with mTLS is not here: when its upstream pool grows to one TLS connection per client
-/// connection, its hints stop being trusted and up to 3.4 % pair wrongly, in either family:
-/// docs/hops.md, "Known limits".)
 #[test]
 fn ipv6_lab_with_every_proxy_kind() {
     if !require_root("ipv6_lab_with_every_proxy_kind") {
@@ -249,13 +248,18 @@ fn ipv6_lab_with_every_proxy_kind() {
         }
         let figs = measure_lab(&cfg, 400.0, 16, 3);
         if kind == ProxyKind::Traefik {
-            assert_traefik_today(&figs);
+            assert_traefik(&figs, 90.0);
             continue;
         }
         assert_four_hops(&figs);
+        // Envoy's upstream pool sometimes grows to one connection per client connection
+        // (after the previous lab's teardown, say): its forwards then leave the order of its
+        // reads, its hints are not trusted, and up to 2.3 % paired wrongly (docs/hops.md,
+        // "Known limits"). Not the family: with 4 upstream connections, 0 % in both.
+        let max_wrong = if kind == ProxyKind::Envoy { 3.0 } else { 1.0 };
         for f in &figs {
             assert!(f.right_pct() >= 90.0, "{name} {}: {f:?}", f.side);
-            assert!(f.wrong_pct() <= 1.0, "{name} {}: {f:?}", f.side);
+            assert!(f.wrong_pct() <= max_wrong, "{name} {}: {f:?}", f.side);
         }
     }
 }

@@ -54,6 +54,8 @@ pub enum PairedBy {
     Batch,
     /// The oldest fitting response on the thread's queue.
     Oldest,
+    /// The only fitting response among those the process read last, on any thread.
+    Sole,
     /// Not said (an older kernel object, a test fixture).
     #[default]
     Unknown,
@@ -63,13 +65,14 @@ impl PairedBy {
     /// From the kernel's `PAIRED_BY_*` value.
     pub fn from_wire(v: u32) -> PairedBy {
         use smp_common::hop::{
-            PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST,
+            PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, PAIRED_BY_SOLE,
         };
         match v {
             PAIRED_BY_HINT => PairedBy::Hint,
             PAIRED_BY_ADJACENCY => PairedBy::Adjacency,
             PAIRED_BY_BATCH => PairedBy::Batch,
             PAIRED_BY_OLDEST => PairedBy::Oldest,
+            PAIRED_BY_SOLE => PairedBy::Sole,
             _ => PairedBy::Unknown,
         }
     }

@@ -609,3 +609,83 @@ fn pick_indices_wrap() {
     assert_eq!(q.head, q.tail);
     assert_eq!(q.tail, 1);
 }
+
+/// A pool holding `slots`, pushed in order.
+fn pool(slots: &[FwdSlot]) -> RespPool {
+    let mut p = RespPool::default();
+    for s in slots {
+        p.push(*s);
+    }
+    p
+}
+
+#[test]
+fn sole_takes_the_only_response_that_fits() {
+    // Upstream 1 fits D; 2 was forwarded already; 3's request went out before D's request
+    // was read (another downstream's); 4 is superseded (its current response is newer).
+    let mut forwarded = up(22, 42);
+    forwarded.fwd_in = 42;
+    let mut socks = fitting(1);
+    socks.0.push((2, forwarded));
+    socks.0.push((3, up(5, 43)));
+    socks.0.push((4, up(24, 60)));
+    let p = pool(&[s(1), s(2), s(3), s(4)]);
+    assert_eq!(sole(&p, D, D_IN, T_OUT, &socks), Sole::One(s(1)));
+    // Its own downstream's slot is never taken, gone upstreams fit nothing.
+    assert_eq!(sole(&pool(&[s(9)]), D, D_IN, T_OUT, &socks), Sole::None);
+    assert_eq!(
+        sole(&pool(&[slot(D, 40, 0)]), D, D_IN, T_OUT, &socks),
+        Sole::None
+    );
+    // A downstream that has read no request forwards nothing.
+    assert_eq!(sole(&p, D, 0, T_OUT, &socks), Sole::None);
+    // The response read after the write began is not the one it forwards.
+    assert_eq!(sole(&p, D, D_IN, 40, &socks), Sole::None);
+}
+
+#[test]
+fn sole_refuses_to_guess_between_two() {
+    let socks = fitting(2);
+    assert_eq!(
+        sole(&pool(&[s(1), s(2)]), D, D_IN, T_OUT, &socks),
+        Sole::Ambiguous
+    );
+    // One response remembered twice is still one.
+    assert_eq!(
+        sole(&pool(&[s(1), s(1)]), D, D_IN, T_OUT, &fitting(1)),
+        Sole::One(s(1))
+    );
+}
+
+#[test]
+fn pool_keeps_the_newest_and_wraps() {
+    let socks = fitting(POOL_SLOTS as u64 + 1);
+    let all: Vec<FwdSlot> = (1..=POOL_SLOTS as u64 + 1).map(s).collect();
+    let mut p = RespPool {
+        tail: u32::MAX,
+        ..RespPool::default()
+    };
+    for x in &all {
+        p.push(*x);
+    }
+    assert_eq!(p.tail, POOL_SLOTS as u32);
+    // Slot 1 was overwritten by the last push: only 2..=17 remain.
+    assert!(p.slots.iter().all(|x| x.ino != 1));
+    assert!(p.slots.iter().any(|x| x.ino == POOL_SLOTS as u64 + 1));
+    let only_last = Socks(
+        socks
+            .0
+            .into_iter()
+            .map(|(i, mut st)| {
+                if i != POOL_SLOTS as u64 + 1 {
+                    st.fwd_in = st.in_start;
+                }
+                (i, st)
+            })
+            .collect(),
+    );
+    assert_eq!(
+        sole(&p, D, D_IN, T_OUT, &only_last),
+        Sole::One(s(POOL_SLOTS as u64 + 1))
+    );
+}

@@ -19,18 +19,19 @@ use smp_common::{
     event::EventKind,
     hop::{
         hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, ThreadLast, DIR_IN,
-        DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT, REQ_SLOTS,
-        ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS, SOCK_TUPLE,
+        DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE,
+        REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS,
+        SOCK_TUPLE,
     },
-    pairing::{self, Class, SockStates},
+    pairing::{self, Class, SockStates, Sole},
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
 };
 
 use crate::{
     kernel::{read, read_user, sock_tuple, ProbeError, SocketRef},
     maps::{
-        count, created, emit, header, offsets, zeroed, Wake, HOP_COUNTS, PASSIVE_SK, SK_INO,
-        SOCK_STATE, THREAD_FWD, THREAD_LAST,
+        count, created, emit, header, offsets, zeroed, Wake, HOP_COUNTS, PASSIVE_SK, PROC_FWD,
+        SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST,
     },
 };
 
@@ -364,10 +365,16 @@ fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
     let Some(q) = created(&THREAD_FWD, &tid) else {
         return;
     };
+    let slot = FwdSlot { ino, t_in, hint };
     // SAFETY: only thread `tid` (running here) touches its queue.
     let q = unsafe { &mut *q };
-    if q.push(FwdSlot { ino, t_in, hint }, &SockStateMap) {
+    if q.push(slot, &SockStateMap) {
         bump(tgid, |c| c.queue_overflow += 1);
+    }
+    if let Some(p) = created(&PROC_FWD, &tgid) {
+        // SAFETY: map value shared by the process's threads; a racing push tears at most a
+        // slot, which then names no current response (`RespPool`).
+        unsafe { (*p).push(slot) };
     }
 }
 
@@ -417,11 +424,36 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
             || adjacent(tid, d_ino, d_in, t_out),
         ),
     };
-    let Some(slot) = found else {
-        bump(tgid, |c| c.unmatched_writes += 1);
-        return Forward::Nothing;
+    let (found, by) = match found {
+        Some(slot) => (slot, by),
+        // Nothing on this thread: the one response the process read that this write can
+        // forward, if there is just one (read on another thread: a work-stealing runtime).
+        None => match across_threads(tgid, d_ino, d_in, t_out) {
+            Sole::One(slot) => (slot, PAIRED_BY_SOLE),
+            Sole::Ambiguous => {
+                bump(tgid, |c| {
+                    c.unmatched_writes += 1;
+                    c.ambiguous += 1;
+                });
+                return Forward::Nothing;
+            }
+            Sole::None => {
+                bump(tgid, |c| c.unmatched_writes += 1);
+                return Forward::Nothing;
+            }
+        },
     };
-    exchange(tgid, tid, d_ino, d, d_in, slot, t_out, by)
+    exchange(tgid, tid, d_ino, d, d_in, found, t_out, by)
+}
+
+/// [`pairing::sole`] over the process's recent responses (`PROC_FWD`).
+#[inline(always)]
+fn across_threads(tgid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Sole {
+    // SAFETY: read-only use of a map value before this program returns.
+    match unsafe { PROC_FWD.get(&tgid) } {
+        Some(p) => pairing::sole(p, d_ino, d_in, t_out, &SockStateMap),
+        None => Sole::None,
+    }
 }
 
 /// What a response write on a downstream did.
@@ -462,6 +494,7 @@ fn exchange(
     match by {
         PAIRED_BY_HINT => bump(tgid, |c| c.hinted += 1),
         PAIRED_BY_ADJACENCY => bump(tgid, |c| c.adjacent += 1),
+        PAIRED_BY_SOLE => bump(tgid, |c| c.sole += 1),
         _ => {}
     }
     if slot.hint != 0 {
