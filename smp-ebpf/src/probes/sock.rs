@@ -509,8 +509,8 @@ fn send_start(
     if own_fd_only && !matches!(current_fd(call.fd, o), Ok(FdKind::Socket(s)) if s.sk == sk) {
         return Ok(());
     }
-    // (Keeping the slot pointer across the pairing, to spare `park` its lookup, doubles the
-    // verifier's states past its million-instruction limit.)
+    // (Keeping the slot pointer across the pairing, to spare `park` its lookup, doubled the
+    // verifier's states past its million-instruction limit when the programs were larger.)
     call.at_exit = hop::on_data(&call, kind, 0, call.since_ns, pid_tgid, o);
     park(pid_tgid, &call);
     Ok(())
