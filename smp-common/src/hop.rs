@@ -205,23 +205,13 @@ pub const POOL_SLOTS: usize = 16;
 /// for the one response it can forward ([`crate::pairing::sole`]). Its threads write it
 /// without a lock: a torn slot names a response that is no longer current, and fits nothing.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RespPool {
     pub slots: [FwdSlot; POOL_SLOTS],
     pub tail: u32,
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<RespPool>() == 24 * POOL_SLOTS + 8);
-
-impl Default for RespPool {
-    fn default() -> Self {
-        RespPool {
-            slots: [FwdSlot::default(); POOL_SLOTS],
-            tail: 0,
-            _pad: 0,
-        }
-    }
-}
 
 /// The write that forwarded an exchange's response returned (`EventKind::SendDone`): joins
 /// the [`ExchangeRecord`] of thread `tid` whose `resp_out_ns` equals `out_ns`.
