@@ -30,6 +30,7 @@ pub mod ends;
 pub mod gtproxy;
 pub mod http1;
 pub mod netns;
+pub mod program;
 pub mod proxies;
 pub mod redirect;
 pub mod state;
@@ -683,6 +684,11 @@ fn start(
     ready: &[SocketAddr],
     timeout: Duration,
 ) -> Result<u32, LabError> {
+    // A sidecar's uid may not reach a program under a home directory: it runs a copy.
+    let program = &match uid {
+        Some(u) => program::reachable_by(program, u, &program::copies_dir())?,
+        None => program.to_path_buf(),
+    };
     let pid = netns::spawn(ns, uid, program, args, log)?;
     st.processes.push(ProcRecord {
         role: role.to_string(),

@@ -132,7 +132,12 @@ pub fn dynamic_config(plan: &SlotPlan<'_>) -> Value {
 /// Launch recipe: `env GOMAXPROCS=<workers> traefik --configFile=<static>`. `env` execs
 /// Traefik, so the pid is Traefik's.
 pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
-    let traefik = find_binary()?;
+    // `env` is the program the lab starts (and makes reachable): Traefik must be too.
+    let traefik = crate::lab::program::reachable_by(
+        &find_binary()?,
+        plan.cfg.sidecar_uid,
+        &crate::lab::program::copies_dir(),
+    )?;
     let env = super::require("env", "coreutils")?;
     let stat = plan.dir.join("traefik.yml");
     let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON values serialise");
