@@ -86,6 +86,11 @@ pub fn spawn(
         .map_err(|e| LabError::io(format!("dup {}", log.display()), e))?;
     let nsfd = nsfile.as_raw_fd();
     let mut cmd = Command::new(program);
+    if uid.is_some() {
+        // The caller's directory may be closed to the sidecar's uid (a checkout under
+        // /root): haproxy, for one, fails when it cannot return to its starting directory.
+        cmd.current_dir("/");
+    }
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(logf)
