@@ -40,8 +40,9 @@ pub fn copies_dir() -> PathBuf {
 }
 
 /// Where `uid` can execute `program` from: the program itself if it can, else a copy in
-/// `dir` ([`copies_dir`]), made once per version of the program (its size and modification
-/// time name the copy; older copies of it are removed).
+/// `dir` ([`copies_dir`]), made once per version of the program: `<dir>/<size>-<mtime>/<name>`,
+/// so the copy keeps its name (discovery finds a proxy by it); older versions of it are
+/// removed.
 pub fn reachable_by(program: &Path, uid: u32, dir: &Path) -> Result<PathBuf, LabError> {
     if executable_by(program, uid) {
         return Ok(program.to_path_buf());
@@ -52,24 +53,26 @@ pub fn reachable_by(program: &Path, uid: u32, dir: &Path) -> Result<PathBuf, Lab
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("program");
-    let copy = dir.join(format!("{name}-{}-{}", meta.len(), meta.mtime()));
+    let version = format!("{}-{}", meta.len(), meta.mtime());
+    let vdir = dir.join(&version);
+    let copy = vdir.join(name);
     if executable_by(&copy, uid) {
         return Ok(copy);
     }
-    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| io("chmod", dir, e))?;
-    // Older copies of the same program go (a rebuilt agent, an upgraded Envoy).
+    // Older versions of the same program go (a rebuilt agent, an upgraded Envoy).
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            if n.starts_with(&format!("{name}-")) || n.starts_with(&format!(".{name}.")) {
-                let _ = std::fs::remove_file(e.path());
+            if e.file_name() != version.as_str() && e.path().join(name).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    for d in [dir, vdir.as_path()] {
+        std::fs::create_dir_all(d).map_err(|e| io("create", d, e))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io("chmod", d, e))?;
+    }
+    let tmp = vdir.join(format!(".{name}.{}", std::process::id()));
     std::fs::copy(program, &tmp).map_err(|e| io("copy", program, e))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| io("chmod", &tmp, e))?;
@@ -134,6 +137,11 @@ mod tests {
         let bin = d.join("bin");
         let copy = reachable_by(&prog, 1337, &bin).unwrap();
         assert!(copy.starts_with(&bin), "{}", copy.display());
+        assert_eq!(
+            copy.file_name().unwrap(),
+            "proxy",
+            "the copy keeps its name"
+        );
         assert!(executable_by(&copy, 1337));
         assert_eq!(std::fs::read(&copy).unwrap(), b"binary");
         // Reachable programs are used as they are.
