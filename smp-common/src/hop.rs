@@ -241,7 +241,8 @@ pub struct HopCounts {
     pub responses: u64,
     /// Exchanges paired and sent.
     pub paired: u64,
-    /// Response writes with no forwardable response on the thread's queue.
+    /// Response writes that found no response to forward, on their thread's queue or (one
+    /// alone) among the process's recent ones.
     pub unmatched_writes: u64,
     /// Exchanges dropped: first exchange of a TLS connection (handshake blurs its timing).
     pub tls_first_dropped: u64,

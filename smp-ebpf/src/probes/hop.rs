@@ -11,6 +11,9 @@
 //! (downstream D ↔ upstream U) closes the exchange *and* pairs its request retroactively: D's
 //! last inbound message is the request, U's last outbound message is its forward. Request
 //! pairing thus does not depend on which thread forwarded the request (task migration, delays).
+//! A write its own thread cannot pair takes the one response, of the last ones its process
+//! read on any thread (`PROC_FWD`), that fits it; with more than one fitting it stays unpaired
+//! and is counted (`ambiguous`): a work-stealing runtime reads and writes on different threads.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use smp_common::{
