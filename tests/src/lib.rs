@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use smp_agent::lab::truth::TruthRequest;
+
 pub mod browser;
 pub mod hop_session;
 pub mod prometheus;
@@ -612,5 +614,74 @@ impl Pressure {
             memory_us: now.memory_us.saturating_sub(before.memory_us),
             io_us: now.io_us.saturating_sub(before.io_us),
         }
+    }
+}
+
+/// A right exchange's request hop as the probe saw it, and the bounds the proxy's clock
+/// around the two syscalls puts on it ([`TruthRequest::hop_bounds_ns`]), µs.
+pub struct Bounded {
+    pub probe: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// [`Bounded`] of every right exchange ([`smp_agent::lab::truth::check_matching`]'s matches)
+/// whose request the log brackets.
+pub fn bounded(
+    exchanges: &[smp_agent::aggregate::hops::Exchange],
+    log: &[TruthRequest],
+    matches: &[(usize, usize)],
+) -> Vec<Bounded> {
+    matches
+        .iter()
+        .filter_map(|&(e, r)| {
+            let (lo, hi) = log.get(r)?.hop_bounds_ns()?;
+            let e = exchanges.get(e)?;
+            Some(Bounded {
+                probe: e.req_out_ns.saturating_sub(e.req_in_ns) as f64 / 1e3,
+                lo: lo as f64 / 1e3,
+                hi: hi as f64 / 1e3,
+            })
+        })
+        .collect()
+}
+
+/// The probe's request-hop histogram (`at`: its value at a quantile, µs; `len` samples) lies,
+/// at each quantile of `qs`, between the same quantiles of the proxy's bounds `b`: each
+/// request's hop lies inside its bounds (the probe stamps the syscalls the proxy brackets), so
+/// every quantile of the hops lies between those of the bounds. The histogram also holds the
+/// few exchanges the log could not bracket: each may move a quantile by one rank. Histogram
+/// values are exact to 3 digits. No tolerance for the scheduler is needed: a preemption
+/// between a syscall and the proxy's stamp of it widens that request's bracket.
+pub fn assert_hop_quantiles_bounded(
+    what: &str,
+    at: impl Fn(f64) -> f64,
+    len: u64,
+    b: &[Bounded],
+    qs: &[f64],
+) {
+    let n = len.max(1) as f64;
+    let loose = (len as f64 - b.len() as f64).abs() + 1.0;
+    let sorted = |f: fn(&Bounded) -> f64| {
+        let mut v: Vec<f64> = b.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (lo, hi, probe) = (sorted(|b| b.lo), sorted(|b| b.hi), sorted(|b| b.probe));
+    for &q in qs {
+        let p = at(q);
+        let floor = quantile(&lo, (q - loose / n).max(0.0)) * 0.999 - 1.0;
+        let ceil = quantile(&hi, (q + loose / n).min(1.0)) * 1.001 + 1.0;
+        eprintln!(
+            "{what} q{q}: probe {p:.1} µs (its exchanges {:.1}); proxy's own clock {:.1}, its \
+             syscall brackets allow {floor:.1}..{ceil:.1}",
+            quantile(&probe, q),
+            quantile(&lo, q)
+        );
+        assert!(
+            (floor..=ceil).contains(&p),
+            "{what}: request hop q{q} {p} µs outside {floor:.1}..{ceil:.1}, the proxy's clock \
+             around its syscalls"
+        );
     }
 }

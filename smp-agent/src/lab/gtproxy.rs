@@ -25,7 +25,11 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{http1, tls, truth::TruthRequest, LabError};
+use super::{
+    http1, tls,
+    truth::{Around, TruthRequest},
+    LabError,
+};
 
 mod h2bridge;
 
@@ -88,28 +92,36 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type BoxIo = Box<dyn Io>;
 
-/// When a socket's reads last returned data, and when the first write since [`Stamps::arm`]
-/// was about to be issued: the proxy's own clock taken right at the syscalls, as the probe
-/// sees them (a clock taken around parsing and task scheduling would differ from the
-/// probe's by however long the thread was preempted there).
+/// The proxy's clock around its socket syscalls, as the probe sees them (a clock taken
+/// around parsing and task scheduling would differ from the probe's by however long the
+/// thread was preempted there): when the last read that returned data was issued and when it
+/// returned, and when the first write since [`Stamps::arm`] was issued and when it returned.
+/// A syscall lies between its two stamps whatever the scheduler did.
 #[derive(Default)]
 struct Stamps {
-    last_read: std::sync::Mutex<Option<std::time::Instant>>,
+    last_read: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>,
     first_write: std::sync::Mutex<Option<std::time::Instant>>,
+    first_write_returned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Stamps {
-    fn last_read(&self) -> Option<std::time::Instant> {
+    /// (issued, returned) of the last read that returned data.
+    fn last_read(&self) -> Option<(std::time::Instant, std::time::Instant)> {
         self.last_read.lock().ok().and_then(|g| *g)
     }
-    /// Forgets the last write time: the next write sets it.
+    /// Forgets the last write's times: the next write sets them.
     fn arm(&self) {
-        if let Ok(mut g) = self.first_write.lock() {
-            *g = None;
+        for m in [&self.first_write, &self.first_write_returned] {
+            if let Ok(mut g) = m.lock() {
+                *g = None;
+            }
         }
     }
-    fn first_write(&self) -> Option<std::time::Instant> {
-        self.first_write.lock().ok().and_then(|g| *g)
+    /// (issued, returned) of the first write since [`Stamps::arm`].
+    fn first_write(&self) -> Option<(std::time::Instant, std::time::Instant)> {
+        let issued = self.first_write.lock().ok().and_then(|g| *g)?;
+        let returned = self.first_write_returned.lock().ok().and_then(|g| *g)?;
+        Some((issued, returned))
     }
 }
 
@@ -126,10 +138,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Stamped<T> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
+        let issued = std::time::Instant::now();
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
             if let Ok(mut g) = self.stamps.last_read.lock() {
-                *g = Some(std::time::Instant::now());
+                *g = Some((issued, std::time::Instant::now()));
             }
         }
         r
@@ -145,7 +158,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stamped<T> {
         if let Ok(mut g) = self.stamps.first_write.lock() {
             g.get_or_insert_with(std::time::Instant::now);
         }
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if r.is_ready() {
+            if let Ok(mut g) = self.stamps.first_write_returned.lock() {
+                g.get_or_insert_with(std::time::Instant::now);
+            }
+        }
+        r
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
@@ -170,9 +189,6 @@ struct Stats {
     /// The proxy's own clock of each request's time inside it: from the request head read to
     /// the forwarding write, nanoseconds. The ground truth the probes are checked against.
     hop_ns: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
-    /// The same for requests on an already established upstream connection only (no connect
-    /// or TLS handshake inside the hop): the steady state.
-    steady_hop_ns: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     /// Every request forwarded, with its connections and own clock (`GET /requests`): what
     /// the probes' pairing is checked against ([`super::truth`]). The newest
     /// [`REQUEST_LOG_CAP`] are kept.
@@ -191,7 +207,6 @@ impl Default for Stats {
             errors: AtomicU64::new(0),
             delay_us_total: AtomicU64::new(0),
             hop_ns: std::sync::Mutex::new(crate::aggregate::hops::new_histogram()),
-            steady_hop_ns: std::sync::Mutex::new(crate::aggregate::hops::new_histogram()),
             log: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
@@ -340,11 +355,22 @@ fn requests_text(s: &Stats) -> String {
 }
 
 /// CLOCK_MONOTONIC nanoseconds of `t` (the probes' clock; Rust's `Instant` reads the same
-/// clock on Linux, from a base pair taken once).
+/// clock on Linux). The base pair is read once, as the narrowest of a few tries, so that a
+/// preemption between its two reads does not shift every stamp of the process.
 fn monotonic_ns(t: std::time::Instant) -> u64 {
     static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
-    let &(base, base_ns) =
-        BASE.get_or_init(|| (std::time::Instant::now(), crate::host::monotonic_ns()));
+    let &(base, base_ns) = BASE.get_or_init(|| {
+        (0..64)
+            .map(|_| {
+                let before = crate::host::monotonic_ns();
+                let at = std::time::Instant::now();
+                let after = crate::host::monotonic_ns();
+                (after.saturating_sub(before), at, before / 2 + after / 2)
+            })
+            .min_by_key(|&(width, _, _)| width)
+            .map(|(_, at, ns)| (at, ns))
+            .unwrap_or_else(|| (std::time::Instant::now(), crate::host::monotonic_ns()))
+    });
     match t.checked_duration_since(base) {
         Some(d) => base_ns + d.as_nanos() as u64,
         None => base_ns.saturating_sub(base.duration_since(t).as_nanos() as u64),
@@ -360,10 +386,7 @@ fn stats_text(s: &Stats) -> String {
         s.errors.load(Ordering::Relaxed),
         s.delay_us_total.load(Ordering::Relaxed),
     );
-    for (name, hist) in [
-        ("request_hop", &s.hop_ns),
-        ("steady_request_hop", &s.steady_hop_ns),
-    ] {
+    for (name, hist) in [("request_hop", &s.hop_ns)] {
         if let Ok(h) = hist.lock() {
             for q in [0.1, 0.5, 0.9, 0.99] {
                 text.push_str(&format!(
@@ -419,9 +442,8 @@ async fn conn(
             return Ok(());
         }
         // The own clock starts when the read that brought the head returned.
-        let head_read = down_stamps
-            .last_read()
-            .unwrap_or_else(std::time::Instant::now);
+        let now = std::time::Instant::now();
+        let (read_issued, head_read) = down_stamps.last_read().unwrap_or((now, now));
         let req = http1::parse_request(&head)?;
         let delay = match (ctx.opts.header_delay, req.delay_us) {
             (true, Some(d)) => d,
@@ -445,7 +467,6 @@ async fn conn(
             http1::hold_until(head_read, Duration::from_micros(delay)).await?;
             ctx.stats.delay_us_total.fetch_add(delay, Ordering::Relaxed);
         }
-        let fresh_upstream = upstream.is_none();
         if upstream.is_none() {
             let st = std::sync::Arc::new(Stamps::default());
             let (io, addrs) = connect(ctx, st.clone()).await?;
@@ -462,17 +483,11 @@ async fn conn(
         // lock is not time the request spends here.
         up_stamps.arm();
         uw.write_all(&head).await?;
-        let sent_at = up_stamps
-            .first_write()
-            .unwrap_or_else(std::time::Instant::now);
+        let now = std::time::Instant::now();
+        let (sent_at, write_returned) = up_stamps.first_write().unwrap_or((now, now));
         let in_proxy = sent_at.saturating_duration_since(head_read).as_nanos() as u64;
         if let Ok(mut h) = ctx.stats.hop_ns.lock() {
             h.saturating_record(in_proxy);
-        }
-        if !fresh_upstream {
-            if let Ok(mut h) = ctx.stats.steady_hop_ns.lock() {
-                h.saturating_record(in_proxy);
-            }
         }
         if let Ok(mut log) = ctx.stats.log.lock() {
             if log.len() >= REQUEST_LOG_CAP {
@@ -485,6 +500,10 @@ async fn conn(
                 up_remote: up_addrs.1,
                 in_ns: monotonic_ns(head_read),
                 out_ns: monotonic_ns(sent_at),
+                around: Some(Around {
+                    read_issued_ns: monotonic_ns(read_issued),
+                    write_returned_ns: monotonic_ns(write_returned),
+                }),
             });
         }
         if req.expect_continue {

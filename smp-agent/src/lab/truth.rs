@@ -29,13 +29,40 @@ pub struct TruthRequest {
     /// write was about to be issued.
     pub in_ns: u64,
     pub out_ns: u64,
+    /// The proxy's clock on the far side of those two syscalls, when it keeps it.
+    pub around: Option<Around>,
 }
 
+/// The far side of the two syscalls a request's hop is timed by: the read that brought the
+/// head was issued at `read_issued_ns` (it returned at [`TruthRequest::in_ns`]); the
+/// forwarding write, issued at [`TruthRequest::out_ns`], returned at `write_returned_ns`. The
+/// probe's stamps of those syscalls lie inside these brackets whatever the scheduler did: a
+/// preemption between a syscall and the proxy's stamp of it widens the bracket, and the
+/// probe's stamp stays inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Around {
+    pub read_issued_ns: u64,
+    pub write_returned_ns: u64,
+}
+
+/// How far outside a bracket of [`Around`] a probe's stamp may be and still count as
+/// inside: the proxy turns its `Instant`s into CLOCK_MONOTONIC from a base pair read within
+/// a microsecond of each other.
+pub const AROUND_SLACK_NS: u64 = 2_000;
+
 impl TruthRequest {
-    /// The log line: `down_local down_remote up_local up_remote in_ns out_ns`.
+    /// The log line: `down_local down_remote up_local up_remote in_ns out_ns
+    /// read_issued_ns write_returned_ns` (the last two `-` when unknown).
     pub fn line(&self) -> String {
+        let (r, w) = match self.around {
+            Some(a) => (
+                a.read_issued_ns.to_string(),
+                a.write_returned_ns.to_string(),
+            ),
+            None => ("-".into(), "-".into()),
+        };
         format!(
-            "{} {} {} {} {} {}",
+            "{} {} {} {} {} {} {r} {w}",
             self.down_local,
             self.down_remote,
             self.up_local,
@@ -47,7 +74,14 @@ impl TruthRequest {
 
     /// Reads [`TruthRequest::line`] back.
     pub fn parse(line: &str) -> Result<TruthRequest, String> {
-        let [dl, dr, ul, ur, i, o] = record_fields(line)?;
+        let [dl, dr, ul, ur, i, o, r, w] = record_fields(line)?;
+        let around = match (r, w) {
+            ("-", "-") => None,
+            _ => Some(Around {
+                read_issued_ns: u64_field(r, "read_issued_ns")?,
+                write_returned_ns: u64_field(w, "write_returned_ns")?,
+            }),
+        };
         Ok(TruthRequest {
             down_local: addr_field(dl, "downstream local address")?,
             down_remote: addr_field(dr, "downstream remote address")?,
@@ -55,7 +89,32 @@ impl TruthRequest {
             up_remote: addr_field(ur, "upstream remote address")?,
             in_ns: u64_field(i, "in_ns")?,
             out_ns: u64_field(o, "out_ns")?,
+            around,
         })
+    }
+
+    /// Where the probe's request hop of this request must lie, ns: from the proxy's own
+    /// clock of it (the narrowest: the read returned → the write issued) to the widest its
+    /// brackets allow (the read issued → the write returned). `None` without [`Around`].
+    pub fn hop_bounds_ns(&self) -> Option<(u64, u64)> {
+        let a = self.around?;
+        Some((
+            self.out_ns.saturating_sub(self.in_ns),
+            a.write_returned_ns.saturating_sub(a.read_issued_ns),
+        ))
+    }
+
+    /// Whether an exchange's request stamps lie inside this request's syscall brackets
+    /// (within [`AROUND_SLACK_NS`]); `None` without [`Around`].
+    pub fn holds(&self, e: &Exchange) -> Option<bool> {
+        let a = self.around?;
+        let inside = |t: u64, from: u64, to: u64| {
+            from.saturating_sub(AROUND_SLACK_NS) <= t && t <= to.saturating_add(AROUND_SLACK_NS)
+        };
+        Some(
+            inside(e.req_in_ns, a.read_issued_ns, self.in_ns)
+                && inside(e.req_out_ns, self.out_ns, a.write_returned_ns),
+        )
     }
 }
 
@@ -147,6 +206,7 @@ pub fn parse_envoy_log(text: &str, offset_ns: i128) -> Result<Vec<TruthRequest>,
             up_remote: addr(ur, "upstream remote address")?,
             in_ns,
             out_ns: in_ns + to_up * 1000,
+            around: None,
         });
     }
     Ok(out)
@@ -177,6 +237,10 @@ pub struct Verdict {
     /// preemption between a syscall and the proxy's stamp of it lands in one only).
     pub max_in_skew_ns: u64,
     pub max_out_skew_ns: u64,
+    /// Right exchanges whose request the log brackets ([`Around`]), and how many of them had a
+    /// stamp outside its bracket: a probe timing some other moment than the syscall.
+    pub bracketed: u64,
+    pub outside: u64,
     /// The first few wrong exchanges, told in words (which request of its downstream it was,
     /// what the log says that downstream really used), to find out why.
     pub examples: Vec<String>,
@@ -209,6 +273,15 @@ type Key = (SocketAddr, SocketAddr, SocketAddr, SocketAddr);
 /// (`max_in_skew_ns`, `max_out_skew_ns`); the hop's timing is checked against the proxy's
 /// clock by the tests' percentiles.
 pub fn check(exchanges: &[Exchange], log: &[TruthRequest]) -> Verdict {
+    check_matching(exchanges, log).0
+}
+
+/// [`check`], and which logged request each right exchange was matched to: (index into
+/// `exchanges`, index into `log`).
+pub fn check_matching(
+    exchanges: &[Exchange],
+    log: &[TruthRequest],
+) -> (Verdict, Vec<(usize, usize)>) {
     let mut by_pair: HashMap<Key, BTreeMap<u64, (usize, u64)>> = HashMap::new();
     for (i, r) in log.iter().enumerate() {
         by_pair
@@ -287,7 +360,8 @@ pub fn check(exchanges: &[Exchange], log: &[TruthRequest]) -> Verdict {
             v.examples.push(format!("{phase} {}", explain(e, why)));
         }
     };
-    for e in exchanges {
+    let mut matches = Vec::new();
+    for (k, e) in exchanges.iter().enumerate() {
         v.checked += 1;
         let key = match (
             e.downstream.local,
@@ -343,9 +417,32 @@ pub fn check(exchanges: &[Exchange], log: &[TruthRequest]) -> Verdict {
         v.by_pairing.entry(e.paired_by).or_default().0 += 1;
         v.max_in_skew_ns = v.max_in_skew_ns.max(skew_in);
         v.max_out_skew_ns = v.max_out_skew_ns.max(skew_out);
+        matches.push((k, i));
+        if let Some(inside) = log[i].holds(e) {
+            v.bracketed += 1;
+            if !inside {
+                v.outside += 1;
+                if v.examples.len() < EXAMPLES {
+                    let a = log[i].around.unwrap_or(Around {
+                        read_issued_ns: 0,
+                        write_returned_ns: 0,
+                    });
+                    v.examples.push(format!(
+                        "outside: read {}..{} probe {}; write {}..{} probe {} ({})",
+                        a.read_issued_ns,
+                        log[i].in_ns,
+                        e.req_in_ns,
+                        log[i].out_ns,
+                        a.write_returned_ns,
+                        e.req_out_ns,
+                        explain(e, "outside")
+                    ));
+                }
+            }
+        }
     }
     v.missed = used.iter().filter(|&&u| !u).count() as u64;
-    v
+    (v, matches)
 }
 
 #[cfg(test)]
@@ -365,6 +462,7 @@ mod tests {
             up_remote: a("10.77.0.2:15006"),
             in_ns,
             out_ns,
+            around: None,
         }
     }
 
@@ -393,7 +491,7 @@ mod tests {
         let log = format!("{}\n\n{}\n", r.line(), r.line());
         assert_eq!(parse_log(&log).unwrap().len(), 2);
         let err = parse_log(&format!(
-            "{}\n1.2.3.4:5 x 1.2.3.4:5 1.2.3.4:5 1 2",
+            "{}\n1.2.3.4:5 x 1.2.3.4:5 1.2.3.4:5 1 2 - -",
             r.line()
         ))
         .unwrap_err();
@@ -402,7 +500,18 @@ mod tests {
             "{err}"
         );
         let err = parse_log("1 2 3").unwrap_err();
-        assert!(err.contains("want 6 fields, got 3"), "{err}");
+        assert!(err.contains("want 8 fields, got 3"), "{err}");
+        let bracketed = TruthRequest {
+            around: Some(Around {
+                read_issued_ns: 900,
+                write_returned_ns: 2_100,
+            }),
+            ..r
+        };
+        assert_eq!(TruthRequest::parse(&bracketed.line()), Ok(bracketed));
+        let err =
+            TruthRequest::parse("1.2.3.4:5 1.2.3.4:5 1.2.3.4:5 1.2.3.4:5 1 2 - x").unwrap_err();
+        assert!(err.starts_with("read_issued_ns: "), "{err}");
     }
 
     #[test]
@@ -435,6 +544,45 @@ mod tests {
         assert_eq!(v.duplicate, 1);
         assert_eq!(v.missed, 3);
         assert_eq!(v.wrong(), 3);
+    }
+
+    #[test]
+    fn probe_stamps_outside_the_syscall_brackets_are_counted() {
+        // The proxy read from 0.9 to 1 ms, wrote from 3 to 3.1 ms.
+        let r = TruthRequest {
+            around: Some(Around {
+                read_issued_ns: 900_000,
+                write_returned_ns: 3_100_000,
+            }),
+            ..req(40000, 50000, 1_000_000, 3_000_000)
+        };
+        assert_eq!(r.hop_bounds_ns(), Some((2_000_000, 2_200_000)));
+        let mut inside = exchange(&r, 0);
+        inside.req_in_ns = 950_000;
+        inside.req_out_ns = 3_050_000;
+        assert_eq!(r.holds(&inside), Some(true));
+        // A read stamp 10 µs before the read was issued, or a write stamp 10 µs after it
+        // returned: outside.
+        let early = Exchange {
+            req_in_ns: 890_000,
+            ..inside
+        };
+        let late = Exchange {
+            req_out_ns: 3_110_000,
+            ..inside
+        };
+        assert_eq!(r.holds(&early), Some(false));
+        assert_eq!(r.holds(&late), Some(false));
+        let (v, matches) = check_matching(&[late], &[r]);
+        assert_eq!((v.right, v.bracketed, v.outside), (1, 1, 1));
+        assert_eq!(matches, vec![(0, 0)]);
+        assert!(v.examples[0].starts_with("outside: "), "{:?}", v.examples);
+        let v = check(&[inside], &[r]);
+        assert_eq!((v.right, v.bracketed, v.outside), (1, 1, 0));
+        // Without brackets nothing is held against them.
+        let plain = req(40000, 50000, 1_000_000, 3_000_000);
+        let v = check(&[exchange(&plain, 0)], &[plain]);
+        assert_eq!((v.right, v.bracketed, v.outside), (1, 0, 0));
     }
 
     #[test]
