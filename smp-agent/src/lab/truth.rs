@@ -289,29 +289,31 @@ pub fn check_matching(
             .or_default()
             .insert(r.out_ns, (i, r.in_ns));
     }
-    // Per downstream connection, its requests by forward time: for the examples.
-    let mut by_down: HashMap<(SocketAddr, SocketAddr), Vec<&TruthRequest>> = HashMap::new();
-    for r in log {
+    // Per downstream connection, its requests (indices into `log`) by forward time.
+    let mut by_down: HashMap<(SocketAddr, SocketAddr), Vec<usize>> = HashMap::new();
+    for (i, r) in log.iter().enumerate() {
         by_down
             .entry((r.down_local, r.down_remote))
             .or_default()
-            .push(r);
+            .push(i);
     }
     for reqs in by_down.values_mut() {
-        reqs.sort_by_key(|r| r.out_ns);
+        reqs.sort_by_key(|&i| log[i].out_ns);
     }
-    // Which request of its downstream the exchange's request was (1-based), and the log's
-    // request nearest to it.
-    let place = |e: &Exchange| -> Option<(usize, usize, &TruthRequest)> {
+    // Which request of its downstream the exchange's request was (1-based, of how many), and
+    // the log's index of it: the one whose read is nearest the probe's. An HTTP/1.1
+    // downstream carries one request at a time, so that is the request the downstream was
+    // carrying when the probe saw it read.
+    let place = |e: &Exchange| -> Option<(usize, usize, usize)> {
         let reqs = by_down.get(&(e.downstream.local?, e.downstream.remote?))?;
-        let (i, q) = reqs
+        let (n, &i) = reqs
             .iter()
             .enumerate()
-            .min_by_key(|(_, q)| q.in_ns.abs_diff(e.req_in_ns))?;
-        Some((i + 1, reqs.len(), q))
+            .min_by_key(|(_, &i)| log[i].in_ns.abs_diff(e.req_in_ns))?;
+        Some((n + 1, reqs.len(), i))
     };
     let explain = |e: &Exchange, why: &str| -> String {
-        let story = match place(e) {
+        let story = match place(e).map(|(n, of, i)| (n, of, &log[i])) {
             Some((n, of, q)) => format!(
                 "request #{n} of {of} on its downstream; the log's nearest: upstream {} in {:+} µs out {:+} µs",
                 q.up_local,
@@ -376,7 +378,19 @@ pub fn check_matching(
                 continue;
             }
         };
-        let Some(reqs) = by_pair.get(&key) else {
+        // The request its downstream carried then must have left on this very upstream: a
+        // wrong upstream that carried this downstream's requests at other times (seconds
+        // away) would otherwise match one of those.
+        let Some((_, _, carried)) = place(e) else {
+            v.wrong_connection += 1;
+            wrong(&mut v, e, "wrong connection");
+            continue;
+        };
+        let r = &log[carried];
+        let Some(reqs) = by_pair
+            .get(&key)
+            .filter(|_| (r.up_local, r.up_remote) == (key.2, key.3))
+        else {
             v.wrong_connection += 1;
             wrong(&mut v, e, "wrong connection");
             continue;
@@ -403,7 +417,7 @@ pub fn check_matching(
         .flatten()
         .min();
         let tolerance_ns = gap.map_or(MAX_MATCH_NS, |g| g / 2);
-        if skew_out > tolerance_ns {
+        if skew_out > tolerance_ns || i != carried {
             v.wrong_request += 1;
             wrong(&mut v, e, "wrong request");
             continue;
@@ -544,6 +558,30 @@ mod tests {
         assert_eq!(v.duplicate, 1);
         assert_eq!(v.missed, 3);
         assert_eq!(v.wrong(), 3);
+    }
+
+    #[test]
+    fn a_wrong_upstream_that_the_downstream_used_at_other_times_is_wrong() {
+        // Downstream 40000 went to upstream 50000 at 1 ms, to upstream 50001 at 0.5 s and 3 s.
+        let log = [
+            req(40000, 50000, 1_000_000, 1_100_000),
+            req(40000, 50001, 500_000_000, 500_100_000),
+            req(40000, 50001, 3_000_000_000, 3_000_100_000),
+        ];
+        // The probe paired the 1 ms request with upstream 50001: half a second from that
+        // pair's nearest request, well inside half the gap between that pair's two requests.
+        let mut e = exchange(&log[0], 0);
+        e.upstream = exchange(&log[1], 0).upstream;
+        let v = check(&[e], &log);
+        assert_eq!((v.right, v.wrong_connection), (0, 1), "{v:?}");
+        // Its request read nearest another request of the same pair: the wrong request.
+        let late = exchange(&log[2], 0);
+        let mut early = late;
+        early.req_in_ns = log[1].in_ns;
+        let v = check(&[early], &log);
+        assert_eq!((v.right, v.wrong_request), (0, 1), "{v:?}");
+        let v = check(&[late, exchange(&log[0], 0)], &log);
+        assert_eq!((v.right, v.wrong()), (2, 0), "{v:?}");
     }
 
     #[test]
