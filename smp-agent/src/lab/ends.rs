@@ -128,7 +128,7 @@ fn holding(
 
 /// Holds the exchanges of the `side` sidecar against the client's and the app's records (see
 /// the module's text). Reuses [`Verdict`]: `checked`, `right`, `wrong_connection`,
-/// `wrong_request`, `duplicate`, `missed`, `examples`.
+/// `wrong_request`, `duplicate`, `missed`, `examples`, `by_pairing`.
 pub fn check(
     exchanges: &[Exchange],
     side: Side,
@@ -146,6 +146,7 @@ pub fn check(
     let mut used = vec![false; client.len()];
     let mut v = Verdict::default();
     let wrong = |v: &mut Verdict, e: &Exchange, why: &str| {
+        v.by_pairing.entry(e.paired_by).or_default().1 += 1;
         if v.examples.len() < 8 {
             v.examples.push(format!(
                 "{why} ({:?}): downstream {:?} upstream {:?} tid {} req {}..{} resp {}..{}",
@@ -202,6 +203,7 @@ pub fn check(
             continue;
         }
         v.right += 1;
+        v.by_pairing.entry(e.paired_by).or_default().0 += 1;
     }
     v.missed = used.iter().filter(|u| !**u).count() as u64;
     v
