@@ -667,6 +667,25 @@ fn ip(args: &[&str]) -> Result<(), LabError> {
     netns::run("ip", args).map(|_| ())
 }
 
+/// The link-layer address of `dev` in namespace `ns` (`ip -o link show`'s `link/ether`).
+fn link_address(ns: &str, dev: &str) -> Result<String, LabError> {
+    let out = netns::run("ip", &["-n", ns, "-o", "link", "show", "dev", dev])?;
+    ether_address(&out).ok_or_else(|| LabError::Command {
+        cmd: format!("ip -n {ns} -o link show dev {dev}"),
+        reason: "no link/ether address in its output".into(),
+    })
+}
+
+/// The `link/ether` address in one line of `ip -o link show`.
+fn ether_address(line: &str) -> Option<String> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "link/ether")?;
+    words
+        .next()
+        .filter(|mac| mac.len() == 17 && mac.split(':').all(|b| u8::from_str_radix(b, 16).is_ok()))
+        .map(str::to_owned)
+}
+
 /// Spawns a process, records it, waits until it listens on `ready`.
 #[expect(
     clippy::too_many_arguments,
@@ -763,6 +782,30 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         }
         ip(&["-n", ns, "link", "set", dev, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    }
+    // Each pod knows the other's link address from the start. Left to neighbour discovery,
+    // the first connections of an IPv6 lab waited 1 s (its retransmit timer) for the peer
+    // that had just come up, and an Envoy sidecar meanwhile opened one upstream connection per
+    // waiting request: a pool no longer in the order of its reads (docs/hops.md).
+    let (cmac, smac) = (link_address(&cns, &cveth)?, link_address(&sns, &sveth)?);
+    for (ns, dev, peer, mac) in [
+        (&cns, &cveth, net.server_addr, &smac),
+        (&sns, &sveth, net.client_addr, &cmac),
+    ] {
+        let peer = peer.to_string();
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            &peer,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
     }
 
     // Redirection rules.
@@ -935,6 +978,21 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_ether_address_of_a_link() {
+        let line =
+            "2: v6x-c@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP \
+                    mode DEFAULT group default qlen 1000\\    link/ether 26:3f:a1:bb:c2:d2 brd \
+                    ff:ff:ff:ff:ff:ff link-netns v6x-server";
+        assert_eq!(ether_address(line).as_deref(), Some("26:3f:a1:bb:c2:d2"));
+        assert_eq!(
+            ether_address("1: lo: <LOOPBACK> link/loopback 00:00:00:00:00:00"),
+            None
+        );
+        assert_eq!(ether_address("link/ether zz:3f:a1:bb:c2:d2"), None);
+        assert_eq!(ether_address("link/ether"), None);
+    }
 
     #[test]
     fn parses_counters() {
