@@ -646,6 +646,14 @@ pub fn bounded(
         .collect()
 }
 
+/// The proxy's own clock (read returned → write issued) of the requests in `b` at quantile
+/// `q`, µs.
+pub fn own_clock_us(b: &[Bounded], q: f64) -> f64 {
+    let mut lo: Vec<f64> = b.iter().map(|b| b.lo).collect();
+    lo.sort_by(f64::total_cmp);
+    quantile(&lo, q)
+}
+
 /// The probe's request-hop histogram (`at`: its value at a quantile, µs; `len` samples) lies,
 /// at each quantile of `qs`, between the same quantiles of the proxy's bounds `b`: each
 /// request's hop lies inside its bounds (the probe stamps the syscalls the proxy brackets), so

@@ -432,15 +432,11 @@ pub fn check_matching(
         v.max_in_skew_ns = v.max_in_skew_ns.max(skew_in);
         v.max_out_skew_ns = v.max_out_skew_ns.max(skew_out);
         matches.push((k, i));
-        if let Some(inside) = log[i].holds(e) {
+        if let (Some(a), Some(inside)) = (log[i].around, log[i].holds(e)) {
             v.bracketed += 1;
             if !inside {
                 v.outside += 1;
                 if v.examples.len() < EXAMPLES {
-                    let a = log[i].around.unwrap_or(Around {
-                        read_issued_ns: 0,
-                        write_returned_ns: 0,
-                    });
                     v.examples.push(format!(
                         "outside: read {}..{} probe {}; write {}..{} probe {} ({})",
                         a.read_issued_ns,
