@@ -126,6 +126,9 @@ pub struct TrackerView {
     pub loss: LossCounters,
     /// Exchanges of processes discovery had not attributed (normally 0).
     pub unattributed_exchanges: u64,
+    /// Exchanges completed before the window began whose records arrived after it began
+    /// (the warm-up's last ones): kept out of the histograms.
+    pub before_window_exchanges: u64,
     pub discovery: DiscoveryStats,
     /// Changes applied since the start (or the last [`Tracker::take_changes`]), with when.
     pub changes: Vec<(Duration, ProxyChange)>,
@@ -289,6 +292,12 @@ pub struct Tracker {
     rss: HashMap<ProxyId, u64>,
     loss: LossCounters,
     unattributed_exchanges: u64,
+    /// Kernel time (CLOCK_MONOTONIC ns) the window began ([`Tracker::reset_window`]): an
+    /// exchange whose response was forwarded earlier belongs to the time before it, even when
+    /// its record is read after (records are drained every 100 ms).
+    window_from_ns: u64,
+    /// Exchanges read after the window began that belong before it (not in the histograms).
+    before_window_exchanges: u64,
     changes: Vec<(Duration, ProxyChange)>,
 }
 
@@ -339,6 +348,8 @@ impl Tracker {
             rss: HashMap::new(),
             loss: LossCounters::default(),
             unattributed_exchanges: 0,
+            window_from_ns: 0,
+            before_window_exchanges: 0,
             changes: Vec::new(),
             cfg,
         };
@@ -440,6 +451,10 @@ impl Tracker {
             self.unattributed_exchanges += 1;
             return;
         };
+        if x.resp_out_ns < self.window_from_ns {
+            self.before_window_exchanges += 1;
+            return;
+        }
         let direction = hops::direction(x);
         for (leg, ns, wait) in [
             (Leg::Request, x.request_hop_ns(), x.request_wait_ns()),
@@ -564,8 +579,12 @@ impl Tracker {
     /// Forgets hop histograms, memory samples and the change log (CPU and pairing totals
     /// stay cumulative; take differences of two views for a window). For a measurement window
     /// that starts now.
+    /// Exchanges completed before now are not recorded, even those whose records are still
+    /// in the ring buffer (they are counted in [`TrackerView::before_window_exchanges`]).
     pub fn reset_window(&mut self) {
+        self.window_from_ns = crate::host::monotonic_ns();
         self.book = HopBook::default();
+        self.pending_sends.clear();
         self.memory = MemorySampler::new();
     }
 
@@ -654,6 +673,7 @@ impl Tracker {
                 ..self.loss.clone()
             },
             unattributed_exchanges: self.unattributed_exchanges,
+            before_window_exchanges: self.before_window_exchanges,
             discovery: self.discovery.stats(),
             changes: self.changes.clone(),
         }
