@@ -5,8 +5,8 @@
 //! `[::]` socket, so its IPv4 peers reach userspace as `::ffff:a.b.c.d` and must still give
 //! an outbound and an inbound sidecar.
 //!
-//! Each test prints, per sidecar: requests, paired %, the check's verdict (right, wrong),
-//! so the numbers behind docs/hops.md's table can be read from `--nocapture` output.
+//! Each test prints, per sidecar: requests, paired %, the check's verdict (right, wrong);
+//! docs/hops.md's table comes from `cargo xtask bench pairing`, which runs the same check.
 
 use std::{
     net::SocketAddr,
@@ -14,158 +14,15 @@ use std::{
     time::Duration,
 };
 
-use smp_common::hop::HopCounts;
-
 use smp_agent::{
-    aggregate::hops::{Direction, HopKey, Leg},
-    lab::{
-        config::{NetworkConfig, ProxyKind, Side},
-        ends, truth, Lab, LabConfig,
-    },
+    aggregate::hops::{Direction, Leg},
+    lab::config::{NetworkConfig, ProxyKind},
 };
 use smp_tests::{
-    agent_bin, drive_recorded, hop_session::Session, lab_config, meshed_addr, process_tree,
-    require_root, with_lab,
+    agent_bin,
+    exchange_check::{assert_four_hops, measure, measure_lab, SideFigures},
+    lab_config, require_root, with_lab,
 };
-
-/// What one sidecar's exchanges gave.
-#[derive(Debug)]
-struct SideFigures {
-    side: Side,
-    requests: u64,
-    paired_pct: f64,
-    /// Requests the kernel saw that no exchange record carries, and those its unpaired
-    /// reasons account for (`HopCounts::UNPAIRED_REASONS`).
-    unpaired: u64,
-    unpaired_by_reason: u64,
-    verdict: truth::Verdict,
-    directions: Vec<(Direction, Leg)>,
-}
-
-impl SideFigures {
-    fn right_pct(&self) -> f64 {
-        100.0 * self.verdict.right as f64 / self.requests.max(1) as f64
-    }
-    fn wrong_pct(&self) -> f64 {
-        100.0 * self.verdict.wrong() as f64 / self.verdict.checked.max(1) as f64
-    }
-}
-
-/// A lab of `kind` in both slots (`workers` threads each, `mtls`), driven at `rate` over
-/// `conns` connections for `secs`; returns the figures of (outbound, inbound).
-fn measure(
-    name: &str,
-    kind: ProxyKind,
-    workers: u32,
-    mtls: bool,
-    rate: f64,
-    conns: usize,
-    secs: u64,
-) -> [SideFigures; 2] {
-    let mut cfg = lab_config(name, kind, mtls);
-    cfg.outbound.workers = workers;
-    cfg.inbound.workers = workers;
-    measure_lab(&cfg, rate, conns, secs)
-}
-
-/// [`measure`] on a lab configured by the caller.
-fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [SideFigures; 2] {
-    let (name, kind, mtls) = (cfg.name.as_str(), cfg.proxy, cfg.mtls);
-    let workers = cfg.outbound.workers;
-    let family = if cfg.network.is_ipv6() {
-        "IPv6"
-    } else {
-        "IPv4"
-    };
-    with_lab(cfg, |info| {
-        let pids = [info.outbound.pid, info.inbound.pid];
-        let session = Session::start(&pids);
-        let (ok, failed, client) = drive_recorded(
-            Some(&info.client_netns),
-            meshed_addr(info),
-            conns,
-            rate,
-            Duration::from_secs(secs),
-            |_| None,
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        let seen = session.finish();
-        assert_eq!(failed, 0, "{name}: {failed} requests failed");
-        let (app, dropped) = Lab::app_records(info).expect("app records");
-        assert_eq!(dropped, 0, "{name}: the app dropped records");
-        assert_eq!(
-            app.len(),
-            client.len(),
-            "{name}: the app recorded {} requests, the client {} ({} ok)",
-            app.len(),
-            client.len(),
-            ok.len()
-        );
-        // A sidecar is its process tree: nginx's worker processes carry the traffic.
-        let figures = |side: Side, pid: u32| {
-            let tree = process_tree(pid);
-            let mut c = HopCounts::default();
-            for t in &tree {
-                c.add(&seen.pairing.get(t).copied().unwrap_or_default());
-            }
-            // The requests the client sent, less the first of each TLS connection (dropped by
-            // design, counted): the kernel's own count differs by what TLS handshakes look
-            // like (a client's last flight and its request in one read count once).
-            let eligible = (client.len() as u64)
-                .saturating_sub(c.tls_first_dropped)
-                .max(1);
-            let exchanges: Vec<_> = tree.iter().flat_map(|t| seen.exchanges_of(*t)).collect();
-            let verdict = ends::check(&exchanges, side, &client, &app);
-            let mut directions: Vec<_> = seen
-                .hops
-                .summary()
-                .keys()
-                .filter(|k: &&HopKey| tree.contains(&k.tgid))
-                .map(|k| (k.direction, k.leg))
-                .collect();
-            directions.sort();
-            directions.dedup();
-            let f = SideFigures {
-                side,
-                requests: client.len() as u64,
-                paired_pct: 100.0 * c.paired as f64 / eligible as f64,
-                unpaired: c.unpaired(),
-                unpaired_by_reason: HopCounts::UNPAIRED_REASONS.iter().map(|(_, n)| n(&c)).sum(),
-                verdict,
-                directions,
-            };
-            eprintln!(
-                "{name} {kind} {family} workers {workers} mtls {mtls} {side}: {} requests, {:.2} % paired, \
-                 {:.2} % right, {:.2} % wrong ({} checked), hops {:?}; pairing {c:?}; verdict {:?}",
-                f.requests,
-                f.paired_pct,
-                f.right_pct(),
-                f.wrong_pct(),
-                f.verdict.checked,
-                f.directions,
-                f.verdict
-            );
-            f
-        };
-        [
-            figures(Side::Outbound, pids[0]),
-            figures(Side::Inbound, pids[1]),
-        ]
-    })
-}
-
-/// Both sidecars show both legs, each with its own direction (four hops).
-fn assert_four_hops(figs: &[SideFigures; 2]) {
-    for (f, d) in figs.iter().zip([Direction::Outbound, Direction::Inbound]) {
-        assert_eq!(
-            f.directions,
-            [(d, Leg::Request), (d, Leg::Response)],
-            "{}: hops {:?}",
-            f.side,
-            f.directions
-        );
-    }
-}
 
 /// Our ground-truth proxy, which the pairing is tuned on: the check must find it right, which
 /// proves the check itself (no proxy log involved).
@@ -213,7 +70,15 @@ fn traefik_plain_at_1000_rps() {
     if !require_root("traefik_plain_at_1000_rps") {
         return;
     }
-    assert_busy(&measure("h3tkp", ProxyKind::Traefik, 2, false, 1000.0, 64, 4));
+    assert_busy(&measure(
+        "h3tkp",
+        ProxyKind::Traefik,
+        2,
+        false,
+        1000.0,
+        64,
+        4,
+    ));
 }
 
 /// Traefik in both slots with mTLS between them, 1 000 rps over 64 connections.
@@ -222,7 +87,15 @@ fn traefik_mtls_at_1000_rps() {
     if !require_root("traefik_mtls_at_1000_rps") {
         return;
     }
-    assert_busy(&measure("h3tkm", ProxyKind::Traefik, 2, true, 1000.0, 64, 4));
+    assert_busy(&measure(
+        "h3tkm",
+        ProxyKind::Traefik,
+        2,
+        true,
+        1000.0,
+        64,
+        4,
+    ));
 }
 
 /// Our proxy with 4 threads in both slots (a request's connection goes to whichever thread

@@ -18,6 +18,9 @@ pub enum Bench {
     /// `smp-agent daemon` tracking the lab's Envoy sidecars at a steady rate for minutes: RSS
     /// growth, lost events, CPU.
     Soak(crate::bench_soak::Options),
+    /// Per-exchange pairing on every lab proxy kind, plain and mTLS: paired, right and wrong
+    /// per the lab's exchange check, and self-consistency.
+    Pairing(crate::bench_pairing::Options),
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -26,5 +29,6 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         Bench::Overhead(o) => crate::bench_overhead::run(o),
         Bench::Agent(o) => crate::bench_agent::run(o),
         Bench::Soak(o) => crate::bench_soak::run(o),
+        Bench::Pairing(o) => crate::bench_pairing::run(o),
     }
 }

@@ -8,6 +8,7 @@ mod bench;
 mod bench_agent;
 mod bench_loadgen;
 mod bench_overhead;
+mod bench_pairing;
 mod bench_soak;
 mod build;
 mod demo;
