@@ -271,8 +271,14 @@ pub struct HopCounts {
     /// always, a tokio proxy's with delays almost never). Per CPU, as the kernel reads it.
     pub hint_checks: u64,
     pub hint_agrees: u64,
+    /// Responses read on an upstream that nothing forwarded before the upstream's next
+    /// response arrived: a response write (or the read of its request) the probes did not
+    /// see as a new message. Without it such a request would vanish from every count (its
+    /// request and its response write go unseen together). May overlap
+    /// [`Self::queue_overflow`] (a response dropped from a full queue is not forwarded either).
+    pub unforwarded: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 120);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 128);
 
 /// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
 /// once.
@@ -294,7 +300,8 @@ macro_rules! hop_count_fields {
             sole,
             ambiguous,
             hint_checks,
-            hint_agrees
+            hint_agrees,
+            unforwarded
         )
     };
 }
@@ -308,8 +315,9 @@ impl HopCounts {
     /// Why a request seen did not become an exported exchange: the `reason` label value of
     /// `smp_unpaired_messages_total` and the counter it reads. The one table every output
     /// (metrics, top, reports) derives its reasons from.
-    pub const UNPAIRED_REASONS: [UnpairedReason; 6] = [
+    pub const UNPAIRED_REASONS: [UnpairedReason; 7] = [
         ("unmatched_write", |c| c.unmatched_writes),
+        ("response_not_forwarded", |c| c.unforwarded),
         ("tls_first_exchange", |c| c.tls_first_dropped),
         ("inconsistent", |c| c.inconsistent),
         ("unknown_role", |c| c.unknown_role),

@@ -157,6 +157,13 @@ pub fn adjacent(
     })
 }
 
+/// Whether upstream `u`'s current response, about to be followed by the next one, was never
+/// forwarded (no response write took it: [`SockState::fwd_in`]).
+#[inline(always)]
+pub fn unforwarded(u: &SockState) -> bool {
+    u.in_start != 0 && u.fwd_in != u.in_start
+}
+
 /// When downstream `d`'s current request was read, for a response write on it (0: none).
 /// A TLS connection's first request may hide in a handshake read (the client's last flight
 /// and its request in one read): its response then answers that read (the exchange is

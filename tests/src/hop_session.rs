@@ -84,6 +84,8 @@ impl Session {
         let snap = self.probes.snapshot().expect("snapshot");
         let mut f = std::mem::take(&mut *self.agg.lock().unwrap());
         f.pairing = snap.pairing;
+        f.loss = snap.loss;
+        f.sockets = snap.sockets;
         f
     }
 }
@@ -96,6 +98,10 @@ pub struct Finished {
     pub exchanges: Vec<Exchange>,
     /// Pairing counters per tracked process.
     pub pairing: BTreeMap<u32, HopCounts>,
+    /// The probes' own losses at the end.
+    pub loss: smp_agent::aggregate::LossCounters,
+    /// Per-socket syscall counts at the end (the socket accounting, apart from pairing).
+    pub sockets: Vec<smp_agent::aggregate::SocketSample>,
 }
 
 impl Finished {

@@ -10,6 +10,38 @@ pub mod exchange_check;
 pub mod hop_session;
 pub mod prometheus;
 
+/// A loopback port for a process to listen on: below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), so that no outgoing connection (a test's own checks
+/// that a child listens included) takes it as its local port before the child binds it
+/// (seen: "Address already in use" on the kernel matrix); never the same twice in one test
+/// process; free when chosen (another process may still take it: callers that can retry
+/// on a bind failure do).
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|l| l.parse::<u32>().ok())
+        })
+        .filter(|&l| l > FIRST + 1_000)
+        .unwrap_or(32_768);
+    let span = below - FIRST;
+    // Test processes that run one after the other start at different places.
+    let base = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (base + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{below}");
+}
+
 /// True when running as root (effective uid 0).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

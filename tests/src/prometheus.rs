@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::free_port;
+
 /// One scrape job.
 #[derive(Debug, Clone)]
 pub struct ScrapeTarget {
@@ -53,15 +55,6 @@ pub struct Prometheus {
     /// Its HTTP address (loopback).
     pub addr: SocketAddr,
     dir: PathBuf,
-}
-
-/// A free loopback port (bound and released; a race with another process is possible, so
-/// callers retry on a bind failure).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// The scrape configuration for `targets`.

@@ -29,8 +29,8 @@ use smp_agent::{
     },
 };
 use smp_tests::{
-    agent_bin, drive_in_netns, lab_config, loaded_smp_programs, meshed_addr,
-    prometheus::{free_port, http_get, promtool_check_metrics, Prometheus, ScrapeTarget},
+    agent_bin, drive_in_netns, free_port, lab_config, loaded_smp_programs, meshed_addr,
+    prometheus::{http_get, promtool_check_metrics, Prometheus, ScrapeTarget},
     require_root, require_tool, with_lab,
 };
 

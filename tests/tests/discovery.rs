@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeSet,
     fs,
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -344,11 +344,7 @@ fn nginx_found_by_name_and_keeps_identity_across_restart() {
     }
     let dir = TempDir::new("smp-discovery-nginx");
     let dir = dir.path();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = smp_tests::free_port();
     let conf = nginx_conf(dir, port);
 
     let nginx = Nginx::start(&conf);

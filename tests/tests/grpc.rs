@@ -5,7 +5,7 @@
 //! Run with `--test-threads=1`.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     process::{Child, Command, Output},
     time::{Duration, Instant},
 };
@@ -15,7 +15,7 @@ use smp_agent::{
     lab::{config::AppProtocol, Lab, LabInfo, Side},
     report::{smp::Protocol, ResultSet, Strictness},
 };
-use smp_tests::{agent_bin, require_root};
+use smp_tests::{agent_bin, free_port, require_root};
 
 fn agent(args: &[&str]) -> Output {
     Command::new(agent_bin())
@@ -213,14 +213,6 @@ fn lab_nginx_refuses_an_http2_app() {
         );
         assert!(!smp_agent::lab::netns::exists("tgrpcng-client"));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The lab app on a loopback port, killed (by its pid) on drop.

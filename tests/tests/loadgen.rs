@@ -508,10 +508,7 @@ async fn bad_input_gives_clear_errors() {
     assert_eq!(s.rate, Rate::Max);
 
     // Unreachable: nothing listens on this port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = smp_tests::free_port();
     let s = cli_spec(&[
         "--rate",
         "10",

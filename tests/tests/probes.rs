@@ -169,14 +169,6 @@ impl Drop for Child {
     }
 }
 
-/// A free loopback port (bound and released; the child binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// `GET path` on `addr`, the whole response (the proxy's admin answers and closes).
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read as _, Write as _};
@@ -229,11 +221,73 @@ fn hop_through_a_local_proxy_is_paired_and_timed() {
     }
 }
 
+/// What the proxy's request log and the probes say of requests without an exchange: each
+/// one's client port, its position on its connection and when it was read; exchanges per
+/// client connection; the probes' losses; the socket accounting of the proxy (calls per
+/// socket and syscall, apart from pairing). One line, for a failure message.
+fn missed_requests(
+    admin: std::net::SocketAddr,
+    seen: &smp_tests::hop_session::Finished,
+    pid: u32,
+) -> String {
+    let log = http_get(admin, "/requests");
+    let Ok(log) =
+        smp_agent::lab::truth::parse_log(log.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+    else {
+        return "no request log".into();
+    };
+    let exchanges = seen.exchanges_of(pid);
+    let (_, matches) = smp_agent::lab::truth::check_matching(&exchanges, &log);
+    let t0 = log.iter().map(|r| r.in_ns).min().unwrap_or(0);
+    let missed: Vec<String> = log
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches.iter().any(|(_, l)| l == i))
+        .map(|(_, r)| {
+            let pos = log
+                .iter()
+                .filter(|o| o.down_remote == r.down_remote && o.in_ns < r.in_ns)
+                .count();
+            format!(
+                "port {} #{pos} read +{} us",
+                r.down_remote.port(),
+                (r.in_ns - t0) / 1000
+            )
+        })
+        .collect();
+    let mut per_conn = std::collections::BTreeMap::<u16, (usize, usize)>::new();
+    for r in &log {
+        per_conn.entry(r.down_remote.port()).or_default().0 += 1;
+    }
+    for e in &exchanges {
+        if let Some(d) = e.downstream.remote {
+            per_conn.entry(d.port()).or_default().1 += 1;
+        }
+    }
+    let mut socks: Vec<_> = seen.sockets.iter().filter(|k| k.tgid == pid).collect();
+    socks.sort_by_key(|k| (k.ino, k.fd));
+    let socks: Vec<String> = socks
+        .iter()
+        .map(|k| {
+            format!(
+                "{}/fd{} {:?} {}x {}B",
+                k.ino, k.fd, k.kind, k.calls, k.bytes
+            )
+        })
+        .collect();
+    format!(
+        "requests without an exchange {missed:?}; per client port (requests, exchanges) \
+         {per_conn:?}; losses {:?}; sockets {socks:?}",
+        seen.loss
+    )
+}
+
 fn hop_through_a_local_proxy_with(mode: SocketHooks) {
     use smp_agent::aggregate::hops::Leg;
     use smp_tests::{agent_bin, drive, hop_session::Session};
     use std::{net::SocketAddr, process::Command, time::Duration};
-    let [app, proxy, admin] = [0; 3].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let [app, proxy, admin] =
+        [0; 3].map(|_| SocketAddr::from(([127, 0, 0, 1], smp_tests::free_port())));
     let spawn = |args: Vec<String>| {
         Child(
             Command::new(agent_bin())
@@ -277,10 +331,15 @@ fn hop_through_a_local_proxy_with(mode: SocketHooks) {
     assert!(ok.len() >= 500, "only {} requests", ok.len());
     let c = pairing.get(&pid).copied().unwrap_or_default();
     eprintln!("{} requests; {c:?}", ok.len());
+    // Every request is seen, or its loss is named: on the 7.2 guest a response write (or
+    // the read of its request) is now and then not seen as a new message, which hides the
+    // request from `requests` and `paired` alike; the response nothing forwarded is counted
+    // (`unforwarded`) when its upstream's next response arrives.
     assert_eq!(
-        c.requests,
+        c.requests + c.unforwarded,
         ok.len() as u64,
-        "requests the probes saw: {c:?}"
+        "requests the probes saw, and responses nothing forwarded: {c:?}; {}",
+        missed_requests(admin, &seen, pid)
     );
     assert!(
         c.paired as f64 >= 0.99 * ok.len() as f64,

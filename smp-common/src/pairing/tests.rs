@@ -689,3 +689,16 @@ fn pool_keeps_the_newest_and_wraps() {
         Sole::One(s(POOL_SLOTS as u64 + 1))
     );
 }
+
+#[test]
+fn a_response_followed_by_the_next_without_a_forward_is_unforwarded() {
+    // No response read yet on this upstream: nothing to miss.
+    assert!(!unforwarded(&SockState::default()));
+    // Its current response read at 50 and taken by a response write (`fwd_in`).
+    let mut u = up(40, 50);
+    u.fwd_in = 50;
+    assert!(!unforwarded(&u), "forwarded");
+    // An older response was forwarded, the current one not: the next one's read counts it.
+    u.fwd_in = 30;
+    assert!(unforwarded(&u), "current response never taken");
+}

@@ -313,6 +313,9 @@ fn on_new_inbound(
     tgid: u32,
     tid: u32,
 ) {
+    if s.role == ROLE_UPSTREAM && s.flags & SOCK_H2 == 0 && pairing::unforwarded(s) {
+        bump(tgid, |c| c.unforwarded += 1);
+    }
     s.in_start = now;
     s.in_arrival = if arrived != 0 && arrived <= now {
         arrived
