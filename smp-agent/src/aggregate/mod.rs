@@ -51,6 +51,10 @@ pub struct LossCounters {
     pub state_evicted: u64,
     /// Ring-buffer records the agent could not decode (counted in userspace).
     pub undecodable: u64,
+    /// Runs of the agent's programs the kernel skipped: a program already running on that
+    /// CPU (it was preempted, on a kernel whose hooks run preemptible) is not run again
+    /// (`recursion_misses` of `bpf_prog_info`, summed over the programs; kernels 5.12+).
+    pub program_skipped: u64,
 }
 
 /// A `reason` label value and the [`LossCounters`] field it reads.
@@ -59,13 +63,14 @@ pub type LossReason = (&'static str, fn(&LossCounters) -> u64);
 impl LossCounters {
     /// Every loss: the `reason` label of `smp_events_lost_total` (docs/metrics.md) and the
     /// field it reads. The one table every output (metrics, top) derives its reasons from.
-    pub const REASONS: [LossReason; 6] = [
+    pub const REASONS: [LossReason; 7] = [
         ("ringbuf_full", |l| l.ringbuf_dropped),
         ("map_full", |l| l.map_insert_failed),
         ("kernel_read_failed", |l| l.kernel_read_failed),
         ("switch_in_missed", |l| l.switch_in_missed),
         ("state_evicted", |l| l.state_evicted),
         ("undecodable", |l| l.undecodable),
+        ("program_skipped", |l| l.program_skipped),
     ];
 
     /// Data lost (every reason but `switch_in_missed`, which is recovered).

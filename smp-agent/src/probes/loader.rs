@@ -1,6 +1,9 @@
 //! Load, configure and attach the eBPF programs; track processes; read the maps.
 
-use std::{io, os::fd::AsRawFd as _};
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -514,8 +517,22 @@ impl Probes {
                 Counter::StateEvicted => snap.loss.state_evicted = total,
             }
         }
+        snap.loss.program_skipped = self.skipped_runs().unwrap_or(0);
         let _: &LossCounters = &snap.loss;
         Ok(snap)
+    }
+
+    /// Runs of the loaded programs the kernel skipped (a program already running on the CPU:
+    /// `prog_info`), summed; `None` where the kernel does not count them (before 5.12).
+    pub fn skipped_runs(&self) -> Option<u64> {
+        let mut sum = None;
+        for (_, p) in self.ebpf.programs() {
+            let Ok(fd) = p.fd() else { continue };
+            if let Some(n) = super::prog_info::recursion_misses(fd.as_fd()) {
+                sum = Some(sum.unwrap_or(0) + n);
+            }
+        }
+        sum
     }
 
     /// Takes the event ring buffer (once) for asynchronous reading.

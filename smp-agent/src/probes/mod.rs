@@ -10,6 +10,7 @@ pub mod events;
 pub mod facts;
 mod loader;
 pub mod offsets;
+mod prog_info;
 pub mod tracefs;
 
 pub use crate::host::monotonic_ns;
