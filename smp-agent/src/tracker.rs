@@ -579,6 +579,7 @@ impl Tracker {
     /// Forgets hop histograms, memory samples and the change log (CPU and pairing totals
     /// stay cumulative; take differences of two views for a window). For a measurement window
     /// that starts now.
+    ///
     /// Exchanges completed before now are not recorded, even those whose records are still
     /// in the ring buffer (they are counted in [`TrackerView::before_window_exchanges`]).
     pub fn reset_window(&mut self) {

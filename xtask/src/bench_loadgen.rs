@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::util::{cargo, root};
+use crate::util::cargo;
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -376,8 +376,7 @@ fn print_table(rows: &[Row]) {
 pub fn run(o: &Options) -> anyhow::Result<()> {
     // The load command needs no eBPF object: build without it so the bench runs anywhere.
     println!("== building smp-agent (release)");
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let target_dir = crate::build::target_dir();
     crate::util::run_cmd(
         cargo()
             .env("AYA_BUILD_SKIP", "1")

@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::{
     build,
     lab::Lab,
-    util::{cargo, root, run_cmd},
+    util::{cargo, run_cmd},
 };
 
 #[derive(Debug, clap::Args)]
@@ -249,10 +249,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     crate::setup::run()?;
     let agent = build::run(&build::Options { release: true })?;
     run_cmd(cargo().args(["build", "--release", "-p", "smp-tests", "--bin", "sysloop"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| root().join("target"));
-    let sysloop = target.join("release/sysloop");
+    let sysloop = build::target_dir().join("release/sysloop");
     if let Some(b) = &o.baseline_agent {
         anyhow::ensure!(
             b.exists(),

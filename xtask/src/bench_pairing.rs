@@ -7,7 +7,7 @@
 
 use crate::{
     build,
-    util::{cargo, root, run_cmd},
+    util::{cargo, run_cmd},
 };
 
 #[derive(Debug, clap::Args)]
@@ -29,11 +29,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         "--bin",
         "bench_pairing",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| root().join("target"));
     run_cmd(
-        std::process::Command::new(target.join("release/bench_pairing"))
+        std::process::Command::new(build::target_dir().join("release/bench_pairing"))
             .args(&o.args)
             .env("SMP_AGENT_BIN", agent),
     )

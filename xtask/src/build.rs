@@ -24,10 +24,14 @@ pub fn run(o: &Options) -> anyhow::Result<PathBuf> {
 
 /// Where `cargo build` puts the agent.
 pub fn agent_path(release: bool) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    target
+    target_dir()
         .join(if release { "release" } else { "debug" })
         .join("smp-agent")
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `<root>/target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
