@@ -75,8 +75,32 @@ pub struct SockState {
     /// `SOCK_*` bits.
     pub flags: u8,
     pub _pad: u8,
+    /// Upstreams: the response the next request overtook before any write forwarded it.
+    pub held: HeldResponse,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 128);
+const _: () = assert!(core::mem::size_of::<SockState>() == 160);
+
+/// An upstream's response that its next request overtook before a write forwarded it, with
+/// what its exchange needs ([`SockState::held`]). A Go `http.Transport` puts a connection back
+/// in its pool once it has read the response's body, before the handler writes the response
+/// on: another request can be written on the connection in between. The held response can
+/// still be forwarded until the request after that one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldResponse {
+    /// Its `in_start` (0: none held).
+    pub in_start: u64,
+    /// Its request's forward (`out_start` then).
+    pub out_start: u64,
+    /// `in_start − in_arrival` (saturated).
+    pub in_wait: u32,
+    /// `out_sent − out_start` (0: the forward had not returned).
+    pub sent_after: u32,
+    /// Its bytes read (saturated).
+    pub in_bytes: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<HeldResponse>() == 32);
 
 /// Requests a thread's [`ThreadLast`] remembers (a power of two).
 pub const REQ_SLOTS: usize = 4;
@@ -272,7 +296,8 @@ pub struct HopCounts {
     pub hint_checks: u64,
     pub hint_agrees: u64,
     /// Responses read on an upstream that nothing forwarded before the upstream's next
-    /// response arrived: a response write (or the read of its request) the probes did not
+    /// response arrived (a held one: before the request after next went out,
+    /// [`SockState::held`]): a response write (or the read of its request) the probes did not
     /// see as a new message. Without it such a request would vanish from every count (its
     /// request and its response write go unseen together). May overlap
     /// [`Self::queue_overflow`] (a response dropped from a full queue is not forwarded either).

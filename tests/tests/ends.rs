@@ -76,11 +76,11 @@ fn traefik_plain_at_1000_rps() {
     );
 }
 
-/// Traefik in both slots with mTLS between them, 1 000 rps over 64 connections. Held to 98 %
-/// paired, not the 99 %: its outbound side paired 99.3–99.9 % in 7 runs alone, and
-/// 98.78 % in a full `cargo xtask test` from a fresh clone, where Traefik opened 68 TLS
-/// connections in 4 s and 48 of its response writes found nothing to forward (counted as
-/// `unmatched_write`).
+/// Traefik in both slots with mTLS between them, 1 000 rps over 64 connections. Go's
+/// transport puts an upstream connection back in its pool before the handler writes the
+/// response on, so the next request often goes out on it first: that response is held for its
+/// late forward (`pairing::hold_response`). Before, its write found nothing to forward: the
+/// outbound side paired 98.78–99.9 % (48 unmatched writes in 4 000 once); with it, 99.85–99.95 %.
 #[test]
 fn traefik_mtls_at_1000_rps() {
     if !require_root("traefik_mtls_at_1000_rps") {
@@ -88,7 +88,7 @@ fn traefik_mtls_at_1000_rps() {
     }
     assert_busy(
         &measure("h3tkm", ProxyKind::Traefik, 2, true, 1000.0, 64, 4),
-        98.0,
+        99.0,
     );
 }
 

@@ -702,3 +702,122 @@ fn a_response_followed_by_the_next_without_a_forward_is_unforwarded() {
     u.fwd_in = 30;
     assert!(unforwarded(&u), "current response never taken");
 }
+
+/// A Go `http.Transport` puts its upstream connection back in the pool once it has read the
+/// response, before the handler writes the response on: the next request can go out on it
+/// first. The overtaken response is held and still forwarded, with its own times.
+#[test]
+fn a_response_overtaken_by_the_next_request_is_held_and_still_forwarded() {
+    // Request forwarded at 20 (returned at 23), response read at 40 (arrived 38, 300 bytes).
+    let mut u = up(20, 40);
+    u.out_sent = 23;
+    u.in_arrival = 38;
+    u.in_bytes = 300;
+    let want = UpstreamTimes {
+        req_out: 20,
+        req_sent: 23,
+        resp_in: 40,
+        resp_arrival: 38,
+        resp_bytes: 300,
+    };
+    assert_eq!(waiting_response(&u, 40), Some(want));
+    // The next request goes out at 50 before any write forwarded it: held, nothing given up.
+    assert!(!hold_response(&mut u));
+    u.out_start = 50;
+    u.out_sent = 0;
+    u.last_dir = DIR_OUT;
+    assert!(!unforwarded(&u), "held, not lost");
+    assert_eq!(
+        waiting_response(&u, 40),
+        Some(want),
+        "its own times, not the next's"
+    );
+    let socks = Socks(std::vec![(1, u)]);
+    let slot1 = slot(1, 40, D);
+    assert_eq!(fit(&slot1, socks.get(1), D_IN, T_OUT), Fit::Yes);
+    assert_eq!(
+        adjacent(1, socks.get(1), D, D_IN, T_OUT),
+        Some(slot(1, 40, 0)),
+        "the thread that read it forwards it"
+    );
+    assert_eq!(
+        sole(&pool(&[slot1]), D, D_IN, T_OUT, &socks),
+        Sole::One(slot1)
+    );
+    // Its order still binds: a downstream whose request came after its forward cannot take it.
+    assert_eq!(fit(&slot1, socks.get(1), 21, T_OUT), Fit::Other);
+    // The next response arrives (read at 60); the held one is still waiting.
+    u.last_dir = DIR_IN;
+    u.in_start = 60;
+    assert_eq!(waiting_response(&u, 40).map(|r| r.req_out), Some(20));
+    assert_eq!(waiting_response(&u, 60).map(|r| r.req_out), Some(50));
+    // Taken: dead everywhere, and the current response is untouched.
+    mark_forwarded(&mut u, 40);
+    assert_eq!(waiting_response(&u, 40), None);
+    assert_eq!(fit(&slot1, Some(&u), D_IN, T_OUT), Fit::Dead);
+    assert!(waiting_response(&u, 60).is_some());
+    assert_eq!(u.fwd_in, 0);
+}
+
+#[test]
+fn a_held_response_overtaken_twice_is_given_up_and_counted() {
+    let mut u = up(20, 40);
+    assert!(!hold_response(&mut u));
+    // Response 2 is read and forwarded; request 3 goes out: the held response 1 is given up.
+    u.in_start = 60;
+    u.last_dir = DIR_IN;
+    mark_forwarded(&mut u, 60);
+    assert_eq!(
+        u.held.in_start, 40,
+        "taking response 2 leaves response 1 held"
+    );
+    assert!(hold_response(&mut u), "given up");
+    assert_eq!(u.held, HeldResponse::default(), "nothing else to hold");
+    assert_eq!(waiting_response(&u, 40), None);
+    // A response forwarded before its upstream's next request is never held.
+    let mut v = up(20, 40);
+    mark_forwarded(&mut v, 40);
+    assert!(!hold_response(&mut v));
+    assert_eq!(v.held, HeldResponse::default());
+    // Taken while it is still the socket's latest read: marked on both, never taken twice.
+    let mut w = up(20, 40);
+    hold_response(&mut w);
+    w.last_dir = DIR_OUT;
+    mark_forwarded(&mut w, 40);
+    assert_eq!(waiting_response(&w, 40), None);
+    assert!(!unforwarded(&w));
+}
+
+#[test]
+fn a_held_response_saturates_what_does_not_fit_its_fields() {
+    let mut u = up(1, 10_000_000_000);
+    u.in_arrival = 1;
+    u.out_sent = 9_000_000_000;
+    u.in_bytes = u64::MAX;
+    hold_response(&mut u);
+    u.last_dir = DIR_OUT;
+    let r = waiting_response(&u, 10_000_000_000).expect("held");
+    assert_eq!(r.resp_arrival, 10_000_000_000 - u64::from(u32::MAX));
+    assert_eq!(r.req_sent, 1 + u64::from(u32::MAX));
+    assert_eq!(r.resp_bytes, u64::from(u32::MAX));
+}
+
+/// A TLS 1.3 client can read the server's session tickets before its first request goes out:
+/// they are no response, and held they could be taken by any downstream.
+#[test]
+fn a_tls_upstream_holds_nothing_before_its_first_exchange() {
+    let mut u = up(20, 40);
+    u.flags |= SOCK_TLS;
+    assert!(!hold_response(&mut u));
+    assert_eq!(
+        u.held,
+        HeldResponse::default(),
+        "session tickets are not held"
+    );
+    u.exchanges = 1;
+    assert!(!hold_response(&mut u));
+    assert_eq!(
+        u.held.in_start, 40,
+        "after its first exchange, a response is"
+    );
+}

@@ -356,7 +356,12 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, tgid: u32, tid: u32)
             Forward::Nothing => {}
         }
     } else if s.role == ROLE_UPSTREAM {
-        // A request forward: which downstream's request it likely is.
+        // A request forward overtaking a response no write has forwarded yet holds that
+        // response; one held since the request before is given up.
+        if s.flags & SOCK_H2 == 0 && pairing::hold_response(s) {
+            bump(tgid, |c| c.unforwarded += 1);
+        }
+        // Which downstream's request it likely is.
         s.hint = claim_request(tid, t_out);
     }
     s.out_start = t_out;
@@ -496,7 +501,12 @@ fn exchange(
     };
     // SAFETY: map value of the upstream socket; this thread is forwarding its response.
     let u = unsafe { &mut *up };
-    u.fwd_in = slot.t_in;
+    // Another CPU's write took it since it was found: nothing left to forward.
+    let Some(r) = pairing::waiting_response(u, slot.t_in) else {
+        bump(tgid, |c| c.unmatched_writes += 1);
+        return Forward::Nothing;
+    };
+    pairing::mark_forwarded(u, slot.t_in);
     match by {
         PAIRED_BY_HINT => bump(tgid, |c| c.hinted += 1),
         PAIRED_BY_ADJACENCY => bump(tgid, |c| c.adjacent += 1),
@@ -512,7 +522,7 @@ fn exchange(
             c.hint_agrees += agrees;
         });
     }
-    let (req_in, req_out, resp_in) = (d_in, u.out_start, u.in_start);
+    let (req_in, req_out, resp_in) = (d_in, r.req_out, r.resp_in);
     if !pairing::in_order(req_in, req_out, resp_in, t_out) {
         bump(tgid, |c| c.inconsistent += 1);
         return Forward::Dropped;
@@ -534,10 +544,10 @@ fn exchange(
             resp_in_ns: resp_in,
             resp_out_ns: t_out,
             req_arrival_ns: d.in_arrival.min(req_in),
-            resp_arrival_ns: u.in_arrival.min(resp_in),
-            req_sent_ns: if u.out_sent >= req_out { u.out_sent } else { 0 },
+            resp_arrival_ns: r.resp_arrival,
+            req_sent_ns: r.req_sent,
             req_bytes: d.in_bytes,
-            resp_bytes: u.in_bytes,
+            resp_bytes: r.resp_bytes,
             downstream: d.tuple,
             upstream: u.tuple,
             flags: u32::from(d.flags) | (u32::from(u.flags) << 8) | (by << PAIRED_BY_SHIFT),
