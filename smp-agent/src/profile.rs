@@ -349,6 +349,14 @@ fn assemble(
             .map(|(r, n)| (r.to_string(), n(&view.loss)))
             .filter(|(_, n)| *n > 0)
             .collect(),
+        exchanges_left_out: [
+            ("before_window", view.before_window_exchanges),
+            ("unattributed", view.unattributed_exchanges),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.to_string(), n))
+        .collect(),
         ..Losses::default()
     };
     for w in windows {

@@ -169,6 +169,7 @@ fn realistic_set() -> ResultSet {
         paired: 4 * N,
         unpaired_reasons: Default::default(),
         events_lost: Default::default(),
+        exchanges_left_out: Default::default(),
     };
     let overhead_p50 = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead_p50, 0.05, 0.25));

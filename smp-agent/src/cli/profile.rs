@@ -589,8 +589,13 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
         .iter()
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
+    let left_out: Vec<String> = l
+        .exchanges_left_out
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
     println!(
-        "pairing: {} paired, {} unpaired{}; probe losses: {}",
+        "pairing: {} paired, {} unpaired{}; probe losses: {}{}",
         l.paired,
         l.unpaired,
         if reasons.is_empty() {
@@ -602,6 +607,11 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
             "none".to_string()
         } else {
             lost.join(", ")
+        },
+        if left_out.is_empty() {
+            String::new()
+        } else {
+            format!("; exchanges left out of the hops: {}", left_out.join(", "))
         }
     );
     println!("results in {}:", dir.display());

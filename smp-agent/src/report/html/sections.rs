@@ -378,12 +378,23 @@ pub(super) fn losses(page: &mut String, d: &Details, meshed: &Side, baseline: Op
             .collect();
         r.join(", ")
     };
+    let left_out = if l.exchanges_left_out.is_empty() {
+        "none".to_string()
+    } else {
+        let r: Vec<String> = l
+            .exchanges_left_out
+            .iter()
+            .map(|(r, n)| format!("{} {}", escape(r), count(*n)))
+            .collect();
+        r.join(", ")
+    };
     let _ = writeln!(
         page,
         "<table id=\"losses-table\" class=\"kv\">\n<tbody>\n\
          <tr><th>ring-buffer drops</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>map-full events</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>probe losses by reason</th><td class=\"num\">{lost}</td></tr>\n\
+         <tr><th>exchanges left out of the hops</th><td class=\"num\">{left_out}</td></tr>\n\
          <tr><th>hops paired</th><td class=\"num\">{}</td></tr>\n\
          <tr><th>messages unpaired</th><td class=\"num\">{} ({share} of seen){reasons}</td></tr>\n\
          <tr><th>load errors, meshed</th><td class=\"num\">{}</td></tr>\n\

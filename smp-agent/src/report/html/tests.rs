@@ -75,6 +75,7 @@ pub(crate) fn populated_set() -> ResultSet {
         paired: 11_988,
         unpaired_reasons: [("http2".to_string(), 10), ("unknown_role".to_string(), 2)].into(),
         events_lost: [("state_evicted".to_string(), 3)].into(),
+        exchanges_left_out: [("before_window".to_string(), 4)].into(),
     };
     let overhead = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead, 0.05, 0.25));
@@ -144,6 +145,12 @@ fn populated_set_has_every_plot_and_table() {
     assert!(
         page.contains("<th>probe losses by reason</th><td class=\"num\">state_evicted 3</td>"),
         "probe losses by reason in the losses table"
+    );
+    assert!(
+        page.contains(
+            "<th>exchanges left out of the hops</th><td class=\"num\">before_window 4</td>"
+        ),
+        "exchanges left out in the losses table"
     );
     assert!(page.contains("class=\"verdict "));
     assert!(
