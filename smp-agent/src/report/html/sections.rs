@@ -1,7 +1,7 @@
 //! The sections after the summary: latency percentiles, per-hop latency, sidecar usage,
 //! losses, the self-consistency check, and the run and machine.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
@@ -358,36 +358,20 @@ pub(super) fn losses(page: &mut String, d: &Details, meshed: &Side, baseline: Op
     } else {
         "—".into()
     };
-    let reasons = if l.unpaired_reasons.is_empty() {
-        String::new()
-    } else {
-        let r: Vec<String> = l
-            .unpaired_reasons
-            .iter()
-            .map(|(r, n)| format!("{} {}", escape(r), count(*n)))
-            .collect();
-        format!("; by reason: {}", r.join(", "))
+    // "reason count, …" of a count per reason, escaped; `None` when there is none.
+    let by_reason = |m: &BTreeMap<String, u64>| {
+        (!m.is_empty()).then(|| {
+            m.iter()
+                .map(|(r, n)| format!("{} {}", escape(r), count(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     };
-    let lost = if l.events_lost.is_empty() {
-        "none".to_string()
-    } else {
-        let r: Vec<String> = l
-            .events_lost
-            .iter()
-            .map(|(r, n)| format!("{} {}", escape(r), count(*n)))
-            .collect();
-        r.join(", ")
-    };
-    let left_out = if l.exchanges_left_out.is_empty() {
-        "none".to_string()
-    } else {
-        let r: Vec<String> = l
-            .exchanges_left_out
-            .iter()
-            .map(|(r, n)| format!("{} {}", escape(r), count(*n)))
-            .collect();
-        r.join(", ")
-    };
+    let reasons = by_reason(&l.unpaired_reasons)
+        .map(|r| format!("; by reason: {r}"))
+        .unwrap_or_default();
+    let lost = by_reason(&l.events_lost).unwrap_or_else(|| "none".into());
+    let left_out = by_reason(&l.exchanges_left_out).unwrap_or_else(|| "none".into());
     let _ = writeln!(
         page,
         "<table id=\"losses-table\" class=\"kv\">\n<tbody>\n\
