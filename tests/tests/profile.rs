@@ -337,6 +337,24 @@ fn profile_lab_traefik_at_1000_rps_plain_and_mtls() {
     }
 }
 
+/// Our proxy with 4 threads in each slot (a request goes to whichever thread is free, like a
+/// work-stealing runtime's task) at 1 000 rps over 64 connections, plain and with mTLS: the
+/// four hops and self-consistency hold at the rate of the pairing test (`ends.rs`).
+#[test]
+fn profile_lab_ours_four_threads_at_1000_rps_plain_and_mtls() {
+    if require_root("profile_lab_ours_four_threads_at_1000_rps_plain_and_mtls") {
+        let busy = Load {
+            rate: 1000,
+            connections: 64,
+            seconds: 4,
+        };
+        for (name, mtls) in [("pf-o4", false), ("pf-o4m", true)] {
+            let (_, dir) = lab_profile_in(name, "ours", mtls, &["--concurrency", "4"], busy);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 /// Ctrl-C (SIGINT) in the meshed run: the run stops, what was measured is written (marked
 /// interrupted), no baseline is run, the lab is taken down, exit status 130.
 #[test]
