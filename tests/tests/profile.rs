@@ -38,6 +38,22 @@ const STEADY: Load = Load {
     seconds: 3,
 };
 
+/// The load of the pairing tests on busy labs (`ends.rs`): 1 000 rps over 64 connections.
+const BUSY: Load = Load {
+    rate: 1000,
+    connections: 64,
+    seconds: 4,
+};
+
+/// Plain and mTLS profiles of a lab of `proxy` (with `extra` flags) under [`BUSY`], each held
+/// to every check and self-consistency.
+fn busy_profiles(names: [&str; 2], proxy: &str, extra: &[&str]) {
+    for (name, mtls) in names.into_iter().zip([false, true]) {
+        let (_, dir) = lab_profile_in(name, proxy, mtls, extra, BUSY);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("smp-profile-it-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -216,8 +232,11 @@ fn checked_profile(
         let in_flight = rate * (lat.p99 / 1e3 + 0.01) + 3.0;
         assert!(
             n <= sent + in_flight,
-            "{}: {n} exchanges for {sent} requests (allowed {in_flight:.1} more in flight)",
-            h.key()
+            "{}: {n} exchanges for {sent} requests (allowed {in_flight:.1} more in flight; \
+             p99 {} ms; losses {:?})",
+            h.key(),
+            lat.p99,
+            d.losses
         );
         assert!(h.latency.percentiles.p50 > 0.0);
     }
@@ -325,15 +344,7 @@ fn profile_lab_ground_truth_proxy_plain_and_mtls() {
 #[test]
 fn profile_lab_traefik_at_1000_rps_plain_and_mtls() {
     if require_root("profile_lab_traefik_at_1000_rps_plain_and_mtls") {
-        let busy = Load {
-            rate: 1000,
-            connections: 64,
-            seconds: 4,
-        };
-        for (name, mtls) in [("pf-tk", false), ("pf-tkm", true)] {
-            let (_, dir) = lab_profile_in(name, "traefik", mtls, &[], busy);
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        busy_profiles(["pf-tk", "pf-tkm"], "traefik", &[]);
     }
 }
 
@@ -343,15 +354,7 @@ fn profile_lab_traefik_at_1000_rps_plain_and_mtls() {
 #[test]
 fn profile_lab_ours_four_threads_at_1000_rps_plain_and_mtls() {
     if require_root("profile_lab_ours_four_threads_at_1000_rps_plain_and_mtls") {
-        let busy = Load {
-            rate: 1000,
-            connections: 64,
-            seconds: 4,
-        };
-        for (name, mtls) in [("pf-o4", false), ("pf-o4m", true)] {
-            let (_, dir) = lab_profile_in(name, "ours", mtls, &["--concurrency", "4"], busy);
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        busy_profiles(["pf-o4", "pf-o4m"], "ours", &["--concurrency", "4"]);
     }
 }
 
