@@ -141,8 +141,11 @@ pub async fn run(
     let mut window_start: Option<(TrackerView, SystemTime)> = None;
     let meshed = loop {
         if window_start.is_none() && Instant::now() >= warm_until {
+            // The window's start is taken before the CPU sample, which may take a few ms:
+            // the client's measured part begins at `warm_until` too.
+            let from_ns = crate::host::monotonic_ns();
             tracker.sample()?;
-            tracker.reset_window();
+            tracker.reset_window(from_ns);
             window_start = Some((tracker.view(), SystemTime::now()));
         }
         let until = if window_start.is_none() {

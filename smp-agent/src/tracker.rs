@@ -126,8 +126,8 @@ pub struct TrackerView {
     pub loss: LossCounters,
     /// Exchanges of processes discovery had not attributed (normally 0).
     pub unattributed_exchanges: u64,
-    /// Exchanges completed before the window began whose records arrived after it began
-    /// (the warm-up's last ones): kept out of the histograms.
+    /// Exchanges whose request the proxy read before the window began, and whose records
+    /// arrived after it began (the warm-up's last ones): kept out of the histograms.
     pub before_window_exchanges: u64,
     pub discovery: DiscoveryStats,
     /// Changes applied since the start (or the last [`Tracker::take_changes`]), with when.
@@ -293,8 +293,10 @@ pub struct Tracker {
     loss: LossCounters,
     unattributed_exchanges: u64,
     /// Kernel time (CLOCK_MONOTONIC ns) the window began ([`Tracker::reset_window`]): an
-    /// exchange whose response was forwarded earlier belongs to the time before it, even when
-    /// its record is read after (records are drained every 100 ms).
+    /// exchange whose request the proxy read earlier belongs to the time before it, even when
+    /// its response is forwarded (or its record read: records are drained every 100 ms)
+    /// after. By the request, as the client counts a request in the part it was sent in: a
+    /// warm-up request slow to complete is not one of the measured ones.
     window_from_ns: u64,
     /// Exchanges read after the window began that belong before it (not in the histograms).
     before_window_exchanges: u64,
@@ -451,7 +453,7 @@ impl Tracker {
             self.unattributed_exchanges += 1;
             return;
         };
-        if x.resp_out_ns < self.window_from_ns {
+        if x.req_in_ns < self.window_from_ns {
             self.before_window_exchanges += 1;
             return;
         }
@@ -580,10 +582,12 @@ impl Tracker {
     /// stay cumulative; take differences of two views for a window). For a measurement window
     /// that starts now.
     ///
-    /// Exchanges completed before now are not recorded, even those whose records are still
-    /// in the ring buffer (they are counted in [`TrackerView::before_window_exchanges`]).
-    pub fn reset_window(&mut self) {
-        self.window_from_ns = crate::host::monotonic_ns();
+    /// Exchanges whose request was read before `from_ns` (CLOCK_MONOTONIC, e.g.
+    /// [`crate::host::monotonic_ns`] when the measured part began) are not recorded, even
+    /// those completed or read later (they are counted in
+    /// [`TrackerView::before_window_exchanges`]).
+    pub fn reset_window(&mut self, from_ns: u64) {
+        self.window_from_ns = from_ns;
         self.book = HopBook::default();
         self.pending_sends.clear();
         self.memory = MemorySampler::new();

@@ -225,11 +225,15 @@ fn checked_profile(
         let n = h.latency.count as f64;
         // With TLS the first exchange of each connection is not timed (handshake inside).
         assert!(n >= 0.9 * sent, "{}: {n} of {sent}", h.key());
-        // Nor more: the warm-up's last exchanges, read from the ring after the window began
-        // (it is drained every 100 ms: up to 20 exchanges at 200 rps), stay out. What may
-        // come in: the requests in flight when the window began (about rate × p99), and
-        // those of the few ms between the window's start and the client's measured part.
+        // Nor more: the warm-up's exchanges (their requests read before the window began),
+        // even those completed or read from the ring after it began, stay out. What may come
+        // in: requests of the few ms between the window's start and the client's measured
+        // part, and warm-up requests the client sent late (about rate × p99 behind).
         let in_flight = rate * (lat.p99 / 1e3 + 0.01) + 3.0;
+        eprintln!(
+            "{name}: {}: {n} exchanges for {sent} requests (at most {in_flight:.1} more)",
+            h.key()
+        );
         assert!(
             n <= sent + in_flight,
             "{}: {n} exchanges for {sent} requests (allowed {in_flight:.1} more in flight; \

@@ -444,9 +444,9 @@ pub struct Losses {
     /// reasons with no loss are left out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub events_lost: BTreeMap<String, u64>,
-    /// Exchanges the probes paired but the hops leave out, by reason: `before_window` (it
-    /// completed before the measurement window began: the warm-up's last, whose records
-    /// arrived after), `unattributed` (of a process discovery had not attributed to a proxy,
+    /// Exchanges the probes paired but the hops leave out, by reason: `before_window` (its
+    /// request reached the proxy before the measurement window began: the warm-up's last,
+    /// completed or read after), `unattributed` (of a process discovery had not attributed to a proxy,
     /// over the whole run, warm-up included). Reasons with none are left out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exchanges_left_out: BTreeMap<String, u64>,
