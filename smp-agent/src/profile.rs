@@ -364,7 +364,7 @@ fn assemble(
     };
     for w in windows {
         // HTTP/2 messages are not requests to the pairing: they are counted here, not lost.
-        losses.unpaired += w.pairing.unpaired() + w.pairing.h2_messages;
+        losses.unpaired += w.pairing.unpaired();
         losses.paired += w.pairing.paired;
         for (reason, count) in crate::metrics::UNPAIRED_REASONS {
             let n = count(&w.pairing);

@@ -19,10 +19,14 @@ pub enum Counter {
     /// registered in `SK_INO`): more live connections than it holds. Its message in flight
     /// is not paired; pairing starts again from its next message.
     StateEvicted = 4,
+    /// A read or write of a plain HTTP/2 connection whose frames the walk could not all
+    /// follow (`h2`): the streams that started in the rest of that data are not seen. The
+    /// walk takes its place again at the next data that starts on a frame.
+    H2WalkLost = 5,
 }
 
 /// Number of entries of the `COUNTERS` array. Keep in step with [`Counter`].
-pub const COUNTER_SLOTS: u32 = 5;
+pub const COUNTER_SLOTS: u32 = 6;
 
 impl Counter {
     /// Every counter, in index order.
@@ -32,6 +36,7 @@ impl Counter {
         Counter::KernelReadFailed,
         Counter::SwitchInMissed,
         Counter::StateEvicted,
+        Counter::H2WalkLost,
     ];
 
     /// A stable snake_case name, used in outputs.
@@ -42,6 +47,7 @@ impl Counter {
             Counter::KernelReadFailed => "kernel_read_failed",
             Counter::SwitchInMissed => "switch_in_missed",
             Counter::StateEvicted => "state_evicted",
+            Counter::H2WalkLost => "h2_walk_lost",
         }
     }
 }

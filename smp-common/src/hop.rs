@@ -1,6 +1,8 @@
 //! Per-hop pairing: per-socket message state, per-thread forward queues, and the record sent
 //! to userspace for every paired exchange (a request hop and the response hop that closes it).
 
+use crate::h2::H2Walk;
+
 /// Socket role in a proxy: who spoke first on the connection.
 pub const ROLE_UNKNOWN: u8 = 0;
 /// Accepted (server side): the proxy's downstream; requests arrive here.
@@ -19,6 +21,10 @@ pub const SOCK_H2: u8 = 2;
 pub const SOCK_TUPLE: u8 = 4;
 /// The socket's `struct sock *` is registered in `SK_INO` (arrival times are recorded).
 pub const SOCK_SK: u8 = 8;
+/// The state is an HTTP/2 stream's ([`crate::h2::stream_key`]): one request on a plain
+/// HTTP/2 downstream, or one request forward on a plain HTTP/2 upstream, paired as a
+/// connection of its own.
+pub const SOCK_STREAM: u8 = 16;
 
 /// A connection's endpoints as the proxy sees them (addresses in network byte order, ports in
 /// host order). IPv4 addresses sit in the first 4 bytes; `family` is AF_INET or AF_INET6.
@@ -77,8 +83,14 @@ pub struct SockState {
     pub _pad: u8,
     /// Upstreams: the response the next request overtook before any write forwarded it.
     pub held: HeldResponse,
+    /// Plain HTTP/2 sockets (`SOCK_H2` without `SOCK_TLS`): the frame walk of what they
+    /// read ([`crate::h2`]).
+    pub h2_in: H2Walk,
+    /// Plain HTTP/2 upstreams: the highest stream a request forward opened.
+    pub h2_out_stream: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 160);
+const _: () = assert!(core::mem::size_of::<SockState>() == 176);
 
 /// An upstream's response that its next request overtook before a write forwarded it, with
 /// what its exchange needs ([`SockState::held`]). A Go `http.Transport` puts a connection back
@@ -274,8 +286,10 @@ pub struct HopCounts {
     pub inconsistent: u64,
     /// Messages on sockets whose role is unknown (opened before the probes attached).
     pub unknown_role: u64,
-    /// Messages on HTTP/2 connections (timed per connection direction, not paired).
-    pub h2_messages: u64,
+    /// Requests read on plain HTTP/2 downstreams, one per stream (HEADERS frames opening a
+    /// client stream, [`crate::h2`]): counted in [`Self::requests`]; those not paired are the
+    /// unpaired reason `http2`.
+    pub h2_streams: u64,
     /// Responses dropped from a full forward queue.
     pub queue_overflow: u64,
     /// Exchanges paired through the request-forward hint.
@@ -302,8 +316,10 @@ pub struct HopCounts {
     /// request and its response write go unseen together). May overlap
     /// [`Self::queue_overflow`] (a response dropped from a full queue is not forwarded either).
     pub unforwarded: u64,
+    /// Exchanges paired whose request was an HTTP/2 stream (of [`Self::h2_streams`]).
+    pub h2_paired: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 128);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 136);
 
 /// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
 /// once.
@@ -318,7 +334,7 @@ macro_rules! hop_count_fields {
             tls_first_dropped,
             inconsistent,
             unknown_role,
-            h2_messages,
+            h2_streams,
             queue_overflow,
             hinted,
             adjacent,
@@ -326,7 +342,8 @@ macro_rules! hop_count_fields {
             ambiguous,
             hint_checks,
             hint_agrees,
-            unforwarded
+            unforwarded,
+            h2_paired
         )
     };
 }
@@ -347,7 +364,7 @@ impl HopCounts {
         ("inconsistent", |c| c.inconsistent),
         ("unknown_role", |c| c.unknown_role),
         ("queue_overflow", |c| c.queue_overflow),
-        ("http2", |c| c.h2_messages),
+        ("http2", |c| c.h2_streams.saturating_sub(c.h2_paired)),
     ];
 
     /// Adds another reading (another CPU's, another process of the same proxy).

@@ -9,13 +9,14 @@ pub mod config;
 pub mod counters;
 pub mod cpu;
 pub mod event;
+pub mod h2;
 pub mod hop;
 pub mod maps;
 pub mod pairing;
 pub mod sock;
 
 /// Version of the kernel/user wire format. Bump it when any type in this crate changes layout.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Marks a type as safe to copy to and from eBPF maps (userspace side only).
 #[cfg(feature = "user")]

@@ -17,13 +17,14 @@ pub const PASSIVE_SK: &str = "PASSIVE_SK";
 pub const THREAD_FWD: &str = "THREAD_FWD";
 pub const THREAD_LAST: &str = "THREAD_LAST";
 pub const ZEROS: &str = "ZEROS";
+pub const IOV_SCRATCH: &str = "IOV_SCRATCH";
 pub const PROC_FWD: &str = "PROC_FWD";
 pub const HOP_COUNTS: &str = "HOP_COUNTS";
 pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
 
 /// Every map of the object.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     NR_OPS,
     TRACKED,
     TARGETS,
@@ -39,6 +40,7 @@ pub const ALL: [&str; 19] = [
     THREAD_FWD,
     THREAD_LAST,
     ZEROS,
+    IOV_SCRATCH,
     PROC_FWD,
     HOP_COUNTS,
     EVENTS,

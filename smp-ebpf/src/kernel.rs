@@ -1,6 +1,9 @@
 //! Reads of kernel and user memory at offsets the agent found in BTF and tracefs.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user};
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user,
+    bpf_probe_read_user_buf,
+};
 use smp_common::{config::KernelOffsets, counters::Counter, hop::Tuple};
 
 /// `S_IFMT` and `S_IFSOCK` from `include/uapi/linux/stat.h`.
@@ -44,6 +47,14 @@ impl ProbeError {
 pub fn read<T>(base: u64, off: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }
+}
+
+/// Copies `dst.len()` bytes at `addr` in the current task's user memory into `dst` (a map
+/// value: nothing on the BPF stack).
+#[inline(always)]
+pub fn read_user_buf(addr: u64, dst: &mut [u8]) -> Result<(), i32> {
+    // SAFETY: bpf_probe_read_user validates the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }
 }
 
 /// Reads a `T` at `addr` in the current task's user memory (an error: not readable now, e.g.
@@ -117,34 +128,37 @@ pub fn current_fd(fd: u32, o: &KernelOffsets) -> Result<FdKind, ProbeError> {
     Ok(FdKind::Socket(SocketRef { ino, sk }))
 }
 
-/// The endpoints of a connected socket; `None` while it has no peer yet.
+/// Writes the endpoints of a connected socket into `t` (a map value: written in place, not
+/// built on the BPF stack, where the addresses' bytes took 64 bytes of spills); `false`
+/// while it has no peer yet, `t` then untouched.
 #[inline(always)]
-pub fn sock_tuple(sk: u64, o: &KernelOffsets) -> Result<Option<Tuple>, ProbeError> {
+pub fn sock_tuple(sk: u64, o: &KernelOffsets, t: &mut Tuple) -> Result<bool, ProbeError> {
     if sk == 0 {
-        return Ok(None);
+        return Ok(false);
     }
     let family: u16 = read(sk, o.skc_family)?;
     let dport: u16 = read(sk, o.skc_dport)?;
     let num: u16 = read(sk, o.skc_num)?;
-    if dport == 0 || num == 0 {
-        return Ok(None);
+    if dport == 0 || num == 0 || family != AF_INET && family != AF_INET6 {
+        return Ok(false);
     }
-    let mut t = Tuple {
-        family,
-        local_port: num,
-        remote_port: u16::from_be(dport),
-        ..Tuple::default()
-    };
-    if family == AF_INET {
-        let d: [u8; 4] = read(sk, o.skc_daddr)?;
-        let s: [u8; 4] = read(sk, o.skc_rcv_saddr)?;
-        t.remote_addr[..4].copy_from_slice(&d);
-        t.local_addr[..4].copy_from_slice(&s);
-    } else if family == AF_INET6 {
-        t.remote_addr = read(sk, o.skc_v6_daddr)?;
-        t.local_addr = read(sk, o.skc_v6_rcv_saddr)?;
+    let (daddr, saddr, n) = if family == AF_INET {
+        (o.skc_daddr, o.skc_rcv_saddr, 4)
     } else {
-        return Ok(None);
+        (o.skc_v6_daddr, o.skc_v6_rcv_saddr, 16)
+    };
+    t.remote_addr = [0; 16];
+    t.local_addr = [0; 16];
+    // SAFETY: bpf_probe_read_kernel validates the source; the destinations are `n` ≤ 16 bytes.
+    unsafe {
+        bpf_probe_read_kernel_buf(
+            (sk + u64::from(daddr)) as *const u8,
+            &mut t.remote_addr[..n],
+        )?;
+        bpf_probe_read_kernel_buf((sk + u64::from(saddr)) as *const u8, &mut t.local_addr[..n])?;
     }
-    Ok(Some(t))
+    t.family = family;
+    t.local_port = num;
+    t.remote_port = u16::from_be(dport);
+    Ok(true)
 }

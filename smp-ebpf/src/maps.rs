@@ -10,6 +10,7 @@ use smp_common::{
     counters::{Counter, COUNTER_SLOTS},
     cpu::{Running, ThreadCpu, MAX_THREADS},
     event::EVENTS_BYTES,
+    h2::IOV_WALK,
     hop::{
         FwdQueue, HopCounts, RespPool, SockState, ThreadLast, MAX_PASSIVE_SK, MAX_SOCK_STATE,
         MAX_THREAD_FWD,
@@ -132,6 +133,12 @@ const ZERO_WORDS: usize = {
 /// size of 2 calls is 544").
 #[map]
 pub static ZEROS: PerCpuArray<[u64; ZERO_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The buffers of the syscall whose HTTP/2 frames are being walked (`probes::hop`): up to
+/// `IOV_WALK` (address, length) pairs, copied from its iovec array here rather than onto the
+/// BPF stack.
+#[map]
+pub static IOV_SCRATCH: PerCpuArray<[u64; 2 * IOV_WALK]> = PerCpuArray::with_max_entries(1, 0);
 
 /// An all-zero `T` in a map value (for a map insert), if the per-CPU block is there.
 #[inline(always)]

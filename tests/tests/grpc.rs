@@ -1,7 +1,7 @@
 //! h2c and unary gRPC end to end: the lab with `--app-protocol h2c|grpc` (real Envoy and
 //! haproxy, our proxy; mTLS between the sidecars too), `smp-agent load --grpc` counting gRPC statuses by code against the lab app, and
-//! `profile --lab --app-protocol grpc` writing a gRPC test config and a result in which the
-//! HTTP/2 messages the probes cannot pair yet are counted as unpaired, with their reason.
+//! `profile --lab --app-protocol grpc` writing a gRPC test config and a result with both
+//! sidecars' hops, paired stream by stream on their HTTP/2 sides.
 //! Run with `--test-threads=1`.
 
 use std::{
@@ -305,8 +305,8 @@ fn load_grpc_counts_non_ok_statuses_by_code() {
 }
 
 /// `profile --lab --app-protocol app` through `proxy`: the test config says what the client
-/// spoke, the run got every answer, and the HTTP/2 messages the probes cannot pair yet are
-/// counted as unpaired with the reason `http2` in the details, the summary and the report.
+/// spoke, the run got every answer, each sidecar counts its requests from the HTTP/2 frames
+/// it reads and reports both hops, HTTP/2 on both of its sides.
 fn profile_lab_http2_app(proxy: &str, app: &str) {
     let dir = std::env::temp_dir().join(format!("smp-grpc-profile-{}-{app}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -370,27 +370,58 @@ fn profile_lab_http2_app(proxy: &str, app: &str) {
     assert!((qps - 200.0).abs() <= 10.0, "actual_qps {qps}");
     assert_eq!(d.end_to_end.meshed.errors, 0);
     assert_eq!(d.end_to_end.baseline.as_ref().expect("baseline").errors, 0);
-    // The kernel pairs HTTP/1.x only: every message of these HTTP/2 connections is counted
-    // as unpaired, with its reason, never dropped silently.
+    // Each sidecar reads its requests as HTTP/2 streams (the kernel walks the frames of its
+    // plaintext connections): it counts the requests the client sent, one per stream, and
+    // pairs each with its forward, stream by stream on both sides.
+    assert_eq!(d.sidecars.len(), 2);
+    for s in &d.sidecars {
+        let r = s.requests as f64;
+        assert!(
+            (r - sent as f64).abs() <= 0.05 * sent as f64,
+            "{app}: {}: {r} requests seen by the probes vs {sent} sent",
+            s.proxy
+        );
+    }
+    assert_eq!(
+        d.hops.len(),
+        4,
+        "{app}: {:?}",
+        d.hops.iter().map(|h| h.key()).collect::<Vec<_>>()
+    );
+    for h in &d.hops {
+        assert!(
+            h.latency.count as f64 >= 0.95 * sent as f64,
+            "{app}: {}: {} of {sent}",
+            h.key(),
+            h.latency.count
+        );
+    }
+    // What is not paired is counted under its reason, HTTP/2's own included.
     let h2 = d.losses.unpaired_reasons.get("http2").copied().unwrap_or(0);
     assert!(
-        h2 >= sent,
-        "{app}: {h2} HTTP/2 messages unpaired for {sent} requests: {:?}",
+        h2 * 100 <= 2 * sent,
+        "{app}: {h2} HTTP/2 requests unpaired: {:?}",
         d.losses
     );
-    assert!(d.losses.unpaired >= h2, "{:?}", d.losses);
-    assert!(stdout.contains("(http2 "), "{stdout}");
+    // The frame walk loses its place rarely at this rate (counted, a loss by reason): a
+    // header split across two reads (ours, about once per connection: its reads fill a
+    // buffer of fixed size), then it takes its place again. At most one per HTTP/2
+    // connection (3 legs of 4 connections) and 1 % of the requests.
+    let lost = d
+        .losses
+        .events_lost
+        .get("h2_walk_lost")
+        .copied()
+        .unwrap_or(0);
+    assert!(lost <= 12 + sent / 100, "{app}: {:?}", d.losses);
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(
-        html.contains("by reason: ") && html.contains("http2"),
-        "report"
-    );
+    assert!(html.contains("inbound"), "report");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn profile_lab_grpc_and_h2c_write_their_protocol_and_count_h2_as_unpaired() {
-    if !require_root("profile_lab_grpc_and_h2c_write_their_protocol_and_count_h2_as_unpaired") {
+fn profile_lab_grpc_and_h2c_write_their_protocol_and_report_four_hops() {
+    if !require_root("profile_lab_grpc_and_h2c_write_their_protocol_and_report_four_hops") {
         return;
     }
     profile_lab_http2_app("envoy", "grpc");

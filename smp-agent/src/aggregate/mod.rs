@@ -49,6 +49,9 @@ pub struct LossCounters {
     pub switch_in_missed: u64,
     /// Data on a socket whose pairing state the kernel's LRU had evicted.
     pub state_evicted: u64,
+    /// Reads or writes of plain HTTP/2 connections whose frames the kernel's walk could not
+    /// all follow: the streams that started in the rest of that data were not seen.
+    pub h2_walk_lost: u64,
     /// Ring-buffer records the agent could not decode (counted in userspace).
     pub undecodable: u64,
     /// Runs of the agent's programs the kernel skipped: a program already running on that
@@ -63,12 +66,13 @@ pub type LossReason = (&'static str, fn(&LossCounters) -> u64);
 impl LossCounters {
     /// Every loss: the `reason` label of `smp_events_lost_total` (docs/metrics.md) and the
     /// field it reads. The one table every output (metrics, top) derives its reasons from.
-    pub const REASONS: [LossReason; 7] = [
+    pub const REASONS: [LossReason; 8] = [
         ("ringbuf_full", |l| l.ringbuf_dropped),
         ("map_full", |l| l.map_insert_failed),
         ("kernel_read_failed", |l| l.kernel_read_failed),
         ("switch_in_missed", |l| l.switch_in_missed),
         ("state_evicted", |l| l.state_evicted),
+        ("h2_walk_lost", |l| l.h2_walk_lost),
         ("undecodable", |l| l.undecodable),
         ("program_skipped", |l| l.program_skipped),
     ];

@@ -515,6 +515,7 @@ impl Probes {
                 Counter::KernelReadFailed => snap.loss.kernel_read_failed = total,
                 Counter::SwitchInMissed => snap.loss.switch_in_missed = total,
                 Counter::StateEvicted => snap.loss.state_evicted = total,
+                Counter::H2WalkLost => snap.loss.h2_walk_lost = total,
             }
         }
         snap.loss.program_skipped = self.skipped_runs().unwrap_or(0);

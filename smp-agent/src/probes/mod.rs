@@ -95,6 +95,44 @@ mod tests {
         assert!(programs >= 10, "only {programs} program sections found");
     }
 
+    /// A BPF function of its own (`.text`: a closure LLVM did not inline, a program body it
+    /// outlined) adds its frame to its caller's: the kernel rounds each frame up to 32 bytes
+    /// and refuses a chain deeper than 512 ("combined stack size of 2 calls is 560", when
+    /// `smp_sys_enter`'s body was outlined). Held conservatively: the deepest program with
+    /// the deepest function.
+    #[test]
+    fn every_program_with_its_deepest_function_fits_the_stack() {
+        use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
+        let round = |d: i64| (d + 31) / 32 * 32;
+        let file = object::File::parse(super::EBPF_OBJECT).expect("the eBPF object is ELF");
+        let text = file.section_by_name(".text");
+        let deepest_fn = text.map_or(0, |t| {
+            let data = t.data().expect(".text data");
+            file.symbols()
+                .filter(|s| s.section_index() == Some(t.index()) && s.size() > 0)
+                .filter_map(|s| {
+                    let from = usize::try_from(s.address() - t.address()).ok()?;
+                    let to = from + usize::try_from(s.size()).ok()?;
+                    data.get(from..to).map(stack_depth)
+                })
+                .max()
+                .unwrap_or(0)
+        });
+        for section in file.sections() {
+            let name = section.name().unwrap_or_default();
+            if section.kind() != SectionKind::Text || name == ".text" {
+                continue;
+            }
+            let depth = stack_depth(section.data().expect("section data"));
+            let chain = round(depth) + round(deepest_fn);
+            assert!(
+                chain <= 512,
+                "{name}: its frame ({depth} bytes) and the deepest BPF function's \
+                 ({deepest_fn}) come to {chain} bytes, over the kernel's 512"
+            );
+        }
+    }
+
     #[test]
     fn stack_depth_sees_stores_loads_and_pointers() {
         // *(u64 *)(r10 - 16) = r1

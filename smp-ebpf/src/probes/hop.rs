@@ -20,23 +20,27 @@ use smp_common::{
     config::KernelOffsets,
     counters::Counter,
     event::EventKind,
+    h2::{self, Cursor, FrameHeader, H2Walk, WalkEnd, IOV_WALK},
     hop::{
         hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, ThreadLast, DIR_IN,
         DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE,
-        REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_TLS,
-        SOCK_TUPLE,
+        REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_STREAM,
+        SOCK_TLS, SOCK_TUPLE,
     },
     pairing::{self, Class, SockStates, Sole},
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
 };
 
 use crate::{
-    kernel::{read, read_user, sock_tuple, ProbeError, SocketRef},
+    kernel::{read, read_user, read_user_buf, sock_tuple, ProbeError, SocketRef},
     maps::{
-        count, created, emit, header, offsets, zeroed, Wake, HOP_COUNTS, PASSIVE_SK, PROC_FWD,
-        SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST,
+        count, created, emit, header, offsets, zeroed, Wake, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK,
+        PROC_FWD, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST,
     },
 };
+
+/// A syscall's buffers as a frame walk reads them ([`walk_buffers`]).
+type Iovecs = [u64; 2 * IOV_WALK];
 
 /// `SOCK_STATE` as the pairing rules read it.
 struct SockStateMap;
@@ -67,6 +71,40 @@ fn first_bytes(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Opti
         return None;
     }
     read_user::<[u8; 8]>(base).ok()
+}
+
+/// The buffers of a syscall's data, for a frame walk: up to [`IOV_WALK`] (address, length)
+/// pairs in this CPU's `IOV_SCRATCH` (a single buffer: its address and no bound but the
+/// data's length; an iovec array's first entries, read whole: entries past a `readv`'s count
+/// are not known apart, but a read's length never reaches them).
+#[inline(always)]
+fn walk_buffers(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Option<*mut Iovecs> {
+    let t = IOV_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, used by this program only until it returns.
+    let t = unsafe { &mut *t };
+    let iov = match kind {
+        SyscallKind::Read | SyscallKind::Write | SyscallKind::Recvfrom | SyscallKind::Sendto => {
+            *t = [0; 2 * IOV_WALK];
+            t[0] = p.buf;
+            t[1] = u64::MAX;
+            return Some(t);
+        }
+        SyscallKind::Readv | SyscallKind::Writev => p.buf,
+        SyscallKind::Recvmsg | SyscallKind::Sendmsg => {
+            read_user::<u64>(p.buf + o.msghdr_iov as u64).ok()?
+        }
+    };
+    // SAFETY: the slot is IOV_WALK pairs of u64, viewed as bytes for the copy.
+    let bytes =
+        unsafe { core::slice::from_raw_parts_mut(t.as_mut_ptr().cast::<u8>(), 16 * IOV_WALK) };
+    if read_user_buf(iov, bytes).is_err() {
+        // The array ends before IOV_WALK entries, at the end of a page: its first alone.
+        let first: [u64; 2] = read_user(iov).ok()?;
+        *t = [0; 2 * IOV_WALK];
+        t[0] = first[0];
+        t[1] = first[1];
+    }
+    Some(t)
 }
 
 #[inline(always)]
@@ -148,8 +186,7 @@ pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
     // SAFETY: map value just created for the calling thread's fresh socket.
     let s = unsafe { &mut *s };
     s.role = role;
-    if let Ok(Some(t)) = sock_tuple(sock.sk, o) {
-        s.tuple = t;
+    if let Ok(true) = sock_tuple(sock.sk, o, &mut s.tuple) {
         s.flags |= SOCK_TUPLE;
     }
 }
@@ -215,9 +252,15 @@ pub fn on_data(
     } else {
         0
     };
-    let class = first_bytes(p, kind, o)
-        .map(|b| pairing::classify(&b, len))
-        .unwrap_or(Class::Other);
+    let (class, preface_out) = match first_bytes(p, kind, o) {
+        // Writes are not classified (their length is not known here); an h2c client's
+        // preface is told by its 8 bytes.
+        Some(b) => (pairing::classify(&b, len), !ingress && b == *b"PRI * HT"),
+        None => (Class::Other, false),
+    };
+    if preface_out {
+        s.flags |= SOCK_H2;
+    }
     let new_msg = if ingress {
         s.last_dir != DIR_IN
     } else {
@@ -230,36 +273,308 @@ pub fn on_data(
     }
     if class == Class::H2Preface {
         s.flags |= SOCK_H2;
+        // A server reading the client's preface: its frames follow it.
+        s.h2_in = H2Walk::starting(true);
     }
     if s.role == ROLE_UNKNOWN && new_msg {
         s.role = pairing::role_from_http(class, ingress);
     }
-    if ingress && s.role == ROLE_UPSTREAM && s.flags & SOCK_H2 == 0 {
-        // Response data, first or continuation: the response this thread forwards next if it
-        // relays in the same turn (a TLS client's first "response" is its session tickets;
-        // the real one then arrives as a continuation, maybe on another thread).
+    // The response write to forward from: the socket's own state, or on a plain HTTP/2
+    // downstream the state of the stream the write answers.
+    let (out_ino, out_state) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
+        let Some(header) = walk_buffers(p, kind, o) else {
+            return 0;
+        };
+        let ino = p.ino;
+        match (ingress, s.role) {
+            (true, ROLE_DOWNSTREAM) => {
+                h2_requests_read(s, ino, len, now, arrived, header, tgid, tid);
+                return 0;
+            }
+            (true, ROLE_UPSTREAM) => {
+                h2_responses_read(s, ino, len, now, arrived, header, tgid, tid);
+                return 0;
+            }
+            (false, ROLE_UPSTREAM | ROLE_DOWNSTREAM) => {
+                match h2_written(s, ino, p.since_ns, preface_out, header, tid) {
+                    Some(stream) => stream,
+                    None => return 0,
+                }
+            }
+            _ => return 0,
+        }
+    } else {
+        if ingress && s.role == ROLE_UPSTREAM {
+            // Response data, first or continuation: the response this thread forwards next
+            // if it relays in the same turn (a TLS client's first "response" is its session
+            // tickets; the real one then arrives as a continuation, maybe on another thread).
+            if let Some(l) = thread_last(tid) {
+                // SAFETY: the calling thread's own entry: only this thread writes it.
+                unsafe { (*l).up = p.ino };
+            }
+        }
+        if !new_msg {
+            if ingress {
+                s.in_bytes += len;
+            }
+            return 0;
+        }
+        if s.role == ROLE_UNKNOWN && s.flags & SOCK_H2 == 0 {
+            bump(tgid, |c| c.unknown_role += 1);
+        }
+        if ingress {
+            on_new_inbound(s, p.ino, len, now, arrived, tgid, tid);
+            return 0;
+        }
+        (p.ino, sp)
+    };
+    // SAFETY: a map value: this socket's (above), or its stream's, written by this thread.
+    let at_exit = on_new_outbound(unsafe { &mut *out_state }, out_ino, p.since_ns, tgid, tid);
+    if out_ino != p.ino {
+        // The stream is answered: its state has done its work (its trailers find none). Its
+        // write's exit sends the response's `SendDone` only (the socket is not the stream).
+        let _ = SOCK_STATE.remove(&out_ino);
+        return at_exit & AT_EXIT_SEND_DONE;
+    }
+    at_exit
+}
+
+/// The frame header at offset `off` of the data in buffers `bufs` ([`walk_buffers`]); `None`
+/// when it is split across two buffers or lies beyond them.
+#[inline(always)]
+fn frame_at(bufs: *mut Iovecs, off: u64) -> Option<FrameHeader> {
+    // SAFETY: this CPU's scratch slot, filled by `walk_buffers` in this program run.
+    let t = unsafe { &*bufs };
+    let mut off = off;
+    for i in 0..IOV_WALK {
+        let (base, len) = (t[2 * i], t[2 * i + 1]);
+        if off < len {
+            if base == 0 || off + h2::FRAME_HEADER_LEN > len {
+                return None;
+            }
+            return read_user::<[u8; 9]>(base + off)
+                .ok()
+                .map(|b| FrameHeader::parse(&b));
+        }
+        off -= len;
+    }
+    None
+}
+
+/// A read of `len` bytes on a plain HTTP/2 downstream `ino` (its first buffer `header`)
+/// returned at `now`: each HEADERS frame opening a stream is a request, with a state of its
+/// own ([`h2::stream_key`], [`stream_state`]) remembered on the thread like an HTTP/1.x
+/// request; one read opening several streams starts them all at `now`. Frames the walk
+/// cannot follow are counted (`H2WalkLost`), their streams not seen ([`h2`]).
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into one program: a struct of them would cost BPF stack"
+)]
+fn h2_requests_read(
+    s: &mut SockState,
+    ino: u64,
+    len: u64,
+    now: u64,
+    arrived: u64,
+    header: *mut Iovecs,
+    tgid: u32,
+    tid: u32,
+) {
+    s.last_dir = DIR_IN;
+    let arrival = if arrived != 0 && arrived <= now {
+        arrived
+    } else {
+        now
+    };
+    let mut n = 0u64;
+    let mut c = Cursor::new(s.h2_in.skip, len);
+    for _ in 0..h2::MAX_FRAMES {
+        let Some(off) = c.next() else {
+            break;
+        };
+        let Some(h) = frame_at(header, off) else {
+            c.unreadable();
+            break;
+        };
+        if !c.advance(&h) {
+            break;
+        }
+        if !h2::opens(&mut s.h2_in.max_stream, &h) {
+            continue;
+        }
+        n += 1;
+        let key = h2::stream_key(ino, h.stream);
+        let Some(v) = stream_state(key, ROLE_DOWNSTREAM, s) else {
+            continue;
+        };
+        // SAFETY: map value just created for this request.
+        let v = unsafe { &mut *v };
+        v.in_start = now;
+        v.in_arrival = arrival;
+        v.in_bytes = len;
+        v.last_dir = DIR_IN;
         if let Some(l) = thread_last(tid) {
             // SAFETY: the calling thread's own entry: only this thread writes it.
-            unsafe { (*l).up = p.ino };
+            unsafe { (*l).push_request(key) };
         }
     }
-    if !new_msg {
-        if ingress {
-            s.in_bytes += len;
-        }
-        return 0;
+    let (skip, end) = c.end();
+    s.h2_in.skip = skip;
+    if end == WalkEnd::Lost {
+        count(Counter::H2WalkLost);
     }
-    if s.flags & SOCK_H2 != 0 {
-        bump(tgid, |c| c.h2_messages += 1);
-    } else if s.role == ROLE_UNKNOWN {
-        bump(tgid, |c| c.unknown_role += 1);
-    }
-    if ingress {
-        on_new_inbound(s, p.ino, len, now, arrived, tgid, tid);
-        0
+    bump(tgid, |c| {
+        c.requests += n;
+        c.h2_streams += n;
+    });
+}
+
+/// A read of `len` bytes on a plain HTTP/2 upstream `ino` returned at `now`: a HEADERS frame
+/// on a stream whose request forward waits for its response starts that response, queued on
+/// the thread like an HTTP/1.x response (the stream's state stands for the upstream).
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into one program: a struct of them would cost BPF stack"
+)]
+fn h2_responses_read(
+    s: &mut SockState,
+    ino: u64,
+    len: u64,
+    now: u64,
+    arrived: u64,
+    header: *mut Iovecs,
+    tgid: u32,
+    tid: u32,
+) {
+    s.last_dir = DIR_IN;
+    let arrival = if arrived != 0 && arrived <= now {
+        arrived
     } else {
-        on_new_outbound(s, p.ino, p.since_ns, tgid, tid)
+        now
+    };
+    let mut n = 0u64;
+    let mut c = Cursor::new(s.h2_in.skip, len);
+    for _ in 0..h2::MAX_FRAMES {
+        let Some(off) = c.next() else {
+            break;
+        };
+        let Some(h) = frame_at(header, off) else {
+            c.unreadable();
+            break;
+        };
+        if !c.advance(&h) {
+            break;
+        }
+        if !h2::answers(&h) {
+            continue;
+        }
+        let key = h2::stream_key(ino, h.stream);
+        let Some(v) = SOCK_STATE.get_ptr_mut(&key) else {
+            continue;
+        };
+        // SAFETY: map value of one stream's forward; its response arrives on this socket,
+        // read by one thread at a time.
+        let v = unsafe { &mut *v };
+        if v.flags & SOCK_STREAM == 0 || v.last_dir != DIR_OUT {
+            continue; // trailers, or not a stream's state
+        }
+        n += 1;
+        v.in_start = now;
+        v.in_arrival = arrival;
+        v.in_bytes = len;
+        v.last_dir = DIR_IN;
+        queue_response(tgid, tid, key, now, v.hint);
+        if let Some(l) = thread_last(tid) {
+            // SAFETY: the calling thread's own entry: only this thread writes it.
+            unsafe { (*l).up = key };
+        }
     }
+    let (skip, end) = c.end();
+    s.h2_in.skip = skip;
+    if end == WalkEnd::Lost {
+        count(Counter::H2WalkLost);
+    }
+    bump(tgid, |c| c.responses += n);
+}
+
+/// A write entered at `t_out` on plain HTTP/2 socket `ino` (its state `s`, its first buffer
+/// `header`), walked from its first byte (the preface's end for an upstream's first): a
+/// frame is written whole.
+///
+/// - On an upstream, each HEADERS frame opening a stream forwards a request, with a state
+///   of its own claiming the request this thread read (its hint), as an HTTP/1.x request
+///   forward does.
+/// - On a downstream, the first HEADERS frame that answers a request still waiting names
+///   the stream whose response the write forwards (returned; one per write: a second
+///   response in the same write stays unpaired, counted as `http2`).
+#[inline(always)]
+fn h2_written(
+    s: &mut SockState,
+    ino: u64,
+    t_out: u64,
+    preface: bool,
+    header: *mut Iovecs,
+    tid: u32,
+) -> Option<(u64, *mut SockState)> {
+    s.last_dir = DIR_OUT;
+    let upstream = s.role == ROLE_UPSTREAM;
+    let mut c = Cursor::write(if preface { h2::PREFACE_LEN } else { 0 });
+    for _ in 0..h2::MAX_FRAMES {
+        let Some(off) = c.next() else {
+            break;
+        };
+        let Some(h) = frame_at(header, off) else {
+            c.unreadable();
+            break;
+        };
+        if !c.advance(&h) {
+            break;
+        }
+        let key = h2::stream_key(ino, h.stream);
+        if !upstream {
+            if !h2::answers(&h) {
+                continue;
+            }
+            if let Some(v) = SOCK_STATE.get_ptr_mut(&key) {
+                // SAFETY: plain reads of the map value.
+                if unsafe { (*v).flags & SOCK_STREAM != 0 && (*v).last_dir == DIR_IN } {
+                    return Some((key, v));
+                }
+            }
+        } else if h2::opens(&mut s.h2_out_stream, &h) {
+            if let Some(v) = stream_state(key, ROLE_UPSTREAM, s) {
+                // SAFETY: map value just created for this forward.
+                let v = unsafe { &mut *v };
+                v.out_start = t_out;
+                v.last_dir = DIR_OUT;
+                v.hint = claim_request(tid, t_out);
+            }
+        }
+    }
+    // After a preface written alone, what follows it in the buffer is no frame: not a loss.
+    if c.refused() && !preface {
+        count(Counter::H2WalkLost);
+    }
+    None
+}
+
+/// A fresh state for stream `key` of plain HTTP/2 socket `of`, with role `role`. `None`: the
+/// map refused it (counted).
+#[inline(always)]
+fn stream_state(key: u64, role: u8, of: &SockState) -> Option<*mut SockState> {
+    if !zeroed::<SockState>().is_some_and(|z| SOCK_STATE.insert(&key, z, 0).is_ok()) {
+        count(Counter::MapInsertFailed);
+        return None;
+    }
+    let v = SOCK_STATE.get_ptr_mut(&key)?;
+    // SAFETY: map value just created.
+    let r = unsafe { &mut *v };
+    r.role = role;
+    r.tuple = of.tuple;
+    r.flags = (of.flags & SOCK_TUPLE) | SOCK_STREAM;
+    Some(v)
 }
 
 /// What is known of a socket seen for the first time: its endpoints, whether it was
@@ -267,8 +582,7 @@ pub fn on_data(
 #[inline(always)]
 fn register(s: &mut SockState, p: &PendingSyscall, o: &KernelOffsets) {
     if s.flags & SOCK_TUPLE == 0 {
-        if let Ok(Some(t)) = sock_tuple(p.sk, o) {
-            s.tuple = t;
+        if let Ok(true) = sock_tuple(p.sk, o, &mut s.tuple) {
             s.flags |= SOCK_TUPLE;
         }
         // SAFETY: plain copy out of the map value.
@@ -419,6 +733,11 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
 #[inline(always)]
 fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) -> Forward {
     let d_in = pairing::request_read_at(d);
+    if d_in == 0 {
+        // No request read yet (an h2c server's SETTINGS, a TLS 1.3 server's tickets, a
+        // server that speaks first): nothing to answer, so nothing unmatched.
+        return Forward::Nothing;
+    }
     // SAFETY: read-only copy of this CPU's counters of the process.
     let trust_hints = unsafe { HOP_COUNTS.get(&tgid) }.is_some_and(hints_trusted);
     let (found, by) = match THREAD_FWD.get_ptr_mut(&tid) {
@@ -555,7 +874,15 @@ fn exchange(
         },
         Wake::Lazy,
     ) {
-        bump(tgid, |c| c.paired += 1);
+        let stream = u64::from(d.flags & SOCK_STREAM != 0);
+        bump(tgid, |c| {
+            c.paired += 1;
+            c.h2_paired += stream;
+        });
+        if u.flags & SOCK_STREAM != 0 {
+            // A stream's forward, answered: its state has done its work.
+            let _ = SOCK_STATE.remove(&u_ino);
+        }
         return Forward::Emitted;
     }
     Forward::Dropped

@@ -1,0 +1,283 @@
+//! Host tests of the HTTP/2 frame walk: real frame sequences cut into reads as a socket
+//! would deliver them.
+
+extern crate std;
+use std::vec::Vec;
+
+use super::*;
+
+/// A walk as the kernel runs it: the frames of `len` bytes from `*skip`, each header read by
+/// `header`, handed to `frame`.
+fn walk(
+    skip: &mut u32,
+    len: u64,
+    mut header: impl FnMut(u64) -> Option<[u8; 9]>,
+    mut frame: impl FnMut(&FrameHeader),
+) -> WalkEnd {
+    let mut c = Cursor::new(*skip, len);
+    for _ in 0..MAX_FRAMES {
+        let Some(off) = c.next() else {
+            break;
+        };
+        let Some(b) = header(off) else {
+            c.unreadable();
+            break;
+        };
+        let h = FrameHeader::parse(&b);
+        if !c.advance(&h) {
+            break;
+        }
+        frame(&h);
+    }
+    let (next, end) = c.end();
+    *skip = next;
+    end
+}
+
+const SETTINGS: u8 = 4;
+const WINDOW_UPDATE: u8 = 8;
+const DATA: u8 = 0;
+
+fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: usize) {
+    let len = payload as u32;
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend(core::iter::repeat_n(0xab, payload));
+}
+
+/// A client's bytes: preface, SETTINGS, then `n` requests (HEADERS; every third with a DATA
+/// body and trailers), a WINDOW_UPDATE now and then. Returns the bytes and the offsets where
+/// a frame header starts.
+fn client(n: u32) -> (Vec<u8>, Vec<usize>) {
+    let mut b = Vec::new();
+    let mut starts = Vec::new();
+    b.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    starts.push(b.len());
+    frame(&mut b, SETTINGS, 0, 0, 18);
+    for i in 0..n {
+        let s = 2 * i + 1;
+        starts.push(b.len());
+        if i % 3 == 0 {
+            frame(&mut b, TYPE_HEADERS, 4, s, 40);
+            starts.push(b.len());
+            frame(&mut b, DATA, 0, s, 100 + 1000 * (i as usize % 7));
+            starts.push(b.len());
+            frame(&mut b, TYPE_HEADERS, 5, s, 12); // trailers: not a new request
+        } else {
+            frame(&mut b, TYPE_HEADERS, 5, s, 30);
+        }
+        if i % 4 == 1 {
+            starts.push(b.len());
+            frame(&mut b, WINDOW_UPDATE, 0, 0, 4);
+        }
+    }
+    (b, starts)
+}
+
+/// The requests `data` opens, walked in one read.
+fn requests(w: &mut H2Walk, data: &[u8], readable: usize) -> (u32, WalkEnd) {
+    let mut n = 0;
+    let max = &mut w.max_stream;
+    let end = walk(
+        &mut w.skip,
+        data.len() as u64,
+        |off| {
+            let off = off as usize;
+            (off + 9 <= readable).then(|| data[off..off + 9].try_into().unwrap())
+        },
+        |h| n += u32::from(opens(max, h)),
+    );
+    (n, end)
+}
+
+/// Walks `data` cut at `cuts` (increasing offsets) as successive reads.
+fn walk_cut(data: &[u8], cuts: &[usize]) -> (u32, H2Walk, Vec<WalkEnd>) {
+    let mut w = H2Walk::starting(true);
+    let mut total = 0;
+    let mut ends = Vec::new();
+    let mut from = 0;
+    for &to in cuts.iter().chain(core::iter::once(&data.len())) {
+        let read = &data[from..to];
+        let (n, end) = requests(&mut w, read, read.len());
+        total += n;
+        ends.push(end);
+        from = to;
+    }
+    (total, w, ends)
+}
+
+#[test]
+fn a_header_parses_length_type_flags_and_stream() {
+    let mut b = Vec::new();
+    frame(&mut b, TYPE_HEADERS, 5, 0x8000_0007, 0x01_0203);
+    let h = FrameHeader::parse(&b[..9].try_into().unwrap());
+    assert_eq!(
+        h,
+        FrameHeader {
+            len: 0x01_0203,
+            kind: TYPE_HEADERS,
+            flags: 5,
+            stream: 7 // the reserved bit is not part of the id
+        }
+    );
+}
+
+#[test]
+fn every_request_is_counted_once_in_one_read() {
+    let (b, _) = client(5);
+    let (n, w, ends) = walk_cut(&b, &[]);
+    assert_eq!((n, ends.as_slice()), (5, [WalkEnd::Done].as_slice()));
+    assert_eq!(w.max_stream, 9);
+    assert_eq!(w.skip, 0);
+}
+
+#[test]
+fn frames_cut_anywhere_but_inside_a_header_are_followed() {
+    let (b, starts) = client(40);
+    // Every cut point not inside a frame header, one cut per read, in several spacings.
+    let inside_header = |c: usize| starts.iter().any(|&s| c > s && c < s + 9);
+    for step in [1, 7, 24, 33, 500, 4096] {
+        let cuts: Vec<usize> = (1..b.len())
+            .step_by(step)
+            .filter(|&c| !inside_header(c))
+            .collect();
+        // The walk reads at most MAX_FRAMES headers per read: keep reads small enough.
+        let (n, w, ends) = walk_cut(&b, &cuts);
+        if ends.iter().all(|e| *e == WalkEnd::Done) {
+            assert_eq!(n, 40, "step {step}");
+            assert_eq!(w.skip, 0, "step {step}: ends on a frame boundary");
+        } else {
+            // Only reads of more frames than a walk reads lose it.
+            assert!(step >= 500, "step {step} lost: {ends:?}");
+        }
+    }
+}
+
+#[test]
+fn a_header_split_across_reads_loses_the_walk_until_a_read_starts_on_a_frame() {
+    let (b, starts) = client(8);
+    // Cut inside the header of the 4th frame; the next read starts inside it (no frame
+    // there), the one after on the 8th frame's header.
+    let cut = starts[3] + 4;
+    let (n, w, ends) = walk_cut(&b, &[cut, starts[7]]);
+    assert_eq!(ends, [WalkEnd::Lost, WalkEnd::StillLost, WalkEnd::Done]);
+    assert!(!w.lost());
+    assert_eq!(w.skip, 0);
+    // Requests whose HEADERS lay in the reads it could not follow are not seen (the loss is
+    // counted): fewer than 8, the last ones all.
+    assert!((4..8).contains(&n), "{n}");
+    assert_eq!(w.max_stream, 15);
+}
+
+#[test]
+fn a_write_must_start_on_a_frame() {
+    let (b, starts) = client(3);
+    let header = |off: u64| {
+        b.get(off as usize..off as usize + 9)
+            .map(|s| s.try_into().unwrap())
+    };
+    // From the preface's end: SETTINGS, a plausible first frame.
+    let mut c = Cursor::write(PREFACE_LEN);
+    let h = FrameHeader::parse(&header(c.next().unwrap()).unwrap());
+    assert!(c.advance(&h));
+    assert!(!c.refused());
+    // Resumed inside a frame's payload (a partial write's rest): refused.
+    let mut c = Cursor::write(starts[2] as u32 + 12);
+    let h = FrameHeader::parse(&header(c.next().unwrap()).unwrap());
+    assert!(!c.advance(&h));
+    assert!(c.refused());
+    assert_eq!(c.next(), None);
+}
+
+#[test]
+fn plausible_headers_are_known_types_on_their_kind_of_stream() {
+    let h = |kind, stream, len| FrameHeader {
+        len,
+        kind,
+        flags: 0,
+        stream,
+    };
+    assert!(plausible(&h(TYPE_HEADERS, 1, 100)));
+    assert!(plausible(&h(SETTINGS, 0, 18)));
+    assert!(plausible(&h(WINDOW_UPDATE, 0, 4)));
+    assert!(plausible(&h(WINDOW_UPDATE, 3, 4)));
+    assert!(!plausible(&h(SETTINGS, 1, 18)), "SETTINGS on a stream");
+    assert!(
+        !plausible(&h(TYPE_HEADERS, 0, 10)),
+        "HEADERS on the connection"
+    );
+    assert!(!plausible(&h(DATA, 1, RESYNC_MAX_LEN + 1)), "too long");
+    assert!(!plausible(&h(10, 1, 4)), "unknown type");
+}
+
+#[test]
+fn more_frames_than_one_walk_reads_loses_the_walk() {
+    let mut b = Vec::new();
+    for i in 0..MAX_FRAMES + 1 {
+        frame(&mut b, TYPE_HEADERS, 5, 2 * i + 1, 3);
+    }
+    let mut w = H2Walk::starting(false);
+    assert_eq!(requests(&mut w, &b, b.len()), (MAX_FRAMES, WalkEnd::Lost));
+    // Exactly MAX_FRAMES fit.
+    b.truncate(b.len() - 12);
+    let mut w = H2Walk::starting(false);
+    assert_eq!(requests(&mut w, &b, b.len()), (MAX_FRAMES, WalkEnd::Done));
+}
+
+#[test]
+fn a_header_it_cannot_read_loses_the_walk() {
+    let (b, _) = client(3);
+    let mut w = H2Walk::starting(true);
+    // Only the first 40 bytes are readable (a first iovec of 40 bytes).
+    assert_eq!(requests(&mut w, &b, 40).1, WalkEnd::Lost);
+    assert!(w.lost());
+}
+
+#[test]
+fn server_streams_and_old_streams_do_not_start_requests() {
+    let mut b = Vec::new();
+    frame(&mut b, TYPE_HEADERS, 5, 3, 3);
+    frame(&mut b, TYPE_HEADERS, 5, 2, 3); // even: server-initiated
+    frame(&mut b, TYPE_HEADERS, 5, 1, 3); // lower than one seen
+    frame(&mut b, TYPE_HEADERS, 5, 0, 3); // the connection
+    let mut w = H2Walk::starting(false);
+    assert_eq!(requests(&mut w, &b, b.len()).0, 1);
+    assert_eq!(w.max_stream, 3);
+}
+
+#[test]
+fn responses_are_headers_on_client_streams_and_keys_never_collide_with_sockets() {
+    let mut b = Vec::new();
+    frame(&mut b, TYPE_HEADERS, 4, 5, 3);
+    frame(&mut b, DATA, 1, 5, 3);
+    frame(&mut b, TYPE_HEADERS, 4, 2, 3);
+    let mut seen = Vec::new();
+    let mut skip = 0;
+    let end = walk(
+        &mut skip,
+        b.len() as u64,
+        |off| {
+            b.get(off as usize..off as usize + 9)
+                .map(|s| s.try_into().unwrap())
+        },
+        |h| seen.push((h.stream, answers(h))),
+    );
+    assert_eq!(end, WalkEnd::Done);
+    assert_eq!(seen, [(5, true), (5, false), (2, false)]);
+    assert_eq!(stream_key(0x1234, 7), 7 << 32 | 0x1234);
+    assert!(stream_key(u64::from(u32::MAX), 1) > u64::from(u32::MAX));
+}
+
+#[test]
+fn a_stream_far_past_the_last_does_not_open() {
+    let mut max = 7;
+    let h = |stream| FrameHeader {
+        kind: TYPE_HEADERS,
+        stream,
+        ..FrameHeader::default()
+    };
+    assert!(!opens(&mut max, &h(7 + MAX_STREAM_STEP + 2)), "garbage");
+    assert_eq!(max, 7);
+    assert!(opens(&mut max, &h(7 + MAX_STREAM_STEP)));
+    assert!(!opens(&mut max, &h(9)), "older");
+}
