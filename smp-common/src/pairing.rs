@@ -83,6 +83,17 @@ pub trait SockStates {
     fn get(&self, ino: u64) -> Option<&SockState>;
 }
 
+/// When a message read at `now` reached its socket: `arrived` (`tcp_probe`'s stamp), unless
+/// unknown (0) or later than the read (a stamp of the next message, raced in).
+#[inline(always)]
+pub fn arrival(arrived: u64, now: u64) -> u64 {
+    if arrived != 0 && arrived <= now {
+        arrived
+    } else {
+        now
+    }
+}
+
 /// Whether a response read at `t_in`, its request forwarded at `req_out`, can be what a
 /// response write at `t_out` forwards to a downstream whose current request was read at
 /// `d_in` (0: none yet). HTTP/1.1 orders one exchange: request read (`d_in`) ≤ its forward

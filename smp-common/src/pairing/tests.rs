@@ -821,3 +821,11 @@ fn a_tls_upstream_holds_nothing_before_its_first_exchange() {
         "after its first exchange, a response is"
     );
 }
+
+#[test]
+fn an_arrival_is_its_stamp_unless_unknown_or_after_the_read() {
+    assert_eq!(arrival(90, 100), 90);
+    assert_eq!(arrival(100, 100), 100);
+    assert_eq!(arrival(0, 100), 100, "unknown");
+    assert_eq!(arrival(110, 100), 100, "the next message's stamp");
+}

@@ -361,6 +361,18 @@ fn frame_at(bufs: *mut Iovecs, off: u64) -> Option<FrameHeader> {
     None
 }
 
+/// The next frame header of walk `c` over buffers `bufs`, stepped over; `None`: the walk
+/// ends (the data's end, a header it cannot read or refuses).
+#[inline(always)]
+fn next_frame(c: &mut Cursor, bufs: *mut Iovecs) -> Option<FrameHeader> {
+    let off = c.next()?;
+    let Some(h) = frame_at(bufs, off) else {
+        c.unreadable();
+        return None;
+    };
+    c.advance(&h).then_some(h)
+}
+
 /// A read of `len` bytes on a plain HTTP/2 downstream `ino` (its first buffer `header`)
 /// returned at `now`: each HEADERS frame opening a stream is a request, with a state of its
 /// own ([`h2::stream_key`], [`stream_state`]) remembered on the thread like an HTTP/1.x
@@ -382,24 +394,13 @@ fn h2_requests_read(
     tid: u32,
 ) {
     s.last_dir = DIR_IN;
-    let arrival = if arrived != 0 && arrived <= now {
-        arrived
-    } else {
-        now
-    };
+    let arrival = pairing::arrival(arrived, now);
     let mut n = 0u64;
     let mut c = Cursor::new(s.h2_in.skip, len);
     for _ in 0..h2::MAX_FRAMES {
-        let Some(off) = c.next() else {
+        let Some(h) = next_frame(&mut c, header) else {
             break;
         };
-        let Some(h) = frame_at(header, off) else {
-            c.unreadable();
-            break;
-        };
-        if !c.advance(&h) {
-            break;
-        }
         if !h2::opens(&mut s.h2_in.max_stream, &h) {
             continue;
         }
@@ -449,24 +450,13 @@ fn h2_responses_read(
     tid: u32,
 ) {
     s.last_dir = DIR_IN;
-    let arrival = if arrived != 0 && arrived <= now {
-        arrived
-    } else {
-        now
-    };
+    let arrival = pairing::arrival(arrived, now);
     let mut n = 0u64;
     let mut c = Cursor::new(s.h2_in.skip, len);
     for _ in 0..h2::MAX_FRAMES {
-        let Some(off) = c.next() else {
+        let Some(h) = next_frame(&mut c, header) else {
             break;
         };
-        let Some(h) = frame_at(header, off) else {
-            c.unreadable();
-            break;
-        };
-        if !c.advance(&h) {
-            break;
-        }
         if !h2::answers(&h) {
             continue;
         }
@@ -522,16 +512,9 @@ fn h2_written(
     let upstream = s.role == ROLE_UPSTREAM;
     let mut c = Cursor::write(if preface { h2::PREFACE_LEN } else { 0 });
     for _ in 0..h2::MAX_FRAMES {
-        let Some(off) = c.next() else {
+        let Some(h) = next_frame(&mut c, header) else {
             break;
         };
-        let Some(h) = frame_at(header, off) else {
-            c.unreadable();
-            break;
-        };
-        if !c.advance(&h) {
-            break;
-        }
         let key = h2::stream_key(ino, h.stream);
         if !upstream {
             if !h2::answers(&h) {
@@ -631,11 +614,7 @@ fn on_new_inbound(
         bump(tgid, |c| c.unforwarded += 1);
     }
     s.in_start = now;
-    s.in_arrival = if arrived != 0 && arrived <= now {
-        arrived
-    } else {
-        now
-    };
+    s.in_arrival = pairing::arrival(arrived, now);
     s.in_bytes = len;
     s.last_dir = DIR_IN;
     if s.flags & SOCK_H2 != 0 {
