@@ -119,12 +119,12 @@ fn ours_four_threads_at_1000_rps_plain_and_mtls() {
 ///
 /// - h2c: each sidecar pairs every request with its forward across the multiplexed side,
 ///   stream by stream (docs/hops.md, HTTP/2), and the exchange check holds them against what
-///   the client and the app recorded: [`assert_busy`]. Measured 2026-12-05: 99.78–100 %
-///   right, none wrong (Envoy's inbound leaves 0.2 % unpaired: one write of several
-///   responses pairs the first).
+///   the client and the app recorded: [`assert_busy`]. Measured 2026-12-05 (4 runs): 99.42–100 %
+///   right, at most 0.03 % wrong (Envoy's inbound leaves 0.2–0.6 % unpaired: one write of
+///   several responses pairs the first).
 /// - h2 inside mTLS: no frame is readable, the records are paired by alternation. The check
-///   is what says how far that holds when streams interleave: measured 97.3–99.5 % right,
-///   at most 0.28 % wrong; held here to the same 0.5 % wrong and 97 % paired.
+///   is what says how far that holds when streams interleave: measured 96.9–99.8 % right,
+///   at most 0.33 % wrong; held here to the same 0.5 % wrong and 97 % paired.
 #[test]
 fn h2_between_sidecars_at_1000_rps() {
     if !require_root("h2_between_sidecars_at_1000_rps") {

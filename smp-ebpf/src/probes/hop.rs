@@ -713,8 +713,8 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
 fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) -> Forward {
     let d_in = pairing::request_read_at(d);
     if d_in == 0 {
-        // No request read yet (an h2c server's SETTINGS, a TLS 1.3 server's tickets, a
-        // server that speaks first): nothing to answer, so nothing unmatched.
+        // No request read yet (an h2c server's SETTINGS written before it read the preface,
+        // a server that speaks first): nothing to answer, so nothing unmatched.
         return Forward::Nothing;
     }
     // SAFETY: read-only copy of this CPU's counters of the process.
