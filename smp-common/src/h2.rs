@@ -38,6 +38,17 @@ pub const MAX_STREAM_STEP: u32 = 2 * MAX_FRAMES;
 pub const RESYNC_MAX_LEN: u32 = 1 << 14;
 /// [`H2Walk::skip`] of a socket whose walk lost its place.
 pub const WALK_LOST: u32 = u32::MAX;
+/// Streams a request-forwarding write's exit marks sent, from the first it opened
+/// ([`sent_stream`]): a write that opens more leaves the send time of the rest unknown.
+pub const SENT_STREAMS: u32 = 4;
+
+/// The `i`-th stream (from 0) a write that opened streams `first` to `last` forwarded, if
+/// any: client streams are opened in order, every other id ([`MAX_STREAM_STEP`]).
+#[inline(always)]
+pub fn sent_stream(first: u32, last: u32, i: u32) -> Option<u32> {
+    let id = first.checked_add(i.checked_mul(2)?)?;
+    (first != 0 && i < SENT_STREAMS && id <= last).then_some(id)
+}
 
 /// One frame's header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -88,7 +88,10 @@ pub struct SockState {
     pub h2_in: H2Walk,
     /// Plain HTTP/2 upstreams: the highest stream a request forward opened.
     pub h2_out_stream: u32,
-    pub _pad2: u32,
+    /// Plain HTTP/2 upstreams: the first stream the socket's last request-forwarding write
+    /// opened (0: none); its exit marks that stream and those after it sent
+    /// ([`crate::h2::SENT_STREAMS`]).
+    pub h2_out_first: u32,
 }
 const _: () = assert!(core::mem::size_of::<SockState>() == 176);
 

@@ -281,3 +281,19 @@ fn a_stream_far_past_the_last_does_not_open() {
     assert!(opens(&mut max, &h(7 + MAX_STREAM_STEP)));
     assert!(!opens(&mut max, &h(9)), "older");
 }
+
+#[test]
+fn a_write_marks_its_first_streams_sent() {
+    let all = |first, last| {
+        (0..SENT_STREAMS + 2)
+            .filter_map(|i| sent_stream(first, last, i))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all(5, 5), [5]);
+    assert_eq!(all(5, 9), [5, 7, 9]);
+    assert_eq!(all(1, 99), [1, 3, 5, 7], "at most SENT_STREAMS");
+    assert!(all(0, 9).is_empty(), "no stream opened");
+    assert!(all(9, 7).is_empty(), "a later write opened none");
+    assert!(all(u32::MAX, u32::MAX).len() == 1);
+    assert_eq!(sent_stream(u32::MAX - 1, u32::MAX, 1), None, "no overflow");
+}

@@ -198,9 +198,24 @@ pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
     if p.at_exit & AT_EXIT_SENT != 0 {
         if let Some(s) = SOCK_STATE.get_ptr_mut(&p.ino) {
             // SAFETY: map value; only this thread writes this socket's outbound side now.
-            unsafe {
-                if (*s).out_start == p.since_ns {
-                    (*s).out_sent = now;
+            let s = unsafe { &mut *s };
+            if s.out_start == p.since_ns {
+                s.out_sent = now;
+                // A plain HTTP/2 upstream's write forwarded requests on the streams it
+                // opened: each stream's state is its forward's.
+                let (first, last) = (s.h2_out_first, s.h2_out_stream);
+                for i in 0..h2::SENT_STREAMS {
+                    let Some(id) = h2::sent_stream(first, last, i) else {
+                        break;
+                    };
+                    if let Some(v) = SOCK_STATE.get_ptr_mut(&h2::stream_key(p.ino, id)) {
+                        // SAFETY: map value of a stream this write forwarded.
+                        unsafe {
+                            if (*v).out_start == p.since_ns {
+                                (*v).out_sent = now;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -298,6 +313,8 @@ pub fn on_data(
             (false, ROLE_UPSTREAM | ROLE_DOWNSTREAM) => {
                 match h2_written(s, ino, p.since_ns, preface_out, header, tid) {
                     Some(stream) => stream,
+                    // A request forward: its exit marks the streams it opened sent.
+                    None if s.h2_out_first != 0 => return AT_EXIT_SENT,
                     None => return 0,
                 }
             }
@@ -510,6 +527,7 @@ fn h2_written(
 ) -> Option<(u64, *mut SockState)> {
     s.last_dir = DIR_OUT;
     let upstream = s.role == ROLE_UPSTREAM;
+    s.h2_out_first = 0;
     let mut c = Cursor::write(if preface { h2::PREFACE_LEN } else { 0 });
     for _ in 0..h2::MAX_FRAMES {
         let Some(h) = next_frame(&mut c, header) else {
@@ -527,6 +545,11 @@ fn h2_written(
                 }
             }
         } else if h2::opens(&mut s.h2_out_stream, &h) {
+            if s.h2_out_first == 0 {
+                // The write's exit marks its streams sent ([`on_write_exit`]).
+                s.h2_out_first = h.stream;
+                s.out_start = t_out;
+            }
             if let Some(v) = stream_state(key, ROLE_UPSTREAM, s) {
                 // SAFETY: map value just created for this forward.
                 let v = unsafe { &mut *v };
