@@ -21,7 +21,7 @@ use crate::{
     report::{
         details::{
             self, scale_histogram, ConsistencyCheck, Details, Distribution, Hop, Losses,
-            RunSummary, SidecarUsage,
+            RunSummary, SideShare, SidecarUsage,
         },
         set::{environment_for_this_host, sidecar_totals},
         smp::{Latency, PerformanceTestResult, ServiceMeshConfig, TestConfigFile, Timestamp},
@@ -400,6 +400,10 @@ fn assemble(
                 },
                 wait,
                 send,
+                sides: view
+                    .sides_of(&w.proxy, hop_direction)
+                    .map(SideShare::from_counts)
+                    .unwrap_or_default(),
             });
         }
         let mut usage = SidecarUsage {

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::{
     aggregate::{
-        hops::{self, Direction, Exchange, Leg},
+        hops::{self, Direction, Exchange, Leg, Sides},
         LossCounters,
     },
     probes::{EventReader, ProbeError, ProbeEvent, Probes},
@@ -121,6 +121,9 @@ pub struct TrackerView {
     pub waits: BTreeMap<ProxyHopKey, Histogram<u64>>,
     /// Time inside the write that forwarded them (ns), same keys.
     pub sends: BTreeMap<ProxyHopKey, Histogram<u64>>,
+    /// Exchanges per (proxy, direction) by what their sides spoke, since the start (or the
+    /// last [`Tracker::reset_window`]; [`Tracker::take_hops`] leaves them).
+    pub sides: BTreeMap<(ProxyId, Direction), BTreeMap<Sides, u64>>,
     /// Probe losses (ring buffer, map inserts, kernel reads, evicted state, undecodable
     /// records).
     pub loss: LossCounters,
@@ -166,6 +169,11 @@ impl TrackerView {
             direction,
             leg,
         })
+    }
+
+    /// What the exchanges of one proxy's hops in `direction` spoke on their two sides.
+    pub fn sides_of(&self, proxy: &ProxyId, direction: Direction) -> Option<&BTreeMap<Sides, u64>> {
+        self.sides.get(&(proxy.clone(), direction))
     }
 
     /// Hop histograms of one proxy, by (direction, leg).
@@ -240,12 +248,15 @@ enum Measure {
     Send,
 }
 
-/// The hop histograms of every proxy, by [`HopSlot`] and [`Measure`] (nanoseconds).
+/// The hop histograms of every proxy, by [`HopSlot`] and [`Measure`] (nanoseconds), and
+/// what its exchanges' sides spoke.
 #[derive(Debug, Default)]
 struct HopBook {
     hops: HashMap<HopSlot, Histogram<u64>>,
     waits: HashMap<HopSlot, Histogram<u64>>,
     sends: HashMap<HopSlot, Histogram<u64>>,
+    /// Exchanges per (proxy, direction) and [`Sides`] (at most 9 per proxy and direction).
+    sides: HashMap<(usize, Direction), BTreeMap<Sides, u64>>,
 }
 
 impl HopBook {
@@ -458,6 +469,13 @@ impl Tracker {
             return;
         }
         let direction = hops::direction(x);
+        *self
+            .book
+            .sides
+            .entry((idx, direction))
+            .or_default()
+            .entry(x.sides())
+            .or_default() += 1;
         for (leg, ns, wait) in [
             (Leg::Request, x.request_hop_ns(), x.request_wait_ns()),
             (Leg::Response, x.response_hop_ns(), x.response_wait_ns()),
@@ -674,6 +692,12 @@ impl Tracker {
             hops: self.keyed(&self.book.hops),
             waits: self.keyed(&self.book.waits),
             sends: self.keyed(&self.book.sends),
+            sides: self
+                .book
+                .sides
+                .iter()
+                .map(|((idx, d), m)| ((self.proxy_ids[*idx].clone(), *d), m.clone()))
+                .collect(),
             loss: LossCounters {
                 ..self.loss.clone()
             },

@@ -104,6 +104,7 @@ fn write_run(dir: &Path, center_ms: f64, hop_us: f64, qps: f64) {
         unpaired: 0,
         wait: None,
         send: None,
+        sides: Vec::new(),
     });
     let mut usage = SidecarUsage {
         proxy: "envoy-client".into(),

@@ -405,6 +405,22 @@ fn prometheus_on_the_daemon_agrees_with_top_on_the_envoy_lab() {
         for tp in &top_proxies {
             assert_eq!(tp["requests"].as_u64(), Some(n), "top: {}", tp["id"]);
         }
+        // Every exchange is counted by what the proxy's two sides spoke: plaintext HTTP/1.1
+        // on both sides in this lab, and nothing else.
+        let sides = by_label(
+            &p,
+            &format!("sum by (proxy_id) (smp_hop_exchanges_total{{{sel}}})"),
+            "proxy_id",
+            |r| r.len() == 2 && r.iter().all(|(id, v)| paired.get(id) == Some(v)),
+        );
+        let series = p
+            .query(&format!("smp_hop_exchanges_total{{{sel}}}"))
+            .expect("query");
+        assert_eq!(series.len(), 2, "{sides:?}: {series:?}");
+        for s in &series {
+            assert_eq!(s.labels["downstream_protocol"], "http1", "{series:?}");
+            assert_eq!(s.labels["upstream_protocol"], "http1", "{series:?}");
+        }
 
         // (iii) CPU.
         let cpu_at = |t: SystemTime| -> BTreeMap<String, f64> {

@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 use smp_agent::{
     lab::{config::AppProtocol, Lab, LabInfo, Side},
-    report::{smp::Protocol, ResultSet, Strictness},
+    report::{details::WireProtocol, smp::Protocol, ResultSet, Strictness},
 };
 use smp_tests::{agent_bin, free_port, require_root};
 
@@ -395,6 +395,16 @@ fn profile_lab_http2_app(proxy: &str, app: &str) {
             h.key(),
             h.latency.count
         );
+    }
+    // Each hop says so: HTTP/2 in the clear on both sides of both sidecars.
+    for h in &d.hops {
+        let h2c = h
+            .sides
+            .iter()
+            .filter(|s| s.downstream == WireProtocol::H2c && s.upstream == WireProtocol::H2c)
+            .map(|s| s.exchanges)
+            .sum::<u64>();
+        assert_eq!(h2c, h.latency.count, "{app}: {}: {:?}", h.key(), h.sides);
     }
     // What is not paired is counted under its reason, HTTP/2's own included.
     let h2 = d.losses.unpaired_reasons.get("http2").copied().unwrap_or(0);

@@ -260,6 +260,25 @@ fn checked_profile(
             h.key()
         );
     }
+    // Each hop says what its proxy's two sides spoke: HTTP/1.1 from and to the apps, and
+    // between the sidecars TLS with mTLS (HTTP/2 in the clear with `--h2`), every exchange.
+    use smp_agent::report::details::{Direction, WireProtocol};
+    let between = match (mtls, extra.contains(&"--h2")) {
+        (true, _) => WireProtocol::Tls,
+        (false, true) => WireProtocol::H2c,
+        (false, false) => WireProtocol::Http1,
+    };
+    for h in &d.hops {
+        let want = match h.direction {
+            Direction::Outbound => (WireProtocol::Http1, between),
+            _ => (between, WireProtocol::Http1),
+        };
+        let [only] = h.sides.as_slice() else {
+            panic!("{}: sides {:?}", h.key(), h.sides);
+        };
+        assert_eq!((only.downstream, only.upstream), want, "{}", h.key());
+        assert_eq!(only.exchanges, h.latency.count, "{}", h.key());
+    }
     assert!(dir.join("report.html").is_file());
     (set, dir)
 }

@@ -141,6 +141,7 @@ fn realistic_set() -> ResultSet {
             unpaired: 4,
             wait: None,
             send: None,
+            sides: Vec::new(),
         })
         .collect();
     let usage = |proxy: &str, pid, cpu_seconds, mem_mb, mem_peak_mb| {

@@ -3,18 +3,70 @@
 
 use std::{
     collections::BTreeMap,
+    fmt,
     net::{IpAddr, SocketAddr},
 };
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-/// Endpoints of one connection as the proxy sees it.
+/// Endpoints of one connection as the proxy sees it, and what the kernel saw it speak.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Conn {
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     pub tls: bool,
+    /// Plain HTTP/2 (the client's preface seen): its messages are streams, told apart by
+    /// their frames.
+    pub h2: bool,
+}
+
+impl Conn {
+    /// What this side of the proxy speaks, as far as the kernel can tell.
+    pub fn protocol(&self) -> WireProtocol {
+        match (self.tls, self.h2) {
+            (true, _) => WireProtocol::Tls,
+            (false, true) => WireProtocol::H2c,
+            (false, false) => WireProtocol::Http1,
+        }
+    }
+}
+
+/// What one side of a hop speaks, as the kernel sees its bytes (docs/hops.md, Protocols).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireProtocol {
+    /// Plaintext other than HTTP/2: HTTP/1.x, one message at a time in each direction.
+    Http1,
+    /// Plaintext HTTP/2: each stream paired on its own, by its frames.
+    H2c,
+    /// Encrypted: HTTP/1.1 or HTTP/2 inside, paired by record alternation.
+    Tls,
+}
+
+impl WireProtocol {
+    /// Lower-case name, as in details.json, the reports and the metrics' labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WireProtocol::Http1 => "http1",
+            WireProtocol::H2c => "h2c",
+            WireProtocol::Tls => "tls",
+        }
+    }
+}
+
+/// The protocols of an exchange's two sides: downstream (where the request came from) and
+/// upstream (where it went).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sides {
+    pub downstream: WireProtocol,
+    pub upstream: WireProtocol,
+}
+
+impl fmt::Display for Sides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}→{}", self.downstream.name(), self.upstream.name())
+    }
 }
 
 /// One exchange through a proxy, as paired in the kernel (CLOCK_MONOTONIC ns).
@@ -104,6 +156,14 @@ impl Exchange {
     /// Time the response waited in the proxy's upstream socket before the proxy read it.
     pub fn response_wait_ns(&self) -> u64 {
         self.resp_in_ns.saturating_sub(self.resp_arrival_ns)
+    }
+
+    /// What its two sides speak.
+    pub fn sides(&self) -> Sides {
+        Sides {
+            downstream: self.downstream.protocol(),
+            upstream: self.upstream.protocol(),
+        }
     }
 }
 
@@ -313,7 +373,7 @@ mod tests {
         Conn {
             local: Some(local.parse().unwrap()),
             remote: Some(remote.parse().unwrap()),
-            tls: false,
+            ..Conn::default()
         }
     }
 
@@ -394,7 +454,7 @@ mod tests {
         let c = |l: &str, r: &str| Conn {
             local: Some(m(l)),
             remote: Some(m(r)),
-            tls: false,
+            ..Conn::default()
         };
         let out = exchange(
             c("127.0.0.1:15001", "10.0.0.1:40000"),

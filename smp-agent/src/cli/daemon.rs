@@ -445,6 +445,12 @@ impl SnapshotBuilder {
                 pairing: p.pairing,
                 received_bytes: p.received_bytes,
                 sent_bytes: p.sent_bytes,
+                sides: view
+                    .sides
+                    .iter()
+                    .filter(|((id, _), _)| id == &p.proxy)
+                    .flat_map(|((_, d), m)| m.iter().map(move |(s, n)| ((*d, *s), *n)))
+                    .collect(),
             });
         }
         self.live = live;

@@ -507,12 +507,12 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
     }
     if !d.hops.is_empty() {
         println!(
-            "per-hop latency (time inside the proxy)   p50        p99      count   wait p50   send p50"
+            "per-hop latency (time inside the proxy)   p50        p99      count   wait p50   send p50  sides"
         );
         for h in &d.hops {
             let p = &h.latency.percentiles;
             println!(
-                "  {:<24} {:<8} {:<9} {:>10} {:>10} {:>8} {:>10} {:>10}",
+                "  {:<24} {:<8} {:<9} {:>10} {:>10} {:>8} {:>10} {:>10}  {}",
                 h.proxy,
                 h.direction.name(),
                 match h.leg {
@@ -527,7 +527,8 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
                     .map_or("-".into(), |w| ms(w.percentiles.p50)),
                 h.send
                     .as_ref()
-                    .map_or("-".into(), |w| ms(w.percentiles.p50))
+                    .map_or("-".into(), |w| ms(w.percentiles.p50)),
+                h.sides_label()
             );
         }
     }

@@ -261,12 +261,12 @@ mod tests {
             downstream: Conn {
                 local: Some(a(down.0)),
                 remote: Some(a(down.1)),
-                tls: false,
+                ..Conn::default()
             },
             upstream: Conn {
                 local: Some(a(up.0)),
                 remote: Some(a(up.1)),
-                tls: false,
+                ..Conn::default()
             },
             ..Exchange::default()
         };

@@ -483,12 +483,12 @@ mod tests {
             downstream: Conn {
                 local: Some(r.down_local),
                 remote: Some(r.down_remote),
-                tls: false,
+                ..Conn::default()
             },
             upstream: Conn {
                 local: Some(r.up_local),
                 remote: Some(r.up_remote),
-                tls: false,
+                ..Conn::default()
             },
             ..Exchange::default()
         }

@@ -70,7 +70,7 @@ use prometheus_client::{
 
 use crate::{
     aggregate::{
-        hops::{new_histogram, Direction, HopAggregator, Leg},
+        hops::{new_histogram, Direction, HopAggregator, Leg, Sides},
         LossCounters,
     },
     proxy::{kube::PodRef, ProxyId},
@@ -123,6 +123,8 @@ pub struct ProxySample {
     pub received_bytes: u64,
     /// Bytes its socket writes sent, cumulative.
     pub sent_bytes: u64,
+    /// Exchanges paired per direction and what their two sides spoke, cumulative.
+    pub sides: BTreeMap<(Direction, Sides), u64>,
 }
 
 impl ProxySample {
@@ -137,6 +139,7 @@ impl ProxySample {
             pairing: HopCounts::default(),
             received_bytes: 0,
             sent_bytes: 0,
+            sides: BTreeMap::new(),
         }
     }
 }
@@ -289,6 +292,7 @@ struct ProxyState {
     restarts: u64,
     rss_bytes: u64,
     hops: BTreeMap<(Direction, Leg), BucketCounts>,
+    sides: BTreeMap<(Direction, Sides), u64>,
     last_seen: Instant,
 }
 
@@ -307,6 +311,7 @@ impl ProxyState {
             restarts: 0,
             rss_bytes: 0,
             hops: BTreeMap::new(),
+            sides: BTreeMap::new(),
             last_seen: now,
         }
     }
@@ -329,6 +334,10 @@ impl ProxyState {
             *total = (*total).max(f(&s.pairing));
         }
         self.restarts = self.restarts.max(u64::from(s.restarts));
+        for (k, n) in &s.sides {
+            let total = self.sides.entry(*k).or_default();
+            *total = (*total).max(*n);
+        }
         self.rss_bytes = s.rss_bytes;
         self.last_seen = now;
     }
@@ -696,6 +705,28 @@ impl Collector for NodeCollector {
                     .map(move |((reason, _), v)| {
                         ((p.labels(), [("reason", *reason)]), Value::Counter(v))
                     })
+            }),
+        )?;
+        family(
+            enc,
+            "smp_hop_exchanges",
+            "Exchanges paired into hops, by direction and what the proxy's downstream and upstream spoke (http1, h2c, tls).",
+            None,
+            MetricType::Counter,
+            proxies.iter().flat_map(|p| {
+                p.sides.iter().map(move |((direction, sides), n)| {
+                    (
+                        (
+                            p.labels(),
+                            [
+                                ("direction", direction.name()),
+                                ("downstream_protocol", sides.downstream.name()),
+                                ("upstream_protocol", sides.upstream.name()),
+                            ],
+                        ),
+                        Value::Counter(*n),
+                    )
+                })
             }),
         )?;
         family(

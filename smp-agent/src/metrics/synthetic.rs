@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{AgentUsage, HopSample, NodeSnapshot, ProxySample};
 use crate::{
     aggregate::{
-        hops::{Direction, Leg},
+        hops::{Direction, Leg, Sides, WireProtocol},
         LossCounters,
     },
     proxy::{
@@ -40,6 +40,8 @@ pub struct SyntheticProxy {
     pub requests_per_tick: u64,
     pub bytes_per_request: u64,
     pub hops: Vec<SyntheticHop>,
+    /// What its two sides speak (every request is paired into one exchange of these).
+    pub sides: Sides,
     /// Times its process was replaced (the identity and its totals continue).
     pub restarts: u32,
     /// Ticks since the feed started.
@@ -105,6 +107,10 @@ impl SyntheticNode {
                     per_tick: vec![(40_000, 20)],
                 },
             ],
+            sides: Sides {
+                downstream: WireProtocol::Http1,
+                upstream: WireProtocol::Tls,
+            },
             restarts: 0,
             ticks: 0,
         };
@@ -134,6 +140,10 @@ impl SyntheticNode {
                     per_tick: vec![(45_000, 20)],
                 },
             ],
+            sides: Sides {
+                downstream: WireProtocol::Tls,
+                upstream: WireProtocol::Http1,
+            },
             restarts: 0,
             ticks: 0,
         };
@@ -160,6 +170,10 @@ impl SyntheticNode {
                     per_tick: vec![(80_000, 10)],
                 },
             ],
+            sides: Sides {
+                downstream: WireProtocol::Http1,
+                upstream: WireProtocol::Http1,
+            },
             restarts: 0,
             ticks: 0,
         };
@@ -205,6 +219,9 @@ impl SyntheticNode {
             };
             s.received_bytes = requests * p.bytes_per_request;
             s.sent_bytes = requests * p.bytes_per_request;
+            if let Some(h) = p.hops.first() {
+                s.sides.insert((h.direction, p.sides), requests);
+            }
             snap.proxies.push(s);
             for h in &p.hops {
                 let values: Vec<u64> = h

@@ -229,7 +229,7 @@ fn both_formats_parse() {
             "{f} is not in docs/metrics.md"
         );
     }
-    assert_eq!(families.len(), 17, "{families:?}");
+    assert_eq!(families.len(), 18, "{families:?}");
 }
 
 #[test]
@@ -243,6 +243,13 @@ fn exact_lines_for_one_proxy() {
     s.pairing.unknown_role = 2;
     s.received_bytes = 100;
     s.sent_bytes = 200;
+    let sides = |downstream, upstream| Sides {
+        downstream,
+        upstream,
+    };
+    use crate::aggregate::hops::WireProtocol::{H2c, Http1, Tls};
+    s.sides.insert((Direction::Inbound, sides(Tls, H2c)), 3);
+    s.sides.insert((Direction::Outbound, sides(Http1, Tls)), 4);
     let snap = NodeSnapshot {
         proxies: vec![s],
         hops: vec![HopSample::from_ns(
@@ -264,6 +271,8 @@ fn exact_lines_for_one_proxy() {
         format!("smp_proxy_sent_bytes_total{{{l}}} 200"),
         format!("smp_proxy_restarts_total{{{l}}} 0"),
         format!("smp_unpaired_messages_total{{{l},reason=\"unknown_role\"}} 2"),
+        format!("smp_hop_exchanges_total{{{l},direction=\"inbound\",downstream_protocol=\"tls\",upstream_protocol=\"h2c\"}} 3"),
+        format!("smp_hop_exchanges_total{{{l},direction=\"outbound\",downstream_protocol=\"http1\",upstream_protocol=\"tls\"}} 4"),
         format!("smp_hop_duration_seconds_count{{{l},direction=\"inbound\",leg=\"request\"}} 4"),
         format!("smp_hop_duration_seconds_bucket{{le=\"0.00001\",{l},direction=\"inbound\",leg=\"request\"}} 0"),
         format!("smp_hop_duration_seconds_bucket{{le=\"0.00002\",{l},direction=\"inbound\",leg=\"request\"}} 1"),
@@ -525,7 +534,7 @@ fn add_hops_merges_processes_of_one_proxy() {
     let conn = |l: &str, r: &str| Conn {
         local: Some(l.parse().unwrap()),
         remote: Some(r.parse().unwrap()),
-        tls: false,
+        ..Conn::default()
     };
     for tgid in [10, 11, 99] {
         agg.record(&Exchange {

@@ -4,7 +4,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smp_common::{
     event::{EventHeader, EventKind, ProcessExec, ProcessExit, ProcessFork},
-    hop::{ExchangeRecord, SendDone, Tuple, PAIRED_BY_MASK, PAIRED_BY_SHIFT, SOCK_TLS},
+    hop::{
+        ExchangeRecord, SendDone, Tuple, PAIRED_BY_MASK, PAIRED_BY_SHIFT, SOCK_H2, SOCK_STREAM,
+        SOCK_TLS,
+    },
     ABI_VERSION,
 };
 
@@ -49,6 +52,8 @@ pub fn conn(t: &Tuple, flags: u8) -> Conn {
         local: addr(&t.local_addr, t.local_port),
         remote: addr(&t.remote_addr, t.remote_port),
         tls: flags & SOCK_TLS != 0,
+        // A stream's state stands for its plain HTTP/2 connection.
+        h2: flags & (SOCK_H2 | SOCK_STREAM) != 0,
     }
 }
 
@@ -293,6 +298,21 @@ mod tests {
         assert_eq!(e.downstream.remote, Some("10.0.0.1:40000".parse().unwrap()));
         assert!(!e.downstream.tls && e.upstream.tls);
         assert_eq!(e.upstream.local, None, "family 0: unknown");
+        use crate::aggregate::hops::WireProtocol::{H2c, Http1, Tls};
+        assert_eq!((e.sides().downstream, e.sides().upstream), (Http1, Tls));
+        // An HTTP/2 stream's state (downstream) and a plain HTTP/2 connection (upstream).
+        for (down, up, want) in [
+            (SOCK_STREAM, SOCK_H2, (H2c, H2c)),
+            (0, SOCK_STREAM, (Http1, H2c)),
+            (SOCK_H2 | SOCK_TLS, 0, (Tls, Http1)),
+        ] {
+            r.flags = u32::from(down) | u32::from(up) << 8;
+            let Ok(ProbeEvent::Exchange(e)) = decode(&bytes_of(&r)) else {
+                panic!("not an exchange")
+            };
+            assert_eq!((e.sides().downstream, e.sides().upstream), want);
+            assert_eq!(e.paired_by, PairedBy::Unknown, "flags' low bytes only");
+        }
     }
 
     #[test]

@@ -288,7 +288,7 @@ impl EndToEnd {
     }
 }
 
-pub use crate::aggregate::hops::{Direction, Leg};
+pub use crate::aggregate::hops::{Direction, Leg, Sides, WireProtocol};
 
 /// Identifies a hop across runs: proxy name, direction, leg.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -347,9 +347,59 @@ pub struct Hop {
     /// when not measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<Distribution>,
+    /// What the proxy's two sides spoke in the hop's exchanges, most exchanges first (the
+    /// same for both legs of a direction). Absent from older files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sides: Vec<SideShare>,
+}
+
+/// Exchanges of a hop whose proxy's two sides spoke `downstream` and `upstream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SideShare {
+    pub downstream: WireProtocol,
+    pub upstream: WireProtocol,
+    pub exchanges: u64,
+}
+
+impl SideShare {
+    /// `counts` as shares, most exchanges first.
+    pub fn from_counts<'a>(
+        counts: impl IntoIterator<Item = (&'a Sides, &'a u64)>,
+    ) -> Vec<SideShare> {
+        let mut v: Vec<SideShare> = counts
+            .into_iter()
+            .map(|(s, n)| SideShare {
+                downstream: s.downstream,
+                upstream: s.upstream,
+                exchanges: *n,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.exchanges
+                .cmp(&a.exchanges)
+                .then(a.sides().cmp(&b.sides()))
+        });
+        v
+    }
+
+    /// The pair of protocols.
+    pub fn sides(&self) -> Sides {
+        Sides {
+            downstream: self.downstream,
+            upstream: self.upstream,
+        }
+    }
 }
 
 impl Hop {
+    /// What its sides spoke, most exchanges first (`http1→h2c`, `tls→http1 h2c→http1`);
+    /// empty when not known.
+    pub fn sides_label(&self) -> String {
+        let v: Vec<String> = self.sides.iter().map(|s| s.sides().to_string()).collect();
+        v.join(" ")
+    }
+
     /// The key that matches this hop across runs.
     pub fn key(&self) -> HopKey {
         HopKey {

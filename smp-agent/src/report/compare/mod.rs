@@ -71,8 +71,27 @@ impl Delta {
 pub struct HopDelta {
     /// `proxy/direction/leg`.
     pub hop: String,
+    /// What the proxy's two sides spoke in A and in B ([`Hop::sides_label`]; empty: not
+    /// known).
+    pub sides: [String; 2],
     /// p50, p90, p99 deltas (ms).
     pub deltas: Vec<Delta>,
+}
+
+impl HopDelta {
+    /// How the hop is named in the text: with its sides, or both when they differ.
+    pub fn title(&self) -> String {
+        match &self.sides {
+            [a, b] if a.is_empty() && b.is_empty() => self.hop.clone(),
+            [a, b] if a == b => format!("{} ({a})", self.hop),
+            [a, b] => format!(
+                "{} (sides differ: A {}, B {})",
+                self.hop,
+                if a.is_empty() { "-" } else { a },
+                if b.is_empty() { "-" } else { b }
+            ),
+        }
+    }
 }
 
 /// Summary of one side for the report.
@@ -266,6 +285,7 @@ fn hop_delta(a: &Hop, b: &Hop, boot: BootstrapConfig) -> HopDelta {
     .collect();
     HopDelta {
         hop: a.key().to_string(),
+        sides: [a.sides_label(), b.sides_label()],
         deltas,
     }
 }

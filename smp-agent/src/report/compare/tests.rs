@@ -308,3 +308,26 @@ fn nan_and_negative_latencies_are_rejected_when_read() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_hop_is_named_with_what_its_sides_spoke() {
+    let d = |a: &str, b: &str| HopDelta {
+        hop: "envoy-client/outbound/request".into(),
+        sides: [a.into(), b.into()],
+        deltas: Vec::new(),
+    };
+    assert_eq!(d("", "").title(), "envoy-client/outbound/request");
+    assert_eq!(
+        d("http1→tls", "http1→tls").title(),
+        "envoy-client/outbound/request (http1→tls)"
+    );
+    // An HTTP/1.1 run against an HTTP/2 one: said, not hidden.
+    assert_eq!(
+        d("http1→http1", "http1→h2c").title(),
+        "envoy-client/outbound/request (sides differ: A http1→http1, B http1→h2c)"
+    );
+    assert_eq!(
+        d("", "http1→h2c").title(),
+        "envoy-client/outbound/request (sides differ: A -, B http1→h2c)"
+    );
+}

@@ -109,7 +109,7 @@ impl fmt::Display for Comparison {
             };
             t.header(f, "", ["A", "B", "B-A"], "significance")?;
             for h in &self.hops {
-                writeln!(f, "  {}", h.hop)?;
+                writeln!(f, "  {}", h.title())?;
                 for d in &h.deltas {
                     t.row(f, d, 3, &significance(d))?;
                 }

@@ -142,6 +142,7 @@ fn consistency_check() {
         unpaired: 0,
         wait: None,
         send: None,
+        sides: Vec::new(),
     };
     let hops = [hop(0.1), hop(0.1), hop(0.05), hop(0.05)];
     let c = ConsistencyCheck::compute(&hops, 0.32, 0.05, 0.2);
@@ -212,4 +213,48 @@ fn details_json_round_trip() {
     let text = serde_json::to_string_pretty(&d).unwrap();
     let back: Details = serde_json::from_str(&text).unwrap();
     assert_eq!(back, d);
+}
+
+#[test]
+fn a_hop_says_what_its_sides_spoke() {
+    use WireProtocol::{H2c, Http1, Tls};
+    let s = |downstream, upstream| Sides {
+        downstream,
+        upstream,
+    };
+    let counts: BTreeMap<Sides, u64> = [(s(Http1, Tls), 3), (s(H2c, Tls), 90), (s(Http1, H2c), 3)]
+        .into_iter()
+        .collect();
+    let sides = SideShare::from_counts(&counts);
+    // Most exchanges first; ties in a fixed order.
+    let order: Vec<(Sides, u64)> = sides.iter().map(|x| (x.sides(), x.exchanges)).collect();
+    assert_eq!(
+        order,
+        [(s(H2c, Tls), 90), (s(Http1, H2c), 3), (s(Http1, Tls), 3)]
+    );
+    let hop = Hop {
+        proxy: "p".into(),
+        kind: String::new(),
+        pid: None,
+        direction: Direction::Outbound,
+        direction_reason: String::new(),
+        leg: Leg::Request,
+        latency: Distribution::default(),
+        unpaired: 0,
+        wait: None,
+        send: None,
+        sides,
+    };
+    assert_eq!(hop.sides_label(), "h2c→tls http1→h2c http1→tls");
+    let json = serde_json::to_string(&hop).unwrap();
+    assert!(
+        json.contains(r#""sides":[{"downstream":"h2c","upstream":"tls","exchanges":90},"#),
+        "{json}"
+    );
+    let back: Hop = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, hop);
+    // Files without it (older agents) still read; an unknown protocol does not.
+    let old = json.replace(&json[json.find(r#","sides""#).unwrap()..json.len() - 1], "");
+    assert!(serde_json::from_str::<Hop>(&old).unwrap().sides.is_empty());
+    assert!(serde_json::from_str::<Hop>(&json.replace("\"tls\"", "\"quic\"")).is_err());
 }

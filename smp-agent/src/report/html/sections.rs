@@ -189,7 +189,7 @@ pub(super) fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
     )?;
     page.push_str(
         "<div class=\"wide\"><table id=\"hops-table\">\n<thead><tr><th>proxy</th><th>kind</th><th class=\"num\">pid</th>\
-         <th>direction</th><th>leg</th><th class=\"num\">messages</th><th class=\"num\">p50</th>\
+         <th>direction</th><th>leg</th><th>sides</th><th class=\"num\">messages</th><th class=\"num\">p50</th>\
          <th class=\"num\">p90</th><th class=\"num\">p99</th><th class=\"num\">p99.9</th>\
          <th class=\"num\">max</th><th class=\"num\">unpaired</th></tr></thead>\n<tbody>\n",
     );
@@ -197,7 +197,7 @@ pub(super) fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
         let p = &h.latency.percentiles;
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>\
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td></tr>",
@@ -206,6 +206,7 @@ pub(super) fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
             pid_text(h.pid),
             direction_name(h.direction),
             leg_name(h.leg),
+            escape(or_dash(&h.sides_label())),
             count(h.latency.count),
             ms(p.p50),
             ms(p.p90),
@@ -218,9 +219,15 @@ pub(super) fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
     let sum50: f64 = d.hops.iter().map(|h| h.latency.percentiles.p50).sum();
     let _ = writeln!(
         page,
-        "</tbody>\n<tfoot><tr><th colspan=\"6\">Σ hop medians</th><td class=\"num\">{}</td>\
+        "</tbody>\n<tfoot><tr><th colspan=\"7\">Σ hop medians</th><td class=\"num\">{}</td>\
          <td colspan=\"5\"></td></tr></tfoot>\n</table></div>",
         ms(sum50)
+    );
+    page.push_str(
+        "<p>Sides: what the proxy's downstream → upstream spoke in the hop's exchanges, as the \
+         kernel saw the bytes: <code>http1</code> (plaintext, one message at a time), \
+         <code>h2c</code> (plaintext HTTP/2, paired stream by stream), <code>tls</code> \
+         (encrypted, paired by record alternation).</p>\n",
     );
     directions(page, d);
     page.push_str("</section>\n");

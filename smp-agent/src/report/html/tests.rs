@@ -5,7 +5,7 @@ use super::{format::*, plots::*, *};
 use crate::report::{
     details::{
         self, ConsistencyCheck, Details, Direction, Distribution, Hop, Leg, Losses, Percentiles,
-        RunSummary, SidecarUsage, ToolInfo,
+        RunSummary, SideShare, SidecarUsage, ToolInfo, WireProtocol,
     },
     smp::{Client, PerformanceTestConfig, ServiceMesh, TestConfigFile},
 };
@@ -45,6 +45,11 @@ pub(crate) fn populated_set() -> ResultSet {
         unpaired: 3,
         wait: None,
         send: None,
+        sides: vec![SideShare {
+            downstream: WireProtocol::Http1,
+            upstream: WireProtocol::Tls,
+            exchanges: 1000,
+        }],
     };
     d.hops = vec![
         hop("envoy-client", Direction::Outbound, Leg::Request, 250_000),
@@ -138,6 +143,11 @@ fn populated_set_has_every_plot_and_table() {
         assert!(page.contains(&format!("<table id=\"{id}\"")), "{id}");
     }
     assert!(page.contains("6.1.0-test") && page.contains("smp-agent 0.1.0"));
+    // Each hop says what its proxy's two sides spoke.
+    assert!(
+        page.contains("<td>request</td><td>http1→tls</td>"),
+        "sides in the hops table"
+    );
     assert!(
         page.contains("by reason: http2 10, unknown_role 2"),
         "unpaired reasons in the losses table"
