@@ -406,6 +406,16 @@ fn profile_lab_http2_app(proxy: &str, app: &str) {
             .sum::<u64>();
         assert_eq!(h2c, h.latency.count, "{app}: {}: {:?}", h.key(), h.sides);
     }
+    // Every hop's send is measured, the request forwards on HTTP/2 upstreams included.
+    for h in &d.hops {
+        let sends = h.send.as_ref().map_or(0, |s| s.count);
+        assert!(
+            sends as f64 >= 0.9 * h.latency.count as f64,
+            "{app}: {}: {sends} sends of {}",
+            h.key(),
+            h.latency.count
+        );
+    }
     // What is not paired is counted under its reason, HTTP/2's own included.
     let h2 = d.losses.unpaired_reasons.get("http2").copied().unwrap_or(0);
     assert!(

@@ -260,18 +260,25 @@ fn checked_profile(
             h.key()
         );
     }
-    // Each hop says what its proxy's two sides spoke: HTTP/1.1 from and to the apps, and
-    // between the sidecars TLS with mTLS (HTTP/2 in the clear with `--h2`), every exchange.
+    // Each hop says what its proxy's two sides spoke, every exchange: HTTP/1.1 from and to
+    // the apps (h2c with an HTTP/2 app), and between the sidecars TLS with mTLS, else HTTP/2
+    // in the clear with `--h2` or an HTTP/2 app.
     use smp_agent::report::details::{Direction, WireProtocol};
-    let between = match (mtls, extra.contains(&"--h2")) {
+    let app_h2 = extra.contains(&"grpc") || extra.contains(&"h2c");
+    let app = if app_h2 {
+        WireProtocol::H2c
+    } else {
+        WireProtocol::Http1
+    };
+    let between = match (mtls, app_h2 || extra.contains(&"--h2")) {
         (true, _) => WireProtocol::Tls,
         (false, true) => WireProtocol::H2c,
         (false, false) => WireProtocol::Http1,
     };
     for h in &d.hops {
         let want = match h.direction {
-            Direction::Outbound => (WireProtocol::Http1, between),
-            _ => (between, WireProtocol::Http1),
+            Direction::Outbound => (app, between),
+            _ => (between, app),
         };
         let [only] = h.sides.as_slice() else {
             panic!("{}: sides {:?}", h.key(), h.sides);
@@ -378,6 +385,25 @@ fn profile_lab_traefik_at_1000_rps_plain_and_mtls() {
 fn profile_lab_ours_four_threads_at_1000_rps_plain_and_mtls() {
     if require_root("profile_lab_ours_four_threads_at_1000_rps_plain_and_mtls") {
         busy_profiles(["pf-o4", "pf-o4m"], "ours", &["--concurrency", "4"]);
+    }
+}
+
+/// Envoy with HTTP/2 between the sidecars (plain, then inside mTLS), and with a gRPC app
+/// (HTTP/2 on every leg, the app's included): four hops, every check of every proxy kind
+/// (requests per sidecar, sends and waits, the sides of each hop) and self-consistency.
+#[test]
+fn profile_lab_envoy_http2_and_grpc_are_self_consistent() {
+    if !require_root("profile_lab_envoy_http2_and_grpc_are_self_consistent") {
+        return;
+    }
+    for (name, mtls, extra) in [
+        ("pf-eh2", false, &["--h2"][..]),
+        ("pf-eh2m", true, &["--h2"][..]),
+        ("pf-egrpc", false, &["--app-protocol", "grpc"][..]),
+        ("pf-egrpcm", true, &["--app-protocol", "grpc"][..]),
+    ] {
+        let (_, dir) = lab_profile_in(name, "envoy", mtls, extra, STEADY);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
