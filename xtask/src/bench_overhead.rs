@@ -11,7 +11,8 @@
 //! (b) a sidecar mesh's max throughput through the lab (Envoy), and (c) p50/p99 at a fixed
 //!     rate, without probes and with each agent tracking both sidecars, rounds alternating;
 //! (d) per agent, each eBPF program's run time per request at the fixed rate (the kernel's
-//!     `bpf_stats`): where the probes' time goes.
+//!     `bpf_stats`): where the probes' time goes; with `--h2`, again on the lab with HTTP/2
+//!     between the sidecars (the kernel walks its frames).
 //!
 //! Other engineers' agents attached to the same hooks slow every syscall down too: the bench
 //! lists the tracing programs it did not load itself whenever it sees any (via `bpftool`).
@@ -58,6 +59,10 @@ pub struct Options {
     /// Only (a): no mesh lab.
     #[arg(long)]
     pub no_lab: bool,
+    /// (d) once more on the lab with HTTP/2 in the clear between the sidecars (`lab up
+    /// --h2`), beside the HTTP/1.1 figures of the same run: the frame walk's cost.
+    #[arg(long)]
+    pub h2: bool,
 }
 
 struct Kill(Child);
@@ -532,7 +537,29 @@ fn lab(
         );
     }
     println!("(medians of {} rounds; ratios are medians of per-round ratios to no probes; CPU over the fixed-rate run, from the threads' schedstat)", o.lab_rounds);
-    program_time(o, &lab, &url, &pids, agents)
+    program_time(
+        o,
+        "HTTP/1.1 between the sidecars",
+        &lab,
+        &url,
+        &pids,
+        agents,
+    )?;
+    if o.h2 {
+        drop(lab);
+        let lab = Lab::up_with(agent, "smpbench", "envoy", &["--h2"])?;
+        let url = lab.str("meshed_url")?.to_string();
+        let pids = [lab.sidecar_pid("outbound")?, lab.sidecar_pid("inbound")?];
+        program_time(
+            o,
+            "HTTP/2 (h2c) between the sidecars",
+            &lab,
+            &url,
+            &pids,
+            agents,
+        )?;
+    }
+    Ok(())
 }
 
 /// (d): where the probes' time goes: each program's run time per request at the fixed rate,
@@ -540,6 +567,7 @@ fn lab(
 /// two clock reads to every program run, which the figures include).
 fn program_time(
     o: &Options,
+    what: &str,
     lab: &Lab,
     url: &str,
     pids: &[u64],
@@ -568,7 +596,7 @@ fn program_time(
         Ok(by_name)
     };
     println!(
-        "\n(d) eBPF run time per request at {} rps, {} s, by program (kernel.bpf_stats_enabled; both agents' copies summed)",
+        "\n(d) eBPF run time per request at {} rps, {} s, by program, Envoy lab with {what} (kernel.bpf_stats_enabled; both agents' copies summed)",
         o.rate, o.seconds
     );
     for a in agents {

@@ -35,13 +35,22 @@ pub struct Lab {
 impl Lab {
     /// Brings lab `name` up with `proxy` sidecars (taking down a leftover of the same name).
     pub fn up(agent: &Path, name: &str, proxy: &str) -> anyhow::Result<Lab> {
+        Lab::up_with(agent, name, proxy, &[])
+    }
+
+    /// [`Lab::up`] with more `lab up` flags (`--h2`, `--mtls`, …).
+    pub fn up_with(agent: &Path, name: &str, proxy: &str, extra: &[&str]) -> anyhow::Result<Lab> {
         let _ = Command::new(agent)
             .args(["lab", "down", "--name", name])
             .stdout(Stdio::null())
             .status();
-        let text = output(Command::new(agent).args([
-            "lab", "up", "--name", name, "--proxy", proxy, "--output", "json",
-        ]))?;
+        let text = output(
+            Command::new(agent)
+                .args([
+                    "lab", "up", "--name", name, "--proxy", proxy, "--output", "json",
+                ])
+                .args(extra),
+        )?;
         let info: Value = serde_json::from_str(&text).context("lab up: not JSON")?;
         Ok(Lab {
             agent: agent.to_path_buf(),

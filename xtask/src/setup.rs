@@ -22,6 +22,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nginx-light", "nginx as a sidecar and a demo workload"),
     ("wrk", "reference load generator (benchmarks, demo)"),
     (
+        "bpftool",
+        "the overhead bench reads each eBPF program's run time and lists other agents' programs",
+    ),
+    (
         "qemu-system-x86",
         "boots Debian kernels for the kernel matrix (cargo xtask vm-test)",
     ),
