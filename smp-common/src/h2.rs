@@ -4,8 +4,11 @@
 //! A read's data is a run of frames, each a 9-byte header (24-bit length, type, flags, 31-bit
 //! stream id) and its payload; a frame can begin in one read and end in a later one. The walk
 //! reads headers only (never a payload byte), at most [`MAX_FRAMES`] per syscall, and carries
-//! what is left of the current frame to the socket's next read ([`H2Walk::skip`]). What it
-//! cannot follow (more frames than it reads, a header split across two reads or beyond the
+//! what is left of the current frame to the socket's next read ([`H2Walk::skip`]). A header
+//! split across two reads is carried too: the first read's last 8 bytes hold its start
+//! ([`H2Walk::tail`]), the next read's first bytes its end ([`Cursor::joined`]); a reader that
+//! fills a buffer of fixed size splits one every few thousand bytes. What it cannot follow
+//! (more frames than it reads, a header split across two buffers of one `readv` or beyond the
 //! buffer it may read) loses its place ([`WALK_LOST`]; the kernel counts it): the rest of that
 //! data is not seen. It takes its place again at the next data whose first bytes are a
 //! plausible frame header ([`plausible`]): a peer writes whole frames, so data read after a
@@ -83,8 +86,14 @@ pub struct H2Walk {
     pub skip: u32,
     /// The highest client stream id a HEADERS frame in this direction opened.
     pub max_stream: u32,
+    /// Bytes of a frame header the last data ended inside (1–8; 0: none): its start is the
+    /// end of [`Self::tail`], the rest begins the next data.
+    pub split: u32,
+    pub _pad: u32,
+    /// The last 8 bytes of the last data, when it ended inside a frame header.
+    pub tail: [u8; 8],
 }
-const _: () = assert!(core::mem::size_of::<H2Walk>() == 8);
+const _: () = assert!(core::mem::size_of::<H2Walk>() == 24);
 
 /// How one syscall's walk ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,9 +103,12 @@ pub enum WalkEnd {
     /// The walk had lost its place and the data does not start with a plausible frame
     /// header: still lost (counted when it was lost).
     StillLost,
-    /// Lost now: more frames than one walk reads, a header split across reads, one it could
-    /// not read, or a write that does not start with a frame.
+    /// Lost now: more frames than one walk reads, a header it could not read, or a write
+    /// that does not start with a frame.
     Lost,
+    /// The data ended inside a frame header, [`Cursor::have`] bytes of it: the next data
+    /// carries the rest ([`H2Walk::carry`]).
+    Split,
 }
 
 impl H2Walk {
@@ -106,13 +118,60 @@ impl H2Walk {
     pub fn starting(preface: bool) -> H2Walk {
         H2Walk {
             skip: if preface { PREFACE_LEN } else { 0 },
-            max_stream: 0,
+            ..H2Walk::default()
         }
     }
 
     pub fn lost(&self) -> bool {
         self.skip == WALK_LOST
     }
+
+    /// Takes a walk's end over `len` bytes (`c`, [`Cursor::end`]); `tail`: the data's last 8
+    /// bytes, read where the walk ended [`WalkEnd::Split`] ([`Cursor::tail_at`]; `tail_read`:
+    /// whether they could be read). Returns whether the walk lost its place now (a loss to
+    /// count). (Arrays with a flag, not `Option`s of them: in the kernel programs LLVM left
+    /// the payload of a `None` in a register the verifier found never written.)
+    #[inline(always)]
+    pub fn carry(&mut self, c: &Cursor, tail: [u8; 8], tail_read: bool) -> bool {
+        let (skip, end) = c.end();
+        self.skip = skip;
+        self.split = 0;
+        match end {
+            WalkEnd::Split if tail_read => {
+                self.split = c.have();
+                self.tail = tail;
+                false
+            }
+            WalkEnd::Split => {
+                self.skip = WALK_LOST;
+                true
+            }
+            end => end == WalkEnd::Lost,
+        }
+    }
+}
+
+/// The header split across two reads: its first `have` bytes (1–8) end `tail`, the rest
+/// begins `head` (the next read's first 9 bytes, of which the first `9 − have` are its).
+#[inline(always)]
+pub fn join(tail: &[u8; 8], have: u32, head: &[u8; 9]) -> [u8; 9] {
+    // Shifts of two registers, not indexing by `have`: the kernel's verifier refuses a
+    // variable offset into the stack (where the arrays are).
+    let have = have.clamp(1, 8);
+    let t = u64::from_be_bytes(*tail);
+    let h = u64::from_be_bytes([
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+    ]);
+    let mut b = [0u8; 9];
+    for (i, x) in (0u32..).zip(b.iter_mut()) {
+        *x = if i < have {
+            (t >> (8 * (have - 1 - i))) as u8
+        } else {
+            // Byte i − have of the head (at most the 8th: have ≥ 1).
+            (h >> (8 * (7 - (i - have).min(7)))) as u8
+        };
+    }
+    b
 }
 
 /// Whether frame `h`, in the client-to-server direction, opens a request: a HEADERS frame on
@@ -140,7 +199,8 @@ pub fn answers(h: &FrameHeader) -> bool {
 }
 
 /// Whether `h` can be a frame header where the walk must take its place again: a known
-/// type on the kind of stream it belongs to, a payload within [`RESYNC_MAX_LEN`].
+/// type with only the flags it defines, on the kind of stream it belongs to, a payload
+/// within [`RESYNC_MAX_LEN`].
 #[inline(always)]
 pub fn plausible(h: &FrameHeader) -> bool {
     const SETTINGS: u8 = 4;
@@ -148,6 +208,20 @@ pub fn plausible(h: &FrameHeader) -> bool {
     const GOAWAY: u8 = 7;
     const WINDOW_UPDATE: u8 = 8;
     if h.kind > 9 || h.len > RESYNC_MAX_LEN {
+        return false;
+    }
+    // Flags a sender may set on each type (RFC 9113 §6: undefined ones "MUST be left
+    // unset"). A match, not a table: a constant array goes to `.rodata`, which the kernel
+    // programs read as a map whose bounds the verifier holds them to.
+    let defined: u8 = match h.kind {
+        0 => 0x09,     // DATA: END_STREAM, PADDED
+        1 => 0x2d,     // HEADERS: END_STREAM, END_HEADERS, PADDED, PRIORITY
+        4 | 6 => 0x01, // SETTINGS, PING: ACK
+        5 => 0x0c,     // PUSH_PROMISE: END_HEADERS, PADDED
+        9 => 0x04,     // CONTINUATION: END_HEADERS
+        _ => 0,
+    };
+    if h.flags & !defined != 0 {
         return false;
     }
     match h.kind {
@@ -166,6 +240,9 @@ pub fn plausible(h: &FrameHeader) -> bool {
 pub struct Cursor {
     off: u64,
     len: u64,
+    /// A frame header joined from two reads ([`Cursor::joined`]), stepped over already: the
+    /// walk's first frame.
+    carried: Option<FrameHeader>,
     /// The first header must be [`plausible`] (a resync, or a write's start).
     check_first: bool,
     was_lost: bool,
@@ -182,6 +259,7 @@ impl Cursor {
         Cursor {
             off: if was_lost { 0 } else { u64::from(skip) },
             len,
+            carried: None,
             check_first: was_lost,
             was_lost,
             lost: false,
@@ -196,11 +274,49 @@ impl Cursor {
         Cursor {
             off: u64::from(start),
             len: u64::MAX,
+            carried: None,
             check_first: true,
             was_lost: false,
             lost: false,
             refused: false,
         }
+    }
+
+    /// A walk over `len` bytes that begin with the rest of a frame header `w` carries
+    /// ([`H2Walk::split`]); `head`: the data's first 9 bytes (`head_read`: whether they could
+    /// be read; if not, the walk is lost). The joined frame is the walk's first
+    /// ([`Cursor::carried`]).
+    #[inline(always)]
+    pub fn joined(w: &H2Walk, head: [u8; 9], head_read: bool, len: u64) -> Cursor {
+        let mut c = Cursor::new(0, len);
+        let rest = FRAME_HEADER_LEN - u64::from(w.split.clamp(1, 8));
+        if head_read && len >= rest {
+            let h = FrameHeader::parse(&join(&w.tail, w.split, &head));
+            c.off = rest + u64::from(h.len);
+            c.carried = Some(h);
+        } else {
+            c.lost = true;
+        }
+        c
+    }
+
+    /// The frame joined across two reads, once, before the data's own ([`Cursor::joined`]).
+    #[inline(always)]
+    pub fn carried(&mut self) -> Option<FrameHeader> {
+        self.carried.take()
+    }
+
+    /// Bytes of the header the data ended inside of ([`WalkEnd::Split`]).
+    #[inline(always)]
+    pub fn have(&self) -> u32 {
+        self.len.saturating_sub(self.off) as u32
+    }
+
+    /// Where the data's last 8 bytes start, when the walk ended inside a header and they
+    /// hold its start ([`H2Walk::carry`]; data shorter than 8 bytes: `None`, lost).
+    #[inline(always)]
+    pub fn tail_at(&self) -> Option<u64> {
+        (self.end().1 == WalkEnd::Split && self.len >= 8).then(|| self.len - 8)
     }
 
     /// The offset of the next frame header, if a whole one lies in the data.
@@ -240,6 +356,10 @@ impl Cursor {
     pub fn end(&self) -> (u32, WalkEnd) {
         if !self.lost && self.off >= self.len && self.off - self.len < u64::from(WALK_LOST) {
             return ((self.off - self.len) as u32, WalkEnd::Done);
+        }
+        if !self.lost && !self.was_lost && self.off + FRAME_HEADER_LEN > self.len {
+            // In place, and the data ends inside the next header.
+            return (0, WalkEnd::Split);
         }
         if self.was_lost {
             // Not back in place: the first header refused, or too little data for one.

@@ -93,7 +93,7 @@ pub struct SockState {
     /// ([`crate::h2::SENT_STREAMS`]).
     pub h2_out_first: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 176);
+const _: () = assert!(core::mem::size_of::<SockState>() == 192);
 
 /// An upstream's response that its next request overtook before a write forwarded it, with
 /// what its exchange needs ([`SockState::held`]). A Go `http.Transport` puts a connection back

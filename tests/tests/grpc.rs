@@ -423,17 +423,17 @@ fn profile_lab_http2_app(proxy: &str, app: &str) {
         "{app}: {h2} HTTP/2 requests unpaired: {:?}",
         d.losses
     );
-    // The frame walk loses its place rarely at this rate (counted, a loss by reason): a
-    // header split across two reads (ours, about once per connection: its reads fill a
-    // buffer of fixed size), then it takes its place again. At most one per HTTP/2
-    // connection (3 legs of 4 connections) and 1 % of the requests.
+    // The frame walk loses its place rarely at this rate (counted, a loss by reason): more
+    // frames in one read than it reads, then it takes its place again. A header split
+    // across two reads is joined, not lost (ours splits about one per connection: its reads
+    // fill a buffer of fixed size). At most 1 % of the requests.
     let lost = d
         .losses
         .events_lost
         .get("h2_walk_lost")
         .copied()
         .unwrap_or(0);
-    assert!(lost <= 12 + sent / 100, "{app}: {:?}", d.losses);
+    assert!(lost <= sent / 100, "{app}: {:?}", d.losses);
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("inbound"), "report");
     let _ = std::fs::remove_dir_all(&dir);

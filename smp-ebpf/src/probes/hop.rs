@@ -20,7 +20,7 @@ use smp_common::{
     config::KernelOffsets,
     counters::Counter,
     event::EventKind,
-    h2::{self, Cursor, FrameHeader, H2Walk, WalkEnd, IOV_WALK},
+    h2::{self, Cursor, FrameHeader, H2Walk, IOV_WALK},
     hop::{
         hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, ThreadLast, DIR_IN,
         DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE,
@@ -356,38 +356,71 @@ pub fn on_data(
     at_exit
 }
 
-/// The frame header at offset `off` of the data in buffers `bufs` ([`walk_buffers`]); `None`
-/// when it is split across two buffers or lies beyond them.
+/// The `N` bytes at offset `off` of the data in buffers `bufs` ([`walk_buffers`]), and
+/// whether they could be read: not when they are split across two buffers or lie beyond
+/// them (then zeros; see [`H2Walk::carry`] for why not an `Option`).
 #[inline(always)]
-fn frame_at(bufs: *mut Iovecs, off: u64) -> Option<FrameHeader> {
+fn bytes_at<const N: usize>(bufs: *mut Iovecs, off: u64) -> ([u8; N], bool) {
     // SAFETY: this CPU's scratch slot, filled by `walk_buffers` in this program run.
     let t = unsafe { &*bufs };
     let mut off = off;
     for i in 0..IOV_WALK {
         let (base, len) = (t[2 * i], t[2 * i + 1]);
         if off < len {
-            if base == 0 || off + h2::FRAME_HEADER_LEN > len {
-                return None;
+            if base == 0 || off + N as u64 > len {
+                break;
             }
-            return read_user::<[u8; 9]>(base + off)
-                .ok()
-                .map(|b| FrameHeader::parse(&b));
+            return match read_user::<[u8; N]>(base + off) {
+                Ok(b) => (b, true),
+                Err(_) => ([0; N], false),
+            };
         }
         off -= len;
     }
-    None
+    ([0; N], false)
 }
 
 /// The next frame header of walk `c` over buffers `bufs`, stepped over; `None`: the walk
-/// ends (the data's end, a header it cannot read or refuses).
+/// ends (the data's end, a header it cannot read or refuses). The first may be one joined
+/// across two reads ([`Cursor::carried`]).
 #[inline(always)]
 fn next_frame(c: &mut Cursor, bufs: *mut Iovecs) -> Option<FrameHeader> {
+    if let Some(h) = c.carried() {
+        return Some(h);
+    }
     let off = c.next()?;
-    let Some(h) = frame_at(bufs, off) else {
+    let (b, read) = bytes_at::<9>(bufs, off);
+    if !read {
         c.unreadable();
         return None;
-    };
+    }
+    let h = FrameHeader::parse(&b);
     c.advance(&h).then_some(h)
+}
+
+/// A walk over a read of `len` bytes in buffers `bufs`, from where `w` stands (joining a
+/// header the last read ended inside of).
+#[inline(always)]
+fn read_walk(w: &H2Walk, len: u64, bufs: *mut Iovecs) -> Cursor {
+    if w.split != 0 {
+        let (head, read) = bytes_at::<9>(bufs, 0);
+        Cursor::joined(w, head, read, len)
+    } else {
+        Cursor::new(w.skip, len)
+    }
+}
+
+/// Where read walk `c` leaves `w` (a header split at the data's end kept for the next
+/// read); a walk lost now is counted.
+#[inline(always)]
+fn read_walk_end(w: &mut H2Walk, c: &Cursor, bufs: *mut Iovecs) {
+    let (tail, read) = match c.tail_at() {
+        Some(at) => bytes_at::<8>(bufs, at),
+        None => ([0; 8], false),
+    };
+    if w.carry(c, tail, read) {
+        count(Counter::H2WalkLost);
+    }
 }
 
 /// A read of `len` bytes on a plain HTTP/2 downstream `ino` (its first buffer `header`)
@@ -413,7 +446,7 @@ fn h2_requests_read(
     s.last_dir = DIR_IN;
     let arrival = pairing::arrival(arrived, now);
     let mut n = 0u64;
-    let mut c = Cursor::new(s.h2_in.skip, len);
+    let mut c = read_walk(&s.h2_in, len, header);
     for _ in 0..h2::MAX_FRAMES {
         let Some(h) = next_frame(&mut c, header) else {
             break;
@@ -437,11 +470,7 @@ fn h2_requests_read(
             unsafe { (*l).push_request(key) };
         }
     }
-    let (skip, end) = c.end();
-    s.h2_in.skip = skip;
-    if end == WalkEnd::Lost {
-        count(Counter::H2WalkLost);
-    }
+    read_walk_end(&mut s.h2_in, &c, header);
     bump(tgid, |c| {
         c.requests += n;
         c.h2_streams += n;
@@ -469,7 +498,7 @@ fn h2_responses_read(
     s.last_dir = DIR_IN;
     let arrival = pairing::arrival(arrived, now);
     let mut n = 0u64;
-    let mut c = Cursor::new(s.h2_in.skip, len);
+    let mut c = read_walk(&s.h2_in, len, header);
     for _ in 0..h2::MAX_FRAMES {
         let Some(h) = next_frame(&mut c, header) else {
             break;
@@ -498,11 +527,7 @@ fn h2_responses_read(
             unsafe { (*l).up = key };
         }
     }
-    let (skip, end) = c.end();
-    s.h2_in.skip = skip;
-    if end == WalkEnd::Lost {
-        count(Counter::H2WalkLost);
-    }
+    read_walk_end(&mut s.h2_in, &c, header);
     bump(tgid, |c| c.responses += n);
 }
 
