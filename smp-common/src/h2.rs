@@ -241,8 +241,10 @@ pub struct Cursor {
     off: u64,
     len: u64,
     /// A frame header joined from two reads ([`Cursor::joined`]), stepped over already: the
-    /// walk's first frame.
-    carried: Option<FrameHeader>,
+    /// walk's first frame when `has_carried`. (A flag, not an `Option`: a `None`'s payload
+    /// is stack never written, which Linux 5.10's verifier refuses to see copied.)
+    carried: FrameHeader,
+    has_carried: bool,
     /// The first header must be [`plausible`] (a resync, or a write's start).
     check_first: bool,
     was_lost: bool,
@@ -259,7 +261,8 @@ impl Cursor {
         Cursor {
             off: if was_lost { 0 } else { u64::from(skip) },
             len,
-            carried: None,
+            carried: FrameHeader::default(),
+            has_carried: false,
             check_first: was_lost,
             was_lost,
             lost: false,
@@ -274,7 +277,8 @@ impl Cursor {
         Cursor {
             off: u64::from(start),
             len: u64::MAX,
-            carried: None,
+            carried: FrameHeader::default(),
+            has_carried: false,
             check_first: true,
             was_lost: false,
             lost: false,
@@ -293,7 +297,8 @@ impl Cursor {
         if head_read && len >= rest {
             let h = FrameHeader::parse(&join(&w.tail, w.split, &head));
             c.off = rest + u64::from(h.len);
-            c.carried = Some(h);
+            c.carried = h;
+            c.has_carried = true;
         } else {
             c.lost = true;
         }
@@ -303,7 +308,7 @@ impl Cursor {
     /// The frame joined across two reads, once, before the data's own ([`Cursor::joined`]).
     #[inline(always)]
     pub fn carried(&mut self) -> Option<FrameHeader> {
-        self.carried.take()
+        core::mem::take(&mut self.has_carried).then_some(self.carried)
     }
 
     /// Bytes of the header the data ended inside of ([`WalkEnd::Split`]).
