@@ -122,27 +122,34 @@ fn sidecar_derived_figures() {
     assert!((s.vcpu_per_1000_rps - 0.1).abs() < 1e-9);
 }
 
-#[test]
-fn consistency_check() {
-    let hop = |p50: f64| Hop {
+/// Proxy `p`'s outbound request hop with `latency`, nothing else said.
+fn outbound_request(latency: Distribution) -> Hop {
+    Hop {
         proxy: "p".into(),
         kind: String::new(),
         pid: None,
         direction: Direction::Outbound,
         direction_reason: String::new(),
         leg: Leg::Request,
-        latency: Distribution {
+        latency,
+        unpaired: 0,
+        wait: None,
+        send: None,
+        sides: Vec::new(),
+    }
+}
+
+#[test]
+fn consistency_check() {
+    let hop = |p50: f64| {
+        outbound_request(Distribution {
             count: 1,
             percentiles: Percentiles {
                 p50,
                 ..Default::default()
             },
             histogram: None,
-        },
-        unpaired: 0,
-        wait: None,
-        send: None,
-        sides: Vec::new(),
+        })
     };
     let hops = [hop(0.1), hop(0.1), hop(0.05), hop(0.05)];
     let c = ConsistencyCheck::compute(&hops, 0.32, 0.05, 0.2);
@@ -233,17 +240,8 @@ fn a_hop_says_what_its_sides_spoke() {
         [(s(H2c, Tls), 90), (s(Http1, H2c), 3), (s(Http1, Tls), 3)]
     );
     let hop = Hop {
-        proxy: "p".into(),
-        kind: String::new(),
-        pid: None,
-        direction: Direction::Outbound,
-        direction_reason: String::new(),
-        leg: Leg::Request,
-        latency: Distribution::default(),
-        unpaired: 0,
-        wait: None,
-        send: None,
         sides,
+        ..outbound_request(Distribution::default())
     };
     assert_eq!(hop.sides_label(), "h2c→tls http1→h2c http1→tls");
     let json = serde_json::to_string(&hop).unwrap();
