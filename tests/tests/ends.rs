@@ -123,8 +123,10 @@ fn ours_four_threads_at_1000_rps_plain_and_mtls() {
 ///   right, at most 0.03 % wrong (Envoy's inbound leaves 0.2–0.6 % unpaired: one write of
 ///   several responses pairs the first).
 /// - h2 inside mTLS: no frame is readable, the records are paired by alternation. The check
-///   is what says how far that holds when streams interleave: measured 96.9–99.8 % right,
-///   at most 0.33 % wrong; held here to the same 0.5 % wrong and 97 % paired.
+///   is what says how far that holds when streams interleave (ours shares one HTTP/2
+///   connection per worker, Envoy likewise): measured 2026-12-05 (3 runs, 12 sides) 99.30–
+///   99.92 % paired, 99.28–99.75 % right, at most 0.28 % wrong; held here to the issue's
+///   99 % paired and 0.5 % wrong.
 #[test]
 fn h2_between_sidecars_at_1000_rps() {
     if !require_root("h2_between_sidecars_at_1000_rps") {
@@ -147,7 +149,7 @@ fn h2_between_sidecars_at_1000_rps() {
             }
             assert_four_hops(&figs);
             for f in &figs {
-                assert!(f.paired_pct >= 97.0, "{}: {f:?}", f.side);
+                assert!(f.paired_pct >= 99.0, "{}: {f:?}", f.side);
                 assert!(f.wrong_pct() <= 0.5, "{}: {f:?}", f.side);
                 assert!(f.unpaired_by_reason >= f.unpaired, "{}: {f:?}", f.side);
             }

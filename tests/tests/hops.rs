@@ -131,6 +131,20 @@ fn assert_pairs_right(side: Side, v: &Verdict, c: &HopCounts, right_share: f64, 
     );
 }
 
+/// The probe stamped every right exchange's two syscalls inside the proxy's brackets of
+/// them. With HTTP/2 inside TLS (`h2_in_tls`) at most 0.5 % (the bound on wrong pairings;
+/// measured 0.02–0.06 %): the encrypted multiplexed side's messages are told by alternation
+/// (docs/hops.md, known limits), so a request whose HEADERS went out in a write that
+/// continued a run of writes is timed at the run's next new write, a neighbour's syscall.
+fn assert_stamps_inside(side: Side, v: &Verdict, h2_in_tls: bool) {
+    let allowed = if h2_in_tls { v.right / 200 } else { 0 };
+    assert!(
+        v.outside <= allowed,
+        "{side}: {} probe stamps outside the syscalls (at most {allowed}): {v:?}",
+        v.outside
+    );
+}
+
 /// Envoy's writes of a turn run after its reads: the hints (request FIFO) and the batch carry
 /// it; when a turn mixes connections a few exchanges in a thousand land on a neighbour. The
 /// bounds (`right_share`, `wrong_share`) of [`assert_pairs_right`] at a moderate rate.
@@ -210,11 +224,15 @@ fn envoy_two_workers_mtls_pairs_against_its_access_log() {
     }
 }
 
-fn ground_truth(name: &str, workers: u32, delay_us: u64, mtls: bool) {
-    let cfg = both_sidecars(name, ProxyKind::Ours, mtls, |s| {
+/// The ground-truth sidecars with a constant delay `delay_us`: `workers` threads each, mTLS
+/// between them or not, HTTP/2 between them (`h2`: the 64 client connections' requests
+/// multiplexed on one upstream connection per worker) or HTTP/1.1.
+fn ground_truth(name: &str, workers: u32, delay_us: u64, mtls: bool, h2: bool) {
+    let mut cfg = both_sidecars(name, ProxyKind::Ours, mtls, |s| {
         s.workers = workers;
         s.delay_us = delay_us;
     });
+    cfg.h2 = h2;
     with_tracked_lab(&cfg, |info, pids, session| {
         // 25 requests per connection in plaintext; with mTLS 100, so that connection set-up
         // (handshakes) weighs as little as it does in a long-running mesh.
@@ -243,10 +261,7 @@ fn ground_truth(name: &str, workers: u32, delay_us: u64, mtls: bool) {
             // Every right exchange's request is bracketed by the proxy's clock around its
             // syscalls, and the probe stamped both syscalls inside their brackets.
             assert_eq!(v.bracketed, v.right, "{side}: {v:?}");
-            assert_eq!(
-                v.outside, 0,
-                "{side}: probe stamps outside the syscalls: {v:?}"
-            );
+            assert_stamps_inside(side, &v, mtls && h2);
             let (p50, p99) = (hop_us(agg, pid, 0.5), hop_us(agg, pid, 0.99));
             eprintln!("{name} {side}: D {d} us; probe p50 {p50:.1} p99 {p99:.1} us; {c:?}");
             // Issue 6: ≥ 99 % paired, with mTLS too (each TLS connection's first exchange is
@@ -283,45 +298,96 @@ fn ground_truth(name: &str, workers: u32, delay_us: u64, mtls: bool) {
 #[test]
 fn ground_truth_200us_one_worker() {
     if require_root("ground_truth_200us_one_worker") {
-        ground_truth("gt1", 1, 200, false);
+        ground_truth("gt1", 1, 200, false, false);
     }
 }
 
 #[test]
 fn ground_truth_2ms_one_worker() {
     if require_root("ground_truth_2ms_one_worker") {
-        ground_truth("gt2", 1, 2000, false);
+        ground_truth("gt2", 1, 2000, false, false);
     }
 }
 
 #[test]
 fn ground_truth_200us_four_workers() {
     if require_root("ground_truth_200us_four_workers") {
-        ground_truth("gt3", 4, 200, false);
+        ground_truth("gt3", 4, 200, false, false);
     }
 }
 
 #[test]
 fn ground_truth_2ms_four_workers() {
     if require_root("ground_truth_2ms_four_workers") {
-        ground_truth("gt4", 4, 2000, false);
+        ground_truth("gt4", 4, 2000, false, false);
     }
 }
 
 #[test]
 fn ground_truth_with_mtls_between_sidecars() {
     if require_root("ground_truth_with_mtls_between_sidecars") {
-        ground_truth("gt5", 4, 2000, true);
+        ground_truth("gt5", 4, 2000, true, false);
+    }
+}
+
+/// HTTP/2 between the sidecars, plaintext: each worker's one upstream connection carries
+/// the requests of many clients at once.
+#[test]
+fn ground_truth_h2c_200us_one_worker() {
+    if require_root("ground_truth_h2c_200us_one_worker") {
+        ground_truth("gth1", 1, 200, false, true);
+    }
+}
+
+#[test]
+fn ground_truth_h2c_2ms_four_workers() {
+    if require_root("ground_truth_h2c_2ms_four_workers") {
+        ground_truth("gth2", 4, 2000, false, true);
+    }
+}
+
+/// HTTP/2 inside mTLS between the sidecars: the multiplexed side is encrypted.
+#[test]
+fn ground_truth_h2_inside_mtls_200us_one_worker() {
+    if require_root("ground_truth_h2_inside_mtls_200us_one_worker") {
+        ground_truth("gth3", 1, 200, true, true);
+    }
+}
+
+#[test]
+fn ground_truth_h2_inside_mtls_2ms_four_workers() {
+    if require_root("ground_truth_h2_inside_mtls_2ms_four_workers") {
+        ground_truth("gth4", 4, 2000, true, true);
     }
 }
 
 /// Mixed per-request delays: a constant delay would hide mis-pairing; a spread one does not.
 #[test]
 fn mixed_header_delays_are_recovered_per_request() {
-    if !require_root("mixed_header_delays_are_recovered_per_request") {
-        return;
+    if require_root("mixed_header_delays_are_recovered_per_request") {
+        mixed_header_delays("gtmix", false, false);
     }
-    let mut cfg = lab_config("gtmix", ProxyKind::Ours, false);
+}
+
+#[test]
+fn mixed_header_delays_are_recovered_per_request_over_h2c() {
+    if require_root("mixed_header_delays_are_recovered_per_request_over_h2c") {
+        mixed_header_delays("gtmixh", false, true);
+    }
+}
+
+#[test]
+fn mixed_header_delays_are_recovered_per_request_over_h2_inside_mtls() {
+    if require_root("mixed_header_delays_are_recovered_per_request_over_h2_inside_mtls") {
+        mixed_header_delays("gtmixt", true, true);
+    }
+}
+
+/// Uniform 0–5 ms delays per request (the `x-smp-delay-us` header) through the ground-truth
+/// sidecars, 4 workers outbound and 1 inbound, `mtls` and `h2` between them.
+fn mixed_header_delays(name: &str, mtls: bool, h2: bool) {
+    let mut cfg = lab_config(name, ProxyKind::Ours, mtls);
+    cfg.h2 = h2;
     cfg.outbound.workers = 4;
     cfg.inbound.workers = 1;
     with_tracked_lab(&cfg, |info, pids, session| {
@@ -345,10 +411,7 @@ fn mixed_header_delays_are_recovered_per_request() {
             assert!(paired_ratio(&c) >= 0.99, "{side}: {c:?}");
             let (v, bounded) = right_pairs_bounded(info, side, &seen, pid);
             assert_pairs_right(side, &v, &c, 0.99, 0.005);
-            assert_eq!(
-                v.outside, 0,
-                "{side}: probe stamps outside the syscalls: {v:?}"
-            );
+            assert_stamps_inside(side, &v, mtls && h2);
             // Each request's hop lies within the proxy's clock of that very request, so the
             // spread of delays is recovered quantile by quantile. The proxy never forwards
             // before a request's delay is over, so no quantile is below the injected one; how

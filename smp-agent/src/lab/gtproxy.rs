@@ -31,6 +31,7 @@ use super::{
     LabError,
 };
 
+mod frames;
 mod h2bridge;
 
 /// Options of the hidden `lab proxy` subcommand.
@@ -198,6 +199,41 @@ struct Stats {
 /// Requests kept in the log (≈ 150 B each).
 const REQUEST_LOG_CAP: usize = 100_000;
 
+impl Stats {
+    /// One request forwarded: the read that brought its head and the write that forwarded
+    /// it, each (issued, returned) on the proxy's clock. The hop on the own clock runs from
+    /// the read's return to the write's issue; the log keeps both brackets.
+    fn forwarded(
+        &self,
+        down: (SocketAddr, SocketAddr),
+        up: (SocketAddr, SocketAddr),
+        read: frames::Bracket,
+        write: frames::Bracket,
+    ) {
+        let in_proxy = write.0.saturating_duration_since(read.1).as_nanos() as u64;
+        if let Ok(mut h) = self.hop_ns.lock() {
+            h.saturating_record(in_proxy);
+        }
+        if let Ok(mut log) = self.log.lock() {
+            if log.len() >= REQUEST_LOG_CAP {
+                log.pop_front();
+            }
+            log.push_back(TruthRequest {
+                down_local: down.0,
+                down_remote: down.1,
+                up_local: up.0,
+                up_remote: up.1,
+                in_ns: monotonic_ns(read.1),
+                out_ns: monotonic_ns(write.0),
+                around: Some(Around {
+                    read_issued_ns: monotonic_ns(read.0),
+                    write_returned_ns: monotonic_ns(write.1),
+                }),
+            });
+        }
+    }
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Stats {
@@ -220,6 +256,8 @@ struct Ctx {
         rustls::pki_types::ServerName<'static>,
     )>,
     stats: Stats,
+    /// The HTTP/2 upstream connections every downstream connection's requests share.
+    h2_pool: h2bridge::H2Pool,
 }
 
 fn need<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T, LabError> {
@@ -264,6 +302,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), LabError> {
     };
     let rt = super::runtime(opts.workers)?;
     let ctx = Arc::new(Ctx {
+        h2_pool: h2bridge::H2Pool::new(opts.workers),
         opts,
         acceptor,
         connector,
@@ -325,12 +364,10 @@ async fn serve(ctx: Arc<Ctx>) -> Result<(), LabError> {
                     }
                 },
             };
-            let res = if c.opts.downstream_h2 && c.opts.upstream_h2 {
-                h2bridge::h2_to_h2(c.clone(), down).await
-            } else if c.opts.downstream_h2 {
-                h2bridge::h2_to_h1(c.clone(), down).await
+            let res = if c.opts.downstream_h2 {
+                h2bridge::serve_h2(c.clone(), down, addrs).await
             } else if c.opts.upstream_h2 {
-                h2bridge::h1_to_h2(&c, down).await
+                h2bridge::h1_to_h2(&c, down, addrs, &stamps).await
             } else {
                 conn(&c, down, addrs, &stamps).await
             };
@@ -484,28 +521,9 @@ async fn conn(
         up_stamps.arm();
         uw.write_all(&head).await?;
         let now = std::time::Instant::now();
-        let (sent_at, write_returned) = up_stamps.first_write().unwrap_or((now, now));
-        let in_proxy = sent_at.saturating_duration_since(head_read).as_nanos() as u64;
-        if let Ok(mut h) = ctx.stats.hop_ns.lock() {
-            h.saturating_record(in_proxy);
-        }
-        if let Ok(mut log) = ctx.stats.log.lock() {
-            if log.len() >= REQUEST_LOG_CAP {
-                log.pop_front();
-            }
-            log.push_back(TruthRequest {
-                down_local: down_addrs.0,
-                down_remote: down_addrs.1,
-                up_local: up_addrs.0,
-                up_remote: up_addrs.1,
-                in_ns: monotonic_ns(head_read),
-                out_ns: monotonic_ns(sent_at),
-                around: Some(Around {
-                    read_issued_ns: monotonic_ns(read_issued),
-                    write_returned_ns: monotonic_ns(write_returned),
-                }),
-            });
-        }
+        let write = up_stamps.first_write().unwrap_or((now, now));
+        ctx.stats
+            .forwarded(down_addrs, up_addrs, (read_issued, head_read), write);
         if req.expect_continue {
             // Answer the client's `Expect: 100-continue` ourselves so the body flows at once;
             // the upstream's own 100 is swallowed below.

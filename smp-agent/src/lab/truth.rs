@@ -303,13 +303,17 @@ pub fn check_matching(
     // Which request of its downstream the exchange's request was (1-based, of how many), and
     // the log's index of it: the one whose read is nearest the probe's. An HTTP/1.1
     // downstream carries one request at a time, so that is the request the downstream was
-    // carrying when the probe saw it read.
+    // carrying when the probe saw it read. An HTTP/2 downstream's read may bring several
+    // requests (the same read, the same stamps): of those, the one whose forward is nearest
+    // the probe's.
     let place = |e: &Exchange| -> Option<(usize, usize, usize)> {
         let reqs = by_down.get(&(e.downstream.local?, e.downstream.remote?))?;
-        let (n, &i) = reqs
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, &i)| log[i].in_ns.abs_diff(e.req_in_ns))?;
+        let (n, &i) = reqs.iter().enumerate().min_by_key(|(_, &i)| {
+            (
+                log[i].in_ns.abs_diff(e.req_in_ns),
+                log[i].out_ns.abs_diff(e.req_out_ns),
+            )
+        })?;
         Some((n + 1, reqs.len(), i))
     };
     let explain = |e: &Exchange, why: &str| -> String {
@@ -522,6 +526,29 @@ mod tests {
         let err =
             TruthRequest::parse("1.2.3.4:5 1.2.3.4:5 1.2.3.4:5 1.2.3.4:5 1 2 - x").unwrap_err();
         assert!(err.starts_with("read_issued_ns: "), "{err}");
+    }
+
+    #[test]
+    fn requests_one_multiplexed_read_brought_are_told_apart_by_their_forwards() {
+        // One HTTP/2 downstream read brought three requests (the same read stamps), each
+        // forwarded on its own pooled HTTP/1.1 upstream.
+        let log = [
+            req(40000, 50000, 1_000_000, 1_200_000),
+            req(40000, 50001, 1_000_000, 1_250_000),
+            req(40000, 50002, 1_000_000, 1_300_000),
+        ];
+        let right: Vec<Exchange> = log.iter().rev().map(|r| exchange(r, 1_000)).collect();
+        let v = check(&right, &log);
+        assert_eq!(
+            (v.checked, v.right, v.wrong(), v.missed),
+            (3, 3, 0, 0),
+            "{v:?}"
+        );
+        // A forward taken for its neighbour's: its upstream never carried that request.
+        let mut swapped = exchange(&log[0], 0);
+        swapped.req_out_ns = log[1].out_ns;
+        let v = check(&[swapped], &log);
+        assert_eq!((v.right, v.wrong_connection), (0, 1), "{v:?}");
     }
 
     #[test]

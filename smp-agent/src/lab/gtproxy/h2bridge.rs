@@ -1,21 +1,37 @@
-//! HTTP/2 on the sidecar-to-sidecar leg for the ground-truth proxy: the outbound side turns
-//! each HTTP/1.1 request into a stream on one HTTP/2 connection per downstream connection; the
-//! inbound side serves HTTP/2 and forwards each stream as HTTP/1.1 on a small keep-alive pool
-//! (HTTP/1.1 carries one request at a time). The delay is added per request, before forwarding,
-//! on both sides, exactly as on the HTTP/1.1 path. When the app speaks HTTP/2 too (h2c or
-//! gRPC), both sides relay HTTP/2 stream for stream ([`h2_to_h2`]), trailers included. Bodies
-//! are small in the lab: they are read whole before being forwarded on this path.
+//! HTTP/2 on the sidecar-to-sidecar leg for the ground-truth proxy. Upstream HTTP/2
+//! connections are shared by every downstream connection ([`H2Pool`], one per worker, as
+//! Envoy keeps one per worker): many clients' requests are multiplexed on few connections, as
+//! between a mesh's sidecars. The outbound side turns each HTTP/1.1 request into a stream on
+//! them; the inbound side serves HTTP/2 and forwards each stream as HTTP/1.1 on a small
+//! keep-alive pool per downstream connection (HTTP/1.1 carries one request at a time). When
+//! the app speaks HTTP/2 too (h2c or gRPC), both sides relay HTTP/2 stream for stream
+//! ([`serve_h2`]), trailers included. The delay is added per request exactly as on the
+//! HTTP/1.1 path: held until D after the read that brought the request's head. Every request
+//! is logged with the proxy's own clock at the syscalls that carried it ([`super::frames`]
+//! stamps the HTTP/2 side per stream). Bodies are small in the lab: they are read whole before
+//! being forwarded on this path.
 
 use std::{
     io,
-    sync::{atomic::Ordering, Arc, Mutex},
-    time::Duration,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use tokio::io::{AsyncWriteExt as _, BufReader, ReadHalf, WriteHalf};
 
-use super::{connect, http1, BoxIo, Ctx};
+use super::{
+    connect,
+    frames::{Bracket, FrameTap, StreamClock, Tapped},
+    http1, BoxIo, Ctx, Stamps,
+};
+
+/// A connection's (local, remote) addresses.
+type Addrs = (SocketAddr, SocketAddr);
 
 /// Hop-by-hop headers that HTTP/2 forbids (RFC 9113 §8.2.2), plus `host` (→ `:authority`).
 fn hop_by_hop(name: &str) -> bool {
@@ -36,24 +52,102 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-async fn delay(ctx: &Ctx, header: Option<u64>) -> io::Result<()> {
+/// Holds a request until its delay (the configured one, or the one its `x-smp-delay-us`
+/// header asks for) after `head_read`, when the read that brought its head returned.
+async fn hold(ctx: &Ctx, header: Option<u64>, head_read: Instant) -> io::Result<()> {
     let d = match (ctx.opts.header_delay, header) {
         (true, Some(d)) => d,
         _ => ctx.opts.delay_us,
     };
     if d > 0 {
-        http1::precise_sleep(Duration::from_micros(d)).await?;
+        http1::hold_until(head_read, Duration::from_micros(d)).await?;
         ctx.stats.delay_us_total.fetch_add(d, Ordering::Relaxed);
     }
     Ok(())
 }
 
-/// Outbound: HTTP/1.1 downstream, HTTP/2 upstream (one h2 connection per downstream one).
-pub(super) async fn h1_to_h2(ctx: &Ctx, down: BoxIo) -> io::Result<()> {
+/// The proxy's HTTP/2 upstream connections, shared by all its downstream connections and
+/// taken in turn; one that closed is reopened when its turn comes.
+pub(super) struct H2Pool {
+    slots: Vec<tokio::sync::Mutex<Option<H2Upstream>>>,
+    next: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct H2Upstream {
+    sender: ::h2::client::SendRequest<Bytes>,
+    /// Each stream's request write ([`FrameTap`] on the connection's writes).
+    clock: Arc<StreamClock>,
+    addrs: Addrs,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Pool {
+    /// A pool of `conns` connections (at least one), opened at first use.
+    pub(super) fn new(conns: u32) -> H2Pool {
+        H2Pool {
+            slots: (0..conns.max(1)).map(|_| Default::default()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    async fn next(&self, ctx: &Ctx) -> io::Result<H2Upstream> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        if let Some(u) = slot.as_ref().filter(|u| !u.closed.load(Ordering::Relaxed)) {
+            return Ok(u.clone());
+        }
+        let (io, addrs) = connect(ctx, Default::default()).await?;
+        let clock = Arc::<StreamClock>::default();
+        let io = FrameTap::new(io, Tapped::Writes, clock.clone());
+        let (sender, conn) = ::h2::client::handshake(io).await.map_err(other)?;
+        let closed = Arc::<AtomicBool>::default();
+        let done = closed.clone();
+        tokio::spawn(async move {
+            let _ = conn.await;
+            done.store(true, Ordering::Relaxed);
+        });
+        let u = H2Upstream {
+            sender,
+            clock,
+            addrs,
+            closed,
+        };
+        *slot = Some(u.clone());
+        Ok(u)
+    }
+}
+
+/// Sends `req` with `body` (whole) on the pool's next connection. Returns the response, that
+/// connection's addresses and the write that carried the request's HEADERS (taken once the
+/// response is in: it was written by then).
+async fn forward(
+    ctx: &Ctx,
+    req: http::Request<()>,
+    body: Vec<u8>,
+) -> io::Result<(http::Response<::h2::RecvStream>, Addrs, Option<Bracket>)> {
+    let up = ctx.h2_pool.next(ctx).await?;
+    let mut ready = up.sender.clone().ready().await.map_err(other)?;
+    let (resp, mut send) = ready.send_request(req, body.is_empty()).map_err(other)?;
+    let stream = u32::from(resp.stream_id());
+    if !body.is_empty() {
+        send.send_data(Bytes::from(body), true).map_err(other)?;
+    }
+    let resp = resp.await.map_err(other)?;
+    Ok((resp, up.addrs, up.clock.take(stream)))
+}
+
+/// Outbound: HTTP/1.1 downstream (`down_addrs`, its reads stamped in `down_stamps`), HTTP/2
+/// upstream from the pool.
+pub(super) async fn h1_to_h2(
+    ctx: &Ctx,
+    down: BoxIo,
+    down_addrs: Addrs,
+    down_stamps: &Stamps,
+) -> io::Result<()> {
     let (dr, mut dw) = tokio::io::split(down);
     let mut dr = BufReader::with_capacity(16 * 1024, dr);
     let mut head = Vec::with_capacity(1024);
-    let mut sender: Option<::h2::client::SendRequest<Bytes>> = None;
     let scheme = if ctx.connector.is_some() {
         "https"
     } else {
@@ -63,31 +157,20 @@ pub(super) async fn h1_to_h2(ctx: &Ctx, down: BoxIo) -> io::Result<()> {
         if !http1::read_head(&mut dr, &mut head).await? {
             return Ok(());
         }
+        let now = Instant::now();
+        let read = down_stamps.last_read().unwrap_or((now, now));
         let req = http1::parse_request(&head)?;
         if req.expect_continue {
             dw.write_all(http1::CONTINUE).await?;
             dw.flush().await?;
         }
         let body = http1::read_body(&mut dr, req.body, usize::MAX).await?;
-        delay(ctx, req.delay_us).await?;
+        hold(ctx, req.delay_us, read.1).await?;
         let h2req = to_h2_request(&head, scheme)?;
-        if sender.is_none() {
-            let (io, _) = connect(ctx, Default::default()).await?;
-            let (s, conn) = ::h2::client::handshake(io).await.map_err(other)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            sender = Some(s);
+        let (resp, up_addrs, write) = forward(ctx, h2req, body).await?;
+        if let Some(write) = write {
+            ctx.stats.forwarded(down_addrs, up_addrs, read, write);
         }
-        let Some(s) = sender.as_mut() else {
-            unreachable!("connected above")
-        };
-        let mut ready = s.clone().ready().await.map_err(other)?;
-        let (resp, mut send) = ready.send_request(h2req, body.is_empty()).map_err(other)?;
-        if !body.is_empty() {
-            send.send_data(Bytes::from(body), true).map_err(other)?;
-        }
-        let resp = resp.await.map_err(other)?;
         let (parts, mut recv) = resp.into_parts();
         let no_body = req.method.eq_ignore_ascii_case("HEAD")
             || parts.status.as_u16() == 204
@@ -165,17 +248,42 @@ fn to_h2_request(head: &[u8], scheme: &str) -> io::Result<http::Request<()>> {
     b.body(()).map_err(other)
 }
 
-type Upstream = (BufReader<ReadHalf<BoxIo>>, WriteHalf<BoxIo>);
+/// A keep-alive HTTP/1.1 upstream connection: its halves, the stamps of its syscalls and its
+/// addresses.
+struct H1Upstream {
+    r: BufReader<ReadHalf<BoxIo>>,
+    w: WriteHalf<BoxIo>,
+    stamps: Arc<Stamps>,
+    addrs: Addrs,
+}
 
-/// Inbound: HTTP/2 downstream, HTTP/1.1 upstream from a keep-alive pool.
-pub(super) async fn h2_to_h1(ctx: Arc<Ctx>, down: BoxIo) -> io::Result<()> {
+/// Serves an HTTP/2 downstream connection (`down_addrs`): each stream is forwarded as HTTP/1.1
+/// on a keep-alive pool of this connection's ([`stream`]), or, when the upstream speaks
+/// HTTP/2 too, relayed stream for stream on the shared [`H2Pool`] ([`relay`]).
+pub(super) async fn serve_h2(ctx: Arc<Ctx>, down: BoxIo, down_addrs: Addrs) -> io::Result<()> {
+    let clock = Arc::<StreamClock>::default();
+    let down = FrameTap::new(down, Tapped::Reads, clock.clone());
     let mut conn = ::h2::server::handshake(down).await.map_err(other)?;
-    let pool: Arc<Mutex<Vec<Upstream>>> = Arc::default();
+    let pool: Arc<Mutex<Vec<H1Upstream>>> = Arc::default();
     while let Some(next) = conn.accept().await {
         let (req, respond) = next.map_err(other)?;
+        // The read that brought the stream's HEADERS is done: the request is parsed.
+        let now = Instant::now();
+        let read = clock.take(respond.stream_id().into()).unwrap_or((now, now));
         let (ctx, pool) = (ctx.clone(), pool.clone());
         tokio::spawn(async move {
-            if stream(&ctx, &pool, req, respond).await.is_err() {
+            let req = Request {
+                req,
+                respond,
+                down_addrs,
+                read,
+            };
+            let res = if ctx.opts.upstream_h2 {
+                relay(&ctx, req).await
+            } else {
+                stream(&ctx, &pool, req).await
+            };
+            if res.is_err() {
                 ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -183,11 +291,21 @@ pub(super) async fn h2_to_h1(ctx: Arc<Ctx>, down: BoxIo) -> io::Result<()> {
     Ok(())
 }
 
+/// One request stream of an HTTP/2 downstream, and the read that brought its HEADERS.
+struct Request {
+    req: http::Request<::h2::RecvStream>,
+    respond: ::h2::server::SendResponse<Bytes>,
+    down_addrs: Addrs,
+    read: Bracket,
+}
+
 /// Reads a request stream's whole body, then holds it for the configured delay (or the one
-/// its `x-smp-delay-us` header asks for): what both ways of forwarding do first.
+/// its `x-smp-delay-us` header asks for) after `head_read`: what both ways of forwarding do
+/// first.
 async fn read_and_hold(
     ctx: &Ctx,
     req: http::Request<::h2::RecvStream>,
+    head_read: Instant,
 ) -> io::Result<(http::request::Parts, Vec<u8>)> {
     let (parts, mut recv) = req.into_parts();
     let mut body = Vec::new();
@@ -200,17 +318,14 @@ async fn read_and_hold(
         .headers
         .get("x-smp-delay-us")
         .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-    delay(ctx, header_delay).await?;
+    hold(ctx, header_delay, head_read).await?;
     Ok((parts, body))
 }
 
-async fn stream(
-    ctx: &Ctx,
-    pool: &Mutex<Vec<Upstream>>,
-    req: http::Request<::h2::RecvStream>,
-    mut respond: ::h2::server::SendResponse<Bytes>,
-) -> io::Result<()> {
-    let (parts, body) = read_and_hold(ctx, req).await?;
+/// Forwards one stream as HTTP/1.1 on a pooled upstream connection.
+async fn stream(ctx: &Ctx, pool: &Mutex<Vec<H1Upstream>>, r: Request) -> io::Result<()> {
+    let (parts, body) = read_and_hold(ctx, r.req, r.read.1).await?;
+    let mut respond = r.respond;
     let mut head = format!(
         "{} {} HTTP/1.1\r\nhost: {}\r\n",
         parts.method,
@@ -230,19 +345,31 @@ async fn stream(
     head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
 
     let pooled = pool.lock().map_err(other)?.pop();
-    let (mut ur, mut uw) = match pooled {
+    let mut up = match pooled {
         Some(u) => u,
         None => {
-            let (r, w) = tokio::io::split(connect(ctx, Default::default()).await?.0);
-            (BufReader::with_capacity(16 * 1024, r), w)
+            let stamps = Arc::<Stamps>::default();
+            let (io, addrs) = connect(ctx, stamps.clone()).await?;
+            let (r, w) = tokio::io::split(io);
+            H1Upstream {
+                r: BufReader::with_capacity(16 * 1024, r),
+                w,
+                stamps,
+                addrs,
+            }
         }
     };
-    uw.write_all(&head).await?;
-    uw.write_all(&body).await?;
-    uw.flush().await?;
+    up.stamps.arm();
+    up.w.write_all(&head).await?;
+    let now = Instant::now();
+    let write = up.stamps.first_write().unwrap_or((now, now));
+    ctx.stats.forwarded(r.down_addrs, up.addrs, r.read, write);
+    up.w.write_all(&body).await?;
+    up.w.flush().await?;
+    let ur = &mut up.r;
     let mut rhead = Vec::with_capacity(1024);
     let resp = loop {
-        if !http1::read_head(&mut ur, &mut rhead).await? {
+        if !http1::read_head(ur, &mut rhead).await? {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let r = http1::parse_response(&rhead, parts.method.as_str())?;
@@ -250,9 +377,9 @@ async fn stream(
             break r;
         }
     };
-    let rbody = http1::read_body(&mut ur, resp.body, usize::MAX).await?;
+    let rbody = http1::read_body(ur, resp.body, usize::MAX).await?;
     if resp.keep_alive {
-        pool.lock().map_err(other)?.push((ur, uw));
+        pool.lock().map_err(other)?.push(up);
     }
     let mut headers = [httparse::EMPTY_HEADER; 96];
     let mut parsed = httparse::Response::new(&mut headers);
@@ -277,40 +404,19 @@ async fn stream(
     Ok(())
 }
 
-/// Both sides HTTP/2 (h2c or gRPC apps): each downstream stream becomes a stream on one
-/// upstream HTTP/2 connection per downstream connection (opened at the first stream), with
-/// `te: trailers` kept and the response's trailers (gRPC's status) forwarded.
-pub(super) async fn h2_to_h2(ctx: Arc<Ctx>, down: BoxIo) -> io::Result<()> {
-    let mut conn = ::h2::server::handshake(down).await.map_err(other)?;
-    let upstream: Arc<tokio::sync::Mutex<Option<::h2::client::SendRequest<Bytes>>>> =
-        Arc::default();
-    while let Some(next) = conn.accept().await {
-        let (req, respond) = next.map_err(other)?;
-        let (ctx, upstream) = (ctx.clone(), upstream.clone());
-        tokio::spawn(async move {
-            if relay(&ctx, &upstream, req, respond).await.is_err() {
-                ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    Ok(())
-}
-
 /// Headers an HTTP/2 hop forwards: no connection-specific ones, `te` only as `trailers`.
-fn forwarded(name: &http::HeaderName, value: &http::HeaderValue) -> bool {
+fn forwards(name: &http::HeaderName, value: &http::HeaderValue) -> bool {
     if name == http::header::TE {
         return value.as_bytes().eq_ignore_ascii_case(b"trailers");
     }
     !hop_by_hop(name.as_str())
 }
 
-async fn relay(
-    ctx: &Ctx,
-    upstream: &tokio::sync::Mutex<Option<::h2::client::SendRequest<Bytes>>>,
-    req: http::Request<::h2::RecvStream>,
-    mut respond: ::h2::server::SendResponse<Bytes>,
-) -> io::Result<()> {
-    let (parts, body) = read_and_hold(ctx, req).await?;
+/// Relays one stream on the shared HTTP/2 upstream (h2c or gRPC apps), `te: trailers` kept
+/// and the response's trailers (gRPC's status) forwarded.
+async fn relay(ctx: &Ctx, r: Request) -> io::Result<()> {
+    let (parts, body) = read_and_hold(ctx, r.req, r.read.1).await?;
+    let mut respond = r.respond;
     let scheme = if ctx.connector.is_some() {
         "https"
     } else {
@@ -326,36 +432,19 @@ async fn relay(
         .uri(uri)
         .version(http::Version::HTTP_2);
     for (k, v) in &parts.headers {
-        if forwarded(k, v) {
+        if forwards(k, v) {
             b = b.header(k, v);
         }
     }
     let up_req = b.body(()).map_err(other)?;
-    let sender = {
-        let mut guard = upstream.lock().await;
-        match guard.as_ref() {
-            Some(s) => s.clone(),
-            None => {
-                let (io, _) = connect(ctx, Default::default()).await?;
-                let (s, conn) = ::h2::client::handshake(io).await.map_err(other)?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                *guard = Some(s.clone());
-                s
-            }
-        }
-    };
-    let mut ready = sender.ready().await.map_err(other)?;
-    let (resp, mut send) = ready.send_request(up_req, body.is_empty()).map_err(other)?;
-    if !body.is_empty() {
-        send.send_data(Bytes::from(body), true).map_err(other)?;
+    let (resp, up_addrs, write) = forward(ctx, up_req, body).await?;
+    if let Some(write) = write {
+        ctx.stats.forwarded(r.down_addrs, up_addrs, r.read, write);
     }
-    let resp = resp.await.map_err(other)?;
     let (rparts, mut rrecv) = resp.into_parts();
     let mut rb = http::Response::builder().status(rparts.status);
     for (k, v) in &rparts.headers {
-        if forwarded(k, v) {
+        if forwards(k, v) {
             rb = rb.header(k, v);
         }
     }
