@@ -228,15 +228,28 @@ fn envoy_two_workers_mtls_pairs_against_its_access_log() {
 /// between them or not, HTTP/2 between them (`h2`: the 64 client connections' requests
 /// multiplexed on one upstream connection per worker) or HTTP/1.1.
 fn ground_truth(name: &str, workers: u32, delay_us: u64, mtls: bool, h2: bool) {
+    // 25 requests per connection in plaintext; with mTLS 100, so that connection set-up
+    // (handshakes) weighs as little as it does in a long-running mesh.
+    let (rate, secs) = if mtls { (800.0, 8) } else { (400.0, 4) };
+    ground_truth_at(name, workers, delay_us, mtls, h2, rate, secs);
+}
+
+/// [`ground_truth`] at `rate` requests per second for `secs` seconds.
+fn ground_truth_at(
+    name: &str,
+    workers: u32,
+    delay_us: u64,
+    mtls: bool,
+    h2: bool,
+    rate: f64,
+    secs: u64,
+) {
     let mut cfg = both_sidecars(name, ProxyKind::Ours, mtls, |s| {
         s.workers = workers;
         s.delay_us = delay_us;
     });
     cfg.h2 = h2;
     with_tracked_lab(&cfg, |info, pids, session| {
-        // 25 requests per connection in plaintext; with mTLS 100, so that connection set-up
-        // (handshakes) weighs as little as it does in a long-running mesh.
-        let (rate, secs) = if mtls { (800.0, 8) } else { (400.0, 4) };
         let (ok, failed) = drive_in_netns(
             &info.client_netns,
             meshed_addr(info),
@@ -358,6 +371,20 @@ fn ground_truth_h2_inside_mtls_200us_one_worker() {
 fn ground_truth_h2_inside_mtls_2ms_four_workers() {
     if require_root("ground_truth_h2_inside_mtls_2ms_four_workers") {
         ground_truth("gth4", 4, 2000, true, true);
+    }
+}
+
+/// HTTP/2 inside mTLS when streams really overlap on each connection (2 000 rps, 2 ms held:
+/// about one request in flight per connection at any time): alternation then pairs the
+/// outbound's request forwards one run of writes late (its request hop reads 2·D) and the
+/// inbound pairs a third of the requests. Known limit, not a flake: docs/hops.md, Known
+/// limits, HTTP/2 inside TLS. Reproduce:
+/// `cargo test -p smp-tests --test hops -- --ignored --nocapture h2_inside_mtls_under_overlap`.
+#[test]
+#[ignore = "known limit: HTTP/2 inside TLS is paired by alternation (docs/hops.md, Known limits)"]
+fn ground_truth_h2_inside_mtls_under_overlap() {
+    if require_root("ground_truth_h2_inside_mtls_under_overlap") {
+        ground_truth_at("gth5", 4, 2000, true, true, 2000.0, 8);
     }
 }
 
