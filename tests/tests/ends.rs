@@ -157,6 +157,25 @@ fn h2_between_sidecars_at_1000_rps() {
     }
 }
 
+/// HTTP/2 inside mTLS between Envoy sidecars when the streams really overlap: the app takes
+/// 2 ms, 2 000 rps over 64 client connections, so about four requests are in flight on each
+/// worker's one sidecar connection at any time. Alternation then fails (measured 2026-12-05,
+/// 1 worker: outbound 81 % paired and every one of them wrong, inbound 0.03 % paired; the
+/// unpaired counted under their reasons): docs/hops.md, Known limits, HTTP/2 inside TLS. Held
+/// to the bounds (99 % paired, 0.5 % wrong), which it does not meet yet. Reproduce:
+/// `cargo test -p smp-tests --test ends -- --ignored --nocapture envoy_h2_inside_mtls_with_overlapping`.
+#[test]
+#[ignore = "known limit: HTTP/2 inside TLS is paired by alternation (docs/hops.md, Known limits)"]
+fn envoy_h2_inside_mtls_with_overlapping_streams() {
+    if !require_root("envoy_h2_inside_mtls_with_overlapping_streams") {
+        return;
+    }
+    let mut cfg = lab_config("h3h2x", ProxyKind::Envoy, true);
+    cfg.h2 = true;
+    cfg.app.service_time_us = 2000;
+    assert_busy(&measure_lab(&cfg, 2000.0, 64, 4));
+}
+
 /// An IPv6 lab (pods on fd77::/64; sidecars listen on `[::]` and reach the app on `[::1]`;
 /// Traefik's Go listener is dual-stack) with every proxy kind in both slots, and mTLS once
 /// (the server certificate names the IPv6 pod address): each sidecar shows its four hops with
