@@ -93,6 +93,28 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type BoxIo = Box<dyn Io>;
 
+/// A syscall on the proxy's clock: when it was issued and when it returned.
+type Bracket = (std::time::Instant, std::time::Instant);
+
+/// Holds a request until its delay (`--delay-us`, or the `x-smp-delay-us` header's, `header`)
+/// after `head_read`, when the read that brought its head returned: the proxy's own time
+/// (parsing, timers) is inside the delay, not added to it.
+async fn hold(
+    ctx: &Ctx,
+    header: Option<u64>,
+    head_read: std::time::Instant,
+) -> std::io::Result<()> {
+    let d = match (ctx.opts.header_delay, header) {
+        (true, Some(d)) => d,
+        _ => ctx.opts.delay_us,
+    };
+    if d > 0 {
+        http1::hold_until(head_read, Duration::from_micros(d)).await?;
+        ctx.stats.delay_us_total.fetch_add(d, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 /// The proxy's clock around its socket syscalls, as the probe sees them (a clock taken
 /// around parsing and task scheduling would differ from the probe's by however long the
 /// thread was preempted there): when the last read that returned data was issued and when it
@@ -100,14 +122,14 @@ type BoxIo = Box<dyn Io>;
 /// A syscall lies between its two stamps whatever the scheduler did.
 #[derive(Default)]
 struct Stamps {
-    last_read: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>,
+    last_read: std::sync::Mutex<Option<Bracket>>,
     first_write: std::sync::Mutex<Option<std::time::Instant>>,
     first_write_returned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Stamps {
     /// (issued, returned) of the last read that returned data.
-    fn last_read(&self) -> Option<(std::time::Instant, std::time::Instant)> {
+    fn last_read(&self) -> Option<Bracket> {
         self.last_read.lock().ok().and_then(|g| *g)
     }
     /// Forgets the last write's times: the next write sets them.
@@ -119,7 +141,7 @@ impl Stamps {
         }
     }
     /// (issued, returned) of the first write since [`Stamps::arm`].
-    fn first_write(&self) -> Option<(std::time::Instant, std::time::Instant)> {
+    fn first_write(&self) -> Option<Bracket> {
         let issued = self.first_write.lock().ok().and_then(|g| *g)?;
         let returned = self.first_write_returned.lock().ok().and_then(|g| *g)?;
         Some((issued, returned))
@@ -207,8 +229,8 @@ impl Stats {
         &self,
         down: (SocketAddr, SocketAddr),
         up: (SocketAddr, SocketAddr),
-        read: frames::Bracket,
-        write: frames::Bracket,
+        read: Bracket,
+        write: Bracket,
     ) {
         let in_proxy = write.0.saturating_duration_since(read.1).as_nanos() as u64;
         if let Ok(mut h) = self.hop_ns.lock() {
@@ -482,10 +504,6 @@ async fn conn(
         let now = std::time::Instant::now();
         let (read_issued, head_read) = down_stamps.last_read().unwrap_or((now, now));
         let req = http1::parse_request(&head)?;
-        let delay = match (ctx.opts.header_delay, req.delay_us) {
-            (true, Some(d)) => d,
-            _ => ctx.opts.delay_us,
-        };
         if let Some((ur, _)) = upstream.as_mut() {
             // A kept-alive upstream connection the peer closed while idle (or that has stray
             // bytes) is replaced before the request is written, as real proxies do. Checked
@@ -498,12 +516,7 @@ async fn conn(
                 upstream = None;
             }
         }
-        if delay > 0 {
-            // The request is held until `delay` after the read that brought its head: the
-            // proxy's own time (parsing, timers) is inside the delay, not added to it.
-            http1::hold_until(head_read, Duration::from_micros(delay)).await?;
-            ctx.stats.delay_us_total.fetch_add(delay, Ordering::Relaxed);
-        }
+        hold(ctx, req.delay_us, head_read).await?;
         if upstream.is_none() {
             let st = std::sync::Arc::new(Stamps::default());
             let (io, addrs) = connect(ctx, st.clone()).await?;

@@ -3,10 +3,12 @@
 //! the syscall that carries it. [`FrameTap`] sits between `h2` and the connection (above TLS,
 //! where the frames are plaintext), scans the frame headers of every read (server) or write
 //! (client), and stamps each stream with the syscall that carried the HEADERS frame opening it:
-//! when that read or write was issued and when it returned ([`StreamClock`]). TLS does its
-//! socket syscall inside the tapped call (tokio-rustls writes the records of a `poll_write`
-//! before returning; a read returns what the socket read in it), so the syscall lies between
-//! the two stamps either way.
+//! when that read or write was issued and when it returned ([`StreamClock`]). TLS mostly does
+//! its socket syscall inside the tapped call (tokio-rustls writes the records of a
+//! `poll_write` before returning, unless the socket would block; a read returns what the
+//! socket read in it, unless rustls kept plaintext from an earlier read), so the syscall
+//! mostly lies between the two stamps; when it does not, the pairing check counts the
+//! request's stamps as `outside` (`lab::truth`).
 
 use std::{
     collections::HashMap,
@@ -19,8 +21,7 @@ use std::{
 use smp_common::h2::{FrameHeader, PREFACE_LEN, TYPE_HEADERS};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// (issued, returned) of a syscall.
-pub(super) type Bracket = (Instant, Instant);
+use super::Bracket;
 
 /// Streams stamped and not yet taken, at most: a stream whose request failed is never taken;
 /// past this the oldest stamps are forgotten (all of them: they are that old).

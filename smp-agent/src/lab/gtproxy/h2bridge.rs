@@ -18,7 +18,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -26,8 +26,8 @@ use tokio::io::{AsyncWriteExt as _, BufReader, ReadHalf, WriteHalf};
 
 use super::{
     connect,
-    frames::{Bracket, FrameTap, StreamClock, Tapped},
-    http1, BoxIo, Ctx, Stamps,
+    frames::{FrameTap, StreamClock, Tapped},
+    hold, http1, BoxIo, Bracket, Ctx, Stamps,
 };
 
 /// A connection's (local, remote) addresses.
@@ -50,20 +50,6 @@ fn hop_by_hop(name: &str) -> bool {
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
-}
-
-/// Holds a request until its delay (the configured one, or the one its `x-smp-delay-us`
-/// header asks for) after `head_read`, when the read that brought its head returned.
-async fn hold(ctx: &Ctx, header: Option<u64>, head_read: Instant) -> io::Result<()> {
-    let d = match (ctx.opts.header_delay, header) {
-        (true, Some(d)) => d,
-        _ => ctx.opts.delay_us,
-    };
-    if d > 0 {
-        http1::hold_until(head_read, Duration::from_micros(d)).await?;
-        ctx.stats.delay_us_total.fetch_add(d, Ordering::Relaxed);
-    }
-    Ok(())
 }
 
 /// The proxy's HTTP/2 upstream connections, shared by all its downstream connections and
