@@ -17,17 +17,18 @@ use tokio::time::Instant;
 use crate::{
     aggregate::hops,
     loadgen::{self, Control, LoadSpec, Results},
-    proxy::DiscoveryConfig,
+    proxy::{DiscoveryConfig, ProxyId},
     report::{
+        breakdown::{self, Breakdown, BreakdownAt, NetworkLeg},
         details::{
-            self, scale_histogram, ConsistencyCheck, Details, Distribution, Hop, Losses,
-            RunSummary, SideShare, SidecarUsage,
+            self, scale_histogram, ConsistencyCheck, Details, Distribution, HistogramCodecError,
+            Hop, Losses, Percentiles, RunSummary, SideShare, SidecarUsage,
         },
         set::{environment_for_this_host, sidecar_totals},
         smp::{Latency, PerformanceTestResult, ServiceMeshConfig, TestConfigFile, Timestamp},
         ResultSet,
     },
-    tracker::{self, ProxyWindow, Tracker, TrackerConfig, TrackerView},
+    tracker::{self, PathView, ProxyWindow, Tracker, TrackerConfig, TrackerView},
 };
 
 /// Label on the result when Ctrl-C cut the run short.
@@ -170,6 +171,7 @@ pub async fn run(
         .await?;
     tracker.sample()?;
     let end_view = tracker.view();
+    let paths = tracker.paths(&breakdown::QUANTILES.map(|(_, q)| q));
     let t1 = SystemTime::now();
     let (start_view, t0) = window_start.unwrap_or_else(|| (found.clone(), t1));
     let mut windows = tracker::window(&start_view, &end_view);
@@ -210,6 +212,7 @@ pub async fn run(
         baseline.as_ref(),
         &windows,
         &end_view,
+        &paths,
         (t0, t1),
         interrupted,
     )?;
@@ -322,12 +325,56 @@ fn stable_names(windows: &[ProxyWindow], view: &TrackerView) -> BTreeMap<String,
         .collect()
 }
 
+/// The breakdown document of the joined paths (`None` when none was joined).
+fn breakdown_of(
+    paths: &PathView,
+    overhead: Option<&Percentiles>,
+    names: &BTreeMap<String, String>,
+) -> Result<Option<Breakdown>, ProfileError> {
+    let c = &paths.counts;
+    if c.joined + c.no_peer + c.ambiguous + c.unclaimed + c.overflow == 0 {
+        return Ok(None);
+    }
+    let hist = |e: HistogramCodecError| ProfileError::Histogram(e.to_string());
+    let name = |id: &ProxyId| {
+        let id = id.to_string();
+        names.get(&id).cloned().unwrap_or(id)
+    };
+    let mut network_legs = Vec::new();
+    for ((a, b, leg), h) in &paths.legs {
+        network_legs.push(NetworkLeg {
+            source: name(a),
+            destination: name(b),
+            leg: *leg,
+            latency: Distribution::from_histogram_ns(h).map_err(hist)?,
+        });
+    }
+    let at = breakdown::QUANTILES
+        .iter()
+        .zip(&paths.at)
+        .map(|((name, _), a)| {
+            BreakdownAt::new(
+                name,
+                a,
+                overhead.and_then(|o| breakdown::overhead_at(o, name)),
+            )
+        })
+        .collect();
+    Ok(Some(Breakdown {
+        paths: *c,
+        network_legs,
+        parts: breakdown::part_distributions(&paths.parts).map_err(hist)?,
+        at,
+    }))
+}
+
 fn assemble(
     plan: &Plan,
     meshed: &Results,
     baseline: Option<&Results>,
     windows: &[ProxyWindow],
     view: &TrackerView,
+    paths: &PathView,
     (t0, t1): (SystemTime, SystemTime),
     interrupted: bool,
 ) -> Result<ResultSet, ProfileError> {
@@ -423,6 +470,7 @@ fn assemble(
     if let Some(o) = &d.end_to_end.overhead {
         d.consistency = Some(ConsistencyCheck::compute(&d.hops, o.p50, 0.05, 0.25));
     }
+    d.breakdown = breakdown_of(paths, d.end_to_end.overhead.as_ref(), &names)?;
 
     let mut result = PerformanceTestResult {
         start_time: Some(Timestamp::from_system_time(t0)),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::{
     aggregate::{
         hops::{self, Direction, Exchange, Leg, Sides},
+        path::{self, PartsAt, PathCounts, PathJoiner},
         LossCounters,
     },
     probes::{EventReader, ProbeError, ProbeEvent, Probes},
@@ -108,6 +109,18 @@ pub struct ProxyView {
     pub perf: Option<PerfReading>,
 }
 
+/// The requests' paths through two proxies of this node ([`Tracker::paths`]).
+#[derive(Debug, Clone, Default)]
+pub struct PathView {
+    /// Network leg per (source proxy, destination proxy, leg), ns.
+    pub legs: BTreeMap<(ProxyId, ProxyId, Leg), Histogram<u64>>,
+    /// Each part's distribution over the outbound → inbound paths, ns.
+    pub parts: BTreeMap<path::Part, Histogram<u64>>,
+    /// The breakdown at the quantiles asked for (none without a complete path).
+    pub at: Vec<PartsAt>,
+    pub counts: PathCounts,
+}
+
 /// Everything the tracker knows at one instant (plain data).
 #[derive(Debug, Clone, Default)]
 pub struct TrackerView {
@@ -129,6 +142,9 @@ pub struct TrackerView {
     pub loss: LossCounters,
     /// Exchanges of processes discovery had not attributed (normally 0).
     pub unattributed_exchanges: u64,
+    /// How the exchanges facing a peer were joined into paths, since the start (or the last
+    /// [`Tracker::reset_window`]).
+    pub paths: PathCounts,
     /// Exchanges whose request the proxy read before the window began, and whose records
     /// arrived after it began (the warm-up's last ones): kept out of the histograms.
     pub before_window_exchanges: u64,
@@ -292,6 +308,8 @@ pub struct Tracker {
     book: HopBook,
     /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop.
     pending_sends: HashMap<(u32, u64), (usize, Direction)>,
+    /// Exchanges of two proxies on this node joined into a request's path.
+    paths: PathJoiner,
     proxy_ids: Vec<ProxyId>,
     /// tgid → index into `proxy_ids` (every tgid ever attributed).
     tgid_proxy: HashMap<u32, usize>,
@@ -353,6 +371,7 @@ impl Tracker {
             seen: BTreeMap::new(),
             book: HopBook::default(),
             pending_sends: HashMap::new(),
+            paths: PathJoiner::default(),
             proxy_ids: Vec::new(),
             tgid_proxy: HashMap::new(),
             memory: MemorySampler::new(),
@@ -435,6 +454,7 @@ impl Tracker {
                 sent_ns,
                 ..
             } => {
+                self.paths.sent(tid, out_ns, sent_ns);
                 if let Some((idx, direction)) = self.pending_sends.remove(&(tid, out_ns)) {
                     self.book.record(
                         Measure::Send,
@@ -498,6 +518,7 @@ impl Tracker {
         }
         self.pending_sends
             .insert((x.tid, x.resp_out_ns), (idx, direction));
+        self.paths.exchange(idx, direction, x);
     }
 
     /// Applies discovery's decisions to the probes' target set.
@@ -608,6 +629,7 @@ impl Tracker {
         self.window_from_ns = from_ns;
         self.book = HopBook::default();
         self.pending_sends.clear();
+        self.paths = PathJoiner::default();
         self.memory = MemorySampler::new();
     }
 
@@ -622,6 +644,46 @@ impl Tracker {
             .into_iter()
             .map(|(k, h)| (self.hop_key(&k), h))
             .collect()
+    }
+
+    /// Hands over the network legs joined since the start or the previous call (as
+    /// [`Tracker::take_hops`] does for hops): (source proxy, destination proxy, leg) → ns.
+    pub fn take_legs(&mut self) -> BTreeMap<(ProxyId, ProxyId, Leg), Histogram<u64>> {
+        std::mem::take(&mut self.paths.legs)
+            .into_iter()
+            .map(|((a, b, leg), h)| {
+                (
+                    (self.proxy_ids[a].clone(), self.proxy_ids[b].clone(), leg),
+                    h,
+                )
+            })
+            .collect()
+    }
+
+    /// The paths joined in this window, at its end: the network legs, each part's
+    /// distribution, and the breakdown at `quantiles` of the paths' total time in the mesh.
+    /// Paths still waiting for their response send are counted as `send_unseen`.
+    pub fn paths(&mut self, quantiles: &[f64]) -> PathView {
+        self.paths.finish();
+        let p = &self.paths;
+        PathView {
+            legs: p
+                .legs
+                .iter()
+                .map(|((a, b, leg), h)| {
+                    (
+                        (self.proxy_ids[*a].clone(), self.proxy_ids[*b].clone(), *leg),
+                        h.clone(),
+                    )
+                })
+                .collect(),
+            parts: p.parts.clone(),
+            at: quantiles
+                .iter()
+                .filter_map(|q| path::parts_at(&p.samples, *q))
+                .collect(),
+            counts: p.counts,
+        }
     }
 
     fn hop_key(&self, (idx, direction, leg): &HopSlot) -> ProxyHopKey {
@@ -702,6 +764,7 @@ impl Tracker {
                 ..self.loss.clone()
             },
             unattributed_exchanges: self.unattributed_exchanges,
+            paths: self.paths.counts,
             before_window_exchanges: self.before_window_exchanges,
             discovery: self.discovery.stats(),
             changes: self.changes.clone(),

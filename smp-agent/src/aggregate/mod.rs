@@ -8,6 +8,7 @@ use serde::Serialize;
 use smp_common::sock::SyscallKind;
 
 pub mod hops;
+pub mod path;
 pub mod sockets;
 
 /// On-CPU time of one thread, as the scheduler probe accounted it.

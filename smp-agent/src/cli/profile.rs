@@ -579,6 +579,15 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
         );
         println!("  hops summed: {}", c.hops_used.join(", "));
     }
+    if let Some(b) = &d.breakdown {
+        let failed = d
+            .consistency
+            .as_ref()
+            .is_some_and(|c| c.verdict == crate::report::details::ConsistencyVerdict::Inconsistent);
+        for line in crate::report::breakdown::summary_lines(b, failed) {
+            println!("{line}");
+        }
+    }
     let l = &d.losses;
     let reasons: Vec<String> = l
         .unpaired_reasons

@@ -74,6 +74,10 @@ pub struct Details {
     /// Σ hop medians vs. measured overhead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<ConsistencyCheck>,
+    /// Where the time goes, per request: outbound sidecar, network leg, inbound sidecar,
+    /// unexplained (absent when no path was joined or the run kept no hops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<super::breakdown::Breakdown>,
 }
 
 impl Details {
@@ -90,6 +94,7 @@ impl Details {
             sidecars: Vec::new(),
             losses: Losses::default(),
             consistency: None,
+            breakdown: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! ([`html`]), Meshery's non-proto result layouts ([`meshery`]) and comparison of two results
 //! ([`compare`]). Plain Rust, no aya. The file layout is documented in docs/smp.md.
 
+pub mod breakdown;
 pub mod compare;
 pub mod details;
 pub mod file;
