@@ -211,8 +211,7 @@ pub async fn run(
         &meshed,
         baseline.as_ref(),
         &windows,
-        &end_view,
-        &paths,
+        (&end_view, &paths),
         (t0, t1),
         interrupted,
     )?;
@@ -373,8 +372,7 @@ fn assemble(
     meshed: &Results,
     baseline: Option<&Results>,
     windows: &[ProxyWindow],
-    view: &TrackerView,
-    paths: &PathView,
+    (view, paths): (&TrackerView, &PathView),
     (t0, t1): (SystemTime, SystemTime),
     interrupted: bool,
 ) -> Result<ResultSet, ProfileError> {
