@@ -32,9 +32,11 @@ use tokio::{
 
 use super::daemon_config::{DaemonArgs, DaemonConfig, KubeMode};
 use crate::{
+    aggregate::hops::Leg,
     duration,
     metrics::{
-        server::MetricsServer, AgentUsage, HopSample, NodeMetrics, NodeSnapshot, ProxySample,
+        server::MetricsServer, AgentUsage, HopSample, LegSample, NodeMetrics, NodeSnapshot,
+        ProxySample,
     },
     proxy::{
         discovery::ProxyScope,
@@ -109,9 +111,12 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let pods = kube.map(|client| PodNames::start(client, config.node_name.clone(), POD_REFRESH));
     let mut builder = SnapshotBuilder::default();
     let hops = tracker.take_hops();
+    let legs = tracker.take_legs();
     let _ = tracker.take_changes(); // the first scan: logged below as the proxies found
     let first = tracker.view();
-    metrics.update(&builder.build(&first, hops, &pods_now(pods.as_ref())));
+    let mut snap = builder.build(&first, hops, &pods_now(pods.as_ref()));
+    snap.legs = leg_samples(legs);
+    metrics.update(&snap);
     server.set_ready(true);
     tracing::info!(
         proxies = first.proxies.len(),
@@ -146,12 +151,15 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         // Hops and changes first: the view then has none to copy.
         let hops = tracker.take_hops();
+        let legs = tracker.take_legs();
         log_changes(tracker.take_changes());
         let view = tracker.view();
         if let Some(p) = &pods {
             p.ask_for_unknown(&view);
         }
-        metrics.update(&builder.build(&view, hops, &pods_now(pods.as_ref())));
+        let mut snap = builder.build(&view, hops, &pods_now(pods.as_ref()));
+        snap.legs = leg_samples(legs);
+        metrics.update(&snap);
         over_limit.check(metrics.over_limit(), config.max_proxies);
     };
     let t = std::time::Instant::now();
@@ -396,6 +404,20 @@ fn pods_now(p: Option<&PodNames>) -> HashMap<String, PodRef> {
         .unwrap_or_default()
 }
 
+/// The network legs joined since the previous snapshot ([`Tracker::take_legs`]), as the
+/// metrics take them.
+pub fn leg_samples(legs: BTreeMap<(ProxyId, ProxyId, Leg), Histogram<u64>>) -> Vec<LegSample> {
+    legs.into_iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|((source, destination, leg), histogram)| LegSample {
+            source,
+            destination,
+            leg,
+            histogram,
+        })
+        .collect()
+}
+
 /// Turns successive [`TrackerView`]s into [`NodeSnapshot`]s (pure: tested without root).
 ///
 /// * Proxy figures are the tracker's per-identity cumulative values, passed on as they are.
@@ -420,6 +442,7 @@ impl SnapshotBuilder {
     ) -> NodeSnapshot {
         let mut snap = NodeSnapshot {
             loss: view.loss.clone(),
+            paths: view.paths,
             agent: AgentUsage::current(),
             ..NodeSnapshot::default()
         };

@@ -71,6 +71,7 @@ use prometheus_client::{
 use crate::{
     aggregate::{
         hops::{new_histogram, Direction, HopAggregator, Leg, Sides},
+        path::PathCounts,
         LossCounters,
     },
     proxy::{kube::PodRef, ProxyId},
@@ -100,6 +101,23 @@ pub struct NodeSnapshot {
     pub loss: LossCounters,
     /// The agent's own CPU and memory (`None`: keep the last values).
     pub agent: Option<AgentUsage>,
+    /// Network legs between two proxies of the node observed since the previous update.
+    pub legs: Vec<LegSample>,
+    /// How exchanges facing a peer were joined into paths, cumulative.
+    pub paths: PathCounts,
+}
+
+/// Network leg latencies from one proxy to another observed since the previous update
+/// (docs/hops.md, Where the time goes).
+#[derive(Debug, Clone)]
+pub struct LegSample {
+    /// The proxy that wrote the message.
+    pub source: ProxyId,
+    /// The proxy whose socket received it.
+    pub destination: ProxyId,
+    pub leg: Leg,
+    /// Nanoseconds.
+    pub histogram: Histogram<u64>,
 }
 
 /// One proxy: identity, where it runs and figures cumulative over every process the identity
@@ -257,6 +275,34 @@ impl Default for MetricsOptions {
     }
 }
 
+/// Network leg series exported at most (pairs × legs): a node's sidecars talk to a few
+/// peers each, and a series costs 28 samples.
+pub const MAX_LEG_SERIES: usize = 1024;
+
+/// Path join outcomes: `outcome` label value and the [`PathCounts`] field.
+const PATH_OUTCOMES: [Reason<PathCounts>; 6] = [
+    ("joined", |c| c.joined),
+    ("no_peer", |c| c.no_peer),
+    ("ambiguous", |c| c.ambiguous),
+    ("unclaimed", |c| c.unclaimed),
+    ("overflow", |c| c.overflow),
+    ("send_unseen", |c| c.send_unseen),
+];
+
+/// Field by field, the larger: counters that never go down.
+fn max_counts(a: &PathCounts, b: &PathCounts) -> PathCounts {
+    PathCounts {
+        joined: a.joined.max(b.joined),
+        breakdown: a.breakdown.max(b.breakdown),
+        no_peer: a.no_peer.max(b.no_peer),
+        ambiguous: a.ambiguous.max(b.ambiguous),
+        unclaimed: a.unclaimed.max(b.unclaimed),
+        overflow: a.overflow.max(b.overflow),
+        send_unseen: a.send_unseen.max(b.send_unseen),
+        sampled: a.sampled.max(b.sampled),
+    }
+}
+
 /// A `reason` label value and the counter field it reads.
 pub(crate) type Reason<T> = (&'static str, fn(&T) -> u64);
 
@@ -359,6 +405,12 @@ struct State {
     loss_last: Option<LossCounters>,
     loss: [u64; LOSS_REASONS.len()],
     hops_dropped: u64,
+    /// Network legs per (source, destination, leg), both exported proxies.
+    legs: BTreeMap<(ProxyId, ProxyId, Leg), BucketCounts>,
+    /// Leg observations not exported: a proxy of the pair is not exported, or
+    /// [`MAX_LEG_SERIES`] pairs are.
+    legs_dropped: u64,
+    paths: PathCounts,
     over_limit: usize,
     agent: AgentUsage,
     updates: u64,
@@ -392,6 +444,9 @@ impl NodeMetrics {
             loss_last: None,
             loss: [0; LOSS_REASONS.len()],
             hops_dropped: 0,
+            legs: BTreeMap::new(),
+            legs_dropped: 0,
+            paths: PathCounts::default(),
             over_limit: 0,
             agent: AgentUsage::default(),
             updates: 0,
@@ -445,6 +500,18 @@ impl NodeMetrics {
             }
         }
         st.hops_dropped += snap.unattributed_hops;
+        for l in &snap.legs {
+            let key = (l.source.clone(), l.destination.clone(), l.leg);
+            let exported = st.proxies.contains_key(&l.source)
+                && st.proxies.contains_key(&l.destination)
+                && (st.legs.contains_key(&key) || st.legs.len() < MAX_LEG_SERIES);
+            if exported {
+                st.legs.entry(key).or_default().add_hdr(&l.histogram);
+            } else {
+                st.legs_dropped += l.histogram.len();
+            }
+        }
+        st.paths = max_counts(&st.paths, &snap.paths);
         for (i, (_, f)) in LOSS_REASONS.iter().enumerate() {
             st.loss[i] += gain_u64(st.loss_last.as_ref().map(f), f(&snap.loss));
         }
@@ -457,6 +524,9 @@ impl NodeMetrics {
         let forget_after = st.opts.forget_after;
         st.proxies
             .retain(|_, p| now.saturating_duration_since(p.last_seen) <= forget_after);
+        let proxies = &st.proxies;
+        st.legs
+            .retain(|(a, b, _), _| proxies.contains_key(a) && proxies.contains_key(b));
     }
 
     /// The registry (to encode with other tools).
@@ -746,6 +816,51 @@ impl Collector for NodeCollector {
                     )
                 })
             }),
+        )?;
+        let labels = |prefix: &'static str, id: &ProxyId| {
+            let p = st.proxies.get(id);
+            let (id, pod, ns) = p.map_or((String::new(), String::new(), String::new()), |p| {
+                (p.id.clone(), p.pod.clone(), p.namespace.clone())
+            });
+            [
+                (format!("{prefix}_proxy_id"), id),
+                (format!("{prefix}_pod"), pod),
+                (format!("{prefix}_namespace"), ns),
+            ]
+        };
+        family(
+            enc,
+            "smp_network_leg_duration",
+            "Time from one proxy's write of a message to another proxy of the node receiving it in its socket (same clock): the copy, the stack, the wire and the receiver's queue.",
+            Some(&SECONDS),
+            MetricType::Histogram,
+            st.legs.iter().map(|((a, b, leg), v)| {
+                (
+                    (
+                        (labels("source", a), labels("destination", b)),
+                        [("leg", leg.name())],
+                    ),
+                    Value::Histogram(v),
+                )
+            }),
+        )?;
+        family(
+            enc,
+            "smp_network_leg_exchanges",
+            "Exchanges facing another proxy, by how they were joined with that proxy's exchange: joined, or why not (no_peer, ambiguous, unclaimed, overflow, send_unseen).",
+            None,
+            MetricType::Counter,
+            PATH_OUTCOMES
+                .iter()
+                .map(|(outcome, f)| ([("outcome", *outcome)], Value::Counter(f(&st.paths)))),
+        )?;
+        single(
+            enc,
+            "smp_network_leg_observations_dropped",
+            "Network leg latencies not exported: a proxy of the pair is not exported, or the series limit was reached.",
+            None,
+            MetricType::Counter,
+            Value::Counter(st.legs_dropped),
         )?;
         Ok(())
     }

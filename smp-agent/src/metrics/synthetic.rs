@@ -6,7 +6,7 @@
 use smp_common::hop::HopCounts;
 use std::time::Duration;
 
-use super::{AgentUsage, HopSample, NodeSnapshot, ProxySample};
+use super::{AgentUsage, HopSample, LegSample, NodeSnapshot, ProxySample};
 use crate::{
     aggregate::{
         hops::{Direction, Leg, Sides, WireProtocol},
@@ -79,6 +79,8 @@ impl SyntheticNode {
     /// * `reviews` Envoy, inbound: 0.10 cores, 20 requests; request hop 20 × 250 µs, response
     ///   hop 20 × 45 µs.
     /// * host nginx, gateway: 0.05 cores, 10 requests; both hops 10 × 80 µs.
+    /// * productpage → reviews on one node: every request joined, network legs 20 × 60 µs
+    ///   (request) and 20 × 70 µs (response).
     pub fn new() -> Self {
         let envoy_args = ["envoy", "-c", "/etc/istio/proxy/envoy-rev.json"];
         let outbound = SyntheticProxy {
@@ -237,6 +239,23 @@ impl SyntheticNode {
                 ));
             }
         }
+        let (from, to) = (&self.proxies[0], &self.proxies[1]);
+        let leg = |source: &SyntheticProxy, destination: &SyntheticProxy, leg, ns| {
+            let mut histogram = crate::aggregate::hops::new_histogram();
+            histogram.saturating_record_n(ns, from.requests_per_tick);
+            LegSample {
+                source: source.id.clone(),
+                destination: destination.id.clone(),
+                leg,
+                histogram,
+            }
+        };
+        snap.legs = vec![
+            leg(from, to, Leg::Request, 60_000),
+            leg(to, from, Leg::Response, 70_000),
+        ];
+        snap.paths.joined = from.ticks * from.requests_per_tick;
+        snap.paths.breakdown = snap.paths.joined;
         snap
     }
 

@@ -229,7 +229,7 @@ fn both_formats_parse() {
             "{f} is not in docs/metrics.md"
         );
     }
-    assert_eq!(families.len(), 18, "{families:?}");
+    assert_eq!(families.len(), 21, "{families:?}");
 }
 
 #[test]
@@ -422,6 +422,7 @@ fn label_cardinality_is_bounded() {
             "le",
             "leg",
             "namespace",
+            "outcome",
             "pod",
             "proxy",
             "proxy_id",
@@ -439,7 +440,7 @@ fn label_cardinality_is_bounded() {
     );
     // Per proxy: 6 single series + 6 unpaired reasons + 6 hop kinds × 28; plus node series.
     let per_proxy = 6 + UNPAIRED_REASONS.len() + 6 * (HOP_BUCKETS_SECONDS.len() + 3);
-    let node = 8 + LOSS_REASONS.len();
+    let node = 9 + LOSS_REASONS.len() + PATH_OUTCOMES.len();
     assert_eq!(t.len(), 50 * per_proxy + node);
 }
 
@@ -568,4 +569,114 @@ fn agent_usage_reads_this_process() {
     let a = AgentUsage::current().expect("getrusage and statm");
     assert!(a.rss_bytes > 1 << 20, "{a:?}");
     assert!(a.cpu_seconds >= 0.0);
+}
+
+#[test]
+fn network_legs_are_exported_per_pair_and_leg_and_go_with_their_proxies() {
+    let m = NodeMetrics::new(MetricsOptions::default());
+    let (a, b) = (
+        host_proxy(&["envoy", "-c", "a"]),
+        host_proxy(&["envoy", "-c", "b"]),
+    );
+    let stranger = host_proxy(&["envoy", "-c", "c"]);
+    let leg = |source: &ProxyId, destination: &ProxyId, leg, values: &[u64]| {
+        let h = HopSample::from_ns(source.clone(), Direction::Outbound, leg, values);
+        LegSample {
+            source: source.clone(),
+            destination: destination.clone(),
+            leg,
+            histogram: h.histogram,
+        }
+    };
+    let snap = |legs| NodeSnapshot {
+        proxies: vec![ProxySample::new(a.clone()), ProxySample::new(b.clone())],
+        legs,
+        paths: PathCounts {
+            joined: 3,
+            no_peer: 2,
+            ..PathCounts::default()
+        },
+        ..NodeSnapshot::default()
+    };
+    m.update(&snap(vec![
+        leg(&a, &b, Leg::Request, &[15_000, 40_000, 40_000]),
+        leg(&b, &a, Leg::Response, &[25_000]),
+        // A pair with a proxy that is not exported: counted, not shown.
+        leg(&a, &stranger, Leg::Request, &[15_000, 15_000]),
+    ]));
+    m.update(&snap(vec![leg(&a, &b, Leg::Request, &[15_000])]));
+    let text = m.encode(Format::PrometheusText);
+    let pair = |s: &ProxyId, d: &ProxyId| {
+        format!(
+            "source_proxy_id=\"{s}\",source_pod=\"\",source_namespace=\"\",destination_proxy_id=\"{d}\",destination_pod=\"\",destination_namespace=\"\""
+        )
+    };
+    let (ab, ba) = (pair(&a, &b), pair(&b, &a));
+    for want in [
+        format!("smp_network_leg_duration_seconds_count{{{ab},leg=\"request\"}} 4"),
+        format!("smp_network_leg_duration_seconds_bucket{{le=\"0.00002\",{ab},leg=\"request\"}} 2"),
+        format!("smp_network_leg_duration_seconds_count{{{ba},leg=\"response\"}} 1"),
+        "smp_network_leg_exchanges_total{outcome=\"joined\"} 3".to_string(),
+        "smp_network_leg_exchanges_total{outcome=\"no_peer\"} 2".to_string(),
+        "smp_network_leg_exchanges_total{outcome=\"ambiguous\"} 0".to_string(),
+        "smp_network_leg_observations_dropped_total 2".to_string(),
+    ] {
+        assert!(
+            text.lines().any(|line| line == want),
+            "missing line {want}\n{text}"
+        );
+    }
+    assert!(!text.contains(&stranger.to_string()), "{text}");
+    check_histograms(&parse(&text, Format::PrometheusText));
+    // When a proxy of the pair is forgotten, the pair's series go too.
+    let later = Instant::now() + MetricsOptions::default().forget_after + Duration::from_secs(1);
+    m.update_at(
+        &NodeSnapshot {
+            proxies: vec![ProxySample::new(a.clone())],
+            ..NodeSnapshot::default()
+        },
+        later,
+    );
+    let text = m.encode(Format::PrometheusText);
+    assert!(
+        !text.contains("smp_network_leg_duration_seconds_count"),
+        "{text}"
+    );
+}
+
+#[test]
+fn network_leg_series_are_bounded_and_the_rest_counted() {
+    let m = NodeMetrics::new(MetricsOptions::default());
+    let ids: Vec<ProxyId> = (0..40)
+        .map(|i| host_proxy(&["envoy", "--id", &i.to_string()]))
+        .collect();
+    let mut snap = NodeSnapshot {
+        proxies: ids.iter().cloned().map(ProxySample::new).collect(),
+        ..NodeSnapshot::default()
+    };
+    // Every pair talks: 40 × 39 × 2 series wanted.
+    for a in &ids {
+        for b in ids.iter().filter(|b| *b != a) {
+            for leg in [Leg::Request, Leg::Response] {
+                let h = HopSample::from_ns(a.clone(), Direction::Outbound, leg, &[20_000]);
+                snap.legs.push(LegSample {
+                    source: a.clone(),
+                    destination: b.clone(),
+                    leg,
+                    histogram: h.histogram,
+                });
+            }
+        }
+    }
+    m.update(&snap);
+    let t = parse(&m.encode(Format::PrometheusText), Format::PrometheusText);
+    let series = t
+        .iter()
+        .filter(|s| s.name == "smp_network_leg_duration_seconds_count")
+        .count();
+    assert_eq!(series, MAX_LEG_SERIES);
+    assert_eq!(
+        value(&t, "smp_network_leg_observations_dropped_total", &[]),
+        Some((40 * 39 * 2 - MAX_LEG_SERIES) as f64)
+    );
 }
