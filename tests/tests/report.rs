@@ -1,5 +1,5 @@
 //! The HTML report (`report.html`) in a real browser: a realistic result set (HdrHistograms of
-//! recorded latencies, four hops, two sidecars) is written with `ResultSet::write_to_dir`, then
+//! recorded latencies, four hops, two sidecars, the breakdown of the requests' paths) is written with `ResultSet::write_to_dir`, then
 //! headless Chromium loads the file and the test checks the DOM it built, the size of the drawn
 //! plots, the console (no message at all: the page has no script, so any console line is a
 //! blocked load or an error) and a screenshot. Negative controls prove the console check sees
@@ -15,7 +15,9 @@ use std::{
     time::Duration,
 };
 
+use smp_agent::aggregate::path::{parts_at, Part, PathCounts, PathSample};
 use smp_agent::report::{
+    breakdown::{self, Breakdown, BreakdownAt, NetworkLeg},
     details::{
         new_latency_histogram, ConsistencyCheck, Direction, Distribution, Hop, Leg, Losses,
         RunSummary, SidecarUsage,
@@ -88,8 +90,24 @@ const HOPS: [(&str, Direction, Leg, f64); 4] = [
     ("envoy-client", Direction::Outbound, Leg::Response, 60.0),
 ];
 
+/// The parts of a request's path besides the hops (which [`HOPS`] gives): (part, median µs).
+/// The outbound and inbound hop parts are the sums of that sidecar's two hops.
+const EXTRA_PARTS: [(Part, f64); 6] = [
+    (Part::OutboundWait, 12.0),
+    (Part::OutboundSend, 9.0),
+    (Part::NetworkRequest, 28.0),
+    (Part::NetworkResponse, 22.0),
+    (Part::InboundWait, 14.0),
+    (Part::InboundSend, 10.0),
+];
+
+/// Requests whose outbound response write was not seen to return (out of the breakdown).
+const SEND_UNSEEN: u64 = 3;
+
 /// 60 s at 1000 req/s, meshed and baseline; each meshed request = a baseline-like request plus
-/// the four hop latencies it crossed (recorded into the hop histograms too).
+/// the four hop latencies it crossed (recorded into the hop histograms too) and the waits,
+/// sends and network legs of its path through the two sidecars (recorded as the path's
+/// parts, from which the breakdown is computed as `profile` does).
 fn realistic_set() -> ResultSet {
     const N: u64 = 60_000;
     const RUN_S: f64 = 60.0;
@@ -97,17 +115,52 @@ fn realistic_set() -> ResultSet {
     let mut meshed = new_latency_histogram();
     let mut baseline = new_latency_histogram();
     let mut hops: Vec<_> = HOPS.iter().map(|_| new_latency_histogram()).collect();
-    for _ in 0..N {
+    let mut parts: std::collections::BTreeMap<Part, _> = Part::ALL
+        .iter()
+        .map(|p| (*p, new_latency_histogram()))
+        .collect();
+    let mut samples: Vec<PathSample> = Vec::new();
+    // The network legs of every joined path, those out of the breakdown too.
+    let mut legs = [new_latency_histogram(), new_latency_histogram()];
+    for i in 0..N {
         baseline
             .record(rng.latency(550_000.0, 0.25, 0.002, 3e6))
             .unwrap();
         let mut t = rng.latency(550_000.0, 0.25, 0.002, 3e6);
-        for (h, (_, _, _, median_us)) in hops.iter_mut().zip(HOPS) {
+        let mut path: PathSample = [0; 8];
+        for (h, (_, direction, _, median_us)) in hops.iter_mut().zip(HOPS) {
             let v = rng.latency(median_us * 1e3, 0.3, 0.003, 0.8e6);
             h.record(v).unwrap();
             t += v;
+            let part = if direction == Direction::Outbound {
+                Part::OutboundHop
+            } else {
+                Part::InboundHop
+            };
+            path[part as usize] += v as u32;
+        }
+        for (part, median_us) in EXTRA_PARTS {
+            let v = rng.latency(median_us * 1e3, 0.4, 0.002, 0.2e6);
+            t += v;
+            path[part as usize] = v as u32;
         }
         meshed.record(t).unwrap();
+        for (h, part) in legs
+            .iter_mut()
+            .zip([Part::NetworkRequest, Part::NetworkResponse])
+        {
+            h.record(u64::from(path[part as usize]).max(1)).unwrap();
+        }
+        if i >= SEND_UNSEEN {
+            for p in Part::ALL {
+                parts
+                    .get_mut(&p)
+                    .unwrap()
+                    .record(u64::from(path[p as usize]).max(1))
+                    .unwrap();
+            }
+            samples.push(path);
+        }
     }
     let mut d = Details::new("");
     d.start_time = Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").ok();
@@ -174,6 +227,13 @@ fn realistic_set() -> ResultSet {
     };
     let overhead_p50 = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead_p50, 0.05, 0.25));
+    d.breakdown = Some(realistic_breakdown(
+        N,
+        &samples,
+        breakdown::part_distributions(&parts).unwrap(),
+        legs.map(|h| Distribution::from_histogram_ns(&h).unwrap()),
+        d.end_to_end.overhead.as_ref().unwrap(),
+    ));
     let sidecar = sidecar_totals(&d.sidecars, N as f64 / RUN_S, (N * 2 * 820) as f64 / RUN_S);
     ResultSet {
         test: TestConfigFile {
@@ -217,6 +277,53 @@ fn realistic_set() -> ResultSet {
         },
         environment: environment_for_this_host(),
         details: Some(d),
+    }
+}
+
+/// The breakdown of the simulated paths, as `profile` builds it: the parts at p50, p90 and
+/// p99 of the paths' time in the mesh against the overhead at the same percentile, the two
+/// network legs (`[request, response]`), and join counts of a node where a few exchanges met
+/// no peer.
+fn realistic_breakdown(
+    n: u64,
+    samples: &[PathSample],
+    parts: std::collections::BTreeMap<Part, Distribution>,
+    [request, response]: [Distribution; 2],
+    overhead: &smp_agent::report::details::Percentiles,
+) -> Breakdown {
+    let at = breakdown::QUANTILES
+        .iter()
+        .map(|&(name, q)| {
+            BreakdownAt::new(
+                name,
+                &parts_at(samples, q).unwrap(),
+                breakdown::overhead_at(overhead, name),
+            )
+        })
+        .collect();
+    let leg = |source: &str, destination: &str, leg, latency| NetworkLeg {
+        source: source.into(),
+        destination: destination.into(),
+        leg,
+        latency,
+    };
+    Breakdown {
+        paths: PathCounts {
+            joined: n,
+            breakdown: n - SEND_UNSEEN,
+            no_peer: 14,
+            ambiguous: 0,
+            unclaimed: 9,
+            overflow: 0,
+            send_unseen: SEND_UNSEEN,
+            sampled: samples.len() as u64,
+        },
+        network_legs: vec![
+            leg("envoy-client", "envoy-server", Leg::Request, request),
+            leg("envoy-server", "envoy-client", Leg::Response, response),
+        ],
+        parts,
+        at,
     }
 }
 
@@ -265,7 +372,8 @@ fn with_script(page: &str, script: &str) -> String {
 }
 
 /// Measures the drawn plots in the browser (layout done): per figure, the rendered size of its
-/// SVG, the total length of its polylines and the number of rectangles with an area.
+/// SVG, the total length of its polylines and the number of rectangles with an area; per bar
+/// of the breakdown (`bars`), the width and height of its track and the width of each segment.
 const PROBE: &str = r#"
 const out = {};
 for (const f of document.querySelectorAll('figure')) {
@@ -276,6 +384,13 @@ for (const f of document.querySelectorAll('figure')) {
   let bars = 0;
   for (const x of f.querySelectorAll('rect')) { const b = x.getBBox(); if (b.width > 0 && b.height > 0) bars++; }
   out[f.id] = { width: r.width, height: r.height, line: line, bars: bars, texts: f.querySelectorAll('text').length };
+}
+out.bars = {};
+for (const r of document.querySelectorAll('.bar-row')) {
+  const t = r.querySelector('.track').getBoundingClientRect();
+  const segs = {};
+  for (const x of r.querySelectorAll('.seg')) segs[x.classList[1]] = x.getBoundingClientRect().width;
+  out.bars[r.id] = { track: t.width, height: t.height, segs: segs };
 }
 const pre = document.createElement('pre');
 pre.id = 'probe';
@@ -361,6 +476,59 @@ fn report_renders_in_headless_chromium() {
         .count();
     assert!(bars >= 7, "6 sidecar bars + the background: {bars}");
     assert!(sidecars.contains("CPU (millicores)") && sidecars.contains("memory (MB)"));
+    // Where the time goes: a stacked bar per percentile, each with its outbound, network and
+    // inbound segments and the overhead mark, labelled with their values; the parts, the join
+    // counts and the network legs in tables.
+    let wtg = element(dom, "section", "breakdown");
+    assert!(wtg.contains("<h2>Where the time goes</h2>"), "{wtg}");
+    for label in [
+        "outbound sidecar",
+        "network leg",
+        "inbound sidecar",
+        "unexplained",
+        "overhead (meshed − baseline)",
+    ] {
+        assert!(
+            element(wtg, "div", "breakdown-legend").contains(label),
+            "legend lacks {label:?}"
+        );
+    }
+    let bars = &wtg[..wtg
+        .find("<div class=\"bar-scale\">")
+        .expect("the bars' scale")];
+    let rows: Vec<&str> = bars
+        .split("<div class=\"bar-row\" id=\"breakdown-")
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 3, "three bars: {bars}");
+    for (row, p) in rows.iter().zip(["p50", "p90", "p99"]) {
+        assert!(row.starts_with(&format!("{p}\">")), "{row}");
+        assert!(
+            row.contains(&format!("<div class=\"pct\">{p}</div>")),
+            "{row}"
+        );
+        for place in ["outbound", "network", "inbound"] {
+            assert!(
+                row.contains(&format!("<span class=\"seg {place}\" style=\"width:")),
+                "{p}: no {place} segment: {row}"
+            );
+            assert!(
+                row.contains(&format!("<span class=\"key {place}\"></span>{place} 0.")),
+                "{p}: {place} not labelled with its value: {row}"
+            );
+        }
+        assert!(row.contains("<span class=\"mark\""), "{p}: overhead mark");
+        assert!(row.contains("Mean of "), "{row}");
+    }
+    for id in [
+        "breakdown-table",
+        "breakdown-paths-table",
+        "breakdown-legs-table",
+    ] {
+        element(wtg, "table", id);
+    }
+    assert!(wtg.contains("<code>send_unseen</code></th><td class=\"num\">3</td>"));
+    assert!(wtg.contains("<td>envoy-client → envoy-server</td><td>request</td>"));
 
     // 2. After layout, each plot has a real size and its shapes a real extent.
     let probe_page = dir.join("probe.html");
@@ -401,6 +569,25 @@ fn report_renders_in_headless_chromium() {
         probe["sidecar-usage"]["bars"].as_u64().unwrap() >= 7,
         "{probe}"
     );
+    // The breakdown's bars: laid out across the page, every place visible, on one scale (the
+    // time in the mesh grows with the percentile, so each bar is longer than the one before).
+    let mut last = 0.0;
+    for p in ["p50", "p90", "p99"] {
+        let b = &probe["bars"][format!("breakdown-{p}")];
+        let track = b["track"].as_f64().unwrap_or(0.0);
+        assert!(
+            track > 800.0 && b["height"].as_f64().unwrap() >= 20.0,
+            "{p}: {probe}"
+        );
+        let segs = b["segs"].as_object().expect("segments");
+        for place in ["outbound", "network", "inbound"] {
+            let w = segs.get(place).and_then(|w| w.as_f64()).unwrap_or(0.0);
+            assert!(w >= 1.0, "{p}: the {place} segment is {w} px wide: {probe}");
+        }
+        let total: f64 = segs.values().filter_map(|w| w.as_f64()).sum();
+        assert!(total > last && total <= track + 0.5, "{p}: {probe}");
+        last = total;
+    }
 
     // 3. A screenshot: a PNG of the requested size with content (a blank page is ~10 KB).
     let png = dir.join("report.png");

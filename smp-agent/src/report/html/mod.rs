@@ -10,21 +10,29 @@
 //!   and memory per sidecar.
 //! * Tables: summary (meshed, baseline, overhead), hops, sidecars, losses, the
 //!   self-consistency check, and the run and machine.
+//! * Where the time goes (details' `breakdown`): one stacked bar per percentile (outbound
+//!   sidecar, network leg, inbound sidecar, unexplained) in plain HTML and CSS on one scale,
+//!   the parts, the join counts and the network legs.
 //! * Every string from the data (proxy names, URLs, labels) is escaped ([`escape`]); plotters
 //!   escapes the text it puts into the SVG itself.
-//! * Missing data (no details document, no baseline, no hops, no sidecars) is said in the page.
+//! * Missing data (no details document, no baseline, no hops, no breakdown, no sidecars) is
+//!   said in the page.
 //!
-//! Stable ids for tests and links: sections `summary`, `latency`, `hops`, `sidecars`, `losses`,
-//! `consistency`, `environment`; figures `latency-curve`, `hop-breakdown`, `sidecar-usage`
-//! (each holds one `<svg class="plot">`); tables `summary-table`, `hops-table`,
+//! Stable ids for tests and links: sections `summary`, `latency`, `hops`, `breakdown`,
+//! `sidecars`, `losses`, `consistency`, `environment`; figures `latency-curve`,
+//! `hop-breakdown`, `sidecar-usage` (each holds one `<svg class="plot">`); the breakdown's bars
+//! `breakdown-bars` holding one `breakdown-p50` … per percentile (`div.bar-row`, segments
+//! `span.seg.outbound`, `.network`, `.inbound`, `.unexplained`); tables `summary-table`,
+//! `hops-table`, `breakdown-table`, `breakdown-paths-table`, `breakdown-legs-table`,
 //! `sidecars-table`, `losses-table`, `consistency-table`, `environment-table`; notes about
 //! missing data have class `absent`.
 //!
 //! Files: [`page`] (head, header, footer, shared blocks), [`summary`] (headline cards and the
 //! summary table), [`sections`] (latency, hops, sidecars, losses, consistency, environment),
-//! [`plots`] (SVG figures), [`side`] (the data of the meshed or baseline run), [`format`]
-//! (escaping and number formats).
+//! [`breakdown`] (where the time goes), [`plots`] (SVG figures), [`side`] (the data of the
+//! meshed or baseline run), [`format`] (escaping and number formats).
 
+mod breakdown;
 mod format;
 mod page;
 mod plots;
@@ -36,6 +44,7 @@ pub(crate) mod tests;
 
 use plotters::drawing::DrawingAreaErrorKind;
 
+use breakdown::breakdown;
 pub use format::escape;
 use page::{absent, head, header};
 use sections::{consistency, environment, hops, latency, losses, sidecars};
@@ -70,8 +79,9 @@ pub fn render(set: &ResultSet) -> Result<String, HtmlError> {
         absent(
             &mut page,
             "no-details",
-            "This result has no details document: per-hop latency, sidecar usage, the baseline \
-             run and losses were not recorded. The figures below come from the SMP result alone.",
+            "This result has no details document: per-hop latency, where the time goes, \
+             sidecar usage, the baseline run and losses were not recorded. The figures below \
+             come from the SMP result alone.",
         );
     }
     cards(&mut page, set, &meshed, baseline.as_ref());
@@ -79,6 +89,7 @@ pub fn render(set: &ResultSet) -> Result<String, HtmlError> {
     latency(&mut page, &meshed, baseline.as_ref())?;
     if let Some(d) = details {
         hops(&mut page, d)?;
+        breakdown(&mut page, d);
         sidecars(&mut page, set, d)?;
         losses(&mut page, d, &meshed, baseline.as_ref());
         consistency(&mut page, d);

@@ -46,6 +46,22 @@ figcaption { color:var(--muted); font-size:13px; margin-top:6px; }
 .key { display:inline-block; width:12px; height:12px; border-radius:2px; vertical-align:-1px; margin-right:4px; }
 .legend { display:flex; gap:18px; font-size:14px; margin:0 0 4px 8px; }
 .key.meshed { background:var(--meshed); } .key.baseline { background:var(--baseline); }
+.key.outbound, .seg.outbound { background:#d95f02; } .key.network, .seg.network { background:#7570b3; }
+.key.inbound, .seg.inbound { background:#1b9e77; }
+.key.unexplained, .seg.unexplained { background:repeating-linear-gradient(135deg,#9e9e9e 0 4px,#d6d6d6 4px 8px); }
+.key.overhead { width:3px; border-radius:0; background:var(--fg); }
+.bars { margin:10px 0 8px; }
+.bar-row { display:grid; grid-template-columns:44px 1fr; column-gap:10px; align-items:center; margin:12px 0; }
+.bar-row .pct { font-weight:600; font-variant-numeric:tabular-nums; }
+.track { position:relative; height:28px; background:var(--band); border:1px solid var(--line); border-radius:3px; }
+.stack { display:flex; height:100%; overflow:hidden; }
+.seg { flex:none; height:100%; overflow:hidden; white-space:nowrap; text-overflow:clip; color:#fff;
+       font-size:12px; line-height:26px; text-align:center; font-variant-numeric:tabular-nums;
+       -webkit-print-color-adjust:exact; print-color-adjust:exact; }
+.seg.unexplained { color:var(--fg); }
+.mark { position:absolute; top:-5px; bottom:-5px; width:0; border-left:3px solid var(--fg); margin-left:-1px; }
+.bar-row .parts { grid-column:2; font-size:13px; color:var(--muted); margin-top:3px; }
+.bar-scale { display:flex; justify-content:space-between; margin-left:54px; font-size:12px; color:var(--muted); border-top:1px solid var(--line); }
 .absent { color:var(--muted); font-style:italic; border-left:3px solid var(--line); padding:4px 10px; background:var(--band); }
 .verdict { display:inline-block; padding:1px 8px; border-radius:10px; font-weight:600; color:#fff; }
 .verdict.consistent { background:var(--ok); } .verdict.inconsistent { background:var(--bad); }

@@ -2,7 +2,9 @@
 //! the percentile axis and the number formats.
 
 use super::{format::*, plots::*, *};
+use crate::aggregate::path::{Part, PartsAt, PathCounts};
 use crate::report::{
+    breakdown::{Breakdown, BreakdownAt, NetworkLeg},
     details::{
         self, ConsistencyCheck, Details, Direction, Distribution, Hop, Leg, Losses, Percentiles,
         RunSummary, SideShare, SidecarUsage, ToolInfo, WireProtocol,
@@ -84,8 +86,103 @@ pub(crate) fn populated_set() -> ResultSet {
     };
     let overhead = d.end_to_end.overhead.unwrap().p50;
     d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead, 0.05, 0.25));
+    d.breakdown = Some(sample_breakdown(&[0.7, 1.0, 2.0]));
     set.link();
     set
+}
+
+/// The parts (ms) of the requests at p50, in [`Part::ALL`]'s order: 0.56 ms in the mesh, of
+/// which outbound 0.28, network 0.05, inbound 0.23.
+const PARTS_P50: [f64; 8] = [0.02, 0.25, 0.01, 0.03, 0.02, 0.02, 0.2, 0.01];
+
+/// A breakdown at p50, p90, p99 (the parts ×1, ×1.5, ×3 those of [`PARTS_P50`]) with these
+/// overheads (ms), two network legs, and every join count set.
+fn sample_breakdown(overheads: &[f64; 3]) -> Breakdown {
+    let at = [("p50", 0.5, 1.0), ("p90", 0.9, 1.5), ("p99", 0.99, 3.0)]
+        .iter()
+        .zip(overheads)
+        .map(|(&(name, quantile, k), &o)| {
+            let parts_ns: std::collections::BTreeMap<Part, f64> = Part::ALL
+                .iter()
+                .zip(PARTS_P50)
+                .map(|(p, v)| (*p, v * k * 1e6))
+                .collect();
+            let parts = PartsAt {
+                quantile,
+                total_ns: parts_ns.values().sum(),
+                parts_ns,
+                paths: 30,
+            };
+            BreakdownAt::new(name, &parts, Some(o))
+        })
+        .collect();
+    let leg = |source: &str, destination: &str, leg, center_ns| NetworkLeg {
+        source: source.into(),
+        destination: destination.into(),
+        leg,
+        latency: Distribution::from_histogram_ns(&details::tests::sample_histogram(
+            center_ns, 2900,
+        ))
+        .unwrap(),
+    };
+    Breakdown {
+        paths: PathCounts {
+            joined: 2950,
+            breakdown: 2900,
+            no_peer: 11,
+            ambiguous: 2,
+            unclaimed: 7,
+            overflow: 0,
+            send_unseen: 5,
+            sampled: 2900,
+        },
+        network_legs: vec![
+            leg("envoy-client", "envoy-server", Leg::Request, 30_000),
+            leg("envoy-server", "envoy-client", Leg::Response, 20_000),
+        ],
+        parts: Default::default(),
+        at,
+    }
+}
+
+/// The `<section id=…>` of the page.
+fn section<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("<section id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("section {id} missing"));
+    let end = start + page[start..].find("</section>").unwrap();
+    &page[start..end]
+}
+
+/// The bar of one percentile: its markup up to the next bar (or the scale under the bars).
+fn bar_of<'a>(section: &'a str, percentile: &str) -> &'a str {
+    let start = section
+        .find(&format!(
+            "<div class=\"bar-row\" id=\"breakdown-{percentile}\">"
+        ))
+        .unwrap_or_else(|| panic!("no bar for {percentile}"));
+    let rest = &section[start + 1..];
+    let end = [
+        rest.find("<div class=\"bar-row\""),
+        rest.find("<div class=\"bar-scale\""),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(rest.len());
+    &section[start..=start + end]
+}
+
+/// The width (% of the common scale) of each segment of a bar: (class, width).
+fn segments(bar: &str) -> Vec<(String, f64)> {
+    bar.split("<span class=\"seg ")
+        .skip(1)
+        .map(|s| {
+            let class = s[..s.find('"').unwrap()].to_string();
+            let w = &s[s.find("width:").unwrap() + 6..];
+            (class, w[..w.find('%').unwrap()].parse().unwrap())
+        })
+        .collect()
 }
 
 /// Everything empty: no details, no latency, no clients.
@@ -135,6 +232,9 @@ fn populated_set_has_every_plot_and_table() {
     for id in [
         "summary-table",
         "hops-table",
+        "breakdown-table",
+        "breakdown-paths-table",
+        "breakdown-legs-table",
         "sidecars-table",
         "losses-table",
         "consistency-table",
@@ -217,6 +317,7 @@ fn empty_set_says_what_is_missing() {
     for id in [
         "no-baseline",
         "hops-absent",
+        "breakdown-absent",
         "sidecars-absent",
         "consistency-absent",
     ] {
@@ -232,6 +333,161 @@ fn empty_set_says_what_is_missing() {
     d.hops.truncate(1);
     d.hops[0].latency = Distribution::default();
     render(&set).unwrap();
+}
+
+#[test]
+fn breakdown_draws_a_stacked_bar_per_percentile_on_one_scale() {
+    let page = render(&populated_set()).unwrap();
+    let s = section(&page, "breakdown");
+    assert!(s.contains("<h2>Where the time goes</h2>"));
+    // What each part is, in words, and how a bar is made.
+    for words in [
+        "outbound sidecar",
+        "network leg",
+        "inbound sidecar",
+        "unexplained",
+        "inbound sidecar's socket receiving the bytes",
+        "one kernel clock",
+        "mean of each part over the requests whose time in the mesh lies at the 90th percentile",
+    ] {
+        assert!(s.contains(words), "{words:?} not said");
+    }
+    assert_eq!(s.matches("<div class=\"bar-row\"").count(), 3);
+    // p99 reaches furthest (its overhead, 2 ms, is the scale); p50 is 0.7 / 2 of it, p90 half.
+    let total = |p: &str| segments(bar_of(s, p)).iter().map(|(_, w)| w).sum::<f64>();
+    for (p, want) in [("p50", 35.0), ("p90", 50.0), ("p99", 100.0)] {
+        let bar = bar_of(s, p);
+        let classes: Vec<String> = segments(bar).into_iter().map(|(c, _)| c).collect();
+        assert_eq!(
+            classes,
+            ["outbound", "network", "inbound", "unexplained"],
+            "{p}: {bar}"
+        );
+        assert!((total(p) - want).abs() < 0.01, "{p}: {} %", total(p));
+        assert!(bar.contains("class=\"mark\""), "{p}: the overhead mark");
+        assert!(bar.contains("<div class=\"pct\">"), "{p}: its name");
+    }
+    // Each segment's width in proportion to its value: outbound 0.28 of 2 ms at p50 = 14 %.
+    assert_eq!(segments(bar_of(s, "p50"))[0], ("outbound".into(), 14.0));
+    // Labels with values: inside the wide segments and in the line under each bar.
+    let p50 = bar_of(s, "p50");
+    assert!(p50.contains(">0.280 ms</span>"), "{p50}");
+    for text in [
+        "outbound 0.280 ms",
+        "network 0.050 ms",
+        "inbound 0.230 ms",
+        "unexplained 0.140 ms",
+        "= overhead 0.700 ms (80 % in the parts)",
+        "Mean of 30 requests; largest: outbound",
+    ] {
+        assert!(p50.contains(text), "{text:?} not in {p50}");
+    }
+    assert!(bar_of(s, "p99").contains("inbound 0.690 ms"));
+    assert!(s.contains("<div class=\"bar-scale\"><span>0</span><span>2.000 ms</span></div>"));
+    // The parts table: one row per percentile, each part.
+    let table = &s[s.find("<table id=\"breakdown-table\"").unwrap()..];
+    assert!(
+        table.contains("<tr><th>p90</th><td class=\"num\">0.030</td><td class=\"num\">0.375</td>")
+    );
+    assert!(table.contains("<td class=\"num\">+0.140</td>"));
+    // The join counts with their meaning, the network legs.
+    for name in [
+        "joined",
+        "breakdown",
+        "no_peer",
+        "ambiguous",
+        "unclaimed",
+        "overflow",
+        "send_unseen",
+    ] {
+        assert!(
+            s.contains(&format!(
+                "<tr><th><code>{name}</code></th><td class=\"num\">"
+            )),
+            "{name}"
+        );
+    }
+    assert!(s.contains("<code>no_peer</code></th><td class=\"num\">11</td><td>a proxy"));
+    assert!(s.contains("<tr><td>envoy-client → envoy-server</td><td>request</td>"));
+    assert!(s.contains("<tr><td>envoy-server → envoy-client</td><td>response</td>"));
+    assert!(s.contains("<td class=\"num\">2,900</td></tr>"), "leg count");
+    // Between the hops and the sidecars.
+    let at = |id: &str| page.find(&format!("<section id=\"{id}\">")).unwrap();
+    assert!(at("hops") < at("breakdown") && at("breakdown") < at("sidecars"));
+}
+
+#[test]
+fn breakdown_says_when_the_parts_exceed_the_overhead() {
+    let mut set = populated_set();
+    // p99: 1.68 ms in the mesh, an overhead of 1.5 ms: unexplained −0.18 ms.
+    set.details.as_mut().unwrap().breakdown = Some(sample_breakdown(&[0.7, 1.0, 1.5]));
+    let page = render(&set).unwrap();
+    let s = section(&page, "breakdown");
+    let p99 = bar_of(s, "p99");
+    let segs = segments(p99);
+    assert_eq!(
+        segs.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["outbound", "network", "inbound"],
+        "no unexplained segment when it is negative"
+    );
+    // The parts set the scale now (1.68 ms); the overhead mark falls inside them.
+    assert!((segs.iter().map(|(_, w)| w).sum::<f64>() - 100.0).abs() < 0.01);
+    assert!(p99.contains("style=\"left:89.286%\""), "{p99}");
+    assert!(
+        p99.contains(
+            "= 1.680 ms in the mesh. <span class=\"warn\">The parts exceed the measured \
+             overhead (1.500 ms) by 0.180 ms.</span>"
+        ),
+        "{p99}"
+    );
+    assert!(
+        s.contains("<td class=\"num\">−0.180</td>"),
+        "signed in the table"
+    );
+    assert!(!bar_of(s, "p50").contains("exceed"));
+    assert!(s.contains("<span>1.680 ms</span>"), "the scale");
+    // No baseline: no overhead, no unexplained, said so.
+    let mut set = populated_set();
+    for a in &mut set.details.as_mut().unwrap().breakdown.as_mut().unwrap().at {
+        a.overhead_ms = None;
+        a.unexplained_ms = None;
+    }
+    let page = render(&set).unwrap();
+    let p50 = bar_of(section(&page, "breakdown"), "p50");
+    assert!(!p50.contains("class=\"mark\"") && !p50.contains("seg unexplained"));
+    assert!(
+        p50.contains("= 0.560 ms in the mesh. No baseline run"),
+        "{p50}"
+    );
+}
+
+#[test]
+fn breakdown_absent_says_why() {
+    let mut set = populated_set();
+    set.details.as_mut().unwrap().breakdown = None;
+    let page = render(&set).unwrap();
+    let s = section(&page, "breakdown");
+    assert!(s.contains("<h2>Where the time goes</h2>"));
+    assert!(s.contains(
+        "<p class=\"absent\" id=\"breakdown-absent\">No breakdown: no request was joined \
+         across two sidecars of this node."
+    ));
+    assert!(!s.contains("bar-row") && !s.contains("<table"));
+    // Paths tried but none outbound → inbound: the counts and legs, no bar.
+    let mut set = populated_set();
+    let b = set.details.as_mut().unwrap().breakdown.as_mut().unwrap();
+    b.at.clear();
+    b.network_legs.clear();
+    b.paths = PathCounts {
+        no_peer: 40,
+        ..PathCounts::default()
+    };
+    let page = render(&set).unwrap();
+    let s = section(&page, "breakdown");
+    assert!(s.contains("id=\"breakdown-unjoined\""));
+    assert!(s.contains("id=\"breakdown-no-legs\""));
+    assert!(!s.contains("bar-row") && !s.contains("breakdown-table"));
+    assert!(s.contains("<code>no_peer</code></th><td class=\"num\">40</td>"));
 }
 
 #[test]
@@ -262,6 +518,7 @@ fn strings_are_escaped() {
     d.hops[0].proxy = evil.into();
     d.sidecars[0].proxy = evil.into();
     d.end_to_end.meshed.url = evil.into();
+    d.breakdown.as_mut().unwrap().network_legs[0].source = evil.into();
     let page = render(&set).unwrap();
     assert!(!page.contains("<script"), "unescaped markup in the page");
     assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"));
