@@ -422,6 +422,36 @@ fn prometheus_on_the_daemon_agrees_with_top_on_the_envoy_lab() {
             assert_eq!(s.labels["upstream_protocol"], "http1", "{series:?}");
         }
 
+        // The network leg between the two sidecars: each request joined across them once,
+        // from the outbound's write to the inbound's socket (and back for the response).
+        let (src, dst) = (
+            sel.replacen("proxy_id", "source_proxy_id", 1),
+            sel.replacen("proxy_id", "destination_proxy_id", 1),
+        );
+        let legs = by_label(
+            &p,
+            &format!("sum by (leg) (smp_network_leg_duration_seconds_count{{{src},{dst}}})"),
+            "leg",
+            |r| r.len() == 2 && r.values().all(|v| *v >= 0.99 * total),
+        );
+        let least_paired = paired.values().copied().fold(f64::INFINITY, f64::min);
+        for (leg, v) in &legs {
+            eprintln!("network leg {leg}: {v} of {least_paired} exchanges paired on both sides");
+            assert!(*v <= least_paired, "{leg}: more legs than exchanges");
+        }
+        let outcomes = by_label(&p, "smp_network_leg_exchanges_total", "outcome", |r| {
+            r.get("joined").is_some_and(|v| *v >= legs["request"])
+        });
+        eprintln!("join outcomes: {outcomes:?}");
+        let leg_p50 = p.query_one(&format!(
+            "histogram_quantile(0.5, sum by (le) (rate(smp_network_leg_duration_seconds_bucket{{leg=\"request\",{src},{dst}}}[1m])))"
+        ));
+        // Over a veth pair on one node: tens of microseconds, never more than a millisecond.
+        assert!(
+            leg_p50 > 0.0 && leg_p50 < 0.001,
+            "request network leg p50 {leg_p50} s"
+        );
+
         // (iii) CPU.
         let cpu_at = |t: SystemTime| -> BTreeMap<String, f64> {
             // The latest raw sample at `t` (a range selector skips the staleness marker a
