@@ -385,7 +385,17 @@ fn profile_lab_envoy_one_and_two_workers_plain_and_mtls_with_the_report_in_chrom
     };
     let run = dump_dom(&chrome, &dir, "profile", &dir.join("report.html"));
     assert!(run.console.is_empty(), "console: {:?}", run.console);
-    for id in ["latency-curve", "hop-breakdown", "sidecar-usage"] {
+    for id in [
+        "latency-curve",
+        "hop-breakdown",
+        "sidecar-usage",
+        // Where the time goes, from the profile's own breakdown: one bar per percentile.
+        "breakdown-bars",
+        "breakdown-p50",
+        "breakdown-p90",
+        "breakdown-p99",
+        "breakdown-legs-table",
+    ] {
         assert!(
             run.stdout.contains(&format!("id=\"{id}\"")),
             "{id} missing from the rendered page"
