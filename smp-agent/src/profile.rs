@@ -359,11 +359,17 @@ fn breakdown_of(
             )
         })
         .collect();
+    let rtt_estimates = paths
+        .estimates
+        .iter()
+        .map(|((id, peer), e)| breakdown::rtt_estimate(name(id), *peer, e).map_err(hist))
+        .collect::<Result<_, _>>()?;
     Ok(Some(Breakdown {
         paths: *c,
         network_legs,
         parts: breakdown::part_distributions(&paths.parts).map_err(hist)?,
         at,
+        rtt_estimates,
     }))
 }
 

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::{
     aggregate::{
         hops::{self, Direction, Exchange, Leg, Sides},
-        path::{self, PartsAt, PathCounts, PathJoiner},
+        path::{self, PartsAt, PathCounts, PathJoiner, Peer, RttEstimates},
         LossCounters,
     },
     probes::{EventReader, ProbeError, ProbeEvent, Probes},
@@ -116,6 +116,8 @@ pub struct PathView {
     pub legs: BTreeMap<(ProxyId, ProxyId, Leg), Histogram<u64>>,
     /// Each part's distribution over the outbound → inbound paths, ns.
     pub parts: BTreeMap<path::Part, Histogram<u64>>,
+    /// TCP's round-trip estimates of each proxy's upstream connections, by where the peer is.
+    pub estimates: BTreeMap<(ProxyId, Peer), RttEstimates>,
     /// The breakdown at the quantiles asked for (none without a complete path).
     pub at: Vec<PartsAt>,
     pub counts: PathCounts,
@@ -660,6 +662,15 @@ impl Tracker {
             .collect()
     }
 
+    /// Hands over TCP's round-trip estimates recorded since the start or the previous call
+    /// (as [`Tracker::take_legs`]).
+    pub fn take_estimates(&mut self) -> BTreeMap<(ProxyId, Peer), RttEstimates> {
+        std::mem::take(&mut self.paths.estimates)
+            .into_iter()
+            .map(|((a, peer), e)| ((self.proxy_ids[a].clone(), peer), e))
+            .collect()
+    }
+
     /// The paths joined in this window, at its end: the network legs, each part's
     /// distribution, and the breakdown at `quantiles` of the paths' total time in the mesh.
     /// Paths still waiting for their response send are counted as `send_unseen`.
@@ -678,6 +689,11 @@ impl Tracker {
                 })
                 .collect(),
             parts: p.parts.clone(),
+            estimates: p
+                .estimates
+                .iter()
+                .map(|((a, peer), e)| ((self.proxy_ids[*a].clone(), *peer), e.clone()))
+                .collect(),
             at: quantiles
                 .iter()
                 .filter_map(|q| path::parts_at(&p.samples, *q))

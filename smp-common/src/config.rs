@@ -66,8 +66,13 @@ pub struct KernelOffsets {
     /// `struct pt_regs`: the syscall's return value (x86_64: `ax`, `-ENOSYS` until the
     /// syscall returns), telling a thread inside a syscall from one in user mode.
     pub regs_ret: u32,
+    /// `struct tcp_sock`: `srtt_us` (smoothed RTT << 3, µs), `mdev_us` (its mean deviation
+    /// << 2, µs) and `rtt_min`'s current minimum (`s[0].v`, µs).
+    pub tcp_srtt: u32,
+    pub tcp_mdev: u32,
+    pub tcp_min_rtt: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 124);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -104,6 +109,9 @@ impl KernelOffsets {
             socket_alloc_inode: 0,
             skb_sk: 0,
             regs_ret: 0,
+            tcp_srtt: 0,
+            tcp_mdev: 0,
+            tcp_min_rtt: 0,
         }
     }
 }

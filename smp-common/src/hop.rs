@@ -92,8 +92,25 @@ pub struct SockState {
     /// opened (0: none); its exit marks that stream and those after it sent
     /// ([`crate::h2::SENT_STREAMS`]).
     pub h2_out_first: u32,
+    /// Upstreams: TCP's estimate of the connection's round trip when the current response
+    /// arrived (`tcp_probe`); zero: unknown.
+    pub rtt: TcpRtt,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 192);
+const _: () = assert!(core::mem::size_of::<SockState>() == 208);
+
+/// TCP's own estimate of a connection's round trip, as `tcp_info` reports it (µs; 0: unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpRtt {
+    /// Smoothed RTT (`srtt_us >> 3`).
+    pub srtt_us: u32,
+    /// Its mean deviation (`mdev_us >> 2`, `tcp_info`'s `rttvar`).
+    pub rttvar_us: u32,
+    /// The least RTT of the connection's recent samples (`rtt_min`, a windowed minimum).
+    pub min_rtt_us: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<TcpRtt>() == 16);
 
 /// An upstream's response that its next request overtook before a write forwarded it, with
 /// what its exchange needs ([`SockState::held`]). A Go `http.Transport` puts a connection back
@@ -218,9 +235,13 @@ pub struct ExchangeRecord {
     /// `SOCK_*` flags of the downstream (low byte) and upstream (next byte); how the response
     /// was found in bits 16–18 (`PAIRED_BY_*`).
     pub flags: u32,
-    pub _pad: u32,
+    /// The upstream connection's RTT as TCP estimated it when the response arrived (an
+    /// HTTP/2 stream's: unknown), µs; see [`TcpRtt`].
+    pub up_srtt_us: u32,
+    pub up_rttvar_us: u32,
+    pub up_min_rtt_us: u32,
 }
-const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 184);
+const _: () = assert!(core::mem::size_of::<ExchangeRecord>() == 192);
 
 /// `(ExchangeRecord::flags >> PAIRED_BY_SHIFT) & PAIRED_BY_MASK`: the response was found
 /// through the request-forward hint, by adjacency (the response the writing thread had just

@@ -339,3 +339,76 @@ fn a_proxy_between_the_pods_is_shown_as_a_gateway() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Issue 21, a peer the agent does not see: `profile` tracking only the outbound sidecar (as
+/// on a node whose peer pods run elsewhere) joins none of its exchanges, counts each as
+/// `no_peer`, and reports TCP's own round-trip estimate of its upstream connections instead,
+/// labelled an estimate, in the summary, details.json and the report.
+#[test]
+fn a_sidecar_whose_peer_is_not_tracked_gets_tcps_round_trip_estimate() {
+    if !require_root("a_sidecar_whose_peer_is_not_tracked_gets_tcps_round_trip_estimate") {
+        return;
+    }
+    let cfg = lab_config("h3rtt", ProxyKind::Envoy, false);
+    with_lab(&cfg, |info| {
+        let out_pid = info.outbound.pid;
+        let dir = std::env::temp_dir().join(format!("smp-rtt-it-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &info.client_netns])
+            .arg(agent_bin())
+            .args(["profile", "--url", &info.meshed_url])
+            .args(["--baseline-url", &info.baseline_url])
+            .args(["--sidecar-pid", &out_pid.to_string()])
+            .args(["--rate", "200", "--connections", "8", "--duration", "3s"])
+            .arg("--output-dir")
+            .arg(&dir)
+            .output()
+            .expect("run profile");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "profile failed: {:?}", out.status);
+        let details =
+            smp_agent::report::set::read_details(&dir.join(smp_agent::report::set::DETAILS_FILE))
+                .expect("details.json");
+        let hops = details
+            .hops
+            .iter()
+            .find(|h| h.pid == Some(out_pid) && h.leg == Leg::Request)
+            .expect("the outbound's request hop");
+        let n = hops.latency.count;
+        assert!(n >= 550, "{n} exchanges");
+        let b = details.breakdown.as_ref().expect("a breakdown");
+        let c = &b.paths;
+        assert_eq!((c.joined, c.ambiguous), (0, 0), "{c:?}");
+        assert!(
+            c.no_peer >= n,
+            "every exchange counted without a peer: {c:?} of {n}"
+        );
+        assert!(b.at.is_empty() && b.network_legs.is_empty(), "{b:?}");
+        let [e] = &b.rtt_estimates[..] else {
+            panic!("one estimate expected: {:?}", b.rtt_estimates);
+        };
+        assert_eq!(e.peer, smp_agent::aggregate::path::Peer::NotOnNode);
+        // One figure per exchange (the warm-up's too), none unknown over HTTP/1.1.
+        assert!(e.srtt.count >= n && e.unknown == 0, "{e:?}");
+        let (srtt, min) = (e.srtt.percentiles.p50, e.min_rtt.percentiles.p50);
+        // Over a veth pair: the wire's round trip is tens of microseconds; the smoothed RTT
+        // is never below the minimum.
+        assert!(min > 0.0 && min < 1.0, "min RTT p50 {min} ms");
+        assert!(srtt >= min, "srtt p50 {srtt} ms below min RTT p50 {min} ms");
+        assert!(
+            stdout.contains("TCP's round-trip estimate of")
+                && stdout.contains("an estimate, not measured per request")
+                && stdout.contains("not a tracked proxy of this node"),
+            "the summary does not show the estimate:\n{stdout}"
+        );
+        let html = std::fs::read_to_string(dir.join(smp_agent::report::set::REPORT_FILE))
+            .expect("report.html");
+        assert!(
+            html.contains("id=\"breakdown-rtt-table\""),
+            "no estimate table"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

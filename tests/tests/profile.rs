@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use smp_agent::aggregate::path::Peer;
 use smp_agent::report::{
     details::{Direction, Leg},
     set::{
@@ -173,6 +174,23 @@ fn breakdown(name: &str, set: &ResultSet, h1: bool) -> Result<(), String> {
             outbound.latency.count
         );
         assert_eq!(c.ambiguous, 0, "{name}: {c:?}");
+        // TCP's estimate of the outbound's connections to its peer, kept to compare with the
+        // measured legs: one per joined exchange, none unknown.
+        let e = b
+            .rtt_estimates
+            .iter()
+            .find(|e| e.peer == Peer::OnNode)
+            .unwrap_or_else(|| panic!("{name}: no estimate on this node: {:?}", b.rtt_estimates));
+        assert!(e.srtt.count >= c.joined && e.unknown == 0, "{name}: {e:?}");
+        let legs: f64 = b
+            .network_legs
+            .iter()
+            .map(|l| l.latency.percentiles.p50)
+            .sum();
+        eprintln!(
+            "{name}: TCP's srtt p50 {:.3} ms, min RTT p50 {:.3} ms; measured legs p50 {legs:.3} ms",
+            e.srtt.percentiles.p50, e.min_rtt.percentiles.p50
+        );
     }
     assert_eq!(b.at.len(), 3, "{name}: p50, p90, p99");
     assert_eq!(b.network_legs.len(), 2, "{name}: {:?}", b.network_legs);

@@ -324,6 +324,7 @@ fn realistic_breakdown(
         ],
         parts,
         at,
+        rtt_estimates: Vec::new(),
     }
 }
 

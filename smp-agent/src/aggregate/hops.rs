@@ -9,6 +9,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+pub use smp_common::hop::TcpRtt;
 
 /// Endpoints of one connection as the proxy sees it, and what the kernel saw it speak.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -91,6 +92,9 @@ pub struct Exchange {
     pub upstream: Conn,
     /// How the kernel found the response this exchange forwards.
     pub paired_by: PairedBy,
+    /// TCP's estimate of the upstream connection's round trip when the response arrived
+    /// (zero: unknown, e.g. an HTTP/2 stream).
+    pub upstream_rtt: TcpRtt,
 }
 
 /// How the kernel found the response a response write forwards (docs/hops.md, Pairing).

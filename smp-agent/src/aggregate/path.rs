@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::hops::{self, Direction, Exchange, Leg};
+use super::hops::{self, Direction, Exchange, Leg, TcpRtt};
 
 /// A part of a request's time in the mesh, in the order the request meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -86,6 +86,69 @@ pub enum Place {
     Outbound,
     Network,
     Inbound,
+}
+
+/// Where an upstream exchange's peer is, for TCP's round-trip estimate of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Peer {
+    /// A tracked proxy of this node read it (joined or ambiguous): the network leg is
+    /// measured; the estimate is kept to compare.
+    OnNode,
+    /// No tracked proxy of this node read it (`no_peer`): another node, or an untracked
+    /// process; TCP's estimate is all there is.
+    NotOnNode,
+}
+
+impl Peer {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Peer::OnNode => "on_node",
+            Peer::NotOnNode => "not_on_node",
+        }
+    }
+}
+
+/// TCP's round-trip estimates of the connections of a proxy's upstream exchanges, one value
+/// per exchange (ns; the kernel keeps µs): the network leg's estimate where it is not
+/// measured. A round trip: both legs, plus whatever delayed the peer's acknowledgement.
+#[derive(Debug, Clone)]
+pub struct RttEstimates {
+    /// Smoothed RTT.
+    pub srtt: Histogram<u64>,
+    /// Its mean deviation (`rttvar`).
+    pub rttvar: Histogram<u64>,
+    /// The connection's windowed minimum RTT.
+    pub min_rtt: Histogram<u64>,
+    /// Exchanges whose connection's estimate was unknown (an HTTP/2 stream, a kernel whose
+    /// `tcp_sock` layout the agent could not read, no RTT sample yet).
+    pub unknown: u64,
+}
+
+impl Default for RttEstimates {
+    fn default() -> Self {
+        Self {
+            srtt: hops::new_histogram(),
+            rttvar: hops::new_histogram(),
+            min_rtt: hops::new_histogram(),
+            unknown: 0,
+        }
+    }
+}
+
+impl RttEstimates {
+    fn record(&mut self, r: &TcpRtt) {
+        if r.srtt_us == 0 {
+            self.unknown += 1;
+            return;
+        }
+        let ns = |us: u32| (u64::from(us) * 1_000).max(1);
+        self.srtt.saturating_record(ns(r.srtt_us));
+        self.rttvar.saturating_record(ns(r.rttvar_us));
+        if r.min_rtt_us != 0 {
+            self.min_rtt.saturating_record(ns(r.min_rtt_us));
+        }
+    }
 }
 
 /// One joined request's parts, ns (saturated at `u32::MAX`, 4.3 s).
@@ -155,6 +218,8 @@ pub struct PathJoiner {
     next_expire_ns: u64,
     pending: HashMap<(u32, u64), Pending>,
     pub legs: LegHistograms,
+    /// TCP's round-trip estimates per (proxy whose upstream it is, where the peer is).
+    pub estimates: BTreeMap<(usize, Peer), RttEstimates>,
     /// Each part's distribution over the breakdown's paths, ns.
     pub parts: BTreeMap<Part, Histogram<u64>>,
     pub samples: Vec<PathSample>,
@@ -171,6 +236,7 @@ impl Default for PathJoiner {
             next_expire_ns: 0,
             pending: HashMap::new(),
             legs: BTreeMap::new(),
+            estimates: BTreeMap::new(),
             parts: BTreeMap::new(),
             samples: Vec::new(),
             rng: 0x9e37_79b9_7f4a_7c15,
@@ -265,6 +331,7 @@ impl PathJoiner {
         };
         let Some(q) = self.waiting.get_mut(&key) else {
             self.counts.no_peer += 1;
+            self.estimate(proxy, Peer::NotOnNode, x);
             return;
         };
         // The peer read the request after it was written and wrote the response before it
@@ -279,8 +346,10 @@ impl PathJoiner {
         let (Some((i, _)), None) = (found.next(), found.next()) else {
             if q.iter().any(fits) {
                 self.counts.ambiguous += 1;
+                self.estimate(proxy, Peer::OnNode, x);
             } else {
                 self.counts.no_peer += 1;
+                self.estimate(proxy, Peer::NotOnNode, x);
             }
             return;
         };
@@ -290,6 +359,7 @@ impl PathJoiner {
         }
         self.waiting_len -= 1;
         self.counts.joined += 1;
+        self.estimate(proxy, Peer::OnNode, x);
         let y = &peer.x;
         let net_req = y.req_arrival_ns.saturating_sub(x.req_out_ns);
         let net_resp = x.resp_arrival_ns.saturating_sub(y.resp_out_ns);
@@ -326,6 +396,13 @@ impl PathJoiner {
         }
         self.pending
             .insert((x.tid, x.resp_out_ns), Pending { parts });
+    }
+
+    fn estimate(&mut self, proxy: usize, peer: Peer, x: &Exchange) {
+        self.estimates
+            .entry((proxy, peer))
+            .or_default()
+            .record(&x.upstream_rtt);
     }
 
     /// A complete outbound → inbound path: into the parts' histograms and the samples.

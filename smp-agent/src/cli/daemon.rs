@@ -112,10 +112,15 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut builder = SnapshotBuilder::default();
     let hops = tracker.take_hops();
     let legs = tracker.take_legs();
+    let estimates = tracker.take_estimates();
     let _ = tracker.take_changes(); // the first scan: logged below as the proxies found
     let first = tracker.view();
     let mut snap = builder.build(&first, hops, &pods_now(pods.as_ref()));
     snap.legs = leg_samples(legs);
+    snap.estimates = estimates
+        .into_iter()
+        .map(|((id, peer), e)| (id, peer, e))
+        .collect();
     metrics.update(&snap);
     server.set_ready(true);
     tracing::info!(
@@ -152,6 +157,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         // Hops and changes first: the view then has none to copy.
         let hops = tracker.take_hops();
         let legs = tracker.take_legs();
+        let estimates = tracker.take_estimates();
         log_changes(tracker.take_changes());
         let view = tracker.view();
         if let Some(p) = &pods {
@@ -159,6 +165,10 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         let mut snap = builder.build(&view, hops, &pods_now(pods.as_ref()));
         snap.legs = leg_samples(legs);
+        snap.estimates = estimates
+            .into_iter()
+            .map(|((id, peer), e)| (id, peer, e))
+            .collect();
         metrics.update(&snap);
         over_limit.check(metrics.over_limit(), config.max_proxies);
     };

@@ -71,7 +71,7 @@ use prometheus_client::{
 use crate::{
     aggregate::{
         hops::{new_histogram, Direction, HopAggregator, Leg, Sides},
-        path::PathCounts,
+        path::{PathCounts, Peer, RttEstimates},
         LossCounters,
     },
     proxy::{kube::PodRef, ProxyId},
@@ -105,6 +105,9 @@ pub struct NodeSnapshot {
     pub legs: Vec<LegSample>,
     /// How exchanges facing a peer were joined into paths, cumulative.
     pub paths: PathCounts,
+    /// TCP's round-trip estimates of each proxy's upstream connections since the previous
+    /// update, by where the peer is.
+    pub estimates: Vec<(ProxyId, Peer, RttEstimates)>,
 }
 
 /// Network leg latencies from one proxy to another observed since the previous update
@@ -339,7 +342,25 @@ struct ProxyState {
     rss_bytes: u64,
     hops: BTreeMap<(Direction, Leg), BucketCounts>,
     sides: BTreeMap<(Direction, Sides), u64>,
+    /// TCP's smoothed and minimum RTT of its upstream connections, by where the peer is.
+    rtt: BTreeMap<(Peer, RttKind), BucketCounts>,
     last_seen: Instant,
+}
+
+/// Which of TCP's round-trip estimates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RttKind {
+    Srtt,
+    MinRtt,
+}
+
+impl RttKind {
+    const fn name(self) -> &'static str {
+        match self {
+            RttKind::Srtt => "srtt",
+            RttKind::MinRtt => "min_rtt",
+        }
+    }
 }
 
 impl ProxyState {
@@ -358,6 +379,7 @@ impl ProxyState {
             rss_bytes: 0,
             hops: BTreeMap::new(),
             sides: BTreeMap::new(),
+            rtt: BTreeMap::new(),
             last_seen: now,
         }
     }
@@ -407,8 +429,8 @@ struct State {
     hops_dropped: u64,
     /// Network legs per (source, destination, leg), both exported proxies.
     legs: BTreeMap<(ProxyId, ProxyId, Leg), BucketCounts>,
-    /// Leg observations not exported: a proxy of the pair is not exported, or
-    /// [`MAX_LEG_SERIES`] pairs are.
+    /// Leg observations (and RTT estimates) not exported: a proxy of the pair (the proxy) is
+    /// not exported, or [`MAX_LEG_SERIES`] pairs are.
     legs_dropped: u64,
     paths: PathCounts,
     over_limit: usize,
@@ -512,6 +534,16 @@ impl NodeMetrics {
             }
         }
         st.paths = max_counts(&st.paths, &snap.paths);
+        for (id, peer, e) in &snap.estimates {
+            match st.proxies.get_mut(id) {
+                Some(p) => {
+                    for (kind, h) in [(RttKind::Srtt, &e.srtt), (RttKind::MinRtt, &e.min_rtt)] {
+                        p.rtt.entry((*peer, kind)).or_default().add_hdr(h);
+                    }
+                }
+                None => st.legs_dropped += e.srtt.len(),
+            }
+        }
         for (i, (_, f)) in LOSS_REASONS.iter().enumerate() {
             st.loss[i] += gain_u64(st.loss_last.as_ref().map(f), f(&snap.loss));
         }
@@ -846,6 +878,24 @@ impl Collector for NodeCollector {
         )?;
         family(
             enc,
+            "smp_network_rtt_estimate",
+            "TCP's own estimate of the round trip of the proxy's upstream connections (smoothed or windowed-minimum RTT), one observation per exchange, by whether the peer is a tracked proxy of this node: the network leg's estimate where it is not measured per request.",
+            Some(&SECONDS),
+            MetricType::Histogram,
+            proxies.iter().flat_map(|p| {
+                p.rtt.iter().map(move |((peer, kind), b)| {
+                    (
+                        (
+                            p.labels(),
+                            [("peer", peer.name()), ("estimate", kind.name())],
+                        ),
+                        Value::Histogram(b),
+                    )
+                })
+            }),
+        )?;
+        family(
+            enc,
             "smp_network_leg_exchanges",
             "Exchanges facing another proxy, by how they were joined with that proxy's exchange: joined, or why not (no_peer, ambiguous, unclaimed, overflow, send_unseen).",
             None,
@@ -857,7 +907,7 @@ impl Collector for NodeCollector {
         single(
             enc,
             "smp_network_leg_observations_dropped",
-            "Network leg latencies not exported: a proxy of the pair is not exported, or the series limit was reached.",
+            "Network leg latencies and TCP round-trip estimates not exported: their proxy (or one of the pair) is not exported, or the leg series limit was reached.",
             None,
             MetricType::Counter,
             Value::Counter(st.legs_dropped),

@@ -80,7 +80,8 @@ impl SyntheticNode {
     ///   hop 20 × 45 µs.
     /// * host nginx, gateway: 0.05 cores, 10 requests; both hops 10 × 80 µs.
     /// * productpage → reviews on one node: every request joined, network legs 20 × 60 µs
-    ///   (request) and 20 × 70 µs (response).
+    ///   (request) and 20 × 70 µs (response); the gateway's upstreams off the node, TCP's
+    ///   estimates 10 × 400 µs (srtt) and 10 × 150 µs (min RTT).
     pub fn new() -> Self {
         let envoy_args = ["envoy", "-c", "/etc/istio/proxy/envoy-rev.json"];
         let outbound = SyntheticProxy {
@@ -254,6 +255,15 @@ impl SyntheticNode {
             leg(from, to, Leg::Request, 60_000),
             leg(to, from, Leg::Response, 70_000),
         ];
+        // The gateway's upstreams are on other nodes: TCP's estimates, 10 × 400 µs srtt and
+        // 10 × 150 µs minimum.
+        let gw = &self.proxies[2];
+        let mut e = crate::aggregate::path::RttEstimates::default();
+        e.srtt.saturating_record_n(400_000, gw.requests_per_tick);
+        e.rttvar.saturating_record_n(50_000, gw.requests_per_tick);
+        e.min_rtt.saturating_record_n(150_000, gw.requests_per_tick);
+        snap.estimates = vec![(gw.id.clone(), crate::aggregate::path::Peer::NotOnNode, e)];
+        snap.paths.no_peer = gw.ticks * gw.requests_per_tick;
         snap.paths.joined = from.ticks * from.requests_per_tick;
         snap.paths.breakdown = snap.paths.joined;
         snap

@@ -229,7 +229,7 @@ fn both_formats_parse() {
             "{f} is not in docs/metrics.md"
         );
     }
-    assert_eq!(families.len(), 21, "{families:?}");
+    assert_eq!(families.len(), 22, "{families:?}");
 }
 
 #[test]
@@ -628,6 +628,24 @@ fn network_legs_are_exported_per_pair_and_leg_and_go_with_their_proxies() {
     }
     assert!(!text.contains(&stranger.to_string()), "{text}");
     check_histograms(&parse(&text, Format::PrometheusText));
+    // TCP's round-trip estimates, per proxy and where its peer is.
+    let mut e = crate::aggregate::path::RttEstimates::default();
+    e.srtt.saturating_record_n(400_000, 3);
+    e.min_rtt.saturating_record_n(150_000, 3);
+    m.update(&NodeSnapshot {
+        proxies: vec![ProxySample::new(a.clone()), ProxySample::new(b.clone())],
+        estimates: vec![(a.clone(), crate::aggregate::path::Peer::NotOnNode, e)],
+        ..NodeSnapshot::default()
+    });
+    let text = m.encode(Format::PrometheusText);
+    let l = format!("proxy=\"envoy\",proxy_id=\"{a}\",pod=\"\",namespace=\"\"");
+    for want in [
+        format!("smp_network_rtt_estimate_seconds_count{{{l},peer=\"not_on_node\",estimate=\"srtt\"}} 3"),
+        format!("smp_network_rtt_estimate_seconds_bucket{{le=\"0.0005\",{l},peer=\"not_on_node\",estimate=\"srtt\"}} 3"),
+        format!("smp_network_rtt_estimate_seconds_bucket{{le=\"0.0002\",{l},peer=\"not_on_node\",estimate=\"min_rtt\"}} 3"),
+    ] {
+        assert!(text.lines().any(|line| line == want), "missing line {want}\n{text}");
+    }
     // When a proxy of the pair is forgotten, the pair's series go too.
     let later = Instant::now() + MetricsOptions::default().forget_after + Duration::from_secs(1);
     m.update_at(

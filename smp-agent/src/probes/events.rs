@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use smp_common::{
     event::{EventHeader, EventKind, ProcessExec, ProcessExit, ProcessFork},
     hop::{
-        ExchangeRecord, SendDone, Tuple, PAIRED_BY_MASK, PAIRED_BY_SHIFT, SOCK_H2, SOCK_STREAM,
-        SOCK_TLS,
+        ExchangeRecord, SendDone, TcpRtt, Tuple, PAIRED_BY_MASK, PAIRED_BY_SHIFT, SOCK_H2,
+        SOCK_STREAM, SOCK_TLS,
     },
     ABI_VERSION,
 };
@@ -15,6 +15,10 @@ use crate::aggregate::hops::{canonical_addr, Conn, Exchange, PairedBy};
 
 /// An event from the kernel programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "decoded one at a time and consumed at once: boxing would allocate per exchange"
+)]
 pub enum ProbeEvent {
     /// A tracked process exited.
     ProcessExit { tgid: u32, ts_ns: u64 },
@@ -140,6 +144,12 @@ pub fn decode(bytes: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 downstream: conn(&r.downstream, r.flags as u8),
                 upstream: conn(&r.upstream, (r.flags >> 8) as u8),
                 paired_by: PairedBy::from_wire((r.flags >> PAIRED_BY_SHIFT) & PAIRED_BY_MASK),
+                upstream_rtt: TcpRtt {
+                    srtt_us: r.up_srtt_us,
+                    rttvar_us: r.up_rttvar_us,
+                    min_rtt_us: r.up_min_rtt_us,
+                    _pad: 0,
+                },
             }))
         }
         Some(EventKind::SendDone) => {
@@ -288,10 +298,13 @@ mod tests {
         r.downstream.remote_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
         r.downstream.remote_port = 40000;
         r.flags = u32::from(SOCK_TLS) << 8;
+        (r.up_srtt_us, r.up_rttvar_us, r.up_min_rtt_us) = (300, 20, 12);
         let Ok(ProbeEvent::Exchange(e)) = decode(&bytes_of(&r)) else {
             panic!("not an exchange")
         };
         assert_eq!((e.request_hop_ns(), e.response_hop_ns()), (10, 15));
+        let rtt = e.upstream_rtt;
+        assert_eq!((rtt.srtt_us, rtt.rttvar_us, rtt.min_rtt_us), (300, 20, 12));
         assert_eq!((e.request_wait_ns(), e.response_wait_ns()), (6, 3));
         assert_eq!(e.request_send_ns(), 6);
         assert_eq!(e.downstream.local, Some("127.0.0.1:15001".parse().unwrap()));

@@ -27,6 +27,10 @@ fn arg_registers() -> Result<(&'static str, &'static str, &'static str, &'static
 /// Reads every offset the programs need from the running kernel.
 pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
     let (arg0, arg1, nr, ret) = arg_registers()?;
+    // The connection's RTT as TCP estimates it (`tcp_info`'s `rtt`, `rttvar`, `min_rtt`).
+    let tcp_min_rtt = btf.member_offset("tcp_sock", "rtt_min")?
+        + btf.member_offset("minmax", "s")?
+        + btf.member_offset("minmax_sample", "v")?;
     Ok(KernelOffsets {
         valid: ABI_VERSION,
         regs_arg0: btf.member_offset("pt_regs", arg0)?,
@@ -60,5 +64,8 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         socket_alloc_inode: btf.member_offset("socket_alloc", "vfs_inode")?,
         skb_sk: btf.member_offset("sk_buff", "sk")?,
         regs_ret: btf.member_offset("pt_regs", ret)?,
+        tcp_srtt: btf.member_offset("tcp_sock", "srtt_us")?,
+        tcp_mdev: btf.member_offset("tcp_sock", "mdev_us")?,
+        tcp_min_rtt,
     })
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::details::{Distribution, HistogramCodecError, Percentiles};
 use crate::aggregate::{
     hops::Leg,
-    path::{Part, PartsAt, PathCounts, Place},
+    path::{Part, PartsAt, PathCounts, Peer, Place, RttEstimates},
 };
 
 /// The quantiles of the breakdown (`profile` prints them; the report draws a bar for each).
@@ -31,6 +31,31 @@ pub struct Breakdown {
     /// The parts of the requests at each quantile of their time in the mesh.
     #[serde(default)]
     pub at: Vec<BreakdownAt>,
+    /// TCP's round-trip estimates of each proxy's upstream connections: the network leg's
+    /// only figure where the peer is not a tracked proxy of this node (an estimate, not a
+    /// measurement per request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtt_estimates: Vec<RttEstimate>,
+}
+
+/// TCP's own round-trip estimates of one proxy's upstream connections, one value per exchange
+/// (the connection's figures when its response arrived).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RttEstimate {
+    /// The proxy whose upstream connections they are.
+    pub proxy: String,
+    /// `on_node` (a tracked proxy of this node is the peer: the leg is also measured) or
+    /// `not_on_node`.
+    pub peer: Peer,
+    /// Smoothed RTT (a round trip: both legs, and any delay of the peer's acknowledgement).
+    pub srtt: Distribution,
+    /// Its mean deviation.
+    pub rttvar: Distribution,
+    /// The connection's windowed minimum RTT: the closest to the wire's round trip.
+    pub min_rtt: Distribution,
+    /// Exchanges whose connection's estimate was unknown.
+    pub unknown: u64,
 }
 
 /// The network leg from one proxy to another.
@@ -137,6 +162,22 @@ pub fn part_distributions(
         .collect()
 }
 
+/// The estimate document of one proxy's estimates.
+pub fn rtt_estimate(
+    proxy: String,
+    peer: Peer,
+    e: &RttEstimates,
+) -> Result<RttEstimate, HistogramCodecError> {
+    Ok(RttEstimate {
+        proxy,
+        peer,
+        srtt: Distribution::from_histogram_ns(&e.srtt)?,
+        rttvar: Distribution::from_histogram_ns(&e.rttvar)?,
+        min_rtt: Distribution::from_histogram_ns(&e.min_rtt)?,
+        unknown: e.unknown,
+    })
+}
+
 /// What could hold time that no part holds, for the summary when "unexplained" is largest.
 pub const UNEXPLAINED_HINT: &str = "a process on the path the agent does not track (a proxy \
 discovery did not find, a node agent or CNI proxy), or time outside the proxies' sockets (the \
@@ -158,7 +199,6 @@ pub fn summary_lines(b: &Breakdown, failed: bool) -> Vec<String> {
              no breakdown"
                 .to_string(),
         );
-        return lines;
     }
     let part = |a: &BreakdownAt, p: Part| a.parts_ms.get(&p).copied().unwrap_or(0.0);
     for a in &b.at {
@@ -187,6 +227,24 @@ pub fn summary_lines(b: &Breakdown, failed: bool) -> Vec<String> {
             }
         }
         lines.push(s);
+    }
+    for e in &b.rtt_estimates {
+        let p = |d: &Distribution| d.percentiles.p50;
+        lines.push(format!(
+            "  TCP's round-trip estimate of {}'s upstream connections (an estimate, not measured \
+             per request), peer {}: srtt p50 {:.3} ms (rttvar {:.3}), min RTT p50 {:.3} ms; \
+             {} exchanges, {} unknown",
+            e.proxy,
+            match e.peer {
+                Peer::OnNode => "on this node",
+                Peer::NotOnNode => "not a tracked proxy of this node",
+            },
+            p(&e.srtt),
+            p(&e.rttvar),
+            p(&e.min_rtt),
+            e.srtt.count,
+            e.unknown
+        ));
     }
     if failed {
         if let Some(a) = b.at.first() {

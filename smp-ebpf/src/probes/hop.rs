@@ -22,10 +22,10 @@ use smp_common::{
     event::EventKind,
     h2::{self, Cursor, FrameHeader, H2Walk, IOV_WALK},
     hop::{
-        hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, ThreadLast, DIR_IN,
-        DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE,
-        REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK, SOCK_STREAM,
-        SOCK_TLS, SOCK_TUPLE,
+        hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, TcpRtt, ThreadLast,
+        DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT,
+        PAIRED_BY_SOLE, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK,
+        SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
     },
     pairing::{self, Class, SockStates, Sole},
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
@@ -897,7 +897,9 @@ fn exchange(
             downstream: d.tuple,
             upstream: u.tuple,
             flags: u32::from(d.flags) | (u32::from(u.flags) << 8) | (by << PAIRED_BY_SHIFT),
-            _pad: 0,
+            up_srtt_us: u.rtt.srtt_us,
+            up_rttvar_us: u.rtt.rttvar_us,
+            up_min_rtt_us: u.rtt.min_rtt_us,
         },
         Wake::Lazy,
     ) {
@@ -948,6 +950,28 @@ pub fn on_tcp_probe(ctx: &aya_ebpf::programs::RawTracePointContext) -> Result<()
     let s = unsafe { &mut *sp };
     if s.last_dir != DIR_IN && s.arrival == 0 {
         s.arrival = unsafe { bpf_ktime_get_ns() };
+        if s.role == ROLE_UPSTREAM {
+            // A response arrives: TCP's estimate of the connection's round trip now (the
+            // network leg's estimate when the peer is on another node). Unknown stays 0.
+            s.rtt = tcp_rtt(sk, o);
+        }
     }
     Ok(())
+}
+
+/// TCP's round-trip estimate of socket `sk` (a `struct tcp_sock`), µs; zero where unknown.
+#[inline(always)]
+fn tcp_rtt(sk: u64, o: &KernelOffsets) -> TcpRtt {
+    let mut r = TcpRtt::default();
+    if let Ok(srtt) = read::<u32>(sk, o.tcp_srtt) {
+        r.srtt_us = srtt >> 3;
+    }
+    if let Ok(mdev) = read::<u32>(sk, o.tcp_mdev) {
+        r.rttvar_us = mdev >> 2;
+    }
+    if let Ok(min) = read::<u32>(sk, o.tcp_min_rtt) {
+        // `~0U` until the first sample.
+        r.min_rtt_us = if min == u32::MAX { 0 } else { min };
+    }
+    r
 }

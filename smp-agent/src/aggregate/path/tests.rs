@@ -251,3 +251,38 @@ fn beyond_the_cap_the_samples_stay_a_bounded_uniform_sample() {
         SAMPLES_CAP as u64 + 5_000
     );
 }
+
+#[test]
+fn tcp_round_trip_estimates_are_kept_by_where_the_peer_is() {
+    let rtt = |srtt_us, min_rtt_us| TcpRtt {
+        srtt_us,
+        rttvar_us: srtt_us / 4,
+        min_rtt_us,
+        _pad: 0,
+    };
+    let mut j = PathJoiner::default();
+    // Joined on this node.
+    let (mut x, y) = outbound_answered(40001, 1_000, 40, 50);
+    x.upstream_rtt = rtt(120, 30);
+    feed(&mut j, &x, &y);
+    // No tracked peer: twice, once with TCP's estimate unknown (an HTTP/2 stream).
+    let mut far = outbound(40002, 9_000, 300);
+    far.upstream_rtt = rtt(800, 500);
+    j.exchange(OUT, Direction::Outbound, &far);
+    far.upstream_rtt = TcpRtt::default();
+    j.exchange(OUT, Direction::Outbound, &far);
+    let on = &j.estimates[&(OUT, Peer::OnNode)];
+    assert!(on.srtt.equivalent(on.srtt.value_at_quantile(0.5), 120_000));
+    assert!(on
+        .min_rtt
+        .equivalent(on.min_rtt.value_at_quantile(0.5), 30_000));
+    let off = &j.estimates[&(OUT, Peer::NotOnNode)];
+    assert_eq!((off.srtt.len(), off.unknown), (1, 1));
+    assert!(off
+        .srtt
+        .equivalent(off.srtt.value_at_quantile(0.5), 800_000));
+    assert!(off
+        .rttvar
+        .equivalent(off.rttvar.value_at_quantile(0.5), 200_000));
+    assert_eq!(j.counts.no_peer, 2);
+}

@@ -1,13 +1,14 @@
 //! Where the time goes: the per-request breakdown of the mesh's overhead (details.json
 //! `breakdown`). One stacked bar per percentile (outbound sidecar, network leg, inbound
 //! sidecar, unexplained), drawn in plain HTML and CSS on one scale for the three bars, the parts
-//! in a table, then the join counts and the network legs between the sidecars.
+//! in a table, then the join counts, the network legs between the sidecars and TCP's
+//! round-trip estimates of their upstream connections.
 
 use std::fmt::Write as _;
 
 use super::{format::*, page::absent};
 use crate::{
-    aggregate::path::{Part, PathCounts, SAMPLES_CAP, WAITING_CAP},
+    aggregate::path::{Part, PathCounts, Peer, SAMPLES_CAP, WAITING_CAP},
     report::{
         breakdown::{Breakdown, BreakdownAt},
         details::Details,
@@ -46,6 +47,7 @@ pub(super) fn breakdown(page: &mut String, d: &Details) {
     }
     counts(page, &b.paths);
     legs(page, b);
+    estimates(page, b);
     page.push_str("</section>\n");
 }
 
@@ -352,6 +354,44 @@ fn legs(page: &mut String, b: &Breakdown) {
             ms(p.p50),
             ms(p.p99),
             count(l.latency.count)
+        );
+    }
+    page.push_str("</tbody>\n</table>\n");
+}
+
+/// TCP's round-trip estimates of each proxy's upstream connections.
+fn estimates(page: &mut String, b: &Breakdown) {
+    if b.rtt_estimates.is_empty() {
+        return;
+    }
+    page.push_str(
+        "<h3>TCP's round-trip estimates</h3>\n<p>Where a proxy's peer is not a traced proxy of \
+         this node, its network leg cannot be measured per request: these are the kernel's own \
+         estimates of the connection's round trip (both legs), an <em>estimate</em>. The \
+         smoothed RTT also holds any delay of the peer's acknowledgement (on request/response \
+         traffic it often rides on the response), the minimum RTT is the closest to the \
+         wire's round trip. Where the peer is on this node the leg is measured above, and the \
+         estimate is shown to compare.</p>\n\
+         <table id=\"breakdown-rtt-table\">\n<thead><tr><th>proxy</th><th>peer</th>\
+         <th class=\"num\">srtt p50</th><th class=\"num\">rttvar p50</th>\
+         <th class=\"num\">min RTT p50</th><th class=\"num\">exchanges</th>\
+         <th class=\"num\">unknown</th></tr></thead>\n<tbody>\n",
+    );
+    for e in &b.rtt_estimates {
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&e.proxy),
+            match e.peer {
+                Peer::OnNode => "on this node",
+                Peer::NotOnNode => "not a traced proxy of this node",
+            },
+            ms(e.srtt.percentiles.p50),
+            ms(e.rttvar.percentiles.p50),
+            ms(e.min_rtt.percentiles.p50),
+            count(e.srtt.count),
+            count(e.unknown)
         );
     }
     page.push_str("</tbody>\n</table>\n");

@@ -142,6 +142,7 @@ fn sample_breakdown(overheads: &[f64; 3]) -> Breakdown {
         ],
         parts: Default::default(),
         at,
+        rtt_estimates: Vec::new(),
     }
 }
 
@@ -579,4 +580,32 @@ fn number_formats() {
     assert_eq!(signed_ms(-1.5), "−1.500 ms");
     assert_eq!(ms(f64::NAN), "—");
     assert_eq!(bytes(1_500_000), "1.4 MiB");
+}
+
+#[test]
+fn breakdown_lists_tcp_round_trip_estimates_as_estimates() {
+    let mut set = populated_set();
+    let d = set.details.as_mut().unwrap();
+    let mut e = crate::aggregate::path::RttEstimates::default();
+    for us in [90u64, 100, 110] {
+        e.srtt.saturating_record(us * 1_000);
+        e.rttvar.saturating_record(us * 250);
+        e.min_rtt.saturating_record(40_000);
+    }
+    e.unknown = 2;
+    d.breakdown.as_mut().unwrap().rtt_estimates = vec![crate::report::breakdown::rtt_estimate(
+        "<gw>".into(),
+        crate::aggregate::path::Peer::NotOnNode,
+        &e,
+    )
+    .unwrap()];
+    let page = render(&set).unwrap();
+    let s = section(&page, "breakdown");
+    assert!(s.contains("id=\"breakdown-rtt-table\""), "{s}");
+    assert!(s.contains("&lt;gw&gt;") && !s.contains("<gw>"));
+    assert!(s.contains("not a traced proxy of this node"));
+    assert!(s.contains("<em>estimate</em>"));
+    // Without estimates, no table.
+    let page = render(&populated_set()).unwrap();
+    assert!(!page.contains("breakdown-rtt-table"));
 }
