@@ -289,25 +289,16 @@ fn a_proxy_between_the_pods_is_shown_as_a_gateway() {
         PodProcess::wait_listening(&info.client_netns, 9090);
         PodProcess::wait_listening(&info.server_netns, 9091);
         let gw_pid = gw.0.id();
-        let dir = std::env::temp_dir().join(format!("smp-gateway-it-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &info.client_netns])
-            .arg(agent_bin())
-            .args(["profile", "--url", &format!("http://{gw_addr}/")])
-            .args(["--baseline-url", &format!("http://{app_addr}/")])
-            .args(["--sidecar-pid", &gw_pid.to_string()])
-            .args(["--rate", "200", "--connections", "4", "--duration", "3s"])
-            .arg("--output-dir")
-            .arg(&dir)
-            .output()
-            .expect("run profile");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "profile failed: {:?}", out.status);
-        let details =
-            smp_agent::report::set::read_details(&dir.join(smp_agent::report::set::DETAILS_FILE))
-                .expect("details.json");
+        let (dir, stdout, details) = profile_one_proxy(
+            info,
+            "gateway",
+            (
+                &format!("http://{gw_addr}/"),
+                &format!("http://{app_addr}/"),
+            ),
+            gw_pid,
+            4,
+        );
         let hops: Vec<_> = details
             .hops
             .iter()
@@ -352,25 +343,13 @@ fn a_sidecar_whose_peer_is_not_tracked_gets_tcps_round_trip_estimate() {
     let cfg = lab_config("h3rtt", ProxyKind::Envoy, false);
     with_lab(&cfg, |info| {
         let out_pid = info.outbound.pid;
-        let dir = std::env::temp_dir().join(format!("smp-rtt-it-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &info.client_netns])
-            .arg(agent_bin())
-            .args(["profile", "--url", &info.meshed_url])
-            .args(["--baseline-url", &info.baseline_url])
-            .args(["--sidecar-pid", &out_pid.to_string()])
-            .args(["--rate", "200", "--connections", "8", "--duration", "3s"])
-            .arg("--output-dir")
-            .arg(&dir)
-            .output()
-            .expect("run profile");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "profile failed: {:?}", out.status);
-        let details =
-            smp_agent::report::set::read_details(&dir.join(smp_agent::report::set::DETAILS_FILE))
-                .expect("details.json");
+        let (dir, stdout, details) = profile_one_proxy(
+            info,
+            "rtt",
+            (&info.meshed_url, &info.baseline_url),
+            out_pid,
+            8,
+        );
         let hops = details
             .hops
             .iter()
@@ -411,4 +390,35 @@ fn a_sidecar_whose_peer_is_not_tracked_gets_tcps_round_trip_estimate() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+/// `profile` as a user runs it from the lab's client pod, measuring the one proxy `pid` with
+/// the load going to `urls` (meshed, baseline) over `connections` at 200 rps for 3 s. Returns
+/// the results directory, the summary printed and details.json.
+fn profile_one_proxy(
+    info: &smp_agent::lab::LabInfo,
+    name: &str,
+    (url, baseline): (&str, &str),
+    pid: u32,
+    connections: u32,
+) -> (std::path::PathBuf, String, smp_agent::report::Details) {
+    let dir = std::env::temp_dir().join(format!("smp-{name}-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &info.client_netns])
+        .arg(agent_bin())
+        .args(["profile", "--url", url, "--baseline-url", baseline])
+        .args(["--sidecar-pid", &pid.to_string()])
+        .args(["--rate", "200", "--connections", &connections.to_string()])
+        .args(["--duration", "3s", "--output-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run profile");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "profile failed: {:?}", out.status);
+    let details =
+        smp_agent::report::set::read_details(&dir.join(smp_agent::report::set::DETAILS_FILE))
+            .expect("details.json");
+    (dir, stdout, details)
 }

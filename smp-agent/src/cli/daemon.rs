@@ -110,17 +110,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
     let pods = kube.map(|client| PodNames::start(client, config.node_name.clone(), POD_REFRESH));
     let mut builder = SnapshotBuilder::default();
-    let hops = tracker.take_hops();
-    let legs = tracker.take_legs();
-    let estimates = tracker.take_estimates();
-    let _ = tracker.take_changes(); // the first scan: logged below as the proxies found
-    let first = tracker.view();
-    let mut snap = builder.build(&first, hops, &pods_now(pods.as_ref()));
-    snap.legs = leg_samples(legs);
-    snap.estimates = estimates
-        .into_iter()
-        .map(|((id, peer), e)| (id, peer, e))
-        .collect();
+    // The first scan's changes are logged below as the proxies found.
+    let (snap, first) = take_snapshot(&mut tracker, &mut builder, pods.as_ref(), drop);
     metrics.update(&snap);
     server.set_ready(true);
     tracing::info!(
@@ -154,21 +145,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         if let Err(e) = tracker.sample() {
             break Err(e);
         }
-        // Hops and changes first: the view then has none to copy.
-        let hops = tracker.take_hops();
-        let legs = tracker.take_legs();
-        let estimates = tracker.take_estimates();
-        log_changes(tracker.take_changes());
-        let view = tracker.view();
-        if let Some(p) = &pods {
-            p.ask_for_unknown(&view);
-        }
-        let mut snap = builder.build(&view, hops, &pods_now(pods.as_ref()));
-        snap.legs = leg_samples(legs);
-        snap.estimates = estimates
-            .into_iter()
-            .map(|((id, peer), e)| (id, peer, e))
-            .collect();
+        let (snap, _) = take_snapshot(&mut tracker, &mut builder, pods.as_ref(), log_changes);
         metrics.update(&snap);
         over_limit.check(metrics.over_limit(), config.max_proxies);
     };
@@ -185,6 +162,32 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(anyhow::Error::new(e).context("tracking failed")),
     }
+}
+
+/// This interval's snapshot, and the view it was built from. The hops, network legs and
+/// RTT estimates since the previous snapshot and the change log are taken first (the view
+/// then has none to copy); `changes` gets the log.
+fn take_snapshot(
+    tracker: &mut Tracker,
+    builder: &mut SnapshotBuilder,
+    pods: Option<&PodNames>,
+    changes: impl FnOnce(Vec<(Duration, ProxyChange)>),
+) -> (NodeSnapshot, TrackerView) {
+    let hops = tracker.take_hops();
+    let legs = tracker.take_legs();
+    let estimates = tracker.take_estimates();
+    changes(tracker.take_changes());
+    let view = tracker.view();
+    if let Some(p) = pods {
+        p.ask_for_unknown(&view);
+    }
+    let mut snap = builder.build(&view, hops, &pods_now(pods));
+    snap.legs = leg_samples(legs);
+    snap.estimates = estimates
+        .into_iter()
+        .map(|((id, peer), e)| (id, peer, e))
+        .collect();
+    (snap, view)
 }
 
 /// One log line per process that started or stopped being tracked.
