@@ -2,7 +2,7 @@
 //! [`ProbeSnapshot`]s; this module turns them into per-process CPU and per-socket figures.
 
 use smp_common::hop::HopCounts;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use smp_common::sock::SyscallKind;
@@ -18,6 +18,16 @@ pub struct ThreadCpuSample {
     pub tgid: u32,
     pub on_cpu_ns: u64,
     pub switches: u64,
+    /// The thread's `sum_exec_runtime` at its last switch-out (0: unknown).
+    pub last_exec: u64,
+}
+
+/// A thread that existed when its process began to be tracked, with the scheduler's
+/// `sum_exec_runtime` of it then (`/proc/<pid>/task/<tid>/schedstat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadBase {
+    pub tgid: u32,
+    pub exec_ns: u64,
 }
 
 /// A tracked thread on a CPU right now, since `since_ns` (CLOCK_MONOTONIC).
@@ -123,6 +133,51 @@ pub struct ProcessCpu {
 }
 
 impl ProbeSnapshot {
+    /// Charges the threads that were on a CPU when tracking began from that moment.
+    ///
+    /// The scheduler probe charges a stint from the switch-in it saw; a thread already running
+    /// when its process began to be tracked has no switch-in, and the probe charges nothing
+    /// of that stint (it cannot tell how much came before). A busy thread that is never
+    /// preempted (an idle CPU, a pinned poller) would so show no CPU at all. With the
+    /// thread's `sum_exec_runtime` at tracking start (`bases`): a thread the probe has seen
+    /// leave a CPU is charged `last_exec − base` when that is more than the probe counted (the
+    /// stints since are all in `last_exec`); a thread it has not seen at all (neither left
+    /// nor entered a CPU since) is charged what the scheduler says now (`exec_now`) minus its
+    /// base. Threads born later are charged from birth by the probe already.
+    pub fn charge_from_tracking_start(
+        &mut self,
+        bases: &HashMap<u32, ThreadBase>,
+        exec_now: impl Fn(u32, u32) -> Option<u64>,
+    ) {
+        for t in &mut self.threads {
+            if let Some(b) = bases.get(&t.tid).filter(|b| b.tgid == t.tgid) {
+                if t.last_exec != 0 {
+                    t.on_cpu_ns = t.on_cpu_ns.max(t.last_exec.saturating_sub(b.exec_ns));
+                }
+            }
+        }
+        let seen: HashSet<u32> = self
+            .threads
+            .iter()
+            .map(|t| t.tid)
+            .chain(self.running.iter().map(|r| r.tid))
+            .collect();
+        for (tid, b) in bases.iter().filter(|(tid, _)| !seen.contains(tid)) {
+            if let Some(now) = exec_now(b.tgid, *tid) {
+                let on_cpu_ns = now.saturating_sub(b.exec_ns);
+                if on_cpu_ns > 0 {
+                    self.threads.push(ThreadCpuSample {
+                        tid: *tid,
+                        tgid: b.tgid,
+                        on_cpu_ns,
+                        switches: 0,
+                        last_exec: 0,
+                    });
+                }
+            }
+        }
+    }
+
     /// On-CPU time per process: completed stints plus the stints running at `now_ns`.
     pub fn cpu_by_process(&self) -> BTreeMap<u32, ProcessCpu> {
         let mut out: BTreeMap<u32, ProcessCpu> = BTreeMap::new();
@@ -183,18 +238,21 @@ mod tests {
                     tgid: 10,
                     on_cpu_ns: 1_000,
                     switches: 3,
+                    last_exec: 0,
                 },
                 ThreadCpuSample {
                     tid: 12,
                     tgid: 10,
                     on_cpu_ns: 2_000,
                     switches: 4,
+                    last_exec: 0,
                 },
                 ThreadCpuSample {
                     tid: 21,
                     tgid: 20,
                     on_cpu_ns: 500,
                     switches: 1,
+                    last_exec: 0,
                 },
             ],
             running: vec![
@@ -217,5 +275,59 @@ mod tests {
         assert_eq!(p.switches, 7);
         assert_eq!(snap.process_cpu(20).on_cpu_ns, 500);
         assert_eq!(snap.process_cpu(99), ProcessCpu::default());
+    }
+
+    #[test]
+    fn threads_on_a_cpu_when_tracking_began_are_charged_from_then() {
+        let base = |tgid, exec_ns| ThreadBase { tgid, exec_ns };
+        let bases: HashMap<u32, ThreadBase> = [
+            (11, base(10, 5_000)), // on a CPU since before tracking, never left it
+            (12, base(10, 7_000)), // on a CPU then, left it once since (the probe charged 0)
+            (13, base(10, 9_000)), // asleep then, seen in and out since (charged exactly)
+            (14, base(10, 4_000)), // asleep then and since
+            (15, base(10, 1_000)), // gone
+            (31, base(77, 1_000)), // a tid since reused by another process
+        ]
+        .into();
+        let t = |tid, tgid, on_cpu_ns, last_exec| ThreadCpuSample {
+            tid,
+            tgid,
+            on_cpu_ns,
+            switches: 1,
+            last_exec,
+        };
+        let mut snap = ProbeSnapshot {
+            threads: vec![
+                t(12, 10, 0, 9_500),
+                t(13, 10, 300, 9_300),
+                t(31, 30, 50, 9_999),
+            ],
+            ..Default::default()
+        };
+        let now = |tgid: u32, tid: u32| match (tgid, tid) {
+            (10, 11) => Some(8_000),
+            (10, 14) => Some(4_000),
+            _ => None,
+        };
+        snap.charge_from_tracking_start(&bases, now);
+        let cpu = |tid: u32| {
+            snap.threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .map(|t| t.on_cpu_ns)
+        };
+        assert_eq!(cpu(11), Some(3_000), "the whole time since tracking began");
+        assert_eq!(cpu(12), Some(2_500), "its first stint's tracked part too");
+        assert_eq!(cpu(13), Some(300), "the probe's own count, exact");
+        assert_eq!(cpu(14), None, "no CPU used: nothing to add");
+        assert_eq!(
+            cpu(31),
+            Some(50),
+            "another process's thread keeps its count"
+        );
+        assert_eq!(snap.process_cpu(10).on_cpu_ns, 3_000 + 2_500 + 300);
+        // Charged again later: no more than once.
+        snap.charge_from_tracking_start(&bases, now);
+        assert_eq!(snap.process_cpu(10).on_cpu_ns, 3_000 + 2_500 + 300);
     }
 }

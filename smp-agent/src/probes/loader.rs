@@ -30,7 +30,9 @@ use super::{
     EBPF_OBJECT,
 };
 use crate::{
-    aggregate::{LossCounters, ProbeSnapshot, RunningSample, SocketSample, ThreadCpuSample},
+    aggregate::{
+        LossCounters, ProbeSnapshot, RunningSample, SocketSample, ThreadBase, ThreadCpuSample,
+    },
     host::{self, monotonic_ns},
 };
 
@@ -101,6 +103,16 @@ fn verified_insns(ebpf: &Ebpf, program: &str) -> Option<u32> {
 pub struct Probes {
     ebpf: Ebpf,
     status: Vec<HookStatus>,
+    /// The threads of each tracked process when its tracking began, with their CPU time then
+    /// ([`ProbeSnapshot::charge_from_tracking_start`]).
+    bases: std::collections::HashMap<u32, ThreadBase>,
+}
+
+/// A thread's `sum_exec_runtime` as the scheduler reports it (`/proc/<tgid>/task/<tid>/
+/// schedstat`, its first field, ns); `None` when the thread is gone.
+fn thread_exec_ns(tgid: u32, tid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/schedstat")).ok()?;
+    text.split_ascii_whitespace().next()?.parse().ok()
 }
 
 /// Explains an aya error: a permission error names the missing capabilities.
@@ -282,7 +294,11 @@ impl Probes {
                 verified_insns: None,
             });
         }
-        Ok(Probes { ebpf, status })
+        Ok(Probes {
+            ebpf,
+            status,
+            bases: std::collections::HashMap::new(),
+        })
     }
 
     /// Tries every hook, optional ones included, and reports each; never fails as a whole.
@@ -412,7 +428,20 @@ impl Probes {
                 map: maps::TARGETS,
                 source,
             })?;
-        self.set_tracked_bit(tgid, true)
+        self.set_tracked_bit(tgid, true)?;
+        // The CPU time of its threads now: those on a CPU are charged from here, not from
+        // their next switch-in (a thread is gone: nothing to charge).
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{tgid}/task")) {
+            for tid in tasks
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            {
+                if let Some(exec_ns) = thread_exec_ns(tgid, tid) {
+                    self.bases.insert(tid, ThreadBase { tgid, exec_ns });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops tracing process `tgid`.
@@ -421,6 +450,7 @@ impl Probes {
             return Ok(());
         }
         self.set_tracked_bit(tgid, false)?;
+        self.bases.retain(|_, b| b.tgid != tgid);
         match self.targets()?.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(ProbeError::Map {
@@ -452,6 +482,7 @@ impl Probes {
                 tgid: t.tgid,
                 on_cpu_ns: t.on_cpu_ns,
                 switches: u64::from(t.switches),
+                last_exec: t.last_exec,
             });
         }
 
@@ -466,6 +497,7 @@ impl Probes {
                 });
             }
         }
+        snap.charge_from_tracking_start(&self.bases, thread_exec_ns);
 
         let socks: PerCpuHashMap<_, SockKey, SockStats> =
             PerCpuHashMap::try_from(map(maps::SOCK_STATS)?).map_err(err(maps::SOCK_STATS))?;
