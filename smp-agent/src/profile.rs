@@ -351,13 +351,7 @@ fn breakdown_of(
     let at = breakdown::QUANTILES
         .iter()
         .zip(&paths.at)
-        .map(|((name, _), a)| {
-            BreakdownAt::new(
-                name,
-                a,
-                overhead.and_then(|o| breakdown::overhead_at(o, name)),
-            )
-        })
+        .map(|((name, _), a)| BreakdownAt::new(name, a, overhead.and_then(|o| o.get(name))))
         .collect();
     let rtt_estimates = paths
         .estimates

@@ -294,11 +294,7 @@ fn realistic_breakdown(
     let at = breakdown::QUANTILES
         .iter()
         .map(|&(name, q)| {
-            BreakdownAt::new(
-                name,
-                &parts_at(samples, q).unwrap(),
-                breakdown::overhead_at(overhead, name),
-            )
+            BreakdownAt::new(name, &parts_at(samples, q).unwrap(), overhead.get(name))
         })
         .collect();
     let leg = |source: &str, destination: &str, leg, latency| NetworkLeg {

@@ -2,7 +2,7 @@
 //! [`ProbeSnapshot`]s; this module turns them into per-process CPU and per-socket figures.
 
 use smp_common::hop::HopCounts;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use smp_common::sock::SyscallKind;
@@ -149,25 +149,24 @@ impl ProbeSnapshot {
         bases: &HashMap<u32, ThreadBase>,
         exec_now: impl Fn(u32, u32) -> Option<u64>,
     ) {
+        // The threads the probe has not seen since tracking began are what remains.
+        let mut unseen = bases.clone();
         for t in &mut self.threads {
-            if let Some(b) = bases.get(&t.tid).filter(|b| b.tgid == t.tgid) {
-                if t.last_exec != 0 {
+            if let Some(b) = unseen.remove(&t.tid) {
+                if b.tgid == t.tgid && t.last_exec != 0 {
                     t.on_cpu_ns = t.on_cpu_ns.max(t.last_exec.saturating_sub(b.exec_ns));
                 }
             }
         }
-        let seen: HashSet<u32> = self
-            .threads
-            .iter()
-            .map(|t| t.tid)
-            .chain(self.running.iter().map(|r| r.tid))
-            .collect();
-        for (tid, b) in bases.iter().filter(|(tid, _)| !seen.contains(tid)) {
-            if let Some(now) = exec_now(b.tgid, *tid) {
+        for r in &self.running {
+            unseen.remove(&r.tid);
+        }
+        for (tid, b) in unseen {
+            if let Some(now) = exec_now(b.tgid, tid) {
                 let on_cpu_ns = now.saturating_sub(b.exec_ns);
                 if on_cpu_ns > 0 {
                     self.threads.push(ThreadCpuSample {
-                        tid: *tid,
+                        tid,
                         tgid: b.tgid,
                         on_cpu_ns,
                         switches: 0,

@@ -56,19 +56,6 @@ impl Part {
         Part::InboundSend,
     ];
 
-    pub const fn name(self) -> &'static str {
-        match self {
-            Part::OutboundWait => "outbound_wait",
-            Part::OutboundHop => "outbound_hop",
-            Part::OutboundSend => "outbound_send",
-            Part::NetworkRequest => "network_request",
-            Part::NetworkResponse => "network_response",
-            Part::InboundWait => "inbound_wait",
-            Part::InboundHop => "inbound_hop",
-            Part::InboundSend => "inbound_send",
-        }
-    }
-
     /// Which of the three places the part is in.
     pub const fn place(self) -> Place {
         match self {
@@ -199,12 +186,6 @@ struct Waiting {
     x: Exchange,
 }
 
-/// A joined outbound → inbound path waiting for the outbound's response send.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    parts: PathSample,
-}
-
 /// The network leg histograms, per (source proxy, destination proxy, leg), ns: the source
 /// wrote the message (the request's sender for a request, its receiver for the response).
 pub type LegHistograms = BTreeMap<(usize, usize, Leg), Histogram<u64>>;
@@ -216,7 +197,9 @@ pub struct PathJoiner {
     waiting_len: usize,
     newest_ns: u64,
     next_expire_ns: u64,
-    pending: HashMap<(u32, u64), Pending>,
+    /// Joined outbound → inbound paths waiting for the outbound's response send, by (thread,
+    /// response write entry).
+    pending: HashMap<(u32, u64), PathSample>,
     pub legs: LegHistograms,
     /// TCP's round-trip estimates per (proxy whose upstream it is, where the peer is).
     pub estimates: BTreeMap<(usize, Peer), RttEstimates>,
@@ -282,9 +265,9 @@ impl PathJoiner {
     /// The write that forwarded a response (thread `tid`, entered at `out_ns`) returned at
     /// `sent_ns`: completes the outbound path waiting for it.
     pub fn sent(&mut self, tid: u32, out_ns: u64, sent_ns: u64) {
-        if let Some(mut p) = self.pending.remove(&(tid, out_ns)) {
-            p.parts[Part::OutboundSend as usize] = ns32(sent_ns.saturating_sub(out_ns));
-            self.sample(p.parts);
+        if let Some(mut parts) = self.pending.remove(&(tid, out_ns)) {
+            parts[Part::OutboundSend as usize] = ns32(sent_ns.saturating_sub(out_ns));
+            self.sample(parts);
         }
     }
 
@@ -394,8 +377,7 @@ impl PathJoiner {
             self.counts.send_unseen += self.pending.len() as u64;
             self.pending.clear();
         }
-        self.pending
-            .insert((x.tid, x.resp_out_ns), Pending { parts });
+        self.pending.insert((x.tid, x.resp_out_ns), parts);
     }
 
     fn estimate(&mut self, proxy: usize, peer: Peer, x: &Exchange) {

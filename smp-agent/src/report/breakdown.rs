@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::details::{Distribution, HistogramCodecError, Percentiles};
+use super::details::{Distribution, HistogramCodecError};
 use crate::aggregate::{
     hops::Leg,
     path::{Part, PartsAt, PathCounts, Peer, Place, RttEstimates},
@@ -145,11 +145,6 @@ impl BreakdownAt {
             .filter(|o| o.abs() > f64::EPSILON)
             .map(|o| self.in_mesh_ms / o)
     }
-}
-
-/// The overhead at a breakdown percentile.
-pub fn overhead_at(o: &Percentiles, percentile: &str) -> Option<f64> {
-    o.get(percentile)
 }
 
 /// Distributions of the parts, from the tracker's histograms.
