@@ -72,6 +72,10 @@ pub struct ProcessSnapshot {
     /// Start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`); tells a reused pid
     /// from the process we tracked.
     pub start_time: u64,
+    /// Inode of its network namespace when that is not the host's (pid 1's); `None` in the
+    /// host's or when unknown. Tells apart two proxies with one command line and one cgroup in
+    /// two namespaces (pods made without a container runtime: `ip netns exec`).
+    pub netns: Option<u64>,
 }
 
 impl ProcessSnapshot {
@@ -220,6 +224,22 @@ impl ProxyId {
             scope,
             fingerprint,
         }
+    }
+}
+
+impl ProxyId {
+    /// The identity of a proxy in a network namespace of its own (`netns`, not the host's):
+    /// with a host cgroup for scope, the namespace is part of the fingerprint, so the same
+    /// binary and arguments in two such namespaces are two proxies (Istio's ztunnel in
+    /// dedicated mode, one per pod, takes no arguments). A pod's or a container's scope tells
+    /// them apart already, and a restart in the same namespace keeps the identity.
+    pub fn in_netns(mut self, netns: Option<u64>) -> Self {
+        if let (ProxyScope::Cgroup(_), Some(ns)) = (&self.scope, netns) {
+            let mut bytes = self.fingerprint.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&ns.to_le_bytes());
+            self.fingerprint = fnv1a(&bytes);
+        }
+        self
     }
 }
 
@@ -391,7 +411,8 @@ pub fn classify(snap: &ProcessSnapshot, cfg: &DiscoveryConfig) -> Option<ProxyMa
             snap.comm.clone()
         }),
     };
-    let identity = ProxyId::for_leader(kind.clone(), &attribution, &snap.cmdline);
+    let identity =
+        ProxyId::for_leader(kind.clone(), &attribution, &snap.cmdline).in_netns(snap.netns);
     Some(ProxyMatch {
         role_hint: role_hint(&kind, snap),
         kind,

@@ -49,11 +49,22 @@ pub const KNOWN: &[KnownKind] = &[
         control_args: &["version", "healthcheck", "--help", "-h"],
         default: true,
     },
+    KnownKind {
+        name: "ztunnel",
+        control_args: &["version", "help"],
+        default: true,
+    },
 ];
 
 /// Default proxy names discovery looks for: every [`KNOWN`] kind marked `default`.
-pub const DEFAULT_PROXY_NAMES: &[&str] =
-    &["envoy", "linkerd2-proxy", "haproxy", "nginx", "traefik"];
+pub const DEFAULT_PROXY_NAMES: &[&str] = &[
+    "envoy",
+    "linkerd2-proxy",
+    "haproxy",
+    "nginx",
+    "traefik",
+    "ztunnel",
+];
 
 /// Kind of proxy. Known kinds get a variant; any other configured name is `Other(name)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -64,6 +75,7 @@ pub enum ProxyKind {
     Haproxy,
     Nginx,
     Traefik,
+    Ztunnel,
     Other(String),
 }
 
@@ -76,6 +88,7 @@ impl ProxyKind {
             "haproxy" => Self::Haproxy,
             "nginx" => Self::Nginx,
             "traefik" => Self::Traefik,
+            "ztunnel" => Self::Ztunnel,
             other => Self::Other(other.to_string()),
         }
     }
@@ -88,6 +101,7 @@ impl ProxyKind {
             Self::Haproxy => "haproxy",
             Self::Nginx => "nginx",
             Self::Traefik => "traefik",
+            Self::Ztunnel => "ztunnel",
             Self::Other(n) => n,
         }
     }

@@ -38,6 +38,11 @@ pub struct StatFields {
     pub start_time: u64,
 }
 
+/// The inode in a namespace link's target (`net:[4026531840]`).
+pub fn parse_ns_link(target: &str) -> Option<u64> {
+    target.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
+}
+
 /// Parses `/proc/<pid>/stat`. The comm sits in parentheses and may itself contain spaces and
 /// parentheses, so it ends at the *last* `)`.
 pub fn parse_stat(text: &str) -> Option<StatFields> {
@@ -86,6 +91,19 @@ impl ProcFs {
             file: "stat",
             reason: "unexpected layout",
         })
+    }
+
+    /// The inode of `pid`'s network namespace (`/proc/<pid>/ns/net` → `net:[<inode>]`).
+    pub fn netns(&self, pid: u32) -> Option<u64> {
+        let target = fs::read_link(self.path(pid, "ns/net")).ok()?;
+        parse_ns_link(target.to_str()?)
+    }
+
+    /// `pid`'s network namespace when it is not pid 1's (the host's, for an agent that sees
+    /// the host's processes): a pod's, or one made with `ip netns`.
+    pub fn own_netns(&self, pid: u32) -> Option<u64> {
+        let ns = self.netns(pid)?;
+        (self.netns(1) != Some(ns)).then_some(ns)
     }
 
     /// `/proc/<pid>/cgroup` as text.
@@ -163,6 +181,7 @@ impl ProcSource for ProcFs {
             cmdline: Vec::new(),
             cgroup: String::new(),
             start_time: stat.start_time,
+            netns: None,
         };
         if full {
             let raw = self.read(pid, "cmdline")?;
@@ -172,6 +191,7 @@ impl ProcSource for ProcFs {
                 .map(str::to_string)
                 .collect();
             snap.cgroup = self.cgroup(pid)?;
+            snap.netns = self.own_netns(pid);
         }
         Ok(snap)
     }
@@ -192,6 +212,16 @@ mod tests {
         assert!(parse_stat("").is_none());
         assert!(parse_stat("12 (x) S").is_none());
         assert!(parse_stat("12 )x( S 1").is_none());
+    }
+
+    #[test]
+    fn namespace_links() {
+        assert_eq!(parse_ns_link("net:[4026531840]"), Some(4_026_531_840));
+        assert_eq!(parse_ns_link("net:[]"), None);
+        assert_eq!(parse_ns_link("net:4026531840"), None);
+        assert_eq!(parse_ns_link("net:[12"), None);
+        let fs = ProcFs::default();
+        assert!(fs.netns(std::process::id()).is_some());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', verbatim_doc_comment)]
     pub name: Vec<String>,
 
-    /// Every proxy of the default list (envoy, linkerd2-proxy, haproxy, nginx, traefik).
+    /// Every proxy of the default list (envoy, linkerd2-proxy, haproxy, nginx, traefik, ztunnel).
     #[arg(long)]
     pub all: bool,
 

@@ -14,6 +14,7 @@ fn snap(pid: u32, ppid: u32, comm: &str, exe: &str, cmdline: &[&str]) -> Process
         cmdline: cmdline.iter().map(|s| s.to_string()).collect(),
         cgroup: "0::/system.slice/test.service\n".into(),
         start_time: u64::from(pid) * 10,
+        netns: None,
     }
 }
 
@@ -657,4 +658,42 @@ async fn run_applies_events_and_rescans() {
     };
     let (d, ()) = tokio::join!(task, check);
     assert!(d.stats().rescans >= 1);
+}
+
+/// Istio's ztunnel in dedicated mode, one per pod, takes no arguments: two of them in two
+/// network namespaces under one host cgroup (pods made with `ip netns`) are two proxies, a
+/// restart in the same namespace is the same one, and a pod's scope needs no namespace.
+#[test]
+fn one_command_line_in_two_network_namespaces_is_two_proxies() {
+    let cfg = DiscoveryConfig::default();
+    let zt = |pid, netns| ProcessSnapshot {
+        netns,
+        ..snap(
+            pid,
+            1,
+            "ztunnel",
+            "/usr/local/bin/ztunnel",
+            &["ztunnel", "proxy"],
+        )
+    };
+    let id = |s: &ProcessSnapshot| classify(s, &cfg).unwrap().identity;
+    let (client, server) = (id(&zt(10, Some(4026532301))), id(&zt(11, Some(4026532377))));
+    assert_eq!(client.kind, ProxyKind::Ztunnel);
+    assert_ne!(client, server);
+    assert_ne!(client.to_string(), server.to_string(), "labels differ too");
+    assert_eq!(
+        client,
+        id(&zt(12, Some(4026532301))),
+        "restarted in its namespace"
+    );
+    assert_ne!(
+        client,
+        id(&zt(13, None)),
+        "the host's namespace is another place"
+    );
+    let (p1, p2) = (
+        in_pod(zt(14, Some(4026532301)), "abc"),
+        in_pod(zt(15, Some(4026532999)), "abc"),
+    );
+    assert_eq!(id(&p1), id(&p2), "a pod's scope is its identity");
 }
