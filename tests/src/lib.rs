@@ -63,6 +63,20 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// True when the lab can find a ztunnel binary (`--ztunnel-bin`'s sources: `$SMP_ZTUNNEL`, the
+/// project's `.cache/ztunnel/ztunnel` that `cargo xtask setup` builds from `$SMP_ZTUNNEL_SRC`,
+/// PATH). Without one a test says what is missing and skips, or under CI fails.
+pub fn require_ztunnel(test: &str) -> bool {
+    match smp_agent::lab::proxies::ztunnel::find_binary(None) {
+        Ok(_) => true,
+        Err(e) if in_ci() => panic!("{test}: {e} (CI=true: failing, not skipping)"),
+        Err(e) => {
+            eprintln!("skipping {test}: {e}");
+            false
+        }
+    }
+}
+
 /// The ways of seeing socket I/O this kernel supports, the agent's own choice first: the
 /// socket tracepoints (6.4+) and the raw syscall hooks (every kernel). Probe-level tests run
 /// under each, so the fallback stays proven on new kernels too.

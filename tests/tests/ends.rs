@@ -21,7 +21,7 @@ use smp_agent::{
 use smp_tests::{
     agent_bin,
     exchange_check::{assert_four_hops, measure, measure_lab, SideFigures},
-    lab_config, require_root, with_lab,
+    lab_config, require_root, require_ztunnel, with_lab,
 };
 
 /// Our ground-truth proxy, which the pairing is tuned on: the check must find it right, which
@@ -50,9 +50,14 @@ fn ends_check_on_our_proxy() {
 /// one with two busy loops beside it): plain 99.2–99.7 % right, mTLS 96.1–98.4 % (of all
 /// requests), wrong at most 0.28 %; before the search across threads 62–97 % were paired.
 fn assert_busy(figs: &[SideFigures; 2]) {
+    assert_paired_at_least(figs, 99.0);
+}
+
+/// [`assert_busy`] with `pct` % paired.
+fn assert_paired_at_least(figs: &[SideFigures; 2], pct: f64) {
     assert_four_hops(figs);
     for f in figs {
-        assert!(f.paired_pct >= 99.0, "{}: {f:?}", f.side);
+        assert!(f.paired_pct >= pct, "{}: {f:?}", f.side);
         assert!(f.wrong_pct() <= 0.5, "{}: {f:?}", f.side);
         assert!(
             f.unpaired_by_reason >= f.unpaired,
@@ -156,6 +161,50 @@ fn h2_between_sidecars_at_1000_rps() {
             }
         }
     }
+}
+
+/// Istio's ambient data plane: a ztunnel in each pod (dedicated mode), HBONE between them
+/// (each client connection one HTTP/2 CONNECT stream, the streams sharing one mTLS connection
+/// per pod pair), HTTP/1.1 at the ends: the load (200 rps over 32 connections, 10 s,
+/// held to 99 % paired) and a busier one (1 000 rps over 64 connections, with one worker
+/// thread and with ztunnel's default two). Measured 2026-12-05 alone (3 runs): 99.95–100 %
+/// paired at the load, 99.52–99.90 % at the busier one, at most 0.08 % wrong; the
+/// busier one is held to 98 %, as HTTP/2 inside TLS is elsewhere (the suite's load beside it
+/// has cost other proxies a point).
+#[test]
+fn ztunnel_ambient_hops() {
+    if !require_root("ztunnel_ambient_hops") || !require_ztunnel("ztunnel_ambient_hops") {
+        return;
+    }
+    let mut cfg = lab_config("h3zt", ProxyKind::Ztunnel, false);
+    assert_busy(&measure_lab(&cfg, 200.0, 32, 10));
+    assert_paired_at_least(&measure_lab(&cfg, 1000.0, 64, 4), 98.0);
+    // ztunnel's default: two worker threads.
+    cfg.outbound.workers = 2;
+    cfg.inbound.workers = 2;
+    assert_paired_at_least(&measure_lab(&cfg, 1000.0, 64, 4), 98.0);
+}
+
+/// ztunnel when the HBONE streams really overlap: the app takes 2 ms, 2 000 rps over 64
+/// client connections, so about four CONNECT streams carry a request at once on the pods' one
+/// mTLS connection. Record alternation then fails as it does for Envoy's HTTP/2 inside mTLS
+/// (measured 2026-12-05, 2 workers: outbound 99.5 % paired and every one wrong, inbound none
+/// paired, 8 066 unmatched writes counted): docs/hops.md, Known limits. Held to the bounds of
+/// the other proxies, which it does not meet yet. Reproduce:
+/// `cargo test -p smp-tests --test ends -- --ignored --nocapture ztunnel_with_overlapping`.
+#[test]
+#[ignore = "known limit: HTTP/2 inside TLS is paired by alternation (docs/hops.md, Known limits)"]
+fn ztunnel_with_overlapping_streams() {
+    if !require_root("ztunnel_with_overlapping_streams")
+        || !require_ztunnel("ztunnel_with_overlapping_streams")
+    {
+        return;
+    }
+    let mut cfg = lab_config("h3ztx", ProxyKind::Ztunnel, false);
+    cfg.outbound.workers = 2;
+    cfg.inbound.workers = 2;
+    cfg.app.service_time_us = 2000;
+    assert_busy(&measure_lab(&cfg, 2000.0, 64, 4));
 }
 
 /// HTTP/2 inside mTLS between Envoy sidecars when the streams really overlap: the app takes

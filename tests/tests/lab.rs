@@ -306,6 +306,58 @@ fn proxy_kind(kind: &str, name: &str) {
     }
 }
 
+/// ztunnel in both pods (Istio's ambient data plane, dedicated mode): each meshed client
+/// connection is carried as one HBONE stream with mutual TLS (the client pod's ztunnel
+/// reports it as the source, the server pod's as the destination), baseline connections
+/// cross neither, and a chunked POST comes back intact through the L4 tunnel. ztunnel adds no
+/// header and counts connections, not requests: its own metrics are the proof.
+#[test]
+fn lab_ztunnel_ambient() {
+    if !smp_tests::require_root("lab_ztunnel_ambient")
+        || !smp_tests::require_ztunnel("lab_ztunnel_ambient")
+    {
+        return;
+    }
+    use smp_agent::lab::proxies::ztunnel::{mtls_connections, Reporter, METRICS_PORT};
+    let lab = TestLab::up("lzt", &["--proxy", "ztunnel"]);
+    assert!(lab.info.mtls && lab.info.h2, "HBONE is HTTP/2 over mTLS");
+    assert_eq!(lab.info.outbound.kind.as_str(), "ztunnel");
+    let connections = || {
+        let read = |ns: &str, reporter| {
+            let body =
+                smp_agent::lab::http_get(ns, ([127, 0, 0, 1], METRICS_PORT).into(), "/metrics")
+                    .expect("ztunnel metrics");
+            mtls_connections(&body, reporter).unwrap_or(0)
+        };
+        (
+            read(&lab.info.client_netns, Reporter::Source),
+            read(&lab.info.server_netns, Reporter::Destination),
+        )
+    };
+    let before = connections();
+    for _ in 0..3 {
+        let res = lab.curl(&[lab.info.meshed_url.as_str()], &[]);
+        assert!(
+            res[0].0.is_empty(),
+            "ztunnel adds no header: {:?}",
+            res[0].0
+        );
+    }
+    let meshed = connections();
+    for _ in 0..3 {
+        lab.curl(&[lab.info.baseline_url.as_str()], &[]);
+    }
+    let after = connections();
+    assert_eq!(
+        meshed,
+        (before.0 + 3, before.1 + 3),
+        "{before:?} → {meshed:?}"
+    );
+    assert_eq!(after, meshed, "baseline connections crossed a ztunnel");
+    lab.assert_echo();
+    lab.down();
+}
+
 #[test]
 fn lab_envoy_plain_and_mtls() {
     if !smp_tests::require_root("lab_envoy_plain_and_mtls") {

@@ -18,6 +18,7 @@ mod setup;
 mod test;
 mod util;
 mod vm;
+mod ztunnel;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "smp-agent project tasks")]

@@ -42,6 +42,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "fonts for Chromium's rendering of the report (not pulled in without recommends)",
     ),
     (
+        "protobuf-compiler",
+        "protoc, to build ztunnel (the ambient lab's node proxy) from source",
+    ),
+    (
         "prometheus",
         "prometheus and promtool: the /metrics tests scrape and lint our exposition",
     ),
@@ -57,6 +61,7 @@ pub fn run() -> anyhow::Result<()> {
     debian_packages(root, &mut needs_root)?;
     envoy()?;
     traefik()?;
+    crate::ztunnel::setup()?;
     kubernetes_validate()?;
     tracefs(root, &mut needs_root)?;
     if !needs_root.is_empty() {

@@ -79,6 +79,10 @@ pub struct UpArgs {
     /// Optional: Envoy binary (else $SMP_ENVOY, else <repo>/.cache/envoy-venv, else PATH).
     #[arg(long, env = "SMP_ENVOY")]
     pub envoy_bin: Option<PathBuf>,
+    /// Optional: ztunnel binary (else $SMP_ZTUNNEL, else <repo>/.cache/ztunnel/ztunnel made by
+    /// `cargo xtask setup`, else PATH). Example: --ztunnel-bin ~/ztunnel/out/rust/release/ztunnel
+    #[arg(long, env = "SMP_ZTUNNEL", verbatim_doc_comment)]
+    pub ztunnel_bin: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -182,6 +186,9 @@ fn load_config(a: &UpArgs) -> anyhow::Result<LabConfig> {
     }
     if let Some(b) = a.envoy_bin.as_ref().filter(|b| !b.as_os_str().is_empty()) {
         cfg.envoy_bin = Some(b.clone());
+    }
+    if let Some(b) = a.ztunnel_bin.as_ref().filter(|b| !b.as_os_str().is_empty()) {
+        cfg.ztunnel_bin = Some(b.clone());
     }
     cfg.validate()?;
     Ok(cfg)

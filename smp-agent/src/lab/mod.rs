@@ -964,7 +964,7 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         outbound,
         inbound,
         app_pid,
-        mtls: cfg.mtls,
+        mtls: cfg.sidecar_mtls(),
         h2: cfg.sidecar_h2(),
         app_protocol: cfg.app_protocol,
         state_dir: dir.to_path_buf(),

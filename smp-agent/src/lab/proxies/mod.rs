@@ -20,6 +20,7 @@ pub mod haproxy;
 pub mod nginx;
 pub mod ours;
 pub mod traefik;
+pub mod ztunnel;
 
 /// Everything a launcher needs to know about one sidecar slot.
 #[derive(Debug, Clone)]
@@ -94,6 +95,7 @@ pub fn launch(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         ProxyKind::Nginx => nginx::plan(plan),
         ProxyKind::Ours => ours::plan(plan),
         ProxyKind::Traefik => traefik::plan(plan),
+        ProxyKind::Ztunnel => ztunnel::plan(plan),
     }
 }
 
@@ -105,6 +107,7 @@ pub fn find_program(kind: ProxyKind, cfg: &LabConfig) -> Result<(), LabError> {
         ProxyKind::Haproxy => require("haproxy", "haproxy").map(drop),
         ProxyKind::Nginx => require("nginx", "nginx-light").map(drop),
         ProxyKind::Traefik => traefik::find_binary().map(drop),
+        ProxyKind::Ztunnel => ztunnel::find_binary(cfg.ztunnel_bin.as_deref()).map(drop),
         ProxyKind::Ours => Ok(()),
     }
 }
@@ -123,7 +126,8 @@ pub fn request_counter(kind: ProxyKind) -> Option<(&'static str, RequestCount)> 
         ProxyKind::Haproxy => Some(("/stats;csv", haproxy::parse_requests)),
         ProxyKind::Ours => Some(("/stats", ours::parse_requests)),
         ProxyKind::Traefik => Some(("/metrics", traefik::parse_requests)),
-        ProxyKind::Nginx => None,
+        // nginx's stub status is not on; ztunnel is L4: it counts connections, not requests.
+        ProxyKind::Nginx | ProxyKind::Ztunnel => None,
     }
 }
 
