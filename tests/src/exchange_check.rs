@@ -3,12 +3,12 @@
 //! track both sidecars, and each sidecar's exchanges are held against those records. Shared by
 //! the integration tests (`tests/ends.rs`) and `cargo xtask bench pairing`.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use smp_common::hop::HopCounts;
 
 use smp_agent::{
-    aggregate::hops::{Direction, HopKey, Leg},
+    aggregate::hops::{Direction, HopPercentiles, Leg},
     lab::{
         config::{ProxyKind, Side},
         ends, truth, Lab, LabConfig,
@@ -34,6 +34,8 @@ pub struct SideFigures {
     pub unpaired_by_reason: u64,
     pub verdict: truth::Verdict,
     pub directions: Vec<(Direction, Leg)>,
+    /// Its hops' latency, per direction and leg.
+    pub hops: BTreeMap<(Direction, Leg), HopPercentiles>,
 }
 
 impl SideFigures {
@@ -110,15 +112,8 @@ pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [Side
                 .max(1);
             let exchanges: Vec<_> = tree.iter().flat_map(|t| seen.exchanges_of(*t)).collect();
             let verdict = ends::check(&exchanges, side, &client, &app);
-            let mut directions: Vec<_> = seen
-                .hops
-                .summary()
-                .keys()
-                .filter(|k: &&HopKey| tree.contains(&k.tgid))
-                .map(|k| (k.direction, k.leg))
-                .collect();
-            directions.sort();
-            directions.dedup();
+            let hops = seen.hops.group_summary(&tree);
+            let directions: Vec<_> = hops.keys().copied().collect();
             let f = SideFigures {
                 side,
                 requests: client.len() as u64,
@@ -128,6 +123,7 @@ pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [Side
                 unpaired_by_reason: HopCounts::UNPAIRED_REASONS.iter().map(|(_, n)| n(&c)).sum(),
                 verdict,
                 directions,
+                hops,
             };
             eprintln!(
                 "{name} {kind} {family} workers {workers} mtls {mtls} {side}: {} requests, {:.2} % paired, \

@@ -185,6 +185,29 @@ fn ztunnel_ambient_hops() {
     assert_paired_at_least(&measure_lab(&cfg, 1000.0, 64, 4), 98.0);
 }
 
+/// The app's own time stays in the app (the proof with a known D): the app takes
+/// D = 1 ms per request, 200 rps over 32 connections. Both ztunnels' exchanges are paired and
+/// right per the client's and the app's records (the inbound's response read after the app
+/// read the request), and every hop's median stays under D / 10: no part of D is put inside
+/// ztunnel, so the breakdown leaves it where it was spent.
+#[test]
+fn ztunnel_leaves_the_apps_time_in_the_app() {
+    if !require_root("ztunnel_leaves_the_apps_time_in_the_app")
+        || !require_ztunnel("ztunnel_leaves_the_apps_time_in_the_app")
+    {
+        return;
+    }
+    let mut cfg = lab_config("h3ztd", ProxyKind::Ztunnel, false);
+    cfg.app.service_time_us = 1000;
+    let figs = measure_lab(&cfg, 200.0, 32, 10);
+    assert_busy(&figs);
+    for f in &figs {
+        for (key, h) in &f.hops {
+            assert!(h.p50_us < 100.0, "{}: {key:?} p50 {} us", f.side, h.p50_us);
+        }
+    }
+}
+
 /// ztunnel when the HBONE streams really overlap: the app takes 2 ms, 2 000 rps over 64
 /// client connections, so about four CONNECT streams carry a request at once on the pods' one
 /// mTLS connection. Record alternation then fails as it does for Envoy's HTTP/2 inside mTLS
