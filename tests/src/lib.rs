@@ -63,6 +63,56 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// The load of a benchmark's lab profile.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchLoad {
+    /// Threads (workers) of each proxy (`--concurrency`).
+    pub workers: u32,
+    /// Requests per second (open loop).
+    pub rate: u32,
+    /// Client connections.
+    pub connections: u32,
+    /// Seconds of load (after a 1 s warm-up; the baseline run is as long).
+    pub seconds: u32,
+}
+
+/// One `smp-agent profile --lab` of lab `name` with `kind` in both slots (and `extra` flags)
+/// under `load`, its result set read back strictly and its directory removed: what the
+/// benchmarks built on lab profiles run.
+pub fn bench_lab_profile(
+    name: &str,
+    kind: &str,
+    extra: &[&str],
+    load: BenchLoad,
+) -> anyhow::Result<smp_agent::report::ResultSet> {
+    use smp_agent::report::{ResultSet, Strictness};
+    let dir = std::env::temp_dir().join(format!("smp-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cmd = std::process::Command::new(agent_bin());
+    cmd.args(["profile", "--lab", "--lab-name", name, "--proxy", kind])
+        .args(extra)
+        .args(["--concurrency", &load.workers.to_string()])
+        .args(["--rate", &load.rate.to_string()])
+        .args(["--connections", &load.connections.to_string()])
+        .args([
+            "--duration",
+            &format!("{}s", load.seconds),
+            "--warmup",
+            "1s",
+        ])
+        .arg("--output-dir")
+        .arg(&dir);
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set = ResultSet::read_from_dir(&dir, Strictness::Strict)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(set)
+}
+
 /// True when the lab can find a ztunnel binary (`--ztunnel-bin`'s sources: `$SMP_ZTUNNEL`, the
 /// project's `.cache/ztunnel/ztunnel` that `cargo xtask setup` builds from `$SMP_ZTUNNEL_SRC`,
 /// PATH). Without one a test says what is missing and skips, or under CI fails.

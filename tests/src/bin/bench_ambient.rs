@@ -7,14 +7,12 @@
 //! medians. docs/benchmarks.md records it. Needs root, a set-up machine (`cargo xtask setup`
 //! with `$SMP_ZTUNNEL_SRC`, or `$SMP_ZTUNNEL`), and `SMP_AGENT_BIN`.
 
-use std::process::Command;
-
 use clap::Parser as _;
 use smp_agent::report::{
     details::{Direction, Leg},
-    ResultSet, Strictness,
+    ResultSet,
 };
-use smp_tests::{agent_bin, require_root, require_ztunnel};
+use smp_tests::{agent_bin, bench_lab_profile, require_root, require_ztunnel, BenchLoad};
 
 #[derive(Debug, clap::Parser)]
 struct Options {
@@ -107,26 +105,13 @@ fn figures(set: &ResultSet) -> anyhow::Result<Vec<f64>> {
 }
 
 fn profile(o: &Options, kind: &str, extra: &[&str]) -> anyhow::Result<Vec<f64>> {
-    let dir = std::env::temp_dir().join(format!("smp-bench-ambient-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut cmd = Command::new(agent_bin());
-    cmd.args(["profile", "--lab", "--lab-name", "bamb", "--proxy", kind])
-        .args(extra)
-        .args(["--concurrency", &o.workers.to_string()])
-        .args(["--rate", &o.rate.to_string()])
-        .args(["--connections", &o.connections.to_string()])
-        .args(["--duration", &format!("{}s", o.seconds), "--warmup", "1s"])
-        .arg("--output-dir")
-        .arg(&dir);
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let set = ResultSet::read_from_dir(&dir, Strictness::Strict)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    figures(&set)
+    let load = BenchLoad {
+        workers: o.workers,
+        rate: o.rate,
+        connections: o.connections,
+        seconds: o.seconds,
+    };
+    figures(&bench_lab_profile("bamb", kind, extra, load)?)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

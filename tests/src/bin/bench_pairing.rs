@@ -10,17 +10,14 @@
 //! Prints one markdown table row per case as it goes (docs/hops.md records the table). Needs
 //! root and a set-up machine (`cargo xtask setup`); `SMP_AGENT_BIN` names the agent.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use clap::Parser as _;
-use smp_agent::{
-    lab::config::ProxyKind,
-    report::{ResultSet, Strictness},
-};
+use smp_agent::lab::config::ProxyKind;
 use smp_tests::{
-    agent_bin,
+    agent_bin, bench_lab_profile,
     exchange_check::{measure, SideFigures},
-    require_root,
+    require_root, BenchLoad,
 };
 
 #[derive(Debug, clap::Parser)]
@@ -48,34 +45,14 @@ struct Options {
 
 /// The self-consistency of one lab profile: (explained ms, overhead ms).
 fn consistency(o: &Options, kind: ProxyKind, mtls: bool) -> anyhow::Result<(f64, f64)> {
-    let dir = std::env::temp_dir().join(format!("smp-bench-pairing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut cmd = Command::new(agent_bin());
-    cmd.args([
-        "profile",
-        "--lab",
-        "--lab-name",
-        "bpprof",
-        "--proxy",
-        kind.as_str(),
-    ])
-    .args(["--concurrency", &o.workers.to_string()])
-    .args(["--rate", &o.rate.to_string()])
-    .args(["--connections", &o.connections.to_string()])
-    .args(["--duration", &format!("{}s", o.seconds), "--warmup", "1s"])
-    .arg("--output-dir")
-    .arg(&dir);
-    if mtls {
-        cmd.arg("--mtls");
-    }
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let set = ResultSet::read_from_dir(&dir, Strictness::Strict)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let load = BenchLoad {
+        workers: o.workers,
+        rate: o.rate,
+        connections: o.connections,
+        seconds: o.seconds,
+    };
+    let extra: &[&str] = if mtls { &["--mtls"] } else { &[] };
+    let set = bench_lab_profile("bpprof", kind.as_str(), extra, load)?;
     let c = set
         .details
         .and_then(|d| d.consistency)
