@@ -464,6 +464,8 @@ fn assemble(
         usage.derive(run_seconds);
         d.sidecars.push(usage);
     }
+    d.data_plane =
+        crate::report::details::DataPlane::of_kinds(d.sidecars.iter().map(|s| s.kind.as_str()));
     d.losses = losses;
     if let Some(o) = &d.end_to_end.overhead {
         d.consistency = Some(ConsistencyCheck::compute(&d.hops, o.p50, 0.05, 0.25));

@@ -11,7 +11,7 @@ use std::{
 
 use smp_agent::aggregate::path::Peer;
 use smp_agent::report::{
-    details::{Direction, Leg},
+    details::{DataPlane, Direction, Leg},
     set::{
         DETAILS_FILE, ENVIRONMENT_FILE, MESH_CONFIG_FILE, REPORT_FILE, RESULT_FILE,
         TEST_CONFIG_FILE,
@@ -282,6 +282,14 @@ fn checked_profile(
     let baseline = d.end_to_end.baseline.as_ref().expect("baseline run");
     assert_eq!(baseline.errors, 0);
 
+    // Istio's ambient node proxy, or sidecars: from the proxies' kinds.
+    let plane = if proxy == "ztunnel" {
+        DataPlane::Ambient
+    } else {
+        DataPlane::Sidecars
+    };
+    assert_eq!(d.data_plane, plane);
+
     // Two sidecars, each with CPU, memory and the requests the client sent.
     let sc = set.mesh_config.sidecar.as_ref().expect("sidecar");
     assert_eq!(sc.count, 2, "{sc:?}");
@@ -513,6 +521,7 @@ fn profile_lab_ztunnel_ambient() {
         Some(value)
     );
     let d = set.details.as_ref().expect("details");
+    assert_eq!(d.data_plane, DataPlane::Ambient);
     let sent = d.end_to_end.meshed.latency.count as f64;
     for h in &d.hops {
         assert!(h.proxy.starts_with("ztunnel"), "{}", h.key());

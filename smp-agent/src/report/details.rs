@@ -78,6 +78,39 @@ pub struct Details {
     /// unexplained (absent when no path was joined or the run kept no hops).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<super::breakdown::Breakdown>,
+    /// How the proxies sit beside the workloads, which SMP has no field for: sidecars (left
+    /// out of the file), or Istio's ambient node proxy.
+    #[serde(default, skip_serializing_if = "DataPlane::is_sidecars")]
+    pub data_plane: DataPlane,
+}
+
+/// How a mesh's proxies sit beside its workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPlane {
+    /// A proxy in each pod, in front of its app (Envoy in Istio's sidecar mode, Linkerd, …).
+    #[default]
+    Sidecars,
+    /// Istio's ambient mode: ztunnel, an L4 proxy, carries the pods' connections as HBONE
+    /// (HTTP/2 CONNECT over mTLS); one per node, or one per pod in its dedicated mode.
+    Ambient,
+}
+
+impl DataPlane {
+    /// The data plane of proxies of these kinds: ambient when ztunnel is among them.
+    pub fn of_kinds<'a>(mut kinds: impl Iterator<Item = &'a str>) -> Self {
+        let ztunnel = crate::proxy::kind::ProxyKind::Ztunnel;
+        if kinds.any(|k| k == ztunnel.name()) {
+            Self::Ambient
+        } else {
+            Self::Sidecars
+        }
+    }
+
+    /// True for [`DataPlane::Sidecars`].
+    pub fn is_sidecars(&self) -> bool {
+        *self == Self::Sidecars
+    }
 }
 
 impl Details {
@@ -95,6 +128,7 @@ impl Details {
             losses: Losses::default(),
             consistency: None,
             breakdown: None,
+            data_plane: DataPlane::Sidecars,
         }
     }
 

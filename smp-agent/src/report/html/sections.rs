@@ -14,7 +14,7 @@ use super::{
     HtmlError,
 };
 use crate::report::{
-    details::{ConsistencyVerdict, Details},
+    details::{ConsistencyVerdict, DataPlane, Details},
     smp, ResultSet,
 };
 
@@ -236,6 +236,17 @@ pub(super) fn hops(page: &mut String, d: &Details) -> Result<(), HtmlError> {
 
 /// Each proxy's class (outbound, inbound, gateway) with the reason for it, once per proxy and
 /// class: a proxy classed as neither sidecar direction is shown, and says why.
+/// What a reader of an ambient run must know to read its hops and resources.
+const AMBIENT_NOTE: &str = "<p id=\"data-plane\"><b>Istio ambient data plane.</b> The \
+    proxies here are ztunnel, Istio's ambient-mode proxy, not sidecars: it carries each pod's \
+    connections as HTTP/2 CONNECT streams over mutual TLS (HBONE, port 15008) to the \
+    destination pod's ztunnel, one per node (or one per pod in its dedicated mode). It works \
+    at L4 and never parses HTTP, so its hops are the time a request's bytes and a response's \
+    bytes spend inside it, found from the HTTP/1.1 its pod-facing sides carry; the HBONE side \
+    is paired by TLS record alternation, which holds while the streams between two pods seldom \
+    overlap (the share paired is in the losses below). Its CPU and memory are the whole \
+    ztunnel's, for every workload it serves.</p>\n";
+
 fn directions(page: &mut String, d: &Details) {
     let mut told = std::collections::BTreeSet::new();
     let mut items = String::new();
@@ -262,6 +273,9 @@ fn directions(page: &mut String, d: &Details) {
 
 pub(super) fn sidecars(page: &mut String, set: &ResultSet, d: &Details) -> Result<(), HtmlError> {
     page.push_str("<section id=\"sidecars\">\n<h2>Sidecar resources</h2>\n");
+    if d.data_plane == DataPlane::Ambient {
+        page.push_str(AMBIENT_NOTE);
+    }
     if d.sidecars.is_empty() {
         absent(
             page,

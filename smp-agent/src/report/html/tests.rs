@@ -303,6 +303,29 @@ fn each_proxy_says_why_it_has_its_direction() {
     assert!(!render(&populated_set()).unwrap().contains("hop-directions"));
 }
 
+/// A run through Istio's ambient data plane says so where its proxies' resources are, and
+/// what its hops are; a sidecar run carries no such note, and the kinds decide which it is.
+#[test]
+fn an_ambient_run_explains_its_node_proxy() {
+    use crate::report::details::DataPlane;
+    let mut set = populated_set();
+    assert!(!render(&set).unwrap().contains("id=\"data-plane\""));
+    let d = set.details.as_mut().unwrap();
+    assert_eq!(
+        DataPlane::of_kinds(d.sidecars.iter().map(|s| s.kind.as_str())),
+        DataPlane::Sidecars
+    );
+    for s in &mut d.sidecars {
+        s.kind = "ztunnel".into();
+    }
+    d.data_plane = DataPlane::of_kinds(d.sidecars.iter().map(|s| s.kind.as_str()));
+    assert_eq!(d.data_plane, DataPlane::Ambient);
+    let page = render(&set).unwrap();
+    let sidecars = section(&page, "sidecars");
+    assert!(sidecars.contains("<p id=\"data-plane\"><b>Istio ambient data plane.</b>"));
+    assert!(sidecars.contains("HBONE"));
+}
+
 #[test]
 fn empty_set_says_what_is_missing() {
     let page = render(&empty_set()).unwrap();
