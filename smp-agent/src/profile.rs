@@ -54,6 +54,9 @@ pub struct Plan {
     /// Report only proxies that had one of these pids (the lab's sidecars; other proxies of
     /// the same kind on this machine are found by name but not ours).
     pub only_pids: Option<Vec<u32>>,
+    /// Names of pods by address (the lab's `client` and `server`), for the per-workload rows
+    /// of a node proxy; other pods are shown by address.
+    pub pod_names: BTreeMap<std::net::IpAddr, String>,
 }
 
 /// Progress, for the command line to show.
@@ -302,9 +305,17 @@ fn stable_names(windows: &[ProxyWindow], view: &TrackerView) -> BTreeMap<String,
             hops::Direction::Gateway => "gateway",
         })
     };
+    // A node proxy serves pods on both sides of a request: it is named for the node.
+    let role = |w: &ProxyWindow| {
+        if served_pods(view, &w.proxy) > 1 {
+            Some("node")
+        } else {
+            dominant(w)
+        }
+    };
     let short: Vec<(String, Option<String>)> = windows
         .iter()
-        .map(|w| (w.id.clone(), dominant(w).map(|d| format!("{}-{d}", w.kind))))
+        .map(|w| (w.id.clone(), role(w).map(|d| format!("{}-{d}", w.kind))))
         .collect();
     short
         .iter()
@@ -322,6 +333,60 @@ fn stable_names(windows: &[ProxyWindow], view: &TrackerView) -> BTreeMap<String,
             )
         })
         .collect()
+}
+
+/// The pods a proxy served (by address), from its per-workload rows: more than one makes it a
+/// node proxy.
+fn served_pods(view: &TrackerView, proxy: &crate::proxy::ProxyId) -> usize {
+    view.workloads_of(proxy)
+        .map(|w| w.served)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// The per-workload rows of every node proxy (a proxy that served more than one pod), with its
+/// CPU apportioned by each row's share of its exchanges.
+fn workload_shares(
+    plan: &Plan,
+    windows: &[ProxyWindow],
+    view: &TrackerView,
+    name_of: &dyn Fn(&ProxyWindow) -> String,
+    run_seconds: f64,
+) -> Result<Vec<details::WorkloadShare>, ProfileError> {
+    let name = |a: std::net::IpAddr| plan.pod_names.get(&a).cloned().unwrap_or(a.to_string());
+    let dist = |h: &Histogram<u64>| {
+        Distribution::from_histogram_ns(h).map_err(|e| ProfileError::Histogram(e.to_string()))
+    };
+    let mut out = Vec::new();
+    for w in windows {
+        if served_pods(view, &w.proxy) < 2 {
+            continue;
+        }
+        let total: u64 = view.workloads_of(&w.proxy).map(|r| r.exchanges).sum();
+        let mut rows: Vec<_> = view.workloads_of(&w.proxy).collect();
+        rows.sort_by_key(|r| (r.served, r.direction, r.peer));
+        for r in rows {
+            let share = r.exchanges as f64 / total.max(1) as f64;
+            let cpu_seconds = w.cpu.cpu_seconds * share;
+            out.push(details::WorkloadShare {
+                proxy: name_of(w),
+                workload: name(r.served),
+                address: r.served.to_string(),
+                direction: r.direction,
+                peer: name(r.peer),
+                exchanges: r.exchanges,
+                request_hop: dist(&r.request)?,
+                response_hop: dist(&r.response)?,
+                cpu_seconds,
+                cpu_mcores: if run_seconds > 0.0 {
+                    cpu_seconds / run_seconds * 1000.0
+                } else {
+                    0.0
+                },
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The breakdown document of the joined paths (`None` when none was joined).
@@ -400,6 +465,7 @@ fn assemble(
         exchanges_left_out: [
             ("before_window", view.before_window_exchanges),
             ("unattributed", view.unattributed_exchanges),
+            ("workload_rows_full", view.workload_overflow),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -464,6 +530,7 @@ fn assemble(
         usage.derive(run_seconds);
         d.sidecars.push(usage);
     }
+    d.workloads = workload_shares(plan, windows, view, &name_of, run_seconds)?;
     d.data_plane =
         crate::report::details::DataPlane::of_kinds(d.sidecars.iter().map(|s| s.kind.as_str()));
     d.losses = losses;

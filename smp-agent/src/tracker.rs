@@ -38,6 +38,9 @@ use crate::{
 /// Responses waiting for their `SendDone` at most (a bound, never reached in practice: the
 /// event follows its exchange within microseconds).
 const MAX_PENDING_SENDS: usize = 65_536;
+/// Rows of the per-workload book ([`WorkloadHops`]): (proxy, direction, served pod, peer)
+/// combinations kept; exchanges of further ones are counted, not kept.
+const MAX_WORKLOAD_ROWS: usize = 256;
 
 /// Longest time a kernel event waits in the ring buffer before the tracker reads it.
 pub const EVENT_BATCH_PERIOD: Duration = Duration::from_millis(10);
@@ -71,6 +74,42 @@ pub struct ProxyHopKey {
     pub proxy: ProxyId,
     pub direction: Direction,
     pub leg: Leg,
+}
+
+/// What a proxy did for one workload it served, toward one peer ([`hops::workloads`]): a
+/// node proxy's hops, split by pod. Histograms in nanoseconds (2 significant digits: a row
+/// per pod pair, not per proxy).
+#[derive(Debug, Clone)]
+pub struct WorkloadHops {
+    pub proxy: ProxyId,
+    pub direction: Direction,
+    /// Address of the pod served.
+    pub served: std::net::IpAddr,
+    /// Address of the pod at the other end.
+    pub peer: std::net::IpAddr,
+    pub exchanges: u64,
+    pub request: Histogram<u64>,
+    pub response: Histogram<u64>,
+}
+
+/// A [`WorkloadHops`] row in the making (keyed by proxy index).
+#[derive(Debug, Clone)]
+struct WorkloadRow {
+    exchanges: u64,
+    request: Histogram<u64>,
+    response: Histogram<u64>,
+}
+
+impl WorkloadRow {
+    fn new() -> Self {
+        let h =
+            || Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("constant bounds are valid");
+        Self {
+            exchanges: 0,
+            request: h(),
+            response: h(),
+        }
+    }
 }
 
 /// One proxy as the tracker sees it: identity, processes and cumulative figures since it was
@@ -139,6 +178,11 @@ pub struct TrackerView {
     /// Exchanges per (proxy, direction) by what their sides spoke, since the start (or the
     /// last [`Tracker::reset_window`]; [`Tracker::take_hops`] leaves them).
     pub sides: BTreeMap<(ProxyId, Direction), BTreeMap<Sides, u64>>,
+    /// Hops per workload served and peer, for every proxy whose exchanges name pods (same
+    /// window as `sides`).
+    pub workloads: Vec<WorkloadHops>,
+    /// Exchanges left out of `workloads`: beyond its row limit.
+    pub workload_overflow: u64,
     /// Probe losses (ring buffer, map inserts, kernel reads, evicted state, undecodable
     /// records).
     pub loss: LossCounters,
@@ -156,6 +200,14 @@ pub struct TrackerView {
 }
 
 impl TrackerView {
+    /// The per-workload rows of one proxy.
+    pub fn workloads_of<'a>(
+        &'a self,
+        proxy: &'a ProxyId,
+    ) -> impl Iterator<Item = &'a WorkloadHops> + 'a {
+        self.workloads.iter().filter(move |w| &w.proxy == proxy)
+    }
+
     /// The proxy with this identity string.
     pub fn proxy(&self, id: &str) -> Option<&ProxyView> {
         self.proxies.iter().find(|p| p.id == id)
@@ -275,6 +327,10 @@ struct HopBook {
     sends: HashMap<HopSlot, Histogram<u64>>,
     /// Exchanges per (proxy, direction) and [`Sides`] (at most 9 per proxy and direction).
     sides: HashMap<(usize, Direction), BTreeMap<Sides, u64>>,
+    /// Hops per (proxy, direction, pod served, peer pod); at most [`MAX_WORKLOAD_ROWS`].
+    workloads: HashMap<(usize, Direction, std::net::IpAddr, std::net::IpAddr), WorkloadRow>,
+    /// Exchanges beyond the row limit.
+    workload_overflow: u64,
 }
 
 impl HopBook {
@@ -507,6 +563,18 @@ impl Tracker {
             // 0: the arrival was not seen (not TCP, or it arrived before tracking began).
             if wait > 0 {
                 self.book.record(Measure::Wait, (idx, direction, leg), wait);
+            }
+        }
+        if let Some((served, peer)) = hops::workloads(x, direction) {
+            let key = (idx, direction, served, peer);
+            let book = &mut self.book;
+            if book.workloads.len() < MAX_WORKLOAD_ROWS || book.workloads.contains_key(&key) {
+                let row = book.workloads.entry(key).or_insert_with(WorkloadRow::new);
+                row.exchanges += 1;
+                row.request.saturating_record(x.request_hop_ns().max(1));
+                row.response.saturating_record(x.response_hop_ns().max(1));
+            } else {
+                book.workload_overflow += 1;
             }
         }
         let send = x.request_send_ns();
@@ -776,6 +844,21 @@ impl Tracker {
                 .iter()
                 .map(|((idx, d), m)| ((self.proxy_ids[*idx].clone(), *d), m.clone()))
                 .collect(),
+            workloads: self
+                .book
+                .workloads
+                .iter()
+                .map(|((idx, direction, served, peer), r)| WorkloadHops {
+                    proxy: self.proxy_ids[*idx].clone(),
+                    direction: *direction,
+                    served: *served,
+                    peer: *peer,
+                    exchanges: r.exchanges,
+                    request: r.request.clone(),
+                    response: r.response.clone(),
+                })
+                .collect(),
+            workload_overflow: self.book.workload_overflow,
             loss: LossCounters {
                 ..self.loss.clone()
             },

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use smp_common::hop::HopCounts;
 
 use smp_agent::{
-    aggregate::hops::{Direction, HopPercentiles, Leg},
+    aggregate::hops::{self, Direction, HopPercentiles, Leg},
     lab::{
         config::{ProxyKind, Side},
         ends, truth, Lab, LabConfig,
@@ -97,6 +97,14 @@ pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [Side
             client.len(),
             ok.len()
         );
+        // One node proxy (a shared ztunnel) serves both sides: each side is its exchanges of
+        // that side's direction, and its counters cover both (each request read twice).
+        let shared = pids[0] == pids[1];
+        let crossings = if shared { 2 } else { 1 };
+        let direction_of = |side: Side| match side {
+            Side::Outbound => Direction::Outbound,
+            Side::Inbound => Direction::Inbound,
+        };
         // A sidecar is its process tree: nginx's worker processes carry the traffic.
         let figures = |side: Side, pid: u32| {
             let tree = process_tree(pid);
@@ -107,12 +115,19 @@ pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [Side
             // The requests the client sent, less the first of each TLS connection (dropped by
             // design, counted): the kernel's own count differs by what TLS handshakes look
             // like (a client's last flight and its request in one read count once).
-            let eligible = (client.len() as u64)
+            let eligible = (crossings * client.len() as u64)
                 .saturating_sub(c.tls_first_dropped)
                 .max(1);
-            let exchanges: Vec<_> = tree.iter().flat_map(|t| seen.exchanges_of(*t)).collect();
+            let exchanges: Vec<_> = tree
+                .iter()
+                .flat_map(|t| seen.exchanges_of(*t))
+                .filter(|x| !shared || hops::direction(x) == direction_of(side))
+                .collect();
             let verdict = ends::check(&exchanges, side, &client, &app);
-            let hops = seen.hops.group_summary(&tree);
+            let mut hops = seen.hops.group_summary(&tree);
+            if shared {
+                hops.retain(|(d, _), _| *d == direction_of(side));
+            }
             let directions: Vec<_> = hops.keys().copied().collect();
             let f = SideFigures {
                 side,

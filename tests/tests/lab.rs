@@ -358,6 +358,78 @@ fn lab_ztunnel_ambient() {
     lab.down();
 }
 
+/// Ambient as Istio deploys it: one ztunnel in the node's namespace serves both pods, from
+/// listeners it opens inside each pod's namespace once the lab's node agent hands them over.
+#[test]
+fn lab_shared_ztunnel_serves_both_pods_from_the_node() {
+    if !smp_tests::require_root("lab_shared_ztunnel_serves_both_pods_from_the_node")
+        || !smp_tests::require_ztunnel("lab_shared_ztunnel_serves_both_pods_from_the_node")
+    {
+        return;
+    }
+    use smp_agent::lab::{
+        netns,
+        proxies::ztunnel::{mtls_connections, Reporter, METRICS_PORT},
+        Lab, Side,
+    };
+    let lab = TestLab::up("lzs", &["--proxy", "ztunnel", "--ztunnel-mode", "shared"]);
+    let (out, inb) = (&lab.info.outbound, &lab.info.inbound);
+    assert_eq!(out.pid, inb.pid, "one ztunnel for both pods");
+    assert_eq!(out.netns, "lzs-node");
+    for pod in [&lab.info.client_netns, &lab.info.server_netns] {
+        assert!(
+            !netns::pids(pod).contains(&(out.pid as i32)),
+            "ztunnel runs on the node, not in {pod}"
+        );
+    }
+    let connections = || {
+        let body = smp_agent::lab::http_get(
+            &out.netns,
+            ([127, 0, 0, 1], METRICS_PORT).into(),
+            "/metrics",
+        )
+        .expect("ztunnel metrics");
+        (
+            mtls_connections(&body, Reporter::Source).unwrap_or(0),
+            mtls_connections(&body, Reporter::Destination).unwrap_or(0),
+        )
+    };
+    let before = connections();
+    for _ in 0..3 {
+        lab.curl(&[lab.info.meshed_url.as_str()], &[]);
+    }
+    let meshed = connections();
+    for _ in 0..3 {
+        lab.curl(&[lab.info.baseline_url.as_str()], &[]);
+    }
+    assert_eq!(
+        meshed,
+        (before.0 + 3, before.1 + 3),
+        "each meshed connection is an HBONE source and a destination of the one ztunnel: {before:?} → {meshed:?}"
+    );
+    assert_eq!(
+        connections(),
+        meshed,
+        "baseline connections crossed ztunnel"
+    );
+    lab.assert_echo();
+    // Restarting either side restarts the node's ztunnel; the node agent hands it the pods
+    // again, and both slots follow the new pid.
+    let pid = Lab::restart_sidecar(&lab.info.name, Side::Inbound).expect("restart");
+    assert_ne!(pid, out.pid);
+    let st = Lab::status(&lab.info.name).expect("status");
+    let info = st.info.expect("info");
+    assert_eq!((info.outbound.pid, info.inbound.pid), (pid, pid));
+    assert!(st.healthy, "{:?}", st.processes);
+    lab.curl(&[lab.info.meshed_url.as_str()], &[]);
+    lab.down();
+    assert!(
+        !netns::exists("lzs-node"),
+        "down removes the node namespace"
+    );
+    assert!(!netns::alive(pid), "down stops the node's ztunnel");
+}
+
 #[test]
 fn lab_envoy_plain_and_mtls() {
     if !smp_tests::require_root("lab_envoy_plain_and_mtls") {

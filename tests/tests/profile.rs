@@ -290,17 +290,20 @@ fn checked_profile(
     };
     assert_eq!(d.data_plane, plane);
 
-    // Two sidecars, each with CPU, memory and the requests the client sent.
+    // Two sidecars, each with CPU, memory and the requests the client sent; or one node
+    // proxy (a shared ztunnel) that carried each request twice, once for each pod.
+    let node_proxy = extra.windows(2).any(|w| w == ["--ztunnel-mode", "shared"]);
+    let (proxies, crossings) = if node_proxy { (1, 2.0) } else { (2, 1.0) };
     let sc = set.mesh_config.sidecar.as_ref().expect("sidecar");
-    assert_eq!(sc.count, 2, "{sc:?}");
+    assert_eq!(sc.count, proxies, "{sc:?}");
     assert!(sc.cpu_mcores > 0 && sc.mem_mb > 0, "{sc:?}");
     assert_eq!(set.mesh_config.mtls_enabled, mtls);
     let sent = d.end_to_end.meshed.latency.count as f64;
-    assert_eq!(d.sidecars.len(), 2);
+    assert_eq!(d.sidecars.len(), proxies as usize);
     for s in &d.sidecars {
         assert!(s.cpu_seconds > 0.0 && s.cpu_us_per_request > 0.0, "{s:?}");
         assert!(s.mem_mb > 0.0 && s.mem_peak_mb >= s.mem_mb, "{s:?}");
-        let r = s.requests as f64;
+        let r = s.requests as f64 / crossings;
         assert!(
             (r - sent).abs() <= 0.05 * sent,
             "{}: {r} requests seen by the probes vs {sent} measured by the client",
@@ -512,22 +515,129 @@ fn profile_lab_ztunnel_ambient() {
         connections: 32,
         seconds: 10,
     };
-    let (set, dir) = lab_profile_in("pzt", "ztunnel", true, &[], load);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(set.test.mesh.r#type, MeshType::Istio);
-    let (key, value) = smp_agent::cli::profile::AMBIENT_LABEL;
-    assert_eq!(
-        set.test.test.labels.get(key).map(String::as_str),
-        Some(value)
-    );
-    let d = set.details.as_ref().expect("details");
-    assert_eq!(d.data_plane, DataPlane::Ambient);
-    let sent = d.end_to_end.meshed.latency.count as f64;
-    for h in &d.hops {
-        assert!(h.proxy.starts_with("ztunnel"), "{}", h.key());
-        let n = h.latency.count as f64;
-        assert!(n >= 0.99 * sent, "{}: {n} of {sent}", h.key());
+    // A ztunnel in each pod, then one on the node for both pods (Istio's deployment).
+    for (name, extra) in [
+        ("pzt", &[][..]),
+        ("pzts", &["--ztunnel-mode", "shared"][..]),
+    ] {
+        let shared = !extra.is_empty();
+        let (set, dir) = lab_profile_in(name, "ztunnel", true, extra, load);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(set.test.mesh.r#type, MeshType::Istio);
+        let (key, value) = smp_agent::cli::profile::AMBIENT_LABEL;
+        assert_eq!(
+            set.test.test.labels.get(key).map(String::as_str),
+            Some(value)
+        );
+        let d = set.details.as_ref().expect("details");
+        assert_eq!(d.data_plane, DataPlane::Ambient);
+        let sent = d.end_to_end.meshed.latency.count as f64;
+        for h in &d.hops {
+            assert!(h.proxy.starts_with("ztunnel"), "{}", h.key());
+            let n = h.latency.count as f64;
+            assert!(n >= 0.99 * sent, "{name} {}: {n} of {sent}", h.key());
+        }
+        if !shared {
+            assert!(d.workloads.is_empty(), "a pod's own ztunnel serves one pod");
+            continue;
+        }
+        // One process, named for the node, with both pods' hops.
+        assert_eq!(d.sidecars.len(), 1, "{:?}", d.sidecars);
+        let node = &d.sidecars[0];
+        assert_eq!(node.proxy, "ztunnel-node");
+        assert_eq!(d.hops.len(), 4);
+        // Per workload: the client pod's requests leave through it, the server pod's arrive.
+        let rows: Vec<(&str, Direction, &str)> = d
+            .workloads
+            .iter()
+            .map(|w| (w.workload.as_str(), w.direction, w.peer.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("client", Direction::Outbound, "server"),
+                ("server", Direction::Inbound, "client")
+            ]
+        );
+        for w in &d.workloads {
+            let n = w.exchanges as f64;
+            assert!(n >= 0.99 * sent, "{}: {n} of {sent}", w.workload);
+            assert_eq!(w.request_hop.count, w.exchanges);
+            let hop = d
+                .hops
+                .iter()
+                .find(|h| h.direction == w.direction && h.leg == Leg::Request)
+                .expect("the direction's hop");
+            assert_eq!(w.request_hop.count, hop.latency.count, "{}", w.workload);
+        }
+        let apportioned: f64 = d.workloads.iter().map(|w| w.cpu_seconds).sum();
+        assert!(
+            (apportioned - node.cpu_seconds).abs() < 1e-9,
+            "{apportioned} vs {}",
+            node.cpu_seconds
+        );
     }
+}
+
+/// A shared ztunnel's CPU, apportioned to the pods it serves, sums to what the kernel charged
+/// its process (`/proc/<pid>/stat`) within 5 %, profiled as a user would on a node: by pid,
+/// pods by address, no baseline.
+#[test]
+fn shared_ztunnel_cpu_per_workload_sums_to_proc() {
+    if !require_root("shared_ztunnel_cpu_per_workload_sums_to_proc")
+        || !require_ztunnel("shared_ztunnel_cpu_per_workload_sums_to_proc")
+    {
+        return;
+    }
+    let mut cfg = smp_tests::lab_config("pzcpu", smp_agent::lab::config::ProxyKind::Ztunnel, false);
+    cfg.ztunnel_mode = smp_agent::lab::config::ZtunnelMode::Shared;
+    smp_tests::with_lab(&cfg, |info| {
+        let pid = info.outbound.pid;
+        let dir = scratch("pzcpu");
+        let before = smp_tests::proc_cpu_ns(pid);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &info.client_netns])
+            .arg(agent_bin())
+            .args(["profile", "--url", &info.meshed_url, "--sidecar-pid"])
+            .arg(pid.to_string())
+            .args([
+                "--rate",
+                "1000",
+                "--connections",
+                "32",
+                "--duration",
+                "10s",
+                "--warmup",
+                "0s",
+                "--output-dir",
+            ])
+            .arg(&dir)
+            .output()
+            .expect("run smp-agent profile");
+        let after = smp_tests::proc_cpu_ns(pid);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let set = ResultSet::read_from_dir(&dir, Strictness::Strict).expect("strict re-read");
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = set.details.as_ref().expect("details");
+        let pods: Vec<String> = [info.client_addr, info.server_addr]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let served: Vec<&str> = d.workloads.iter().map(|w| w.workload.as_str()).collect();
+        assert_eq!(served, pods, "pods by address when the run knows no names");
+        let apportioned: f64 = d.workloads.iter().map(|w| w.cpu_seconds).sum();
+        let kernel = (after - before) as f64 / 1e9;
+        eprintln!("per workload {apportioned:.3} s vs /proc/{pid}/stat {kernel:.3} s");
+        assert!(
+            (apportioned - kernel).abs() <= 0.05 * kernel,
+            "per workload {apportioned:.3} s vs /proc {kernel:.3} s"
+        );
+    });
 }
 
 /// Envoy with HTTP/2 between the sidecars (plain, then inside mTLS), and with a gRPC app

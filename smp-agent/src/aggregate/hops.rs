@@ -267,6 +267,31 @@ pub fn direction(e: &Exchange) -> Direction {
     }
 }
 
+/// The workload an exchange served and the one at its other end, by pod address, for a
+/// proxy that serves several pods (a node proxy: Istio's ztunnel in ambient mode serves every
+/// pod of its node from sockets inside each pod's network namespace).
+/// - Outbound: the pod whose app connected, which is the address the proxy's upstream
+///   connection leaves from (or, when unknown, the app's own address), for the pod it
+///   reaches (the upstream's remote address).
+/// - Inbound: the pod the connection was addressed to (the downstream's local address), for
+///   the pod that connected (its remote address).
+///
+/// `None` for a gateway, or when the served pod's address is unknown or a loopback (which
+/// names no pod).
+pub fn workloads(e: &Exchange, direction: Direction) -> Option<(IpAddr, IpAddr)> {
+    let ip = |a: Option<SocketAddr>| a.map(|a| canonical_ip(a.ip()));
+    let pod = |a: Option<IpAddr>| a.filter(|a| !a.is_loopback() && !a.is_unspecified());
+    let (served, peer) = match direction {
+        Direction::Outbound => (
+            pod(ip(e.upstream.local)).or(pod(ip(e.downstream.remote))),
+            ip(e.upstream.remote),
+        ),
+        Direction::Inbound => (pod(ip(e.downstream.local)), ip(e.downstream.remote)),
+        Direction::Gateway => return None,
+    };
+    Some((served?, peer?))
+}
+
 /// Key of a hop histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct HopKey {
@@ -430,6 +455,57 @@ mod tests {
             (2, 3),
         );
         assert_eq!(direction(&gw), Direction::Gateway);
+    }
+
+    #[test]
+    fn a_node_proxys_exchange_names_the_pod_it_served_and_its_peer() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // ztunnel on the node, outbound for the client pod 10.0.0.1: the app's connection was
+        // redirected to 127.0.0.1:15001 inside the pod; HBONE leaves from the pod's address.
+        let out = exchange(
+            conn("127.0.0.1:15001", "10.0.0.1:40000"),
+            conn("10.0.0.1:40001", "10.0.0.2:15008"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(
+            workloads(&out, direction(&out)),
+            Some((ip("10.0.0.1"), ip("10.0.0.2")))
+        );
+        // Inbound for the server pod 10.0.0.2: HBONE reached its 15008 from the client pod.
+        let inb = exchange(
+            conn("10.0.0.2:15008", "10.0.0.1:40001"),
+            conn("10.0.0.2:40002", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(
+            workloads(&inb, direction(&inb)),
+            Some((ip("10.0.0.2"), ip("10.0.0.1")))
+        );
+        // IPv4-mapped addresses of a dual-stack socket name the same pod.
+        let mapped = exchange(
+            conn("[::ffff:10.0.0.2]:15008", "[::ffff:10.0.0.1]:40001"),
+            conn("10.0.0.2:40002", "10.0.0.2:8080"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(
+            workloads(&mapped, Direction::Inbound),
+            Some((ip("10.0.0.2"), ip("10.0.0.1")))
+        );
+        // A loopback names no pod; a gateway serves none.
+        let lo = exchange(
+            conn("127.0.0.1:15001", "127.0.0.1:40000"),
+            conn("127.0.0.1:40001", "10.0.0.2:15008"),
+            (0, 1),
+            (2, 3),
+        );
+        assert_eq!(workloads(&lo, Direction::Outbound), None);
+        assert_eq!(workloads(&out, Direction::Gateway), None);
+        // Unknown addresses: none.
+        let unknown = exchange(Conn::default(), Conn::default(), (0, 1), (2, 3));
+        assert_eq!(workloads(&unknown, Direction::Inbound), None);
     }
 
     #[test]

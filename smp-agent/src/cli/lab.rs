@@ -36,6 +36,9 @@ pub enum LabCommand {
     /// Server app (spawned by `up`).
     #[command(hide = true)]
     App(lab::app::AppOptions),
+    /// Stand-in for the CNI node agent that hands pods to a shared ztunnel (spawned by `up`).
+    #[command(hide = true)]
+    Zds(lab::zds::ZdsOptions),
 }
 
 /// Arguments of `lab up`.
@@ -83,6 +86,11 @@ pub struct UpArgs {
     /// `cargo xtask setup`, else PATH). Example: --ztunnel-bin ~/ztunnel/out/rust/release/ztunnel
     #[arg(long, env = "SMP_ZTUNNEL", verbatim_doc_comment)]
     pub ztunnel_bin: Option<PathBuf>,
+    /// Optional: with --proxy ztunnel, one ztunnel per pod (dedicated, the default) or one on
+    /// the node serving both pods (shared, as Istio's ambient mode deploys it).
+    /// Example: --ztunnel-mode shared
+    #[arg(long, value_enum, verbatim_doc_comment)]
+    pub ztunnel_mode: Option<lab::config::ZtunnelMode>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -150,6 +158,12 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 .context("lab app failed")?;
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::Zds(o) => {
+            tokio::task::spawn_blocking(move || lab::zds::run(o))
+                .await?
+                .context("lab node agent failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -189,6 +203,9 @@ fn load_config(a: &UpArgs) -> anyhow::Result<LabConfig> {
     }
     if let Some(b) = a.ztunnel_bin.as_ref().filter(|b| !b.as_os_str().is_empty()) {
         cfg.ztunnel_bin = Some(b.clone());
+    }
+    if let Some(m) = a.ztunnel_mode {
+        cfg.ztunnel_mode = m;
     }
     cfg.validate()?;
     Ok(cfg)

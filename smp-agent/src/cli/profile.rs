@@ -111,6 +111,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "http1", requires = "lab")]
     pub app_protocol: AppProtocol,
 
+    /// With --lab --proxy ztunnel: one ztunnel per pod (dedicated) or one on the node serving
+    /// both pods (shared).
+    #[arg(long, value_enum, default_value = "dedicated", requires = "lab")]
+    pub ztunnel_mode: crate::lab::config::ZtunnelMode,
+
     /// With --lab: worker threads of each sidecar.
     #[arg(long, requires = "lab")]
     pub concurrency: Option<u32>,
@@ -272,6 +277,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             mtls: args.mtls,
             h2: args.h2,
             app_protocol: args.app_protocol,
+            ztunnel_mode: args.ztunnel_mode,
             ..LabConfig::default()
         };
         if let Some(c) = args.concurrency {
@@ -379,6 +385,11 @@ async fn profile_lab(
     plan.mtls = info.mtls;
     plan.proxy_concurrency = args.concurrency.and_then(|c| i32::try_from(c).ok());
     plan.only_pids = Some(pids);
+    plan.pod_names = [
+        (info.client_addr, "client".to_string()),
+        (info.server_addr, "server".to_string()),
+    ]
+    .into();
     finish(args, &plan, out_dir, signals).await
 }
 
@@ -409,6 +420,7 @@ fn plan(
         mtls: args.mtls,
         proxy_concurrency: None,
         only_pids: None,
+        pod_names: Default::default(),
     })
 }
 
@@ -578,6 +590,30 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
             "sidecar {:<24} cpu {:>5.0} mcores  {:>6.0} us/request  {:.2} vCPU per 1k rps  mem {:.0} MB (peak {:.0})",
             s.proxy, s.cpu_mcores, s.cpu_us_per_request, s.vcpu_per_1000_rps, s.mem_mb, s.mem_peak_mb
         );
+    }
+    if !d.workloads.is_empty() {
+        println!(
+            "per workload of a node proxy (CPU apportioned by exchanges)   request p50/p99     response p50/p99   exchanges  cpu"
+        );
+        for w in &d.workloads {
+            let (q, r) = (&w.request_hop.percentiles, &w.response_hop.percentiles);
+            println!(
+                "  {:<18} {:<14} {:<8} {:<10} {:>8} {:>8}   {:>8} {:>8}  {:>9}  {:.0} mcores",
+                w.proxy,
+                w.workload,
+                w.direction.name(),
+                match w.direction {
+                    crate::report::details::Direction::Inbound => format!("from {}", w.peer),
+                    _ => format!("to {}", w.peer),
+                },
+                ms(q.p50),
+                ms(q.p99),
+                ms(r.p50),
+                ms(r.p99),
+                w.exchanges,
+                w.cpu_mcores
+            );
+        }
     }
     if let Some(c) = &d.consistency {
         let explained = c.sum_hop_p50_ms + c.sum_wait_p50_ms + c.sum_send_p50_ms;

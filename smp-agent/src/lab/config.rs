@@ -97,6 +97,35 @@ impl AppProtocol {
     }
 }
 
+/// How the ambient lab runs ztunnel: one per pod, or one per node serving both pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ZtunnelMode {
+    /// One ztunnel inside each pod's namespace (ztunnel's `PROXY_MODE=dedicated`).
+    #[default]
+    Dedicated,
+    /// One ztunnel in the node's namespace for both pods (`PROXY_MODE=shared`, as Istio
+    /// deploys it): the lab's stand-in for the CNI node agent hands it each pod's network
+    /// namespace, and it listens inside each.
+    Shared,
+}
+
+impl ZtunnelMode {
+    /// Lower-case name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZtunnelMode::Dedicated => "dedicated",
+            ZtunnelMode::Shared => "shared",
+        }
+    }
+}
+
+impl fmt::Display for ZtunnelMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Display for AppProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -161,6 +190,9 @@ pub struct LabConfig {
     /// ztunnel binary; default: `$SMP_ZTUNNEL`, then `<repo>/.cache/ztunnel/ztunnel` (made by
     /// `cargo xtask setup` from `$SMP_ZTUNNEL_SRC`), then `ztunnel` on PATH.
     pub ztunnel_bin: Option<PathBuf>,
+    /// With `proxy: ztunnel`: one ztunnel per pod (`dedicated`) or one for the node
+    /// (`shared`).
+    pub ztunnel_mode: ZtunnelMode,
     /// Seconds to wait for every process to listen.
     pub ready_timeout_s: u64,
     /// The smp-agent binary that runs the app and our proxy (not in the file; library callers
@@ -185,6 +217,7 @@ impl Default for LabConfig {
             sidecar_uid: 1337,
             envoy_bin: None,
             ztunnel_bin: None,
+            ztunnel_mode: ZtunnelMode::Dedicated,
             ready_timeout_s: 20,
             agent_bin: None,
         }
@@ -423,6 +456,11 @@ impl LabConfig {
         self.kind(Side::Outbound) == ProxyKind::Ztunnel
     }
 
+    /// One ztunnel serves both pods from the node's namespace.
+    pub fn shared_ztunnel(&self) -> bool {
+        self.ambient() && self.ztunnel_mode == ZtunnelMode::Shared
+    }
+
     /// Config of a slot.
     pub fn sidecar(&self, side: Side) -> &SidecarConfig {
         match side {
@@ -443,7 +481,17 @@ impl LabConfig {
             ));
         }
         if !z(Side::Outbound) {
+            if self.ztunnel_mode != ZtunnelMode::Dedicated {
+                return Err(bad("ztunnel_mode", "only with proxy: ztunnel"));
+            }
             return Ok(());
+        }
+        if self.ztunnel_mode == ZtunnelMode::Shared && self.outbound.workers != self.inbound.workers
+        {
+            return Err(bad(
+                "inbound.workers",
+                "one shared ztunnel serves both pods: give both slots the same workers",
+            ));
         }
         if self.mtls || self.h2 {
             return Err(bad(
@@ -648,6 +696,14 @@ mod tests {
         assert_eq!(field_of("proxy: ztunnel\nports: {app: 15008}"), "ports.app");
         // An L4 proxy carries whatever the app speaks.
         assert!(LabConfig::from_yaml("proxy: ztunnel\napp_protocol: grpc").is_ok());
+        let shared = LabConfig::from_yaml("proxy: ztunnel\nztunnel_mode: shared").unwrap();
+        assert!(shared.shared_ztunnel());
+        assert!(!ok.shared_ztunnel());
+        assert_eq!(field_of("ztunnel_mode: shared"), "ztunnel_mode");
+        assert_eq!(
+            field_of("proxy: ztunnel\nztunnel_mode: shared\ninbound: {workers: 2}"),
+            "inbound.workers"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod redirect;
 pub mod state;
 pub mod tls;
 pub mod truth;
+pub mod zds;
 
 pub use config::{LabConfig, ProxyKind, Side};
 use state::{LabState, Phase, ProcRecord};
@@ -349,7 +350,7 @@ impl Lab {
         };
         let mut st = LabState::load(name).unwrap_or(None);
         let (cns, sns) = netns_names(name);
-        let mut nss = vec![cns, sns];
+        let mut nss = vec![cns, sns, node_netns(name)];
         if let Some(st) = st.as_mut() {
             st.phase = Phase::Stopping;
             let _ = st.save();
@@ -403,7 +404,12 @@ impl Lab {
             return Err(LabError::NotRoot);
         }
         let mut st = LabState::load(name)?.ok_or_else(|| LabError::NotFound(name.to_string()))?;
-        let Some(i) = st.processes.iter().position(|p| p.role == side.as_str()) else {
+        // A shared ztunnel is both pods' proxy: restarting either side restarts it.
+        let Some(i) = st
+            .processes
+            .iter()
+            .position(|p| p.role == side.as_str() || p.role == NODE_PROXY_ROLE)
+        else {
             return Err(LabError::NotFound(format!("{name}: {side} sidecar")));
         };
         let old = st.processes.remove(i);
@@ -445,10 +451,14 @@ impl Lab {
             &launch.ready,
             timeout,
         )?;
+        if old.role == NODE_PROXY_ROLE {
+            wait_pod_listeners(&st.config, pid, &old.log, timeout)?;
+        }
         if let Some(info) = st.info.as_mut() {
-            match side {
-                Side::Inbound => info.inbound.pid = pid,
-                Side::Outbound => info.outbound.pid = pid,
+            for s in [&mut info.inbound, &mut info.outbound] {
+                if s.side == side || old.role == NODE_PROXY_ROLE {
+                    s.pid = pid;
+                }
             }
         }
         st.save()?;
@@ -753,6 +763,123 @@ fn start(
     Ok(pid)
 }
 
+/// The namespace of a lab's node (where a shared ztunnel runs).
+pub fn node_netns(name: &str) -> String {
+    format!("{name}-node")
+}
+
+/// Role of the shared ztunnel among a lab's processes (it serves both sides).
+pub const NODE_PROXY_ROLE: &str = "node-proxy";
+
+/// Starts the lab's stand-in for the CNI node agent and the node's shared ztunnel, waits
+/// until ztunnel listens inside both pods, and returns the two slots' infos (inbound, then
+/// outbound), both naming the one ztunnel.
+fn start_node_ztunnel(
+    cfg: &LabConfig,
+    dir: &Path,
+    st: &mut LabState,
+    admin: SocketAddr,
+    timeout: Duration,
+) -> Result<Vec<SidecarInfo>, LabError> {
+    let ns = node_netns(&cfg.name);
+    let (cns, sns) = netns_names(&cfg.name);
+    ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    let socket = dir.join("zds.sock");
+    let mut zds_args = vec![
+        "lab".to_string(),
+        "zds".into(),
+        "--socket".into(),
+        socket.display().to_string(),
+    ];
+    for (name, pod_ns) in [("client", &cns), ("server", &sns)] {
+        zds_args.push("--pod".into());
+        zds_args.push(format!("{name}=/run/netns/{pod_ns}"));
+    }
+    start(
+        st,
+        &ns,
+        "zds",
+        "zds",
+        None,
+        &cfg.agent_exe()?,
+        &zds_args,
+        &dir.join("zds.log"),
+        &[],
+        timeout,
+    )?;
+    let sdir = dir.join("node-ztunnel");
+    mkdir(&sdir, None)?;
+    let launch = proxies::ztunnel::shared_plan(cfg, &sdir, &socket)?;
+    for (path, text) in &launch.files {
+        std::fs::write(path, text)
+            .map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
+    }
+    let log = dir.join(format!("{NODE_PROXY_ROLE}.log"));
+    let kind = ProxyKind::Ztunnel.as_str();
+    let pid = start(
+        st,
+        &ns,
+        NODE_PROXY_ROLE,
+        kind,
+        None,
+        &launch.program,
+        &launch.args,
+        &log,
+        &launch.ready,
+        timeout,
+    )?;
+    wait_pod_listeners(cfg, pid, &log, timeout)?;
+    Ok([Side::Inbound, Side::Outbound]
+        .into_iter()
+        .map(|side| SidecarInfo {
+            side,
+            kind: ProxyKind::Ztunnel,
+            pid,
+            netns: ns.clone(),
+            port: match side {
+                Side::Outbound => cfg.ports.outbound,
+                Side::Inbound => cfg.ports.inbound,
+            },
+            admin,
+            log: log.clone(),
+            request_log: None,
+        })
+        .collect())
+}
+
+/// Waits until the node's ztunnel `pid` listens inside both pods (after the node agent handed
+/// them over).
+fn wait_pod_listeners(
+    cfg: &LabConfig,
+    pid: u32,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), LabError> {
+    let (cns, sns) = netns_names(&cfg.name);
+    for (side, addr) in proxies::ztunnel::pod_listeners(&cfg.network) {
+        let pod_ns = match side {
+            Side::Outbound => &cns,
+            Side::Inbound => &sns,
+        };
+        let problem = match netns::wait_listening(pod_ns, addr, pid, timeout) {
+            Ok(()) => continue,
+            Err(netns::WaitError::Died) => "exited during start-up".to_string(),
+            Err(netns::WaitError::Timeout) => format!(
+                "did not listen on {addr} in {pod_ns} within {} s",
+                timeout.as_secs()
+            ),
+        };
+        return Err(LabError::Startup {
+            role: NODE_PROXY_ROLE.into(),
+            kind: ProxyKind::Ztunnel.as_str().into(),
+            problem,
+            log: log.display().to_string(),
+            tail: netns::log_tail(log, 15),
+        });
+    }
+    Ok(())
+}
+
 fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, LabError> {
     let (cns, sns) = netns_names(&cfg.name);
     let (cveth, sveth) = veth_names(&cfg.name);
@@ -762,9 +889,13 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
 
     // Namespaces: record first, then create.
     st.netns = vec![cns.clone(), sns.clone()];
+    if cfg.shared_ztunnel() {
+        st.netns.push(node_netns(&cfg.name));
+    }
     st.save()?;
-    ip(&["netns", "add", &cns])?;
-    ip(&["netns", "add", &sns])?;
+    for ns in st.netns.clone() {
+        ip(&["netns", "add", &ns])?;
+    }
     // The veth pair is created directly inside the namespaces: nothing in the host namespace.
     ip(&[
         "link", "add", &cveth, "netns", &cns, "type", "veth", "peer", "name", &sveth, "netns", &sns,
@@ -813,7 +944,14 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
         (
             &cns,
             "nft-client.nft",
-            redirect::client_rules(net.server_addr, ports.app, ports.outbound, cfg.sidecar_uid),
+            redirect::client_rules(
+                net.server_addr,
+                ports.app,
+                ports.outbound,
+                cfg.sidecar_uid,
+                cfg.shared_ztunnel()
+                    .then_some(proxies::ztunnel::PACKET_MARK),
+            ),
         ),
         (
             &sns,
@@ -887,7 +1025,13 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
     // Sidecars: inbound first (the outbound one forwards to it).
     let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
     let mut infos = Vec::new();
+    if cfg.shared_ztunnel() {
+        infos = start_node_ztunnel(cfg, dir, st, admin, timeout)?;
+    }
     for side in [Side::Inbound, Side::Outbound] {
+        if cfg.shared_ztunnel() {
+            break;
+        }
         let kind = cfg.kind(side);
         let (ns, listen_port, upstream) = match side {
             Side::Inbound => (

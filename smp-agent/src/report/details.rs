@@ -82,6 +82,40 @@ pub struct Details {
     /// out of the file), or Istio's ambient node proxy.
     #[serde(default, skip_serializing_if = "DataPlane::is_sidecars")]
     pub data_plane: DataPlane,
+    /// What each node proxy (one proxy serving several pods: ztunnel in Istio's ambient
+    /// mode) did for each pod, which SMP has no field for: its hops and an apportioned share
+    /// of its CPU, per pod served and peer. Absent when every proxy served one pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadShare>,
+}
+
+/// A node proxy's work for one pod it served, toward one peer pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadShare {
+    /// Proxy name (as in `hops` and `sidecars`).
+    pub proxy: String,
+    /// The pod served: its name when the run knows it (the lab's `client` and `server`),
+    /// else its address.
+    pub workload: String,
+    /// The pod's address.
+    pub address: String,
+    /// Outbound: the pod's own requests leaving through the proxy; inbound: requests
+    /// reaching the pod.
+    pub direction: Direction,
+    /// The pod at the other end: name when known, else address.
+    pub peer: String,
+    /// Exchanges (request and response) the proxy carried for it.
+    pub exchanges: u64,
+    /// Request hops through the proxy.
+    pub request_hop: Distribution,
+    /// Response hops through the proxy.
+    pub response_hop: Distribution,
+    /// The proxy's on-CPU time apportioned to this row by its share of the proxy's
+    /// exchanges, seconds: the rows of a proxy sum to its CPU (`sidecars`).
+    pub cpu_seconds: f64,
+    /// The same share of the proxy's CPU, millicores.
+    pub cpu_mcores: f64,
 }
 
 /// How a mesh's proxies sit beside its workloads.
@@ -129,6 +163,7 @@ impl Details {
             consistency: None,
             breakdown: None,
             data_plane: DataPlane::Sidecars,
+            workloads: Vec::new(),
         }
     }
 

@@ -8,6 +8,11 @@
 //! opens a plain connection to the app. ztunnel is an L4 proxy: it adds no header and keeps
 //! no request count.
 //!
+//! In shared mode ([`shared_plan`]) one ztunnel runs in the lab's node namespace for both
+//! pods, as Istio deploys it: the lab's stand-in for the CNI node agent (`lab::zds`) hands it
+//! each pod's network namespace and it opens the same listeners inside each. Its sockets then
+//! live in the pods while its threads, and its admin and metrics ports, stay on the node.
+//!
 //! Its ports are fixed (15001 outbound, 15006 plaintext inbound, 15008 HBONE, 15000 admin on
 //! loopback, 15020 metrics, 15021 readiness): the lab's ports must be those (`validate`).
 
@@ -102,15 +107,46 @@ pub fn local_config(client: IpAddr, server: IpAddr) -> String {
     let mut out = String::from("workloads:\n");
     for (name, addr) in [("client", client), ("server", server)] {
         out.push_str(&format!(
-            "- uid: lab//v1/Pod/default/{name}\n  name: {name}\n  namespace: default\n  \
+            "- uid: {uid}\n  name: {name}\n  namespace: default\n  \
              serviceAccount: {name}\n  workloadIps: [\"{addr}\"]\n  protocol: HBONE\n  \
-             node: lab\n  network: \"\"\n  services: {{}}\n"
+             node: {NODE}\n  network: \"\"\n  services: {{}}\n",
+            uid = crate::lab::zds::pod_uid(name),
         ));
     }
     out
 }
 
-/// Launch recipe: `env <settings> ztunnel proxy` (`env` execs ztunnel: the pid is ztunnel's).
+/// The node name of the lab's workloads (ztunnel's `NODE_NAME`).
+const NODE: &str = "lab";
+
+/// `env <settings common to both modes> <mode's settings> ztunnel proxy` (`env` execs
+/// ztunnel: the pid is ztunnel's).
+fn command(
+    cfg: &crate::lab::LabConfig,
+    ztunnel: &Path,
+    config: &Path,
+    workers: u32,
+    mode: &[String],
+) -> Vec<String> {
+    let mut args = vec![
+        "FAKE_CA=true".to_string(),
+        "XDS_ADDRESS=".into(),
+        format!("LOCAL_XDS_PATH={}", config.display()),
+        format!("NODE_NAME={NODE}"),
+        // The lab's pods have no route back to a spoofed source: connections to the app come
+        // from the server pod's own address.
+        "ENABLE_ORIG_SRC=false".into(),
+        format!("ZTUNNEL_WORKER_THREADS={workers}"),
+        format!("IPV6_ENABLED={}", cfg.network.is_ipv6()),
+        "RUST_LOG=warn".into(),
+    ];
+    args.extend_from_slice(mode);
+    args.push(ztunnel.display().to_string());
+    args.push("proxy".into());
+    args
+}
+
+/// Launch recipe of a pod's own ztunnel (dedicated mode).
 pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
     let ztunnel = crate::lab::program::reachable_by(
         &find_binary(plan.cfg.ztunnel_bin.as_deref())?,
@@ -120,21 +156,11 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
     let env = super::require("env", "coreutils")?;
     let net = &plan.cfg.network;
     let config = plan.dir.join("workloads.yaml");
-    let args = vec![
-        "FAKE_CA=true".to_string(),
-        "XDS_ADDRESS=".into(),
-        format!("LOCAL_XDS_PATH={}", config.display()),
-        "PROXY_MODE=dedicated".into(),
+    let mode = [
+        "PROXY_MODE=dedicated".to_string(),
         format!("PROXY_WORKLOAD_INFO=default/{0}/{0}", workload(plan.side)),
-        // The lab's pods have no route back to a spoofed source: connections to the app come
-        // from the server pod's own address.
-        "ENABLE_ORIG_SRC=false".into(),
-        format!("ZTUNNEL_WORKER_THREADS={}", plan.workers()),
-        format!("IPV6_ENABLED={}", net.is_ipv6()),
-        "RUST_LOG=warn".into(),
-        ztunnel.display().to_string(),
-        "proxy".into(),
     ];
+    let args = command(plan.cfg, &ztunnel, &config, plan.workers(), &mode);
     let lo = net.loopback();
     let ready = match plan.side {
         Side::Outbound => vec![plan.ready, SocketAddr::new(lo, READINESS_PORT)],
@@ -150,6 +176,49 @@ pub fn plan(plan: &SlotPlan<'_>) -> Result<Launch, LabError> {
         ready,
     })
 }
+
+/// Launch recipe of the node's ztunnel (shared mode), which `lab::zds` on `socket` tells of
+/// the pods. It runs as root, as Istio runs it with the capabilities to enter a pod's network
+/// namespace and mark its sockets. Ready once its readiness port answers in the node
+/// namespace; its listeners in the pods come after the pods are handed over
+/// ([`pod_listeners`]).
+pub fn shared_plan(
+    cfg: &crate::lab::LabConfig,
+    dir: &Path,
+    socket: &Path,
+) -> Result<Launch, LabError> {
+    let ztunnel = find_binary(cfg.ztunnel_bin.as_deref())?;
+    let env = super::require("env", "coreutils")?;
+    let net = &cfg.network;
+    let config = dir.join("workloads.yaml");
+    let mode = [
+        "PROXY_MODE=shared".to_string(),
+        format!("INPOD_UDS={}", socket.display()),
+    ];
+    let args = command(cfg, &ztunnel, &config, cfg.outbound.workers, &mode);
+    Ok(Launch {
+        files: vec![(config, local_config(net.client_addr, net.server_addr))],
+        program: env,
+        args,
+        ready: vec![SocketAddr::new(net.loopback(), READINESS_PORT)],
+    })
+}
+
+/// Where a shared ztunnel listens once it serves the pods, in each pod's namespace: its
+/// outbound capture port on the client pod's loopback, HBONE on the server pod's address.
+pub fn pod_listeners(net: &crate::lab::config::NetworkConfig) -> [(Side, SocketAddr); 2] {
+    [
+        (
+            Side::Outbound,
+            SocketAddr::new(net.loopback(), OUTBOUND_PORT),
+        ),
+        (Side::Inbound, SocketAddr::new(net.server_addr, HBONE_PORT)),
+    ]
+}
+
+/// The mark a shared ztunnel puts on the sockets it opens in a pod (Istio's 1337): the pod's
+/// redirect lets them pass.
+pub const PACKET_MARK: u32 = 0x539;
 
 #[cfg(test)]
 mod tests {

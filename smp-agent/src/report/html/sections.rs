@@ -245,7 +245,48 @@ const AMBIENT_NOTE: &str = "<p id=\"data-plane\"><b>Istio ambient data plane.</b
     bytes spend inside it, found from the HTTP/1.1 its pod-facing sides carry; the HBONE side \
     is paired by TLS record alternation, which holds while the streams between two pods seldom \
     overlap (the share paired is in the losses below). Its CPU and memory are the whole \
-    ztunnel's, for every workload it serves.</p>\n";
+    ztunnel's, for every workload it serves; a ztunnel that served several pods has its hops \
+    and a share of its CPU per pod in the table below.</p>\n";
+
+/// A node proxy's work per pod served ([`Details::workloads`]): hops and apportioned CPU.
+fn workloads(page: &mut String, d: &Details) {
+    if d.workloads.is_empty() {
+        return;
+    }
+    page.push_str(
+        "<p>Per pod a node proxy served (by the pod's address; the name when the run knew \
+         it): outbound rows are the pod's own requests leaving through the proxy, inbound rows \
+         the requests reaching it. The proxy's CPU is apportioned to the rows by their share \
+         of its exchanges, so a proxy's rows add up to its CPU above.</p>\n\
+         <div class=\"wide\"><table id=\"workloads-table\">\n<thead><tr><th>proxy</th>\
+         <th>pod</th><th>address</th><th>direction</th><th>peer</th>\
+         <th class=\"num\">exchanges</th><th class=\"num\">request hop p50 (ms)</th>\
+         <th class=\"num\">request hop p99 (ms)</th><th class=\"num\">response hop p50 (ms)</th>\
+         <th class=\"num\">response hop p99 (ms)</th><th class=\"num\">CPU share (mcores)</th>\
+         </tr></thead>\n<tbody>\n",
+    );
+    for w in &d.workloads {
+        let (q, r) = (&w.request_hop.percentiles, &w.response_hop.percentiles);
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&w.proxy),
+            escape(&w.workload),
+            escape(&w.address),
+            direction_name(w.direction),
+            escape(&w.peer),
+            count(w.exchanges),
+            num(q.p50, 3),
+            num(q.p99, 3),
+            num(r.p50, 3),
+            num(r.p99, 3),
+            num(w.cpu_mcores, 1),
+        );
+    }
+    page.push_str("</tbody>\n</table></div>\n");
+}
 
 fn directions(page: &mut String, d: &Details) {
     let mut told = std::collections::BTreeSet::new();
@@ -353,6 +394,7 @@ pub(super) fn sidecars(page: &mut String, set: &ResultSet, d: &Details) -> Resul
             );
         }
         page.push_str("</tbody>\n</table></div>\n");
+        workloads(page, d);
     }
     if let Some(s) = &set.mesh_config.sidecar {
         let _ = writeln!(

@@ -324,6 +324,38 @@ fn an_ambient_run_explains_its_node_proxy() {
     let sidecars = section(&page, "sidecars");
     assert!(sidecars.contains("<p id=\"data-plane\"><b>Istio ambient data plane.</b>"));
     assert!(sidecars.contains("HBONE"));
+    assert!(
+        !sidecars.contains("workloads-table"),
+        "no node proxy, no per-pod rows"
+    );
+    // A node proxy's rows: one per pod served, escaped, CPU shares as given.
+    let d = set.details.as_mut().unwrap();
+    let hop = d.hops[0].latency.clone();
+    d.workloads = vec![crate::report::details::WorkloadShare {
+        proxy: "ztunnel-node".into(),
+        workload: "<client>".into(),
+        address: "10.77.0.1".into(),
+        direction: crate::report::details::Direction::Outbound,
+        peer: "server".into(),
+        exchanges: 1999,
+        request_hop: hop.clone(),
+        response_hop: hop,
+        cpu_seconds: 0.13,
+        cpu_mcores: 12.9,
+    }];
+    let page = render(&set).unwrap();
+    let sidecars = section(&page, "sidecars");
+    let table = sidecars
+        .split("<table id=\"workloads-table\">")
+        .nth(1)
+        .expect("the per-pod table");
+    assert!(
+        table.contains("<td>&lt;client&gt;</td><td>10.77.0.1</td><td>outbound</td><td>server</td>")
+    );
+    assert!(
+        table.contains("<td class=\"num\">12.9</td></tr>"),
+        "{table}"
+    );
 }
 
 #[test]
