@@ -71,8 +71,12 @@ pub struct KernelOffsets {
     pub tcp_srtt: u32,
     pub tcp_mdev: u32,
     pub tcp_min_rtt: u32,
+    /// `struct sock_common`: `skc_net` (its first word is the `struct net *` of the socket's
+    /// network namespace).
+    pub skc_net: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 144);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -112,6 +116,8 @@ impl KernelOffsets {
             tcp_srtt: 0,
             tcp_mdev: 0,
             tcp_min_rtt: 0,
+            skc_net: 0,
+            _pad: 0,
         }
     }
 }

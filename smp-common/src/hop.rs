@@ -95,8 +95,11 @@ pub struct SockState {
     /// Upstreams: TCP's estimate of the connection's round trip when the current response
     /// arrived (`tcp_probe`); zero: unknown.
     pub rtt: TcpRtt,
+    /// The socket's network namespace (its `struct net *`; 0: unknown): a request forward
+    /// claims only a request read in the same namespace ([`crate::pairing::same_netns`]).
+    pub net: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 208);
+const _: () = assert!(core::mem::size_of::<SockState>() == 216);
 
 /// TCP's own estimate of a connection's round trip, as `tcp_info` reports it (µs; 0: unknown).
 #[repr(C)]

@@ -16,7 +16,7 @@ pub mod pairing;
 pub mod sock;
 
 /// Version of the kernel/user wire format. Bump it when any type in this crate changes layout.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Marks a type as safe to copy to and from eBPF maps (userspace side only).
 #[cfg(feature = "user")]

@@ -235,7 +235,8 @@ pub fn waiting(slot: &FwdSlot, u: Option<&SockState>) -> bool {
 
 /// The upstream `up` a thread last read response data from (state `u`), as a queue slot,
 /// if that response is current, not yet forwarded, and a response write on `d_ino` (request
-/// read at `d_in`, writing at `t_out`) can forward it (pairing by adjacency).
+/// read at `d_in`, writing at `t_out`, in namespace `d_net`) can forward it (pairing by
+/// adjacency).
 #[inline(always)]
 pub fn adjacent(
     up: u64,
@@ -243,11 +244,15 @@ pub fn adjacent(
     d_ino: u64,
     d_in: u64,
     t_out: u64,
+    d_net: u64,
 ) -> Option<FwdSlot> {
     if up == 0 || up == d_ino {
         return None;
     }
     let u = u?;
+    if !same_netns(u.net, d_net) {
+        return None;
+    }
     // Its current response, else the one it holds (the thread read it; the connection went
     // back to a pool and carries the next request).
     for (t_in, hint) in [(u.in_start, u.hint), (u.held.in_start, 0)] {
@@ -309,7 +314,71 @@ pub fn claimable(d: &SockState, t_out: u64) -> bool {
     d.last_dir == DIR_IN && d.in_start <= t_out && d.claimed != d.in_start
 }
 
+/// Whether sockets of namespaces `a` and `b` (`SockState::net`; 0: unknown) can be the two
+/// sides of one hop. A proxy's sockets share its namespace, except a node proxy's: Istio's
+/// ztunnel serves each pod from sockets inside the pod's namespace, and a request it reads
+/// in one pod is forwarded from the same pod, never from another's.
+#[inline(always)]
+pub fn same_netns(a: u64, b: u64) -> bool {
+    a == 0 || b == 0 || a == b
+}
+
+/// What a request forward makes of one request its thread read ([`ThreadLast::claim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReqFit {
+    /// Already answered or claimed, or its state is gone: it leaves the thread's list.
+    Dead,
+    /// Waiting, but for a forward elsewhere (another network namespace): it stays.
+    Elsewhere,
+    /// Claimed by this forward.
+    Take,
+}
+
 impl ThreadLast {
+    /// For a request forward: the oldest request this thread read that `fit` takes (its
+    /// downstream inode; 0: none). Dead requests it passes leave the list; those waiting for
+    /// a forward elsewhere stay, in order, for their own forwards. An event loop runs the
+    /// forwards of one turn's reads in order.
+    #[inline(always)]
+    pub fn claim(&mut self, mut fit: impl FnMut(u64) -> ReqFit) -> u64 {
+        let mut taken = 0;
+        for k in 0..REQ_SLOTS as u32 {
+            let i = self.req_head.wrapping_add(k);
+            if i == self.req_tail {
+                break;
+            }
+            let Some(slot) = self.reqs.get_mut(i as usize & (REQ_SLOTS - 1)) else {
+                break;
+            };
+            let d = *slot;
+            if d == 0 {
+                continue;
+            }
+            match fit(d) {
+                ReqFit::Dead => *slot = 0,
+                ReqFit::Elsewhere => {}
+                ReqFit::Take => {
+                    *slot = 0;
+                    taken = d;
+                    break;
+                }
+            }
+        }
+        // The list starts at its oldest request still waiting.
+        for _ in 0..REQ_SLOTS {
+            if self.req_head == self.req_tail
+                || self
+                    .reqs
+                    .get(self.req_head as usize & (REQ_SLOTS - 1))
+                    .is_some_and(|d| *d != 0)
+            {
+                break;
+            }
+            self.req_head = self.req_head.wrapping_add(1);
+        }
+        taken
+    }
+
     /// Remembers a request read on downstream `ino`; the oldest goes when full.
     #[inline(always)]
     pub fn push_request(&mut self, ino: u64) {
@@ -320,21 +389,6 @@ impl ThreadLast {
         if self.req_tail.wrapping_sub(self.req_head) as usize > REQ_SLOTS {
             self.req_head = self.req_tail.wrapping_sub(REQ_SLOTS as u32);
         }
-    }
-
-    /// Takes the oldest request remembered (its downstream inode), if any.
-    #[inline(always)]
-    pub fn pop_request(&mut self) -> Option<u64> {
-        if self.req_head == self.req_tail {
-            return None;
-        }
-        let d = self
-            .reqs
-            .get(self.req_head as usize & (REQ_SLOTS - 1))
-            .copied()
-            .unwrap_or(0);
-        self.req_head = self.req_head.wrapping_add(1);
-        Some(d)
     }
 }
 
@@ -469,11 +523,16 @@ impl FwdQueue {
 /// 5. the hinted response outside the batch;
 /// 6. the queue's oldest (among its [`OLDEST_WINDOW`] first).
 #[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the kernel's call inlines: a struct of them would cost stack"
+)]
 pub fn pick(
     q: &mut FwdQueue,
     d_ino: u64,
     d_in: u64,
     t_out: u64,
+    d_net: u64,
     trust_hints: bool,
     states: &impl SockStates,
     adjacent: impl FnOnce() -> Option<FwdSlot>,
@@ -504,6 +563,17 @@ pub fn pick(
             }
         },
     };
+    // A node proxy's queue holds every pod's responses: one read in another namespace than
+    // the downstream's is that pod's, left for its own write (this one stays unpaired: the
+    // searches above stop at their first fit, and one more that compared namespaces slot by
+    // slot took the socket programs past the verifier's budget).
+    let of_this_pod = |i: u32| {
+        q.slots
+            .get(i as usize & (FWD_SLOTS - 1))
+            .and_then(|slot| states.get(slot.ino))
+            .is_some_and(|u| same_netns(u.net, d_net))
+    };
+    let take = take.filter(|i| of_this_pod(*i));
     (q.take(take), by)
 }
 
@@ -535,7 +605,14 @@ pub enum Sole {
 /// one. Under a fixed load few responses wait between their read and their forward at any
 /// moment, so one that fits is most often the only one.
 #[inline(always)]
-pub fn sole(pool: &RespPool, d_ino: u64, d_in: u64, t_out: u64, states: &impl SockStates) -> Sole {
+pub fn sole(
+    pool: &RespPool,
+    d_ino: u64,
+    d_in: u64,
+    t_out: u64,
+    d_net: u64,
+    states: &impl SockStates,
+) -> Sole {
     let mut found = Sole::None;
     for slot in &pool.slots {
         if slot.ino == 0 || slot.ino == d_ino {
@@ -550,6 +627,15 @@ pub fn sole(pool: &RespPool, d_ino: u64, d_in: u64, t_out: u64, states: &impl So
             Sole::One(_) | Sole::Ambiguous => return Sole::Ambiguous,
             Sole::None => Sole::One(*slot),
         };
+    }
+    // Another pod's response (a node proxy's): not this write's.
+    if let Sole::One(slot) = found {
+        if !states
+            .get(slot.ino)
+            .is_some_and(|u| same_netns(u.net, d_net))
+        {
+            return Sole::None;
+        }
     }
     found
 }

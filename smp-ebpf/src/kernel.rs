@@ -128,6 +128,15 @@ pub fn current_fd(fd: u32, o: &KernelOffsets) -> Result<FdKind, ProbeError> {
     Ok(FdKind::Socket(SocketRef { ino, sk }))
 }
 
+/// The `struct net *` of socket `sk`'s network namespace (0: unknown).
+#[inline(always)]
+pub fn sock_net(sk: u64, o: &KernelOffsets) -> u64 {
+    if sk == 0 {
+        return 0;
+    }
+    read(sk, o.skc_net).unwrap_or(0)
+}
+
 /// Writes the endpoints of a connected socket into `t` (a map value: written in place, not
 /// built on the BPF stack, where the addresses' bytes took 64 bytes of spills); `false`
 /// while it has no peer yet, `t` then untouched.

@@ -185,6 +185,24 @@ fn ztunnel_ambient_hops() {
     assert_paired_at_least(&measure_lab(&cfg, 1000.0, 64, 4), 98.0);
 }
 
+/// One ztunnel on the node for both pods (shared mode, as Istio deploys it): each request
+/// crosses the one process twice, outbound in the client pod and inbound in the server pod,
+/// on sockets in each pod's namespace. Each side's exchanges (by direction) are held against
+/// the client's and the app's records, as two sidecars' are.
+#[test]
+fn shared_ztunnel_hops() {
+    if !require_root("shared_ztunnel_hops") || !require_ztunnel("shared_ztunnel_hops") {
+        return;
+    }
+    let mut cfg = lab_config("h3zs", ProxyKind::Ztunnel, false);
+    cfg.ztunnel_mode = smp_agent::lab::config::ZtunnelMode::Shared;
+    assert_busy(&measure_lab(&cfg, 200.0, 32, 10));
+    assert_paired_at_least(&measure_lab(&cfg, 1000.0, 64, 4), 98.0);
+    cfg.outbound.workers = 2;
+    cfg.inbound.workers = 2;
+    assert_paired_at_least(&measure_lab(&cfg, 1000.0, 64, 4), 98.0);
+}
+
 /// The app's own time stays in the app (the proof with a known D): the app takes
 /// D = 1 ms per request, 200 rps over 32 connections. Both ztunnels' exchanges are paired and
 /// right per the client's and the app's records (the inbound's response read after the app

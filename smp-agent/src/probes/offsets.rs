@@ -67,5 +67,7 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         tcp_srtt: btf.member_offset("tcp_sock", "srtt_us")?,
         tcp_mdev: btf.member_offset("tcp_sock", "mdev_us")?,
         tcp_min_rtt,
+        skc_net: btf.member_offset("sock_common", "skc_net")?,
+        _pad: 0,
     })
 }

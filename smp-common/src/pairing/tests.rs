@@ -19,6 +19,8 @@ impl SockStates for Socks {
 const D: u64 = 100;
 const D_IN: u64 = 10;
 const T_OUT: u64 = 100;
+/// The downstream's namespace: unknown (every test but the namespace ones).
+const NET: u64 = 0;
 
 /// An upstream whose request forward entered at `out_start` and whose response read
 /// returned at `in_start` (current, not forwarded).
@@ -236,22 +238,22 @@ fn adjacency_per_state() {
     let u = up(20, 40);
     let want = Some(slot(7, 40, 0));
     assert_eq!(
-        adjacent(7, Some(&u), D, D_IN, T_OUT),
+        adjacent(7, Some(&u), D, D_IN, T_OUT, NET),
         want,
         "current, in order"
     );
     assert_eq!(
-        adjacent(0, Some(&u), D, D_IN, T_OUT),
+        adjacent(0, Some(&u), D, D_IN, T_OUT, NET),
         None,
         "thread read no response"
     );
     assert_eq!(
-        adjacent(D, Some(&u), D, D_IN, T_OUT),
+        adjacent(D, Some(&u), D, D_IN, T_OUT, NET),
         None,
         "its own downstream"
     );
     assert_eq!(
-        adjacent(7, None, D, D_IN, T_OUT),
+        adjacent(7, None, D, D_IN, T_OUT, NET),
         None,
         "upstream state gone"
     );
@@ -260,24 +262,24 @@ fn adjacency_per_state() {
         ..u
     };
     assert_eq!(
-        adjacent(7, Some(&wrote), D, D_IN, T_OUT),
+        adjacent(7, Some(&wrote), D, D_IN, T_OUT, NET),
         None,
         "upstream wrote since"
     );
     let fwd = SockState { fwd_in: 40, ..u };
     assert_eq!(
-        adjacent(7, Some(&fwd), D, D_IN, T_OUT),
+        adjacent(7, Some(&fwd), D, D_IN, T_OUT, NET),
         None,
         "already forwarded"
     );
     assert_eq!(
-        adjacent(7, Some(&u), D, 25, T_OUT),
+        adjacent(7, Some(&u), D, 25, T_OUT, NET),
         None,
         "another downstream's request"
     );
     let with_hint = SockState { hint: 55, ..u };
     assert_eq!(
-        adjacent(7, Some(&with_hint), D, D_IN, T_OUT),
+        adjacent(7, Some(&with_hint), D, D_IN, T_OUT, NET),
         Some(slot(7, 40, 55))
     );
 }
@@ -393,15 +395,20 @@ fn claimable_per_downstream_state() {
     assert!(!claimable(&d, 9), "read after this forward");
 }
 
+/// Claims everything the thread read, oldest first.
+fn claim_all(l: &mut ThreadLast) -> Vec<u64> {
+    core::iter::from_fn(|| Some(l.claim(|_| ReqFit::Take)).filter(|d| *d != 0)).collect()
+}
+
 #[test]
 fn request_fifo_keeps_the_newest_four_in_order() {
     let mut l = ThreadLast::default();
-    assert_eq!(l.pop_request(), None, "empty");
+    assert_eq!(l.claim(|_| ReqFit::Take), 0, "empty");
     for ino in 1..=6 {
         l.push_request(ino);
     }
-    let got: Vec<_> = core::iter::from_fn(|| l.pop_request()).collect();
-    assert_eq!(got, [3, 4, 5, 6], "full: the oldest went");
+    assert_eq!(claim_all(&mut l), [3, 4, 5, 6], "full: the oldest went");
+    assert_eq!(l.req_head, l.req_tail, "claimed: the list is empty");
     // Indices wrap.
     let mut l = ThreadLast {
         req_head: u32::MAX - 1,
@@ -411,10 +418,83 @@ fn request_fifo_keeps_the_newest_four_in_order() {
     l.push_request(8);
     l.push_request(9);
     l.push_request(10);
-    assert_eq!(l.pop_request(), Some(8));
-    assert_eq!(l.pop_request(), Some(9));
-    assert_eq!(l.pop_request(), Some(10));
-    assert_eq!(l.pop_request(), None);
+    assert_eq!(claim_all(&mut l), [8, 9, 10]);
+}
+
+#[test]
+fn a_forward_claims_the_oldest_waiting_request_of_its_namespace() {
+    // Requests 1 (dead: already answered), 2 (another pod's), 3 and 4 (this pod's).
+    let mut l = ThreadLast::default();
+    for ino in 1..=4 {
+        l.push_request(ino);
+    }
+    let fit = |d: u64| match d {
+        1 => ReqFit::Dead,
+        2 => ReqFit::Elsewhere,
+        _ => ReqFit::Take,
+    };
+    assert_eq!(l.claim(fit), 3, "the dead one passed, the other pod's kept");
+    assert_eq!(
+        l.req_head, 1,
+        "the list starts at the request still waiting"
+    );
+    assert_eq!(l.claim(fit), 4);
+    // The other pod's forward finds its request, in order.
+    assert_eq!(
+        l.claim(|d| if d == 2 { ReqFit::Take } else { ReqFit::Dead }),
+        2
+    );
+    assert_eq!(l.req_head, l.req_tail);
+    // Nothing of this namespace: nothing claimed, nothing lost.
+    l.push_request(7);
+    assert_eq!(l.claim(|_| ReqFit::Elsewhere), 0);
+    assert_eq!(l.claim(|_| ReqFit::Take), 7);
+}
+
+#[test]
+fn a_response_read_in_another_pod_is_not_forwarded_here() {
+    // A node proxy: upstream 1 is in this downstream's pod (namespace A), upstream 2 in
+    // another's (B); both responses are current and in order for the write.
+    const A: u64 = 0xffff_8880_0000_1000;
+    const B: u64 = 0xffff_8880_0000_2000;
+    let mut socks = fitting(2);
+    socks.0[0].1.net = A;
+    socks.0[1].1.net = B;
+    assert_eq!(adjacent(2, socks.get(2), D, D_IN, T_OUT, A), None);
+    assert!(adjacent(1, socks.get(1), D, D_IN, T_OUT, A).is_some());
+    assert!(
+        adjacent(2, socks.get(2), D, D_IN, T_OUT, 0).is_some(),
+        "unknown: no constraint"
+    );
+    // The other pod's response, the batch's oldest, is not this write's: the write stays
+    // unpaired and the response waits for its own downstream.
+    let mut q = queue(0, &[s(2), s(1)], 0);
+    let (got, _) = pick(&mut q, D, D_IN, T_OUT, A, false, &socks, no_adjacency);
+    assert_eq!(got, None);
+    assert_eq!(q.slots[0], s(2), "kept for its own downstream");
+    let (got, by) = pick(&mut q, D, D_IN, T_OUT, B, false, &socks, no_adjacency);
+    assert_eq!(
+        (got, by),
+        (Some(s(2)), PAIRED_BY_BATCH),
+        "its own pod's write takes it"
+    );
+    // Across threads: the one fitting response is another pod's: none.
+    assert_eq!(sole(&pool(&[s(2)]), D, D_IN, T_OUT, A, &socks), Sole::None);
+    assert_eq!(
+        sole(&pool(&[s(1)]), D, D_IN, T_OUT, A, &socks),
+        Sole::One(s(1))
+    );
+}
+
+#[test]
+fn namespaces_match_when_equal_or_unknown() {
+    assert!(same_netns(0xffff_8880_0000_1000, 0xffff_8880_0000_1000));
+    assert!(!same_netns(0xffff_8880_0000_1000, 0xffff_8880_0000_2000));
+    assert!(
+        same_netns(0, 0xffff_8880_0000_2000),
+        "unknown: no constraint"
+    );
+    assert!(same_netns(0xffff_8880_0000_1000, 0));
 }
 
 #[test]
@@ -462,7 +542,7 @@ fn queue_overflow_counts_only_a_waiting_response() {
 fn pick_hinted_in_batch_by_hint() {
     let socks = fitting(2);
     let mut q = queue(0, &[s(1), hinted(2)], 0);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (Some(hinted(2)), PAIRED_BY_HINT));
     assert_eq!(q.wrote, 1);
     assert_eq!(q.head, 0, "the oldest still waits");
@@ -472,7 +552,7 @@ fn pick_hinted_in_batch_by_hint() {
 fn pick_hinted_before_batch_trusted_by_hint() {
     let socks = fitting(2);
     let mut q = queue(0, &[hinted(1), s(2)], 1);
-    let got = pick(&mut q, D, D_IN, T_OUT, true, &socks, || unreachable!());
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, true, &socks, || unreachable!());
     assert_eq!(got, (Some(hinted(1)), PAIRED_BY_HINT));
     assert_eq!(q.head, 1, "taken slot dropped at the head");
 }
@@ -481,7 +561,16 @@ fn pick_hinted_before_batch_trusted_by_hint() {
 fn pick_hinted_before_batch_untrusted_takes_batch_oldest() {
     let socks = fitting(3);
     let mut q = queue(0, &[hinted(1), s(2), s(3)], 1);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, || unreachable!());
+    let got = pick(
+        &mut q,
+        D,
+        D_IN,
+        T_OUT,
+        NET,
+        false,
+        &socks,
+        || unreachable!(),
+    );
     assert_eq!(got, (Some(s(2)), PAIRED_BY_BATCH));
     assert_eq!(q.head, 0, "the hinted one stays");
 }
@@ -490,7 +579,7 @@ fn pick_hinted_before_batch_untrusted_takes_batch_oldest() {
 fn pick_empty_batch_trusted_stays_unpaired() {
     let socks = fitting(1);
     let mut q = queue(0, &[s(1)], 1);
-    let got = pick(&mut q, D, D_IN, T_OUT, true, &socks, || unreachable!());
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, true, &socks, || unreachable!());
     assert_eq!(got, (None, PAIRED_BY_OLDEST));
     assert_eq!((q.head, q.tail), (0, 1), "the response stays queued");
 }
@@ -500,7 +589,7 @@ fn pick_empty_batch_untrusted_takes_adjacency() {
     let socks = fitting(1);
     let mut q = queue(0, &[s(1)], 1);
     let adj = slot(9, 50, 0);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, || Some(adj));
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, || Some(adj));
     assert_eq!(got, (Some(adj), PAIRED_BY_ADJACENCY));
     assert_eq!((q.head, q.tail), (0, 1), "queue untouched");
     assert_eq!(q.slots[0], s(1));
@@ -510,7 +599,7 @@ fn pick_empty_batch_untrusted_takes_adjacency() {
 fn pick_empty_batch_no_adjacency_takes_hint_outside_batch() {
     let socks = fitting(2);
     let mut q = queue(0, &[s(1), hinted(2)], 2);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (Some(hinted(2)), PAIRED_BY_HINT));
 }
 
@@ -518,7 +607,7 @@ fn pick_empty_batch_no_adjacency_takes_hint_outside_batch() {
 fn pick_empty_batch_no_adjacency_no_hint_takes_queue_oldest() {
     let socks = fitting(2);
     let mut q = queue(0, &[s(1), s(2)], 2);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (Some(s(1)), PAIRED_BY_OLDEST));
     assert_eq!(q.head, 1);
 }
@@ -528,7 +617,7 @@ fn pick_nothing_fits_leaves_others_queued() {
     // Upstream 1's request was forwarded before D's request was read: another's response.
     let socks = Socks([(1, up(5, 41))].into());
     let mut q = queue(0, &[s(1)], 0);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (None, PAIRED_BY_OLDEST));
     assert_eq!(q.slots[0], s(1), "left for its own downstream");
     assert_eq!(q.head, 0);
@@ -539,7 +628,7 @@ fn pick_no_request_read_forwards_nothing() {
     // A TLS 1.3 server's session tickets written on a downstream that read no request.
     let socks = fitting(1);
     let mut q = queue(0, &[s(1)], 0);
-    let got = pick(&mut q, D, 0, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, 0, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (None, PAIRED_BY_OLDEST));
     assert_eq!(
         q.slots[0],
@@ -554,7 +643,7 @@ fn pick_clears_dead_slots_and_drops_them_at_the_head() {
     socks.0.retain(|(i, _)| *i != 1); // upstream 1 gone
     socks.0[0].1.fwd_in = 42; // upstream 2's response forwarded elsewhere
     let mut q = queue(0, &[s(1), s(2), s(3)], 0);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (Some(s(3)), PAIRED_BY_BATCH));
     assert_eq!((q.head, q.tail), (3, 3), "dead and taken slots dropped");
 }
@@ -563,7 +652,7 @@ fn pick_clears_dead_slots_and_drops_them_at_the_head() {
 fn pick_skips_its_own_downstream() {
     let socks = Socks([(D, up(20, 41)), (2, up(22, 42))].into());
     let mut q = queue(0, &[slot(D, 41, 0), s(2)], 0);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (Some(s(2)), PAIRED_BY_BATCH));
 }
 
@@ -581,13 +670,13 @@ fn pick_windows_bound_each_search() {
     // The batch starts at the hinted one: its window (4) sees it... but only as the batch's
     // oldest, since the hinted search (16 from the head) does not reach it.
     let mut q = queue(0, &slots, 20);
-    let got = pick(&mut q, D, D_IN, T_OUT, true, &socks, || unreachable!());
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, true, &socks, || unreachable!());
     assert_eq!(got, (Some(slot(21, 61, D)), PAIRED_BY_BATCH));
     // A batch starting 5 before a fitting slot does not reach it (window 4), nor does the
     // oldest search from the head (16): unpaired.
     let mut q = queue(0, &slots, 16);
     q.slots[20].hint = 0;
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (None, PAIRED_BY_OLDEST));
 }
 
@@ -596,11 +685,11 @@ fn pick_indices_wrap() {
     let socks = fitting(3);
     let base = u32::MAX - 1;
     let mut q = queue(base, &[s(1), s(2), s(3)], 1);
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (Some(s(2)), PAIRED_BY_BATCH), "batch across the wrap");
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(got, (Some(s(3)), PAIRED_BY_BATCH));
-    let got = pick(&mut q, D, D_IN, T_OUT, false, &socks, no_adjacency);
+    let got = pick(&mut q, D, D_IN, T_OUT, NET, false, &socks, no_adjacency);
     assert_eq!(
         got,
         (Some(s(1)), PAIRED_BY_OLDEST),
@@ -630,29 +719,32 @@ fn sole_takes_the_only_response_that_fits() {
     socks.0.push((3, up(5, 43)));
     socks.0.push((4, up(24, 60)));
     let p = pool(&[s(1), s(2), s(3), s(4)]);
-    assert_eq!(sole(&p, D, D_IN, T_OUT, &socks), Sole::One(s(1)));
+    assert_eq!(sole(&p, D, D_IN, T_OUT, NET, &socks), Sole::One(s(1)));
     // Its own downstream's slot is never taken, gone upstreams fit nothing.
-    assert_eq!(sole(&pool(&[s(9)]), D, D_IN, T_OUT, &socks), Sole::None);
     assert_eq!(
-        sole(&pool(&[slot(D, 40, 0)]), D, D_IN, T_OUT, &socks),
+        sole(&pool(&[s(9)]), D, D_IN, T_OUT, NET, &socks),
+        Sole::None
+    );
+    assert_eq!(
+        sole(&pool(&[slot(D, 40, 0)]), D, D_IN, T_OUT, NET, &socks),
         Sole::None
     );
     // A downstream that has read no request forwards nothing.
-    assert_eq!(sole(&p, D, 0, T_OUT, &socks), Sole::None);
+    assert_eq!(sole(&p, D, 0, T_OUT, NET, &socks), Sole::None);
     // The response read after the write began is not the one it forwards.
-    assert_eq!(sole(&p, D, D_IN, 40, &socks), Sole::None);
+    assert_eq!(sole(&p, D, D_IN, 40, NET, &socks), Sole::None);
 }
 
 #[test]
 fn sole_refuses_to_guess_between_two() {
     let socks = fitting(2);
     assert_eq!(
-        sole(&pool(&[s(1), s(2)]), D, D_IN, T_OUT, &socks),
+        sole(&pool(&[s(1), s(2)]), D, D_IN, T_OUT, NET, &socks),
         Sole::Ambiguous
     );
     // One response remembered twice is still one.
     assert_eq!(
-        sole(&pool(&[s(1), s(1)]), D, D_IN, T_OUT, &fitting(1)),
+        sole(&pool(&[s(1), s(1)]), D, D_IN, T_OUT, NET, &fitting(1)),
         Sole::One(s(1))
     );
 }
@@ -685,7 +777,7 @@ fn pool_keeps_the_newest_and_wraps() {
             .collect(),
     );
     assert_eq!(
-        sole(&p, D, D_IN, T_OUT, &only_last),
+        sole(&p, D, D_IN, T_OUT, NET, &only_last),
         Sole::One(s(POOL_SLOTS as u64 + 1))
     );
 }
@@ -736,12 +828,12 @@ fn a_response_overtaken_by_the_next_request_is_held_and_still_forwarded() {
     let slot1 = slot(1, 40, D);
     assert_eq!(fit(&slot1, socks.get(1), D_IN, T_OUT), Fit::Yes);
     assert_eq!(
-        adjacent(1, socks.get(1), D, D_IN, T_OUT),
+        adjacent(1, socks.get(1), D, D_IN, T_OUT, NET),
         Some(slot(1, 40, 0)),
         "the thread that read it forwards it"
     );
     assert_eq!(
-        sole(&pool(&[slot1]), D, D_IN, T_OUT, &socks),
+        sole(&pool(&[slot1]), D, D_IN, T_OUT, NET, &socks),
         Sole::One(slot1)
     );
     // Its order still binds: a downstream whose request came after its forward cannot take it.

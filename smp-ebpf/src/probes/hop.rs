@@ -24,15 +24,15 @@ use smp_common::{
     hop::{
         hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, TcpRtt, ThreadLast,
         DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT,
-        PAIRED_BY_SOLE, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK,
+        PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK,
         SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
     },
-    pairing::{self, Class, SockStates, Sole},
+    pairing::{self, Class, ReqFit, SockStates, Sole},
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
 };
 
 use crate::{
-    kernel::{read, read_user, read_user_buf, sock_tuple, ProbeError, SocketRef},
+    kernel::{read, read_user, read_user_buf, sock_net, sock_tuple, ProbeError, SocketRef},
     maps::{
         count, created, emit, header, offsets, zeroed, Wake, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK,
         PROC_FWD, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST,
@@ -121,31 +121,31 @@ fn thread_last(tid: u32) -> Option<*mut ThreadLast> {
     created(&THREAD_LAST, &tid)
 }
 
-/// A request forward by thread `tid` at `t_out`: the oldest request this thread read that is
-/// still waiting for its response and no forward claimed yet, claimed now (its downstream
-/// inode; 0: none). An event loop runs the forwards of one turn's reads in order.
+/// A request forward by thread `tid` at `t_out` on an upstream in namespace `net`: the
+/// oldest request this thread read in that namespace that is still waiting for its response
+/// and no forward claimed yet, claimed now (its downstream inode; 0: none).
 #[inline(always)]
-fn claim_request(tid: u32, t_out: u64) -> u64 {
+fn claim_request(tid: u32, t_out: u64, net: u64) -> u64 {
     let Some(l) = THREAD_LAST.get_ptr_mut(&tid) else {
         return 0;
     };
     // SAFETY: the calling thread's own entry: only this thread writes it.
     let l = unsafe { &mut *l };
-    for _ in 0..REQ_SLOTS {
-        let Some(d) = l.pop_request() else {
-            break;
-        };
+    l.claim(|d| {
         let Some(ds) = SOCK_STATE.get_ptr_mut(&d) else {
-            continue;
+            return ReqFit::Dead;
         };
         // SAFETY: map value; a request is claimed by the thread that read it.
         let ds = unsafe { &mut *ds };
-        if pairing::claimable(ds, t_out) {
+        if !pairing::claimable(ds, t_out) {
+            ReqFit::Dead
+        } else if !pairing::same_netns(ds.net, net) {
+            ReqFit::Elsewhere
+        } else {
             ds.claimed = ds.in_start;
-            return d;
+            ReqFit::Take
         }
-    }
-    0
+    })
 }
 
 /// The state of socket `ino` (its `struct sock *` is `sk`), created (role unknown) if absent.
@@ -189,6 +189,7 @@ pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
     if let Ok(true) = sock_tuple(sock.sk, o, &mut s.tuple) {
         s.flags |= SOCK_TUPLE;
     }
+    s.net = sock_net(sock.sk, o);
 }
 
 /// A write that [`on_data`] marked at its entry (`p.at_exit`) returned at `now`: the
@@ -580,7 +581,7 @@ fn h2_written(
                 let v = unsafe { &mut *v };
                 v.out_start = t_out;
                 v.last_dir = DIR_OUT;
-                v.hint = claim_request(tid, t_out);
+                v.hint = claim_request(tid, t_out, s.net);
             }
         }
     }
@@ -604,6 +605,7 @@ fn stream_state(key: u64, role: u8, of: &SockState) -> Option<*mut SockState> {
     let r = unsafe { &mut *v };
     r.role = role;
     r.tuple = of.tuple;
+    r.net = of.net;
     r.flags = (of.flags & SOCK_TUPLE) | SOCK_STREAM;
     Some(v)
 }
@@ -616,6 +618,7 @@ fn register(s: &mut SockState, p: &PendingSyscall, o: &KernelOffsets) {
         if let Ok(true) = sock_tuple(p.sk, o, &mut s.tuple) {
             s.flags |= SOCK_TUPLE;
         }
+        s.net = sock_net(p.sk, o);
         // SAFETY: plain copy out of the map value.
         if s.role == ROLE_UNKNOWN && unsafe { PASSIVE_SK.get(&p.sk) }.is_some() {
             s.role = ROLE_DOWNSTREAM;
@@ -703,7 +706,7 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, tgid: u32, tid: u32)
             bump(tgid, |c| c.unforwarded += 1);
         }
         // Which downstream's request it likely is.
-        s.hint = claim_request(tid, t_out);
+        s.hint = claim_request(tid, t_out, s.net);
     }
     s.out_start = t_out;
     s.out_sent = 0;
@@ -739,7 +742,10 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
     if up == 0 || up == d_ino {
         return None;
     }
-    pairing::adjacent(up, SockStateMap.get(up), d_ino, d_in, t_out)
+    // The downstream's namespace from its state, not a capture: this runs in a closure LLVM
+    // keeps as a BPF function of its own, whose frame adds to the program's.
+    let d_net = SockStateMap.get(d_ino).map_or(0, |d| d.net);
+    pairing::adjacent(up, SockStateMap.get(up), d_ino, d_in, t_out, d_net)
 }
 
 /// A new response message is being written to downstream `d_ino` by thread `tid` at `t_out`:
@@ -760,6 +766,7 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
 #[inline(always)]
 fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) -> Forward {
     let d_in = pairing::request_read_at(d);
+    let d_net = d.net;
     if d_in == 0 {
         // No request read yet (an h2c server's SETTINGS written before it read the preface,
         // a server that speaks first): nothing to answer, so nothing unmatched.
@@ -776,6 +783,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
             d_ino,
             d_in,
             t_out,
+            d_net,
             trust_hints,
             &SockStateMap,
             || adjacent(tid, d_ino, d_in, t_out),
@@ -785,7 +793,7 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         Some(slot) => (slot, by),
         // Nothing on this thread: the one response the process read that this write can
         // forward, if there is just one (read on another thread: a work-stealing runtime).
-        None => match across_threads(tgid, d_ino, d_in, t_out) {
+        None => match across_threads(tgid, d_ino, d_in, t_out, d_net) {
             Sole::One(slot) => (slot, PAIRED_BY_SOLE),
             Sole::Ambiguous => {
                 bump(tgid, |c| {
@@ -805,10 +813,10 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
 
 /// [`pairing::sole`] over the process's recent responses (`PROC_FWD`).
 #[inline(always)]
-fn across_threads(tgid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Sole {
+fn across_threads(tgid: u32, d_ino: u64, d_in: u64, t_out: u64, d_net: u64) -> Sole {
     // SAFETY: read-only use of a map value before this program returns.
     match unsafe { PROC_FWD.get(&tgid) } {
-        Some(p) => pairing::sole(p, d_ino, d_in, t_out, &SockStateMap),
+        Some(p) => pairing::sole(p, d_ino, d_in, t_out, d_net, &SockStateMap),
         None => Sole::None,
     }
 }
