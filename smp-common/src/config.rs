@@ -74,7 +74,11 @@ pub struct KernelOffsets {
     /// `struct sock_common`: `skc_net` (its first word is the `struct net *` of the socket's
     /// network namespace).
     pub skc_net: u32,
-    pub _pad: u32,
+    /// The host's ephemeral port range (`net.ipv4.ip_local_port_range`, first and last):
+    /// the ports `connect` gives a client's end, for the role of a socket opened before the
+    /// probes ([`crate::pairing::role_from_ports`]). 0, 0: unknown.
+    pub ephemeral_first: u16,
+    pub ephemeral_last: u16,
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 144);
 
@@ -117,7 +121,8 @@ impl KernelOffsets {
             tcp_mdev: 0,
             tcp_min_rtt: 0,
             skc_net: 0,
-            _pad: 0,
+            ephemeral_first: 0,
+            ephemeral_last: 0,
         }
     }
 }

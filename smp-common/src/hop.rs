@@ -25,6 +25,9 @@ pub const SOCK_SK: u8 = 8;
 /// HTTP/2 downstream, or one request forward on a plain HTTP/2 upstream, paired as a
 /// connection of its own.
 pub const SOCK_STREAM: u8 = 16;
+/// The socket was opened before the probes and took its role from its ports
+/// ([`crate::pairing::role_from_ports`]): its TLS, if any, shows in its records only.
+pub const SOCK_AGED: u8 = 32;
 
 /// A connection's endpoints as the proxy sees them (addresses in network byte order, ports in
 /// host order). IPv4 addresses sit in the first 4 bytes; `family` is AF_INET or AF_INET6.

@@ -20,6 +20,9 @@ use crate::hop::{
 pub enum Class {
     /// TLS handshake/CCS/alert record; `true` for a ClientHello.
     TlsControl(bool),
+    /// A TLS application data record's header: what a connection opened before the probes
+    /// shows of its TLS.
+    TlsData,
     HttpRequest,
     HttpResponse,
     H2Preface,
@@ -34,6 +37,9 @@ pub fn classify(b: &[u8; 8], len: u64) -> Class {
     // reaches a socket whose role is still unknown).
     if len >= 5 && b[1] == 0x03 && (b[0] == 0x16 || b[0] == 0x14 || b[0] == 0x15) {
         return Class::TlsControl(b[0] == 0x16 && (len == 5 || b[5] == 0x01));
+    }
+    if len >= 5 && b[0] == 0x17 && b[1] == 0x03 {
+        return Class::TlsData;
     }
     if len < 4 {
         return Class::Other;
@@ -74,6 +80,22 @@ pub fn role_from_http(class: Class, ingress: bool) -> u8 {
         (Class::HttpRequest | Class::H2Preface, false) | (Class::HttpResponse, true) => {
             ROLE_UPSTREAM
         }
+        _ => ROLE_UNKNOWN,
+    }
+}
+
+/// The role of a socket first seen mid-connection (opened before the probes attached: no
+/// `accept` or `connect` was seen) whose bytes name no side (TLS application data), from its
+/// ports: when exactly one end's port lies in the host's ephemeral range (`first..=last`,
+/// where `connect` picks a client's port), that end is the client's. A socket whose local
+/// port is ephemeral connected (an upstream); one whose peer's is, was accepted (a
+/// downstream). Both or neither in the range, or the range unknown (0): unknown, as before.
+#[inline(always)]
+pub fn role_from_ports(local: u16, remote: u16, first: u16, last: u16) -> u8 {
+    let ephemeral = |p: u16| first != 0 && first <= p && p <= last;
+    match (ephemeral(local), ephemeral(remote)) {
+        (true, false) => ROLE_UPSTREAM,
+        (false, true) => ROLE_DOWNSTREAM,
         _ => ROLE_UNKNOWN,
     }
 }

@@ -581,7 +581,9 @@ fn profile_lab_ztunnel_ambient() {
 
 /// A shared ztunnel's CPU, apportioned to the pods it serves, sums to what the kernel charged
 /// its process (`/proc/<pid>/stat`) within 5 %, profiled as a user would on a node: by pid,
-/// pods by address, no baseline.
+/// pods by address, no baseline, and started after ztunnel opened the HBONE connection the
+/// run's requests share (a request before it): that connection's sockets take their roles
+/// from their ports (one end ephemeral), and its exchanges are paired like the others.
 #[test]
 fn shared_ztunnel_cpu_per_workload_sums_to_proc() {
     if !require_root("shared_ztunnel_cpu_per_workload_sums_to_proc")
@@ -594,6 +596,20 @@ fn shared_ztunnel_cpu_per_workload_sums_to_proc() {
     smp_tests::with_lab(&cfg, |info| {
         let pid = info.outbound.pid;
         let dir = scratch("pzcpu");
+        let warm = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &info.client_netns,
+                "curl",
+                "-sSf",
+                "-o",
+                "/dev/null",
+            ])
+            .arg(&info.meshed_url)
+            .status()
+            .expect("curl");
+        assert!(warm.success(), "a request before the agent");
         let before = smp_tests::proc_cpu_ns(pid);
         let out = Command::new("ip")
             .args(["netns", "exec", &info.client_netns])
@@ -630,6 +646,17 @@ fn shared_ztunnel_cpu_per_workload_sums_to_proc() {
             .collect();
         let served: Vec<&str> = d.workloads.iter().map(|w| w.workload.as_str()).collect();
         assert_eq!(served, pods, "pods by address when the run knows no names");
+        let sent = d.end_to_end.meshed.latency.count as f64;
+        for w in &d.workloads {
+            assert!(
+                w.exchanges as f64 >= 0.9 * sent,
+                "{} {:?}: {} exchanges of {sent} requests; losses {:?}",
+                w.workload,
+                w.direction,
+                w.exchanges,
+                d.losses
+            );
+        }
         let apportioned: f64 = d.workloads.iter().map(|w| w.cpu_seconds).sum();
         let kernel = (after - before) as f64 / 1e9;
         eprintln!("per workload {apportioned:.3} s vs /proc/{pid}/stat {kernel:.3} s");

@@ -24,9 +24,33 @@ fn arg_registers() -> Result<(&'static str, &'static str, &'static str, &'static
     }
 }
 
+/// Where the kernel says which ports `connect` picks.
+const EPHEMERAL_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The ephemeral port range from [`EPHEMERAL_RANGE`]'s text (`"32768\t60999\n"`); `(0, 0)`
+/// (unknown) when it does not read as two ports, the first not above the second.
+pub fn ephemeral_range(text: &str) -> (u16, u16) {
+    let mut ports = text.split_whitespace().map(str::parse::<u16>);
+    match (ports.next(), ports.next(), ports.next()) {
+        (Some(Ok(first)), Some(Ok(last)), None) if first > 0 && first <= last => (first, last),
+        _ => (0, 0),
+    }
+}
+
 /// Reads every offset the programs need from the running kernel.
 pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
     let (arg0, arg1, nr, ret) = arg_registers()?;
+    // The agent's namespace's range: a pod's is the same unless its sysctls change it.
+    let ephemeral = std::fs::read_to_string(EPHEMERAL_RANGE)
+        .map(|t| ephemeral_range(&t))
+        .unwrap_or((0, 0));
+    if ephemeral == (0, 0) {
+        tracing::warn!(
+            path = EPHEMERAL_RANGE,
+            "no ephemeral port range: sockets opened before the probes keep an unknown role \
+             unless their first bytes tell it"
+        );
+    }
     // The connection's RTT as TCP estimates it (`tcp_info`'s `rtt`, `rttvar`, `min_rtt`).
     let tcp_min_rtt = btf.member_offset("tcp_sock", "rtt_min")?
         + btf.member_offset("minmax", "s")?
@@ -68,6 +92,29 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         tcp_mdev: btf.member_offset("tcp_sock", "mdev_us")?,
         tcp_min_rtt,
         skc_net: btf.member_offset("sock_common", "skc_net")?,
-        _pad: 0,
+        ephemeral_first: ephemeral.0,
+        ephemeral_last: ephemeral.1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ephemeral_range;
+
+    #[test]
+    fn reads_the_ephemeral_port_range() {
+        assert_eq!(ephemeral_range("32768\t60999\n"), (32768, 60999));
+        assert_eq!(ephemeral_range("1024 65535"), (1024, 65535));
+        for bad in [
+            "",
+            "32768",
+            "60999 32768",
+            "0 100",
+            "a b",
+            "1 2 3",
+            "70000 80000",
+        ] {
+            assert_eq!(ephemeral_range(bad), (0, 0), "{bad:?}");
+        }
+    }
 }

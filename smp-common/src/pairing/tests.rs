@@ -80,7 +80,7 @@ fn classify_first_bytes() {
         out[..s.len()].copy_from_slice(s);
         out
     };
-    let cases: [(&[u8], u64, Class); 16] = [
+    let cases: [(&[u8], u64, Class); 17] = [
         (b"GET / HT", 100, Class::HttpRequest),
         (b"POST /x ", 100, Class::HttpRequest),
         (b"PUT /x H", 100, Class::HttpRequest),
@@ -111,8 +111,10 @@ fn classify_first_bytes() {
             Class::TlsControl(false),
         ),
         // Application data (also a TLS 1.3 session ticket, encrypted) is not a control
-        // record; a header shorter than 5 bytes is not a record.
-        (&[0x17, 0x03, 0x03, 0x00, 0x20], 37, Class::Other),
+        // record, but says the connection is TLS; a header shorter than 5 bytes is not a
+        // record.
+        (&[0x17, 0x03, 0x03, 0x00, 0x20], 37, Class::TlsData),
+        (&[0x17, 0x03, 0x03, 0x00], 4, Class::Other),
     ];
     for (bytes, len, want) in cases {
         assert_eq!(classify(&b(bytes), len), want, "{bytes:?} len {len}");
@@ -484,6 +486,22 @@ fn a_response_read_in_another_pod_is_not_forwarded_here() {
         sole(&pool(&[s(1)]), D, D_IN, T_OUT, A, &socks),
         Sole::One(s(1))
     );
+}
+
+#[test]
+fn a_socket_older_than_the_probes_takes_its_role_from_its_ports() {
+    let role = |local, remote| role_from_ports(local, remote, 32768, 60999);
+    // ztunnel's HBONE: the client pod's end connected from an ephemeral port to 15008; the
+    // server pod's end accepted it.
+    assert_eq!(role(41234, 15008), ROLE_UPSTREAM);
+    assert_eq!(role(15008, 41234), ROLE_DOWNSTREAM);
+    assert_eq!(role(60999, 443), ROLE_UPSTREAM, "the range's last port");
+    assert_eq!(role(8080, 32768), ROLE_DOWNSTREAM, "the range's first port");
+    // Both or neither ephemeral: no guess.
+    assert_eq!(role(40000, 41000), ROLE_UNKNOWN);
+    assert_eq!(role(8080, 15006), ROLE_UNKNOWN);
+    // A range not known: no guess.
+    assert_eq!(role_from_ports(41234, 15008, 0, 0), ROLE_UNKNOWN);
 }
 
 #[test]

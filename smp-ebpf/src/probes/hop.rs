@@ -24,7 +24,7 @@ use smp_common::{
     hop::{
         hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, TcpRtt, ThreadLast,
         DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT,
-        PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_SK,
+        PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_SK,
         SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
     },
     pairing::{self, Class, ReqFit, SockStates, Sole},
@@ -294,6 +294,23 @@ pub fn on_data(
     }
     if s.role == ROLE_UNKNOWN && new_msg {
         s.role = pairing::role_from_http(class, ingress);
+        // Opened before the probes, and its bytes name no side (TLS application data of a
+        // long-lived connection): its ports may.
+        if s.role == ROLE_UNKNOWN && s.flags & SOCK_TUPLE != 0 {
+            s.role = pairing::role_from_ports(
+                s.tuple.local_port,
+                s.tuple.remote_port,
+                o.ephemeral_first,
+                o.ephemeral_last,
+            );
+            if s.role != ROLE_UNKNOWN {
+                s.flags |= SOCK_AGED;
+            }
+        }
+    }
+    // Such a connection's TLS shows in its records only (its handshake came before).
+    if class == Class::TlsData && s.flags & SOCK_AGED != 0 {
+        s.flags |= SOCK_TLS;
     }
     // The response write to forward from: the socket's own state, or on a plain HTTP/2
     // downstream the state of the stream the write answers.
