@@ -21,8 +21,9 @@ pub enum Bench {
     /// Per-exchange pairing on every lab proxy kind, plain and mTLS: paired, right and wrong
     /// per the lab's exchange check, and self-consistency.
     Pairing(crate::bench_pairing::Options),
-    /// Istio's sidecar (Envoy, mTLS) and ambient (ztunnel) data planes on the same lab, in
-    /// alternating rounds: overhead, per-hop p50/p99, CPU per 1 000 rps, memory.
+    /// Istio's sidecar (Envoy, mTLS) and ambient (ztunnel per pod and for the node) data
+    /// planes on the same lab, in rotating rounds: overhead, per-hop p50/p99, CPU per 1 000
+    /// client rps, memory.
     Ambient(crate::bench_pairing::Options),
 }
 

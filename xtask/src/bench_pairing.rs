@@ -6,7 +6,8 @@
 //! records it.
 //!
 //! `cargo xtask bench ambient` runs `smp-tests`'s `bench_ambient` the same way: Envoy
-//! sidecars with mTLS and ambient's ztunnel side by side on the lab (docs/benchmarks.md).
+//! sidecars with mTLS and ambient's ztunnel (per pod and for the node) side by side on the
+//! lab (docs/benchmarks.md).
 
 use crate::{
     build,

@@ -1,10 +1,11 @@
 //! `cargo xtask bench ambient` runs this: Istio's two data planes on the same lab, side by side
-//! — Envoy sidecars with mTLS between them, and ambient's ztunnel (one per pod, HBONE between
-//! them) — at one fixed rate, in rounds whose order alternates. Per round and data plane one
-//! `smp-agent profile --lab` gives the end-to-end overhead, each proxy's request and response
-//! hops, CPU per 1 000 requests per second and memory. Prints each round, then per figure the
-//! median over the rounds with its spread (min–max) and the ratio ztunnel / Envoy of the
-//! medians. docs/benchmarks.md records it. Needs root, a set-up machine (`cargo xtask setup`
+//! — Envoy sidecars with mTLS between them, and ambient's ztunnel, one per pod (dedicated mode)
+//! and one for the node (shared mode, as Istio deploys it), HBONE between the pods — at one
+//! fixed rate, in rounds whose order rotates. Per round and data plane one
+//! `smp-agent profile --lab` gives the end-to-end overhead, each hop, the proxies' CPU per
+//! 1 000 client requests per second and memory. Prints each round, then per figure the median
+//! over the rounds with its spread (min–max) and the ratio of each ztunnel's median to
+//! Envoy's. docs/benchmarks.md records it. Needs root, a set-up machine (`cargo xtask setup`
 //! with `$SMP_ZTUNNEL_SRC`, or `$SMP_ZTUNNEL`), and `SMP_AGENT_BIN`.
 
 use clap::Parser as _;
@@ -36,9 +37,14 @@ struct Options {
 }
 
 /// The data planes compared: the lab's proxy kind and its extra flags.
-const PLANES: [(&str, &str, &[&str]); 2] = [
+const PLANES: [(&str, &str, &[&str]); 3] = [
     ("Envoy sidecars, mTLS", "envoy", &["--mtls"]),
-    ("ztunnel (ambient)", "ztunnel", &[]),
+    ("ztunnel per pod", "ztunnel", &[]),
+    (
+        "ztunnel for the node",
+        "ztunnel",
+        &["--ztunnel-mode", "shared"],
+    ),
 ];
 
 /// The hops in the order the table shows them.
@@ -62,8 +68,8 @@ const FIGURES: [&str; 14] = [
     "outbound response hop p99 ms",
     "inbound request hop p99 ms",
     "inbound response hop p99 ms",
-    "vCPU per 1 000 rps, both proxies",
-    "memory MB, both proxies",
+    "vCPU per 1 000 client rps, all proxies",
+    "memory MB, all proxies",
     "requests paired, % of sent",
 ];
 
@@ -98,7 +104,10 @@ fn figures(set: &ResultSet) -> anyhow::Result<Vec<f64>> {
     let mut out = vec![o.p50, o.p99, p50.iter().sum()];
     out.extend(p50);
     out.extend(p99);
-    out.push(d.sidecars.iter().map(|s| s.vcpu_per_1000_rps).sum());
+    // Per client request: a node proxy counts each request twice (once per pod), so its own
+    // per-request figure is not comparable with a sidecar's.
+    let qps = d.end_to_end.meshed.actual_qps.max(1.0);
+    out.push(d.sidecars.iter().map(|s| s.cpu_mcores).sum::<f64>() / qps);
     out.push(d.sidecars.iter().map(|s| s.mem_mb).sum());
     out.push(100.0 * fewest as f64 / sent);
     Ok(out)
@@ -129,10 +138,11 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(require_root("bench ambient"), "needs root");
     anyhow::ensure!(require_ztunnel("bench ambient"), "needs ztunnel");
     eprintln!("agent {}; {o:?}", agent_bin().display());
-    // rounds[plane][round][figure]
-    let mut runs: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
+    // runs[plane][round][figure]
+    let mut runs: [Vec<Vec<f64>>; 3] = Default::default();
     for round in 0..o.rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        // Each plane goes first, second and last in turn.
+        let order = [0, 1, 2].map(|i| (i + round as usize) % 3);
         for p in order {
             let (name, kind, extra) = PLANES[p];
             let f = profile(&o, kind, extra)?;
@@ -145,10 +155,10 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| figure | {} | {} | ztunnel / Envoy |",
-        PLANES[0].0, PLANES[1].0
+        "| figure | {} | {} | {} | per pod / Envoy | node / Envoy |",
+        PLANES[0].0, PLANES[1].0, PLANES[2].0
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (i, name) in FIGURES.iter().enumerate() {
         let mut cells = Vec::new();
         let mut medians = Vec::new();
@@ -162,10 +172,12 @@ fn main() -> anyhow::Result<()> {
             cells.push(format!("{m:.3} ({lo:.3}–{hi:.3})"));
         }
         println!(
-            "| {name} | {} | {} | {:.2} |",
+            "| {name} | {} | {} | {} | {:.2} | {:.2} |",
             cells[0],
             cells[1],
-            medians[1] / medians[0]
+            cells[2],
+            medians[1] / medians[0],
+            medians[2] / medians[0]
         );
     }
     Ok(())
