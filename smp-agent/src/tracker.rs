@@ -55,6 +55,9 @@ pub struct TrackerConfig {
     pub sample_every: Duration,
     /// Read PSS too (smaps_rollup: costs more than RSS).
     pub with_pss: bool,
+    /// Book each exchange per pod served as well ([`TrackerView::workloads`]): a hash lookup
+    /// and two histogram records per exchange, for a consumer that shows them.
+    pub per_workload: bool,
 }
 
 impl Default for TrackerConfig {
@@ -64,6 +67,7 @@ impl Default for TrackerConfig {
             rescan_every: Duration::from_secs(2),
             sample_every: Duration::from_secs(1),
             with_pss: false,
+            per_workload: true,
         }
     }
 }
@@ -565,7 +569,12 @@ impl Tracker {
                 self.book.record(Measure::Wait, (idx, direction, leg), wait);
             }
         }
-        if let Some((served, peer)) = hops::workloads(x, direction) {
+        if let Some((served, peer)) = self
+            .cfg
+            .per_workload
+            .then(|| hops::workloads(x, direction))
+            .flatten()
+        {
             let key = (idx, direction, served, peer);
             let book = &mut self.book;
             if book.workloads.len() < MAX_WORKLOAD_ROWS || book.workloads.contains_key(&key) {

@@ -99,6 +99,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         // sampling would only read every map a second time per interval.
         sample_every: OWN_SAMPLING_OFF,
         with_pss: false,
+        // The metrics have no per-pod series yet: no per-pod book to pay for per exchange.
+        per_workload: false,
     };
     let mut tracker = tokio::select! {
         t = Tracker::start(tracker_config) => t?,

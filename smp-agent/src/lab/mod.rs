@@ -1024,14 +1024,16 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
 
     // Sidecars: inbound first (the outbound one forwards to it).
     let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
-    let mut infos = Vec::new();
-    if cfg.shared_ztunnel() {
-        infos = start_node_ztunnel(cfg, dir, st, admin, timeout)?;
-    }
-    for side in [Side::Inbound, Side::Outbound] {
-        if cfg.shared_ztunnel() {
-            break;
-        }
+    // A shared ztunnel is both slots' proxy; otherwise each slot starts its own.
+    let (mut infos, slots) = if cfg.shared_ztunnel() {
+        (
+            start_node_ztunnel(cfg, dir, st, admin, timeout)?,
+            Vec::new(),
+        )
+    } else {
+        (Vec::new(), vec![Side::Inbound, Side::Outbound])
+    };
+    for side in slots {
         let kind = cfg.kind(side);
         let (ns, listen_port, upstream) = match side {
             Side::Inbound => (
