@@ -1,7 +1,7 @@
 //! Per-hop pairing: per-socket message state, per-thread forward queues, and the record sent
 //! to userspace for every paired exchange (a request hop and the response hop that closes it).
 
-use crate::h2::H2Walk;
+use crate::{h2::H2Walk, sock::PendingSyscall};
 
 /// Socket role in a proxy: who spoke first on the connection.
 pub const ROLE_UNKNOWN: u8 = 0;
@@ -44,24 +44,34 @@ pub struct Tuple {
 const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
 
 /// Message state of one socket (`SOCK_STATE`, key: socket inode). LRU-bounded.
+///
+/// The fields every HTTP/1.x message touches come first, within 88 bytes: a probe run that
+/// finds the map entry cold (the usual case between requests) then reads two cache lines
+/// of it, not four; the endpoints and the HTTP/2 walk, read rarely, come last.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
+    pub role: u8,
+    pub last_dir: u8,
+    /// `SOCK_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+    /// Exchanges paired on this socket (as downstream).
+    pub exchanges: u32,
     /// Start of the current (or last) inbound message: exit of its first read.
     pub in_start: u64,
+    /// Start of the current (or last) outbound message: entry of its first write.
+    pub out_start: u64,
+    /// Exit of the write that started the current outbound message (0: not yet returned).
+    pub out_sent: u64,
+    /// Data arrived for the next inbound message and was not read yet (0: none).
+    pub arrival: u64,
     /// When the current inbound message's first bytes reached the socket (`tcp_probe`);
     /// `in_start` when unknown. `in_start − in_arrival` is how long it waited for the proxy.
     pub in_arrival: u64,
-    /// Data arrived for the next inbound message and was not read yet (0: none).
-    pub arrival: u64,
-    /// Exit of the write that started the current outbound message (0: not yet returned).
-    pub out_sent: u64,
-    /// Start of the current (or last) outbound message: entry of its first write.
-    pub out_start: u64,
     /// Bytes of the current inbound message so far (outbound sizes are not needed: the
     /// exchange record carries the bytes read, and counting writes cost a lookup per write).
     pub in_bytes: u64,
-    pub tuple: Tuple,
     /// Upstreams: the downstream whose request this thread's forward of the current request
     /// claimed (the oldest it read and had not forwarded: exact for event loops, a hint
     /// otherwise).
@@ -70,22 +80,22 @@ pub struct SockState {
     /// A queued slot of a response already forwarded is dead, whichever thread's queue holds
     /// it.
     pub fwd_in: u64,
+    /// Downstreams: the `in_start` of the request a request forward last claimed (its hint),
+    /// so that one request is the hint of one forward only.
+    pub claimed: u64,
+    /// The socket's network namespace (its `struct net *`; 0: unknown): a request forward
+    /// claims only a request read in the same namespace ([`crate::pairing::same_netns`]).
+    pub net: u64,
     /// Downstreams: the last read of TLS handshake records. The client's last flight and its
     /// first request can arrive in one read, classified as handshake: the request then hides
     /// in it, and a response forwarded before any request was seen answers that read.
     pub hs_read: u64,
-    /// Downstreams: the `in_start` of the request a request forward last claimed (its hint),
-    /// so that one request is the hint of one forward only.
-    pub claimed: u64,
-    /// Exchanges paired on this socket (as downstream).
-    pub exchanges: u32,
-    pub role: u8,
-    pub last_dir: u8,
-    /// `SOCK_*` bits.
-    pub flags: u8,
-    pub _pad: u8,
+    /// Upstreams: TCP's estimate of the connection's round trip when the current response
+    /// arrived (`tcp_probe`); zero: unknown.
+    pub rtt: TcpRtt,
     /// Upstreams: the response the next request overtook before any write forwarded it.
     pub held: HeldResponse,
+    pub tuple: Tuple,
     /// Plain HTTP/2 sockets (`SOCK_H2` without `SOCK_TLS`): the frame walk of what they
     /// read ([`crate::h2`]).
     pub h2_in: H2Walk,
@@ -95,12 +105,6 @@ pub struct SockState {
     /// opened (0: none); its exit marks that stream and those after it sent
     /// ([`crate::h2::SENT_STREAMS`]).
     pub h2_out_first: u32,
-    /// Upstreams: TCP's estimate of the connection's round trip when the current response
-    /// arrived (`tcp_probe`); zero: unknown.
-    pub rtt: TcpRtt,
-    /// The socket's network namespace (its `struct net *`; 0: unknown): a request forward
-    /// claims only a request read in the same namespace ([`crate::pairing::same_netns`]).
-    pub net: u64,
 }
 const _: () = assert!(core::mem::size_of::<SockState>() == 216);
 
@@ -143,7 +147,7 @@ const _: () = assert!(core::mem::size_of::<HeldResponse>() == 32);
 /// Requests a thread's [`ThreadLast`] remembers (a power of two).
 pub const REQ_SLOTS: usize = 4;
 
-/// What a thread read (`THREAD_LAST`, key: tid): the requests it read and did not forward yet
+/// What a thread read ([`ThreadState::last`]): the requests it read and did not forward yet
 /// (for the hint of its next request forwards) and the upstream it last read response data
 /// from (for pairing by adjacency).
 #[repr(C)]
@@ -178,7 +182,7 @@ pub struct FwdSlot {
     pub hint: u64,
 }
 
-/// Per-thread FIFO of responses read and not yet forwarded (`THREAD_FWD`, key: tid).
+/// Per-thread FIFO of responses read and not yet forwarded ([`ThreadState::fwd`]).
 /// `head` is the oldest entry, `tail` the next free one; both only grow (indices mod
 /// `FWD_SLOTS`); when full, the oldest entry is overwritten (and counted). The *batch* is
 /// the entries from `batch` to `tail`: the responses read since the thread's last response
@@ -186,7 +190,6 @@ pub struct FwdSlot {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FwdQueue {
-    pub slots: [FwdSlot; FWD_SLOTS],
     pub head: u32,
     pub tail: u32,
     /// First entry of the current batch.
@@ -194,17 +197,18 @@ pub struct FwdQueue {
     /// 1 when the thread wrote a response since `batch` was set: the next read starts a new
     /// batch.
     pub wrote: u32,
+    pub slots: [FwdSlot; FWD_SLOTS],
 }
 const _: () = assert!(core::mem::size_of::<FwdQueue>() == 24 * FWD_SLOTS + 16);
 
 impl Default for FwdQueue {
     fn default() -> Self {
         FwdQueue {
-            slots: [FwdSlot::default(); FWD_SLOTS],
             head: 0,
             tail: 0,
             batch: 0,
             wrote: 0,
+            slots: [FwdSlot::default(); FWD_SLOTS],
         }
     }
 }
@@ -456,8 +460,27 @@ pub const MAX_SOCK_STATE: u32 = 131072;
 /// Capacity of `PASSIVE_SK`: accepted TCP sockets not yet seen carrying data (LRU: a socket
 /// nobody tracked reads is forgotten).
 pub const MAX_PASSIVE_SK: u32 = 16384;
-/// Capacity of `THREAD_FWD`.
-pub const MAX_THREAD_FWD: u32 = 16384;
+/// Capacity of `THREADS`.
+pub const MAX_THREADS_STATE: u32 = 16384;
+
+/// What the probes keep per thread of the tracked processes (`THREADS`, key: tid): the socket
+/// syscall it is in, what it read, the responses it read and has not forwarded. One map
+/// entry, so that a probe run touches one per-thread entry, not three; the fields most runs
+/// use (the call in flight, the read requests, the queue's indices) share its first 112
+/// bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    pub pending: PendingSyscall,
+    pub last: ThreadLast,
+    pub fwd: FwdQueue,
+}
+const _: () = assert!(
+    core::mem::size_of::<ThreadState>()
+        == core::mem::size_of::<PendingSyscall>()
+            + core::mem::size_of::<ThreadLast>()
+            + core::mem::size_of::<FwdQueue>()
+);
 
 #[cfg(feature = "user")]
 crate::user_pod!(
@@ -467,6 +490,7 @@ crate::user_pod!(
     FwdSlot,
     FwdQueue,
     ThreadLast,
+    ThreadState,
     ExchangeRecord,
     HopCounts
 );

@@ -9,13 +9,11 @@ pub const FD_CACHE: &str = "FD_CACHE";
 pub const FD_EPOCH: &str = "FD_EPOCH";
 pub const THREAD_CPU: &str = "THREAD_CPU";
 pub const RUNNING: &str = "RUNNING";
-pub const PENDING: &str = "PENDING";
 pub const SOCK_STATS: &str = "SOCK_STATS";
 pub const SOCK_STATE: &str = "SOCK_STATE";
 pub const SK_INO: &str = "SK_INO";
 pub const PASSIVE_SK: &str = "PASSIVE_SK";
-pub const THREAD_FWD: &str = "THREAD_FWD";
-pub const THREAD_LAST: &str = "THREAD_LAST";
+pub const THREADS: &str = "THREADS";
 pub const ZEROS: &str = "ZEROS";
 pub const IOV_SCRATCH: &str = "IOV_SCRATCH";
 pub const PROC_FWD: &str = "PROC_FWD";
@@ -24,7 +22,7 @@ pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
 
 /// Every map of the object.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 18] = [
     NR_OPS,
     TRACKED,
     TARGETS,
@@ -32,13 +30,11 @@ pub const ALL: [&str; 20] = [
     FD_EPOCH,
     THREAD_CPU,
     RUNNING,
-    PENDING,
     SOCK_STATS,
     SOCK_STATE,
     SK_INO,
     PASSIVE_SK,
-    THREAD_FWD,
-    THREAD_LAST,
+    THREADS,
     ZEROS,
     IOV_SCRATCH,
     PROC_FWD,

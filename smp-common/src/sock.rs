@@ -97,8 +97,8 @@ pub const PENDING_FD_RESET: u32 = 0x102;
 /// `PendingSyscall::kind` of a thread's slot with no syscall in flight (already charged).
 pub const PENDING_IDLE: u32 = u32::MAX;
 
-/// A syscall entered on a socket and not yet returned (`PENDING`, key: `pid_tgid`). Each
-/// thread's slot is overwritten in place by the next call (no insert/delete per syscall);
+/// A syscall entered on a socket and not yet returned (`crate::hop::ThreadState::pending`).
+/// Each thread's slot is overwritten in place by the next call (no insert/delete per syscall);
 /// `kind` is [`PENDING_IDLE`] once the exit has charged it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -184,9 +184,6 @@ const _: () = assert!(core::mem::size_of::<SockStats>() == 32);
 
 /// Capacity of `SOCK_STATS` (LRU: closed sockets age out first).
 pub const MAX_SOCK_STATS: u32 = 65536;
-/// Capacity of `PENDING` (one slot per thread of the targets; LRU, so slots of threads that
-/// are gone age out).
-pub const MAX_PENDING: u32 = 16384;
 
 #[cfg(feature = "user")]
 crate::user_pod!(PendingSyscall, SockKey, SockStats, FdSocket);

@@ -12,13 +12,10 @@ use smp_common::{
     event::EVENTS_BYTES,
     h2::IOV_WALK,
     hop::{
-        FwdQueue, HopCounts, RespPool, SockState, ThreadLast, MAX_PASSIVE_SK, MAX_SOCK_STATE,
-        MAX_THREAD_FWD,
+        HopCounts, RespPool, SockState, ThreadState, MAX_PASSIVE_SK, MAX_SOCK_STATE,
+        MAX_THREADS_STATE,
     },
-    sock::{
-        FdSocket, PendingSyscall, SockKey, SockStats, MAX_FD_CACHE, MAX_PENDING, MAX_SOCK_STATS,
-        MAX_SYSCALL_NR,
-    },
+    sock::{FdSocket, SockKey, SockStats, MAX_FD_CACHE, MAX_SOCK_STATS, MAX_SYSCALL_NR},
 };
 
 /// Kernel offsets, set by the agent at load time (`.rodata`, frozen after load).
@@ -72,10 +69,6 @@ pub static THREAD_CPU: LruHashMap<u32, ThreadCpu> = LruHashMap::with_max_entries
 #[map]
 pub static RUNNING: PerCpuArray<Running> = PerCpuArray::with_max_entries(1, 0);
 
-/// Socket syscalls in flight: one slot per thread, rewritten in place (key: pid_tgid).
-#[map]
-pub static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(MAX_PENDING, 0);
-
 /// Socket syscall accounting per process, socket and syscall kind.
 #[map]
 pub static SOCK_STATS: LruPerCpuHashMap<SockKey, SockStats> =
@@ -96,22 +89,17 @@ pub static SK_INO: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCK_
 #[map]
 pub static PASSIVE_SK: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_PASSIVE_SK, 0);
 
-/// Responses read and not yet forwarded, per thread (key: tid).
+/// Per thread of the tracked processes (key: tid): the socket syscall in flight (one slot,
+/// rewritten in place), what it read, the responses it read and has not forwarded.
 #[map]
-pub static THREAD_FWD: LruHashMap<u32, FwdQueue> = LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
-
-/// What each thread last read: the downstream of its last new request, the upstream of its
-/// last response data (key: tid).
-#[map]
-pub static THREAD_LAST: LruHashMap<u32, ThreadLast> =
-    LruHashMap::with_max_entries(MAX_THREAD_FWD, 0);
+pub static THREADS: LruHashMap<u32, ThreadState> =
+    LruHashMap::with_max_entries(MAX_THREADS_STATE, 0);
 
 /// Words of [`ZEROS`]: as many as the largest value it creates.
 const ZERO_WORDS: usize = {
     let sizes = [
-        core::mem::size_of::<FwdQueue>(),
+        core::mem::size_of::<ThreadState>(),
         core::mem::size_of::<SockState>(),
-        core::mem::size_of::<ThreadLast>(),
         core::mem::size_of::<HopCounts>(),
         core::mem::size_of::<RespPool>(),
     ];
@@ -237,11 +225,18 @@ pub fn is_target(tgid: u32) -> bool {
 /// The header of an event of `kind` happening now.
 #[inline(always)]
 pub fn header(kind: smp_common::event::EventKind) -> smp_common::event::EventHeader {
+    // SAFETY: a helper without arguments.
+    header_at(kind, unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() })
+}
+
+/// The header of an event of `kind` that happened at `ts_ns` (a clock reading the body
+/// already took: no second one per record).
+#[inline(always)]
+pub fn header_at(kind: smp_common::event::EventKind, ts_ns: u64) -> smp_common::event::EventHeader {
     smp_common::event::EventHeader {
         kind: kind as u32,
         abi: smp_common::ABI_VERSION,
-        // SAFETY: a helper without arguments.
-        ts_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+        ts_ns,
     }
 }
 

@@ -34,8 +34,8 @@ use smp_common::{
 use crate::{
     kernel::{read, read_user, read_user_buf, sock_net, sock_tuple, ProbeError, SocketRef},
     maps::{
-        count, created, emit, header, offsets, zeroed, Wake, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK,
-        PROC_FWD, SK_INO, SOCK_STATE, THREAD_FWD, THREAD_LAST,
+        count, created, emit, header_at, offsets, zeroed, Wake, HOP_COUNTS, IOV_SCRATCH,
+        PASSIVE_SK, PROC_FWD, SK_INO, SOCK_STATE, THREADS,
     },
 };
 
@@ -107,18 +107,35 @@ fn walk_buffers(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Opt
     Some(t)
 }
 
+/// This CPU's pairing counters of process `tgid`, created if absent: looked up once by a
+/// body that bumps them more than once ([`add`]).
+type Counts = Option<*mut HopCounts>;
+
 #[inline(always)]
-fn bump(tgid: u32, f: impl FnOnce(&mut HopCounts)) {
-    if let Some(c) = created(&HOP_COUNTS, &tgid) {
+fn counts(tgid: u32) -> Counts {
+    created(&HOP_COUNTS, &tgid)
+}
+
+/// Bumps counters `c` ([`counts`]).
+#[inline(always)]
+fn add(c: Counts, f: impl FnOnce(&mut HopCounts)) {
+    if let Some(c) = c {
         // SAFETY: per-CPU value, only this CPU writes it while this program runs.
         f(unsafe { &mut *c });
     }
 }
 
+/// Bumps process `tgid`'s counters (one lookup).
+#[inline(always)]
+fn bump(tgid: u32, f: impl FnOnce(&mut HopCounts)) {
+    add(counts(tgid), f);
+}
+
 /// Thread `tid`'s [`ThreadLast`], created if absent.
 #[inline(always)]
 fn thread_last(tid: u32) -> Option<*mut ThreadLast> {
-    created(&THREAD_LAST, &tid)
+    // SAFETY: a field of the calling thread's own entry.
+    created(&THREADS, &tid).map(|t| unsafe { core::ptr::addr_of_mut!((*t).last) })
 }
 
 /// A request forward by thread `tid` at `t_out` on an upstream in namespace `net`: the
@@ -126,11 +143,11 @@ fn thread_last(tid: u32) -> Option<*mut ThreadLast> {
 /// and no forward claimed yet, claimed now (its downstream inode; 0: none).
 #[inline(always)]
 fn claim_request(tid: u32, t_out: u64, net: u64) -> u64 {
-    let Some(l) = THREAD_LAST.get_ptr_mut(&tid) else {
+    let Some(t) = THREADS.get_ptr_mut(&tid) else {
         return 0;
     };
     // SAFETY: the calling thread's own entry: only this thread writes it.
-    let l = unsafe { &mut *l };
+    let l = unsafe { &mut (*t).last };
     l.claim(|d| {
         let Some(ds) = SOCK_STATE.get_ptr_mut(&d) else {
             return ReqFit::Dead;
@@ -224,7 +241,7 @@ pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
     if p.at_exit & AT_EXIT_SEND_DONE != 0 {
         emit(
             SendDone {
-                header: header(EventKind::SendDone),
+                header: header_at(EventKind::SendDone, now),
                 tgid: (pid_tgid >> 32) as u32,
                 tid: pid_tgid as u32,
                 out_ns: p.since_ns,
@@ -734,12 +751,12 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, tgid: u32, tid: u32)
 /// Queues a response read on upstream `ino` on thread `tid`.
 #[inline(always)]
 fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
-    let Some(q) = created(&THREAD_FWD, &tid) else {
+    let Some(t) = created(&THREADS, &tid) else {
         return;
     };
     let slot = FwdSlot { ino, t_in, hint };
     // SAFETY: only thread `tid` (running here) touches its queue.
-    let q = unsafe { &mut *q };
+    let q = unsafe { &mut (*t).fwd };
     if q.push(slot, &SockStateMap) {
         bump(tgid, |c| c.queue_overflow += 1);
     }
@@ -755,7 +772,7 @@ fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
 #[inline(always)]
 fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
     // SAFETY: plain copy out of a map value.
-    let up = unsafe { THREAD_LAST.get(&tid) }?.up;
+    let up = unsafe { THREADS.get(&tid) }?.last.up;
     if up == 0 || up == d_ino {
         return None;
     }
@@ -789,9 +806,16 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         // a server that speaks first): nothing to answer, so nothing unmatched.
         return Forward::Nothing;
     }
-    // SAFETY: read-only copy of this CPU's counters of the process.
-    let trust_hints = unsafe { HOP_COUNTS.get(&tgid) }.is_some_and(hints_trusted);
-    let (found, by) = match THREAD_FWD.get_ptr_mut(&tid) {
+    let c = counts(tgid);
+    // SAFETY: this CPU's counters of the process, read before this program returns.
+    let trust_hints = c.is_some_and(|c| hints_trusted(unsafe { &*c }));
+    // SAFETY: only thread `tid` (running here) touches its queue.
+    let queue = THREADS
+        .get_ptr_mut(&tid)
+        .map(|t| unsafe { core::ptr::addr_of_mut!((*t).fwd) })
+        // SAFETY: as above.
+        .filter(|q| unsafe { (**q).tail } != 0);
+    let (found, by) = match queue {
         // No response was ever read on this thread: only adjacency can find one.
         None => (adjacent(tid, d_ino, d_in, t_out), PAIRED_BY_ADJACENCY),
         Some(qp) => pairing::pick(
@@ -813,19 +837,19 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         None => match across_threads(tgid, d_ino, d_in, t_out, d_net) {
             Sole::One(slot) => (slot, PAIRED_BY_SOLE),
             Sole::Ambiguous => {
-                bump(tgid, |c| {
+                add(c, |c| {
                     c.unmatched_writes += 1;
                     c.ambiguous += 1;
                 });
                 return Forward::Nothing;
             }
             Sole::None => {
-                bump(tgid, |c| c.unmatched_writes += 1);
+                add(c, |c| c.unmatched_writes += 1);
                 return Forward::Nothing;
             }
         },
     };
-    exchange(tgid, tid, d_ino, d, d_in, found, t_out, by)
+    exchange(tgid, tid, c, d_ino, d, d_in, found, t_out, by)
 }
 
 /// [`pairing::sole`] over the process's recent responses (`PROC_FWD`).
@@ -859,6 +883,7 @@ enum Forward {
 fn exchange(
     tgid: u32,
     tid: u32,
+    c: Counts,
     d_ino: u64,
     d: &mut SockState,
     d_in: u64,
@@ -874,40 +899,41 @@ fn exchange(
     let u = unsafe { &mut *up };
     // Another CPU's write took it since it was found: nothing left to forward.
     let Some(r) = pairing::waiting_response(u, slot.t_in) else {
-        bump(tgid, |c| c.unmatched_writes += 1);
+        add(c, |c| c.unmatched_writes += 1);
         return Forward::Nothing;
     };
     pairing::mark_forwarded(u, slot.t_in);
     match by {
-        PAIRED_BY_HINT => bump(tgid, |c| c.hinted += 1),
-        PAIRED_BY_ADJACENCY => bump(tgid, |c| c.adjacent += 1),
-        PAIRED_BY_SOLE => bump(tgid, |c| c.sole += 1),
+        PAIRED_BY_HINT => add(c, |c| c.hinted += 1),
+        PAIRED_BY_ADJACENCY => add(c, |c| c.adjacent += 1),
+        PAIRED_BY_SOLE => add(c, |c| c.sole += 1),
         _ => {}
     }
     if slot.hint != 0 {
         // Did the hint name the downstream that took its response? (Judged on every way of
         // pairing: the ways this process gets right tell whether its hints are.)
         let agrees = u64::from(slot.hint == d_ino);
-        bump(tgid, |c| {
+        add(c, |c| {
             c.hint_checks += 1;
             c.hint_agrees += agrees;
         });
     }
     let (req_in, req_out, resp_in) = (d_in, r.req_out, r.resp_in);
     if !pairing::in_order(req_in, req_out, resp_in, t_out) {
-        bump(tgid, |c| c.inconsistent += 1);
+        add(c, |c| c.inconsistent += 1);
         return Forward::Dropped;
     }
     let first_tls = pairing::first_tls_exchange(d, u);
     d.exchanges += 1;
     u.exchanges += 1;
     if first_tls {
-        bump(tgid, |c| c.tls_first_dropped += 1);
+        add(c, |c| c.tls_first_dropped += 1);
         return Forward::Dropped;
     }
     if emit(
         ExchangeRecord {
-            header: header(EventKind::Exchange),
+            // Its last moment: the response write's entry.
+            header: header_at(EventKind::Exchange, t_out),
             tgid,
             tid,
             req_in_ns: req_in,
@@ -929,7 +955,7 @@ fn exchange(
         Wake::Lazy,
     ) {
         let stream = u64::from(d.flags & SOCK_STREAM != 0);
-        bump(tgid, |c| {
+        add(c, |c| {
             c.paired += 1;
             c.h2_paired += stream;
         });

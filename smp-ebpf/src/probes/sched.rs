@@ -45,7 +45,7 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
         return Ok(());
     }
     let seen_in = running.tid != 0 && running.tid == prev_tid;
-    if let Some(since) = tracked_since(prev_tgid) {
+    if is_target(prev_tgid) {
         if !seen_in {
             // A tracked thread leaves a CPU on which its arrival was not seen.
             count(Counter::SwitchInMissed);
@@ -62,7 +62,10 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
             },
             None => {
                 // First sight: from its arrival if seen, from birth if born after tracking
-                // started, else (it ran before) nothing of this stint.
+                // started, else (it ran before) nothing of this stint. (When tracking started
+                // is looked up on first sight only: one hash lookup fewer on every other
+                // switch of a tracked thread.)
+                let since = tracked_since(prev_tgid).unwrap_or(u64::MAX);
                 let started: u64 = read(prev, o.task_start_time).unwrap_or(0);
                 let base = if seen_in {
                     running.exec_at_in

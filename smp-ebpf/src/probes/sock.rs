@@ -4,7 +4,8 @@
 //! up in `NR_OPS` (one array read: everything but the traced socket syscalls stops there),
 //! then checks the tgid. For a tracked data syscall it resolves the fd to a socket inode
 //! (`FD_CACHE`: the fd table is walked once per fd; non-sockets are ignored at once) and
-//! parks the call in `PENDING`; `sys_exit` charges the parked call to `SOCK_STATS`.
+//! parks the call in its thread's slot (`THREADS`); `sys_exit` charges the parked call to
+//! `SOCK_STATS`.
 //! `accept`/`connect` give sockets their roles for hop pairing; `close`, `dup2`, `dup3`,
 //! `close_range` and `execve(at)` keep `FD_CACHE` true.
 
@@ -28,7 +29,8 @@ use super::hop;
 use crate::{
     kernel::{current_fd, read, FdKind, ProbeError, SocketRef},
     maps::{
-        count, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PASSIVE_SK, PENDING, SOCK_STATS,
+        count, created, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PASSIVE_SK, SOCK_STATS,
+        THREADS,
     },
 };
 
@@ -100,17 +102,22 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     }
 }
 
-/// Parks a syscall in the calling thread's `PENDING` slot: rewritten in place when the
-/// thread has one (a lookup), inserted only on its first traced call.
+/// The calling thread's slot for the socket syscall it is in (`None`: it has none yet).
+#[inline(always)]
+fn pending_slot(pid_tgid: u64) -> Option<*mut PendingSyscall> {
+    THREADS
+        .get_ptr_mut(&(pid_tgid as u32))
+        // SAFETY: a field of the calling thread's own entry, written by this thread only.
+        .map(|t| unsafe { core::ptr::addr_of_mut!((*t).pending) })
+}
+
+/// Parks a syscall in the calling thread's slot: rewritten in place (its entry is created
+/// on its first traced call).
 #[inline(always)]
 fn park(pid_tgid: u64, pending: &PendingSyscall) {
-    if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
-        // SAFETY: the calling thread's own slot: only this thread writes it.
-        unsafe { *slot = *pending };
-        return;
-    }
-    if PENDING.insert(&pid_tgid, pending, 0).is_err() {
-        count(Counter::MapInsertFailed);
+    if let Some(t) = created(&THREADS, &(pid_tgid as u32)) {
+        // SAFETY: the calling thread's own entry: only this thread writes it.
+        unsafe { (*t).pending = *pending };
     }
 }
 
@@ -235,7 +242,7 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     if !is_target(tgid) {
         return Ok(());
     }
-    let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) else {
+    let Some(slot) = pending_slot(pid_tgid) else {
         return Ok(());
     };
     // SAFETY: the calling thread's own slot: only this thread writes it.
@@ -341,12 +348,14 @@ const ENOSYS: i64 = 38;
 const MSG_PEEK: u32 = 2;
 
 /// The traced data syscall (`ingress`: a read) the current task is in, on socket `sk`, as a
-/// call parked `now`; `None` when the task is in no such syscall (io_uring, sendfile, a
+/// call parked now (`clock`: its `since_ns` read; else 0, for a call that moved no data and
+/// is only counted); `None` when the task is in no such syscall (io_uring, sendfile, a
 /// kernel socket). The syscall, its fd and its buffer come from the task's user registers.
 #[inline(always)]
 fn current_call(
     sk: u64,
     ingress: bool,
+    clock: bool,
     o: &KernelOffsets,
 ) -> Result<Option<(SyscallKind, PendingSyscall)>, ProbeError> {
     // SAFETY: helpers on the current task; the registers are only read via probe_read.
@@ -368,7 +377,11 @@ fn current_call(
         return Ok(None);
     }
     let call = PendingSyscall {
-        since_ns: unsafe { bpf_ktime_get_ns() },
+        since_ns: if clock {
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        },
         buf,
         ino: socket_ino(socket, o)?,
         sk,
@@ -405,7 +418,7 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), Probe
         return Ok(());
     }
     if !ingress {
-        if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
+        if let Some(slot) = pending_slot(pid_tgid) {
             // SAFETY: the calling thread's own slot: only this thread writes it.
             let started = unsafe { *slot };
             if started.kind != PENDING_IDLE && started.sk == sk {
@@ -420,7 +433,9 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), Probe
             }
         }
     }
-    let Some((kind, call)) = current_call(sk, ingress, o)? else {
+    // A call that moved no data (a read that would block: every event loop ends its reads
+    // with one) is counted only: no clock.
+    let Some((kind, call)) = current_call(sk, ingress, ret > 0, o)? else {
         return Ok(());
     };
     charge(tgid, &call, ret, 0);
@@ -496,14 +511,14 @@ fn send_start(
     own_fd_only: bool,
     o: &KernelOffsets,
 ) -> Result<(), ProbeError> {
-    if let Some(slot) = PENDING.get_ptr_mut(&pid_tgid) {
+    if let Some(slot) = pending_slot(pid_tgid) {
         // SAFETY: the calling thread's own slot: only this thread writes it.
         let parked = unsafe { &*slot };
         if parked.kind != PENDING_IDLE && parked.sk == sk {
             return Ok(()); // a later chunk of the same send
         }
     }
-    let Some((kind, mut call)) = current_call(sk, false, o)? else {
+    let Some((kind, mut call)) = current_call(sk, false, true, o)? else {
         return Ok(());
     };
     if own_fd_only && !matches!(current_fd(call.fd, o), Ok(FdKind::Socket(s)) if s.sk == sk) {
