@@ -12,6 +12,7 @@ pub const RUNNING: &str = "RUNNING";
 pub const SOCK_STATS: &str = "SOCK_STATS";
 pub const SOCK_STATE: &str = "SOCK_STATE";
 pub const SK_INO: &str = "SK_INO";
+pub const SK_FILTER: &str = "SK_FILTER";
 pub const PASSIVE_SK: &str = "PASSIVE_SK";
 pub const THREADS: &str = "THREADS";
 pub const ZEROS: &str = "ZEROS";
@@ -22,7 +23,7 @@ pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
 
 /// Every map of the object.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     NR_OPS,
     TRACKED,
     TARGETS,
@@ -33,6 +34,7 @@ pub const ALL: [&str; 18] = [
     SOCK_STATS,
     SOCK_STATE,
     SK_INO,
+    SK_FILTER,
     PASSIVE_SK,
     THREADS,
     ZEROS,

@@ -5,6 +5,8 @@
 //! (`maps::COUNTERS`).
 #![no_std]
 #![no_main]
+// BPF's atomic add (`maps::sk_filter_add`): inline assembly on this target is unstable.
+#![feature(asm_experimental_arch)]
 
 mod kernel;
 mod maps;

@@ -12,8 +12,8 @@ use smp_common::{
     event::EVENTS_BYTES,
     h2::IOV_WALK,
     hop::{
-        HopCounts, RespPool, SockState, ThreadState, MAX_PASSIVE_SK, MAX_SOCK_STATE,
-        MAX_THREADS_STATE,
+        sk_slot, HopCounts, RespPool, SockState, ThreadState, MAX_PASSIVE_SK, MAX_SOCK_STATE,
+        MAX_THREADS_STATE, SK_FILTER_SLOTS,
     },
     sock::{FdSocket, SockKey, SockStats, MAX_FD_CACHE, MAX_SOCK_STATS, MAX_SYSCALL_NR},
 };
@@ -82,6 +82,40 @@ pub static SOCK_STATE: LruHashMap<u64, SockState> = LruHashMap::with_max_entries
 /// (softirq, no process context) can find their state.
 #[map]
 pub static SK_INO: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
+
+/// A counting filter over `SK_INO`'s keys: per slot (`smp_common::hop::sk_slot`), at least
+/// how many followed sockets hash there (a socket the LRU forgot stays counted: a wasted
+/// lookup, never a socket missed). `tcp_probe`, which runs for every TCP segment of the host,
+/// looks its socket up in `SK_INO` only when its slot counts one: the other sockets of the
+/// node pay one array read, not a hash lookup.
+#[map]
+pub static SK_FILTER: Array<u64> = Array::with_max_entries(SK_FILTER_SLOTS, 0);
+
+/// Whether hop pairing may follow socket `sk` (false: it surely does not).
+#[inline(always)]
+pub fn sk_maybe_followed(sk: u64) -> bool {
+    SK_FILTER.get(sk_slot(sk)).is_some_and(|n| *n != 0)
+}
+
+/// Counts socket `sk` into `SK_FILTER` (`SK_INO` gained it: `delta` 1) or out (it lost it:
+/// `u64::MAX`, i.e. −1), atomically (CPUs add to a slot at once; the BPF target's atomics
+/// are 64-bit).
+#[inline(always)]
+pub fn sk_filter_add(sk: u64, delta: u64) {
+    if let Some(n) = SK_FILTER.get_ptr_mut(sk_slot(sk)) {
+        // SAFETY: a u64 of an array map value, aligned; only atomic adds write it. (Rust's
+        // atomics offer no read-modify-write on this target: BPF's own atomic add, whose
+        // result is not read, which every kernel takes.)
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({n} + 0) += {d}",
+                n = in(reg) n,
+                d = in(reg) delta,
+                options(nostack)
+            );
+        }
+    }
+}
 
 /// TCP sockets born from a listener (`struct sock *` → 1), marked when they enter
 /// `SYN_RECV` (in softirq, whoever runs): with the socket tracepoints, what tells an accepted

@@ -34,8 +34,8 @@ use smp_common::{
 use crate::{
     kernel::{read, read_user, read_user_buf, sock_net, sock_tuple, ProbeError, SocketRef},
     maps::{
-        count, created, emit, header_at, offsets, zeroed, Wake, HOP_COUNTS, IOV_SCRATCH,
-        PASSIVE_SK, PROC_FWD, SK_INO, SOCK_STATE, THREADS,
+        count, created, emit, header_at, offsets, sk_filter_add, sk_maybe_followed, zeroed, Wake,
+        HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK, PROC_FWD, SK_INO, SOCK_STATE, THREADS,
     },
 };
 
@@ -185,7 +185,16 @@ fn state(ino: u64, sk: u64) -> Option<*mut SockState> {
 #[inline(always)]
 pub fn forget(ino: u64, sk: u64) {
     if SOCK_STATE.remove(&ino).is_ok() && sk != 0 {
-        let _ = SK_INO.remove(&sk);
+        unfollow(sk);
+    }
+}
+
+/// Stops following socket `sk` in `tcp_probe` (its end of stream, or it closed): its
+/// `SK_INO` entry goes, and its count in `SK_FILTER` with it (if it had one).
+#[inline(always)]
+pub fn unfollow(sk: u64) {
+    if SK_INO.remove(&sk).is_ok() {
+        sk_filter_add(sk, u64::MAX);
     }
 }
 
@@ -661,7 +670,9 @@ fn register(s: &mut SockState, p: &PendingSyscall, o: &KernelOffsets) {
         }
     }
     if s.flags & SOCK_SK == 0 && p.sk != 0 {
-        if SK_INO.insert(&p.sk, &p.ino, 0).is_err() {
+        if SK_INO.insert(&p.sk, &p.ino, 0).is_ok() {
+            sk_filter_add(p.sk, 1);
+        } else {
             count(Counter::MapInsertFailed);
         }
         s.flags |= SOCK_SK;
@@ -977,7 +988,10 @@ fn exchange(
 #[inline(always)]
 pub fn on_tcp_probe(ctx: &aya_ebpf::programs::RawTracePointContext) -> Result<(), ProbeError> {
     let sk: u64 = ctx.arg(0);
-    // Cheapest test first: this fires for every TCP segment on the host.
+    // Cheapest tests first: this fires for every TCP segment on the host.
+    if !sk_maybe_followed(sk) {
+        return Ok(());
+    }
     // SAFETY: plain copy out of the map value.
     let Some(ino) = (unsafe { SK_INO.get(&sk) }).copied() else {
         return Ok(());

@@ -29,8 +29,8 @@ use super::hop;
 use crate::{
     kernel::{current_fd, read, FdKind, ProbeError, SocketRef},
     maps::{
-        count, created, is_target, offsets, syscall_op, FD_CACHE, FD_EPOCH, PASSIVE_SK, SOCK_STATS,
-        THREADS,
+        count, created, is_target, offsets, sk_maybe_followed, syscall_op, FD_CACHE, FD_EPOCH,
+        PASSIVE_SK, SOCK_STATS, THREADS,
     },
 };
 
@@ -537,18 +537,29 @@ fn socket_ino(socket: u64, o: &KernelOffsets) -> Result<u64, ProbeError> {
     Ok(read(socket, o.socket_alloc_inode + o.inode_ino)?)
 }
 
-/// `TCP_SYN_SENT` and `TCP_SYN_RECV` (`include/net/tcp_states.h`).
+/// `TCP_SYN_SENT`, `TCP_SYN_RECV` and `TCP_CLOSE` (`include/net/tcp_states.h`).
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
 
 /// A TCP socket changed state: one a tracked process is connecting is an upstream, one a
 /// listener spawned will be a downstream (what `connect` and `accept` tell the raw syscall
-/// hooks).
+/// hooks); one that closed is no longer followed by `tcp_probe`.
 ///
 /// match-proto:v4.16:include/trace/events/sock.h:inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
 #[inline(always)]
 pub fn on_sock_state(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let newstate = ctx.arg::<u64>(2) as i32;
+    if newstate == TCP_CLOSE {
+        // Gone (whoever closed it, read its end or not): `tcp_probe` stops following it, so
+        // its `struct sock *`, reused by a new socket, is not taken for it. Its message
+        // state stays until the LRU takes it (its inode is never reused).
+        let sk: u64 = ctx.arg(0);
+        if sk_maybe_followed(sk) {
+            hop::unfollow(sk);
+        }
+        return Ok(());
+    }
     if newstate == TCP_SYN_RECV {
         // A listener's child (`inet_csk_clone_lock`, in softirq: the process that will
         // accept it is not known yet). Marked whoever accepts it; looked at by the pairing
