@@ -8,11 +8,17 @@
 //!     binary, its probes attached while tracking another process (what every other process on
 //!     the node pays) and tracking the loop itself. `--baseline-agent` adds an agent built from
 //!     an earlier commit to the same rounds, for before/after figures from one run.
+//! (a') the same loop once per condition with the kernel's `bpf_stats`: each program's runs
+//!     and run time per socket syscall, and what the agent's bodies cost above the empty
+//!     floor (tens of ns the loop's own clock cannot tell apart).
 //! (b) a sidecar mesh's max throughput through the lab (Envoy), and (c) p50/p99 at a fixed
 //!     rate, without probes and with each agent tracking both sidecars, rounds alternating;
 //! (d) per agent, each eBPF program's run time per request at the fixed rate (the kernel's
-//!     `bpf_stats`): where the probes' time goes; with `--h2`, again on the lab with HTTP/2
-//!     between the sidecars (the kernel walks its frames).
+//!     `bpf_stats`), in rounds whose order rotates: where the probes' time goes; with `--h2`,
+//!     again on the lab with HTTP/2 between the sidecars (the kernel walks its frames).
+//!
+//! In (b), (c) and (d) one agent follows both sidecars (`top --name envoy`), as one agent per
+//! node does.
 //!
 //! Other engineers' agents attached to the same hooks slow every syscall down too: the bench
 //! lists the tracing programs it did not load itself whenever it sees any (via `bpftool`).
@@ -107,6 +113,76 @@ fn top(agent: &Agent, pids: &[u64]) -> anyhow::Result<(Vec<Kill>, Duration)> {
         out.push(k);
     }
     Ok((out, load))
+}
+
+/// One `smp-agent top --name envoy` following both sidecars of the lab (`pids`), as one agent
+/// per node does: each hook runs one copy of each program, whatever the number of sidecars
+/// (one agent per sidecar ran every hook twice). Returns once it reported every pid found.
+fn top_envoys(agent: &Agent, pids: &[u64]) -> anyhow::Result<Kill> {
+    let mut cmd = Command::new(&agent.bin);
+    cmd.args([
+        "top",
+        "--name",
+        "envoy",
+        "--interval",
+        "1h",
+        "--duration",
+        "3600s",
+    ]);
+    if let Some(h) = agent.socket_hooks {
+        cmd.env("SMP_SOCKET_HOOKS", h);
+    }
+    let mut c = Kill(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {cmd:?}"))?,
+    );
+    let mut out = BufReader::new(c.0.stdout.as_mut().context("stdout")?);
+    // "loading probes, …", then one "  found <proxy> pid(s) [..]" line per proxy found.
+    let mut found = BTreeSet::new();
+    let mut line = String::new();
+    for _ in 0..=pids.len() {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            break;
+        }
+        if let Some(list) = line.trim().strip_prefix("found ") {
+            let list = list
+                .split_once('[')
+                .map_or("", |(_, l)| l.trim_end_matches(']'));
+            found.extend(list.split(',').filter_map(|p| p.trim().parse::<u64>().ok()));
+        }
+        if pids.iter().all(|p| found.contains(p)) {
+            return Ok(c);
+        }
+    }
+    anyhow::bail!("{cmd:?} did not report tracking {pids:?} (found {found:?}; last line: {line})")
+}
+
+/// Two figures per eBPF program, by program name.
+type PerProgram = std::collections::BTreeMap<String, (f64, f64)>;
+
+/// Run time (ns) and run count of each eBPF program process `pid` holds, summed by program
+/// name (`bpftool prog show`: counted only while `kernel.bpf_stats_enabled` is on).
+fn prog_stats(pid: u32) -> anyhow::Result<PerProgram> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()?;
+    let progs: Value = serde_json::from_slice(&out.stdout).context("bpftool prog show")?;
+    let mine = programs_of(pid);
+    let mut by_name = std::collections::BTreeMap::new();
+    for p in progs.as_array().into_iter().flatten() {
+        if !p["id"].as_u64().is_some_and(|id| mine.contains(&id)) {
+            continue;
+        }
+        let e: &mut (f64, f64) = by_name
+            .entry(p["name"].as_str().unwrap_or("?").to_string())
+            .or_default();
+        e.0 += p["run_time_ns"].as_f64().unwrap_or(0.0);
+        e.1 += p["run_cnt"].as_f64().unwrap_or(0.0);
+    }
+    Ok(by_name)
 }
 
 /// Ids of the eBPF programs process `pid` holds (`prog_id:` in its fdinfo).
@@ -379,9 +455,114 @@ fn syscall_cost(
             }
         }
     }
+    print_rows(&rows, o.rounds);
+
+    // (a') The same loop once more per condition with `kernel.bpf_stats_enabled` on: each
+    // program's runs and run time per socket syscall, from the kernel's own accounting (the
+    // loop's time cannot tell tens of ns apart; this can). The stats' own two clock reads per
+    // run are in every figure, the empty floor's included, so "above the empty floor" is the
+    // bodies' cost.
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let was = std::fs::read_to_string(STATS)?.trim().to_string();
+    let mut measure = |label: &str, holder: &Kill, cmd: &[u8], disturbed: &mut Disturbances| {
+        disturbed.check(label, &[&child, &idle, holder]);
+        std::fs::write(STATS, "1")?;
+        let before = prog_stats(holder.0.id());
+        stdin.write_all(cmd)?;
+        stdin.flush()?;
+        let done = lines.next().transpose()?.context("sysloop ended");
+        let after = prog_stats(holder.0.id());
+        std::fs::write(STATS, &was)?;
+        let (before, after, _) = (before?, after?, done?);
+        let syscalls = 2.0 * o.iterations as f64;
+        let mut out = PerProgram::new();
+        for (name, (ns1, n1)) in after {
+            let (ns0, n0) = before.get(&name).copied().unwrap_or_default();
+            if n1 > n0 {
+                out.insert(name, ((n1 - n0) / syscalls, (ns1 - ns0) / syscalls));
+            }
+        }
+        anyhow::Ok(out)
+    };
+    let mut stat_rows: Vec<(String, PerProgram)> = Vec::new();
+    if sock_tracepoints() {
+        for (label, hooks) in [
+            ("floor: empty, the socket tracepoints", "sock"),
+            (
+                "floor: clock + socket hash update, socket tracepoints and tcp_probe",
+                "sock-min",
+            ),
+        ] {
+            let mut cmd = Command::new(agent);
+            cmd.args(["probe-floor", "--hooks", hooks, "--duration", "1h"]);
+            let (k, _) = attached(cmd)?;
+            stat_rows.push((label.to_string(), measure(label, &k, b"go\n", disturbed)?));
+        }
+    }
+    // Per condition, `sched_switch` over a ping-pong of two threads of the loop's process
+    // (blocking pipe reads: each side sleeps and wakes): (label, runs, ns per run).
+    let mut switch_rows: Vec<(String, f64, f64)> = Vec::new();
+    for a in agents {
+        for (target, what) in [
+            (idle_pid, "attached, loop untracked"),
+            (pid, "loop tracked"),
+        ] {
+            let (mut tops, _) = top(a, &[target])?;
+            let k = tops.pop().context("no agent")?;
+            let label = format!("{}: {what}", a.name);
+            stat_rows.push((label.clone(), measure(&label, &k, b"go\n", disturbed)?));
+            let switches = measure(&label, &k, b"switch\n", disturbed)?;
+            if let Some((runs, ns)) = switches.get("smp_sched_switch") {
+                switch_rows.push((label, *runs, ns / runs));
+            }
+        }
+    }
     drop(child);
     drop(idle);
+    println!(
+        "\n(a') eBPF run time per socket syscall of the loop ({} syscalls per condition, kernel.bpf_stats_enabled)\n",
+        2 * o.iterations
+    );
+    // An empty program's run (the hook's dispatch and the stats' clock reads): what each of
+    // ours would cost with no body, on whichever hook.
+    let empty_run = stat_rows
+        .first()
+        .filter(|(l, _)| l.starts_with("floor: empty"))
+        .and_then(|(_, m)| m.values().next().map(|v| v.1 / v.0));
+    println!("| condition | programs: runs per syscall × ns per run | ns per syscall | bodies: above an empty program on the same hooks |");
+    println!("|---|---|---|---|");
+    for (label, m) in &stat_rows {
+        let total: f64 = m.values().map(|v| v.1).sum();
+        let runs: f64 = m.values().map(|v| v.0).sum();
+        let parts: Vec<String> = m
+            .iter()
+            .filter(|(_, v)| v.0 >= 0.01)
+            .map(|(n, v)| format!("{n} {:.2} × {:.0}", v.0, v.1 / v.0))
+            .collect();
+        println!(
+            "| {label} | {} | {total:.0} | {} |",
+            parts.join(", "),
+            empty_run.map_or("-".into(), |e| format!("{:+.0}", total - runs * e))
+        );
+    }
+    println!(
+        "\n(a') sched_switch while two threads of the loop's process ping-pong a byte ({} round trips)\n",
+        o.iterations
+    );
+    println!("| condition | runs per round trip | ns per run | body: above an empty program |");
+    println!("|---|---|---|---|");
+    for (label, runs, ns) in &switch_rows {
+        println!(
+            "| {label} | {:.2} | {ns:.0} | {} |",
+            runs * 2.0,
+            empty_run.map_or("-".into(), |e| format!("{:+.0}", ns - e))
+        );
+    }
+    Ok(())
+}
 
+/// (a)'s table: per condition, the loop's CPU per syscall and what the probes added.
+fn print_rows(rows: &[Row], rounds: u32) {
     let (none_socket, none_ppid) = (rows[0].socket.clone(), rows[0].ppid.clone());
     // Interference only ever adds time: the fastest round of each condition is the least
     // disturbed one, so the difference of minima is the steadier figure on a busy machine.
@@ -393,7 +574,7 @@ fn syscall_cost(
         "\n| condition | CPU ns per socket syscall, median (min) | added: median of per-round differences (difference of minima) | CPU ns per getppid, median (min) | added | load + attach s |"
     );
     println!("|---|---|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         let load = if r.load.is_empty() {
             "-".to_string()
         } else {
@@ -410,8 +591,7 @@ fn syscall_cost(
             min(&r.ppid),
         );
     }
-    println!("({} rounds)", o.rounds);
-    Ok(())
+    println!("({rounds} rounds)");
 }
 
 /// One condition of (a), per round.
@@ -471,13 +651,13 @@ fn lab(
             let c = (k + r) % conds.len();
             let (label, bin) = &conds[c];
             let tops = match bin {
-                Some(b) => Some(top(b, &pids)?.0),
+                Some(b) => Some(top_envoys(b, &pids)?),
                 None => None,
             };
             if tops.is_some() {
                 std::thread::sleep(Duration::from_millis(500));
             }
-            let ours: Vec<&Kill> = tops.iter().flatten().collect();
+            let ours: Vec<&Kill> = tops.iter().collect();
             disturbed.check(&format!("lab, {label}"), &ours);
             let max = lab.load(&url, "max", o.seconds)?.1;
             // CPU of the sidecars and of the agents over the fixed-rate run.
@@ -563,8 +743,11 @@ fn lab(
 }
 
 /// (d): where the probes' time goes: each program's run time per request at the fixed rate,
-/// from the kernel's own accounting (`kernel.bpf_stats_enabled`, on only for this run: it adds
-/// two clock reads to every program run, which the figures include).
+/// from the kernel's own accounting (`kernel.bpf_stats_enabled`, on only for these runs: it
+/// adds two clock reads to every program run, which the figures include). One agent follows
+/// both sidecars ([`top_envoys`]); `--lab-rounds` rounds, the agents' order rotating, and
+/// per agent and program the medians of the per-round figures, with the per-round totals
+/// (their spread) and, beside the first agent, each other's ratio to it.
 fn program_time(
     o: &Options,
     what: &str,
@@ -575,61 +758,115 @@ fn program_time(
 ) -> anyhow::Result<()> {
     const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let was = std::fs::read_to_string(STATS)?.trim().to_string();
-    // (program name → (run_time_ns, run_cnt)) summed over the programs `ours` hold.
-    let stats = |ours: &[&Kill]| -> anyhow::Result<std::collections::BTreeMap<String, (f64, f64)>> {
-        let out = Command::new("bpftool")
-            .args(["-j", "prog", "show"])
-            .output()?;
-        let progs: Value = serde_json::from_slice(&out.stdout).context("bpftool prog show")?;
-        let mine: BTreeSet<u64> = ours.iter().flat_map(|k| programs_of(k.0.id())).collect();
-        let mut by_name = std::collections::BTreeMap::new();
-        for p in progs.as_array().into_iter().flatten() {
-            if !p["id"].as_u64().is_some_and(|id| mine.contains(&id)) {
-                continue;
-            }
-            let e: &mut (f64, f64) = by_name
-                .entry(p["name"].as_str().unwrap_or("?").to_string())
-                .or_default();
-            e.0 += p["run_time_ns"].as_f64().unwrap_or(0.0);
-            e.1 += p["run_cnt"].as_f64().unwrap_or(0.0);
-        }
-        Ok(by_name)
-    };
+    let stats = |ours: &Kill| prog_stats(ours.0.id());
     println!(
-        "\n(d) eBPF run time per request at {} rps, {} s, by program, Envoy lab with {what} (kernel.bpf_stats_enabled; both agents' copies summed)",
-        o.rate, o.seconds
+        "\n(d) eBPF run time per request at {} rps, {} s, by program, Envoy lab with {what} (kernel.bpf_stats_enabled; one agent following both sidecars; {} rounds)",
+        o.rate, o.seconds, o.lab_rounds
     );
-    for a in agents {
-        let (tops, _) = top(a, pids)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let ours: Vec<&Kill> = tops.iter().collect();
-        std::fs::write(STATS, "1")?;
-        let before = stats(&ours);
-        let fixed = lab.load(url, &o.rate.to_string(), o.seconds);
-        let after = stats(&ours);
-        std::fs::write(STATS, &was)?;
-        drop(tops);
-        let (before, after, fixed) = (before?, after?, fixed?.1);
-        let requests = fixed["requests"].as_f64().unwrap_or(f64::NAN);
-        println!("\n{}: {requests:.0} requests\n", a.name);
+    // Per agent, per round: program → (runs per request, ns per request).
+    type Round = PerProgram;
+    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); agents.len()];
+    for r in 0..o.lab_rounds as usize {
+        for k in 0..agents.len() {
+            let i = (k + r) % agents.len();
+            let top = top_envoys(&agents[i], pids)?;
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(STATS, "1")?;
+            let before = stats(&top);
+            let fixed = lab.load(url, &o.rate.to_string(), o.seconds);
+            let after = stats(&top);
+            std::fs::write(STATS, &was)?;
+            drop(top);
+            let (before, after, fixed) = (before?, after?, fixed?.1);
+            let requests = fixed["requests"].as_f64().unwrap_or(f64::NAN);
+            let mut round = Round::new();
+            for (name, (ns1, n1)) in &after {
+                let (ns0, n0) = before.get(name).copied().unwrap_or_default();
+                if n1 > &n0 {
+                    round.insert(name.clone(), ((n1 - n0) / requests, (ns1 - ns0) / requests));
+                }
+            }
+            let total: f64 = round.values().map(|v| v.1).sum();
+            println!(
+                "  round {} {}: {requests:.0} requests, {total:.0} ns per request",
+                r + 1,
+                agents[i].name
+            );
+            rounds[i].push(round);
+        }
+    }
+    let col = |i: usize, name: &str, f: fn(&(f64, f64)) -> f64| {
+        median(
+            &rounds[i]
+                .iter()
+                .map(|r| r.get(name).map_or(0.0, f))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let totals = |i: usize| -> Vec<f64> {
+        rounds[i]
+            .iter()
+            .map(|r| r.values().map(|v| v.1).sum())
+            .collect()
+    };
+    let names: BTreeSet<String> = rounds
+        .iter()
+        .flatten()
+        .flat_map(|r| r.keys().cloned())
+        .collect();
+    for (i, a) in agents.iter().enumerate() {
+        println!("\n{} (medians of {} rounds)\n", a.name, rounds[i].len());
         println!("| program | runs per request | ns per run | ns per request |");
         println!("|---|---|---|---|");
-        let mut total = 0.0;
-        for (name, (ns1, n1)) in &after {
-            let (ns0, n0) = before.get(name).copied().unwrap_or_default();
-            let (ns, runs) = (ns1 - ns0, n1 - n0);
+        for name in &names {
+            let (runs, ns) = (col(i, name, |v| v.0), col(i, name, |v| v.1));
             if runs == 0.0 {
                 continue;
             }
-            total += ns;
+            println!("| {name} | {runs:.1} | {:.0} | {ns:.0} |", ns / runs);
+        }
+        let t = totals(i);
+        println!(
+            "| all (per-round totals {}) | | | {:.0} |",
+            t.iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median(&t)
+        );
+    }
+    if agents.len() > 1 {
+        // Ratios to the first agent, as medians of per-round ratios (rounds pair up by index).
+        println!(
+            "\nns per request against {} (medians of per-round ratios)\n",
+            agents[0].name
+        );
+        let head: Vec<&str> = agents[1..].iter().map(|a| a.name.as_str()).collect();
+        println!("| program | {} |", head.join(" | "));
+        println!("|---|{}", "---|".repeat(head.len()));
+        let ratio = |i: usize, f: &dyn Fn(&Round) -> f64| {
+            median(
+                &rounds[i]
+                    .iter()
+                    .zip(&rounds[0])
+                    .map(|(a, b)| f(a) / f(b))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for name in names.iter().map(Some).chain([None]) {
+            let f = |r: &Round| match name {
+                Some(n) => r.get(n).map_or(0.0, |v| v.1),
+                None => r.values().map(|v| v.1).sum(),
+            };
+            let cells: Vec<String> = (1..agents.len())
+                .map(|i| format!("{:.3}", ratio(i, &f)))
+                .collect();
             println!(
-                "| {name} | {:.1} | {:.0} | {:.0} |",
-                runs / requests,
-                ns / runs,
-                ns / requests
+                "| {} | {} |",
+                name.map_or("all", |n| n.as_str()),
+                cells.join(" | ")
             );
         }
-        println!("| all | | | {:.0} |", total / requests);
     }
     Ok(())
 }
