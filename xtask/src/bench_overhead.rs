@@ -778,7 +778,9 @@ fn program_time(
             std::fs::write(STATS, &was)?;
             drop(top);
             let (before, after, fixed) = (before?, after?, fixed?.1);
-            let requests = fixed["requests"].as_f64().unwrap_or(f64::NAN);
+            // The stats cover the 1 s warm-up at the same rate too (`Lab::load`).
+            let d = fixed["duration_s"].as_f64().unwrap_or(f64::NAN);
+            let requests = fixed["requests"].as_f64().unwrap_or(f64::NAN) * (d + 1.0) / d;
             let mut round = Round::new();
             for (name, (ns1, n1)) in &after {
                 let (ns0, n0) = before.get(name).copied().unwrap_or_default();
