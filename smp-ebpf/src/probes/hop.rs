@@ -823,23 +823,22 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
     // SAFETY: only thread `tid` (running here) touches its queue.
     let queue = THREADS
         .get_ptr_mut(&tid)
-        .map(|t| unsafe { core::ptr::addr_of_mut!((*t).fwd) })
-        // SAFETY: as above.
-        .filter(|q| unsafe { (**q).tail } != 0);
+        .map(|t| unsafe { core::ptr::addr_of_mut!((*t).fwd) });
     let (found, by) = match queue {
-        // No response was ever read on this thread: only adjacency can find one.
+        // No entry for this thread: only adjacency can find a response.
         None => (adjacent(tid, d_ino, d_in, t_out), PAIRED_BY_ADJACENCY),
-        Some(qp) => pairing::pick(
+        Some(qp) => {
             // SAFETY: only thread `tid` (running here) touches its queue.
-            unsafe { &mut *qp },
-            d_ino,
-            d_in,
-            t_out,
-            d_net,
-            trust_hints,
-            &SockStateMap,
-            || adjacent(tid, d_ino, d_in, t_out),
-        ),
+            let q = unsafe { &mut *qp };
+            // A thread that never queued a response (its entry came from its request reads)
+            // is asked for adjacency whatever its process's hints: the pick's empty searches
+            // end there when the hints are not trusted. (A branch of its own for it cost the
+            // verifier a third more instructions in every socket program.)
+            let trusted = trust_hints && q.tail != 0;
+            pairing::pick(q, d_ino, d_in, t_out, d_net, trusted, &SockStateMap, || {
+                adjacent(tid, d_ino, d_in, t_out)
+            })
+        }
     };
     let (found, by) = match found {
         Some(slot) => (slot, by),
