@@ -77,6 +77,21 @@ pub fn task_ids(task: u64, o: &KernelOffsets) -> Result<(u32, u32), ProbeError> 
     Ok((pid as u32, tgid as u32))
 }
 
+/// `task->pid` and `task->tgid` of a task a BTF tracepoint was handed (`task`: its typed
+/// argument): two plain loads, which the verifier checks against the task's BTF at load (the
+/// offsets are `.rodata`, known to it), where [`task_ids`] calls a helper.
+#[inline(always)]
+pub fn btf_task_ids(task: u64, o: &KernelOffsets) -> (u32, u32) {
+    // SAFETY: `task` is the kernel's `struct task_struct *` of a BTF tracepoint and the offsets
+    // are its `pid` and `tgid` fields (from BTF); the verifier refuses the program otherwise.
+    unsafe {
+        (
+            core::ptr::read_volatile((task + u64::from(o.task_pid)) as *const u32),
+            core::ptr::read_volatile((task + u64::from(o.task_tgid)) as *const u32),
+        )
+    }
+}
+
 /// A socket behind an fd of the current task.
 #[derive(Clone, Copy)]
 pub struct SocketRef {

@@ -13,8 +13,10 @@ mod maps;
 mod probes;
 
 use aya_ebpf::{
-    macros::{fentry, kprobe, raw_tracepoint, tracepoint},
-    programs::{FEntryContext, ProbeContext, RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint, tracepoint},
+    programs::{
+        BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, TracePointContext,
+    },
 };
 
 /// Counts a body's failure in its loss counter (the body stopped early; nothing else to do).
@@ -25,11 +27,13 @@ fn counted(r: Result<(), kernel::ProbeError>) {
     }
 }
 
-/// sched_switch (raw tracepoint: `TP_PROTO(bool preempt, struct task_struct *prev,
-/// struct task_struct *next, ...)`, stable since 4.17; `prev_state` was appended in 5.18).
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn smp_sched_switch(ctx: RawTracePointContext) -> i32 {
-    counted(probes::sched::on_switch(&ctx));
+/// sched_switch (BTF tracepoint: `TP_PROTO(bool preempt, struct task_struct *prev,
+/// struct task_struct *next, ...)`, stable since 4.17; `prev_state` was appended in 5.18): its
+/// tasks are typed, so `next`'s ids are plain loads, not a helper call, on every switch of
+/// the host.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn smp_sched_switch(ctx: BtfTracePointContext) -> i32 {
+    counted(probes::sched::on_switch(ctx.arg(1), ctx.arg(2)));
     0
 }
 

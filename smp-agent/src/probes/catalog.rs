@@ -12,6 +12,9 @@ pub enum HookKind {
     Tracepoint,
     /// Raw tracepoint (`name`): typed `TP_PROTO` arguments, no BTF needed (≥ 4.17).
     RawTracepoint,
+    /// BTF tracepoint (`tp_btf`, `name`): the raw tracepoint's arguments with their kernel
+    /// types, so the program may load their fields directly (needs BTF, ≥ 5.5).
+    BtfTracepoint,
     /// kprobe on a kernel function (needs CONFIG_KPROBES).
     Kprobe,
     /// fentry on a kernel function (needs BTF and function-level ftrace).
@@ -227,11 +230,11 @@ pub fn hooks() -> Vec<Hook> {
 pub fn hooks_for(socket: SocketHooks, send_start: SendStart) -> Vec<Hook> {
     let mut out = vec![Hook {
         program: "smp_sched_switch",
-        kind: HookKind::RawTracepoint,
+        kind: HookKind::BtfTracepoint,
         target: "sched_switch".into(),
         required: true,
         feeds: "on-CPU time per thread",
-        variant: "raw tracepoint: exact prev and next task (tgid of both), no BTF needed to attach",
+        variant: "BTF tracepoint: exact prev and next task, next's ids read as plain loads (no helper call on the host's every switch)",
         socket_hooks: None,
     }];
     out.push(Hook {

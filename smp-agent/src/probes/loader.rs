@@ -7,7 +7,7 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use serde::Serialize;
@@ -215,6 +215,12 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
                 let p: &mut RawTracePoint = prog.try_into()?;
                 p.load()?;
                 p.attach(&hook.target)?;
+            }
+            HookKind::BtfTracepoint => {
+                let btf = aya::Btf::from_sys_fs()?;
+                let p: &mut BtfTracePoint = prog.try_into()?;
+                p.load(&hook.target, &btf)?;
+                p.attach()?;
             }
             HookKind::Kprobe => {
                 let p: &mut KProbe = prog.try_into()?;

@@ -16,19 +16,20 @@ use smp_common::{
 };
 
 use crate::{
-    kernel::{read, task_ids, ProbeError},
+    kernel::{btf_task_ids, read, task_ids, ProbeError},
     maps::{count, emit, header, is_target, offsets, tracked_since, Wake, RUNNING, THREAD_CPU},
 };
 
+/// `prev` and `next` of a switch (BTF pointers: the verifier checks loads from them against
+/// `struct task_struct`).
+///
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 #[inline(always)]
-pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
+pub fn on_switch(prev: u64, next: u64) -> Result<(), ProbeError> {
     let o = offsets();
     if o.valid == 0 {
         return Ok(());
     }
-    let prev: u64 = ctx.arg(1);
-    let next: u64 = ctx.arg(2);
     let slot = RUNNING.get_ptr_mut(0).ok_or(ProbeError::MapSlot)?;
     // SAFETY: per-CPU slot, only this CPU touches it here.
     let running = unsafe { &mut *slot };
@@ -37,7 +38,7 @@ pub fn on_switch(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     // ids come from a helper, one kernel read fewer on every switch of the host.
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-    let (next_tid, next_tgid) = task_ids(next, o)?;
+    let (next_tid, next_tgid) = btf_task_ids(next, o);
     let next_tracked = next_tid != 0 && is_target(next_tgid);
     if !next_tracked && !is_target(prev_tgid) {
         // Neither side is tracked (the common case): two bit tests, nothing else.
