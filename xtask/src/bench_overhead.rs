@@ -860,8 +860,17 @@ fn program_time(
                 Some(n) => r.get(n).map_or(0.0, |v| v.1),
                 None => r.values().map(|v| v.1).sum(),
             };
+            // A program one of the two agents does not run (the other socket hooks) has no
+            // ratio: "-", not 0 or inf.
+            let ran = |i: usize| rounds[i].iter().any(|r| f(r) > 0.0);
             let cells: Vec<String> = (1..agents.len())
-                .map(|i| format!("{:.3}", ratio(i, &f)))
+                .map(|i| {
+                    if ran(i) && ran(0) {
+                        format!("{:.3}", ratio(i, &f))
+                    } else {
+                        "-".into()
+                    }
+                })
                 .collect();
             println!(
                 "| {} | {} |",
