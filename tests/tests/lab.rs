@@ -571,6 +571,75 @@ fn lab_ground_truth_delay() {
     lab.down();
 }
 
+/// The slow link (`--link-delay-us`): every meshed request crosses it twice (request and
+/// response, more on a new connection) and takes at least 2·D, the baseline crosses a fast
+/// link; `status` shows the link served and nothing dropped, and says so when its process is
+/// gone (the lab is then not healthy); `down` leaves the host as it was.
+#[test]
+fn lab_slow_link_delays_the_sidecars_segments_not_the_baseline() {
+    if !smp_tests::require_root("lab_slow_link_delays_the_sidecars_segments_not_the_baseline") {
+        return;
+    }
+    const D: f64 = 0.020;
+    let lab = TestLab::up("tlink", &["--proxy", "ours", "--link-delay-us", "20000"]);
+    let n = 6;
+    let times = |url: &str| -> Vec<f64> {
+        lab.curl(&vec![url; n], &[])
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    };
+    let (meshed, baseline) = (times(&lab.info.meshed_url), times(&lab.info.baseline_url));
+    eprintln!("meshed {meshed:?} s, baseline {baseline:?} s");
+    assert!(
+        meshed.iter().all(|t| *t >= 2.0 * D),
+        "meshed {meshed:?}: some under 2·D"
+    );
+    assert!(
+        baseline.iter().all(|t| *t < D / 2.0),
+        "baseline {baseline:?}: delayed"
+    );
+    let status = || -> (bool, serde_json::Value) {
+        let o = agent(&["lab", "status", "--name", "tlink", "--output", "json"]);
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status json");
+        (o.status.success(), st)
+    };
+    let (ok, st) = status();
+    assert!(ok && st["healthy"] == true, "{st}");
+    let link = &st["link"];
+    assert_eq!(link["delay_us"], 20000, "{st}");
+    assert_eq!(link["queue"]["queue_dropped"], 0, "{st}");
+    assert_eq!(link["queue"]["user_dropped"], 0, "{st}");
+    let text_status = text(&agent(&["lab", "status", "--name", "tlink"]));
+    assert!(
+        text_status.contains("link     +20000 µs each way; segments held now")
+            && text_status.contains("dropped 0 (queue full 0, not delivered 0)"),
+        "{text_status}"
+    );
+    // Its process gone, nobody serves the queue: not healthy, and said so.
+    let pid = st["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "link-delay")
+        .and_then(|p| p["pid"].as_u64())
+        .unwrap_or_else(|| panic!("no link-delay process: {st}"));
+    sh("kill", &["-9", &pid.to_string()]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let st = loop {
+        let (ok, st) = status();
+        if !ok || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(st["healthy"], false, "{st}");
+    assert!(st["link"]["queue"].is_null(), "{st}");
+    let text_status = text(&agent(&["lab", "status", "--name", "tlink"]));
+    assert!(text_status.contains("NOT SERVED"), "{text_status}");
+    lab.down();
+}
+
 #[test]
 fn lab_two_labs_coexist_and_status() {
     if !smp_tests::require_root("lab_two_labs_coexist_and_status") {
@@ -746,6 +815,7 @@ fn lab_config_errors_name_the_field() {
         ("ports: {baseline: 8080}\n", "ports.baseline"),
         ("network: {client_addr: 1.2.3.4}\n", "network.client_addr"),
         ("app: {bodybytes: 3}\n", "bodybytes"),
+        ("link_delay_us: 5000000\n", "link_delay_us"),
     ] {
         let path = dir.join("lab.yaml");
         std::fs::write(&path, format!("name: tcfg\n{yaml}")).unwrap();

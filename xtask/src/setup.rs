@@ -19,6 +19,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("libcap2-bin", "capsh, to test `check` without CAP_BPF"),
     ("haproxy", "haproxy as a mesh lab sidecar"),
     ("nftables", "transparent redirection rules in the mesh lab"),
+    (
+        "iptables",
+        "the mesh lab's slow link (a netfilter queue: this kernel has no netem)",
+    ),
     ("nginx-light", "nginx as a sidecar and a demo workload"),
     ("wrk", "reference load generator (benchmarks, demo)"),
     (

@@ -39,6 +39,9 @@ pub enum LabCommand {
     /// Stand-in for the CNI node agent that hands pods to a shared ztunnel (spawned by `up`).
     #[command(hide = true)]
     Zds(lab::zds::ZdsOptions),
+    /// The slow link's netfilter queue (spawned by `up` with a link delay).
+    #[command(hide = true)]
+    LinkDelay(lab::linkdelay::LinkDelayOptions),
 }
 
 /// Arguments of `lab up`.
@@ -79,6 +82,10 @@ pub struct UpArgs {
     /// (only with --proxy ours). Example: --delay-us 1000
     #[arg(long, verbatim_doc_comment)]
     pub delay_us: Option<u64>,
+    /// Optional: one-way delay, microseconds, added to every TCP segment the sidecars exchange
+    /// across the pods' link (the baseline port's cross undelayed). Example: --link-delay-us 3000
+    #[arg(long, verbatim_doc_comment)]
+    pub link_delay_us: Option<u64>,
     /// Optional: Envoy binary (else $SMP_ENVOY, else <repo>/.cache/envoy-venv, else PATH).
     #[arg(long, env = "SMP_ENVOY")]
     pub envoy_bin: Option<PathBuf>,
@@ -158,6 +165,12 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 .context("lab app failed")?;
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::LinkDelay(o) => {
+            tokio::task::spawn_blocking(move || lab::linkdelay::run(o))
+                .await?
+                .context("lab link delay failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Zds(o) => {
             tokio::task::spawn_blocking(move || lab::zds::run(o))
                 .await?
@@ -197,6 +210,9 @@ fn load_config(a: &UpArgs) -> anyhow::Result<LabConfig> {
     if let Some(d) = a.delay_us {
         cfg.outbound.delay_us = d;
         cfg.inbound.delay_us = d;
+    }
+    if let Some(d) = a.link_delay_us {
+        cfg.link_delay_us = d;
     }
     if let Some(b) = a.envoy_bin.as_ref().filter(|b| !b.as_os_str().is_empty()) {
         cfg.envoy_bin = Some(b.clone());
@@ -338,6 +354,22 @@ fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
                         p.pid,
                         if p.alive { "running" } else { "GONE" }
                     );
+                }
+                if let Some(l) = &s.link {
+                    match l.queue {
+                        Some(q) => println!(
+                            "  link     +{} µs each way; segments held now {}, dropped {} (queue full {}, not delivered {})",
+                            l.delay_us,
+                            q.held,
+                            q.dropped(),
+                            q.queue_dropped,
+                            q.user_dropped
+                        ),
+                        None => println!(
+                            "  link     +{} µs each way, NOT SERVED: its segments are dropped",
+                            l.delay_us
+                        ),
+                    }
                 }
                 if let Some(i) = &s.info {
                     println!(

@@ -124,6 +124,11 @@ pub struct Args {
     #[arg(long, requires = "lab")]
     pub ipv6: bool,
 
+    /// With --lab: one-way delay, microseconds, added to every TCP segment the sidecars
+    /// exchange across the pods' link (the baseline crosses undelayed).
+    #[arg(long, default_value_t = 0, requires = "lab")]
+    pub link_delay_us: u64,
+
     /// With --lab: the lab's name.
     #[arg(long, default_value = "smpprofile", requires = "lab")]
     pub lab_name: String,
@@ -195,6 +200,11 @@ fn test_config(args: &Args, lab: Option<&LabInfo>) -> anyhow::Result<TestConfigF
             file.test
                 .labels
                 .insert("app_protocol".into(), l.app_protocol.to_string());
+        }
+        if args.link_delay_us > 0 {
+            file.test
+                .labels
+                .insert("lab_link_delay_us".into(), args.link_delay_us.to_string());
         }
         if l.outbound.kind == crate::lab::ProxyKind::Ztunnel {
             // (`LabConfig::ambient`: ztunnel is in both pods or in neither.)
@@ -278,6 +288,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
             h2: args.h2,
             app_protocol: args.app_protocol,
             ztunnel_mode: args.ztunnel_mode,
+            link_delay_us: args.link_delay_us,
             ..LabConfig::default()
         };
         if let Some(c) = args.concurrency {
@@ -291,7 +302,7 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let text = args.output == OutputFormat::Text;
         if text {
             println!(
-                "bringing up the mesh lab {:?}: {} sidecars{}{}{}, app protocol {}",
+                "bringing up the mesh lab {:?}: {} sidecars{}{}{}{}, app protocol {}",
                 cfg.name,
                 cfg.proxy.as_str(),
                 if cfg.network.is_ipv6() {
@@ -309,6 +320,14 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 },
+                if cfg.link_delay_us > 0 {
+                    format!(
+                        ", +{} µs each way on the link between them",
+                        cfg.link_delay_us
+                    )
+                } else {
+                    String::new()
+                },
                 cfg.app_protocol
             );
         }
@@ -321,6 +340,9 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .context("failed to bring up the mesh lab")?;
         let r = profile_lab(&args, &info, warmup, &out_dir, &mut signals).await;
         let name = cfg.name.clone();
+        if cfg.link_delay_us > 0 {
+            warn_link_losses(&name).await;
+        }
         tokio::task::spawn_blocking(move || Lab::down(&name))
             .await?
             .context("failed to take the mesh lab down")?;
@@ -687,5 +709,25 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
                 |n| n.to_string_lossy().into_owned()
             )
         );
+    }
+}
+
+/// Says when the lab's slow link lost segments (a full queue) or stopped being served: TCP
+/// retransmitted them, so some requests waited longer than the link's delay.
+async fn warn_link_losses(name: &str) {
+    let n = name.to_string();
+    let status = tokio::task::spawn_blocking(move || Lab::status(&n)).await;
+    let Ok(Ok(status)) = status else {
+        return;
+    };
+    match status.link.and_then(|l| l.queue) {
+        Some(q) if q.dropped() == 0 => {}
+        Some(q) => eprintln!(
+            "warning: the lab's slow link dropped {} segments (queue full {}, not delivered {}): TCP resent them, later than the link's delay",
+            q.dropped(),
+            q.queue_dropped,
+            q.user_dropped
+        ),
+        None => eprintln!("warning: the lab's slow link was no longer served at the end of the run: its segments were dropped"),
     }
 }

@@ -193,6 +193,9 @@ pub struct LabConfig {
     /// With `proxy: ztunnel`: one ztunnel per pod (`dedicated`) or one for the node
     /// (`shared`).
     pub ztunnel_mode: ZtunnelMode,
+    /// One-way delay added to every TCP segment the sidecars exchange across the pods' link,
+    /// in microseconds (0: none). The baseline port's segments cross undelayed.
+    pub link_delay_us: u64,
     /// Seconds to wait for every process to listen.
     pub ready_timeout_s: u64,
     /// The smp-agent binary that runs the app and our proxy (not in the file; library callers
@@ -218,6 +221,7 @@ impl Default for LabConfig {
             envoy_bin: None,
             ztunnel_bin: None,
             ztunnel_mode: ZtunnelMode::Dedicated,
+            link_delay_us: 0,
             ready_timeout_s: 20,
             agent_bin: None,
         }
@@ -626,6 +630,9 @@ impl LabConfig {
                 "sidecar_uid",
                 "must not be 0: the redirect excludes the sidecar's uid",
             ));
+        }
+        if self.link_delay_us > super::linkdelay::MAX_DELAY_US {
+            return Err(bad("link_delay_us", "must be at most 1 s"));
         }
         if !(1..=300).contains(&self.ready_timeout_s) {
             return Err(bad("ready_timeout_s", "must be 1 to 300"));

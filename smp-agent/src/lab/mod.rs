@@ -29,6 +29,7 @@ pub mod config;
 pub mod ends;
 pub mod gtproxy;
 pub mod http1;
+pub mod linkdelay;
 pub mod netns;
 pub mod program;
 pub mod proxies;
@@ -250,8 +251,21 @@ pub struct LabStatus {
     pub netns: Vec<(String, bool)>,
     /// Processes.
     pub processes: Vec<ProcStatus>,
+    /// The slow link, when the lab has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkStatus>,
     /// URLs and pids (when `up` finished).
     pub info: Option<LabInfo>,
+}
+
+/// The lab's slow link (`link_delay_us`) in `lab status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// One-way delay of each segment, in microseconds.
+    pub delay_us: u64,
+    /// The kernel's figures of its queue; `None` when no process serves it (its segments are
+    /// then dropped).
+    pub queue: Option<linkdelay::QueueStats>,
 }
 
 /// What `down` removed.
@@ -316,6 +330,12 @@ impl Lab {
             proxies::find_program(cfg.kind(side), cfg)?;
         }
         proxies::require("nft", "nftables")?;
+        if cfg.link_delay_us > 0 {
+            proxies::require(
+                linkdelay::restore_program(cfg.network.client_addr),
+                "iptables",
+            )?;
+        }
         let dir = state::dir(&cfg.name);
         mkdir(&dir, None)?;
         let mut st = LabState {
@@ -484,15 +504,23 @@ impl Lab {
                 alive: netns::alive(p.pid) && netns::start_time(p.pid) == p.start_time,
             })
             .collect();
+        let link = (st.config.link_delay_us > 0).then(|| LinkStatus {
+            delay_us: st.config.link_delay_us,
+            queue: linkdelay::queue_stats(&netns_names(&st.name).0)
+                .ok()
+                .flatten(),
+        });
         let healthy = st.phase == Phase::Up
             && netns.iter().all(|(_, e)| *e)
-            && processes.iter().all(|p| p.alive);
+            && processes.iter().all(|p| p.alive)
+            && link.as_ref().is_none_or(|l| l.queue.is_some());
         Ok(LabStatus {
             name: st.name,
             phase: st.phase,
             healthy,
             netns,
             processes,
+            link,
             info: st.info,
         })
     }
@@ -971,6 +999,46 @@ fn up_steps(cfg: &LabConfig, dir: &Path, st: &mut LabState) -> Result<LabInfo, L
                 ns,
                 "nft",
                 "-f",
+                &path.display().to_string(),
+            ],
+        )?;
+    }
+
+    // The slow link: its process serves the queue before the rules send segments to it.
+    if cfg.link_delay_us > 0 {
+        let log = dir.join("link-delay.log");
+        let args: Vec<String> = vec![
+            "lab".into(),
+            "link-delay".into(),
+            "--queue".into(),
+            linkdelay::QUEUE.to_string(),
+            "--delay-us".into(),
+            cfg.link_delay_us.to_string(),
+        ];
+        let exe = cfg.agent_exe()?;
+        let pid = start(
+            st,
+            &cns,
+            "link-delay",
+            "link-delay",
+            None,
+            &exe,
+            &args,
+            &log,
+            &[],
+            timeout,
+        )?;
+        linkdelay::wait_bound(&cns, pid, timeout, &log)?;
+        let path = dir.join("link-delay.rules");
+        std::fs::write(&path, linkdelay::rules(&cveth, ports.baseline))
+            .map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
+        netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &cns,
+                linkdelay::restore_program(net.client_addr),
                 &path.display().to_string(),
             ],
         )?;
