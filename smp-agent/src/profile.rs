@@ -353,7 +353,19 @@ fn workload_shares(
     name_of: &dyn Fn(&ProxyWindow) -> String,
     run_seconds: f64,
 ) -> Result<Vec<details::WorkloadShare>, ProfileError> {
-    let name = |a: std::net::IpAddr| plan.pod_names.get(&a).cloned().unwrap_or(a.to_string());
+    // The lab's names, else the pod (its UID) or named namespace holding the address on this
+    // node, else the address.
+    let mut book = crate::host::addresses::AddressBook::default();
+    let mut name = |a: std::net::IpAddr| {
+        plan.pod_names
+            .get(&a)
+            .cloned()
+            .or_else(|| {
+                let o = book.owner(a)?;
+                o.pod_uid.clone().or_else(|| o.netns_name.clone())
+            })
+            .unwrap_or(a.to_string())
+    };
     let dist = |h: &Histogram<u64>| {
         Distribution::from_histogram_ns(h).map_err(|e| ProfileError::Histogram(e.to_string()))
     };

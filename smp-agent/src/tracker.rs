@@ -55,9 +55,31 @@ pub struct TrackerConfig {
     pub sample_every: Duration,
     /// Read PSS too (smaps_rollup: costs more than RSS).
     pub with_pss: bool,
-    /// Book each exchange per pod served as well ([`TrackerView::workloads`]): a hash lookup
-    /// and two histogram records per exchange, for a consumer that shows them.
-    pub per_workload: bool,
+    /// Which exchanges to book per pod served as well ([`TrackerView::workloads`]): a hash
+    /// lookup and two histogram records per exchange, for a consumer that shows them.
+    pub per_workload: PerWorkload,
+}
+
+/// Which proxies' exchanges the per-workload book holds ([`TrackerConfig::per_workload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerWorkload {
+    /// None.
+    Off,
+    /// Every proxy's (a window's report picks the node proxies among them).
+    All,
+    /// Only node proxies': a proxy is one from its exchange for a second pod on. A sidecar
+    /// serves one pod, whose rows would repeat its hops; a node proxy's exchanges before its
+    /// second pod are counted ([`TrackerView::workload_unbooked`]), not booked.
+    NodeProxies,
+}
+
+/// The pods a proxy has served so far, as far as [`PerWorkload::NodeProxies`] needs them.
+#[derive(Debug, Clone, Copy)]
+enum Served {
+    /// One pod, and the exchanges for it not booked.
+    One(std::net::IpAddr, u64),
+    /// More than one: a node proxy.
+    Many,
 }
 
 impl Default for TrackerConfig {
@@ -67,7 +89,7 @@ impl Default for TrackerConfig {
             rescan_every: Duration::from_secs(2),
             sample_every: Duration::from_secs(1),
             with_pss: false,
-            per_workload: true,
+            per_workload: PerWorkload::All,
         }
     }
 }
@@ -185,8 +207,11 @@ pub struct TrackerView {
     /// Hops per workload served and peer, for every proxy whose exchanges name pods (same
     /// window as `sides`).
     pub workloads: Vec<WorkloadHops>,
-    /// Exchanges left out of `workloads`: beyond its row limit.
+    /// Exchanges left out of `workloads`: beyond its row limit (cumulative).
     pub workload_overflow: u64,
+    /// Exchanges of a node proxy from before its second pod, left out of `workloads` under
+    /// [`PerWorkload::NodeProxies`] (cumulative).
+    pub workload_unbooked: u64,
     /// Probe losses (ring buffer, map inserts, kernel reads, evicted state, undecodable
     /// records).
     pub loss: LossCounters,
@@ -335,9 +360,31 @@ struct HopBook {
     workloads: HashMap<(usize, Direction, std::net::IpAddr, std::net::IpAddr), WorkloadRow>,
     /// Exchanges beyond the row limit.
     workload_overflow: u64,
+    /// Pods each proxy served ([`PerWorkload::NodeProxies`]).
+    served: HashMap<usize, Served>,
+    /// Exchanges of node proxies from before their second pod.
+    workload_unbooked: u64,
 }
 
 impl HopBook {
+    /// Whether proxy `idx`, seen serving `served`, has served more than one pod: from that
+    /// exchange on. The exchanges before are counted in `workload_unbooked`.
+    fn node_proxy(&mut self, idx: usize, served: std::net::IpAddr) -> bool {
+        let s = self.served.entry(idx).or_insert(Served::One(served, 0));
+        match s {
+            Served::Many => true,
+            Served::One(first, n) if *first == served => {
+                *n += 1;
+                false
+            }
+            Served::One(_, n) => {
+                self.workload_unbooked += *n;
+                *s = Served::Many;
+                true
+            }
+        }
+    }
+
     /// Records `ns` (values beyond the histogram's range are clamped, not lost).
     fn record(&mut self, m: Measure, slot: HopSlot, ns: u64) {
         let map = match m {
@@ -569,12 +616,13 @@ impl Tracker {
                 self.book.record(Measure::Wait, (idx, direction, leg), wait);
             }
         }
-        if let Some((served, peer)) = self
-            .cfg
-            .per_workload
-            .then(|| hops::workloads(x, direction))
-            .flatten()
-        {
+        let workload = match self.cfg.per_workload {
+            PerWorkload::Off => None,
+            mode => hops::workloads(x, direction).filter(|(served, _)| {
+                mode == PerWorkload::All || self.book.node_proxy(idx, *served)
+            }),
+        };
+        if let Some((served, peer)) = workload {
             let key = (idx, direction, served, peer);
             let book = &mut self.book;
             if book.workloads.len() < MAX_WORKLOAD_ROWS || book.workloads.contains_key(&key) {
@@ -739,6 +787,23 @@ impl Tracker {
             .collect()
     }
 
+    /// Hands over the per-workload rows booked since the start or the previous call (as
+    /// [`Tracker::take_hops`] does for hops); their row limit then starts again.
+    pub fn take_workloads(&mut self) -> Vec<WorkloadHops> {
+        std::mem::take(&mut self.book.workloads)
+            .into_iter()
+            .map(|((idx, direction, served, peer), r)| WorkloadHops {
+                proxy: self.proxy_ids[idx].clone(),
+                direction,
+                served,
+                peer,
+                exchanges: r.exchanges,
+                request: r.request,
+                response: r.response,
+            })
+            .collect()
+    }
+
     /// Hands over TCP's round-trip estimates recorded since the start or the previous call
     /// (as [`Tracker::take_legs`]).
     pub fn take_estimates(&mut self) -> BTreeMap<(ProxyId, Peer), RttEstimates> {
@@ -868,6 +933,7 @@ impl Tracker {
                 })
                 .collect(),
             workload_overflow: self.book.workload_overflow,
+            workload_unbooked: self.book.workload_unbooked,
             loss: LossCounters {
                 ..self.loss.clone()
             },

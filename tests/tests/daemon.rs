@@ -548,6 +548,15 @@ fn prometheus_on_the_daemon_agrees_with_top_on_the_envoy_lab() {
         let text = d.metrics();
         assert!(text.contains("smp_hop_duration_seconds_bucket"), "{text}");
         promtool_check_metrics(&promtool, &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        // A sidecar serves one pod: no per-workload rows (they would repeat its hops), and
+        // nothing counted as left out of them.
+        assert!(!text.contains("smp_workload_exchanges_total{"), "{text}");
+        assert!(
+            samples(&text, "smp_workload_exchanges_dropped_total", &[])
+                .iter()
+                .all(|(_, v)| *v == 0.0),
+            "{text}"
+        );
         let targets = p.targets();
         assert!(targets.iter().all(|(_, h, _)| h == "up"), "{targets:?}");
 
@@ -1032,4 +1041,119 @@ fn wait_for_line(r: impl std::io::Read + Send + 'static, needle: &str) {
         }
     }
     panic!("the process ended before printing {needle:?}");
+}
+
+/// Istio ambient's node proxy on Prometheus, per workload (issue 20): the daemon follows the
+/// lab's shared ztunnel, which serves both pods; a load from a process in the client pod
+/// shows up as one row per (direction, pod served, peer), each pod named by its network
+/// namespace (the lab's pods have no pod cgroup), with its exchanges, its hops and its share
+/// of ztunnel's CPU, which together never exceed ztunnel's own; the exposition lints clean.
+#[test]
+fn a_shared_ztunnel_is_exported_per_workload() {
+    let name = "a_shared_ztunnel_is_exported_per_workload";
+    if !require_root(name) || !smp_tests::require_ztunnel(name) {
+        return;
+    }
+    let Some(promtool) = require_tool("promtool", name, INSTALL) else {
+        return;
+    };
+    let mut cfg = lab_config("dzwl", ProxyKind::Ztunnel, false);
+    cfg.ztunnel_mode = smp_agent::lab::config::ZtunnelMode::Shared;
+    with_lab(&cfg, |info| {
+        let mut d = Daemon::spawn(&["--proxy-name", "ztunnel"]);
+        d.wait_ready();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &info.client_netns])
+            .arg(agent_bin())
+            .args([
+                "load",
+                "--rate",
+                "100",
+                "--connections",
+                "8",
+                "--duration",
+                "3s",
+            ])
+            .args(["--warmup", "0s", "--no-progress", "--output", "json"])
+            .arg(&info.meshed_url)
+            .output()
+            .expect("smp-agent load");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let res: Value = serde_json::from_slice(&out.stdout).expect("load json");
+        let sent = res["requests"].as_u64().expect("requests");
+        assert!(sent >= 290, "{res}");
+        let (client, server) = (info.client_netns.as_str(), info.server_netns.as_str());
+        let rows = [("outbound", client, server), ("inbound", server, client)];
+        for (direction, pod, peer) in rows {
+            let labels = [
+                ("direction", direction),
+                ("workload_pod", pod),
+                ("peer_pod", peer),
+            ];
+            d.wait_metric("smp_workload_exchanges_total", &labels, |v| {
+                v >= 0.99 * sent as f64
+            });
+        }
+        // One more interval: every figure of the last one is in.
+        std::thread::sleep(Duration::from_secs(2));
+        let text = d.metrics();
+        promtool_check_metrics(&promtool, &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let one = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            let s = samples(&text, name, labels);
+            assert_eq!(s.len(), 1, "{name}{labels:?}: {s:?}\n{text}");
+            s[0].1
+        };
+        let mut cpu = 0.0;
+        for (direction, pod, peer) in rows {
+            let l = [
+                ("direction", direction),
+                ("workload_pod", pod),
+                ("peer_pod", peer),
+            ];
+            let n = one("smp_workload_exchanges_total", &l);
+            assert!(
+                n <= sent as f64 && n >= 0.99 * sent as f64,
+                "{direction}: {n} of {sent}"
+            );
+            for leg in ["request", "response"] {
+                let mut hl = l.to_vec();
+                hl.push(("leg", leg));
+                assert_eq!(
+                    one("smp_workload_hop_duration_seconds_count", &hl),
+                    n,
+                    "{direction} {leg}"
+                );
+            }
+            let c = one("smp_workload_cpu_seconds_total", &l);
+            assert!(c > 0.0, "{direction}: no CPU apportioned");
+            cpu += c;
+        }
+        let proxy_cpu: f64 = samples(
+            &text,
+            "smp_proxy_cpu_seconds_total",
+            &[("proxy", "ztunnel")],
+        )
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+        assert!(
+            cpu <= proxy_cpu + 1e-6 && cpu >= 0.5 * proxy_cpu,
+            "{cpu} of {proxy_cpu}"
+        );
+        for (reason, max) in [
+            ("row_limit", 0.0),
+            ("series_limit", 0.0),
+            ("before_second_pod", 8.0),
+        ] {
+            let v = one(
+                "smp_workload_exchanges_dropped_total",
+                &[("reason", reason)],
+            );
+            assert!(v <= max, "{reason}: {v}");
+        }
+    });
 }

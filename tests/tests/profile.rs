@@ -717,12 +717,25 @@ fn profile_node_ztunnel(
     let set = ResultSet::read_from_dir(&dir, Strictness::Strict).expect("strict re-read");
     let _ = std::fs::remove_dir_all(&dir);
     let d = set.details.expect("details");
-    let pods: Vec<String> = [info.client_addr, info.server_addr]
+    // Outside the lab's own names, each pod is named by what holds its address on the node:
+    // here the lab's network namespaces (a pod's UID in a cluster).
+    let addresses: Vec<String> = [info.client_addr, info.server_addr]
         .iter()
         .map(ToString::to_string)
         .collect();
-    let served: Vec<&str> = d.workloads.iter().map(|w| w.workload.as_str()).collect();
-    assert_eq!(served, pods, "pods by address when the run knows no names");
+    let served: Vec<(&str, &str)> = d
+        .workloads
+        .iter()
+        .map(|w| (w.workload.as_str(), w.address.as_str()))
+        .collect();
+    assert_eq!(
+        served,
+        [
+            (info.client_netns.as_str(), addresses[0].as_str()),
+            (info.server_netns.as_str(), addresses[1].as_str())
+        ],
+        "pods named by their namespaces"
+    );
     d
 }
 

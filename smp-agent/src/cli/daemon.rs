@@ -34,16 +34,17 @@ use super::daemon_config::{DaemonArgs, DaemonConfig, KubeMode};
 use crate::{
     aggregate::hops::Leg,
     duration,
+    host::addresses::AddressBook,
     metrics::{
         server::MetricsServer, AgentUsage, HopSample, LegSample, NodeMetrics, NodeSnapshot,
-        ProxySample,
+        ProxySample, WorkloadDrops, WorkloadRef, WorkloadSample,
     },
     proxy::{
         discovery::ProxyScope,
         kube::{KubeClient, KubeError, PodRef},
         ProxyChange, ProxyId,
     },
-    tracker::{ProxyHopKey, Tracker, TrackerConfig, TrackerView},
+    tracker::{PerWorkload, ProxyHopKey, Tracker, TrackerConfig, TrackerView, WorkloadHops},
 };
 
 /// Arguments of `daemon` (they live with the configuration they feed).
@@ -99,8 +100,8 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         // sampling would only read every map a second time per interval.
         sample_every: OWN_SAMPLING_OFF,
         with_pss: false,
-        // The metrics have no per-pod series yet: no per-pod book to pay for per exchange.
-        per_workload: false,
+        // Per-pod series for node proxies only: a sidecar's one pod repeats its hops.
+        per_workload: PerWorkload::NodeProxies,
     };
     let mut tracker = tokio::select! {
         t = Tracker::start(tracker_config) => t?,
@@ -113,7 +114,14 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let pods = kube.map(|client| PodNames::start(client, config.node_name.clone(), POD_REFRESH));
     let mut builder = SnapshotBuilder::default();
     // The first scan's changes are logged below as the proxies found.
-    let (snap, first) = take_snapshot(&mut tracker, &mut builder, pods.as_ref(), drop);
+    let mut addresses = AddressBook::default();
+    let (snap, first) = take_snapshot(
+        &mut tracker,
+        &mut builder,
+        pods.as_ref(),
+        &mut addresses,
+        drop,
+    );
     metrics.update(&snap);
     server.set_ready(true);
     tracing::info!(
@@ -147,7 +155,13 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
         if let Err(e) = tracker.sample() {
             break Err(e);
         }
-        let (snap, _) = take_snapshot(&mut tracker, &mut builder, pods.as_ref(), log_changes);
+        let (snap, _) = take_snapshot(
+            &mut tracker,
+            &mut builder,
+            pods.as_ref(),
+            &mut addresses,
+            log_changes,
+        );
         metrics.update(&snap);
         over_limit.check(metrics.over_limit(), config.max_proxies);
     };
@@ -166,25 +180,33 @@ pub async fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// This interval's snapshot, and the view it was built from. The hops, network legs and
-/// RTT estimates since the previous snapshot and the change log are taken first (the view
-/// then has none to copy); `changes` gets the log.
+/// This interval's snapshot, and the view it was built from. The hops, network legs, RTT
+/// estimates and per-workload rows since the previous snapshot and the change log are taken
+/// first (the view then has none to copy); `changes` gets the log.
 fn take_snapshot(
     tracker: &mut Tracker,
     builder: &mut SnapshotBuilder,
     pods: Option<&PodNames>,
+    addresses: &mut AddressBook,
     changes: impl FnOnce(Vec<(Duration, ProxyChange)>),
 ) -> (NodeSnapshot, TrackerView) {
     let hops = tracker.take_hops();
     let legs = tracker.take_legs();
+    let workloads = tracker.take_workloads();
     let estimates = tracker.take_estimates();
     changes(tracker.take_changes());
     let view = tracker.view();
     if let Some(p) = pods {
         p.ask_for_unknown(&view);
     }
-    let mut snap = builder.build(&view, hops, &pods_now(pods));
+    let pods = pods_now(pods);
+    let mut snap = builder.build(&view, hops, &pods);
     snap.legs = leg_samples(legs);
+    snap.workloads = workload_samples(workloads, addresses, &pods);
+    snap.workload_drops = WorkloadDrops {
+        row_limit: view.workload_overflow,
+        before_second_pod: view.workload_unbooked,
+    };
     snap.estimates = estimates
         .into_iter()
         .map(|((id, peer), e)| (id, peer, e))
@@ -417,6 +439,51 @@ async fn refresh_pods<F, Fut>(
 fn pods_now(p: Option<&PodNames>) -> HashMap<String, PodRef> {
     p.map(|p| p.known.lock().unwrap_or_else(|e| e.into_inner()).clone())
         .unwrap_or_default()
+}
+
+/// The per-workload rows booked since the previous snapshot ([`Tracker::take_workloads`]),
+/// each address named by the pod that holds it ([`workload_ref`]).
+pub fn workload_samples(
+    rows: Vec<WorkloadHops>,
+    addresses: &mut AddressBook,
+    pods: &HashMap<String, PodRef>,
+) -> Vec<WorkloadSample> {
+    rows.into_iter()
+        .map(|r| WorkloadSample {
+            served: workload_ref(r.served, addresses, pods),
+            peer: workload_ref(r.peer, addresses, pods),
+            proxy: r.proxy,
+            direction: r.direction,
+            exchanges: r.exchanges,
+            request: r.request,
+            response: r.response,
+        })
+        .collect()
+}
+
+/// An address as a workload: the pod holding it by name (API server) or UID (its cgroup),
+/// else the name of its network namespace, else the address alone.
+pub fn workload_ref(
+    a: std::net::IpAddr,
+    addresses: &mut AddressBook,
+    pods: &HashMap<String, PodRef>,
+) -> WorkloadRef {
+    let Some(owner) = addresses.owner(a) else {
+        return WorkloadRef::address(a);
+    };
+    let (pod, namespace) = match (&owner.pod_uid, &owner.netns_name) {
+        (Some(uid), _) => match pods.get(uid) {
+            Some(p) => (p.name.clone(), p.namespace.clone()),
+            None => (uid.clone(), String::new()),
+        },
+        (None, Some(name)) => (name.clone(), String::new()),
+        (None, None) => (String::new(), String::new()),
+    };
+    WorkloadRef {
+        address: a,
+        pod,
+        namespace,
+    }
 }
 
 /// The network legs joined since the previous snapshot ([`Tracker::take_legs`]), as the

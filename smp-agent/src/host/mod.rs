@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+pub mod addresses;
 pub mod sockets;
 
 /// Capabilities the agent needs or may use (bit numbers from `linux/capability.h`).

@@ -81,9 +81,11 @@ pub mod buckets;
 pub mod exposition;
 pub mod server;
 pub mod synthetic;
+pub mod workloads;
 
 pub use buckets::HOP_BUCKETS_SECONDS;
 pub use exposition::Format;
+pub use workloads::{WorkloadDrops, WorkloadRef, WorkloadSample, MAX_WORKLOAD_ROWS};
 
 use buckets::BucketCounts;
 
@@ -108,6 +110,10 @@ pub struct NodeSnapshot {
     /// TCP's round-trip estimates of each proxy's upstream connections since the previous
     /// update, by where the peer is.
     pub estimates: Vec<(ProxyId, Peer, RttEstimates)>,
+    /// Node proxies' exchanges per workload since the previous update.
+    pub workloads: Vec<WorkloadSample>,
+    /// Exchanges the tracker kept out of `workloads`, cumulative.
+    pub workload_drops: WorkloadDrops,
 }
 
 /// Network leg latencies from one proxy to another observed since the previous update
@@ -420,6 +426,35 @@ impl ProxyState {
     }
 }
 
+/// Labels of a node proxy's workload row: the proxy's, the direction, both workloads.
+#[expect(
+    clippy::type_complexity,
+    reason = "a label set is nested pairs of arrays"
+)]
+fn workload_labels<'a>(
+    p: &'a ProxyState,
+    direction: Direction,
+    w: &workloads::WorkloadState,
+) -> (
+    (
+        [(&'static str, &'a str); 4],
+        [(&'static str, &'static str); 1],
+    ),
+    [(&'static str, String); 6],
+) {
+    (
+        (p.labels(), [("direction", direction.name())]),
+        [
+            ("workload_address", w.served.address.to_string()),
+            ("workload_pod", w.served.pod.clone()),
+            ("workload_namespace", w.served.namespace.clone()),
+            ("peer_address", w.peer.address.to_string()),
+            ("peer_pod", w.peer.pod.clone()),
+            ("peer_namespace", w.peer.namespace.clone()),
+        ],
+    )
+}
+
 #[derive(Debug, Clone)]
 struct State {
     opts: MetricsOptions,
@@ -433,6 +468,8 @@ struct State {
     /// not exported, or [`MAX_LEG_SERIES`] pairs are.
     legs_dropped: u64,
     paths: PathCounts,
+    /// Node proxies' rows per workload.
+    workloads: workloads::WorkloadBook,
     over_limit: usize,
     agent: AgentUsage,
     updates: u64,
@@ -469,6 +506,7 @@ impl NodeMetrics {
             legs: BTreeMap::new(),
             legs_dropped: 0,
             paths: PathCounts::default(),
+            workloads: workloads::WorkloadBook::default(),
             over_limit: 0,
             agent: AgentUsage::default(),
             updates: 0,
@@ -496,6 +534,11 @@ impl NodeMetrics {
         st.last_update = Some(SystemTime::now());
         let mut seen = HashSet::new();
         let mut over = 0;
+        let cpu_before: BTreeMap<ProxyId, f64> = st
+            .proxies
+            .iter()
+            .map(|(id, p)| (id.clone(), p.cpu_seconds))
+            .collect();
         for s in &snap.proxies {
             if !seen.insert(&s.id) {
                 tracing::debug!(proxy = %s.id, "duplicate proxy in snapshot ignored");
@@ -522,6 +565,16 @@ impl NodeMetrics {
             }
         }
         st.hops_dropped += snap.unattributed_hops;
+        let proxies = &st.proxies;
+        st.workloads.update(
+            &snap.workloads,
+            snap.workload_drops,
+            |id| {
+                let now = proxies.get(id)?.cpu_seconds;
+                Some(now - cpu_before.get(id).copied().unwrap_or(0.0))
+            },
+            now,
+        );
         for l in &snap.legs {
             let key = (l.source.clone(), l.destination.clone(), l.leg);
             let exported = st.proxies.contains_key(&l.source)
@@ -559,6 +612,8 @@ impl NodeMetrics {
         let proxies = &st.proxies;
         st.legs
             .retain(|(a, b, _), _| proxies.contains_key(a) && proxies.contains_key(b));
+        st.workloads
+            .forget(|p| proxies.contains_key(p), forget_after, now);
     }
 
     /// The registry (to encode with other tools).
@@ -903,6 +958,57 @@ impl Collector for NodeCollector {
             PATH_OUTCOMES
                 .iter()
                 .map(|(outcome, f)| ([("outcome", *outcome)], Value::Counter(f(&st.paths)))),
+        )?;
+        let rows: Vec<_> = st
+            .workloads
+            .rows
+            .iter()
+            .filter_map(|((id, direction, ..), w)| Some((st.proxies.get(id)?, *direction, w)))
+            .collect();
+        family(
+            enc,
+            "smp_workload_hop_duration",
+            "A node proxy's hops (Istio ambient's ztunnel) for one workload it serves, toward one peer: as smp_hop_duration, split by pod.",
+            Some(&SECONDS),
+            MetricType::Histogram,
+            rows.iter().flat_map(|(p, d, w)| {
+                [(Leg::Request, &w.request), (Leg::Response, &w.response)]
+                    .into_iter()
+                    .map(move |(leg, b)| {
+                        (
+                            (workload_labels(p, *d, w), [("leg", leg.name())]),
+                            Value::Histogram(b),
+                        )
+                    })
+            }),
+        )?;
+        family(
+            enc,
+            "smp_workload_exchanges",
+            "A node proxy's exchanges (request and response) for one workload it serves, toward one peer.",
+            None,
+            MetricType::Counter,
+            rows.iter()
+                .map(|(p, d, w)| (workload_labels(p, *d, w), Value::Counter(w.exchanges))),
+        )?;
+        family(
+            enc,
+            "smp_workload_cpu",
+            "A node proxy's CPU time apportioned to one workload and peer by its share of the proxy's exchanges in each interval (CPU of intervals without exchanges is not apportioned).",
+            Some(&SECONDS),
+            MetricType::Counter,
+            rows.iter()
+                .map(|(p, d, w)| (workload_labels(p, *d, w), Value::CounterF(w.cpu_seconds))),
+        )?;
+        family(
+            enc,
+            "smp_workload_exchanges_dropped",
+            "A node proxy's exchanges left out of the per-workload series, by reason: row_limit (the agent's rows of one interval), before_second_pod (before the proxy served a second pod), series_limit (beyond the exported rows, or the proxy is not exported).",
+            None,
+            MetricType::Counter,
+            st.workloads
+                .drops()
+                .map(|(reason, v)| ([("reason", reason)], Value::Counter(v))),
         )?;
         single(
             enc,

@@ -229,7 +229,7 @@ fn both_formats_parse() {
             "{f} is not in docs/metrics.md"
         );
     }
-    assert_eq!(families.len(), 22, "{families:?}");
+    assert_eq!(families.len(), 23, "{families:?}");
 }
 
 #[test]
@@ -436,11 +436,11 @@ fn label_cardinality_is_bounded() {
     assert_eq!(values["le"].len(), HOP_BUCKETS_SECONDS.len() + 1);
     assert_eq!(
         values["reason"].len(),
-        UNPAIRED_REASONS.len() + LOSS_REASONS.len()
+        UNPAIRED_REASONS.len() + LOSS_REASONS.len() + workloads::DROP_REASONS.len()
     );
     // Per proxy: 6 single series + 6 unpaired reasons + 6 hop kinds × 28; plus node series.
     let per_proxy = 6 + UNPAIRED_REASONS.len() + 6 * (HOP_BUCKETS_SECONDS.len() + 3);
-    let node = 9 + LOSS_REASONS.len() + PATH_OUTCOMES.len();
+    let node = 9 + LOSS_REASONS.len() + PATH_OUTCOMES.len() + workloads::DROP_REASONS.len();
     assert_eq!(t.len(), 50 * per_proxy + node);
 }
 
@@ -697,4 +697,116 @@ fn network_leg_series_are_bounded_and_the_rest_counted() {
         value(&t, "smp_network_leg_observations_dropped_total", &[]),
         Some((40 * 39 * 2 - MAX_LEG_SERIES) as f64)
     );
+}
+
+/// A node proxy's rows: hop histograms, exchanges and CPU per (direction, pod served, peer),
+/// labelled with the proxy and both pods; the proxy's CPU gained in an interval is apportioned
+/// over its rows by exchanges; rows beyond the bound and the tracker's drops are counted by
+/// reason; rows go with their proxy.
+#[test]
+fn a_node_proxys_workloads_are_exported_per_pod_with_their_share_of_cpu() {
+    let m = NodeMetrics::new(MetricsOptions::default());
+    let z = host_proxy(&["ztunnel", "--node"]);
+    let pod = |a: [u8; 4], name: &str, ns: &str| WorkloadRef {
+        address: a.into(),
+        pod: name.into(),
+        namespace: ns.into(),
+    };
+    let (client, server) = (
+        pod([10, 77, 0, 1], "client", "lab"),
+        pod([10, 77, 0, 2], "server", "lab"),
+    );
+    let row = |direction, served: &WorkloadRef, peer: &WorkloadRef, n: usize, ns: u64| {
+        let h = HopSample::from_ns(z.clone(), direction, Leg::Request, &vec![ns; n]).histogram;
+        WorkloadSample {
+            proxy: z.clone(),
+            direction,
+            served: served.clone(),
+            peer: peer.clone(),
+            exchanges: n as u64,
+            request: h.clone(),
+            response: h,
+        }
+    };
+    let snap = |cpu: f64, workloads, drops| NodeSnapshot {
+        proxies: vec![ProxySample {
+            cpu_seconds: cpu,
+            ..ProxySample::new(z.clone())
+        }],
+        workloads,
+        workload_drops: drops,
+        ..NodeSnapshot::default()
+    };
+    // 3 exchanges out, 1 in: 2 s of CPU, 1.5 and 0.5. Then 1 s more, all outbound.
+    m.update(&snap(
+        2.0,
+        vec![
+            row(Direction::Outbound, &client, &server, 3, 30_000),
+            row(Direction::Inbound, &server, &client, 1, 30_000),
+        ],
+        WorkloadDrops {
+            row_limit: 0,
+            before_second_pod: 1,
+        },
+    ));
+    m.update(&snap(
+        3.0,
+        vec![row(Direction::Outbound, &client, &server, 2, 30_000)],
+        WorkloadDrops::default(),
+    ));
+    let text = m.encode(Format::PrometheusText);
+    let l = |d: &str, w: &WorkloadRef, p: &WorkloadRef| {
+        format!(
+            "proxy=\"envoy\",proxy_id=\"{z}\",pod=\"\",namespace=\"\",direction=\"{d}\",workload_address=\"{}\",workload_pod=\"{}\",workload_namespace=\"lab\",peer_address=\"{}\",peer_pod=\"{}\",peer_namespace=\"lab\"",
+            w.address, w.pod, p.address, p.pod
+        )
+    };
+    let (out, inb) = (
+        l("outbound", &client, &server),
+        l("inbound", &server, &client),
+    );
+    for want in [
+        format!("smp_workload_exchanges_total{{{out}}} 5"),
+        format!("smp_workload_exchanges_total{{{inb}}} 1"),
+        format!("smp_workload_cpu_seconds_total{{{out}}} 2.5"),
+        format!("smp_workload_cpu_seconds_total{{{inb}}} 0.5"),
+        format!("smp_workload_hop_duration_seconds_count{{{out},leg=\"request\"}} 5"),
+        format!("smp_workload_hop_duration_seconds_count{{{inb},leg=\"response\"}} 1"),
+        "smp_workload_exchanges_dropped_total{reason=\"before_second_pod\"} 1".to_string(),
+        "smp_workload_exchanges_dropped_total{reason=\"series_limit\"} 0".to_string(),
+    ] {
+        assert!(
+            text.lines().any(|line| line == want),
+            "missing line {want}\n{text}"
+        );
+    }
+    check_histograms(&parse(&text, Format::PrometheusText));
+    // Bounded: one proxy serving many pods fills the rows, the rest is counted.
+    let many: Vec<_> = (0..(MAX_WORKLOAD_ROWS + 10) as u32)
+        .map(|i| {
+            let a = pod((0x0a00_0000 + i).to_be_bytes(), "", "");
+            row(Direction::Inbound, &a, &client, 2, 30_000)
+        })
+        .collect();
+    m.update(&snap(4.0, many, WorkloadDrops::default()));
+    let t = parse(&m.encode(Format::PrometheusText), Format::PrometheusText);
+    let rows = t
+        .iter()
+        .filter(|s| s.name == "smp_workload_exchanges_total")
+        .count();
+    assert_eq!(rows, MAX_WORKLOAD_ROWS);
+    assert_eq!(
+        value(
+            &t,
+            "smp_workload_exchanges_dropped_total",
+            &[("reason", "series_limit")]
+        ),
+        Some(((10 + 2) * 2) as f64),
+        "138 new rows, room for 126: 12 rows of 2 exchanges counted"
+    );
+    // The proxy forgotten, its rows go.
+    let later = Instant::now() + MetricsOptions::default().forget_after + Duration::from_secs(1);
+    m.update_at(&NodeSnapshot::default(), later);
+    let text = m.encode(Format::PrometheusText);
+    assert!(!text.contains("smp_workload_exchanges_total{"), "{text}");
 }

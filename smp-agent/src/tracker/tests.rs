@@ -123,3 +123,24 @@ fn a_proxy_found_mid_window_counts_from_when_it_was_found() {
     assert_eq!(w[0].requests, 100);
     assert!((w[0].cpu.cpu_seconds - 0.5).abs() < 1e-9);
 }
+
+/// [`PerWorkload::NodeProxies`]: a proxy serving one pod (a sidecar) is never a node proxy,
+/// however many exchanges; one serving a second pod is from then on, and its exchanges for
+/// the first pod before that are counted, not lost silently.
+#[test]
+fn a_proxy_is_a_node_proxy_from_its_second_pod_on() {
+    let mut book = HopBook::default();
+    let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    for _ in 0..3 {
+        assert!(!book.node_proxy(0, a), "a sidecar's one pod");
+    }
+    assert!(!book.node_proxy(1, b), "another proxy's first pod");
+    assert_eq!(book.workload_unbooked, 0);
+    assert!(book.node_proxy(0, b), "its second pod");
+    assert_eq!(
+        book.workload_unbooked, 3,
+        "the first pod's exchanges before"
+    );
+    assert!(book.node_proxy(0, a) && book.node_proxy(0, b));
+    assert_eq!(book.workload_unbooked, 3);
+}
