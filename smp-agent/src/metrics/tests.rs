@@ -781,6 +781,25 @@ fn a_node_proxys_workloads_are_exported_per_pod_with_their_share_of_cpu() {
         );
     }
     check_histograms(&parse(&text, Format::PrometheusText));
+    // An interval whose scan missed the pods (their processes gone) keeps the names known.
+    let unnamed = |w: &WorkloadRef| WorkloadRef::address(w.address);
+    m.update(&snap(
+        3.0,
+        vec![row(
+            Direction::Inbound,
+            &unnamed(&server),
+            &unnamed(&client),
+            1,
+            30_000,
+        )],
+        WorkloadDrops::default(),
+    ));
+    let text = m.encode(Format::PrometheusText);
+    let want = format!("smp_workload_exchanges_total{{{inb}}} 2");
+    assert!(
+        text.lines().any(|l| l == want),
+        "missing line {want}\n{text}"
+    );
     // Bounded: one proxy serving many pods fills the rows, the rest is counted.
     let many: Vec<_> = (0..(MAX_WORKLOAD_ROWS + 10) as u32)
         .map(|i| {

@@ -145,9 +145,13 @@ impl WorkloadBook {
                 cpu_seconds: 0.0,
                 last_seen: now,
             });
-            // A pod name found later names the row from then on.
-            row.served = s.served.clone();
-            row.peer = s.peer.clone();
+            // A pod name found later names the row from then on; a name once known stays
+            // (a later scan may miss a pod whose processes are gone).
+            for (mine, new) in [(&mut row.served, &s.served), (&mut row.peer, &s.peer)] {
+                if !new.pod.is_empty() {
+                    mine.clone_from(new);
+                }
+            }
             row.exchanges += s.exchanges;
             row.request.add_hdr(&s.request);
             row.response.add_hdr(&s.response);
