@@ -345,7 +345,8 @@ fn served_pods(view: &TrackerView, proxy: &crate::proxy::ProxyId) -> usize {
 }
 
 /// The per-workload rows of every node proxy (a proxy that served more than one pod), with its
-/// CPU apportioned by each row's share of its exchanges.
+/// CPU apportioned by each row's share of its exchanges and its memory by each row's share of
+/// its connections.
 fn workload_shares(
     plan: &Plan,
     windows: &[ProxyWindow],
@@ -375,6 +376,8 @@ fn workload_shares(
             continue;
         }
         let total: u64 = view.workloads_of(&w.proxy).map(|r| r.exchanges).sum();
+        let connections: u64 = view.workloads_of(&w.proxy).map(|r| r.connections).sum();
+        let mem_mb = w.memory.as_ref().map_or(0.0, |m| m.mem_mb);
         let mut rows: Vec<_> = view.workloads_of(&w.proxy).collect();
         rows.sort_by_key(|r| (r.served, r.direction, r.peer));
         for r in rows {
@@ -395,6 +398,8 @@ fn workload_shares(
                 } else {
                     0.0
                 },
+                connections: r.connections,
+                mem_mb: mem_mb * r.connections as f64 / connections.max(1) as f64,
             });
         }
     }

@@ -41,6 +41,8 @@ const MAX_PENDING_SENDS: usize = 65_536;
 /// Rows of the per-workload book ([`WorkloadHops`]): (proxy, direction, served pod, peer)
 /// combinations kept; exchanges of further ones are counted, not kept.
 const MAX_WORKLOAD_ROWS: usize = 256;
+/// Connections a per-workload row tells apart at most ([`WorkloadHops::connections`]).
+pub const MAX_ROW_CONNECTIONS: usize = 4096;
 
 /// Longest time a kernel event waits in the ring buffer before the tracker reads it.
 pub const EVENT_BATCH_PERIOD: Duration = Duration::from_millis(10);
@@ -116,6 +118,11 @@ pub struct WorkloadHops {
     pub exchanges: u64,
     pub request: Histogram<u64>,
     pub response: Histogram<u64>,
+    /// Connections its exchanges went through: distinct (downstream, upstream) pairs, at
+    /// most [`MAX_ROW_CONNECTIONS`]. The basis on which a node proxy's memory is
+    /// apportioned to the workloads it serves: a proxy holds buffers per connection, not per
+    /// request.
+    pub connections: u64,
 }
 
 /// A [`WorkloadHops`] row in the making (keyed by proxy index).
@@ -124,6 +131,8 @@ struct WorkloadRow {
     exchanges: u64,
     request: Histogram<u64>,
     response: Histogram<u64>,
+    /// Hashes of the (downstream, upstream) endpoints of its exchanges.
+    connections: std::collections::HashSet<u64>,
 }
 
 impl WorkloadRow {
@@ -134,6 +143,45 @@ impl WorkloadRow {
             exchanges: 0,
             request: h(),
             response: h(),
+            connections: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Books exchange `x`.
+    fn record(&mut self, x: &Exchange) {
+        use std::hash::{Hash, Hasher};
+        self.exchanges += 1;
+        self.request.saturating_record(x.request_hop_ns().max(1));
+        self.response.saturating_record(x.response_hop_ns().max(1));
+        if self.connections.len() < MAX_ROW_CONNECTIONS {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                x.downstream.local,
+                x.downstream.remote,
+                x.upstream.local,
+                x.upstream.remote,
+            )
+                .hash(&mut h);
+            self.connections.insert(h.finish());
+        }
+    }
+
+    fn hops(
+        &self,
+        proxy: ProxyId,
+        direction: Direction,
+        served: std::net::IpAddr,
+        peer: std::net::IpAddr,
+    ) -> WorkloadHops {
+        WorkloadHops {
+            proxy,
+            direction,
+            served,
+            peer,
+            exchanges: self.exchanges,
+            request: self.request.clone(),
+            response: self.response.clone(),
+            connections: self.connections.len() as u64,
         }
     }
 }
@@ -415,9 +463,8 @@ pub struct Tracker {
     seen: BTreeMap<ProxyId, Vec<u32>>,
     /// Hop, wait and send histograms.
     book: HopBook,
-    /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop, and
-    /// how many responses that write forwards (one HTTP/2 write may carry several).
-    pending_sends: HashMap<(u32, u64), (usize, Direction, u32)>,
+    /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop.
+    pending_sends: HashMap<(u32, u64), (usize, Direction)>,
     /// Exchanges of two proxies on this node joined into a request's path.
     paths: PathJoiner,
     proxy_ids: Vec<ProxyId>,
@@ -565,14 +612,12 @@ impl Tracker {
                 ..
             } => {
                 self.paths.sent(tid, out_ns, sent_ns);
-                if let Some((idx, direction, n)) = self.pending_sends.remove(&(tid, out_ns)) {
-                    for _ in 0..n {
-                        self.book.record(
-                            Measure::Send,
-                            (idx, direction, Leg::Response),
-                            sent_ns.saturating_sub(out_ns).max(1),
-                        );
-                    }
+                if let Some((idx, direction)) = self.pending_sends.remove(&(tid, out_ns)) {
+                    self.book.record(
+                        Measure::Send,
+                        (idx, direction, Leg::Response),
+                        sent_ns.saturating_sub(out_ns).max(1),
+                    );
                 }
                 return;
             }
@@ -629,10 +674,10 @@ impl Tracker {
             let key = (idx, direction, served, peer);
             let book = &mut self.book;
             if book.workloads.len() < MAX_WORKLOAD_ROWS || book.workloads.contains_key(&key) {
-                let row = book.workloads.entry(key).or_insert_with(WorkloadRow::new);
-                row.exchanges += 1;
-                row.request.saturating_record(x.request_hop_ns().max(1));
-                row.response.saturating_record(x.response_hop_ns().max(1));
+                book.workloads
+                    .entry(key)
+                    .or_insert_with(WorkloadRow::new)
+                    .record(x);
             } else {
                 book.workload_overflow += 1;
             }
@@ -647,9 +692,7 @@ impl Tracker {
             self.pending_sends.clear();
         }
         self.pending_sends
-            .entry((x.tid, x.resp_out_ns))
-            .or_insert((idx, direction, 0))
-            .2 += 1;
+            .insert((x.tid, x.resp_out_ns), (idx, direction));
         self.paths.exchange(idx, direction, x);
     }
 
@@ -797,14 +840,8 @@ impl Tracker {
     pub fn take_workloads(&mut self) -> Vec<WorkloadHops> {
         std::mem::take(&mut self.book.workloads)
             .into_iter()
-            .map(|((idx, direction, served, peer), r)| WorkloadHops {
-                proxy: self.proxy_ids[idx].clone(),
-                direction,
-                served,
-                peer,
-                exchanges: r.exchanges,
-                request: r.request,
-                response: r.response,
+            .map(|((idx, direction, served, peer), r)| {
+                r.hops(self.proxy_ids[idx].clone(), direction, served, peer)
             })
             .collect()
     }
@@ -927,14 +964,8 @@ impl Tracker {
                 .book
                 .workloads
                 .iter()
-                .map(|((idx, direction, served, peer), r)| WorkloadHops {
-                    proxy: self.proxy_ids[*idx].clone(),
-                    direction: *direction,
-                    served: *served,
-                    peer: *peer,
-                    exchanges: r.exchanges,
-                    request: r.request.clone(),
-                    response: r.response.clone(),
+                .map(|((idx, direction, served, peer), r)| {
+                    r.hops(self.proxy_ids[*idx].clone(), *direction, *served, *peer)
                 })
                 .collect(),
             workload_overflow: self.book.workload_overflow,

@@ -53,65 +53,6 @@ pub fn sent_stream(first: u32, last: u32, i: u32) -> Option<u32> {
     (first != 0 && i < SENT_STREAMS && id <= last).then_some(id)
 }
 
-/// Responses one write on a plain HTTP/2 downstream pairs at most ([`Answered`]): a
-/// connection's writer (Envoy's, tokio's h2) coalesces the HEADERS of responses that became
-/// ready together into one write. Each is paired as its own exchange, with the write's entry
-/// as its forward; more in one write stay unpaired (`http2`). Each pairing is walked by the
-/// verifier in every socket program: two took `smp_sys_enter` to 942 k of its 1 M
-/// instructions on 6.18.
-pub const ANSWERS_PER_WRITE: usize = 2;
-
-/// The waiting streams (their [`stream_key`]s) one downstream write answers, in the order of
-/// its frames, each once: a response's trailers in the same write are not a second answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Answered {
-    keys: [u64; ANSWERS_PER_WRITE],
-    n: u32,
-}
-
-impl Answered {
-    /// Adds stream `key` unless already there. Returns false when the write answers more
-    /// streams than [`ANSWERS_PER_WRITE`]: `key` is not kept.
-    #[inline(always)]
-    pub fn push(&mut self, key: u64) -> bool {
-        let n = self.n as usize;
-        for i in 0..ANSWERS_PER_WRITE {
-            if i < n && self.keys.get(i) == Some(&key) {
-                return true;
-            }
-        }
-        match self.keys.get_mut(n) {
-            Some(slot) => {
-                *slot = key;
-                self.n += 1;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The `i`-th stream answered, from 0.
-    #[inline(always)]
-    pub fn get(&self, i: usize) -> Option<u64> {
-        if i < self.n as usize {
-            self.keys.get(i).copied()
-        } else {
-            None
-        }
-    }
-
-    /// How many streams the write answers (at most [`ANSWERS_PER_WRITE`]).
-    #[inline(always)]
-    pub fn len(&self) -> usize {
-        self.n as usize
-    }
-
-    #[inline(always)]
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-}
-
 /// One frame's header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameHeader {

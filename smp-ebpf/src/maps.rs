@@ -162,11 +162,6 @@ pub static ZEROS: PerCpuArray<[u64; ZERO_WORDS]> = PerCpuArray::with_max_entries
 #[map]
 pub static IOV_SCRATCH: PerCpuArray<[u64; 2 * IOV_WALK]> = PerCpuArray::with_max_entries(1, 0);
 
-/// The streams a write on a plain HTTP/2 downstream answers (`probes::hop`), kept here
-/// rather than on the BPF stack.
-#[map]
-pub static H2_ANSWERED: PerCpuArray<smp_common::h2::Answered> = PerCpuArray::with_max_entries(1, 0);
-
 /// An all-zero `T` in a map value (for a map insert), if the per-CPU block is there.
 #[inline(always)]
 pub fn zeroed<T>() -> Option<&'static T> {
@@ -290,16 +285,15 @@ pub enum Wake {
     Now,
 }
 
-/// Like [`emit`], with the record filled in place in the ring (`fill` writes every field
-/// of it): a large record built on the BPF stack first costs its size there.
+/// Like [`emit`], with the record filled in place in the ring: `fill` writes every field of
+/// the reserved, uninitialised `T` through the pointer (a large record built on the BPF
+/// stack first costs its size there).
 #[inline(always)]
-pub fn emit_filled<T: 'static>(fill: impl FnOnce(&mut T), wake: Wake) -> bool {
+pub fn emit_filled<T: 'static>(fill: impl FnOnce(*mut T), wake: Wake) -> bool {
     use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
-            // SAFETY: `fill` writes every field of the reserved record before it is submitted
-            // (its callers assign each field; `T` holds plain integers only).
-            fill(unsafe { &mut *entry.as_mut_ptr() });
+            fill(entry.as_mut_ptr());
             let flags = if wake == Wake::Now
                 || EVENTS.query(u64::from(BPF_RB_AVAIL_DATA))
                     >= smp_common::event::EVENTS_WAKEUP_BYTES

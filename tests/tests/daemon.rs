@@ -1144,6 +1144,21 @@ fn a_shared_ztunnel_is_exported_per_workload() {
             cpu <= proxy_cpu + 1e-6 && cpu >= 0.5 * proxy_cpu,
             "{cpu} of {proxy_cpu}"
         );
+        // Its memory, apportioned by connections, adds up to its resident memory.
+        let memory: f64 = rows
+            .iter()
+            .map(|(direction, pod, peer)| {
+                let l = [
+                    ("direction", *direction),
+                    ("workload_pod", *pod),
+                    ("peer_pod", *peer),
+                ];
+                one("smp_workload_memory_bytes", &l)
+            })
+            .sum();
+        let rss = one("smp_proxy_resident_memory_bytes", &[("proxy", "ztunnel")]);
+        assert!(rss > 1e6, "{rss}");
+        assert!((memory - rss).abs() <= 1.0, "{memory} of {rss}");
         for (reason, max) in [
             ("row_limit", 0.0),
             ("series_limit", 0.0),

@@ -749,7 +749,11 @@ fn shared_ztunnel_lab(name: &str) -> smp_agent::lab::LabConfig {
 
 /// A shared ztunnel's CPU, apportioned to the pods it serves, sums to what the kernel charged
 /// its process (`/proc/<pid>/stat`) within 5 % (1 000 rps, so that the clock ticks of
-/// `/proc` are a small part of it).
+/// `/proc` are a small part of it). Its memory, apportioned by connections, sums to its
+/// `mem_mb`: each request crosses it twice (out of the client pod, into the server pod) on
+/// a connection of each pod, so each row counts the load's 32 connections (a few more if
+/// ztunnel pools more than one HBONE connection and an exchange is paired across them) and
+/// takes its share of the memory by them.
 #[test]
 fn shared_ztunnel_cpu_per_workload_sums_to_proc() {
     if !require_root("shared_ztunnel_cpu_per_workload_sums_to_proc")
@@ -769,6 +773,28 @@ fn shared_ztunnel_cpu_per_workload_sums_to_proc() {
             (apportioned - kernel).abs() <= 0.05 * kernel,
             "per workload {apportioned:.3} s vs /proc {kernel:.3} s"
         );
+        let usage = d
+            .sidecars
+            .iter()
+            .find(|s| s.pid == Some(pid))
+            .expect("ztunnel's usage");
+        let memory: f64 = d.workloads.iter().map(|w| w.mem_mb).sum();
+        assert!(usage.mem_mb > 1.0, "{usage:?}");
+        assert!(
+            (memory - usage.mem_mb).abs() <= 1e-6 * usage.mem_mb,
+            "per workload {memory} MB vs {} MB",
+            usage.mem_mb
+        );
+        let connections: u64 = d.workloads.iter().map(|w| w.connections).sum();
+        for w in &d.workloads {
+            eprintln!(
+                "{} {:?}: {} connections, {:.2} MB",
+                w.workload, w.direction, w.connections, w.mem_mb
+            );
+            assert!((32..=36).contains(&w.connections), "{w:?}");
+            let share = usage.mem_mb * w.connections as f64 / connections as f64;
+            assert!((w.mem_mb - share).abs() <= 1e-6 * usage.mem_mb, "{w:?}");
+        }
     });
 }
 

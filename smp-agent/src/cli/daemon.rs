@@ -457,6 +457,7 @@ pub fn workload_samples(
             exchanges: r.exchanges,
             request: r.request,
             response: r.response,
+            connections: r.connections,
         })
         .collect()
 }

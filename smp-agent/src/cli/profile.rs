@@ -615,12 +615,12 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
     }
     if !d.workloads.is_empty() {
         println!(
-            "per workload of a node proxy (CPU apportioned by exchanges)   request p50/p99     response p50/p99   exchanges  cpu"
+            "per workload of a node proxy (CPU by exchanges, memory by connections)   request p50/p99     response p50/p99   exchanges  cpu  mem"
         );
         for w in &d.workloads {
             let (q, r) = (&w.request_hop.percentiles, &w.response_hop.percentiles);
             println!(
-                "  {:<18} {:<14} {:<8} {:<10} {:>8} {:>8}   {:>8} {:>8}  {:>9}  {:.0} mcores",
+                "  {:<18} {:<14} {:<8} {:<10} {:>8} {:>8}   {:>8} {:>8}  {:>9}  {:.0} mcores  {:.1} MB ({} connections)",
                 w.proxy,
                 w.workload,
                 w.direction.name(),
@@ -633,7 +633,9 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
                 ms(r.p50),
                 ms(r.p99),
                 w.exchanges,
-                w.cpu_mcores
+                w.cpu_mcores,
+                w.mem_mb,
+                w.connections
             );
         }
     }

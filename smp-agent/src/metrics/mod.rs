@@ -1002,6 +1002,17 @@ impl Collector for NodeCollector {
         )?;
         family(
             enc,
+            "smp_workload_memory",
+            "A node proxy's resident memory apportioned to one workload and peer by its share of the connections of the proxy's exchanges in the last interval the proxy had any (a proxy holds buffers per connection, not per request).",
+            Some(&BYTES),
+            MetricType::Gauge,
+            rows.iter().map(|(p, d, w)| {
+                let bytes = p.rss_bytes as f64 * w.memory_share;
+                (workload_labels(p, *d, w), Value::GaugeF(bytes))
+            }),
+        )?;
+        family(
+            enc,
             "smp_workload_exchanges_dropped",
             "A node proxy's exchanges left out of the per-workload series, by reason: row_limit (the agent's rows of one interval), before_second_pod (before the proxy served a second pod), series_limit (beyond the exported rows, or the proxy is not exported).",
             None,

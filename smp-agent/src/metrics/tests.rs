@@ -716,6 +716,7 @@ fn a_node_proxys_workloads_are_exported_per_pod_with_their_share_of_cpu() {
         pod([10, 77, 0, 1], "client", "lab"),
         pod([10, 77, 0, 2], "server", "lab"),
     );
+    // Each row's exchanges went through one connection per exchange.
     let row = |direction, served: &WorkloadRef, peer: &WorkloadRef, n: usize, ns: u64| {
         let h = HopSample::from_ns(z.clone(), direction, Leg::Request, &vec![ns; n]).histogram;
         WorkloadSample {
@@ -726,11 +727,13 @@ fn a_node_proxys_workloads_are_exported_per_pod_with_their_share_of_cpu() {
             exchanges: n as u64,
             request: h.clone(),
             response: h,
+            connections: n as u64,
         }
     };
     let snap = |cpu: f64, workloads, drops| NodeSnapshot {
         proxies: vec![ProxySample {
             cpu_seconds: cpu,
+            rss_bytes: 8_000_000,
             ..ProxySample::new(z.clone())
         }],
         workloads,
@@ -770,6 +773,9 @@ fn a_node_proxys_workloads_are_exported_per_pod_with_their_share_of_cpu() {
         format!("smp_workload_exchanges_total{{{inb}}} 1"),
         format!("smp_workload_cpu_seconds_total{{{out}}} 2.5"),
         format!("smp_workload_cpu_seconds_total{{{inb}}} 0.5"),
+        // Memory by the last interval's connections: all outbound.
+        format!("smp_workload_memory_bytes{{{out}}} 8000000.0"),
+        format!("smp_workload_memory_bytes{{{inb}}} 0.0"),
         format!("smp_workload_hop_duration_seconds_count{{{out},leg=\"request\"}} 5"),
         format!("smp_workload_hop_duration_seconds_count{{{inb},leg=\"response\"}} 1"),
         "smp_workload_exchanges_dropped_total{reason=\"before_second_pod\"} 1".to_string(),

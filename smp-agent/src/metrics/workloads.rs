@@ -1,6 +1,7 @@
 //! A node proxy's figures per workload it serves (Istio ambient's ztunnel: one proxy for every
-//! pod of the node): hops, exchanges and CPU per (proxy, direction, pod served, peer), kept
-//! for the exposition ([`super::NodeMetrics`]). Rows are bounded; what does not fit is counted.
+//! pod of the node): hops, exchanges, CPU and memory per (proxy, direction, pod served, peer),
+//! kept for the exposition ([`super::NodeMetrics`]). Rows are bounded; what does not fit is
+//! counted.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -51,6 +52,8 @@ pub struct WorkloadSample {
     /// Request and response hops, nanoseconds.
     pub request: Histogram<u64>,
     pub response: Histogram<u64>,
+    /// Connections the exchanges went through (distinct downstream and upstream pairs).
+    pub connections: u64,
 }
 
 /// Exchanges the tracker kept out of its per-workload rows, cumulative.
@@ -73,6 +76,10 @@ pub(super) struct WorkloadState {
     /// The proxy's CPU apportioned to this row by its share of the proxy's exchanges in each
     /// interval, cumulative.
     pub cpu_seconds: f64,
+    /// The row's share of the connections of the proxy's exchanges in the last interval the
+    /// proxy had any (0 for a row without exchanges then): the share of the proxy's resident
+    /// memory apportioned to it.
+    pub memory_share: f64,
     last_seen: Instant,
 }
 
@@ -105,7 +112,8 @@ impl WorkloadBook {
 
     /// Adds one interval's samples. `cpu_gain` gives each exported proxy's CPU seconds gained
     /// in the interval (`None`: the proxy is not exported); it is apportioned over the
-    /// proxy's samples by exchanges.
+    /// proxy's samples by exchanges. The proxy's memory shares follow its samples'
+    /// connections.
     pub fn update(
         &mut self,
         samples: &[WorkloadSample],
@@ -116,9 +124,18 @@ impl WorkloadBook {
         self.tracker.row_limit = self.tracker.row_limit.max(drops.row_limit);
         self.tracker.before_second_pod =
             self.tracker.before_second_pod.max(drops.before_second_pod);
-        let mut totals: HashMap<&ProxyId, u64> = HashMap::new();
+        // Per proxy: (exchanges, connections) of the interval.
+        let mut totals: HashMap<&ProxyId, (u64, u64)> = HashMap::new();
         for s in samples {
-            *totals.entry(&s.proxy).or_default() += s.exchanges;
+            let t = totals.entry(&s.proxy).or_default();
+            t.0 += s.exchanges;
+            t.1 += s.connections;
+        }
+        // A proxy's rows without exchanges in this interval hold none of its connections.
+        for ((p, ..), row) in self.rows.iter_mut() {
+            if totals.contains_key(p) {
+                row.memory_share = 0.0;
+            }
         }
         for s in samples {
             let Some(gain) = cpu_gain(&s.proxy) else {
@@ -135,7 +152,7 @@ impl WorkloadBook {
                 self.series_limit += s.exchanges;
                 continue;
             }
-            let total = totals.get(&s.proxy).copied().unwrap_or(0).max(1);
+            let (total, connections) = totals.get(&s.proxy).copied().unwrap_or_default();
             let row = self.rows.entry(key).or_insert_with(|| WorkloadState {
                 served: s.served.clone(),
                 peer: s.peer.clone(),
@@ -143,6 +160,7 @@ impl WorkloadBook {
                 request: BucketCounts::default(),
                 response: BucketCounts::default(),
                 cpu_seconds: 0.0,
+                memory_share: 0.0,
                 last_seen: now,
             });
             // A pod name found later names the row from then on; a name once known stays
@@ -155,7 +173,8 @@ impl WorkloadBook {
             row.exchanges += s.exchanges;
             row.request.add_hdr(&s.request);
             row.response.add_hdr(&s.response);
-            row.cpu_seconds += gain.max(0.0) * s.exchanges as f64 / total as f64;
+            row.cpu_seconds += gain.max(0.0) * s.exchanges as f64 / total.max(1) as f64;
+            row.memory_share += s.connections as f64 / connections.max(1) as f64;
             row.last_seen = now;
         }
     }

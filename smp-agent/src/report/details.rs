@@ -83,8 +83,8 @@ pub struct Details {
     #[serde(default, skip_serializing_if = "DataPlane::is_sidecars")]
     pub data_plane: DataPlane,
     /// What each node proxy (one proxy serving several pods: ztunnel in Istio's ambient
-    /// mode) did for each pod, which SMP has no field for: its hops and an apportioned share
-    /// of its CPU, per pod served and peer. Absent when every proxy served one pod.
+    /// mode) did for each pod, which SMP has no field for: its hops and apportioned shares
+    /// of its CPU and memory, per pod served and peer. Absent when every proxy served one pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadShare>,
 }
@@ -116,6 +116,15 @@ pub struct WorkloadShare {
     pub cpu_seconds: f64,
     /// The same share of the proxy's CPU, millicores.
     pub cpu_mcores: f64,
+    /// Connections its exchanges went through (distinct downstream and upstream pairs, at
+    /// most 4 096 told apart per row).
+    #[serde(default)]
+    pub connections: u64,
+    /// The proxy's memory (its `mem_mb` in `sidecars`) apportioned to this row by its share
+    /// of the proxy's connections: a proxy holds buffers per connection, not per request.
+    /// The rows of a proxy sum to its memory.
+    #[serde(default)]
+    pub mem_mb: f64,
 }
 
 /// How a mesh's proxies sit beside its workloads.

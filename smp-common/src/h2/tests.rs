@@ -371,28 +371,3 @@ fn a_write_marks_its_first_streams_sent() {
     assert!(all(u32::MAX, u32::MAX).len() == 1);
     assert_eq!(sent_stream(u32::MAX - 1, u32::MAX, 1), None, "no overflow");
 }
-
-#[test]
-fn a_write_answers_each_waiting_stream_once_up_to_its_bound() {
-    let mut a = Answered::default();
-    assert!(a.is_empty());
-    assert!(a.push(stream_key(7, 1)));
-    assert!(a.push(stream_key(7, 1)), "its trailers: the same answer");
-    assert_eq!(a.len(), 1);
-    let streams: Vec<u32> = (0..ANSWERS_PER_WRITE as u32).map(|i| 1 + 2 * i).collect();
-    for &s in &streams[1..] {
-        assert!(a.push(stream_key(7, s)));
-    }
-    assert_eq!(a.len(), ANSWERS_PER_WRITE);
-    let next = streams[streams.len() - 1] + 2;
-    assert!(
-        !a.push(stream_key(7, next)),
-        "one more response is not kept"
-    );
-    assert!(a.push(stream_key(7, 1)), "one kept is still known");
-    let kept: Vec<u32> = (0..ANSWERS_PER_WRITE + 1)
-        .filter_map(|i| a.get(i))
-        .map(|k| (k >> 32) as u32)
-        .collect();
-    assert_eq!(kept, streams, "in the order of the frames");
-}

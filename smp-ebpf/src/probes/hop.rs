@@ -35,8 +35,7 @@ use crate::{
     kernel::{read, read_user, read_user_buf, sock_net, sock_tuple, ProbeError, SocketRef},
     maps::{
         count, created, emit, emit_filled, header_at, offsets, sk_filter_add, sk_maybe_followed,
-        zeroed, Wake, H2_ANSWERED, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK, PROC_FWD, SK_INO,
-        SOCK_STATE, THREADS,
+        zeroed, Wake, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK, PROC_FWD, SK_INO, SOCK_STATE, THREADS,
     },
 };
 
@@ -339,9 +338,9 @@ pub fn on_data(
     if class == Class::TlsData && s.flags & SOCK_AGED != 0 {
         s.flags |= SOCK_TLS;
     }
-    // A plain HTTP/2 socket: its messages are its streams' (frames walked).
-    let h2 = s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2;
-    let answered: Option<&mut h2::Answered> = if h2 {
+    // The response write to forward from: the socket's own state, or on a plain HTTP/2
+    // downstream the state of the stream the write answers.
+    let (out_ino, out_state) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
         let Some(header) = walk_buffers(p, kind, o) else {
             return 0;
         };
@@ -356,17 +355,12 @@ pub fn on_data(
                 return 0;
             }
             (false, ROLE_UPSTREAM | ROLE_DOWNSTREAM) => {
-                let Some(answered) = H2_ANSWERED.get_ptr_mut(0) else {
-                    return 0;
-                };
-                // SAFETY: this CPU's scratch slot, used by this program only until it returns.
-                let answered = unsafe { &mut *answered };
-                h2_written(s, ino, p.since_ns, preface_out, header, tid, answered);
-                if s.h2_out_first != 0 {
+                match h2_written(s, ino, p.since_ns, preface_out, header, tid) {
+                    Some(stream) => stream,
                     // A request forward: its exit marks the streams it opened sent.
-                    return AT_EXIT_SENT;
+                    None if s.h2_out_first != 0 => return AT_EXIT_SENT,
+                    None => return 0,
                 }
-                Some(answered)
             }
             _ => return 0,
         }
@@ -393,41 +387,17 @@ pub fn on_data(
             on_new_inbound(s, p.ino, len, now, arrived, tgid, tid);
             return 0;
         }
-        None
+        (p.ino, sp)
     };
-    // The outbound messages this write starts: the socket's own, or on a plain HTTP/2
-    // downstream the responses of the streams it answers ([`h2_written`]), each paired as an
-    // exchange of its own with the write's entry as its forward (one call site: the pairing
-    // inlined twice passed the BPF stack).
-    let mut at_exit = 0;
-    for i in 0..h2::ANSWERS_PER_WRITE {
-        let (key, v) = if let Some(a) = &answered {
-            let Some(key) = a.get(i) else {
-                break;
-            };
-            match SOCK_STATE.get_ptr_mut(&key) {
-                Some(v) => (key, v),
-                None => continue,
-            }
-        } else if i == 0 {
-            (p.ino, sp)
-        } else {
-            break;
-        };
-        // SAFETY: a map value: this socket's (above) or a stream's of it, written by this
-        // thread.
-        at_exit |= on_new_outbound(unsafe { &mut *v }, key, p.since_ns, tgid, tid);
-        if h2 {
-            // The stream is answered: its state has done its work (its trailers find none).
-            let _ = SOCK_STATE.remove(&key);
-        }
+    // SAFETY: a map value: this socket's (above), or its stream's, written by this thread.
+    let at_exit = on_new_outbound(unsafe { &mut *out_state }, out_ino, p.since_ns, tgid, tid);
+    if out_ino != p.ino {
+        // The stream is answered: its state has done its work (its trailers find none). Its
+        // write's exit sends the response's `SendDone` only (the socket is not the stream).
+        let _ = SOCK_STATE.remove(&out_ino);
+        return at_exit & AT_EXIT_SEND_DONE;
     }
-    // A stream's write sends the responses' `SendDone` only (the socket is not a stream).
-    if h2 {
-        at_exit & AT_EXIT_SEND_DONE
-    } else {
-        at_exit
-    }
+    at_exit
 }
 
 /// The `N` bytes at offset `off` of the data in buffers `bufs` ([`walk_buffers`]), and
@@ -612,15 +582,10 @@ fn h2_responses_read(
 /// - On an upstream, each HEADERS frame opening a stream forwards a request, with a state
 ///   of its own claiming the request this thread read (its hint), as an HTTP/1.x request
 ///   forward does.
-/// - On a downstream, each HEADERS frame that answers a request still waiting names a
-///   stream whose response the write forwards (returned, in frame order, at most
-///   [`h2::ANSWERS_PER_WRITE`]: a further response in the same write is answered unpaired,
-///   its state gone, counted as `http2`).
+/// - On a downstream, the first HEADERS frame that answers a request still waiting names
+///   the stream whose response the write forwards (returned; one per write: a second
+///   response in the same write stays unpaired, counted as `http2`).
 #[inline(always)]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "inlined into one program: a struct of them would cost BPF stack"
-)]
 fn h2_written(
     s: &mut SockState,
     ino: u64,
@@ -628,12 +593,10 @@ fn h2_written(
     preface: bool,
     header: *mut Iovecs,
     tid: u32,
-    answered: &mut h2::Answered,
-) {
+) -> Option<(u64, *mut SockState)> {
     s.last_dir = DIR_OUT;
     let upstream = s.role == ROLE_UPSTREAM;
     s.h2_out_first = 0;
-    *answered = h2::Answered::default();
     let mut c = Cursor::write(if preface { h2::PREFACE_LEN } else { 0 });
     for _ in 0..h2::MAX_FRAMES {
         let Some(h) = next_frame(&mut c, header) else {
@@ -646,11 +609,8 @@ fn h2_written(
             }
             if let Some(v) = SOCK_STATE.get_ptr_mut(&key) {
                 // SAFETY: plain reads of the map value.
-                if unsafe { (*v).flags & SOCK_STREAM != 0 && (*v).last_dir == DIR_IN }
-                    && !answered.push(key)
-                {
-                    // Answered, not paired: no later write's stale bytes may pair it.
-                    let _ = SOCK_STATE.remove(&key);
+                if unsafe { (*v).flags & SOCK_STREAM != 0 && (*v).last_dir == DIR_IN } {
+                    return Some((key, v));
                 }
             }
         } else if h2::opens(&mut s.h2_out_stream, &h) {
@@ -672,6 +632,7 @@ fn h2_written(
     if c.refused() && !preface {
         count(Counter::H2WalkLost);
     }
+    None
 }
 
 /// A fresh state for stream `key` of plain HTTP/2 socket `of`, with role `role`. `None`: the
@@ -984,26 +945,30 @@ fn exchange(
     let (req_arrival, req_bytes) = (d.in_arrival.min(req_in), d.in_bytes);
     let rtt = &u.rtt;
     if emit_filled(
-        |x: &mut ExchangeRecord| {
-            // Its last moment: the response write's entry.
-            x.header = header_at(EventKind::Exchange, t_out);
-            x.tgid = tgid;
-            x.tid = tid;
-            x.req_in_ns = req_in;
-            x.req_out_ns = req_out;
-            x.resp_in_ns = resp_in;
-            x.resp_out_ns = t_out;
-            x.req_arrival_ns = req_arrival;
-            x.resp_arrival_ns = r.resp_arrival;
-            x.req_sent_ns = r.req_sent;
-            x.req_bytes = req_bytes;
-            x.resp_bytes = r.resp_bytes;
-            x.downstream = *d_tuple;
-            x.upstream = *u_tuple;
-            x.flags = flags;
-            x.up_srtt_us = rtt.srtt_us;
-            x.up_rttvar_us = rtt.rttvar_us;
-            x.up_min_rtt_us = rtt.min_rtt_us;
+        |x: *mut ExchangeRecord| {
+            // SAFETY: `x` is the reserved record: every field (plain integers, no drop) is
+            // assigned before it is submitted.
+            unsafe {
+                // Its last moment: the response write's entry.
+                (*x).header = header_at(EventKind::Exchange, t_out);
+                (*x).tgid = tgid;
+                (*x).tid = tid;
+                (*x).req_in_ns = req_in;
+                (*x).req_out_ns = req_out;
+                (*x).resp_in_ns = resp_in;
+                (*x).resp_out_ns = t_out;
+                (*x).req_arrival_ns = req_arrival;
+                (*x).resp_arrival_ns = r.resp_arrival;
+                (*x).req_sent_ns = r.req_sent;
+                (*x).req_bytes = req_bytes;
+                (*x).resp_bytes = r.resp_bytes;
+                (*x).downstream = *d_tuple;
+                (*x).upstream = *u_tuple;
+                (*x).flags = flags;
+                (*x).up_srtt_us = rtt.srtt_us;
+                (*x).up_rttvar_us = rtt.rttvar_us;
+                (*x).up_min_rtt_us = rtt.min_rtt_us;
+            }
         },
         Wake::Lazy,
     ) {

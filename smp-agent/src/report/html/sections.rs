@@ -257,12 +257,14 @@ fn workloads(page: &mut String, d: &Details) {
         "<p>Per pod a node proxy served (by the pod's address; the name when the run knew \
          it): outbound rows are the pod's own requests leaving through the proxy, inbound rows \
          the requests reaching it. The proxy's CPU is apportioned to the rows by their share \
-         of its exchanges, so a proxy's rows add up to its CPU above.</p>\n\
+         of its exchanges, its memory by their share of its connections (a proxy holds \
+         buffers per connection), so a proxy's rows add up to its CPU and memory above.</p>\n\
          <div class=\"wide\"><table id=\"workloads-table\">\n<thead><tr><th>proxy</th>\
          <th>pod</th><th>address</th><th>direction</th><th>peer</th>\
          <th class=\"num\">exchanges</th><th class=\"num\">request hop p50 (ms)</th>\
          <th class=\"num\">request hop p99 (ms)</th><th class=\"num\">response hop p50 (ms)</th>\
          <th class=\"num\">response hop p99 (ms)</th><th class=\"num\">CPU share (mcores)</th>\
+         <th class=\"num\">connections</th><th class=\"num\">memory share (MB)</th>\
          </tr></thead>\n<tbody>\n",
     );
     for w in &d.workloads {
@@ -271,7 +273,8 @@ fn workloads(page: &mut String, d: &Details) {
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td></tr>",
             escape(&w.proxy),
             escape(&w.workload),
             escape(&w.address),
@@ -283,6 +286,8 @@ fn workloads(page: &mut String, d: &Details) {
             num(r.p50, 3),
             num(r.p99, 3),
             num(w.cpu_mcores, 1),
+            count(w.connections),
+            num(w.mem_mb, 1),
         );
     }
     page.push_str("</tbody>\n</table></div>\n");

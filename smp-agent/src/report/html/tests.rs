@@ -342,6 +342,8 @@ fn an_ambient_run_explains_its_node_proxy() {
         response_hop: hop,
         cpu_seconds: 0.13,
         cpu_mcores: 12.9,
+        connections: 32,
+        mem_mb: 6.5,
     }];
     let page = render(&set).unwrap();
     let sidecars = section(&page, "sidecars");
@@ -353,7 +355,9 @@ fn an_ambient_run_explains_its_node_proxy() {
         table.contains("<td>&lt;client&gt;</td><td>10.77.0.1</td><td>outbound</td><td>server</td>")
     );
     assert!(
-        table.contains("<td class=\"num\">12.9</td></tr>"),
+        table.contains(
+            "<td class=\"num\">12.9</td><td class=\"num\">32</td><td class=\"num\">6.5</td></tr>"
+        ),
         "{table}"
     );
 }
