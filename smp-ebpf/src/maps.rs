@@ -316,24 +316,6 @@ pub fn emit_filled<T: 'static>(fill: impl FnOnce(*mut T), wake: Wake) -> bool {
 /// Returns whether it was sent.
 #[inline(always)]
 pub fn emit<T: 'static>(event: T, wake: Wake) -> bool {
-    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    match EVENTS.reserve::<T>(0) {
-        Some(mut entry) => {
-            entry.write(event);
-            let flags = if wake == Wake::Now
-                || EVENTS.query(u64::from(BPF_RB_AVAIL_DATA))
-                    >= smp_common::event::EVENTS_WAKEUP_BYTES
-            {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            entry.submit(u64::from(flags));
-            true
-        }
-        None => {
-            count(Counter::RingbufDropped);
-            false
-        }
-    }
+    // SAFETY: `x` is the reserved, aligned record: written whole.
+    emit_filled(|x: *mut T| unsafe { x.write(event) }, wake)
 }
