@@ -463,8 +463,9 @@ pub struct Tracker {
     seen: BTreeMap<ProxyId, Vec<u32>>,
     /// Hop, wait and send histograms.
     book: HopBook,
-    /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop.
-    pending_sends: HashMap<(u32, u64), (usize, Direction)>,
+    /// Responses whose forwarding write has not returned yet: (tid, resp_out_ns) → hop, and
+    /// how many responses that write forwards (one HTTP/2 write may carry several).
+    pending_sends: HashMap<(u32, u64), (usize, Direction, u32)>,
     /// Exchanges of two proxies on this node joined into a request's path.
     paths: PathJoiner,
     proxy_ids: Vec<ProxyId>,
@@ -612,12 +613,14 @@ impl Tracker {
                 ..
             } => {
                 self.paths.sent(tid, out_ns, sent_ns);
-                if let Some((idx, direction)) = self.pending_sends.remove(&(tid, out_ns)) {
-                    self.book.record(
-                        Measure::Send,
-                        (idx, direction, Leg::Response),
-                        sent_ns.saturating_sub(out_ns).max(1),
-                    );
+                if let Some((idx, direction, n)) = self.pending_sends.remove(&(tid, out_ns)) {
+                    for _ in 0..n {
+                        self.book.record(
+                            Measure::Send,
+                            (idx, direction, Leg::Response),
+                            sent_ns.saturating_sub(out_ns).max(1),
+                        );
+                    }
                 }
                 return;
             }
@@ -692,7 +695,9 @@ impl Tracker {
             self.pending_sends.clear();
         }
         self.pending_sends
-            .insert((x.tid, x.resp_out_ns), (idx, direction));
+            .entry((x.tid, x.resp_out_ns))
+            .or_insert((idx, direction, 0))
+            .2 += 1;
         self.paths.exchange(idx, direction, x);
     }
 

@@ -23,10 +23,14 @@ pub enum Counter {
     /// follow (`h2`): the streams that started in the rest of that data are not seen. The
     /// walk takes its place again at the next data that starts on a frame.
     H2WalkLost = 5,
+    /// Responses a write on a plain HTTP/2 downstream answered that the kernel could not
+    /// pair: more than `h2::ANSWERS_PER_WRITE` in one write, or the tail call to the program
+    /// that pairs a write's further responses failed. Unpaired (`http2`) and named here.
+    H2AnswersLost = 6,
 }
 
 /// Number of entries of the `COUNTERS` array. Keep in step with [`Counter`].
-pub const COUNTER_SLOTS: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 7;
 
 impl Counter {
     /// Every counter, in index order.
@@ -37,6 +41,7 @@ impl Counter {
         Counter::SwitchInMissed,
         Counter::StateEvicted,
         Counter::H2WalkLost,
+        Counter::H2AnswersLost,
     ];
 
     /// A stable snake_case name, used in outputs.
@@ -48,6 +53,7 @@ impl Counter {
             Counter::SwitchInMissed => "switch_in_missed",
             Counter::StateEvicted => "state_evicted",
             Counter::H2WalkLost => "h2_walk_lost",
+            Counter::H2AnswersLost => "h2_answers_lost",
         }
     }
 }

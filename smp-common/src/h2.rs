@@ -53,6 +53,99 @@ pub fn sent_stream(first: u32, last: u32, i: u32) -> Option<u32> {
     (first != 0 && i < SENT_STREAMS && id <= last).then_some(id)
 }
 
+/// Responses one write on a plain HTTP/2 downstream pairs at most ([`Answered`]): a
+/// connection's writer (Envoy's, tokio's h2) coalesces the HEADERS of responses that became
+/// ready together into one write. The first is paired where the write is seen; each other
+/// by a program of its own the write's program tail-calls, once per response, so that the
+/// verifier walks one pairing per program. More in one write are answered unpaired
+/// (`h2_answers_lost`).
+pub const ANSWERS_PER_WRITE: usize = 8;
+
+/// The waiting streams (their [`stream_key`]s) one downstream write answers, in the order of
+/// its frames, each once (a response's trailers in the same write are not a second answer),
+/// and how far their pairing has gone. Kept per CPU between a write's program and the
+/// program it tail-calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answered {
+    keys: [u64; ANSWERS_PER_WRITE],
+    /// Streams in `keys`.
+    n: u32,
+    /// The next stream to pair (those before it are done).
+    next: u32,
+    /// Streams the write answered beyond [`ANSWERS_PER_WRITE`].
+    pub over: u32,
+    pub _pad: u32,
+    /// The write's entry: the responses' forward.
+    pub t_out: u64,
+    /// The writing thread (`bpf_get_current_pid_tgid`): a tail call runs on its time.
+    pub pid_tgid: u64,
+}
+
+impl Answered {
+    /// A write by `pid_tgid` entered at `t_out` that has answered nothing yet.
+    #[inline(always)]
+    pub fn new(t_out: u64, pid_tgid: u64) -> Answered {
+        Answered {
+            t_out,
+            pid_tgid,
+            ..Answered::default()
+        }
+    }
+
+    /// Adds stream `key` unless already there. Returns false when the write answers more
+    /// streams than [`ANSWERS_PER_WRITE`]: `key` is not kept (counted in `over`).
+    #[inline(always)]
+    pub fn push(&mut self, key: u64) -> bool {
+        let n = self.n as usize;
+        for i in 0..ANSWERS_PER_WRITE {
+            if i < n && self.keys.get(i) == Some(&key) {
+                return true;
+            }
+        }
+        match self.keys.get_mut(n) {
+            Some(slot) => {
+                *slot = key;
+                self.n += 1;
+                true
+            }
+            None => {
+                self.over += 1;
+                false
+            }
+        }
+    }
+
+    /// The next stream to pair, taken (`None`: all are).
+    #[inline(always)]
+    pub fn take(&mut self) -> Option<u64> {
+        let i = self.next as usize;
+        if i >= self.n as usize {
+            return None;
+        }
+        let key = self.keys.get(i).copied()?;
+        self.next += 1;
+        Some(key)
+    }
+
+    /// Whether streams are left to pair.
+    #[inline(always)]
+    pub fn pending(&self) -> bool {
+        self.next < self.n
+    }
+
+    /// Streams left to pair.
+    #[inline(always)]
+    pub fn left(&self) -> u32 {
+        self.n.saturating_sub(self.next)
+    }
+
+    /// Gives up the streams left (none pending after).
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        self.next = self.n;
+    }
+}
+
 /// One frame's header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameHeader {

@@ -17,13 +17,15 @@ pub const PASSIVE_SK: &str = "PASSIVE_SK";
 pub const THREADS: &str = "THREADS";
 pub const ZEROS: &str = "ZEROS";
 pub const IOV_SCRATCH: &str = "IOV_SCRATCH";
+pub const H2_ANSWERED: &str = "H2_ANSWERED";
+pub const H2_TAIL: &str = "H2_TAIL";
 pub const PROC_FWD: &str = "PROC_FWD";
 pub const HOP_COUNTS: &str = "HOP_COUNTS";
 pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
 
 /// Every map of the object.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 21] = [
     NR_OPS,
     TRACKED,
     TARGETS,
@@ -39,8 +41,14 @@ pub const ALL: [&str; 19] = [
     THREADS,
     ZEROS,
     IOV_SCRATCH,
+    H2_ANSWERED,
+    H2_TAIL,
     PROC_FWD,
     HOP_COUNTS,
     EVENTS,
     COUNTERS,
 ];
+
+/// `H2_TAIL`'s slot of the program that pairs a plain HTTP/2 write's further responses
+/// (`smp_h2_answers`), which the write's program tail-calls.
+pub const H2_ANSWERS_SLOT: u32 = 0;

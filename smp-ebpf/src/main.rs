@@ -121,6 +121,16 @@ pub fn smp_sock_state(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Never attached: tail-called (`maps::H2_TAIL`) by a write's program once its call is
+/// parked, when the write, on a plain HTTP/2 downstream, forwarded more responses than the
+/// one it paired; pairs the next and tail-calls itself for the one after. A program of its
+/// own, so that the verifier walks one pairing per program.
+#[raw_tracepoint]
+pub fn smp_h2_answers(ctx: RawTracePointContext) -> i32 {
+    probes::hop::answer_next(&ctx);
+    0
+}
+
 /// Benchmark floor: an empty program for the raw syscall tracepoints (`smp-agent probe-floor
 /// --hooks raw`): what attaching to `sys_enter`/`sys_exit` costs before any body runs.
 #[raw_tracepoint]

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use smp_common::{
     config::{tracked_bit, KernelOffsets, MAX_TARGETS, TRACKED_WORDS},
@@ -162,6 +162,16 @@ pub static ZEROS: PerCpuArray<[u64; ZERO_WORDS]> = PerCpuArray::with_max_entries
 #[map]
 pub static IOV_SCRATCH: PerCpuArray<[u64; 2 * IOV_WALK]> = PerCpuArray::with_max_entries(1, 0);
 
+/// The streams a write on a plain HTTP/2 downstream answers beyond its first
+/// (`probes::hop`), handed per CPU from the write's program to the one it tail-calls.
+#[map]
+pub static H2_ANSWERED: PerCpuArray<smp_common::h2::Answered> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot `H2_ANSWERS_SLOT`: `smp_h2_answers`, which pairs one more response of such a write
+/// per run and tail-calls itself for the next (set by the agent before it attaches).
+#[map]
+pub static H2_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// An all-zero `T` in a map value (for a map insert), if the per-CPU block is there.
 #[inline(always)]
 pub fn zeroed<T>() -> Option<&'static T> {
@@ -231,9 +241,15 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// Adds one to a self-accounting counter.
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_by(counter, 1);
+}
+
+/// Adds `n` to loss counter `counter`.
+#[inline(always)]
+pub fn count_by(counter: Counter, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 

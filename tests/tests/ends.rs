@@ -137,14 +137,15 @@ fn ours_four_threads_at_1000_rps_plain_and_mtls() {
 ///
 /// - h2c: each sidecar pairs every request with its forward across the multiplexed side,
 ///   stream by stream (docs/hops.md, HTTP/2), and the exchange check holds them against what
-///   the client and the app recorded. Measured 2026-12-05 on the session-17 VM (4 runs):
-///   99.42–100 % right, at most 0.03 % wrong (Envoy's inbound leaves 0.2–0.6 % unpaired: one
-///   write of several responses pairs the first). On the session-18 VM, slower, Envoy's
-///   inbound coalesces more responses per write: 97.25–99.00 % paired in 5 runs, 0 wrong; on
-///   the session-19 VM 93.45 % in a run of the suite, 92.08 % with two busy loops beside it
-///   (pairing each response of a write lifted those to 99.08 % and 96.10 %, but cost the
-///   verifier too much: docs/hops.md, Known limits). Held to 90 % paired and 0.5 % wrong,
-///   every unpaired request counted under a reason: the issue's 99 % is not met (issue 16).
+///   the client and the app recorded. Envoy's inbound writes the responses that became ready
+///   together in one write; while a write paired only its first response, it paired 97.25–
+///   99.00 % on a slow VM and 92.80–93.75 % with two busy loops beside the test. Each
+///   response of a write is now paired (the further ones by a tail-called program,
+///   docs/hops.md, HTTP/2), measured side by side with the build before on the session-20
+///   VM (2026-12-06): Envoy's inbound 99.47–99.95 % paired in 3 runs (before: 97.35–99.22 %),
+///   99.67 % and 99.80 % with two busy loops (before: 93.75 %, 92.80 %), at most 0.05 %
+///   wrong; its outbound 99.58–99.95 %. Held to 98.5 % paired and 0.5 % wrong, every
+///   unpaired request counted under a reason: margin under the issue's 99 % for a busy CI.
 /// - h2 inside mTLS: no frame is readable, the records are paired by alternation. The check
 ///   is what says how far that holds when streams interleave (ours shares one HTTP/2
 ///   connection per worker, Envoy likewise): measured 2026-12-05 (3 runs alone, 12 sides)
@@ -202,7 +203,7 @@ fn h2_between_sidecars(name: &str, kind: ProxyKind, workers: u32, mtls: bool) {
     if mtls {
         assert_h2_inside_tls(&figs);
     } else {
-        assert_paired_at_least(&figs, 90.0);
+        assert_paired_at_least(&figs, 98.5);
     }
 }
 

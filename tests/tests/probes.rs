@@ -403,3 +403,179 @@ fn hop_through_a_local_proxy_with(mode: SocketHooks) {
         assert!(got >= DELAY_US as f64, "p{q}: {got} below the delay");
     }
 }
+
+/// Streams per round of [`one_h2c_write_answering_several_streams_pairs_each`]: within what
+/// one write pairs (`h2::ANSWERS_PER_WRITE`), then beyond it.
+const H2_ROUNDS: [usize; 4] = [4, 4, 10, 2];
+
+/// One write on a plain HTTP/2 downstream that answers several streams (a connection writer
+/// coalescing the responses that became ready together) pairs each as an exchange of its
+/// own: the first in the write's program, the others in the program it tail-calls, once per
+/// response. A relay (`h2relay`, one thread) reads a round of requests in one read, forwards
+/// each on an HTTP/1.1 connection of its own to a server here, reads the responses and
+/// answers them all in one write. Every exchange of a round has that write's entry as its
+/// forward and a different upstream, the one that served a stream of the round; beyond 8 per
+/// write the rest are answered unpaired and counted (`h2_answers_lost`), never silently.
+/// With both ways of hooking socket I/O (each has its own tail-calling programs).
+#[test]
+fn one_h2c_write_answering_several_streams_pairs_each() {
+    if !require_root("one_h2c_write_answering_several_streams_pairs_each") {
+        return;
+    }
+    for mode in socket_hook_modes() {
+        eprintln!("socket hooks: {mode:?}");
+        h2c_write_answering_several_streams(mode);
+    }
+}
+
+fn h2c_write_answering_several_streams(mode: SocketHooks) {
+    use smp_common::h2::ANSWERS_PER_WRITE;
+    use smp_tests::hop_session::Session;
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        io::{Read as _, Write as _},
+        net::{TcpListener, TcpStream},
+        sync::{Arc, Mutex},
+    };
+    // The server: each connection one `GET /<stream>`, answered; which relay port asked for
+    // which stream.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let served: Arc<Mutex<BTreeMap<u16, u32>>> = Arc::default();
+    let s = Arc::clone(&served);
+    let up = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in server.incoming() {
+            let Ok(mut c) = c else { return };
+            // The whole request head, however it arrives.
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !req.ends_with(b"\r\n\r\n") {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&req);
+            let stream = text
+                .strip_prefix("GET /")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|s| s.parse().ok());
+            if let (Some(stream), Ok(peer)) = (stream, c.peer_addr()) {
+                s.lock().unwrap().insert(peer.port(), stream);
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let (relay, ready) = Workload::spawn(env!("CARGO_BIN_EXE_h2relay"), &[&up.to_string()]);
+    let port: u16 = ready
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .expect("ready <port>");
+    let pid = relay.pid();
+    let session = Session::start_with(&[pid], mode);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut next_stream = 1u32;
+    let mut rounds: Vec<Vec<u32>> = Vec::new();
+    for (i, n) in H2_ROUNDS.into_iter().enumerate() {
+        let mut out = Vec::new();
+        if i == 0 {
+            out.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+            out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+        }
+        let streams: Vec<u32> = (0..n as u32).map(|k| next_stream + 2 * k).collect();
+        next_stream += 2 * n as u32;
+        for s in &streams {
+            // HEADERS, 1 byte of payload, END_STREAM | END_HEADERS.
+            out.extend_from_slice(&[0, 0, 1, 1, 0x5]);
+            out.extend_from_slice(&s.to_be_bytes());
+            out.push(0x82);
+        }
+        client.write_all(&out).unwrap();
+        // The relay's one write: a 10-byte HEADERS frame per stream.
+        let mut answer = vec![0u8; 10 * n];
+        client.read_exact(&mut answer).expect("the relay's answers");
+        rounds.push(streams);
+    }
+    drop(client);
+    let seen = session.finish();
+    relay.finish();
+    let c = seen.pairing.get(&pid).copied().unwrap_or_default();
+    let exchanges = seen.exchanges_of(pid);
+    let served = served.lock().unwrap().clone();
+    eprintln!(
+        "{} exchanges; {c:?}; losses {:?}; served {served:?}",
+        exchanges.len(),
+        seen.loss
+    );
+    // Each round's exchanges share its write's entry (their forward); rounds in order.
+    let mut by_write: BTreeMap<u64, Vec<_>> = BTreeMap::new();
+    for x in &exchanges {
+        by_write.entry(x.resp_out_ns).or_default().push(x);
+    }
+    let writes: Vec<_> = by_write.values().collect();
+    assert_eq!(
+        writes.len(),
+        rounds.len(),
+        "one write per round: {exchanges:#?}"
+    );
+    let total: usize = H2_ROUNDS.iter().map(|&n| n.min(ANSWERS_PER_WRITE)).sum();
+    let over: usize = H2_ROUNDS
+        .iter()
+        .map(|&n| n.saturating_sub(ANSWERS_PER_WRITE))
+        .sum();
+    for (round, (streams, xs)) in rounds.iter().zip(&writes).enumerate() {
+        assert_eq!(
+            xs.len(),
+            streams.len().min(ANSWERS_PER_WRITE),
+            "round {round}: exchanges of its write"
+        );
+        // Each a different upstream, one that served a stream of this round.
+        let ups: BTreeSet<u16> = xs
+            .iter()
+            .map(|x| x.upstream.local.expect("upstream endpoint").port())
+            .collect();
+        assert_eq!(
+            ups.len(),
+            xs.len(),
+            "round {round}: one upstream per exchange"
+        );
+        for p in &ups {
+            let s = served
+                .get(p)
+                .unwrap_or_else(|| panic!("round {round}: port {p} served nothing"));
+            assert!(
+                streams.contains(s),
+                "round {round}: stream {s} is another round's"
+            );
+        }
+        for x in xs.iter() {
+            assert!(x.downstream.h2 && !x.upstream.h2, "{x:?}");
+            assert_eq!(
+                x.downstream.remote.map(|a| a.port()),
+                Some(client_port(&exchanges))
+            );
+            assert!(
+                x.req_in_ns <= x.req_out_ns && x.resp_in_ns <= x.resp_out_ns,
+                "{x:?}"
+            );
+        }
+    }
+    assert_eq!(exchanges.len(), total, "{c:?}");
+    assert_eq!(c.h2_paired, total as u64, "{c:?}");
+    assert_eq!(
+        c.h2_streams,
+        H2_ROUNDS.iter().sum::<usize>() as u64,
+        "{c:?}"
+    );
+    assert_eq!(seen.loss.h2_answers_lost, over as u64, "{:?}", seen.loss);
+}
+
+/// The client's port, as every exchange's downstream names it (one client connection).
+fn client_port(exchanges: &[smp_agent::aggregate::hops::Exchange]) -> u16 {
+    let ports: std::collections::BTreeSet<u16> = exchanges
+        .iter()
+        .filter_map(|x| x.downstream.remote.map(|a| a.port()))
+        .collect();
+    assert_eq!(ports.len(), 1, "one client connection: {ports:?}");
+    ports.into_iter().next().unwrap()
+}

@@ -63,6 +63,9 @@ pub struct LossCounters {
     /// Reads or writes of plain HTTP/2 connections whose frames the kernel's walk could not
     /// all follow: the streams that started in the rest of that data were not seen.
     pub h2_walk_lost: u64,
+    /// Responses of a write on a plain HTTP/2 downstream the kernel answered without pairing
+    /// (more than it pairs per write, or its tail call failed).
+    pub h2_answers_lost: u64,
     /// Ring-buffer records the agent could not decode (counted in userspace).
     pub undecodable: u64,
     /// Runs of the agent's programs the kernel skipped: a program already running on that
@@ -77,13 +80,14 @@ pub type LossReason = (&'static str, fn(&LossCounters) -> u64);
 impl LossCounters {
     /// Every loss: the `reason` label of `smp_events_lost_total` (docs/metrics.md) and the
     /// field it reads. The one table every output (metrics, top) derives its reasons from.
-    pub const REASONS: [LossReason; 8] = [
+    pub const REASONS: [LossReason; 9] = [
         ("ringbuf_full", |l| l.ringbuf_dropped),
         ("map_full", |l| l.map_insert_failed),
         ("kernel_read_failed", |l| l.kernel_read_failed),
         ("switch_in_missed", |l| l.switch_in_missed),
         ("state_evicted", |l| l.state_evicted),
         ("h2_walk_lost", |l| l.h2_walk_lost),
+        ("h2_answers_lost", |l| l.h2_answers_lost),
         ("undecodable", |l| l.undecodable),
         ("program_skipped", |l| l.program_skipped),
     ];

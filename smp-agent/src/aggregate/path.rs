@@ -199,7 +199,10 @@ pub struct PathJoiner {
     next_expire_ns: u64,
     /// Joined outbound → inbound paths waiting for the outbound's response send, by (thread,
     /// response write entry).
-    pending: HashMap<(u32, u64), PathSample>,
+    /// One HTTP/2 write may forward several responses: each its own path.
+    pending: HashMap<(u32, u64), Vec<PathSample>>,
+    /// Paths in `pending`.
+    pending_len: usize,
     pub legs: LegHistograms,
     /// TCP's round-trip estimates per (proxy whose upstream it is, where the peer is).
     pub estimates: BTreeMap<(usize, Peer), RttEstimates>,
@@ -218,6 +221,7 @@ impl Default for PathJoiner {
             newest_ns: 0,
             next_expire_ns: 0,
             pending: HashMap::new(),
+            pending_len: 0,
             legs: BTreeMap::new(),
             estimates: BTreeMap::new(),
             parts: BTreeMap::new(),
@@ -265,7 +269,8 @@ impl PathJoiner {
     /// The write that forwarded a response (thread `tid`, entered at `out_ns`) returned at
     /// `sent_ns`: completes the outbound path waiting for it.
     pub fn sent(&mut self, tid: u32, out_ns: u64, sent_ns: u64) {
-        if let Some(mut parts) = self.pending.remove(&(tid, out_ns)) {
+        for mut parts in self.pending.remove(&(tid, out_ns)).unwrap_or_default() {
+            self.pending_len -= 1;
             parts[Part::OutboundSend as usize] = ns32(sent_ns.saturating_sub(out_ns));
             self.sample(parts);
         }
@@ -373,11 +378,14 @@ impl PathJoiner {
         );
         set(Part::InboundHop, y.request_hop_ns() + y.response_hop_ns());
         set(Part::InboundSend, y.request_send_ns());
-        if self.pending.len() >= PENDING_CAP {
-            self.counts.send_unseen += self.pending.len() as u64;
-            self.pending.clear();
+        if self.pending_len >= PENDING_CAP {
+            self.finish();
         }
-        self.pending.insert((x.tid, x.resp_out_ns), parts);
+        self.pending
+            .entry((x.tid, x.resp_out_ns))
+            .or_default()
+            .push(parts);
+        self.pending_len += 1;
     }
 
     fn estimate(&mut self, proxy: usize, peer: Peer, x: &Exchange) {
@@ -415,8 +423,9 @@ impl PathJoiner {
     /// Paths joined but still waiting for their response send (at the end of a window:
     /// counted as `send_unseen` by [`PathJoiner::finish`]).
     pub fn finish(&mut self) {
-        self.counts.send_unseen += self.pending.len() as u64;
+        self.counts.send_unseen += self.pending_len as u64;
         self.pending.clear();
+        self.pending_len = 0;
     }
 }
 

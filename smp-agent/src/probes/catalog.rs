@@ -19,6 +19,9 @@ pub enum HookKind {
     Kprobe,
     /// fentry on a kernel function (needs BTF and function-level ftrace).
     Fentry,
+    /// Attached nowhere: loaded into slot `target` of a program array that other programs
+    /// tail-call (a raw tracepoint program, as its callers are).
+    TailCall,
 }
 
 /// One program and where it attaches.
@@ -264,6 +267,21 @@ pub fn hooks_for(socket: SocketHooks, send_start: SendStart) -> Vec<Hook> {
         variant: "raw tracepoint: the child's tgid tells a process from a thread",
         socket_hooks: None,
     });
+    out.push(Hook {
+        program: "smp_h2_answers",
+        kind: HookKind::TailCall,
+        target: format!(
+            "{}[{}]",
+            smp_common::maps::H2_TAIL,
+            smp_common::maps::H2_ANSWERS_SLOT
+        ),
+        required: true,
+        feeds: "hop pairing: the responses a plain HTTP/2 write forwards beyond its first, one \
+                exchange each",
+        variant: "tail-called by the write's program, once per response: the verifier walks \
+                  one pairing per program",
+        socket_hooks: None,
+    });
     for (program, target, feeds) in [
         (
             "smp_sock_send",
@@ -400,9 +418,17 @@ mod tests {
         let sockets = hooks
             .iter()
             .filter(|h| h.required && h.socket_hooks.is_some());
+        // The four sched hooks, the socket ones, tcp_probe and the tail-called pairing.
         assert_eq!(
             hooks.iter().filter(|h| h.required).count(),
-            4 + sockets.count() + 1
+            4 + sockets.count() + 1 + 1
+        );
+        assert_eq!(
+            hooks
+                .iter()
+                .filter(|h| h.kind == HookKind::TailCall && h.required)
+                .count(),
+            1
         );
         for socket in [SocketHooks::Sock, SocketHooks::Syscalls] {
             for send in [SendStart::TcpSendmsgLocked, SendStart::NetDevQueue] {

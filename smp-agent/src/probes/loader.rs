@@ -6,7 +6,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -233,25 +233,47 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
                 p.load(&hook.target, &btf)?;
                 p.attach()?;
             }
+            HookKind::TailCall => {
+                let p: &mut RawTracePoint = prog.try_into()?;
+                p.load()?;
+            }
         }
         Ok(())
     })();
-    result.map_err(|e| {
-        let h = hint(&e);
-        match hook.kind {
-            HookKind::Kprobe
-                if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() =>
-            {
-                format!(
-                    "kprobes unavailable: this kernel has no kprobe PMU (CONFIG_KPROBES off): {h}"
-                )
-            }
-            HookKind::Fentry => {
-                format!("fentry unavailable (needs BTF and function-level ftrace): {h}")
-            }
-            _ => h,
+    let result = result.map_err(|e| hint(&e));
+    let result = match (result, hook.kind) {
+        (Ok(()), HookKind::TailCall) => set_tail_call(ebpf, hook.program),
+        (r, _) => r,
+    };
+    result.map_err(|h| match hook.kind {
+        HookKind::Kprobe
+            if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() =>
+        {
+            format!("kprobes unavailable: this kernel has no kprobe PMU (CONFIG_KPROBES off): {h}")
         }
+        HookKind::Fentry => {
+            format!("fentry unavailable (needs BTF and function-level ftrace): {h}")
+        }
+        _ => h,
     })
+}
+
+/// Puts loaded program `program` in `H2_TAIL`'s slot, for the programs that tail-call it.
+fn set_tail_call(ebpf: &mut Ebpf, program: &str) -> Result<(), String> {
+    let fd = ebpf
+        .program(program)
+        .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|e| hint(&e))?;
+    let map = ebpf
+        .map_mut(maps::H2_TAIL)
+        .ok_or_else(|| format!("map {} missing from the eBPF object", maps::H2_TAIL))?;
+    let mut slots: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(map).map_err(|e| format!("map {}: {e}", maps::H2_TAIL))?;
+    slots
+        .set(maps::H2_ANSWERS_SLOT, &fd, 0)
+        .map_err(|e| format!("map {} slot {}: {e}", maps::H2_TAIL, maps::H2_ANSWERS_SLOT))
 }
 
 impl Probes {
@@ -554,6 +576,7 @@ impl Probes {
                 Counter::SwitchInMissed => snap.loss.switch_in_missed = total,
                 Counter::StateEvicted => snap.loss.state_evicted = total,
                 Counter::H2WalkLost => snap.loss.h2_walk_lost = total,
+                Counter::H2AnswersLost => snap.loss.h2_answers_lost = total,
             }
         }
         snap.loss.program_skipped = self.skipped_runs().unwrap_or(0);

@@ -371,3 +371,36 @@ fn a_write_marks_its_first_streams_sent() {
     assert!(all(u32::MAX, u32::MAX).len() == 1);
     assert_eq!(sent_stream(u32::MAX - 1, u32::MAX, 1), None, "no overflow");
 }
+
+#[test]
+fn a_write_answers_each_stream_once_in_frame_order() {
+    let mut a = Answered::new(100, 7);
+    assert!(!a.pending());
+    assert!(a.push(11));
+    assert!(a.push(13));
+    assert!(a.push(11), "trailers of a stream already answered");
+    assert_eq!(a.left(), 2);
+    assert_eq!(a.take(), Some(11));
+    assert!(a.pending());
+    assert_eq!(a.take(), Some(13));
+    assert_eq!(a.take(), None);
+    assert!(!a.pending());
+    assert_eq!((a.t_out, a.pid_tgid, a.over), (100, 7, 0));
+}
+
+#[test]
+fn a_write_answering_more_than_it_holds_counts_the_rest() {
+    let mut a = Answered::new(1, 1);
+    for k in 0..ANSWERS_PER_WRITE as u64 {
+        assert!(a.push(k + 1));
+    }
+    assert!(!a.push(99));
+    assert!(!a.push(100));
+    assert_eq!(a.over, 2);
+    assert_eq!(a.left(), ANSWERS_PER_WRITE as u32);
+    assert_eq!(a.take(), Some(1));
+    a.clear();
+    assert!(!a.pending());
+    assert_eq!(a.left(), 0);
+    assert_eq!(a.take(), None);
+}

@@ -15,7 +15,10 @@
 //! read on any thread (`PROC_FWD`), that fits it; with more than one fitting it stays unpaired
 //! and is counted (`ambiguous`): a work-stealing runtime reads and writes on different threads.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    programs::RawTracePointContext,
+};
 use smp_common::{
     config::KernelOffsets,
     counters::Counter,
@@ -27,15 +30,19 @@ use smp_common::{
         PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_SK,
         SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
     },
+    maps::H2_ANSWERS_SLOT,
     pairing::{self, Class, ReqFit, SockStates, Sole},
-    sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT},
+    sock::{
+        PendingSyscall, SyscallKind, AT_EXIT_ANSWERS, AT_EXIT_SEND_DONE, AT_EXIT_SENT, PENDING_IDLE,
+    },
 };
 
 use crate::{
     kernel::{read, read_user, read_user_buf, sock_net, sock_tuple, ProbeError, SocketRef},
     maps::{
-        count, created, emit, emit_filled, header_at, offsets, sk_filter_add, sk_maybe_followed,
-        zeroed, Wake, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK, PROC_FWD, SK_INO, SOCK_STATE, THREADS,
+        count, count_by, created, emit, emit_filled, header_at, offsets, sk_filter_add,
+        sk_maybe_followed, zeroed, Wake, H2_ANSWERED, H2_TAIL, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK,
+        PROC_FWD, SK_INO, SOCK_STATE, THREADS,
     },
 };
 
@@ -340,7 +347,7 @@ pub fn on_data(
     }
     // The response write to forward from: the socket's own state, or on a plain HTTP/2
     // downstream the state of the stream the write answers.
-    let (out_ino, out_state) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
+    let (out_ino, out_state, more) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
         let Some(header) = walk_buffers(p, kind, o) else {
             return 0;
         };
@@ -355,11 +362,26 @@ pub fn on_data(
                 return 0;
             }
             (false, ROLE_UPSTREAM | ROLE_DOWNSTREAM) => {
-                match h2_written(s, ino, p.since_ns, preface_out, header, tid) {
-                    Some(stream) => stream,
+                let Some(a) = H2_ANSWERED.get_ptr_mut(0) else {
+                    return 0;
+                };
+                // SAFETY: this CPU's slot, used by this program and the one it tail-calls.
+                let a = unsafe { &mut *a };
+                *a = h2::Answered::new(p.since_ns, pid_tgid);
+                h2_written(s, ino, p.since_ns, preface_out, header, tid, a);
+                if s.h2_out_first != 0 {
                     // A request forward: its exit marks the streams it opened sent.
-                    None if s.h2_out_first != 0 => return AT_EXIT_SENT,
-                    None => return 0,
+                    return AT_EXIT_SENT;
+                }
+                // The first response it forwards is paired here, the rest by
+                // `smp_h2_answers` once the call is parked ([`answer_rest`]).
+                let Some(key) = a.take() else {
+                    return 0;
+                };
+                let more = if a.pending() { AT_EXIT_ANSWERS } else { 0 };
+                match SOCK_STATE.get_ptr_mut(&key) {
+                    Some(v) => (key, v, more),
+                    None => return more,
                 }
             }
             _ => return 0,
@@ -387,7 +409,7 @@ pub fn on_data(
             on_new_inbound(s, p.ino, len, now, arrived, tgid, tid);
             return 0;
         }
-        (p.ino, sp)
+        (p.ino, sp, 0)
     };
     // SAFETY: a map value: this socket's (above), or its stream's, written by this thread.
     let at_exit = on_new_outbound(unsafe { &mut *out_state }, out_ino, p.since_ns, tgid, tid);
@@ -395,9 +417,96 @@ pub fn on_data(
         // The stream is answered: its state has done its work (its trailers find none). Its
         // write's exit sends the response's `SendDone` only (the socket is not the stream).
         let _ = SOCK_STATE.remove(&out_ino);
-        return at_exit & AT_EXIT_SEND_DONE;
+        return (at_exit & AT_EXIT_SEND_DONE) | more;
     }
     at_exit
+}
+
+/// After a tracked write's pairing, its call parked: if it forwarded, on a plain HTTP/2
+/// downstream, more responses than the one [`on_data`] paired (`H2_ANSWERED`), the rest are
+/// paired by `smp_h2_answers`, one per run, each tail-calling the next ([`answer_next`]).
+/// Looks at no value of the pairing (the verifier need not walk this once per way through
+/// it: those that depended on one took `smp_sys_enter` past its million instructions).
+#[inline(always)]
+pub fn answer_pending(ctx: &RawTracePointContext) {
+    // SAFETY: plain reads of this CPU's slot.
+    if H2_ANSWERED
+        .get_ptr(0)
+        .is_some_and(|a| unsafe { (*a).pending() })
+    {
+        answer_rest(ctx);
+    }
+}
+
+/// Tail-calls `smp_h2_answers` for the responses left in `H2_ANSWERED`. Returns only if the
+/// tail call failed: those responses are answered unpaired, counted.
+#[inline(always)]
+fn answer_rest(ctx: &RawTracePointContext) {
+    // SAFETY: the slot holds `smp_h2_answers`, a raw tracepoint program like every caller.
+    unsafe { H2_TAIL.tail_call(ctx, H2_ANSWERS_SLOT) };
+    let Some(a) = H2_ANSWERED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, used by this program until it returns.
+    let a = unsafe { &mut *a };
+    count_by(Counter::H2AnswersLost, u64::from(a.left()));
+    for _ in 0..h2::ANSWERS_PER_WRITE {
+        let Some(key) = a.take() else {
+            break;
+        };
+        // Answered, not paired: no later write's stale bytes may pair it.
+        let _ = SOCK_STATE.remove(&key);
+    }
+}
+
+/// `smp_h2_answers`: pairs the next response a plain HTTP/2 downstream write forwards
+/// (`H2_ANSWERED`, filled by the write's [`on_data`]) as an exchange of its own, with the
+/// write's entry as its forward, then tail-calls itself for the one after. The write's exit
+/// sends one `SendDone` for every exchange it forwarded (the agent counts them per write).
+#[inline(always)]
+pub fn answer_next(ctx: &RawTracePointContext) {
+    let Some(a) = H2_ANSWERED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, filled by the program that tail-called this one.
+    let a = unsafe { &mut *a };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if a.pid_tgid != pid_tgid {
+        a.clear();
+        return;
+    }
+    let Some(key) = a.take() else {
+        return;
+    };
+    let t_out = a.t_out;
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if let Some(v) = SOCK_STATE.get_ptr_mut(&key) {
+        // SAFETY: the state of a stream this thread's write answers.
+        let v = unsafe { &mut *v };
+        if v.flags & SOCK_STREAM != 0 && v.last_dir == DIR_IN {
+            let at_exit = on_new_outbound(v, key, t_out, tgid, tid);
+            if at_exit & AT_EXIT_SEND_DONE != 0 {
+                mark_send_done(tid, t_out);
+            }
+        }
+        // Answered: its state has done its work (its trailers find none).
+        let _ = SOCK_STATE.remove(&key);
+    }
+    if a.pending() {
+        answer_rest(ctx);
+    }
+}
+
+/// The call thread `tid` parked for its write entered at `t_out` sends a `SendDone` at exit.
+#[inline(always)]
+fn mark_send_done(tid: u32, t_out: u64) {
+    if let Some(t) = THREADS.get_ptr_mut(&tid) {
+        // SAFETY: the calling thread's own entry: only this thread writes it.
+        let p = unsafe { &mut (*t).pending };
+        if p.kind != PENDING_IDLE && p.since_ns == t_out {
+            p.at_exit |= AT_EXIT_SEND_DONE;
+        }
+    }
 }
 
 /// The `N` bytes at offset `off` of the data in buffers `bufs` ([`walk_buffers`]), and
@@ -582,10 +691,15 @@ fn h2_responses_read(
 /// - On an upstream, each HEADERS frame opening a stream forwards a request, with a state
 ///   of its own claiming the request this thread read (its hint), as an HTTP/1.x request
 ///   forward does.
-/// - On a downstream, the first HEADERS frame that answers a request still waiting names
-///   the stream whose response the write forwards (returned; one per write: a second
-///   response in the same write stays unpaired, counted as `http2`).
+/// - On a downstream, each HEADERS frame that answers a request still waiting names a
+///   stream whose response the write forwards (in `answered`, in frame order; beyond
+///   [`h2::ANSWERS_PER_WRITE`] one is answered unpaired, its state gone, counted as
+///   `h2_answers_lost`).
 #[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into one program: a struct of them would cost BPF stack"
+)]
 fn h2_written(
     s: &mut SockState,
     ino: u64,
@@ -593,7 +707,8 @@ fn h2_written(
     preface: bool,
     header: *mut Iovecs,
     tid: u32,
-) -> Option<(u64, *mut SockState)> {
+    answered: &mut h2::Answered,
+) {
     s.last_dir = DIR_OUT;
     let upstream = s.role == ROLE_UPSTREAM;
     s.h2_out_first = 0;
@@ -609,8 +724,11 @@ fn h2_written(
             }
             if let Some(v) = SOCK_STATE.get_ptr_mut(&key) {
                 // SAFETY: plain reads of the map value.
-                if unsafe { (*v).flags & SOCK_STREAM != 0 && (*v).last_dir == DIR_IN } {
-                    return Some((key, v));
+                if unsafe { (*v).flags & SOCK_STREAM != 0 && (*v).last_dir == DIR_IN }
+                    && !answered.push(key)
+                {
+                    // Answered, not paired: no later write's stale bytes may pair it.
+                    let _ = SOCK_STATE.remove(&key);
                 }
             }
         } else if h2::opens(&mut s.h2_out_stream, &h) {
@@ -632,7 +750,9 @@ fn h2_written(
     if c.refused() && !preface {
         count(Counter::H2WalkLost);
     }
-    None
+    if answered.over != 0 {
+        count_by(Counter::H2AnswersLost, u64::from(answered.over));
+    }
 }
 
 /// A fresh state for stream `key` of plain HTTP/2 socket `of`, with role `role`. `None`: the
@@ -993,7 +1113,7 @@ fn exchange(
 /// the first data segment after the socket's last write marks when the next inbound message
 /// arrived: the proxy reads it later (`in_start`), the difference is how long it waited.
 #[inline(always)]
-pub fn on_tcp_probe(ctx: &aya_ebpf::programs::RawTracePointContext) -> Result<(), ProbeError> {
+pub fn on_tcp_probe(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     let sk: u64 = ctx.arg(0);
     // Cheapest tests first: this fires for every TCP segment on the host.
     if !sk_maybe_followed(sk) {

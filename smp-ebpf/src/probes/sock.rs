@@ -95,7 +95,11 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
             Ok(())
         }
         _ if op & op::DATA != 0 => match SyscallKind::from_u32(u32::from(op & 7)) {
-            Some(kind) => on_data_enter(regs, kind, pid_tgid, o),
+            Some(kind) => {
+                let r = on_data_enter(regs, kind, pid_tgid, o);
+                hop::answer_pending(ctx);
+                r
+            }
             None => Ok(()),
         },
         _ => Ok(()),
@@ -443,6 +447,7 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), Probe
         on_read_done(&call, kind, ret, call.since_ns, pid_tgid, o);
     } else if ret > 0 {
         hop::on_data(&call, kind, 0, call.since_ns, pid_tgid, o);
+        hop::answer_pending(ctx);
     }
     Ok(())
 }
@@ -463,7 +468,9 @@ pub fn on_tcp_send_start(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     if o.valid == 0 {
         return Ok(());
     }
-    send_start(ctx.arg(0), pid_tgid, false, o)
+    let r = send_start(ctx.arg(0), pid_tgid, false, o);
+    hop::answer_pending(ctx);
+    r
 }
 
 /// A packet is queued to a device (`net:net_dev_queue`), used where `tcp_sendmsg_locked` is
@@ -497,7 +504,9 @@ pub fn on_xmit_start(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     if ret != -ENOSYS {
         return Ok(());
     }
-    send_start(sk, pid_tgid, true, o)
+    let r = send_start(sk, pid_tgid, true, o);
+    hop::answer_pending(ctx);
+    r
 }
 
 /// The calling thread starts sending on `sk`: the first time in this syscall, its outbound

@@ -49,7 +49,7 @@ use crate::util::root;
 const TEST_TARGETS: &[&str] = &["probes", "cli"];
 /// Workload binaries the tests spawn through `env!("CARGO_BIN_EXE_…")`, and `btfbreak`,
 /// which `/init` runs for `--break`.
-const WORKLOADS: &[&str] = &["burner", "sockmover", "btfbreak"];
+const WORKLOADS: &[&str] = &["burner", "sockmover", "h2relay", "btfbreak"];
 /// Per-test limit inside the guest and on the host.
 const TEST_TIMEOUT_SECS: u64 = 180;
 

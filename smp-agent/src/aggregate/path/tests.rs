@@ -286,3 +286,20 @@ fn tcp_round_trip_estimates_are_kept_by_where_the_peer_is() {
         .equivalent(off.rttvar.value_at_quantile(0.5), 200_000));
     assert_eq!(j.counts.no_peer, 2);
 }
+
+#[test]
+fn two_responses_forwarded_by_one_write_are_both_completed_by_its_send() {
+    // One HTTP/2 write answering two streams: two exchanges, one (thread, write entry).
+    let (x1, y1) = outbound_answered(40001, 1_000, 40, 50);
+    let (x2, y2) = outbound_answered(40002, 1_000, 40, 50);
+    assert_eq!((x1.tid, x1.resp_out_ns), (x2.tid, x2.resp_out_ns));
+    let mut j = PathJoiner::default();
+    for (x, y) in [(&x1, &y1), (&x2, &y2)] {
+        j.exchange(IN, Direction::Inbound, y);
+        j.exchange(OUT, Direction::Outbound, x);
+    }
+    j.sent(x1.tid, x1.resp_out_ns, x1.resp_out_ns + 6);
+    assert_eq!(j.counts.breakdown, 2);
+    j.finish();
+    assert_eq!(j.counts.send_unseen, 0);
+}
