@@ -13,10 +13,11 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub struct KernelOffsets {
     /// Set to [`crate::ABI_VERSION`] by the agent once every field below is filled.
     pub valid: u32,
-    /// `struct pt_regs`: the registers of a syscall's first and second arguments (x86_64:
-    /// `di`, `si`), as the `raw_syscalls/sys_enter` raw tracepoint sees them.
+    /// `struct pt_regs`: the registers of a syscall's first, second and third arguments
+    /// (x86_64: `di`, `si`, `dx`), as the `raw_syscalls/sys_enter` raw tracepoint sees them.
     pub regs_arg0: u32,
     pub regs_arg1: u32,
+    pub regs_arg2: u32,
     /// `struct task_struct`: `pid` (thread id) and `tgid` (process id).
     pub task_pid: u32,
     pub task_tgid: u32,
@@ -80,7 +81,7 @@ pub struct KernelOffsets {
     pub ephemeral_first: u16,
     pub ephemeral_last: u16,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 144);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 148);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -89,6 +90,7 @@ impl KernelOffsets {
             valid: 0,
             regs_arg0: 0,
             regs_arg1: 0,
+            regs_arg2: 0,
             task_pid: 0,
             task_tgid: 0,
             task_files: 0,

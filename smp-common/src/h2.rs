@@ -31,9 +31,9 @@ pub const MAX_FRAMES: u32 = 16;
 /// first ones; a frame header split across two buffers, or beyond these, stops it).
 pub const IOV_WALK: usize = 4;
 /// How far past the highest stream seen a new one may be. Clients open streams in order
-/// (RFC 9113 §5.1.1 allows skipping ids; no client we know does): a write is walked without
-/// its length (not known where it is walked), so the bytes after it in its buffer, stale
-/// frames of earlier writes, may be read as frames; theirs are older streams, and a header
+/// (RFC 9113 §5.1.1 allows skipping ids; no client we know does): a `writev`/`sendmsg` is
+/// walked without its total length, so bytes past it (stale frames of earlier writes, an
+/// iovec entry past its count) may be read as frames; theirs are older streams, and a header
 /// of garbage naming a far stream would otherwise stop every later stream from opening.
 pub const MAX_STREAM_STEP: u32 = 2 * MAX_FRAMES;
 /// Largest frame payload a walk that takes its place again believes: the protocol's initial
@@ -363,8 +363,11 @@ impl Cursor {
         }
     }
 
-    /// A walk over a write of unknown length whose first frame header is `start` bytes in
-    /// (checked: a write resumed after a partial one starts inside a frame).
+    /// A walk over a write whose first frame header is `start` bytes in (checked: a write
+    /// resumed after a partial one starts inside a frame). Its length is its buffers' (the
+    /// kernel's walk ends where a header cannot be read from them): a bound here, a value
+    /// the verifier would follow through every step of the walk, cost `smp_tcp_send` 660 k
+    /// instructions instead of 284 k.
     #[inline(always)]
     pub fn write(start: u32) -> Cursor {
         Cursor {

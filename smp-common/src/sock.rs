@@ -117,7 +117,12 @@ pub struct PendingSyscall {
     /// `AT_EXIT_*` bits: what the exit of a write must do (decided at its entry, so other
     /// writes' exits cost no lookup).
     pub at_exit: u32,
-    pub _pad: u32,
+    /// The syscall's third argument, its low 32 bits: for `read`/`write`/`recvfrom`/`sendto`
+    /// the byte count of `buf`, where the HTTP/2 frame walk of a write's buffer ends (the
+    /// bytes after it are older data). Unused for the others (their iovecs' lengths bound
+    /// the walk). A count of 4 GiB or more is taken modulo 2^32 (Linux moves less than 2 GiB
+    /// per call; such a write's walk may end early).
+    pub len: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 48);
 

@@ -15,10 +15,9 @@ pub enum OffsetsError {
 
 /// `struct pt_regs` members holding a syscall's first and second arguments, its number and
 /// its return value.
-fn arg_registers() -> Result<(&'static str, &'static str, &'static str, &'static str), OffsetsError>
-{
+fn arg_registers() -> Result<[&'static str; 5], OffsetsError> {
     if cfg!(target_arch = "x86_64") {
-        Ok(("di", "si", "orig_ax", "ax"))
+        Ok(["di", "si", "dx", "orig_ax", "ax"])
     } else {
         Err(OffsetsError::Arch(std::env::consts::ARCH))
     }
@@ -39,7 +38,7 @@ pub fn ephemeral_range(text: &str) -> (u16, u16) {
 
 /// Reads every offset the programs need from the running kernel.
 pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
-    let (arg0, arg1, nr, ret) = arg_registers()?;
+    let [arg0, arg1, arg2, nr, ret] = arg_registers()?;
     // The agent's namespace's range: a pod's is the same unless its sysctls change it.
     let ephemeral = std::fs::read_to_string(EPHEMERAL_RANGE)
         .map(|t| ephemeral_range(&t))
@@ -59,6 +58,7 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         valid: ABI_VERSION,
         regs_arg0: btf.member_offset("pt_regs", arg0)?,
         regs_arg1: btf.member_offset("pt_regs", arg1)?,
+        regs_arg2: btf.member_offset("pt_regs", arg2)?,
         task_pid: btf.member_offset("task_struct", "pid")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_files: btf.member_offset("task_struct", "files")?,

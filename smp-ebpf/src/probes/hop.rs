@@ -81,9 +81,10 @@ fn first_bytes(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Opti
 }
 
 /// The buffers of a syscall's data, for a frame walk: up to [`IOV_WALK`] (address, length)
-/// pairs in this CPU's `IOV_SCRATCH` (a single buffer: its address and no bound but the
-/// data's length; an iovec array's first entries, read whole: entries past a `readv`'s count
-/// are not known apart, but a read's length never reaches them).
+/// pairs in this CPU's `IOV_SCRATCH` (a single buffer: its address and a `write`'s or
+/// `sendto`'s length, a read's bound by the bytes it returned; an iovec array's first
+/// entries, read whole: entries past a `readv`'s count are not known apart, but a read's
+/// length never reaches them).
 #[inline(always)]
 fn walk_buffers(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Option<*mut Iovecs> {
     let t = IOV_SCRATCH.get_ptr_mut(0)?;
@@ -93,7 +94,9 @@ fn walk_buffers(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets) -> Opt
         SyscallKind::Read | SyscallKind::Write | SyscallKind::Recvfrom | SyscallKind::Sendto => {
             *t = [0; 2 * IOV_WALK];
             t[0] = p.buf;
-            t[1] = u64::MAX;
+            // Its byte count: a write's bytes after it in the buffer are older data, whose
+            // frames are not its own (a read's walk ends at the bytes it returned, fewer).
+            t[1] = u64::from(p.len);
             return Some(t);
         }
         SyscallKind::Readv | SyscallKind::Writev => p.buf,
@@ -368,7 +371,7 @@ pub fn on_data(
                 // SAFETY: this CPU's slot, used by this program and the one it tail-calls.
                 let a = unsafe { &mut *a };
                 *a = h2::Answered::new(p.since_ns, pid_tgid);
-                h2_written(s, ino, p.since_ns, preface_out, header, tid, a);
+                h2_written(s, ino, p, preface_out, header, tid, a);
                 if s.h2_out_first != 0 {
                     // A request forward: its exit marks the streams it opened sent.
                     return AT_EXIT_SENT;
@@ -703,7 +706,7 @@ fn h2_responses_read(
 fn h2_written(
     s: &mut SockState,
     ino: u64,
-    t_out: u64,
+    p: &PendingSyscall,
     preface: bool,
     header: *mut Iovecs,
     tid: u32,
@@ -712,6 +715,7 @@ fn h2_written(
     s.last_dir = DIR_OUT;
     let upstream = s.role == ROLE_UPSTREAM;
     s.h2_out_first = 0;
+    let t_out = p.since_ns;
     let mut c = Cursor::write(if preface { h2::PREFACE_LEN } else { 0 });
     for _ in 0..h2::MAX_FRAMES {
         let Some(h) = next_frame(&mut c, header) else {

@@ -192,17 +192,20 @@ fn walk(key: u64, epoch: u64, fd: u32, o: &KernelOffsets) -> Result<Option<Socke
     Ok(found)
 }
 
-/// A syscall's first two arguments (fd, buffer), in one kernel read when their registers are
-/// adjacent (x86_64: `si`, then `di`).
+/// A data syscall's first three arguments (fd, buffer, and the third, its low 32 bits: a
+/// `read`'s or `write`'s byte count; see `PendingSyscall::len`), in one kernel read when
+/// their registers are adjacent (x86_64: `dx`, `si`, `di`). No branch on the syscall: a
+/// value told apart by kind would be followed apart by the verifier through the pairing.
 #[inline(always)]
-fn args01(regs: u64, o: &KernelOffsets) -> Result<(u64, u64), ProbeError> {
-    if o.regs_arg0 == o.regs_arg1 + 8 {
-        let a: [u64; 2] = read(regs, o.regs_arg1)?;
-        return Ok((a[1], a[0]));
+fn args(regs: u64, o: &KernelOffsets) -> Result<(u64, u64, u32), ProbeError> {
+    if o.regs_arg0 == o.regs_arg1 + 8 && o.regs_arg1 == o.regs_arg2 + 8 {
+        let a: [u64; 3] = read(regs, o.regs_arg2)?;
+        return Ok((a[2], a[1], a[0] as u32));
     }
     Ok((
         read(regs, o.regs_arg0)?,
         read(regs, o.regs_arg1).unwrap_or(0),
+        read::<u64>(regs, o.regs_arg2).unwrap_or(0) as u32,
     ))
 }
 
@@ -214,7 +217,7 @@ fn on_data_enter(
     pid_tgid: u64,
     o: &KernelOffsets,
 ) -> Result<(), ProbeError> {
-    let (fd, buf) = args01(regs, o)?;
+    let (fd, buf, len) = args(regs, o)?;
     let fd = fd as u32;
     let Some(sock) = resolve(pid_tgid, fd, o)? else {
         return Ok(());
@@ -226,6 +229,7 @@ fn on_data_enter(
         sk: sock.sk,
         fd,
         kind: kind as u32,
+        len,
         ..PendingSyscall::default()
     };
     if !kind.is_ingress() {
@@ -375,7 +379,7 @@ fn current_call(
     if kind.is_ingress() != ingress {
         return Ok(None);
     }
-    let (fd, buf) = args01(regs, o)?;
+    let (fd, buf, len) = args(regs, o)?;
     let socket: u64 = read(sk, o.sock_socket)?;
     if socket == 0 {
         return Ok(None);
@@ -391,6 +395,7 @@ fn current_call(
         sk,
         fd: fd as u32,
         kind: kind as u32,
+        len,
         ..PendingSyscall::default()
     };
     Ok(Some((kind, call)))

@@ -6,7 +6,9 @@
 //! (the first with its preface), each HEADERS frame a request; each request forwarded as
 //! `GET /<stream id>` on a fresh HTTP/1.1 connection to `<upstream>`, in frame order; each
 //! response read, in the same order; then **one write** to the client holding a HEADERS
-//! frame (END_STREAM) for every stream of the round. Exits when the client closes.
+//! frame (END_STREAM) for every stream of the round. A round of exactly two streams is
+//! answered in two writes from one buffer, one frame each: the first write's buffer holds
+//! the second's frame past its length. Exits when the client closes.
 //! No HPACK: the kernel walks frame headers only, never a payload.
 
 use std::{
@@ -65,6 +67,11 @@ fn main() {
             out.extend_from_slice(&s.to_be_bytes());
             out.push(0x88);
         }
-        down.write_all(&out).expect("answer");
+        if streams.len() == 2 {
+            down.write_all(&out[..10]).expect("answer");
+            down.write_all(&out[10..]).expect("answer");
+        } else {
+            down.write_all(&out).expect("answer");
+        }
     }
 }
