@@ -139,6 +139,18 @@ pub fn socket_hook_modes() -> Vec<smp_agent::probes::catalog::SocketHooks> {
     modes
 }
 
+/// Test `test` (as root, else [`require_root`] says why) once per way of seeing socket I/O
+/// this kernel supports ([`socket_hook_modes`]): `f` with each.
+pub fn in_each_socket_hook_mode(test: &str, f: impl Fn(smp_agent::probes::catalog::SocketHooks)) {
+    if !require_root(test) {
+        return;
+    }
+    for mode in socket_hook_modes() {
+        eprintln!("socket hooks: {mode:?}");
+        f(mode);
+    }
+}
+
 /// True under CI (`CI=true` or `CI=1`): a test that cannot run must fail, not skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -117,13 +117,10 @@ fn cpu_of_an_untracked_process_is_not_counted() {
 
 #[test]
 fn socket_syscalls_are_counted_exactly_per_socket_and_kind() {
-    if !require_root("socket_syscalls_are_counted_exactly_per_socket_and_kind") {
-        return;
-    }
-    for mode in socket_hook_modes() {
-        eprintln!("socket hooks: {mode:?}");
-        socket_syscalls_are_counted_with(mode);
-    }
+    smp_tests::in_each_socket_hook_mode(
+        "socket_syscalls_are_counted_exactly_per_socket_and_kind",
+        socket_syscalls_are_counted_with,
+    );
 }
 
 fn socket_syscalls_are_counted_with(mode: SocketHooks) {
@@ -135,13 +132,10 @@ fn socket_syscalls_are_counted_with(mode: SocketHooks) {
 /// cache of the kernel programs must follow every change.
 #[test]
 fn fd_numbers_reused_for_other_files_are_attributed_correctly() {
-    if !require_root("fd_numbers_reused_for_other_files_are_attributed_correctly") {
-        return;
-    }
-    for mode in socket_hook_modes() {
-        eprintln!("socket hooks: {mode:?}");
-        fd_numbers_reused_with(mode);
-    }
+    smp_tests::in_each_socket_hook_mode(
+        "fd_numbers_reused_for_other_files_are_attributed_correctly",
+        fd_numbers_reused_with,
+    );
 }
 
 fn fd_numbers_reused_with(mode: SocketHooks) {
@@ -437,13 +431,10 @@ fn h2_writes() -> Vec<usize> {
 /// With both ways of hooking socket I/O (each has its own tail-calling programs).
 #[test]
 fn one_h2c_write_answering_several_streams_pairs_each() {
-    if !require_root("one_h2c_write_answering_several_streams_pairs_each") {
-        return;
-    }
-    for mode in socket_hook_modes() {
-        eprintln!("socket hooks: {mode:?}");
-        h2c_write_answering_several_streams(mode);
-    }
+    smp_tests::in_each_socket_hook_mode(
+        "one_h2c_write_answering_several_streams_pairs_each",
+        h2c_write_answering_several_streams,
+    );
 }
 
 fn h2c_write_answering_several_streams(mode: SocketHooks) {

@@ -9,22 +9,17 @@ use std::time::Instant;
 
 use smp_agent::probes::{catalog::SocketHooks, Probes};
 use smp_common::sock::MAX_SOCK_STATS;
-use smp_tests::{
-    require_root, socket_hook_modes, sockmover_counts_exactly, values_after, Workload,
-};
+use smp_tests::{sockmover_counts_exactly, values_after, Workload};
 
 /// Connections the flood holds open (the figure).
 const CONNECTIONS: u64 = 100_000;
 
 #[test]
 fn a_proxy_with_100000_connections_leaves_the_probes_bounded_and_exact() {
-    if !require_root("a_proxy_with_100000_connections_leaves_the_probes_bounded_and_exact") {
-        return;
-    }
-    for mode in socket_hook_modes() {
-        eprintln!("socket hooks: {mode:?}");
-        flood_with(mode);
-    }
+    smp_tests::in_each_socket_hook_mode(
+        "a_proxy_with_100000_connections_leaves_the_probes_bounded_and_exact",
+        flood_with,
+    );
 }
 
 fn flood_with(mode: SocketHooks) {
