@@ -138,12 +138,6 @@ impl Answered {
     pub fn left(&self) -> u32 {
         self.n.saturating_sub(self.next)
     }
-
-    /// Gives up the streams left (none pending after).
-    #[inline(always)]
-    pub fn clear(&mut self) {
-        self.next = self.n;
-    }
 }
 
 /// One frame's header.

@@ -132,10 +132,6 @@ pub const AT_EXIT_SENT: u32 = 1;
 /// `PendingSyscall::at_exit`: the write forwards the response of an exchange just emitted;
 /// its exit sends a `SendDone`.
 pub const AT_EXIT_SEND_DONE: u32 = 2;
-/// What a write's program returns to its caller beside `PendingSyscall::at_exit` (its exit
-/// ignores it): the write answered more HTTP/2 responses than its own pairing took (the
-/// first); once the call is parked, `smp_h2_answers` pairs the rest (tail call).
-pub const AT_EXIT_ANSWERS: u32 = 4;
 
 /// Value of `FD_CACHE` (key: `tgid << 32 | fd`): what an fd of a tracked process is, so the
 /// fd table is walked once per fd, not once per syscall. Dropped when the fd is closed or

@@ -13,8 +13,8 @@ pub enum OffsetsError {
     Arch(&'static str),
 }
 
-/// `struct pt_regs` members holding a syscall's first and second arguments, its number and
-/// its return value.
+/// `struct pt_regs` members holding a syscall's first, second and third arguments, its number
+/// and its return value.
 fn arg_registers() -> Result<[&'static str; 5], OffsetsError> {
     if cfg!(target_arch = "x86_64") {
         Ok(["di", "si", "dx", "orig_ax", "ax"])

@@ -32,9 +32,7 @@ use smp_common::{
     },
     maps::H2_ANSWERS_SLOT,
     pairing::{self, Class, ReqFit, SockStates, Sole},
-    sock::{
-        PendingSyscall, SyscallKind, AT_EXIT_ANSWERS, AT_EXIT_SEND_DONE, AT_EXIT_SENT, PENDING_IDLE,
-    },
+    sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT, PENDING_IDLE},
 };
 
 use crate::{
@@ -350,7 +348,7 @@ pub fn on_data(
     }
     // The response write to forward from: the socket's own state, or on a plain HTTP/2
     // downstream the state of the stream the write answers.
-    let (out_ino, out_state, more) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
+    let (out_ino, out_state) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
         let Some(header) = walk_buffers(p, kind, o) else {
             return 0;
         };
@@ -377,14 +375,13 @@ pub fn on_data(
                     return AT_EXIT_SENT;
                 }
                 // The first response it forwards is paired here, the rest by
-                // `smp_h2_answers` once the call is parked ([`answer_rest`]).
+                // `smp_h2_answers` once the call is parked ([`answer_pending`]).
                 let Some(key) = a.take() else {
                     return 0;
                 };
-                let more = if a.pending() { AT_EXIT_ANSWERS } else { 0 };
                 match SOCK_STATE.get_ptr_mut(&key) {
-                    Some(v) => (key, v, more),
-                    None => return more,
+                    Some(v) => (key, v),
+                    None => return 0,
                 }
             }
             _ => return 0,
@@ -412,7 +409,7 @@ pub fn on_data(
             on_new_inbound(s, p.ino, len, now, arrived, tgid, tid);
             return 0;
         }
-        (p.ino, sp, 0)
+        (p.ino, sp)
     };
     // SAFETY: a map value: this socket's (above), or its stream's, written by this thread.
     let at_exit = on_new_outbound(unsafe { &mut *out_state }, out_ino, p.since_ns, tgid, tid);
@@ -420,7 +417,7 @@ pub fn on_data(
         // The stream is answered: its state has done its work (its trailers find none). Its
         // write's exit sends the response's `SendDone` only (the socket is not the stream).
         let _ = SOCK_STATE.remove(&out_ino);
-        return (at_exit & AT_EXIT_SEND_DONE) | more;
+        return at_exit & AT_EXIT_SEND_DONE;
     }
     at_exit
 }
@@ -447,11 +444,15 @@ pub fn answer_pending(ctx: &RawTracePointContext) {
 fn answer_rest(ctx: &RawTracePointContext) {
     // SAFETY: the slot holds `smp_h2_answers`, a raw tracepoint program like every caller.
     unsafe { H2_TAIL.tail_call(ctx, H2_ANSWERS_SLOT) };
-    let Some(a) = H2_ANSWERED.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's slot, used by this program until it returns.
-    let a = unsafe { &mut *a };
+    if let Some(a) = H2_ANSWERED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, used by this program until it returns.
+        give_up(unsafe { &mut *a });
+    }
+}
+
+/// The responses left in `a` are answered unpaired: counted, their states dropped.
+#[inline(always)]
+fn give_up(a: &mut h2::Answered) {
     count_by(Counter::H2AnswersLost, u64::from(a.left()));
     for _ in 0..h2::ANSWERS_PER_WRITE {
         let Some(key) = a.take() else {
@@ -475,7 +476,9 @@ pub fn answer_next(ctx: &RawTracePointContext) {
     let a = unsafe { &mut *a };
     let pid_tgid = bpf_get_current_pid_tgid();
     if a.pid_tgid != pid_tgid {
-        a.clear();
+        // Not the writing thread's (a program between the write's and this one reused the
+        // slot): what is left cannot be paired here.
+        give_up(a);
         return;
     }
     let Some(key) = a.take() else {
