@@ -27,10 +27,14 @@ pub enum Counter {
     /// pair: more than `h2::ANSWERS_PER_WRITE` in one write, or the tail call to the program
     /// that pairs a write's further responses failed. Unpaired (`http2`) and named here.
     H2AnswersLost = 6,
+    /// A TLS ClientHello a write sent that was not walked for its ALPN offer (the tail call
+    /// to the program that walks it failed): if it offered HTTP/2 alone, its connection is
+    /// paired by record alternation.
+    TlsHelloLost = 7,
 }
 
 /// Number of entries of the `COUNTERS` array. Keep in step with [`Counter`].
-pub const COUNTER_SLOTS: u32 = 7;
+pub const COUNTER_SLOTS: u32 = 8;
 
 impl Counter {
     /// Every counter, in index order.
@@ -42,6 +46,7 @@ impl Counter {
         Counter::StateEvicted,
         Counter::H2WalkLost,
         Counter::H2AnswersLost,
+        Counter::TlsHelloLost,
     ];
 
     /// A stable snake_case name, used in outputs.
@@ -54,6 +59,7 @@ impl Counter {
             Counter::StateEvicted => "state_evicted",
             Counter::H2WalkLost => "h2_walk_lost",
             Counter::H2AnswersLost => "h2_answers_lost",
+            Counter::TlsHelloLost => "tls_hello_lost",
         }
     }
 }

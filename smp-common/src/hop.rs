@@ -28,6 +28,12 @@ pub const SOCK_STREAM: u8 = 16;
 /// The socket was opened before the probes and took its role from its ports
 /// ([`crate::pairing::role_from_ports`]): its TLS, if any, shows in its records only.
 pub const SOCK_AGED: u8 = 32;
+/// A TLS client whose ClientHello offered HTTP/2 and no HTTP/1.x by ALPN
+/// ([`crate::tls::HelloWalk`]): HTTP/2 inside TLS, its streams interleaved on the connection.
+/// Its writes forward the requests its thread read before them, and a response forwarded
+/// from it is taken from its last read before the response's write (the causal rule,
+/// docs/hops.md).
+pub const SOCK_MUX: u8 = 64;
 
 /// A connection's endpoints as the proxy sees them (addresses in network byte order, ports in
 /// host order). IPv4 addresses sit in the first 4 bytes; `family` is AF_INET or AF_INET6.
@@ -106,8 +112,16 @@ pub struct SockState {
     /// opened (0: none); its exit marks that stream and those after it sent
     /// ([`crate::h2::SENT_STREAMS`]).
     pub h2_out_first: u32,
+    /// Downstreams: the HTTP/2-inside-TLS upstream ([`SOCK_MUX`]) whose write forwarded the
+    /// current request (0: none), and when that write was entered.
+    pub mux_up: u64,
+    pub mux_out: u64,
+    /// [`SOCK_MUX`] upstreams: the exit of the socket's last read (any read), and when its
+    /// data reached the socket.
+    pub mux_in: u64,
+    pub mux_arrival: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 216);
+const _: () = assert!(core::mem::size_of::<SockState>() == 248);
 
 /// TCP's own estimate of a connection's round trip, as `tcp_info` reports it (µs; 0: unknown).
 #[repr(C)]
@@ -267,6 +281,9 @@ pub const PAIRED_BY_BATCH: u32 = 4;
 /// forward: found across threads (a work-stealing runtime writes a response from another
 /// thread than the one that read it).
 pub const PAIRED_BY_SOLE: u32 = 5;
+/// By the causal rule of HTTP/2 inside TLS ([`SOCK_MUX`]): the upstream's last read before
+/// the response's write, the upstream being the one whose write forwarded the request.
+pub const PAIRED_BY_CAUSAL: u32 = 6;
 
 /// Slots of a process's [`RespPool`] (a power of two).
 pub const POOL_SLOTS: usize = 16;
@@ -353,8 +370,17 @@ pub struct HopCounts {
     pub unforwarded: u64,
     /// Exchanges paired whose request was an HTTP/2 stream (of [`Self::h2_streams`]).
     pub h2_paired: u64,
+    /// Exchanges paired by the causal rule of HTTP/2 inside TLS ([`PAIRED_BY_CAUSAL`]).
+    pub causal: u64,
+    /// Response writes on a downstream whose request a write on an HTTP/2-inside-TLS
+    /// upstream forwarded by the causal rule, and those whose thread had last read from that
+    /// same upstream: how far this process's causal claims can be trusted ([`mux_trusted`]).
+    /// An event loop's, relaying in one turn, agree; a proxy that holds a request while its
+    /// thread forwards others (a delay, an asynchronous filter) claims it for another's write.
+    pub mux_checks: u64,
+    pub mux_agrees: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 136);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 160);
 
 /// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
 /// once.
@@ -378,7 +404,10 @@ macro_rules! hop_count_fields {
             hint_checks,
             hint_agrees,
             unforwarded,
-            h2_paired
+            h2_paired,
+            causal,
+            mux_checks,
+            mux_agrees
         )
     };
 }
@@ -453,6 +482,13 @@ pub const HINT_JUDGED_AFTER: u64 = 32;
 /// on 90 % in an emulated guest, where trusting them (at ≥ 3 in 4) paired 16 of 600 wrongly.
 pub const fn hints_trusted(c: &HopCounts) -> bool {
     c.hint_checks >= HINT_JUDGED_AFTER && c.hint_agrees * 32 >= c.hint_checks * 31
+}
+
+/// Whether a process's causal claims ([`HopCounts::mux_checks`]) agreed often enough (≥ 31 in
+/// 32, from [`HINT_JUDGED_AFTER`] on) for the causal rule to pair its exchanges; before, and
+/// when they do not, its HTTP/2-inside-TLS upstreams are paired by record alternation.
+pub const fn mux_trusted(c: &HopCounts) -> bool {
+    c.mux_checks >= HINT_JUDGED_AFTER && c.mux_agrees * 32 >= c.mux_checks * 31
 }
 
 /// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle

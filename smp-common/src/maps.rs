@@ -19,13 +19,14 @@ pub const ZEROS: &str = "ZEROS";
 pub const IOV_SCRATCH: &str = "IOV_SCRATCH";
 pub const H2_ANSWERED: &str = "H2_ANSWERED";
 pub const H2_TAIL: &str = "H2_TAIL";
+pub const TLS_HELLO: &str = "TLS_HELLO";
 pub const PROC_FWD: &str = "PROC_FWD";
 pub const HOP_COUNTS: &str = "HOP_COUNTS";
 pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
 
 /// Every map of the object.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     NR_OPS,
     TRACKED,
     TARGETS,
@@ -43,6 +44,7 @@ pub const ALL: [&str; 21] = [
     IOV_SCRATCH,
     H2_ANSWERED,
     H2_TAIL,
+    TLS_HELLO,
     PROC_FWD,
     HOP_COUNTS,
     EVENTS,
@@ -52,3 +54,7 @@ pub const ALL: [&str; 21] = [
 /// `H2_TAIL`'s slot of the program that pairs a plain HTTP/2 write's further responses
 /// (`smp_h2_answers`), which the write's program tail-calls.
 pub const H2_ANSWERS_SLOT: u32 = 0;
+
+/// `H2_TAIL`'s slot of the program that walks a ClientHello a write sent for its ALPN offer
+/// (`smp_tls_hello`), which the write's program tail-calls.
+pub const TLS_HELLO_SLOT: u32 = 1;

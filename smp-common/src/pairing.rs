@@ -177,6 +177,25 @@ pub fn waiting_response(u: &SockState, t_in: u64) -> Option<UpstreamTimes> {
     })
 }
 
+/// What downstream `d`'s response write takes from `u`, the HTTP/2-inside-TLS upstream
+/// ([`crate::hop::SOCK_MUX`]) whose write forwarded `d`'s request (`d.mux_up`): by the causal rule, the
+/// response arrived in `u`'s last read before this write (its records say nothing finer), if
+/// that read came after the forward. The request's forward is that write's entry (its send
+/// time is not known).
+#[inline(always)]
+pub fn mux_response(u: &SockState, d: &SockState) -> Option<UpstreamTimes> {
+    if d.mux_out == 0 || u.mux_in < d.mux_out {
+        return None;
+    }
+    Some(UpstreamTimes {
+        req_out: d.mux_out,
+        req_sent: 0,
+        resp_in: u.mux_in,
+        resp_arrival: u.mux_arrival.min(u.mux_in),
+        resp_bytes: u.in_bytes,
+    })
+}
+
 /// Marks upstream `u`'s response read at `t_in` forwarded (taken by a response write): its
 /// queued copies on any thread are dead from now on.
 #[inline(always)]
@@ -399,6 +418,22 @@ impl ThreadLast {
             self.req_head = self.req_head.wrapping_add(1);
         }
         taken
+    }
+
+    /// Each request on this thread's list, oldest first (its downstream inode), left on it.
+    #[inline(always)]
+    pub fn each_request(&self, mut f: impl FnMut(u64)) {
+        for k in 0..REQ_SLOTS as u32 {
+            let i = self.req_head.wrapping_add(k);
+            if i == self.req_tail {
+                break;
+            }
+            if let Some(d) = self.reqs.get(i as usize & (REQ_SLOTS - 1)) {
+                if *d != 0 {
+                    f(*d);
+                }
+            }
+        }
     }
 
     /// Remembers a request read on downstream `ino`; the oldest goes when full.

@@ -82,6 +82,9 @@ pub fn smp_sys_exit(ctx: RawTracePointContext) -> i32 {
 /// ret, int flags)`): replaces `smp_sys_enter`/`smp_sys_exit` where it exists, so that no
 /// other syscall of any task pays a hook.
 #[raw_tracepoint(tracepoint = "sock_send_length")]
+// Inlined as `smp_sys_enter` is (LLVM left the write programs' bodies outlined once
+// their pairing grew).
+#[inline(always)]
 pub fn smp_sock_send(ctx: RawTracePointContext) -> i32 {
     counted(probes::sock::on_sock_io(&ctx, false));
     0
@@ -89,6 +92,9 @@ pub fn smp_sock_send(ctx: RawTracePointContext) -> i32 {
 
 /// A socket receive completed (`sock:sock_recv_length`, 6.4+, same arguments).
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
+// Inlined as `smp_sys_enter` is (LLVM left the write programs' bodies outlined once
+// their pairing grew).
+#[inline(always)]
 pub fn smp_sock_recv(ctx: RawTracePointContext) -> i32 {
     counted(probes::sock::on_sock_io(&ctx, true));
     0
@@ -98,6 +104,9 @@ pub fn smp_sock_recv(ctx: RawTracePointContext) -> i32 {
 /// sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal)`): with the
 /// socket tracepoints, where a write starts (its outbound message boundary).
 #[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
+// Inlined as `smp_sys_enter` is (LLVM left the write programs' bodies outlined once
+// their pairing grew).
+#[inline(always)]
 pub fn smp_tcp_send(ctx: RawTracePointContext) -> i32 {
     counted(probes::sock::on_tcp_send_start(&ctx));
     0
@@ -107,6 +116,9 @@ pub fn smp_tcp_send(ctx: RawTracePointContext) -> i32 {
 /// *skb)`): where `tcp_sendmsg_locked` is missing (6.4–6.12), the first packet of a traced write
 /// is where it starts (its outbound message boundary).
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
+// Inlined as `smp_sys_enter` is (LLVM left the write programs' bodies outlined once
+// their pairing grew).
+#[inline(always)]
 pub fn smp_xmit_start(ctx: RawTracePointContext) -> i32 {
     counted(probes::sock::on_xmit_start(&ctx));
     0
@@ -128,6 +140,16 @@ pub fn smp_sock_state(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint]
 pub fn smp_h2_answers(ctx: RawTracePointContext) -> i32 {
     probes::hop::answer_next(&ctx);
+    0
+}
+
+/// Never attached: tail-called (`maps::H2_TAIL`) by a write's program once its call is
+/// parked, when the write sent a TLS ClientHello: walks it for its ALPN offer (an HTTP/2-only
+/// one marks the connection HTTP/2 inside TLS). A program of its own, so that the verifier
+/// walks the hello's bounded loop once, not once per way through the write's pairing.
+#[raw_tracepoint]
+pub fn smp_tls_hello(_ctx: RawTracePointContext) -> i32 {
+    probes::hop::walk_hello();
     0
 }
 

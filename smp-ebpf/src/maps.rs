@@ -169,8 +169,14 @@ pub static H2_ANSWERED: PerCpuArray<smp_common::h2::Answered> = PerCpuArray::wit
 
 /// Slot `H2_ANSWERS_SLOT`: `smp_h2_answers`, which pairs one more response of such a write
 /// per run and tail-calls itself for the next (set by the agent before it attaches).
+/// Slot `TLS_HELLO_SLOT`: `smp_tls_hello`, which walks a ClientHello a write sent.
 #[map]
-pub static H2_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static H2_TAIL: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// A ClientHello a write sent (`probes::hop`), handed per CPU from the write's program to
+/// `smp_tls_hello`, which it tail-calls.
+#[map]
+pub static TLS_HELLO: PerCpuArray<smp_common::tls::Hello> = PerCpuArray::with_max_entries(1, 0);
 
 /// An all-zero `T` in a map value (for a map insert), if the per-CPU block is there.
 #[inline(always)]

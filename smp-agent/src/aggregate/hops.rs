@@ -112,6 +112,9 @@ pub enum PairedBy {
     Oldest,
     /// The only fitting response among those the process read last, on any thread.
     Sole,
+    /// HTTP/2 inside TLS, by the causal rule: the last read, before the response's write, of
+    /// the upstream whose write forwarded the request (docs/hops.md).
+    Causal,
     /// Not said (an older kernel object, a test fixture).
     #[default]
     Unknown,
@@ -121,7 +124,8 @@ impl PairedBy {
     /// From the kernel's `PAIRED_BY_*` value.
     pub fn from_wire(v: u32) -> PairedBy {
         use smp_common::hop::{
-            PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, PAIRED_BY_SOLE,
+            PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_CAUSAL, PAIRED_BY_HINT,
+            PAIRED_BY_OLDEST, PAIRED_BY_SOLE,
         };
         match v {
             PAIRED_BY_HINT => PairedBy::Hint,
@@ -129,6 +133,7 @@ impl PairedBy {
             PAIRED_BY_BATCH => PairedBy::Batch,
             PAIRED_BY_OLDEST => PairedBy::Oldest,
             PAIRED_BY_SOLE => PairedBy::Sole,
+            PAIRED_BY_CAUSAL => PairedBy::Causal,
             _ => PairedBy::Unknown,
         }
     }

@@ -66,6 +66,9 @@ pub struct LossCounters {
     /// Responses of a write on a plain HTTP/2 downstream the kernel answered without pairing
     /// (more than it pairs per write, or its tail call failed).
     pub h2_answers_lost: u64,
+    /// TLS ClientHellos the kernel could not walk for their ALPN offer (its tail call
+    /// failed): an HTTP/2-only connection among them is paired by record alternation.
+    pub tls_hello_lost: u64,
     /// Ring-buffer records the agent could not decode (counted in userspace).
     pub undecodable: u64,
     /// Runs of the agent's programs the kernel skipped: a program already running on that
@@ -80,7 +83,7 @@ pub type LossReason = (&'static str, fn(&LossCounters) -> u64);
 impl LossCounters {
     /// Every loss: the `reason` label of `smp_events_lost_total` (docs/metrics.md) and the
     /// field it reads. The one table every output (metrics, top) derives its reasons from.
-    pub const REASONS: [LossReason; 9] = [
+    pub const REASONS: [LossReason; 10] = [
         ("ringbuf_full", |l| l.ringbuf_dropped),
         ("map_full", |l| l.map_insert_failed),
         ("kernel_read_failed", |l| l.kernel_read_failed),
@@ -88,6 +91,7 @@ impl LossCounters {
         ("state_evicted", |l| l.state_evicted),
         ("h2_walk_lost", |l| l.h2_walk_lost),
         ("h2_answers_lost", |l| l.h2_answers_lost),
+        ("tls_hello_lost", |l| l.tls_hello_lost),
         ("undecodable", |l| l.undecodable),
         ("program_skipped", |l| l.program_skipped),
     ];

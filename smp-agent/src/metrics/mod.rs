@@ -320,7 +320,7 @@ pub(crate) type Reason<T> = (&'static str, fn(&T) -> u64);
 pub(crate) const UNPAIRED_REASONS: [Reason<HopCounts>; 7] = HopCounts::UNPAIRED_REASONS;
 
 /// Event-loss reasons: label value and the [`LossCounters`] field.
-const LOSS_REASONS: [Reason<LossCounters>; 9] = LossCounters::REASONS;
+const LOSS_REASONS: [Reason<LossCounters>; 10] = LossCounters::REASONS;
 
 /// What a counter gains from a cumulative value that may start again from zero (the probes'
 /// loss counters if they were reloaded): everything the first time, the growth after that,

@@ -282,6 +282,21 @@ pub fn hooks_for(socket: SocketHooks, send_start: SendStart) -> Vec<Hook> {
                   one pairing per program",
         socket_hooks: None,
     });
+    out.push(Hook {
+        program: "smp_tls_hello",
+        kind: HookKind::TailCall,
+        target: format!(
+            "{}[{}]",
+            smp_common::maps::H2_TAIL,
+            smp_common::maps::TLS_HELLO_SLOT
+        ),
+        required: true,
+        feeds: "hop pairing: a TLS client's ALPN offer (HTTP/2 alone: HTTP/2 inside TLS, paired \
+                by the causal rule)",
+        variant: "tail-called by the write that sends a ClientHello: the hello's bounded walk \
+                  is verified once",
+        socket_hooks: None,
+    });
     for (program, target, feeds) in [
         (
             "smp_sock_send",
@@ -418,17 +433,17 @@ mod tests {
         let sockets = hooks
             .iter()
             .filter(|h| h.required && h.socket_hooks.is_some());
-        // The four sched hooks, the socket ones, tcp_probe and the tail-called pairing.
+        // The four sched hooks, the socket ones, tcp_probe and the two tail-called programs.
         assert_eq!(
             hooks.iter().filter(|h| h.required).count(),
-            4 + sockets.count() + 1 + 1
+            4 + sockets.count() + 1 + 2
         );
         assert_eq!(
             hooks
                 .iter()
                 .filter(|h| h.kind == HookKind::TailCall && h.required)
                 .count(),
-            1
+            2
         );
         for socket in [SocketHooks::Sock, SocketHooks::Syscalls] {
             for send in [SendStart::TcpSendmsgLocked, SendStart::NetDevQueue] {

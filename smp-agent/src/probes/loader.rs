@@ -242,7 +242,7 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
     })();
     let result = result.map_err(|e| hint(&e));
     let result = match (result, hook.kind) {
-        (Ok(()), HookKind::TailCall) => set_tail_call(ebpf, hook.program),
+        (Ok(()), HookKind::TailCall) => set_tail_call(ebpf, hook.program, tail_slot(hook.program)),
         (r, _) => r,
     };
     result.map_err(|h| match hook.kind {
@@ -258,8 +258,17 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
     })
 }
 
-/// Puts loaded program `program` in `H2_TAIL`'s slot, for the programs that tail-call it.
-fn set_tail_call(ebpf: &mut Ebpf, program: &str) -> Result<(), String> {
+/// `H2_TAIL`'s slot of tail-called program `program`.
+fn tail_slot(program: &str) -> u32 {
+    if program == "smp_tls_hello" {
+        maps::TLS_HELLO_SLOT
+    } else {
+        maps::H2_ANSWERS_SLOT
+    }
+}
+
+/// Puts loaded program `program` in `H2_TAIL`'s `slot`, for the programs that tail-call it.
+fn set_tail_call(ebpf: &mut Ebpf, program: &str, slot: u32) -> Result<(), String> {
     let fd = ebpf
         .program(program)
         .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
@@ -272,8 +281,8 @@ fn set_tail_call(ebpf: &mut Ebpf, program: &str) -> Result<(), String> {
     let mut slots: ProgramArray<&mut MapData> =
         ProgramArray::try_from(map).map_err(|e| format!("map {}: {e}", maps::H2_TAIL))?;
     slots
-        .set(maps::H2_ANSWERS_SLOT, &fd, 0)
-        .map_err(|e| format!("map {} slot {}: {e}", maps::H2_TAIL, maps::H2_ANSWERS_SLOT))
+        .set(slot, &fd, 0)
+        .map_err(|e| format!("map {} slot {slot}: {e}", maps::H2_TAIL))
 }
 
 impl Probes {
@@ -577,6 +586,7 @@ impl Probes {
                 Counter::StateEvicted => snap.loss.state_evicted = total,
                 Counter::H2WalkLost => snap.loss.h2_walk_lost = total,
                 Counter::H2AnswersLost => snap.loss.h2_answers_lost = total,
+                Counter::TlsHelloLost => snap.loss.tls_hello_lost = total,
             }
         }
         snap.loss.program_skipped = self.skipped_runs().unwrap_or(0);

@@ -939,3 +939,40 @@ fn an_arrival_is_its_stamp_unless_unknown_or_after_the_read() {
     assert_eq!(arrival(0, 100), 100, "unknown");
     assert_eq!(arrival(110, 100), 100, "the next message's stamp");
 }
+
+/// The causal rule of HTTP/2 inside TLS: a downstream whose request a write on the upstream
+/// forwarded at 200 takes the upstream's last read, if it came after.
+#[test]
+fn mux_response_is_the_upstreams_last_read_after_the_forward() {
+    let mut d = SockState {
+        mux_up: 7,
+        mux_out: 200,
+        ..SockState::default()
+    };
+    let mut u = SockState {
+        mux_in: 350,
+        mux_arrival: 340,
+        in_bytes: 90,
+        ..SockState::default()
+    };
+    assert_eq!(
+        mux_response(&u, &d),
+        Some(UpstreamTimes {
+            req_out: 200,
+            req_sent: 0,
+            resp_in: 350,
+            resp_arrival: 340,
+            resp_bytes: 90,
+        })
+    );
+    // An arrival stamp after the read (another segment's) is no earlier than the read.
+    u.mux_arrival = 400;
+    assert_eq!(mux_response(&u, &d).map(|r| r.resp_arrival), Some(350));
+    // Nothing read since the forward: no response yet.
+    u.mux_in = 150;
+    assert_eq!(mux_response(&u, &d), None);
+    // No forward recorded: nothing to take.
+    u.mux_in = 350;
+    d.mux_out = 0;
+    assert_eq!(mux_response(&u, &d), None);
+}

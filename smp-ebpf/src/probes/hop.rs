@@ -25,14 +25,15 @@ use smp_common::{
     event::EventKind,
     h2::{self, Cursor, FrameHeader, H2Walk, IOV_WALK},
     hop::{
-        hints_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState, TcpRtt, ThreadLast,
-        DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_HINT, PAIRED_BY_SHIFT,
-        PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_SK,
-        SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
+        hints_trusted, mux_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState,
+        TcpRtt, ThreadLast, DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_CAUSAL,
+        PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN,
+        ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_MUX, SOCK_SK, SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
     },
-    maps::H2_ANSWERS_SLOT,
+    maps::{H2_ANSWERS_SLOT, TLS_HELLO_SLOT},
     pairing::{self, Class, ReqFit, SockStates, Sole},
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT, PENDING_IDLE},
+    tls::{self, Hello, HelloWalk},
 };
 
 use crate::{
@@ -40,7 +41,7 @@ use crate::{
     maps::{
         count, count_by, created, emit, emit_filled, header_at, offsets, sk_filter_add,
         sk_maybe_followed, zeroed, Wake, H2_ANSWERED, H2_TAIL, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK,
-        PROC_FWD, SK_INO, SOCK_STATE, THREADS,
+        PROC_FWD, SK_INO, SOCK_STATE, THREADS, TLS_HELLO,
     },
 };
 
@@ -171,6 +172,84 @@ fn claim_request(tid: u32, t_out: u64, net: u64) -> u64 {
             ReqFit::Take
         }
     })
+}
+
+/// A write entered at `t_out` by thread `tid` on HTTP/2-inside-TLS upstream `u_ino` (in
+/// namespace `net`): by the causal rule it forwards every request this thread read before it
+/// that is still waiting and no such write took yet, each marked with this upstream and this
+/// write (`mux_up`, `mux_out`) for its response's write ([`pairing::mux_response`]). The
+/// thread's list is left as it is: the record-alternation pairing claims from it as before,
+/// for processes whose causal claims prove wrong ([`smp_common::hop::mux_trusted`]).
+#[inline(always)]
+fn mux_forwards(tid: u32, u_ino: u64, net: u64, t_out: u64) {
+    // SAFETY: plain copy out of a map value.
+    let Some(l) = (unsafe { THREADS.get(&tid) }).map(|t| t.last) else {
+        return;
+    };
+    l.each_request(|d| {
+        let Some(ds) = SOCK_STATE.get_ptr_mut(&d) else {
+            return;
+        };
+        // SAFETY: map value; a request is marked by the thread that read it.
+        let ds = unsafe { &mut *ds };
+        if ds.mux_up == 0
+            && ds.last_dir == DIR_IN
+            && ds.in_start <= t_out
+            && pairing::same_netns(ds.net, net)
+        {
+            ds.mux_up = u_ino;
+            ds.mux_out = t_out;
+        }
+    });
+}
+
+/// A write sending a TLS ClientHello (its first 8 bytes `head`): its socket and first buffer
+/// are left in this CPU's `TLS_HELLO` for `smp_tls_hello` ([`answer_pending`]).
+#[inline(always)]
+fn hello_sent(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets, head: [u8; 8]) {
+    let Some(bufs) = walk_buffers(p, kind, o) else {
+        return;
+    };
+    let Some(h) = TLS_HELLO.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slots, used by this program and the one it tail-calls.
+    unsafe {
+        *h = Hello {
+            ino: p.ino,
+            base: (*bufs)[0],
+            len: (*bufs)[1],
+            head,
+        };
+    }
+}
+
+/// `smp_tls_hello`: walks the ClientHello in this CPU's `TLS_HELLO` ([`HelloWalk`], within
+/// the write's first buffer: a hello is written whole, from one); one offering HTTP/2 and no
+/// HTTP/1.x marks its socket HTTP/2 inside TLS ([`SOCK_MUX`]).
+#[inline(always)]
+pub fn walk_hello() {
+    let Some(h) = TLS_HELLO.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, filled by the program that tail-called this one.
+    let h = unsafe { core::mem::take(&mut *h) };
+    let mut w = HelloWalk::new(&h.head, h.len);
+    for _ in 0..tls::HELLO_STEPS {
+        let Some(at) = w.next() else {
+            break;
+        };
+        match read_user::<[u8; 4]>(h.base + at) {
+            Ok(b) => w.feed(b, true),
+            Err(_) => w.feed([0; 4], false),
+        }
+    }
+    if w.h2_only() {
+        if let Some(s) = SOCK_STATE.get_ptr_mut(&h.ino) {
+            // SAFETY: map value; one bit set.
+            unsafe { (*s).flags |= SOCK_MUX };
+        }
+    }
 }
 
 /// The state of socket `ino` (its `struct sock *` is `sk`), created (role unknown) if absent.
@@ -304,8 +383,14 @@ pub fn on_data(
     };
     let (class, preface_out) = match first_bytes(p, kind, o) {
         // Writes are not classified (their length is not known here); an h2c client's
-        // preface is told by its 8 bytes.
-        Some(b) => (pairing::classify(&b, len), !ingress && b == *b"PRI * HT"),
+        // preface is told by its 8 bytes, a TLS client's ClientHello by its first 6.
+        Some(b) => {
+            if !ingress && b[0] == 0x16 && b[1] == 0x03 && b[5] == 0x01 {
+                // Walked for its ALPN offer by `smp_tls_hello` ([`walk_hello`]).
+                hello_sent(p, kind, o, b);
+            }
+            (pairing::classify(&b, len), !ingress && b == *b"PRI * HT")
+        }
         None => (Class::Other, false),
     };
     if preface_out {
@@ -387,6 +472,18 @@ pub fn on_data(
             _ => return 0,
         }
     } else {
+        if s.flags & SOCK_MUX != 0 && s.role == ROLE_UPSTREAM {
+            // HTTP/2 inside TLS: each read may bring any stream's response (the last one
+            // before a response's write is taken as its), each write any request this
+            // thread read before it ([`mux_forwards`]). Its records are still paired by
+            // alternation below, for requests its thread did not read.
+            if ingress {
+                s.mux_in = now;
+                s.mux_arrival = pairing::arrival(arrived, now);
+            } else {
+                mux_forwards(tid, p.ino, s.net, p.since_ns);
+            }
+        }
         if ingress && s.role == ROLE_UPSTREAM {
             // Response data, first or continuation: the response this thread forwards next
             // if it relays in the same turn (a TLS client's first "response" is its session
@@ -412,7 +509,13 @@ pub fn on_data(
         (p.ino, sp)
     };
     // SAFETY: a map value: this socket's (above), or its stream's, written by this thread.
-    let at_exit = on_new_outbound(unsafe { &mut *out_state }, out_ino, p.since_ns, tgid, tid);
+    let at_exit = on_new_outbound(
+        unsafe { &mut *out_state },
+        out_ino,
+        p.since_ns,
+        pid_tgid,
+        false,
+    );
     if out_ino != p.ino {
         // The stream is answered: its state has done its work (its trailers find none). Its
         // write's exit sends the response's `SendDone` only (the socket is not the stream).
@@ -429,6 +532,21 @@ pub fn on_data(
 /// it: those that depended on one took `smp_sys_enter` past its million instructions).
 #[inline(always)]
 pub fn answer_pending(ctx: &RawTracePointContext) {
+    // SAFETY: plain reads of this CPU's slot.
+    if TLS_HELLO
+        .get_ptr(0)
+        .is_some_and(|h| unsafe { (*h).ino != 0 })
+    {
+        // SAFETY: the slot holds `smp_tls_hello`, a raw tracepoint program like every caller.
+        unsafe { H2_TAIL.tail_call(ctx, TLS_HELLO_SLOT) };
+        // Not walked (the tail call failed): the connection stays paired by alternation.
+        if let Some(h) = TLS_HELLO.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot.
+            unsafe { (*h).ino = 0 };
+        }
+        count(Counter::TlsHelloLost);
+        return;
+    }
     // SAFETY: plain reads of this CPU's slot.
     if H2_ANSWERED
         .get_ptr(0)
@@ -458,8 +576,14 @@ fn give_up(a: &mut h2::Answered) {
         let Some(key) = a.take() else {
             break;
         };
-        // Answered, not paired: no later write's stale bytes may pair it.
-        let _ = SOCK_STATE.remove(&key);
+        // SAFETY: plain read of a map value.
+        if SOCK_STATE
+            .get_ptr(&key)
+            .is_some_and(|v| unsafe { (*v).flags & SOCK_STREAM != 0 })
+        {
+            // Answered, not paired: no later write's stale bytes may pair it.
+            let _ = SOCK_STATE.remove(&key);
+        }
     }
 }
 
@@ -485,18 +609,24 @@ pub fn answer_next(ctx: &RawTracePointContext) {
         return;
     };
     let t_out = a.t_out;
-    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let tid = pid_tgid as u32;
     if let Some(v) = SOCK_STATE.get_ptr_mut(&key) {
         // SAFETY: the state of a stream this thread's write answers.
         let v = unsafe { &mut *v };
-        if v.flags & SOCK_STREAM != 0 && v.last_dir == DIR_IN {
-            let at_exit = on_new_outbound(v, key, t_out, tgid, tid);
+        let stream = v.flags & SOCK_STREAM != 0;
+        // A stream's state waiting for its response, or a downstream whose response write
+        // its program left to this one (its request went out on an HTTP/2-inside-TLS
+        // upstream: [`on_new_outbound`]).
+        if !stream || v.last_dir == DIR_IN {
+            let at_exit = on_new_outbound(v, key, t_out, pid_tgid, true);
             if at_exit & AT_EXIT_SEND_DONE != 0 {
                 mark_send_done(tid, t_out);
             }
         }
-        // Answered: its state has done its work (its trailers find none).
-        let _ = SOCK_STATE.remove(&key);
+        if stream {
+            // Answered: its state has done its work (its trailers find none).
+            let _ = SOCK_STATE.remove(&key);
+        }
     }
     if a.pending() {
         answer_rest(ctx);
@@ -844,6 +974,7 @@ fn on_new_inbound(
         return;
     }
     if s.role == ROLE_DOWNSTREAM {
+        s.mux_up = 0;
         bump(tgid, |c| c.requests += 1);
         if let Some(l) = thread_last(tid) {
             // SAFETY: the calling thread's own entry: only this thread writes it.
@@ -859,10 +990,21 @@ fn on_new_inbound(
 /// forward (pairs the exchange); on an upstream, a request forward (claims its hint).
 /// Returns what the write's exit must do.
 #[inline(always)]
-fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, tgid: u32, tid: u32) -> u32 {
+fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail: bool) -> u32 {
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let mut at_exit = AT_EXIT_SENT;
-    if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 {
-        match forward_response(tgid, tid, ino, s, t_out) {
+    if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 && !tail && s.mux_up != 0 {
+        // Its request went out on an HTTP/2-inside-TLS upstream: paired by `smp_h2_answers`
+        // once the call is parked ([`answer_pending`]), so that the causal rule's test and
+        // pairing are walked by the verifier there, not in every write's program.
+        if let Some(a) = H2_ANSWERED.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, used by this program and the one it tail-calls.
+            let a = unsafe { &mut *a };
+            *a = h2::Answered::new(t_out, pid_tgid);
+            a.push(ino);
+        }
+    } else if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 {
+        match forward_response(tgid, tid, ino, s, t_out, tail) {
             Forward::Emitted => at_exit |= AT_EXIT_SEND_DONE,
             Forward::Dropped => {}
             // Nothing answered on a downstream that has read no request (a TLS 1.3
@@ -936,7 +1078,18 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
 /// continuation of them) shifted every later pairing on the thread by one, indefinitely
 /// (found with the ground-truth proxy's request log, `lab::truth`).
 #[inline(always)]
-fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u64) -> Forward {
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into one program: a struct of them would cost BPF stack"
+)]
+fn forward_response(
+    tgid: u32,
+    tid: u32,
+    d_ino: u64,
+    d: &mut SockState,
+    t_out: u64,
+    tail: bool,
+) -> Forward {
     let d_in = pairing::request_read_at(d);
     let d_net = d.net;
     if d_in == 0 {
@@ -951,7 +1104,20 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
     let queue = THREADS
         .get_ptr_mut(&tid)
         .map(|t| unsafe { core::ptr::addr_of_mut!((*t).fwd) });
+    // In `smp_h2_answers` only (`tail`): a write's own program leaves such a write to it.
+    if tail && d.mux_up != 0 {
+        judge_causal(tid, c, d);
+    }
     let (found, by) = match queue {
+        // The response comes from that upstream ([`pairing::mux_response`]).
+        _ if tail && d.mux_up != 0 => (
+            Some(FwdSlot {
+                ino: d.mux_up,
+                t_in: 0,
+                hint: 0,
+            }),
+            PAIRED_BY_CAUSAL,
+        ),
         // No entry for this thread: only adjacency can find a response.
         None => (adjacent(tid, d_ino, d_in, t_out), PAIRED_BY_ADJACENCY),
         Some(qp) => {
@@ -987,6 +1153,32 @@ fn forward_response(tgid: u32, tid: u32, d_ino: u64, d: &mut SockState, t_out: u
         },
     };
     exchange(tgid, tid, c, d_ino, d, d_in, found, t_out, by)
+}
+
+/// Downstream `d`'s request went out on an HTTP/2-inside-TLS upstream by the causal rule
+/// (`d.mux_up`): was that upstream the last one thread `tid` read from? Counted (`c`) whatever
+/// pairs the response. Unless it was and the process's claims have proved right
+/// ([`mux_trusted`]), the claim is dropped and record alternation pairs it. (The decision is
+/// left in the socket's state, not a value: one the pairing's searches carried doubled the
+/// verifier's walk of them.)
+#[inline(always)]
+fn judge_causal(tid: u32, c: Counts, d: &mut SockState) {
+    // SAFETY: plain copy out of a map value.
+    let up = unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.up);
+    let agree = u64::from(up == d.mux_up);
+    let trusted = match c {
+        Some(c) => {
+            // SAFETY: this CPU's counters of the process, used before this program returns.
+            let c = unsafe { &mut *c };
+            c.mux_checks += 1;
+            c.mux_agrees += agree;
+            mux_trusted(c)
+        }
+        None => false,
+    };
+    if agree == 0 || !trusted {
+        d.mux_up = 0;
+    }
 }
 
 /// [`pairing::sole`] over the process's recent responses (`PROC_FWD`).
@@ -1034,16 +1226,31 @@ fn exchange(
     };
     // SAFETY: map value of the upstream socket; this thread is forwarding its response.
     let u = unsafe { &mut *up };
-    // Another CPU's write took it since it was found: nothing left to forward.
-    let Some(r) = pairing::waiting_response(u, slot.t_in) else {
+    let causal = by == PAIRED_BY_CAUSAL;
+    // Another CPU's write took it since it was found: nothing left to forward. (By the causal
+    // rule: nothing read since the request's forward.)
+    let r = if causal {
+        pairing::mux_response(u, d)
+    } else {
+        pairing::waiting_response(u, slot.t_in)
+    };
+    let Some(r) = r else {
         add(c, |c| c.unmatched_writes += 1);
         return Forward::Nothing;
     };
-    pairing::mark_forwarded(u, slot.t_in);
+    if causal {
+        // One response per request; the upstream's current record-alternation message is
+        // no other downstream's to take.
+        d.mux_up = 0;
+        pairing::mark_forwarded(u, u.in_start);
+    } else {
+        pairing::mark_forwarded(u, slot.t_in);
+    }
     match by {
         PAIRED_BY_HINT => add(c, |c| c.hinted += 1),
         PAIRED_BY_ADJACENCY => add(c, |c| c.adjacent += 1),
         PAIRED_BY_SOLE => add(c, |c| c.sole += 1),
+        PAIRED_BY_CAUSAL => add(c, |c| c.causal += 1),
         _ => {}
     }
     if slot.hint != 0 {
