@@ -120,8 +120,19 @@ pub struct SockState {
     /// data reached the socket.
     pub mux_in: u64,
     pub mux_arrival: u64,
+    /// [`SOCK_MUX`] upstreams: the entries of its last [`MUX_WRITES`] writes (slot
+    /// `mux_seq % MUX_WRITES` is the next), and how long after its entry each returned (0:
+    /// not yet): a request forwarded by one of them is sent when it returns.
+    pub mux_writes: [u64; MUX_WRITES],
+    pub mux_sent_after: [u32; MUX_WRITES],
+    pub mux_seq: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 248);
+const _: () = assert!(core::mem::size_of::<SockState>() == 304);
+
+/// Writes of an HTTP/2-inside-TLS upstream whose return is remembered ([`SockState::mux_writes`]):
+/// a request's response comes back before its connection has carried many more writes.
+pub const MUX_WRITES: usize = 4;
 
 /// TCP's own estimate of a connection's round trip, as `tcp_info` reports it (µs; 0: unknown).
 #[repr(C)]

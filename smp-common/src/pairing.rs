@@ -11,8 +11,8 @@
 
 use crate::hop::{
     FwdQueue, FwdSlot, HeldResponse, RespPool, SockState, ThreadLast, DIR_IN, FWD_SLOTS,
-    PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, POOL_SLOTS, REQ_SLOTS,
-    ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_TLS,
+    MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, POOL_SLOTS,
+    REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_TLS,
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -180,20 +180,48 @@ pub fn waiting_response(u: &SockState, t_in: u64) -> Option<UpstreamTimes> {
 /// What downstream `d`'s response write takes from `u`, the HTTP/2-inside-TLS upstream
 /// ([`crate::hop::SOCK_MUX`]) whose write forwarded `d`'s request (`d.mux_up`): by the causal rule, the
 /// response arrived in `u`'s last read before this write (its records say nothing finer), if
-/// that read came after the forward. The request's forward is that write's entry (its send
-/// time is not known).
+/// that read came after the forward. The request's forward is that write's entry, sent when
+/// it returned if `u` still remembers it ([`SockState::mux_writes`]).
 #[inline(always)]
 pub fn mux_response(u: &SockState, d: &SockState) -> Option<UpstreamTimes> {
     if d.mux_out == 0 || u.mux_in < d.mux_out {
         return None;
     }
+    let mut req_sent = 0;
+    for (at, after) in u.mux_writes.iter().zip(u.mux_sent_after) {
+        if *at == d.mux_out && after != 0 {
+            req_sent = d.mux_out + u64::from(after);
+        }
+    }
     Some(UpstreamTimes {
         req_out: d.mux_out,
-        req_sent: 0,
+        req_sent,
         resp_in: u.mux_in,
         resp_arrival: u.mux_arrival.min(u.mux_in),
         resp_bytes: u.in_bytes,
     })
+}
+
+/// HTTP/2-inside-TLS upstream `u` ([`crate::hop::SOCK_MUX`]) has a write entered at `t_out`:
+/// remembered in place of its oldest ([`SockState::mux_writes`]).
+#[inline(always)]
+pub fn mux_write(u: &mut SockState, t_out: u64) {
+    let i = u.mux_seq as usize % MUX_WRITES;
+    if let (Some(at), Some(after)) = (u.mux_writes.get_mut(i), u.mux_sent_after.get_mut(i)) {
+        *at = t_out;
+        *after = 0;
+    }
+    u.mux_seq = u.mux_seq.wrapping_add(1);
+}
+
+/// The write of `u` entered at `t_out` returned at `now`, if `u` still remembers it.
+#[inline(always)]
+pub fn mux_write_returned(u: &mut SockState, t_out: u64, now: u64) {
+    for (at, after) in u.mux_writes.iter().zip(u.mux_sent_after.iter_mut()) {
+        if *at == t_out && now >= t_out {
+            *after = u32::try_from(now - t_out).unwrap_or(u32::MAX).max(1);
+        }
+    }
 }
 
 /// Marks upstream `u`'s response read at `t_in` forwarded (taken by a response write): its

@@ -976,3 +976,38 @@ fn mux_response_is_the_upstreams_last_read_after_the_forward() {
     d.mux_out = 0;
     assert_eq!(mux_response(&u, &d), None);
 }
+
+/// The writes of an HTTP/2-inside-TLS upstream remember their return, the last
+/// [`MUX_WRITES`] of them: a request forwarded by one of those is sent when it returned.
+#[test]
+fn a_mux_requests_send_is_its_writes_return_while_remembered() {
+    let mut u = SockState {
+        mux_in: 900,
+        ..SockState::default()
+    };
+    let d = |out| SockState {
+        mux_up: 7,
+        mux_out: out,
+        ..SockState::default()
+    };
+    mux_write(&mut u, 100);
+    mux_write(&mut u, 200);
+    mux_write_returned(&mut u, 200, 230);
+    // Not returned yet: unknown.
+    assert_eq!(mux_response(&u, &d(100)).map(|r| r.req_sent), Some(0));
+    assert_eq!(mux_response(&u, &d(200)).map(|r| r.req_sent), Some(230));
+    mux_write_returned(&mut u, 100, 140);
+    assert_eq!(mux_response(&u, &d(100)).map(|r| r.req_sent), Some(140));
+    // A write returning at its entry still counts as returned (1 ns after: 0 means not yet).
+    mux_write(&mut u, 300);
+    mux_write_returned(&mut u, 300, 300);
+    assert_eq!(mux_response(&u, &d(300)).map(|r| r.req_sent), Some(301));
+    // Pushed out by MUX_WRITES later writes: forgotten.
+    for t in 0..MUX_WRITES as u64 {
+        mux_write(&mut u, 400 + t);
+    }
+    assert_eq!(mux_response(&u, &d(200)).map(|r| r.req_sent), Some(0));
+    // A return of a write it never saw changes nothing.
+    mux_write_returned(&mut u, 999, 1000);
+    assert!(u.mux_sent_after.iter().all(|a| *a == 0));
+}

@@ -192,7 +192,11 @@ fn mux_forwards(tid: u32, u_ino: u64, net: u64, t_out: u64) {
         };
         // SAFETY: map value; a request is marked by the thread that read it.
         let ds = unsafe { &mut *ds };
+        // A plain HTTP/2 stream's request (gRPC from the app) is left to the pairing by
+        // streams and alternation: its response write is the stream's, paired in the same
+        // per-CPU list the causal rule would use ([`on_new_outbound`]).
         if ds.mux_up == 0
+            && ds.flags & SOCK_STREAM == 0
             && ds.last_dir == DIR_IN
             && ds.in_start <= t_out
             && pairing::same_netns(ds.net, net)
@@ -313,6 +317,9 @@ pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
         if let Some(s) = SOCK_STATE.get_ptr_mut(&p.ino) {
             // SAFETY: map value; only this thread writes this socket's outbound side now.
             let s = unsafe { &mut *s };
+            if s.flags & SOCK_MUX != 0 {
+                pairing::mux_write_returned(s, p.since_ns, now);
+            }
             if s.out_start == p.since_ns {
                 s.out_sent = now;
                 // A plain HTTP/2 upstream's write forwarded requests on the streams it
@@ -479,9 +486,14 @@ pub fn on_data(
             // alternation below, for requests its thread did not read.
             if ingress {
                 s.mux_in = now;
-                s.mux_arrival = pairing::arrival(arrived, now);
+                // A read that found no new segment (a TLS reader's second read of a record,
+                // its header read first) reads data that arrived before its last read did.
+                if arrived != 0 || s.mux_arrival == 0 {
+                    s.mux_arrival = pairing::arrival(arrived, now);
+                }
             } else {
                 mux_forwards(tid, p.ino, s.net, p.since_ns);
+                pairing::mux_write(s, p.since_ns);
             }
         }
         if ingress && s.role == ROLE_UPSTREAM {
@@ -497,7 +509,12 @@ pub fn on_data(
             if ingress {
                 s.in_bytes += len;
             }
-            return 0;
+            // A write of an HTTP/2-inside-TLS upstream: its exit is remembered.
+            return if s.flags & SOCK_MUX != 0 {
+                AT_EXIT_SENT
+            } else {
+                0
+            };
         }
         if s.role == ROLE_UNKNOWN && s.flags & SOCK_H2 == 0 {
             bump(tgid, |c| c.unknown_role += 1);
@@ -1354,7 +1371,9 @@ pub fn on_tcp_probe(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     };
     // SAFETY: map value; a racing read only makes this arrival be taken or not.
     let s = unsafe { &mut *sp };
-    if s.last_dir != DIR_IN && s.arrival == 0 {
+    // An HTTP/2-inside-TLS upstream's response may come in after any read: the first segment
+    // after each read is stamped ([`pairing::mux_response`]'s arrival).
+    if (s.last_dir != DIR_IN || s.flags & SOCK_MUX != 0) && s.arrival == 0 {
         s.arrival = unsafe { bpf_ktime_get_ns() };
         if s.role == ROLE_UPSTREAM {
             // A response arrives: TCP's estimate of the connection's round trip now (the
