@@ -181,12 +181,13 @@ fn h2_between_sidecars_at_1000_rps() {
 /// most of their exchanges (the rest: each CPU's first 32 checks, paired by record
 /// alternation while the rule is judged, and the forwards it did not judge the same turn's).
 /// Held to 98.5 % paired and 0.5 % wrong on each side, at least 80 % of the requests paired
-/// right by the rule. Measured 2026-12-06, alone: outbound 99.80-99.87 %, inbound
-/// 99.37-99.82 % paired (5 runs), at most 0.03 % wrong. With two busy loops beside it:
-/// outbound 99.55-99.92 % (record alternation: 88.12-89.45 %, 0.28-0.92 % wrong), inbound
-/// 94.57-99.67 % (alternation: 92.32-95.05 %), none wrong; the inbound's unpaired are counted
-/// as `response_not_forwarded` (the rule's trust lost for a while on one CPU, or a forward
-/// that waited for an upstream connection).
+/// right by the rule. Measured 2026-12-06, alone: outbound 99.57-99.87 %, inbound
+/// 99.37-99.87 % paired (8 runs), at most 0.03 % wrong. With two busy loops beside it:
+/// outbound 97.62-99.80 % (record alternation, in the session before: 88.12-89.45 %,
+/// 0.28-0.92 % wrong), inbound 94.57-99.70 % (alternation side by side the same day:
+/// 98.00-99.05 %), none wrong; the inbound's unpaired are counted as
+/// `response_not_forwarded` (the rule's trust lost for a while on one CPU, or a forward that
+/// waited for an upstream connection).
 #[test]
 fn envoy_h2_inside_mtls_by_the_causal_rule() {
     if !require_root("envoy_h2_inside_mtls_by_the_causal_rule") {
