@@ -15,8 +15,14 @@ pub struct ThreadCpu {
     /// `se.sum_exec_runtime` at the last switch-out: the next one is charged the increase,
     /// so a switch-in the probe missed loses nothing.
     pub last_exec: u64,
+    /// Times it left a CPU of its own accord (to wait: `sched_switch` not a preemption). A
+    /// thread that read one socket and wrote another with no block in between did both in
+    /// one turn of its loop (the causal rule's check on a multiplexed downstream,
+    /// [`crate::hop::ThreadLast::mux_down`]).
+    pub blocks: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ThreadCpu>() == 24);
+const _: () = assert!(core::mem::size_of::<ThreadCpu>() == 32);
 
 /// Value of the per-CPU array `RUNNING`: the tracked thread now on this CPU, if any.
 #[repr(C)]

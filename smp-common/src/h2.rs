@@ -61,6 +61,14 @@ pub fn sent_stream(first: u32, last: u32, i: u32) -> Option<u32> {
 /// (`h2_answers_lost`).
 pub const ANSWERS_PER_WRITE: usize = 8;
 
+/// Responses one write on an HTTP/2-inside-TLS downstream pairs by the causal rule at most
+/// (one per run of the tail-called program; the chain of tail calls stops at 33). Those left
+/// are found by the socket's next write, a later forward than theirs.
+pub const MUX_IN_ROUNDS: u16 = 24;
+
+const MUX_IN: u16 = 1;
+const MUX_IN_NEW: u16 = 2;
+
 /// The waiting streams (their [`stream_key`]s) one downstream write answers, in the order of
 /// its frames, each once (a response's trailers in the same write are not a second answer),
 /// and how far their pairing has gone. Kept per CPU between a write's program and the
@@ -74,7 +82,15 @@ pub struct Answered {
     next: u32,
     /// Streams the write answered beyond [`ANSWERS_PER_WRITE`].
     pub over: u32,
-    pub _pad: u32,
+    /// A write on an HTTP/2-inside-TLS downstream ([`Answered::mux_in`]): `MUX_IN`, with
+    /// `MUX_IN_NEW` when it starts the socket's next outbound message; 0: a plain HTTP/2
+    /// write's streams.
+    mode: u16,
+    /// Responses the causal rule paired for that write so far.
+    pub paired: u16,
+    /// That write's downstream's previous write's entry: a response read before it was that
+    /// write's to forward, or not the rule's.
+    pub after: u64,
     /// The write's entry: the responses' forward.
     pub t_out: u64,
     /// The writing thread (`bpf_get_current_pid_tgid`): a tail call runs on its time.
@@ -90,6 +106,41 @@ impl Answered {
             pid_tgid,
             ..Answered::default()
         }
+    }
+
+    /// A write by `pid_tgid` entered at `t_out` on HTTP/2-inside-TLS downstream `d_ino`
+    /// (`new_msg`: the first since the socket's last read; `after`: the socket's write before
+    /// it): the responses it forwards are
+    /// those the causal rule finds for it, one per run of the tail-called program, at most
+    /// [`MUX_IN_ROUNDS`] ([`Answered::mux_in_write`]).
+    #[inline(always)]
+    pub fn mux_in(t_out: u64, pid_tgid: u64, d_ino: u64, new_msg: bool, after: u64) -> Answered {
+        let mut a = Answered::new(t_out, pid_tgid);
+        a.after = after;
+        a.keys[0] = d_ino;
+        a.n = 1;
+        a.mode = MUX_IN | if new_msg { MUX_IN_NEW } else { 0 };
+        a
+    }
+
+    /// For a write [`Answered::mux_in`] made: its downstream, and whether it starts a new
+    /// outbound message.
+    #[inline(always)]
+    pub fn mux_in_write(&self) -> Option<(u64, bool)> {
+        (self.mode & MUX_IN != 0 && self.pending())
+            .then(|| (self.keys[0], self.mode & MUX_IN_NEW != 0))
+    }
+
+    /// Nothing left to pair.
+    #[inline(always)]
+    pub fn finish(&mut self) {
+        self.next = self.n;
+    }
+
+    /// A write [`Answered::mux_in`] made has more to pair.
+    #[inline(always)]
+    pub fn unfinish(&mut self) {
+        self.next = 0;
     }
 
     /// Adds stream `key` unless already there. Returns false when the write answers more

@@ -112,12 +112,17 @@ pub struct SockState {
     /// opened (0: none); its exit marks that stream and those after it sent
     /// ([`crate::h2::SENT_STREAMS`]).
     pub h2_out_first: u32,
-    /// Downstreams: the HTTP/2-inside-TLS upstream ([`SOCK_MUX`]) whose write forwarded the
-    /// current request (0: none), and when that write was entered.
-    pub mux_up: u64,
+    /// The other side of the current exchange when one side is HTTP/2 inside TLS
+    /// ([`SOCK_MUX`]), by the causal rule (0: none; docs/hops.md): on an HTTP/1.x downstream,
+    /// the upstream whose write forwarded its request, and when that write was entered
+    /// (`mux_out`); on an HTTP/1.x upstream, the downstream whose read carried its request
+    /// (that read in `mux_in`, `mux_arrival`). On a [`SOCK_MUX`] downstream, `mux_out` is the
+    /// entry of its last write.
+    pub mux_peer: u64,
     pub mux_out: u64,
-    /// [`SOCK_MUX`] upstreams: the exit of the socket's last read (any read), and when its
-    /// data reached the socket.
+    /// [`SOCK_MUX`] sockets: the exit of the socket's last read (any read), and when its
+    /// data reached the socket. HTTP/1.x upstreams with a `mux_peer`: those of the peer's
+    /// read that carried the current request.
     pub mux_in: u64,
     pub mux_arrival: u64,
     /// [`SOCK_MUX`] upstreams: the entries of its last [`MUX_WRITES`] writes (slot
@@ -126,7 +131,9 @@ pub struct SockState {
     pub mux_writes: [u64; MUX_WRITES],
     pub mux_sent_after: [u32; MUX_WRITES],
     pub mux_seq: u32,
-    pub _pad2: u32,
+    /// Downstreams: the length of a ClientHello record whose 5-byte header a read took alone
+    /// (OpenSSL and BoringSSL read a record's header first); its body is read next (0: none).
+    pub hello_body: u32,
 }
 const _: () = assert!(core::mem::size_of::<SockState>() == 304);
 
@@ -189,8 +196,18 @@ pub struct ThreadLast {
     /// included): a proxy that forwards a response in the same turn that read it (a
     /// connection's task, an event loop without deferred writes) writes that one next.
     pub up: u64,
+    /// The HTTP/2-inside-TLS downstream ([`SOCK_MUX`]) it last read from (0: none), that
+    /// read's exit, and the thread's [`crate::cpu::ThreadCpu::blocks`] then: a request
+    /// forward with no block since is of the same turn, and by the causal rule carries a
+    /// request of that read ([`crate::pairing::mux_request`]).
+    pub mux_down: u64,
+    pub mux_down_in: u64,
+    pub mux_down_blocks: u32,
+    /// 1 when the thread read another such downstream in the same turn: which one a forward
+    /// serves is not known (no claim).
+    pub mux_down_mixed: u32,
 }
-const _: () = assert!(core::mem::size_of::<ThreadLast>() == 8 * REQ_SLOTS + 16);
+const _: () = assert!(core::mem::size_of::<ThreadLast>() == 8 * REQ_SLOTS + 40);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.
@@ -390,8 +407,16 @@ pub struct HopCounts {
     /// thread forwards others (a delay, an asynchronous filter) claims it for another's write.
     pub mux_checks: u64,
     pub mux_agrees: u64,
+    /// Request forwards on an HTTP/1.x upstream after a read of an HTTP/2-inside-TLS
+    /// downstream on the same thread, and those made in the same turn as that read (no block
+    /// of the thread in between, no other such downstream read in it): how far the causal
+    /// rule on this process's multiplexed downstreams can be trusted
+    /// ([`mux_in_trusted`]). An event loop forwards what a read brought before it waits
+    /// again; a proxy that holds a request (a delay, an asynchronous filter) waits first.
+    pub mux_in_checks: u64,
+    pub mux_in_agrees: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 160);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 176);
 
 /// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
 /// once.
@@ -418,7 +443,9 @@ macro_rules! hop_count_fields {
             h2_paired,
             causal,
             mux_checks,
-            mux_agrees
+            mux_agrees,
+            mux_in_checks,
+            mux_in_agrees
         )
     };
 }
@@ -500,6 +527,14 @@ pub const fn hints_trusted(c: &HopCounts) -> bool {
 /// when they do not, its HTTP/2-inside-TLS upstreams are paired by record alternation.
 pub const fn mux_trusted(c: &HopCounts) -> bool {
     c.mux_checks >= HINT_JUDGED_AFTER && c.mux_agrees * 32 >= c.mux_checks * 31
+}
+
+/// Whether a process's causal claims on its HTTP/2-inside-TLS downstreams
+/// ([`HopCounts::mux_in_checks`]) agreed often enough (≥ 31 in 32, from
+/// [`HINT_JUDGED_AFTER`] on) for the causal rule to pair their responses; before, and when
+/// they do not, record alternation pairs them.
+pub const fn mux_in_trusted(c: &HopCounts) -> bool {
+    c.mux_in_checks >= HINT_JUDGED_AFTER && c.mux_in_agrees * 32 >= c.mux_in_checks * 31
 }
 
 /// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle

@@ -12,7 +12,7 @@
 use crate::hop::{
     FwdQueue, FwdSlot, HeldResponse, RespPool, SockState, ThreadLast, DIR_IN, FWD_SLOTS,
     MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, POOL_SLOTS,
-    REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_TLS,
+    REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_MUX, SOCK_TLS,
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -178,7 +178,7 @@ pub fn waiting_response(u: &SockState, t_in: u64) -> Option<UpstreamTimes> {
 }
 
 /// What downstream `d`'s response write takes from `u`, the HTTP/2-inside-TLS upstream
-/// ([`crate::hop::SOCK_MUX`]) whose write forwarded `d`'s request (`d.mux_up`): by the causal rule, the
+/// ([`crate::hop::SOCK_MUX`]) whose write forwarded `d`'s request (`d.mux_peer`): by the causal rule, the
 /// response arrived in `u`'s last read before this write (its records say nothing finer), if
 /// that read came after the forward. The request's forward is that write's entry, sent when
 /// it returned if `u` still remembers it ([`SockState::mux_writes`]).
@@ -221,6 +221,124 @@ pub fn mux_write_returned(u: &mut SockState, t_out: u64, now: u64) {
         if *at == t_out && now >= t_out {
             *after = u32::try_from(now - t_out).unwrap_or(u32::MAX).max(1);
         }
+    }
+}
+
+/// What the causal rule makes of a request forward on an HTTP/1.x upstream by a thread that
+/// has read an HTTP/2-inside-TLS downstream ([`ThreadLast::mux_down`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MuxClaim {
+    /// Not the rule's to judge: no such read, that downstream is gone or elsewhere, or the
+    /// forward's alternation hint names another downstream (a request read in the clear).
+    NotJudged,
+    /// The forward did not follow the read in the same turn (the thread blocked since, read
+    /// another such downstream in that turn, or another thread read the downstream since):
+    /// which request it carries is not known. (Not judged so when it is its connection's
+    /// first: that forward waits for the connection to open.)
+    Disagrees,
+    /// The same turn: it forwards a request that read brought (the downstream's inode).
+    Agrees(u64),
+}
+
+impl ThreadLast {
+    /// The thread read HTTP/2-inside-TLS downstream `d_ino` at `now`, having blocked
+    /// `blocks` times so far ([`crate::cpu::ThreadCpu::blocks`]): a read of another such
+    /// downstream in the same turn makes the turn's forwards ambiguous.
+    #[inline(always)]
+    pub fn mux_read(&mut self, d_ino: u64, now: u64, blocks: u32) {
+        let same_turn = self.mux_down != 0 && self.mux_down_blocks == blocks;
+        self.mux_down_mixed =
+            u32::from(same_turn && (self.mux_down != d_ino || self.mux_down_mixed != 0));
+        self.mux_down = d_ino;
+        self.mux_down_in = now;
+        self.mux_down_blocks = blocks;
+    }
+
+    /// A request forward entered at `t_out` on HTTP/1.x upstream `u`, its alternation hint
+    /// `u.hint`, by this thread having blocked `blocks` times: [`MuxClaim`]. `d` is the state
+    /// of the downstream it last read ([`Self::mux_down`]).
+    #[inline(always)]
+    pub fn mux_claim(
+        &self,
+        d: Option<&SockState>,
+        blocks: u32,
+        t_out: u64,
+        u: &SockState,
+    ) -> MuxClaim {
+        let (u_net, hint) = (u.net, u.hint);
+        let Some(d) = d.filter(|_| self.mux_down != 0) else {
+            return MuxClaim::NotJudged;
+        };
+        if d.flags & SOCK_MUX == 0
+            || d.role != ROLE_DOWNSTREAM
+            || !same_netns(d.net, u_net)
+            || d.mux_in == 0
+            || d.mux_in > t_out
+            || (hint != 0 && hint != self.mux_down)
+        {
+            return MuxClaim::NotJudged;
+        }
+        if self.mux_down_mixed == 0
+            && self.mux_down_blocks == blocks
+            && d.mux_in == self.mux_down_in
+        {
+            MuxClaim::Agrees(self.mux_down)
+        } else if u.out_start == 0 {
+            MuxClaim::NotJudged
+        } else {
+            MuxClaim::Disagrees
+        }
+    }
+}
+
+/// When the request of upstream `u`'s current exchange was read and reached its downstream,
+/// if the causal rule claimed it from an HTTP/2-inside-TLS downstream ([`SockState::mux_peer`]):
+/// that downstream's read before the forward (a lower bound of the request's time inside).
+#[inline(always)]
+pub fn mux_request(u: &SockState) -> Option<(u64, u64)> {
+    if u.mux_peer == 0 || u.mux_in == 0 {
+        return None;
+    }
+    Some((u.mux_in, arrival(u.mux_arrival, u.mux_in)))
+}
+
+impl FwdQueue {
+    /// For a write on HTTP/2-inside-TLS downstream `d_ino` entered at `t_out`, the socket's
+    /// write before it entered at `after`: the first of the queue's [`HINT_WINDOW`] oldest
+    /// slots whose upstream's current request the causal rule claimed from `d_ino` and whose
+    /// response, read since `after`, waits in order for this write (dead slots met on the
+    /// way are cleared). Not taken. A response read before `after` was that write's to
+    /// forward: left (a write the rule did not pair, its process not trusted then, took it or
+    /// not; which is not known).
+    #[inline(always)]
+    pub fn find_causal(
+        &mut self,
+        d_ino: u64,
+        after: u64,
+        t_out: u64,
+        states: &impl SockStates,
+    ) -> Option<u32> {
+        let mut i = self.head;
+        for _ in 0..HINT_WINDOW {
+            if i == self.tail {
+                break;
+            }
+            if let Some(slot) = self.slots.get_mut(i as usize & (FWD_SLOTS - 1)) {
+                if slot.ino != 0 {
+                    let u = states.get(slot.ino);
+                    let claimed = slot.t_in >= after
+                        && u.is_some_and(|u| u.mux_peer == d_ino && u.in_start == slot.t_in);
+                    let d_in = u.and_then(mux_request).map_or(0, |(t_in, _)| t_in);
+                    match fit(slot, u, d_in, t_out) {
+                        Fit::Dead => slot.ino = 0,
+                        Fit::Yes if claimed => return Some(i),
+                        _ => {}
+                    }
+                }
+            }
+            i = i.wrapping_add(1);
+        }
+        None
     }
 }
 
@@ -698,7 +816,9 @@ pub fn sole(
     d_net: u64,
     states: &impl SockStates,
 ) -> Sole {
-    let mut found = Sole::None;
+    // The one found so far, a plain value (an enum carried through the loop left LLVM
+    // spilling its unset payload, which the verifier refuses to read).
+    let mut one = FwdSlot::default();
     for slot in &pool.slots {
         if slot.ino == 0 || slot.ino == d_ino {
             continue;
@@ -706,23 +826,22 @@ pub fn sole(
         if fit(slot, states.get(slot.ino), d_in, t_out) != Fit::Yes {
             continue;
         }
-        found = match found {
-            // The same response remembered twice (a torn write) is still one.
-            Sole::One(f) if f.ino == slot.ino && f.t_in == slot.t_in => found,
-            Sole::One(_) | Sole::Ambiguous => return Sole::Ambiguous,
-            Sole::None => Sole::One(*slot),
-        };
-    }
-    // Another pod's response (a node proxy's): not this write's.
-    if let Sole::One(slot) = found {
-        if !states
-            .get(slot.ino)
-            .is_some_and(|u| same_netns(u.net, d_net))
-        {
-            return Sole::None;
+        if one.ino == 0 {
+            one = *slot;
+        } else if one.ino != slot.ino || one.t_in != slot.t_in {
+            // (The same response remembered twice, a torn write, is still one.)
+            return Sole::Ambiguous;
         }
     }
-    found
+    // Another pod's response (a node proxy's): not this write's.
+    if one.ino == 0
+        || !states
+            .get(one.ino)
+            .is_some_and(|u| same_netns(u.net, d_net))
+    {
+        return Sole::None;
+    }
+    Sole::One(one)
 }
 
 #[cfg(test)]

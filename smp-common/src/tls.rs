@@ -130,8 +130,23 @@ impl HelloWalk {
     }
 }
 
-/// A ClientHello a write sent, handed per CPU from the write's program to the one that walks
-/// it (`TLS_HELLO`): the socket, the write's first buffer, the record's first 8 bytes.
+/// The first 8 bytes of a ClientHello record whose 5-byte header was read alone (its record
+/// length `record_len`) and whose body starts with `body`: what [`HelloWalk::new`] takes, the
+/// body's offsets being 5 less than the record's.
+pub fn body_head(record_len: u16, body: &[u8; 8]) -> [u8; 8] {
+    let [hi, lo] = record_len.to_be_bytes();
+    [0x16, 0x03, 0x01, hi, lo, body[0], body[1], body[2]]
+}
+
+/// The record length in a 5-byte TLS record header `head`.
+pub fn record_len(head: &[u8; 8]) -> u16 {
+    u16::from_be_bytes([head[3], head[4]])
+}
+
+/// A ClientHello a write sent or a read took, handed per CPU from the syscall's program to the
+/// one that walks it (`TLS_HELLO`): the socket, where the record's offset 0 lies in its first
+/// buffer (5 bytes before a body read alone), how far the data goes, the record's first 8
+/// bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Hello {

@@ -33,7 +33,11 @@ fn counted(r: Result<(), kernel::ProbeError>) {
 /// the host.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn smp_sched_switch(ctx: BtfTracePointContext) -> i32 {
-    counted(probes::sched::on_switch(ctx.arg(1), ctx.arg(2)));
+    counted(probes::sched::on_switch(
+        ctx.arg::<u64>(0) & 1 != 0,
+        ctx.arg(1),
+        ctx.arg(2),
+    ));
     0
 }
 
@@ -73,6 +77,8 @@ pub fn smp_sys_enter(ctx: RawTracePointContext) -> i32 {
 /// Every syscall exit of every task (`raw_syscalls/sys_exit`: `TP_PROTO(struct pt_regs *regs,
 /// long ret)`); acts only on the calls `smp_sys_enter` parked.
 #[raw_tracepoint(tracepoint = "sys_exit")]
+// Inlined as `smp_sys_enter` is (outlined once the read path tail-called the hello walk).
+#[inline(always)]
 pub fn smp_sys_exit(ctx: RawTracePointContext) -> i32 {
     counted(probes::sock::on_sys_exit(&ctx));
     0
@@ -138,6 +144,8 @@ pub fn smp_sock_state(ctx: RawTracePointContext) -> i32 {
 /// one it paired; pairs the next and tail-calls itself for the one after. A program of its
 /// own, so that the verifier walks one pairing per program.
 #[raw_tracepoint]
+// Inlined as the socket programs are (outlined, LLVM passed a register it never set).
+#[inline(always)]
 pub fn smp_h2_answers(ctx: RawTracePointContext) -> i32 {
     probes::hop::answer_next(&ctx);
     0

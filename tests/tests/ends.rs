@@ -146,16 +146,14 @@ fn ours_four_threads_at_1000_rps_plain_and_mtls() {
 ///   99.67 % and 99.80 % with two busy loops (before: 93.75 %, 92.80 %), at most 0.05 %
 ///   wrong; its outbound 99.58–99.95 %. Held to 98.5 % paired and 0.5 % wrong, every
 ///   unpaired request counted under a reason: margin under the 99 % for a busy CI.
-/// - h2 inside mTLS: no frame is readable, the records are paired by alternation. The check
-///   is what says how far that holds when streams interleave (ours shares one HTTP/2
-///   connection per worker, Envoy likewise): measured 2026-12-05 (3 runs alone, 12 sides)
-///   99.30–99.92 % paired, 99.28–99.75 % right, at most 0.28 % wrong; in the full suite once
-///   98.72 % (Envoy's outbound). On the session-18 VM Envoy's outbound paired 96.22–96.97 %
-///   (4 runs alone) and 94.15 % with 0.50 % wrong in the full suite, ours with one worker
-///   96.92–98.30 %, at most 0.34 % wrong. Held here to 93 % paired and 1 % wrong, the bound
-///   on wrong pairings inside TLS of `tests/hops.rs` too ([`assert_h2_inside_tls`]), for ours;
-///   Envoy's one worker runs several streams' records together when the machine is busy, and
-///   its case is a known limit of its own (`envoy_h2_inside_mtls_at_1000_rps`, ignored).
+/// - h2 inside mTLS: no frame is readable. Ours (whose claims the causal rule does not trust:
+///   it hands requests to other threads) is paired by record alternation; the check is what
+///   says how far that holds when streams interleave (ours shares one HTTP/2 connection per
+///   worker): measured 2026-12-05 (3 runs alone) 99.30–99.92 % paired, at most 0.28 % wrong;
+///   on the session-18 VM ours with one worker 96.92–98.30 %, at most 0.34 % wrong. Held
+///   here to 93 % paired and 1 % wrong, the bound on wrong pairings inside TLS of
+///   `tests/hops.rs` too ([`assert_h2_inside_tls`]). Envoy's case, paired by the causal rule,
+///   is held to more in its own test ([`envoy_h2_inside_mtls_by_the_causal_rule`]).
 #[test]
 fn h2_between_sidecars_at_1000_rps() {
     if !require_root("h2_between_sidecars_at_1000_rps") {
@@ -168,7 +166,7 @@ fn h2_between_sidecars_at_1000_rps() {
     ] {
         for mtls in [false, true] {
             if kind == ProxyKind::Envoy && mtls {
-                // Its own test: a known limit (`envoy_h2_inside_mtls_at_1000_rps`).
+                // Its own test (`envoy_h2_inside_mtls_by_the_causal_rule`).
                 continue;
             }
             h2_between_sidecars(name, kind, workers, mtls);
@@ -176,18 +174,23 @@ fn h2_between_sidecars_at_1000_rps() {
     }
 }
 
-/// Envoy with HTTP/2 inside mTLS between the sidecars at 1 000 rps over 64 connections, the
-/// outbound sidecar's side: its upstream's ClientHello offers `h2` alone, so the causal rule
-/// pairs it (docs/hops.md, HTTP/2 inside TLS) and is the way that pairs most of its exchanges
-/// (the rest: each CPU's first 32 response writes, paired by record alternation while the
-/// rule is judged). Held to 98.5 % paired and 0.5 % wrong; measured 2026-12-06 with two busy
-/// loops beside it 99.55-99.92 % paired, none wrong (record alternation: 88.12-89.45 %,
-/// 0.28-0.92 % wrong). The inbound sidecar's downstream is still paired by record
-/// alternation, which pairs fewer under load ([`envoy_h2_inside_mtls_at_1000_rps`]): here
-/// only its wrong pairings are held (1 %; none measured).
+/// Envoy with HTTP/2 inside mTLS between the sidecars at 1 000 rps over 64 connections: the
+/// outbound sidecar's upstream offers `h2` alone in its ClientHello, which the inbound
+/// sidecar's downstream reads (BoringSSL reads the record's header, then its body), so the
+/// causal rule pairs both sides (docs/hops.md, HTTP/2 inside TLS) and is the way that pairs
+/// most of their exchanges (the rest: each CPU's first 32 checks, paired by record
+/// alternation while the rule is judged, and the forwards it did not judge the same turn's).
+/// Held to 98.5 % paired and 0.5 % wrong on each side, at least 80 % of the requests paired
+/// right by the rule. Measured 2026-12-06, alone: outbound 99.57-99.87 %, inbound
+/// 99.37-99.87 % paired (8 runs), at most 0.03 % wrong. With two busy loops beside it:
+/// outbound 97.62-99.80 % (record alternation, in the session before: 88.12-89.45 %,
+/// 0.28-0.92 % wrong), inbound 94.57-99.70 % (alternation side by side the same day:
+/// 98.00-99.05 %), none wrong; the inbound's unpaired are counted as
+/// `response_not_forwarded` (the rule's trust lost for a while on one CPU, or a forward that
+/// waited for an upstream connection).
 #[test]
-fn envoy_h2_inside_mtls_outbound_by_the_causal_rule() {
-    if !require_root("envoy_h2_inside_mtls_outbound_by_the_causal_rule") {
+fn envoy_h2_inside_mtls_by_the_causal_rule() {
+    if !require_root("envoy_h2_inside_mtls_by_the_causal_rule") {
         return;
     }
     let mut cfg = lab_config("h3h2ec", ProxyKind::Envoy, true);
@@ -195,53 +198,27 @@ fn envoy_h2_inside_mtls_outbound_by_the_causal_rule() {
     cfg.outbound.workers = 1;
     cfg.inbound.workers = 1;
     let figs = measure_lab(&cfg, 1000.0, 64, 4);
-    assert_four_hops(&figs);
-    let [out, inb] = &figs;
-    assert!(out.paired_pct >= 98.5, "{}: {out:?}", out.side);
-    assert!(out.wrong_pct() <= 0.5, "{}: {out:?}", out.side);
-    assert!(
-        out.unpaired_by_reason >= out.unpaired,
-        "{}: {out:?}",
-        out.side
-    );
-    let (causal_right, causal_wrong) = out
+    assert_paired_at_least(&figs, 98.5);
+    for f in &figs {
+        assert_causal_share(f, 0.8);
+    }
+}
+
+/// At least `share` of side `f`'s requests paired right by the causal rule of HTTP/2 inside
+/// TLS, at most 0.5 % of those wrong.
+fn assert_causal_share(f: &SideFigures, share: f64) {
+    let (right, wrong) = f
         .verdict
         .by_pairing
         .get(&PairedBy::Causal)
         .copied()
         .unwrap_or_default();
     assert!(
-        causal_right as f64 >= 0.9 * out.requests as f64
-            && causal_wrong as f64 <= 0.005 * causal_right as f64,
-        "{}: the causal rule paired {causal_right} right and {causal_wrong} wrong of {}: {out:?}",
-        out.side,
-        out.requests
+        right as f64 >= share * f.requests as f64 && wrong as f64 <= 0.005 * right as f64,
+        "{}: the causal rule paired {right} right and {wrong} wrong of {}: {f:?}",
+        f.side,
+        f.requests
     );
-    assert!(inb.wrong_pct() <= 1.0, "{}: {inb:?}", inb.side);
-    assert!(
-        inb.unpaired_by_reason >= inb.unpaired,
-        "{}: {inb:?}",
-        inb.side
-    );
-}
-
-/// Envoy with HTTP/2 inside mTLS between the sidecars at 1 000 rps over 64 connections:
-/// what record alternation gives when Envoy's one worker runs several streams' records
-/// together. Not in the suite: a known limit that depends on how busy the machine is
-/// (docs/hops.md, Known limits, HTTP/2 inside TLS). Since 2026-12-06 only the inbound
-/// sidecar's downstream is paired so (92.32-95.05 % with two busy loops beside it, none
-/// wrong); the outbound is paired by the causal rule and held in the suite
-/// ([`envoy_h2_inside_mtls_outbound_by_the_causal_rule`]). Measured: 98.55 % paired alone on the
-/// session-19 VM; in runs of the suite 94.15 % (session 18), 91.82 % with the tests built for
-/// debug, and 79.69 % paired with 7.44 % wrong (3 198 responses read for 4 000: reads that
-/// brought several streams' records counted as one) in a run of 2026-12-06. Reproduce:
-/// `cargo test --release -p smp-tests --test ends -- --ignored --nocapture envoy_h2_inside_mtls_at`.
-#[test]
-#[ignore = "known limit: HTTP/2 inside TLS is paired by alternation (docs/hops.md, Known limits)"]
-fn envoy_h2_inside_mtls_at_1000_rps() {
-    if require_root("envoy_h2_inside_mtls_at_1000_rps") {
-        h2_between_sidecars("h3h2em", ProxyKind::Envoy, 1, true);
-    }
 }
 
 /// One sidecar kind with HTTP/2 between the sidecars (`mtls`: inside mTLS), held as
@@ -278,7 +255,13 @@ fn ztunnel_ambient_hops() {
     // ztunnel's default: two worker threads.
     cfg.outbound.workers = 2;
     cfg.inbound.workers = 2;
-    assert_h2_inside_tls(&measure_lab(&cfg, 1000.0, 64, 4));
+    let figs = measure_lab(&cfg, 1000.0, 64, 4);
+    assert_h2_inside_tls(&figs);
+    // Both sides of HBONE paired by the causal rule (the inbound's hello read whole by
+    // rustls): measured 2026-12-06 94-97 % of the requests.
+    for f in &figs {
+        assert_causal_share(f, 0.8);
+    }
 }
 
 /// One ztunnel on the node for both pods (shared mode, as Istio deploys it): each request

@@ -276,8 +276,9 @@ pub fn hooks_for(socket: SocketHooks, send_start: SendStart) -> Vec<Hook> {
             smp_common::maps::H2_ANSWERS_SLOT
         ),
         required: true,
-        feeds: "hop pairing: the responses a plain HTTP/2 write forwards beyond its first, one \
-                exchange each",
+        feeds: "hop pairing: the responses a plain HTTP/2 write forwards beyond its first, and \
+                those a write on an HTTP/2-inside-TLS connection forwards by the causal rule, \
+                one exchange each",
         variant: "tail-called by the write's program, once per response: the verifier walks \
                   one pairing per program",
         socket_hooks: None,
@@ -293,8 +294,8 @@ pub fn hooks_for(socket: SocketHooks, send_start: SendStart) -> Vec<Hook> {
         required: true,
         feeds: "hop pairing: a TLS client's ALPN offer (HTTP/2 alone: HTTP/2 inside TLS, paired \
                 by the causal rule)",
-        variant: "tail-called by the write that sends a ClientHello: the hello's bounded walk \
-                  is verified once",
+        variant: "tail-called by the write that sends a ClientHello or the read that takes it: \
+                  the hello's bounded walk is verified once",
         socket_hooks: None,
     });
     for (program, target, feeds) in [

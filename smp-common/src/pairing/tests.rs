@@ -4,7 +4,7 @@ extern crate std;
 use std::vec::Vec;
 
 use super::*;
-use crate::hop::{DIR_NONE, DIR_OUT, SOCK_H2};
+use crate::hop::{DIR_NONE, DIR_OUT, SOCK_H2, SOCK_MUX, SOCK_TLS};
 
 /// Socket states by inode (the test's `SOCK_STATE`).
 struct Socks(Vec<(u64, SockState)>);
@@ -945,7 +945,7 @@ fn an_arrival_is_its_stamp_unless_unknown_or_after_the_read() {
 #[test]
 fn mux_response_is_the_upstreams_last_read_after_the_forward() {
     let mut d = SockState {
-        mux_up: 7,
+        mux_peer: 7,
         mux_out: 200,
         ..SockState::default()
     };
@@ -986,7 +986,7 @@ fn a_mux_requests_send_is_its_writes_return_while_remembered() {
         ..SockState::default()
     };
     let d = |out| SockState {
-        mux_up: 7,
+        mux_peer: 7,
         mux_out: out,
         ..SockState::default()
     };
@@ -1010,4 +1010,146 @@ fn a_mux_requests_send_is_its_writes_return_while_remembered() {
     // A return of a write it never saw changes nothing.
     mux_write_returned(&mut u, 999, 1000);
     assert!(u.mux_sent_after.iter().all(|a| *a == 0));
+}
+
+/// The causal rule on an HTTP/2-inside-TLS downstream: a thread's reads of such downstreams
+/// and its blocks say whether its next request forward is of the same turn as its last read.
+#[test]
+fn a_forward_in_the_turn_of_a_mux_read_claims_that_read() {
+    const M: u64 = 50;
+    let d = SockState {
+        role: ROLE_DOWNSTREAM,
+        flags: SOCK_MUX,
+        mux_in: 300,
+        ..SockState::default()
+    };
+    // A request forward on a connection that carried one before, in namespace `net`, its
+    // alternation hint `hint`.
+    let fwd = |net: u64, hint: u64| SockState {
+        net,
+        hint,
+        out_start: 1,
+        ..SockState::default()
+    };
+    let mut l = ThreadLast::default();
+    assert_eq!(
+        l.mux_claim(Some(&d), 0, 400, &fwd(NET, 0)),
+        MuxClaim::NotJudged,
+        "no read"
+    );
+    l.mux_read(M, 300, 7);
+    assert_eq!(
+        l.mux_claim(Some(&d), 7, 400, &fwd(NET, 0)),
+        MuxClaim::Agrees(M)
+    );
+    // Its alternation hint naming the same downstream agrees; another one's is not judged
+    // (a request read in the clear, forwarded by alternation).
+    assert_eq!(
+        l.mux_claim(Some(&d), 7, 400, &fwd(NET, M)),
+        MuxClaim::Agrees(M)
+    );
+    assert_eq!(
+        l.mux_claim(Some(&d), 7, 400, &fwd(NET, 9)),
+        MuxClaim::NotJudged
+    );
+    // The thread blocked since its read: a later turn's forward. Not judged on a
+    // connection's first request (its forward waits for the connection to open).
+    assert_eq!(
+        l.mux_claim(Some(&d), 8, 400, &fwd(NET, 0)),
+        MuxClaim::Disagrees
+    );
+    let first = SockState {
+        out_start: 0,
+        ..fwd(NET, 0)
+    };
+    assert_eq!(l.mux_claim(Some(&d), 8, 400, &first), MuxClaim::NotJudged);
+    assert_eq!(l.mux_claim(Some(&d), 7, 400, &first), MuxClaim::Agrees(M));
+    // Another thread read the downstream since.
+    let later = SockState { mux_in: 350, ..d };
+    assert_eq!(
+        l.mux_claim(Some(&later), 7, 400, &fwd(NET, 0)),
+        MuxClaim::Disagrees
+    );
+    // A forward before the read (its entry raced the read's exit), a plain downstream, a
+    // gone one, one in another namespace: not the rule's.
+    assert_eq!(
+        l.mux_claim(Some(&d), 7, 250, &fwd(NET, 0)),
+        MuxClaim::NotJudged
+    );
+    let plain = SockState {
+        flags: SOCK_TLS,
+        ..d
+    };
+    assert_eq!(
+        l.mux_claim(Some(&plain), 7, 400, &fwd(NET, 0)),
+        MuxClaim::NotJudged
+    );
+    assert_eq!(l.mux_claim(None, 7, 400, &fwd(NET, 0)), MuxClaim::NotJudged);
+    let away = SockState { net: 1, ..d };
+    assert_eq!(
+        l.mux_claim(Some(&away), 7, 400, &fwd(2, 0)),
+        MuxClaim::NotJudged
+    );
+    // Two such downstreams read in one turn: ambiguous until the thread blocks.
+    l.mux_read(M + 1, 300, 7);
+    let d2 = SockState { mux_in: 300, ..d };
+    assert_eq!(
+        l.mux_claim(Some(&d2), 7, 400, &fwd(NET, 0)),
+        MuxClaim::Disagrees
+    );
+    l.mux_read(M + 1, 300, 7);
+    assert_eq!(
+        l.mux_claim(Some(&d2), 7, 400, &fwd(NET, 0)),
+        MuxClaim::Disagrees,
+        "still that turn"
+    );
+    l.mux_read(M + 1, 300, 8);
+    assert_eq!(
+        l.mux_claim(Some(&d2), 8, 400, &fwd(NET, 0)),
+        MuxClaim::Agrees(M + 1)
+    );
+    // Reads of one downstream in one turn are one turn's.
+    l.mux_read(M + 1, 320, 8);
+    let d3 = SockState { mux_in: 320, ..d };
+    assert_eq!(
+        l.mux_claim(Some(&d3), 8, 400, &fwd(NET, 0)),
+        MuxClaim::Agrees(M + 1)
+    );
+}
+
+/// A write on an HTTP/2-inside-TLS downstream finds, in its thread's queue, the responses
+/// whose requests the causal rule claimed from it: each in order after its request's read,
+/// the others left.
+#[test]
+fn a_mux_downstream_write_finds_the_responses_claimed_from_it() {
+    const M: u64 = 50;
+    let claimed = |peer: u64, t_req: u64, out: u64, t_in: u64| SockState {
+        mux_peer: peer,
+        mux_in: t_req,
+        mux_arrival: t_req - 5,
+        ..up(out, t_in)
+    };
+    let socks = Socks(std::vec![
+        (1, claimed(M + 1, 20, 30, 40)), // another downstream's
+        (2, claimed(M, 20, 30, 45)),
+        (3, claimed(M, 20, 32, 50)),
+        (4, claimed(M, 20, 33, 150)), // its response read after the write
+        (5, up(30, 40)),              // not claimed by the rule
+    ]);
+    let mut q = FwdQueue::default();
+    for (ino, t_in) in [(1, 40), (2, 45), (5, 40), (3, 50), (4, 150), (9, 60)] {
+        q.push(slot(ino, t_in, 0), &socks);
+    }
+    // Read before the downstream's previous write: that write's, not this one's.
+    assert_eq!(q.find_causal(M, 46, T_OUT, &socks), Some(3));
+    let i = q.find_causal(M, 0, T_OUT, &socks);
+    assert_eq!(q.take(i).map(|s| s.ino), Some(2));
+    let i = q.find_causal(M, 0, T_OUT, &socks);
+    assert_eq!(q.take(i).map(|s| s.ino), Some(3));
+    assert_eq!(q.find_causal(M, 0, T_OUT, &socks), None);
+    // The dead slot (its upstream gone) was cleared on the way; the others stay queued.
+    let left: Vec<u64> = q.slots[..6].iter().map(|s| s.ino).collect();
+    assert_eq!(left, [1, 0, 5, 0, 4, 0]);
+    assert_eq!(mux_request(socks.get(2).unwrap()), Some((20, 15)));
+    assert_eq!(mux_request(socks.get(5).unwrap()), None);
 }

@@ -44,17 +44,28 @@ fn alpn(protos: &[&str]) -> (u16, Vec<u8>) {
 /// Walks `data` as the kernel does: four bytes at a time, at most [`HELLO_STEPS`] steps.
 /// Returns the verdict and the steps taken ([`HELLO_STEPS`] + 1: the bound stopped it).
 fn walk(data: &[u8]) -> (bool, usize) {
+    walk_at(first8(data), data.len() as u64, data, 0)
+}
+
+/// The first 8 bytes of `data` (zeros past its end).
+fn first8(data: &[u8]) -> [u8; 8] {
     let mut head = [0u8; 8];
     for (h, b) in head.iter_mut().zip(data) {
         *h = *b;
     }
-    let mut w = HelloWalk::new(&head, data.len() as u64);
+    head
+}
+
+/// [`walk`] over `data` that holds the record from its offset `skip` on (a body read alone:
+/// 5), the walk told `head` and `len` as the kernel's read program tells it.
+fn walk_at(head: [u8; 8], len: u64, data: &[u8], skip: usize) -> (bool, usize) {
+    let mut w = HelloWalk::new(&head, len);
     let mut steps = 0;
     while let Some(at) = w.next() {
         if steps == HELLO_STEPS {
             return (w.h2_only(), steps + 1);
         }
-        let at = at as usize;
+        let at = at as usize - skip;
         let b = data.get(at..at + 4);
         let mut four = [0u8; 4];
         if let Some(b) = b {
@@ -164,4 +175,34 @@ fn hostile_lengths_end_the_walk() {
     let zeros = hello(2, &[(16, std::vec![0, 200, 0, 0, 0, 0])]);
     let (h2, steps) = walk(&zeros);
     assert!(!h2 && steps < HELLO_STEPS, "{steps}");
+}
+
+/// A server's TLS library that reads the record's 5-byte header alone, then its body (OpenSSL,
+/// BoringSSL: Envoy): the body's walk, told the header's length, concludes what the whole
+/// record's does.
+#[test]
+fn a_body_read_after_its_header_walks_as_the_whole_record() {
+    for (protos, want) in [
+        (&["h2"][..], true),
+        (&["istio", "h2"], true),
+        (&["h2", "http/1.1"], false),
+    ] {
+        let h = hello(3, &[sni(), alpn(protos)]);
+        let header = first8(&h[..5]);
+        let body = &h[5..];
+        let head = body_head(record_len(&header), &first8(body));
+        assert_eq!(head, first8(&h), "{protos:?}");
+        let whole = walk(&h);
+        assert_eq!(whole.0, want, "{protos:?}");
+        assert_eq!(
+            walk_at(head, 5 + body.len() as u64, body, 5),
+            whole,
+            "{protos:?}"
+        );
+        // The body cut short by the read's length: nothing concluded past it.
+        assert!(!walk_at(head, 5 + 60, &body[..60], 5).0, "{protos:?}");
+    }
+    // A body that is no ClientHello (another handshake message) is not walked.
+    let head = body_head(200, &[0x02, 0, 0, 196, 3, 3, 0, 0]);
+    assert_eq!(walk_at(head, 205, &[0; 200], 5), (false, 0));
 }

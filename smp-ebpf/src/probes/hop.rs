@@ -25,13 +25,14 @@ use smp_common::{
     event::EventKind,
     h2::{self, Cursor, FrameHeader, H2Walk, IOV_WALK},
     hop::{
-        hints_trusted, mux_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState,
-        TcpRtt, ThreadLast, DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_CAUSAL,
-        PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN,
-        ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_MUX, SOCK_SK, SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
+        hints_trusted, mux_in_trusted, mux_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone,
+        SockState, TcpRtt, ThreadLast, DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY,
+        PAIRED_BY_CAUSAL, PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE, ROLE_DOWNSTREAM,
+        ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_MUX, SOCK_SK, SOCK_STREAM, SOCK_TLS,
+        SOCK_TUPLE,
     },
     maps::{H2_ANSWERS_SLOT, TLS_HELLO_SLOT},
-    pairing::{self, Class, ReqFit, SockStates, Sole},
+    pairing::{self, Class, MuxClaim, ReqFit, SockStates, Sole},
     sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT, PENDING_IDLE},
     tls::{self, Hello, HelloWalk},
 };
@@ -41,7 +42,7 @@ use crate::{
     maps::{
         count, count_by, created, emit, emit_filled, header_at, offsets, sk_filter_add,
         sk_maybe_followed, zeroed, Wake, H2_ANSWERED, H2_TAIL, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK,
-        PROC_FWD, SK_INO, SOCK_STATE, THREADS, TLS_HELLO,
+        PROC_FWD, SK_INO, SOCK_STATE, THREADS, THREAD_CPU, TLS_HELLO,
     },
 };
 
@@ -177,7 +178,7 @@ fn claim_request(tid: u32, t_out: u64, net: u64) -> u64 {
 /// A write entered at `t_out` by thread `tid` on HTTP/2-inside-TLS upstream `u_ino` (in
 /// namespace `net`): by the causal rule it forwards every request this thread read before it
 /// that is still waiting and no such write took yet, each marked with this upstream and this
-/// write (`mux_up`, `mux_out`) for its response's write ([`pairing::mux_response`]). The
+/// write (`mux_peer`, `mux_out`) for its response's write ([`pairing::mux_response`]). The
 /// thread's list is left as it is: the record-alternation pairing claims from it as before,
 /// for processes whose causal claims prove wrong ([`smp_common::hop::mux_trusted`]).
 #[inline(always)]
@@ -195,38 +196,103 @@ fn mux_forwards(tid: u32, u_ino: u64, net: u64, t_out: u64) {
         // A plain HTTP/2 stream's request (gRPC from the app) is left to the pairing by
         // streams and alternation: its response write is the stream's, paired in the same
         // per-CPU list the causal rule would use ([`on_new_outbound`]).
-        if ds.mux_up == 0
+        if ds.mux_peer == 0
             && ds.flags & SOCK_STREAM == 0
             && ds.last_dir == DIR_IN
             && ds.in_start <= t_out
             && pairing::same_netns(ds.net, net)
         {
-            ds.mux_up = u_ino;
+            ds.mux_peer = u_ino;
             ds.mux_out = t_out;
         }
     });
 }
 
-/// A write sending a TLS ClientHello (its first 8 bytes `head`): its socket and first buffer
-/// are left in this CPU's `TLS_HELLO` for `smp_tls_hello` ([`answer_pending`]).
+/// The blocks of thread `tid` so far ([`smp_common::cpu::ThreadCpu::blocks`]; 0 before its
+/// first switch).
 #[inline(always)]
-fn hello_sent(p: &PendingSyscall, kind: SyscallKind, o: &KernelOffsets, head: [u8; 8]) {
-    let Some(bufs) = walk_buffers(p, kind, o) else {
+fn blocks(tid: u32) -> u32 {
+    // SAFETY: plain copy out of a map value.
+    unsafe { THREAD_CPU.get(&tid) }.map_or(0, |t| t.blocks)
+}
+
+/// Thread `tid` read HTTP/2-inside-TLS downstream `d_ino` at `now` ([`ThreadLast::mux_read`]).
+#[inline(always)]
+fn mux_read(tid: u32, d_ino: u64, now: u64) {
+    let b = blocks(tid);
+    if let Some(l) = thread_last(tid) {
+        // SAFETY: the calling thread's own entry: only this thread writes it.
+        unsafe { (*l).mux_read(d_ino, now, b) };
+    }
+}
+
+/// A request forward on HTTP/1.x upstream `u` entered at `t_out` by thread `tid`: by the
+/// causal rule, if in the same turn as the thread's last read of an HTTP/2-inside-TLS
+/// downstream, it carries a request of that read (`u.mux_peer`, `u.mux_in`,
+/// `u.mux_arrival`; [`ThreadLast::mux_claim`]). Judged and counted (`mux_in_checks`,
+/// `mux_in_agrees`); trusted or not where its response is written ([`mux_in_answer`]).
+#[inline(always)]
+fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
+    u.mux_peer = 0;
+    // SAFETY: plain reads of the calling thread's own entry.
+    let Some(t) = (unsafe { THREADS.get(&tid) }) else {
         return;
     };
-    let Some(h) = TLS_HELLO.get_ptr_mut(0) else {
+    let l = &t.last;
+    if l.mux_down == 0 {
         return;
+    }
+    let d = SockStateMap.get(l.mux_down);
+    match l.mux_claim(d, blocks(tid), t_out, u) {
+        MuxClaim::NotJudged => {}
+        MuxClaim::Disagrees => bump(tgid, |c| c.mux_in_checks += 1),
+        MuxClaim::Agrees(d_ino) => {
+            bump(tgid, |c| {
+                c.mux_in_checks += 1;
+                c.mux_in_agrees += 1;
+            });
+            if let Some(d) = d {
+                u.mux_peer = d_ino;
+                u.mux_in = d.mux_in;
+                u.mux_arrival = d.mux_arrival;
+            }
+        }
+    }
+}
+
+/// A syscall moving a TLS ClientHello (the record's first 8 bytes `head`; `skip`: 5 for a
+/// body read after its header, whose record starts 5 bytes before the buffer; `moved`: the
+/// bytes a read returned): its socket and first buffer are left in this CPU's `TLS_HELLO`
+/// for `smp_tls_hello` ([`answer_pending`], [`hello_pending`]). Returns whether they are.
+#[inline(always)]
+fn hello_seen(
+    p: &PendingSyscall,
+    kind: SyscallKind,
+    o: &KernelOffsets,
+    head: [u8; 8],
+    skip: u64,
+    moved: u64,
+) -> bool {
+    let Some(bufs) = walk_buffers(p, kind, o) else {
+        return false;
+    };
+    let Some(h) = TLS_HELLO.get_ptr_mut(0) else {
+        return false;
     };
     // SAFETY: this CPU's slots, used by this program and the one it tail-calls.
     unsafe {
         *h = Hello {
             ino: p.ino,
-            base: (*bufs)[0],
-            len: (*bufs)[1],
+            base: (*bufs)[0].wrapping_sub(skip),
+            len: (*bufs)[1].min(moved) + skip,
             head,
         };
     }
+    true
 }
+
+/// What [`on_data`] returns for a read that left a ClientHello to walk ([`hello_pending`]).
+pub const READ_HELLO: u32 = 1;
 
 /// `smp_tls_hello`: walks the ClientHello in this CPU's `TLS_HELLO` ([`HelloWalk`], within
 /// the write's first buffer: a hello is written whole, from one); one offering HTTP/2 and no
@@ -388,13 +454,35 @@ pub fn on_data(
     } else {
         0
     };
+    // A ClientHello is walked for its ALPN offer by `smp_tls_hello` ([`walk_hello`]): a
+    // client's as it writes it, a server's as it reads it (whole, or its body after a read of
+    // its 5-byte header alone).
+    let mut hello = false;
     let (class, preface_out) = match first_bytes(p, kind, o) {
         // Writes are not classified (their length is not known here); an h2c client's
         // preface is told by its 8 bytes, a TLS client's ClientHello by its first 6.
         Some(b) => {
-            if !ingress && b[0] == 0x16 && b[1] == 0x03 && b[5] == 0x01 {
-                // Walked for its ALPN offer by `smp_tls_hello` ([`walk_hello`]).
-                hello_sent(p, kind, o, b);
+            let hello_body = if ingress {
+                core::mem::take(&mut s.hello_body)
+            } else {
+                0
+            };
+            if hello_body != 0 && b[0] == 0x01 {
+                let head = tls::body_head(hello_body as u16, &b);
+                hello = hello_seen(p, kind, o, head, 5, len);
+                on_tls_control(s, true, true, now);
+                return if hello { READ_HELLO } else { 0 };
+            }
+            if b[0] == 0x16 && b[1] == 0x03 && (b[5] == 0x01 || ingress && len == 5) {
+                if !ingress {
+                    hello_seen(p, kind, o, b, 0, u64::MAX);
+                } else if s.role == ROLE_UPSTREAM {
+                    // A server's records: no hello.
+                } else if len == 5 {
+                    s.hello_body = u32::from(tls::record_len(&b));
+                } else {
+                    hello = hello_seen(p, kind, o, b, 0, len);
+                }
             }
             (pairing::classify(&b, len), !ingress && b == *b"PRI * HT")
         }
@@ -411,7 +499,7 @@ pub fn on_data(
 
     if let Class::TlsControl(client_hello) = class {
         on_tls_control(s, client_hello, ingress, now);
-        return 0;
+        return if hello { READ_HELLO } else { 0 };
     }
     if class == Class::H2Preface {
         s.flags |= SOCK_H2;
@@ -479,11 +567,13 @@ pub fn on_data(
             _ => return 0,
         }
     } else {
-        if s.flags & SOCK_MUX != 0 && s.role == ROLE_UPSTREAM {
-            // HTTP/2 inside TLS: each read may bring any stream's response (the last one
-            // before a response's write is taken as its), each write any request this
-            // thread read before it ([`mux_forwards`]). Its records are still paired by
-            // alternation below, for requests its thread did not read.
+        if s.flags & SOCK_MUX != 0 {
+            // HTTP/2 inside TLS: each read may bring any stream's message (on an upstream,
+            // the last one before a response's write is taken as its response; on a
+            // downstream, a request forward in the same turn as a read carries a request
+            // of it: [`mux_claim`]), each write on an upstream any request this thread read
+            // before it ([`mux_forwards`]). Its records are still paired by alternation
+            // below, for the messages the rule does not pair.
             if ingress {
                 s.mux_in = now;
                 // A read that found no new segment (a TLS reader's second read of a record,
@@ -491,9 +581,27 @@ pub fn on_data(
                 if arrived != 0 || s.mux_arrival == 0 {
                     s.mux_arrival = pairing::arrival(arrived, now);
                 }
-            } else {
+                if s.role == ROLE_DOWNSTREAM {
+                    mux_read(tid, p.ino, now);
+                }
+            } else if s.role == ROLE_UPSTREAM {
                 mux_forwards(tid, p.ino, s.net, p.since_ns);
                 pairing::mux_write(s, p.since_ns);
+            } else if s.role == ROLE_DOWNSTREAM {
+                // Any write may forward responses: found by `smp_h2_answers` once the call
+                // is parked ([`mux_in_answer`]), so that the causal rule's search, and the
+                // pairing by alternation it falls back to, are walked there.
+                if let Some(a) = H2_ANSWERED.get_ptr_mut(0) {
+                    let t_out = p.since_ns;
+                    // SAFETY: this CPU's slot, used by this program and the one it
+                    // tail-calls.
+                    unsafe {
+                        *a = h2::Answered::mux_in(t_out, pid_tgid, p.ino, new_msg, s.mux_out)
+                    };
+                    // A multiplexed downstream's last write ([`h2::Answered::after`]).
+                    s.mux_out = t_out;
+                }
+                return 0;
             }
         }
         if ingress && s.role == ROLE_UPSTREAM {
@@ -554,14 +662,7 @@ pub fn answer_pending(ctx: &RawTracePointContext) {
         .get_ptr(0)
         .is_some_and(|h| unsafe { (*h).ino != 0 })
     {
-        // SAFETY: the slot holds `smp_tls_hello`, a raw tracepoint program like every caller.
-        unsafe { H2_TAIL.tail_call(ctx, TLS_HELLO_SLOT) };
-        // Not walked (the tail call failed): the connection stays paired by alternation.
-        if let Some(h) = TLS_HELLO.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot.
-            unsafe { (*h).ino = 0 };
-        }
-        count(Counter::TlsHelloLost);
+        hello_pending(ctx);
         return;
     }
     // SAFETY: plain reads of this CPU's slot.
@@ -571,6 +672,20 @@ pub fn answer_pending(ctx: &RawTracePointContext) {
     {
         answer_rest(ctx);
     }
+}
+
+/// Tail-calls `smp_tls_hello` for the ClientHello a syscall left in `TLS_HELLO` (a read's:
+/// [`READ_HELLO`]). Returns only if the tail call failed: not walked, the connection stays
+/// paired by alternation (counted).
+#[inline(always)]
+pub fn hello_pending(ctx: &RawTracePointContext) {
+    // SAFETY: the slot holds `smp_tls_hello`, a raw tracepoint program like every caller.
+    unsafe { H2_TAIL.tail_call(ctx, TLS_HELLO_SLOT) };
+    if let Some(h) = TLS_HELLO.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { (*h).ino = 0 };
+    }
+    count(Counter::TlsHelloLost);
 }
 
 /// Tail-calls `smp_h2_answers` for the responses left in `H2_ANSWERED`. Returns only if the
@@ -622,8 +737,15 @@ pub fn answer_next(ctx: &RawTracePointContext) {
         give_up(a);
         return;
     }
-    let Some(key) = a.take() else {
-        return;
+    let key = match a.mux_in_write() {
+        Some((d_ino, new_msg)) => match mux_in_answer(ctx, a, d_ino, new_msg) {
+            Some(d_ino) => d_ino,
+            None => return,
+        },
+        None => match a.take() {
+            Some(key) => key,
+            None => return,
+        },
     };
     let t_out = a.t_out;
     let tid = pid_tgid as u32;
@@ -648,6 +770,64 @@ pub fn answer_next(ctx: &RawTracePointContext) {
     if a.pending() {
         answer_rest(ctx);
     }
+}
+
+/// A write on HTTP/2-inside-TLS downstream `d_ino` (`a`, [`h2::Answered::mux_in`]): while
+/// the process's claims are trusted ([`mux_in_trusted`]), the next response in the writing
+/// thread's queue whose request the causal rule claimed from this downstream
+/// ([`smp_common::hop::FwdQueue::find_causal`]) is paired with this write as its forward,
+/// then this program runs again for the one after (at most [`h2::MUX_IN_ROUNDS`]). When none
+/// is left, a write that starts a new message and paired none by the rule is returned, to be
+/// paired by alternation as before the rule ([`answer_next`]: one pairing by alternation in
+/// the program).
+#[inline(always)]
+fn mux_in_answer(
+    ctx: &RawTracePointContext,
+    a: &mut h2::Answered,
+    d_ino: u64,
+    new_msg: bool,
+) -> Option<u64> {
+    let (t_out, pid_tgid) = (a.t_out, a.pid_tgid);
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    a.finish();
+    let dp = SOCK_STATE.get_ptr_mut(&d_ino)?;
+    // SAFETY: map value of the downstream this thread is writing.
+    let d = unsafe { &mut *dp };
+    let c = counts(tgid);
+    // SAFETY: this CPU's counters of the process, read before this program returns.
+    let trusted = c.is_some_and(|c| mux_in_trusted(unsafe { &*c }));
+    if trusted && a.paired < h2::MUX_IN_ROUNDS {
+        // SAFETY: only thread `tid` (running here) touches its queue.
+        if let Some(q) = THREADS.get_ptr_mut(&tid).map(|t| unsafe { &mut (*t).fwd }) {
+            let i = q.find_causal(d_ino, a.after, t_out, &SockStateMap);
+            q.wrote = 1;
+            if let Some(slot) = q.take(i) {
+                a.paired += 1;
+                // This program runs again for the next.
+                a.unfinish();
+                let d_in = SockStateMap
+                    .get(slot.ino)
+                    .and_then(pairing::mux_request)
+                    .map_or(0, |(t_in, _)| t_in);
+                let f = exchange(tgid, tid, c, d_ino, d, d_in, slot, t_out, PAIRED_BY_CAUSAL);
+                if f == Forward::Emitted {
+                    mark_send_done(tid, t_out);
+                }
+                answer_rest(ctx);
+                return None;
+            }
+        }
+    }
+    if !new_msg {
+        return None;
+    }
+    if a.paired == 0 {
+        return Some(d_ino);
+    }
+    d.out_start = t_out;
+    d.out_sent = 0;
+    d.last_dir = DIR_OUT;
+    None
 }
 
 /// The call thread `tid` parked for its write entered at `t_out` sends a `SendDone` at exit.
@@ -991,7 +1171,7 @@ fn on_new_inbound(
         return;
     }
     if s.role == ROLE_DOWNSTREAM {
-        s.mux_up = 0;
+        s.mux_peer = 0;
         bump(tgid, |c| c.requests += 1);
         if let Some(l) = thread_last(tid) {
             // SAFETY: the calling thread's own entry: only this thread writes it.
@@ -1010,7 +1190,7 @@ fn on_new_inbound(
 fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail: bool) -> u32 {
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let mut at_exit = AT_EXIT_SENT;
-    if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 && !tail && s.mux_up != 0 {
+    if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 && !tail && s.mux_peer != 0 {
         // Its request went out on an HTTP/2-inside-TLS upstream: paired by `smp_h2_answers`
         // once the call is parked ([`answer_pending`]), so that the causal rule's test and
         // pairing are walked by the verifier there, not in every write's program.
@@ -1038,6 +1218,9 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail:
         }
         // Which downstream's request it likely is.
         s.hint = claim_request(tid, t_out, s.net);
+        if s.flags & (SOCK_H2 | SOCK_MUX) == 0 {
+            mux_claim(tgid, tid, s, t_out);
+        }
     }
     s.out_start = t_out;
     s.out_sent = 0;
@@ -1122,14 +1305,14 @@ fn forward_response(
         .get_ptr_mut(&tid)
         .map(|t| unsafe { core::ptr::addr_of_mut!((*t).fwd) });
     // In `smp_h2_answers` only (`tail`): a write's own program leaves such a write to it.
-    if tail && d.mux_up != 0 {
+    if tail && d.mux_peer != 0 {
         judge_causal(tid, c, d);
     }
     let (found, by) = match queue {
         // The response comes from that upstream ([`pairing::mux_response`]).
-        _ if tail && d.mux_up != 0 => (
+        _ if tail && d.mux_peer != 0 => (
             Some(FwdSlot {
-                ino: d.mux_up,
+                ino: d.mux_peer,
                 t_in: 0,
                 hint: 0,
             }),
@@ -1173,7 +1356,7 @@ fn forward_response(
 }
 
 /// Downstream `d`'s request went out on an HTTP/2-inside-TLS upstream by the causal rule
-/// (`d.mux_up`): was that upstream the last one thread `tid` read from? Counted (`c`) whatever
+/// (`d.mux_peer`): was that upstream the last one thread `tid` read from? Counted (`c`) whatever
 /// pairs the response. Unless it was and the process's claims have proved right
 /// ([`mux_trusted`]), the claim is dropped and record alternation pairs it. (The decision is
 /// left in the socket's state, not a value: one the pairing's searches carried doubled the
@@ -1182,7 +1365,7 @@ fn forward_response(
 fn judge_causal(tid: u32, c: Counts, d: &mut SockState) {
     // SAFETY: plain copy out of a map value.
     let up = unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.up);
-    let agree = u64::from(up == d.mux_up);
+    let agree = u64::from(up == d.mux_peer);
     let trusted = match c {
         Some(c) => {
             // SAFETY: this CPU's counters of the process, used before this program returns.
@@ -1194,7 +1377,7 @@ fn judge_causal(tid: u32, c: Counts, d: &mut SockState) {
         None => false,
     };
     if agree == 0 || !trusted {
-        d.mux_up = 0;
+        d.mux_peer = 0;
     }
 }
 
@@ -1244,9 +1427,12 @@ fn exchange(
     // SAFETY: map value of the upstream socket; this thread is forwarding its response.
     let u = unsafe { &mut *up };
     let causal = by == PAIRED_BY_CAUSAL;
+    // The causal rule on the downstream's side: the request's read is the upstream's record
+    // of it ([`pairing::mux_request`]), the response the upstream's own.
+    let mux_in = causal && d.flags & SOCK_MUX != 0;
     // Another CPU's write took it since it was found: nothing left to forward. (By the causal
-    // rule: nothing read since the request's forward.)
-    let r = if causal {
+    // rule on the upstream's side: nothing read since the request's forward.)
+    let r = if causal && !mux_in {
         pairing::mux_response(u, d)
     } else {
         pairing::waiting_response(u, slot.t_in)
@@ -1255,10 +1441,10 @@ fn exchange(
         add(c, |c| c.unmatched_writes += 1);
         return Forward::Nothing;
     };
-    if causal {
+    if causal && !mux_in {
         // One response per request; the upstream's current record-alternation message is
         // no other downstream's to take.
-        d.mux_up = 0;
+        d.mux_peer = 0;
         pairing::mark_forwarded(u, u.in_start);
     } else {
         pairing::mark_forwarded(u, slot.t_in);
@@ -1293,7 +1479,12 @@ fn exchange(
     }
     let (d_tuple, u_tuple) = (&d.tuple, &u.tuple);
     let flags = u32::from(d.flags) | (u32::from(u.flags) << 8) | (by << PAIRED_BY_SHIFT);
-    let (req_arrival, req_bytes) = (d.in_arrival.min(req_in), d.in_bytes);
+    // A multiplexed read's bytes are not one request's: unknown (0).
+    let (req_arrival, req_bytes) = if mux_in {
+        (pairing::arrival(u.mux_arrival, req_in), 0)
+    } else {
+        (d.in_arrival.min(req_in), d.in_bytes)
+    };
     let rtt = &u.rtt;
     if emit_filled(
         |x: *mut ExchangeRecord| {

@@ -25,7 +25,7 @@ use crate::{
 ///
 /// match-proto:v5.18:include/trace/events/sched.h:TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 #[inline(always)]
-pub fn on_switch(prev: u64, next: u64) -> Result<(), ProbeError> {
+pub fn on_switch(preempt: bool, prev: u64, next: u64) -> Result<(), ProbeError> {
     let o = offsets();
     if o.valid == 0 {
         return Ok(());
@@ -60,6 +60,7 @@ pub fn on_switch(prev: u64, next: u64) -> Result<(), ProbeError> {
                 (*entry).on_cpu_ns += exec.saturating_sub((*entry).last_exec);
                 (*entry).last_exec = exec;
                 (*entry).switches += 1;
+                (*entry).blocks += u32::from(!preempt);
             },
             None => {
                 // First sight: from its arrival if seen, from birth if born after tracking
@@ -80,6 +81,8 @@ pub fn on_switch(prev: u64, next: u64) -> Result<(), ProbeError> {
                     switches: 1,
                     on_cpu_ns: exec.saturating_sub(base),
                     last_exec: exec,
+                    blocks: u32::from(!preempt),
+                    _pad: 0,
                 };
                 if THREAD_CPU.insert(&prev_tid, &fresh, 0).is_err() {
                     count(Counter::MapInsertFailed);

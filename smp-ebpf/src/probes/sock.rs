@@ -291,7 +291,7 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
         hop::on_write_exit(&pending, now, pid_tgid);
     }
     if kind.is_ingress() {
-        on_read_done(&pending, kind, ret, now, pid_tgid, o);
+        on_read_done(ctx, &pending, kind, ret, now, pid_tgid, o);
     }
     Ok(())
 }
@@ -331,10 +331,12 @@ fn charge(tgid: u32, p: &PendingSyscall, ret: i64, ns: u64) {
     }
 }
 
-/// A read returned `ret` at `now`: data starts or continues a message; end of stream forgets
-/// the connection's message state (it is closing).
+/// A read returned `ret` at `now`: data starts or continues a message (a ClientHello it
+/// brought is walked by the program it then tail-calls); end of stream forgets the
+/// connection's message state (it is closing).
 #[inline(always)]
 fn on_read_done(
+    ctx: &RawTracePointContext,
     p: &PendingSyscall,
     kind: SyscallKind,
     ret: i64,
@@ -343,7 +345,9 @@ fn on_read_done(
     o: &KernelOffsets,
 ) {
     if ret > 0 {
-        hop::on_data(p, kind, ret as u64, now, pid_tgid, o);
+        if hop::on_data(p, kind, ret as u64, now, pid_tgid, o) & hop::READ_HELLO != 0 {
+            hop::hello_pending(ctx);
+        }
     } else if ret == 0 {
         hop::forget(p.ino, p.sk);
     }
@@ -449,7 +453,7 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), Probe
     };
     charge(tgid, &call, ret, 0);
     if ingress {
-        on_read_done(&call, kind, ret, call.since_ns, pid_tgid, o);
+        on_read_done(ctx, &call, kind, ret, call.since_ns, pid_tgid, o);
     } else if ret > 0 {
         hop::on_data(&call, kind, 0, call.since_ns, pid_tgid, o);
         hop::answer_pending(ctx);
