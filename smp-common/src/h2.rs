@@ -63,7 +63,9 @@ pub const ANSWERS_PER_WRITE: usize = 8;
 
 /// Responses one write on an HTTP/2-inside-TLS downstream pairs by the causal rule at most
 /// (one per run of the tail-called program; the chain of tail calls stops at 33). Those left
-/// are found by the socket's next write, a later forward than theirs.
+/// are not taken by the socket's next write (read before it, they were this one's,
+/// [`Answered::after`]): they stay unforwarded, counted as such (`unforwarded`) when their
+/// upstream's next response comes.
 pub const MUX_IN_ROUNDS: u16 = 24;
 
 const MUX_IN: u16 = 1;
