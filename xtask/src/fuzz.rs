@@ -5,7 +5,13 @@
 //! stops the run with the artifact's path (fuzz/artifacts/<target>/); it then becomes a unit
 //! test with that input. Needs nightly and cargo-fuzz (`cargo xtask setup` installs it).
 
-use std::process::{Command, Stdio};
+use std::{
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+};
 
 use anyhow::{bail, Context as _};
 
@@ -20,7 +26,8 @@ pub const TARGETS: &[&str] = &[
     "ring_record",
 ];
 
-/// Seconds per target when `cargo xtask test` runs them (5 targets: 100 s in all).
+/// Seconds per target when `cargo xtask test` runs them (5 targets, as many at once as there
+/// are CPUs: 60 s on two).
 pub const TEST_SECONDS: u64 = 20;
 
 #[derive(Debug, clap::Args)]
@@ -45,12 +52,31 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     run_targets(&targets, o.seconds)
 }
 
-/// Runs each target for `seconds`; prints executions per target and in total.
+/// Runs each target for `seconds`, as many at once as this machine has CPUs (libFuzzer runs
+/// one process on one core; built once, first); prints executions per target and in total.
 pub fn run_targets(targets: &[&str], seconds: u64) -> anyhow::Result<()> {
+    build_targets()?;
+    let at_once = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<anyhow::Result<u64>>> = targets.iter().map(|_| None).collect();
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..at_once.min(targets.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(t) = targets.get(i) else { break };
+                let r = run_target(t, seconds);
+                done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+            });
+        }
+    });
+    for (i, r) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        results[i] = Some(r);
+    }
     let mut total = 0u64;
     let mut rows = Vec::new();
-    for t in targets {
-        let execs = run_target(t, seconds)?;
+    for (t, r) in targets.iter().zip(results) {
+        let execs = r.context("a fuzz target did not run")??;
         total += execs;
         rows.push((*t, execs));
     }
@@ -62,16 +88,38 @@ pub fn run_targets(targets: &[&str], seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo fuzz` for `args` in fuzz/, on nightly, without the eBPF object.
+fn cargo_fuzz(args: &[&str]) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root().join("fuzz"))
+        .arg("+nightly")
+        .arg("fuzz")
+        .args(args)
+        // The fuzzed code is userspace only: no eBPF object needed.
+        .env("AYA_BUILD_SKIP", "1")
+        .env_remove("RUSTFLAGS");
+    cmd
+}
+
+/// Builds every target once, so the runs that follow (in parallel) find them built.
+fn build_targets() -> anyhow::Result<()> {
+    let mut cmd = cargo_fuzz(&["build"]);
+    let status = cmd.status().with_context(|| {
+        format!("failed to spawn {cmd:?} (is cargo-fuzz installed? `cargo xtask setup`)")
+    })?;
+    if !status.success() {
+        bail!("building the fuzz targets failed ({status})");
+    }
+    Ok(())
+}
+
 fn run_target(target: &str, seconds: u64) -> anyhow::Result<u64> {
-    let fuzz_dir = root().join("fuzz");
-    let corpus = fuzz_dir.join("corpus").join(target);
+    let corpus = root().join("fuzz").join("corpus").join(target);
     std::fs::create_dir_all(&corpus)
         .with_context(|| format!("failed to create {}", corpus.display()))?;
     println!("xtask fuzz: {target} for {seconds} s");
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(&fuzz_dir)
-        .args(["+nightly", "fuzz", "run", target])
-        .arg(&corpus)
+    let mut cmd = cargo_fuzz(&["run", target]);
+    cmd.arg(&corpus)
         .args([
             "--",
             &format!("-max_total_time={seconds}"),
@@ -79,9 +127,6 @@ fn run_target(target: &str, seconds: u64) -> anyhow::Result<u64> {
             "-rss_limit_mb=1024",
             "-print_final_stats=1",
         ])
-        // The fuzzed code is userspace only: no eBPF object needed.
-        .env("AYA_BUILD_SKIP", "1")
-        .env_remove("RUSTFLAGS")
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped());
     let out = cmd.output().with_context(|| {

@@ -74,6 +74,10 @@ pub struct Options {
     /// Guest CPUs (TCG threads).
     #[arg(long, default_value_t = DEFAULT_SMP)]
     pub smp: u32,
+    /// Run the release build of the agent and tests (what `cargo xtask test` has just built
+    /// and run on the host) instead of a debug build.
+    #[arg(long)]
+    pub release: bool,
 }
 
 /// Guest CPUs. 2, as measured in the feasibility study: with 4 vCPU threads on a busy 2-core
@@ -116,6 +120,8 @@ pub fn run_matrix_for_test() -> anyhow::Result<()> {
         refresh: false,
         filter: None,
         smp: DEFAULT_SMP,
+        // The build the integration tests just ran: no second, debug build of everything.
+        release: true,
     };
     println!("xtask test: kernel matrix (host, 6.1, 6.12)");
     run(&o)
