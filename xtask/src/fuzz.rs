@@ -5,17 +5,11 @@
 //! stops the run with the artifact's path (fuzz/artifacts/<target>/); it then becomes a unit
 //! test with that input. Needs nightly and cargo-fuzz (`cargo xtask setup` installs it).
 
-use std::{
-    process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
-};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 
-use crate::util::root;
+use crate::util::{on_every_cpu, root};
 
 /// The targets, in fuzz/fuzz_targets/.
 pub const TARGETS: &[&str] = &[
@@ -56,27 +50,11 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 /// one process on one core; built once, first); prints executions per target and in total.
 pub fn run_targets(targets: &[&str], seconds: u64) -> anyhow::Result<()> {
     build_targets()?;
-    let at_once = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<Option<anyhow::Result<u64>>> = targets.iter().map(|_| None).collect();
-    let done = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..at_once.min(targets.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(t) = targets.get(i) else { break };
-                let r = run_target(t, seconds);
-                done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
-            });
-        }
-    });
-    for (i, r) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        results[i] = Some(r);
-    }
+    let results = on_every_cpu(targets, |t| run_target(t, seconds));
     let mut total = 0u64;
     let mut rows = Vec::new();
     for (t, r) in targets.iter().zip(results) {
-        let execs = r.context("a fuzz target did not run")??;
+        let execs = r?;
         total += execs;
         rows.push((*t, execs));
     }

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     build,
-    util::{cargo, is_root, output, root},
+    util::{cargo, is_root, on_every_cpu, output, root},
 };
 
 /// One test's outcome on one kernel.
@@ -133,25 +133,14 @@ pub(super) fn run_all(
         }
     }
     if let Some(img) = &initramfs {
-        let at_once = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..at_once.min(guests.len()) {
-                s.spawn(|| loop {
-                    let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((i, spec, vmlinuz, broken)) = guests.get(g) else {
-                        break;
-                    };
-                    let t0 = Instant::now();
-                    let mut run = run_vm(spec, vmlinuz, img, *broken, o);
-                    run.secs = t0.elapsed().as_secs_f64();
-                    print_run(&run);
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((*i, run));
-                });
-            }
+        let done = on_every_cpu(&guests, |(i, spec, vmlinuz, broken)| {
+            let t0 = Instant::now();
+            let mut run = run_vm(spec, vmlinuz, img, *broken, o);
+            run.secs = t0.elapsed().as_secs_f64();
+            print_run(&run);
+            (*i, run)
         });
-        for (i, run) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        for (i, run) in done {
             runs[i] = Some(run);
         }
         let _ = fs::remove_file(img);
