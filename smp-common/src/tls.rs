@@ -3,7 +3,8 @@
 //! loop the verifier can follow; no byte of it leaves the kernel).
 //!
 //! A client that offers `h2` and no HTTP/1.x speaks HTTP/2 inside the connection (Envoy's and
-//! Linkerd's HTTP/2 upstreams, ztunnel's HBONE): its streams interleave, and the connection's
+//! Linkerd's HTTP/2 upstreams, ztunnel's HBONE, Istio's sidecars as `istio-h2`): its streams
+//! interleave, and the connection's
 //! records say nothing of where one request or response ends ([`crate::hop::SOCK_MUX`]). A
 //! client offering both lets the server choose, in TLS 1.3 out of sight: nothing is concluded.
 
@@ -108,10 +109,17 @@ impl HelloWalk {
             }
             PROTOCOL => {
                 let n = b[1];
-                if n == 2 && b[2] == b'h' && b[3] == b'2' {
+                let (c0, c1) = (b[2], b[3]);
+                if (n == 2 && c0 == b'h' && c1 == b'2') || (n == 8 && c0 == b'i' && c1 == b's') {
+                    // `h2`, or Istio's `istio-h2` (its sidecars offer the protocol under
+                    // their own name, `h2` itself beside it or not).
                     self.h2 = 1;
-                } else if n >= 4 && b[2] == b'h' && b[3] == b't' {
-                    // `http/1.1`, `http/1.0` (no other registered name starts so).
+                } else if (n >= 4 && c0 == b'h' && c1 == b't')
+                    || (n == 14 && c0 == b'i' && c1 == b's')
+                {
+                    // `http/1.1`, `http/1.0`, Istio's `istio-http/1.1` and `istio-http/1.0`
+                    // (no registered name starts `ht` or `is`; Istio's other names, `istio`
+                    // and `istio-peer-exchange`, are 5 and 19 bytes).
                     self.http1 = 1;
                 }
                 self.at += 1 + u32::from(n);

@@ -124,6 +124,26 @@ fn other_names_beside_h2_keep_it_http2() {
 }
 
 #[test]
+fn istio_names_say_the_protocol() {
+    // Istio's sidecars offer the upstream's protocol under their own names (the `istio.alpn`
+    // filter), with or without the plain name beside it.
+    for (protos, h2) in [
+        (&["istio-h2", "istio"][..], true),
+        (&["istio-h2", "istio", "h2"], true),
+        (&["istio-peer-exchange", "istio-h2", "istio"], true),
+        (&["istio-http/1.1", "istio"], false),
+        (&["istio-http/1.0", "istio", "http/1.0"], false),
+        (&["istio-h2", "istio-http/1.1"], false),
+        // Opaque TCP: nothing to conclude.
+        (&["istio-peer-exchange", "istio"], false),
+        (&["istio"], false),
+    ] {
+        let h = hello(4, &[sni(), alpn(protos)]);
+        assert_eq!(walk(&h).0, h2, "{protos:?}");
+    }
+}
+
+#[test]
 fn h2_ending_the_data_is_read() {
     // ALPN the last extension, `h2` its last name: the hello's last three bytes.
     let h = hello(1, &[sni(), alpn(&["h2"])]);

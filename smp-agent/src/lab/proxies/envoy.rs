@@ -109,11 +109,15 @@ pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
         }]);
     }
     let mut chain = json!({"filters": [hcm]});
-    let alpn = if plan.h2 {
-        json!(["h2"])
+    // ALPN as Istio's sidecars offer it inside their mTLS (its `istio.alpn` filter): the
+    // client names the upstream protocol twice, as `istio-h2` or `istio-http/1.1` and
+    // plainly, with `istio`; the server (Istio's inbound) accepts `h2` and `http/1.1`.
+    let client_alpn = if plan.h2 {
+        json!(["istio-h2", "istio", "h2"])
     } else {
-        json!(["http/1.1"])
+        json!(["istio-http/1.1", "istio", "http/1.1"])
     };
+    let server_alpn = json!(["h2", "http/1.1"]);
     if let (Some(tls), Side::Inbound) = (plan.tls, plan.side) {
         chain["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
@@ -123,7 +127,7 @@ pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
                 "common_tls_context": {
                     "tls_certificates": [tls_certificate(&tls.server_cert, &tls.server_key)],
                     "validation_context": {"trusted_ca": {"filename": tls.ca}},
-                    "alpn_protocols": alpn,
+                    "alpn_protocols": server_alpn,
                 },
             },
         });
@@ -150,7 +154,7 @@ pub fn bootstrap(plan: &SlotPlan<'_>) -> Value {
                             "trusted_ca": {"filename": tls.ca},
                             "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls.server_name}}],
                         },
-                        "alpn_protocols": alpn,
+                        "alpn_protocols": client_alpn,
                     },
                 },
             });
