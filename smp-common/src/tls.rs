@@ -2,11 +2,11 @@
 //! ClientHello, found by walking the hello's length fields four bytes at a time (a bounded
 //! loop the verifier can follow; no byte of it leaves the kernel).
 //!
-//! A client that offers `h2` and no HTTP/1.x speaks HTTP/2 inside the connection (Envoy's and
-//! Linkerd's HTTP/2 upstreams, ztunnel's HBONE, Istio's sidecars as `istio-h2`): its streams
-//! interleave, and the connection's
-//! records say nothing of where one request or response ends ([`crate::hop::SOCK_MUX`]). A
-//! client offering both lets the server choose, in TLS 1.3 out of sight: nothing is concluded.
+//! A client that offers `h2` and no HTTP/1.x speaks HTTP/2 inside the connection (Envoy's
+//! HTTP/2 upstreams, ztunnel's HBONE, Istio's sidecars as `istio-h2`): its streams interleave,
+//! and the connection's records say nothing of where one request or response ends
+//! ([`crate::hop::SOCK_MUX`]). A client offering both lets the server choose, in TLS 1.3 out of sight: nothing is concluded;
+//! nor from no ALPN at all (Linkerd's proxies between them).
 
 /// Steps a walk takes at most: the four fixed fields before the extensions, then one per
 /// extension (a ClientHello carries 10–20) and one per protocol its ALPN offer names.
