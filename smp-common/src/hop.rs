@@ -29,7 +29,8 @@ pub const SOCK_STREAM: u8 = 16;
 /// ([`crate::pairing::role_from_ports`]): its TLS, if any, shows in its records only.
 pub const SOCK_AGED: u8 = 32;
 /// A TLS client whose ClientHello offered HTTP/2 and no HTTP/1.x by ALPN
-/// ([`crate::tls::HelloWalk`]): HTTP/2 inside TLS, its streams interleaved on the connection.
+/// ([`crate::tls::HelloWalk`]), or a TLS downstream seen carrying requests at once
+/// ([`crate::pairing::overlap_shows_mux`]): HTTP/2 inside TLS, its streams interleaved on the connection.
 /// Its writes forward the requests its thread read before them, and a response forwarded
 /// from it is taken from its last read before the response's write (the causal rule,
 /// docs/hops.md).
@@ -196,6 +197,11 @@ pub struct ThreadLast {
     /// included): a proxy that forwards a response in the same turn that read it (a
     /// connection's task, an event loop without deferred writes) writes that one next.
     pub up: u64,
+    /// Inode of the downstream it last read a new request from (kept when a forward claims
+    /// it): a second request forward finding that request claimed, with no response written
+    /// to it since, shows the downstream carries requests at once
+    /// ([`crate::pairing::overlap_shows_mux`]).
+    pub last_req: u64,
     /// The HTTP/2-inside-TLS downstream ([`SOCK_MUX`]) it last read from (0: none), that
     /// read's exit, and the thread's [`crate::cpu::ThreadCpu::blocks`] then: a request
     /// forward with no block since is of the same turn, and by the causal rule carries a
@@ -207,7 +213,7 @@ pub struct ThreadLast {
     /// serves is not known (no claim).
     pub mux_down_mixed: u32,
 }
-const _: () = assert!(core::mem::size_of::<ThreadLast>() == 8 * REQ_SLOTS + 40);
+const _: () = assert!(core::mem::size_of::<ThreadLast>() == 8 * REQ_SLOTS + 48);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.
@@ -415,8 +421,16 @@ pub struct HopCounts {
     /// again; a proxy that holds a request (a delay, an asynchronous filter) waits first.
     pub mux_in_checks: u64,
     pub mux_in_agrees: u64,
+    /// TLS downstreams found multiplexed by their behaviour, not their ClientHello (it
+    /// offered HTTP/1.1 too, or no protocol, as Linkerd's proxies do, or came before the
+    /// probes): a request forward found the request its thread last read from one already
+    /// claimed by another forward, no response having been written to it since. The causal
+    /// rule is judged on it from then on ([`SOCK_MUX`]). A Go runtime shows the same now and
+    /// then on HTTP/1.1 (a thread forwarding another's request): there the rule is not
+    /// trusted and the connection stays paired by record alternation (docs/hops.md).
+    pub mux_by_overlap: u64,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 176);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 184);
 
 /// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
 /// once.
@@ -445,7 +459,8 @@ macro_rules! hop_count_fields {
             mux_checks,
             mux_agrees,
             mux_in_checks,
-            mux_in_agrees
+            mux_in_agrees,
+            mux_by_overlap
         )
     };
 }

@@ -10,9 +10,10 @@
 //! 512-byte stack on kernels before 6.8 (`smp-agent`'s stack test).
 
 use crate::hop::{
-    FwdQueue, FwdSlot, HeldResponse, RespPool, SockState, ThreadLast, DIR_IN, FWD_SLOTS,
+    FwdQueue, FwdSlot, HeldResponse, RespPool, SockState, ThreadLast, DIR_IN, DIR_OUT, FWD_SLOTS,
     MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, POOL_SLOTS,
-    REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_MUX, SOCK_TLS,
+    REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_MUX, SOCK_STREAM,
+    SOCK_TLS,
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -510,6 +511,46 @@ pub fn same_netns(a: u64, b: u64) -> bool {
     a == 0 || b == 0 || a == b
 }
 
+/// Whether TLS downstream `d` shows HTTP/2 inside by its behaviour, at a request forward
+/// entered at `t_out` (on an upstream in namespace `net`) that found nothing to claim while
+/// `d` is the downstream its thread last read a new request from: `d`'s current request was
+/// claimed by another forward and no response was written to `d` since. HTTP/1.x carries
+/// one request at a time on a connection (no proxy pipelines), so a second forward of one
+/// request in flight is a second request inside it. A retried or mirrored request looks the
+/// same: its connection is then paired by the causal rule, which holds for HTTP/1.x too
+/// where the process's claims agree.
+#[inline(always)]
+pub fn overlap_shows_mux(d: &SockState, t_out: u64, net: u64) -> bool {
+    d.role == ROLE_DOWNSTREAM
+        && d.flags & SOCK_TLS != 0
+        && d.flags & (SOCK_MUX | SOCK_H2 | SOCK_STREAM) == 0
+        && d.last_dir == DIR_IN
+        && d.in_start != 0
+        && d.in_start <= t_out
+        && d.claimed == d.in_start
+        && same_netns(d.net, net)
+}
+
+/// Whether TLS upstream `u` shows HTTP/2 inside by its behaviour, at a write entered at
+/// `t_out` that follows its last write with no read between (record alternation takes it
+/// for more of the request in flight): the writing thread's last request, read on
+/// downstream `d_ino` (state `d`), is another downstream's than the one `u`'s request in
+/// flight came from (`u.hint`) and still waits for its forward. HTTP/1.x sends one request
+/// at a time on a connection, so this write is a second request inside it.
+#[inline(always)]
+pub fn up_overlap_shows_mux(u: &SockState, d_ino: u64, d: &SockState, t_out: u64) -> bool {
+    u.role == ROLE_UPSTREAM
+        && u.flags & (SOCK_TLS | SOCK_MUX | SOCK_H2 | SOCK_STREAM) == SOCK_TLS
+        && u.last_dir == DIR_OUT
+        && u.hint != 0
+        && d_ino != 0
+        && d_ino != u.hint
+        && d.role == ROLE_DOWNSTREAM
+        && d.flags & (SOCK_H2 | SOCK_STREAM) == 0
+        && claimable(d, t_out)
+        && same_netns(d.net, u.net)
+}
+
 /// What a request forward makes of one request its thread read ([`ThreadLast::claim`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReqFit {
@@ -585,6 +626,7 @@ impl ThreadLast {
     /// Remembers a request read on downstream `ino`; the oldest goes when full.
     #[inline(always)]
     pub fn push_request(&mut self, ino: u64) {
+        self.last_req = ino;
         if let Some(slot) = self.reqs.get_mut(self.req_tail as usize & (REQ_SLOTS - 1)) {
             *slot = ino;
         }

@@ -36,6 +36,8 @@ pub struct SideFigures {
     pub directions: Vec<(Direction, Leg)>,
     /// Its hops' latency, per direction and leg.
     pub hops: BTreeMap<(Direction, Leg), HopPercentiles>,
+    /// Its pairing counters over the run.
+    pub counts: HopCounts,
 }
 
 impl SideFigures {
@@ -66,6 +68,19 @@ pub fn measure(
 
 /// [`measure`] on a lab configured by the caller.
 pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [SideFigures; 2] {
+    measure_lab_aged(cfg, rate, conns, secs, false)
+}
+
+/// [`measure_lab`]; `aged`: the sidecars' connection to each other is opened before the
+/// probes attach (a few requests through the mesh first, which the app does not record), as
+/// a node agent finds a mesh's long-lived connections: their ClientHellos are never seen.
+pub fn measure_lab_aged(
+    cfg: &LabConfig,
+    rate: f64,
+    conns: usize,
+    secs: u64,
+    aged: bool,
+) -> [SideFigures; 2] {
     let (name, kind, mtls) = (cfg.name.as_str(), cfg.proxy, cfg.mtls);
     let workers = cfg.outbound.workers;
     let family = if cfg.network.is_ipv6() {
@@ -75,6 +90,20 @@ pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [Side
     };
     with_lab(cfg, |info| {
         let pids = [info.outbound.pid, info.inbound.pid];
+        if aged {
+            let url = format!("http://{}/", meshed_addr(info));
+            for _ in 0..5 {
+                let out = std::process::Command::new("ip")
+                    .args(["netns", "exec", &info.client_netns, "curl", "-sf", "-o"])
+                    .args(["/dev/null", "--max-time", "5", &url])
+                    .output()
+                    .expect("curl");
+                assert!(
+                    out.status.success(),
+                    "{name}: a request before the probes failed"
+                );
+            }
+        }
         let session = Session::start(&pids);
         let (ok, failed, client) = drive_recorded(
             Some(&info.client_netns),
@@ -139,6 +168,7 @@ pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [Side
                 verdict,
                 directions,
                 hops,
+                counts: c,
             };
             eprintln!(
                 "{name} {kind} {family} workers {workers} mtls {mtls} {side}: {} requests, {:.2} % paired, \

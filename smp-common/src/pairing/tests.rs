@@ -4,7 +4,7 @@ extern crate std;
 use std::vec::Vec;
 
 use super::*;
-use crate::hop::{DIR_NONE, DIR_OUT, SOCK_H2, SOCK_MUX, SOCK_TLS};
+use crate::hop::{DIR_NONE, DIR_OUT, SOCK_H2, SOCK_MUX, SOCK_STREAM, SOCK_TLS};
 
 /// Socket states by inode (the test's `SOCK_STATE`).
 struct Socks(Vec<(u64, SockState)>);
@@ -395,6 +395,209 @@ fn claimable_per_downstream_state() {
         "handshake read last"
     );
     assert!(!claimable(&d, 9), "read after this forward");
+}
+
+/// A TLS downstream shows HTTP/2 inside when a second forward finds its request in flight
+/// claimed; not when that request was answered, not yet claimed, or the connection is known
+/// for what it is.
+#[test]
+fn a_second_forward_of_a_claimed_tls_request_shows_multiplexing() {
+    let d = SockState {
+        role: ROLE_DOWNSTREAM,
+        flags: SOCK_TLS,
+        last_dir: DIR_IN,
+        in_start: 10,
+        claimed: 10,
+        net: 7,
+        ..SockState::default()
+    };
+    assert!(
+        overlap_shows_mux(&d, 20, 7),
+        "two requests in flight inside TLS"
+    );
+    assert!(overlap_shows_mux(&d, 20, 0), "upstream's namespace unknown");
+    let not = [
+        (
+            SockState { claimed: 0, ..d },
+            7,
+            "its request not claimed yet",
+        ),
+        (
+            SockState {
+                last_dir: DIR_OUT,
+                ..d
+            },
+            7,
+            "answered since",
+        ),
+        (
+            SockState { flags: 0, ..d },
+            7,
+            "plaintext: its requests are seen",
+        ),
+        (
+            SockState {
+                flags: SOCK_TLS | SOCK_MUX,
+                ..d
+            },
+            7,
+            "known already",
+        ),
+        (
+            SockState {
+                flags: SOCK_TLS | SOCK_H2,
+                ..d
+            },
+            7,
+            "HTTP/2 by its frames",
+        ),
+        (
+            SockState {
+                flags: SOCK_TLS | SOCK_STREAM,
+                ..d
+            },
+            7,
+            "a stream's state",
+        ),
+        (
+            SockState {
+                role: ROLE_UPSTREAM,
+                ..d
+            },
+            7,
+            "an upstream",
+        ),
+        (
+            SockState {
+                in_start: 0,
+                claimed: 0,
+                ..d
+            },
+            7,
+            "nothing read",
+        ),
+        (d, 8, "another pod's namespace"),
+    ];
+    for (s, net, why) in not {
+        assert!(!overlap_shows_mux(&s, 20, net), "{why}");
+    }
+    assert!(!overlap_shows_mux(&d, 9, 7), "read after this forward");
+    // The thread's last request survives the claim that takes it from the list.
+    let mut l = ThreadLast::default();
+    l.push_request(5);
+    l.push_request(6);
+    assert_eq!(claim_all(&mut l), [5, 6]);
+    assert_eq!(l.last_req, 6);
+}
+
+/// A TLS upstream shows HTTP/2 inside when a write that record alternation would take for
+/// more of its request in flight is the writing thread's forward of another downstream's
+/// waiting request; not when it is more of the same request's, or that request was claimed.
+#[test]
+fn a_write_forwarding_another_downstreams_request_shows_multiplexing() {
+    let u = SockState {
+        role: ROLE_UPSTREAM,
+        flags: SOCK_TLS,
+        last_dir: DIR_OUT,
+        out_start: 15,
+        hint: 1,
+        ..SockState::default()
+    };
+    let d = SockState {
+        role: ROLE_DOWNSTREAM,
+        last_dir: DIR_IN,
+        in_start: 18,
+        ..SockState::default()
+    };
+    assert!(
+        up_overlap_shows_mux(&u, 2, &d, 20),
+        "a second request in flight"
+    );
+    let not = [
+        (
+            u,
+            1,
+            d,
+            "more of the request in flight (its own downstream)",
+        ),
+        (u, 0, d, "the thread read no request"),
+        (
+            u,
+            2,
+            SockState { claimed: 18, ..d },
+            "that request was forwarded",
+        ),
+        (
+            u,
+            2,
+            SockState {
+                last_dir: DIR_OUT,
+                ..d
+            },
+            "that request was answered",
+        ),
+        (
+            SockState {
+                last_dir: DIR_IN,
+                ..u
+            },
+            2,
+            d,
+            "a read since: a new request",
+        ),
+        (
+            SockState { hint: 0, ..u },
+            2,
+            d,
+            "its request's downstream unknown",
+        ),
+        (
+            SockState { flags: 0, ..u },
+            2,
+            d,
+            "plaintext: its requests are seen",
+        ),
+        (
+            SockState {
+                flags: SOCK_TLS | SOCK_MUX,
+                ..u
+            },
+            2,
+            d,
+            "known already",
+        ),
+        (
+            SockState {
+                role: ROLE_DOWNSTREAM,
+                ..u
+            },
+            2,
+            d,
+            "a downstream",
+        ),
+        (
+            u,
+            2,
+            SockState {
+                flags: SOCK_H2,
+                ..d
+            },
+            "an HTTP/2 stream's request",
+        ),
+        (
+            SockState { net: 7, ..u },
+            2,
+            SockState { net: 9, ..d },
+            "another pod's request",
+        ),
+    ];
+    for (u, d_ino, d, why) in not {
+        assert!(!up_overlap_shows_mux(&u, d_ino, &d, 20), "{why}");
+    }
+    assert!(
+        !up_overlap_shows_mux(&u, 2, &d, 17),
+        "read after this write"
+    );
 }
 
 /// Claims everything the thread read, oldest first.

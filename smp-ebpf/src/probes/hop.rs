@@ -260,6 +260,48 @@ fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
     }
 }
 
+/// A request forward by thread `tid` at `t_out` (upstream in namespace `net`) that found no
+/// request to claim: if the downstream the thread last read a request from is TLS and its
+/// request in flight is claimed already, it carries requests at once, HTTP/2 inside:
+/// marked [`SOCK_MUX`] and counted (`mux_by_overlap`; [`pairing::overlap_shows_mux`]).
+#[inline(always)]
+fn overlap(tgid: u32, tid: u32, t_out: u64, net: u64) {
+    // SAFETY: plain read of the calling thread's own entry.
+    let d_ino = unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.last_req);
+    if d_ino == 0 {
+        return;
+    }
+    let Some(d) = SOCK_STATE.get_ptr_mut(&d_ino) else {
+        return;
+    };
+    // SAFETY: map value; one bit set.
+    let d = unsafe { &mut *d };
+    if pairing::overlap_shows_mux(d, t_out, net) {
+        d.flags |= SOCK_MUX;
+        bump(tgid, |c| c.mux_by_overlap += 1);
+    }
+}
+
+/// A write entered at `t_out` by thread `tid` on TLS upstream `u` that follows its last
+/// write: if it forwards another downstream's waiting request than `u`'s request in flight,
+/// `u` carries requests at once, HTTP/2 inside: marked [`SOCK_MUX`] (this write is its
+/// first as such) and counted (`mux_by_overlap`; [`pairing::up_overlap_shows_mux`]).
+#[inline(always)]
+fn up_overlap(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
+    if u.role != ROLE_UPSTREAM || u.last_dir != DIR_OUT {
+        return;
+    }
+    // SAFETY: plain read of the calling thread's own entry.
+    let d_ino = unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.last_req);
+    let Some(d) = SockStateMap.get(d_ino) else {
+        return;
+    };
+    if pairing::up_overlap_shows_mux(u, d_ino, d, t_out) {
+        u.flags |= SOCK_MUX;
+        bump(tgid, |c| c.mux_by_overlap += 1);
+    }
+}
+
 /// A syscall moving a TLS ClientHello (the record's first 8 bytes `head`; `skip`: 5 for a
 /// body read after its header, whose record starts 5 bytes before the buffer; `moved`: the
 /// bytes a read returned): its socket and first buffer are left in this CPU's `TLS_HELLO`
@@ -567,6 +609,9 @@ pub fn on_data(
             _ => return 0,
         }
     } else {
+        if !new_msg && !ingress && s.flags & (SOCK_TLS | SOCK_MUX) == SOCK_TLS {
+            up_overlap(tgid, tid, s, p.since_ns);
+        }
         if s.flags & SOCK_MUX != 0 {
             // HTTP/2 inside TLS: each read may bring any stream's message (on an upstream,
             // the last one before a response's write is taken as its response; on a
@@ -1219,6 +1264,11 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail:
         // Which downstream's request it likely is.
         s.hint = claim_request(tid, t_out, s.net);
         if s.flags & (SOCK_H2 | SOCK_MUX) == 0 {
+            // `tail`: the multiplexed downstream's write (`smp_h2_answers`) never gets here;
+            // said so, the verifier does not walk this there.
+            if s.hint == 0 && !tail {
+                overlap(tgid, tid, t_out, s.net);
+            }
             mux_claim(tgid, tid, s, t_out);
         }
     }
