@@ -575,7 +575,7 @@ pub const MAX_THREADS_STATE: u32 = 16384;
 /// What the probes keep per thread of the tracked processes (`THREADS`, key: tid): the socket
 /// syscall it is in, what it read, the responses it read and has not forwarded. One map
 /// entry, so that a probe run touches one per-thread entry, not three; the fields most runs
-/// use (the call in flight, the read requests, the queue's indices) share its first 112
+/// use (the call in flight, the read requests, the queue's indices) share its first 128
 /// bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

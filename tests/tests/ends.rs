@@ -209,10 +209,10 @@ fn envoy_h2_inside_mtls_by_the_causal_rule() {
 /// that streams overlap: without the detection, measured 2026-12-06, the outbound paired
 /// 74-75 % with 9-13 % wrong (and with a 1 ms app 99.97 % wrong); at no service time
 /// streams seldom overlap, alternation holds, and the inbound found the overlap after
-/// 0.5-2 s. With it (6 runs of 6 s): outbound 99.63-99.78 % paired, 0.43-1.10 % wrong (the
-/// alternation's pairings before the rule takes over on each CPU), inbound 99.33-99.85 %,
-/// none wrong; the rule paired 70-96 % of the inbound's requests right, 98 % of the
-/// outbound's. Held to 98.5 % paired, 2 % wrong, 60 % right by the rule on each side.
+/// 0.5-2 s. With it (10 runs of 4-6 s): outbound 99.52-99.92 % paired, 0.43-1.10 % wrong
+/// (the alternation's pairings before the rule takes over on each CPU), inbound
+/// 99.28-99.85 %, none wrong; the rule paired 70-96 % of the inbound's requests right, 98 %
+/// of the outbound's. Held to 98.5 % paired, 2 % wrong, 60 % right by the rule on each side.
 #[test]
 fn envoy_h2_inside_mtls_on_a_connection_older_than_the_probes() {
     if !require_root("envoy_h2_inside_mtls_on_a_connection_older_than_the_probes") {
