@@ -132,6 +132,14 @@ pub async fn run(
         sidecars: found.proxies.iter().map(|p| p.id.clone()).collect(),
     });
 
+    // What waking tasks on idle CPUs costs here, before any load: the self-consistency
+    // check's resolution (`host::wake`).
+    let ends_wake = tokio::task::spawn_blocking(|| {
+        crate::host::wake::idle_cpu_round_trip(crate::host::wake::ROUNDS, crate::host::wake::PAUSE)
+    })
+    .await
+    .ok()
+    .flatten();
     let mut interrupted = false;
     // Meshed: the sidecars are measured over the measured part of the load (after warm-up).
     progress(Progress::Phase {
@@ -211,12 +219,12 @@ pub async fn run(
 
     let set = assemble(
         plan,
-        &meshed,
-        baseline.as_ref(),
+        (&meshed, baseline.as_ref()),
         &windows,
         (&end_view, &paths),
         (t0, t1),
         interrupted,
+        ends_wake,
     )?;
     Ok(Outcome {
         set,
@@ -451,12 +459,12 @@ fn breakdown_of(
 
 fn assemble(
     plan: &Plan,
-    meshed: &Results,
-    baseline: Option<&Results>,
+    (meshed, baseline): (&Results, Option<&Results>),
     windows: &[ProxyWindow],
     (view, paths): (&TrackerView, &PathView),
     (t0, t1): (SystemTime, SystemTime),
     interrupted: bool,
+    ends_wake: Option<Duration>,
 ) -> Result<ResultSet, ProfileError> {
     let run_seconds = t1.duration_since(t0).unwrap_or_default().as_secs_f64();
     let names = stable_names(windows, view);
@@ -552,7 +560,13 @@ fn assemble(
         crate::report::details::DataPlane::of_kinds(d.sidecars.iter().map(|s| s.kind.as_str()));
     d.losses = losses;
     if let Some(o) = &d.end_to_end.overhead {
-        d.consistency = Some(ConsistencyCheck::compute(&d.hops, o.p50, 0.05, 0.25));
+        d.consistency = Some(ConsistencyCheck::compute(
+            &d.hops,
+            o.p50,
+            0.05,
+            0.25,
+            ends_wake.map_or(0.0, |w| w.as_secs_f64() * 1e3),
+        ));
     }
     d.breakdown = breakdown_of(paths, d.end_to_end.overhead.as_ref(), &names)?;
 

@@ -226,7 +226,13 @@ fn realistic_set() -> ResultSet {
         exchanges_left_out: Default::default(),
     };
     let overhead_p50 = d.end_to_end.overhead.unwrap().p50;
-    d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead_p50, 0.05, 0.25));
+    d.consistency = Some(ConsistencyCheck::compute(
+        &d.hops,
+        overhead_p50,
+        0.05,
+        0.25,
+        0.0,
+    ));
     d.breakdown = Some(realistic_breakdown(
         N,
         &samples,

@@ -655,6 +655,13 @@ fn print_summary(o: &Outcome, stopped_by: Option<StopSignal>, dir: &Path, files:
             },
             c.verdict
         );
+        if c.ends_wake_ms > 0.0 {
+            println!(
+                "  tolerance {}: the larger of 25 %, 0.05 ms and two wake-ups of a task on an idle CPU here ({}), which no proxy's socket holds",
+                ms(c.tolerance_ms),
+                ms(c.ends_wake_ms)
+            );
+        }
         println!("  hops summed: {}", c.hops_used.join(", "));
     }
     if let Some(b) = &d.breakdown {

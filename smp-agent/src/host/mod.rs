@@ -1,10 +1,12 @@
-//! Facts about the host read from procfs/sysfs: kernel release, capabilities, processes, sockets.
+//! Facts about the host read from procfs/sysfs: kernel release, capabilities, processes, sockets;
+//! and what waking a task on an idle CPU costs here ([`wake`]).
 //! Plain reads, no eBPF; the probes and the CLI use them to explain what they find.
 
 use serde::Serialize;
 
 pub mod addresses;
 pub mod sockets;
+pub mod wake;
 
 /// Capabilities the agent needs or may use (bit numbers from `linux/capability.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

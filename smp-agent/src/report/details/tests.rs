@@ -152,10 +152,10 @@ fn consistency_check() {
         })
     };
     let hops = [hop(0.1), hop(0.1), hop(0.05), hop(0.05)];
-    let c = ConsistencyCheck::compute(&hops, 0.32, 0.05, 0.2);
+    let c = ConsistencyCheck::compute(&hops, 0.32, 0.05, 0.2, 0.0);
     assert_eq!(c.verdict, ConsistencyVerdict::Consistent);
     assert!((c.difference_ms + 0.02).abs() < 1e-9);
-    let c = ConsistencyCheck::compute(&hops, 1.0, 0.05, 0.2);
+    let c = ConsistencyCheck::compute(&hops, 1.0, 0.05, 0.2, 0.0);
     assert_eq!(c.verdict, ConsistencyVerdict::Inconsistent);
     // Waits and sends count too: 0.3 in hops + 4 × 0.1 waits + 4 × 0.05 sends = 0.9 ms.
     let dist = |p50: f64| Distribution {
@@ -175,7 +175,7 @@ fn consistency_check() {
             h
         })
         .collect();
-    let c = ConsistencyCheck::compute(&full, 1.0, 0.05, 0.2);
+    let c = ConsistencyCheck::compute(&full, 1.0, 0.05, 0.2, 0.0);
     assert!((c.sum_wait_p50_ms - 0.4).abs() < 1e-9);
     assert!((c.sum_send_p50_ms - 0.2).abs() < 1e-9);
     assert!((c.difference_ms + 0.1).abs() < 1e-9);
@@ -184,7 +184,7 @@ fn consistency_check() {
     let mut gw = hop(0.2);
     gw.proxy = "g".into();
     gw.direction = Direction::Gateway;
-    let c = ConsistencyCheck::compute(&[hop(0.1), gw], 0.3, 0.05, 0.2);
+    let c = ConsistencyCheck::compute(&[hop(0.1), gw], 0.3, 0.05, 0.2, 0.0);
     assert!((c.sum_hop_p50_ms - 0.3).abs() < 1e-9);
     assert_eq!(c.hops_used, ["p/outbound/request", "g/gateway/request"]);
     let back: Details = serde_json::from_str(

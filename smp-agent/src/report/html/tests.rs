@@ -85,7 +85,9 @@ pub(crate) fn populated_set() -> ResultSet {
         exchanges_left_out: [("before_window".to_string(), 4)].into(),
     };
     let overhead = d.end_to_end.overhead.unwrap().p50;
-    d.consistency = Some(ConsistencyCheck::compute(&d.hops, overhead, 0.05, 0.25));
+    d.consistency = Some(ConsistencyCheck::compute(
+        &d.hops, overhead, 0.05, 0.25, 0.0,
+    ));
     d.breakdown = Some(sample_breakdown(&[0.7, 1.0, 2.0]));
     set.link();
     set
