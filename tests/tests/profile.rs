@@ -97,8 +97,9 @@ fn lab_profile_in(
     load: Load,
 ) -> (ResultSet, PathBuf) {
     // HTTP/1.1 between the sidecars: one exchange at a time on a connection, every request
-    // joined across them.
-    let h1 = !extra.iter().any(|f| *f == "--h2" || *f == "--app-protocol");
+    // joined across them. ztunnels always speak HTTP/2 to each other (HBONE): two streams
+    // can overlap on their connection, and are then counted ambiguous, not joined.
+    let h1 = proxy != "ztunnel" && !extra.iter().any(|f| *f == "--h2" || *f == "--app-protocol");
     let checked = |set: &ResultSet| consistency(name, set).and_then(|()| breakdown(name, set, h1));
     let (set, dir) = checked_profile(name, proxy, mtls, extra, load);
     match checked(&set) {
