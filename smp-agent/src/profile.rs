@@ -133,13 +133,17 @@ pub async fn run(
     });
 
     // What waking tasks on idle CPUs costs here, before any load: the self-consistency
-    // check's resolution (`host::wake`).
-    let ends_wake = tokio::task::spawn_blocking(|| {
-        crate::host::wake::idle_cpu_round_trip(crate::host::wake::ROUNDS, crate::host::wake::PAUSE)
-    })
-    .await
-    .ok()
-    .flatten();
+    // check's resolution (`host::wake`); the check needs a baseline run.
+    let ends_wake = match plan.baseline {
+        Some(_) => tokio::task::spawn_blocking(|| {
+            use crate::host::wake::{idle_cpu_round_trip, PAUSE, ROUNDS};
+            idle_cpu_round_trip(ROUNDS, PAUSE)
+        })
+        .await
+        .ok()
+        .flatten(),
+        None => None,
+    };
     let mut interrupted = false;
     // Meshed: the sidecars are measured over the measured part of the load (after warm-up).
     progress(Progress::Phase {

@@ -29,8 +29,9 @@ pub const SOCK_STREAM: u8 = 16;
 /// ([`crate::pairing::role_from_ports`]): its TLS, if any, shows in its records only.
 pub const SOCK_AGED: u8 = 32;
 /// A TLS client whose ClientHello offered HTTP/2 and no HTTP/1.x by ALPN
-/// ([`crate::tls::HelloWalk`]), or a TLS downstream seen carrying requests at once
-/// ([`crate::pairing::overlap_shows_mux`]): HTTP/2 inside TLS, its streams interleaved on the connection.
+/// ([`crate::tls::HelloWalk`]), or a TLS connection seen carrying requests at once
+/// ([`crate::pairing::overlap_shows_mux`], [`crate::pairing::up_overlap_shows_mux`]): HTTP/2
+/// inside TLS, its streams interleaved on the connection.
 /// Its writes forward the requests its thread read before them, and a response forwarded
 /// from it is taken from its last read before the response's write (the causal rule,
 /// docs/hops.md).
@@ -421,10 +422,12 @@ pub struct HopCounts {
     /// again; a proxy that holds a request (a delay, an asynchronous filter) waits first.
     pub mux_in_checks: u64,
     pub mux_in_agrees: u64,
-    /// TLS downstreams found multiplexed by their behaviour, not their ClientHello (it
+    /// TLS connections found multiplexed by their behaviour, not their ClientHello (it
     /// offered HTTP/1.1 too, or no protocol, as Linkerd's proxies do, or came before the
-    /// probes): a request forward found the request its thread last read from one already
-    /// claimed by another forward, no response having been written to it since. The causal
+    /// probes): on a downstream, a request forward found the request its thread last read
+    /// from it already claimed by another forward, no response having been written to it
+    /// since; on an upstream, a write with no read since its last forwarded another
+    /// downstream's waiting request than its request in flight's. The causal
     /// rule is judged on it from then on ([`SOCK_MUX`]). A Go runtime shows the same now and
     /// then on HTTP/1.1 (a thread forwarding another's request): there the rule is not
     /// trusted and the connection stays paired by record alternation (docs/hops.md).

@@ -5,8 +5,9 @@
 //! A client that offers `h2` and no HTTP/1.x speaks HTTP/2 inside the connection (Envoy's
 //! HTTP/2 upstreams, ztunnel's HBONE, Istio's sidecars as `istio-h2`): its streams interleave,
 //! and the connection's records say nothing of where one request or response ends
-//! ([`crate::hop::SOCK_MUX`]). A client offering both lets the server choose, in TLS 1.3 out of sight: nothing is concluded;
-//! nor from no ALPN at all (Linkerd's proxies between them).
+//! ([`crate::hop::SOCK_MUX`]). A client offering both lets the server choose, in TLS 1.3 out
+//! of sight: nothing is concluded; nor from no ALPN at all (Linkerd's proxies between them).
+//! Such connections are told by their behaviour instead ([`crate::pairing::overlap_shows_mux`]).
 
 /// Steps a walk takes at most: the four fixed fields before the extensions, then one per
 /// extension (a ClientHello carries 10–20) and one per protocol its ALPN offer names.

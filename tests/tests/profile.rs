@@ -163,8 +163,9 @@ fn consistency(name: &str, set: &ResultSet) -> Result<(), String> {
 /// Where the time goes (issue 21): the requests joined across the two sidecars, and at the
 /// median their parts (outbound, network leg, inbound) explain meshed − baseline within
 /// self-consistency's tolerance, as the sums of medians must. Over HTTP/1.1 every paired
-/// request is joined (≥ 99 % of the outbound's request hops); with HTTP/2 the overlapping streams are counted
-/// ambiguous, not guessed, and what is joined must still explain the overhead.
+/// request is joined (≥ 99 % of the outbound's request hops); with HTTP/2 the overlapping
+/// streams are counted ambiguous, not guessed, and what is joined must still explain the
+/// overhead.
 fn breakdown(name: &str, set: &ResultSet, h1: bool) -> Result<(), String> {
     let d = set.details.as_ref().expect("details");
     let b = d

@@ -260,14 +260,21 @@ fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
     }
 }
 
+/// The downstream thread `tid` last read a new request from ([`ThreadLast::last_req`]; 0:
+/// none).
+#[inline(always)]
+fn last_request(tid: u32) -> u64 {
+    // SAFETY: plain read of the calling thread's own entry.
+    unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.last_req)
+}
+
 /// A request forward by thread `tid` at `t_out` (upstream in namespace `net`) that found no
 /// request to claim: if the downstream the thread last read a request from is TLS and its
 /// request in flight is claimed already, it carries requests at once, HTTP/2 inside:
 /// marked [`SOCK_MUX`] and counted (`mux_by_overlap`; [`pairing::overlap_shows_mux`]).
 #[inline(always)]
 fn overlap(tgid: u32, tid: u32, t_out: u64, net: u64) {
-    // SAFETY: plain read of the calling thread's own entry.
-    let d_ino = unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.last_req);
+    let d_ino = last_request(tid);
     if d_ino == 0 {
         return;
     }
@@ -288,11 +295,12 @@ fn overlap(tgid: u32, tid: u32, t_out: u64, net: u64) {
 /// first as such) and counted (`mux_by_overlap`; [`pairing::up_overlap_shows_mux`]).
 #[inline(always)]
 fn up_overlap(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
-    if u.role != ROLE_UPSTREAM || u.last_dir != DIR_OUT {
+    // Of the test below, what spares a downstream's continuation writes (a response in
+    // several writes) the two lookups.
+    if u.role != ROLE_UPSTREAM || u.hint == 0 {
         return;
     }
-    // SAFETY: plain read of the calling thread's own entry.
-    let d_ino = unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.last_req);
+    let d_ino = last_request(tid);
     let Some(d) = SockStateMap.get(d_ino) else {
         return;
     };

@@ -496,6 +496,16 @@ pub(super) fn consistency(page: &mut String, d: &Details) {
         signed_ms(c.difference_ms),
         ms(c.tolerance_ms),
     );
+    if c.ends_wake_ms > 0.0 {
+        let _ = writeln!(
+            page,
+            "<p id=\"consistency-wake\">The tolerance is at least two wake-ups of a task on an \
+             idle CPU, measured on this machine before the runs: {}. A meshed request's client \
+             and app are woken by the sidecars, often on another CPU, which no proxy's socket \
+             holds: the check cannot resolve a smaller difference.</p>",
+            ms(c.ends_wake_ms)
+        );
+    }
     if c.verdict == ConsistencyVerdict::Inconsistent {
         page.push_str(
             "<p class=\"warn\">The hops do not explain the overhead: hops may be missing, \

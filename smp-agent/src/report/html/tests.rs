@@ -670,3 +670,22 @@ fn breakdown_lists_tcp_round_trip_estimates_as_estimates() {
     let page = render(&populated_set()).unwrap();
     assert!(!page.contains("breakdown-rtt-table"));
 }
+
+/// The check's measured resolution is shown beside its tolerance when `profile` measured it,
+/// and nothing is said of it when it did not.
+#[test]
+fn the_consistency_section_names_the_measured_wake_ups() {
+    let mut set = populated_set();
+    assert!(!render(&set).unwrap().contains("consistency-wake"));
+    let d = set.details.as_mut().unwrap();
+    let overhead = d.end_to_end.overhead.unwrap().p50;
+    d.consistency = Some(ConsistencyCheck::compute(
+        &d.hops, overhead, 0.05, 0.25, 97.5,
+    ));
+    let page = render(&set).unwrap();
+    assert!(
+        page.contains("<p id=\"consistency-wake\">"),
+        "no wake-up line"
+    );
+    assert!(page.contains(&ms(97.5)), "the measured round trip");
+}
