@@ -1,7 +1,10 @@
 //! Per-hop pairing: per-socket message state, per-thread forward queues, and the record sent
 //! to userspace for every paired exchange (a request hop and the response hop that closes it).
 
-use crate::{h2::H2Walk, sock::PendingSyscall};
+use crate::{
+    h2::H2Walk,
+    sock::{PendingSyscall, SockIo},
+};
 
 /// Socket role in a proxy: who spoke first on the connection.
 pub const ROLE_UNKNOWN: u8 = 0;
@@ -136,8 +139,10 @@ pub struct SockState {
     /// Downstreams: the length of a ClientHello record whose 5-byte header a read took alone
     /// (OpenSSL and BoringSSL read a record's header first); its body is read next (0: none).
     pub hello_body: u32,
+    /// The socket's data syscalls, receives then sends ([`SockIo`]).
+    pub io: [SockIo; 2],
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 304);
+const _: () = assert!(core::mem::size_of::<SockState>() == 400);
 
 /// Writes of an HTTP/2-inside-TLS upstream whose return is remembered ([`SockState::mux_writes`]):
 /// a request's response comes back before its connection has carried many more writes.

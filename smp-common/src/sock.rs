@@ -190,5 +190,103 @@ const _: () = assert!(core::mem::size_of::<SockStats>() == 32);
 /// Capacity of `SOCK_STATS` (LRU: closed sockets age out first).
 pub const MAX_SOCK_STATS: u32 = 65536;
 
+/// A socket's data syscalls of one direction, counted in its own message state
+/// (`crate::hop::SockState::io`, which the pairing looks up anyway) rather than in
+/// `SOCK_STATS`: for the first (process, fd, syscall kind) that moved data that way, its
+/// owner. Calls of any other owner go to `SOCK_STATS`; userspace adds both under the same
+/// [`SockKey`]. Added to atomically: two threads may use one socket at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockIo {
+    pub stats: SockStats,
+    pub tgid: u32,
+    pub fd: u32,
+    /// The owner's [`SyscallKind`] wire value plus one; 0: no owner yet.
+    pub kind: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockIo>() == 48);
+
+/// Where a data syscall's counts go ([`SockIo::slot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoSlot {
+    /// The socket's own counters: the call's owner is theirs.
+    Own,
+    /// The socket's own counters, once the call's owner is written: they have none yet.
+    Claim,
+    /// `SOCK_STATS`: another owner has them.
+    Shared,
+}
+
+impl SockIo {
+    /// Which of a socket's two ([`crate::hop::SockState::io`]) counts a call of `kind` (a
+    /// [`SyscallKind`] wire value): 0 for receives, 1 for sends.
+    pub const fn side(kind: u32) -> usize {
+        (kind >= SyscallKind::Write as u32) as usize
+    }
+
+    /// Where a call by `tgid` on `fd` of `kind` (a [`SyscallKind`] wire value) goes.
+    pub const fn slot(&self, tgid: u32, fd: u32, kind: u32) -> IoSlot {
+        if self.kind == 0 {
+            IoSlot::Claim
+        } else if self.kind == kind + 1 && self.tgid == tgid && self.fd == fd {
+            IoSlot::Own
+        } else {
+            IoSlot::Shared
+        }
+    }
+
+    /// The owner's key, with the socket's `ino`; `None` without an owner.
+    pub fn key(&self, ino: u64) -> Option<SockKey> {
+        (self.kind != 0).then(|| SockKey {
+            tgid: self.tgid,
+            fd: self.fd,
+            ino,
+            kind: self.kind - 1,
+            _pad: 0,
+        })
+    }
+}
+
+impl SockStats {
+    /// Adds `o`'s counts.
+    pub fn add(&mut self, o: &SockStats) {
+        self.calls += o.calls;
+        self.bytes += o.bytes;
+        self.errors += o.errors;
+        self.ns += o.ns;
+    }
+}
+
 #[cfg(feature = "user")]
-crate::user_pod!(PendingSyscall, SockKey, SockStats, FdSocket);
+crate::user_pod!(PendingSyscall, SockKey, SockStats, SockIo, FdSocket);
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_caller_owns_a_sockets_counters_and_the_others_share_the_map() {
+        let mut io = SockIo::default();
+        let (read, recv) = (SyscallKind::Read as u32, SyscallKind::Recvfrom as u32);
+        assert_eq!(io.key(7), None, "no owner, nothing to report");
+        assert_eq!(io.slot(10, 3, read), IoSlot::Claim);
+        (io.tgid, io.fd, io.kind) = (10, 3, read + 1);
+        assert_eq!(io.slot(10, 3, read), IoSlot::Own);
+        // Another kind, fd or process on the same socket: counted apart, by its own key.
+        assert_eq!(io.slot(10, 3, recv), IoSlot::Shared);
+        assert_eq!(io.slot(10, 4, read), IoSlot::Shared);
+        assert_eq!(io.slot(11, 3, read), IoSlot::Shared);
+        // `Read` is kind 0: its owner is told from no owner by the offset of one.
+        assert_eq!(
+            io.key(7),
+            Some(SockKey {
+                tgid: 10,
+                fd: 3,
+                ino: 7,
+                kind: read,
+                _pad: 0
+            })
+        );
+    }
+}

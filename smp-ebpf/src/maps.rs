@@ -74,6 +74,20 @@ pub static RUNNING: PerCpuArray<Running> = PerCpuArray::with_max_entries(1, 0);
 pub static SOCK_STATS: LruPerCpuHashMap<SockKey, SockStats> =
     LruPerCpuHashMap::with_max_entries(MAX_SOCK_STATS, 0);
 
+/// Adds `add` to `SOCK_STATS` under `key`.
+#[inline(always)]
+pub fn add_sock_stats(key: &SockKey, add: &SockStats) {
+    match SOCK_STATS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, only this CPU writes it while this program runs.
+        Some(s) => unsafe { (*s).add(add) },
+        None => {
+            if SOCK_STATS.insert(key, add, 0).is_err() {
+                count(Counter::MapInsertFailed);
+            }
+        }
+    }
+}
+
 /// Message state per socket (key: socket inode), for hop pairing.
 #[map]
 pub static SOCK_STATE: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(MAX_SOCK_STATE, 0);
@@ -103,17 +117,26 @@ pub fn sk_maybe_followed(sk: u64) -> bool {
 #[inline(always)]
 pub fn sk_filter_add(sk: u64, delta: u64) {
     if let Some(n) = SK_FILTER.get_ptr_mut(sk_slot(sk)) {
-        // SAFETY: a u64 of an array map value, aligned; only atomic adds write it. (Rust's
-        // atomics offer no read-modify-write on this target: BPF's own atomic add, whose
-        // result is not read, which every kernel takes.)
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({n} + 0) += {d}",
-                n = in(reg) n,
-                d = in(reg) delta,
-                options(nostack)
-            );
-        }
+        // SAFETY: a u64 of an array map value; only atomic adds write it.
+        unsafe { atomic_add(n, delta) };
+    }
+}
+
+/// Adds `delta` to `*n` atomically. (Rust's atomics offer no read-modify-write on this
+/// target: BPF's own atomic add, whose result is not read, which every kernel takes.)
+///
+/// # Safety
+/// `n` points to an aligned u64 of a map value.
+#[inline(always)]
+pub unsafe fn atomic_add(n: *mut u64, delta: u64) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({n} + 0) += {d}",
+            n = in(reg) n,
+            d = in(reg) delta,
+            options(nostack)
+        );
     }
 }
 

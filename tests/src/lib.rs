@@ -633,7 +633,7 @@ const SOCKMOVER: &[(char, smp_common::sock::SyscallKind, u64, u64, u64)] = {
         ('a', SyscallKind::Sendto, 10, 2000, 0),
         ('a', SyscallKind::Writev, 10, 1000, 0),
         ('a', SyscallKind::Sendmsg, 10, 3000, 0),
-        ('b', SyscallKind::Read, 11, 1000, 1),
+        ('b', SyscallKind::Read, 12, 1000, 1),
         ('b', SyscallKind::Recvfrom, 10, 2000, 0),
         ('b', SyscallKind::Readv, 10, 1000, 0),
         ('b', SyscallKind::Recvmsg, 10, 3000, 0),

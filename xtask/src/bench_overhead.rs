@@ -69,6 +69,11 @@ pub struct Options {
     /// --h2`), beside the HTTP/1.1 figures of the same run: the frame walk's cost.
     #[arg(long)]
     pub h2: bool,
+    /// Only (d), the programs' run time per request on the lab (no (a), (b), (c)), for this
+    /// build and the baseline (not this build with the syscall hooks): the quick A/B of a
+    /// change to the programs.
+    #[arg(long, conflicts_with = "no_lab")]
+    pub programs_only: bool,
 }
 
 struct Kill(Child);
@@ -295,15 +300,15 @@ struct Agent {
 }
 
 /// The agents measured: this tree's with its own choice of socket hooks and, where the
-/// kernel has the socket tracepoints, with the raw syscall hooks instead; and the baseline
-/// if given.
-fn agents(this: PathBuf, baseline: Option<&PathBuf>) -> Vec<Agent> {
+/// kernel has the socket tracepoints and `syscall_hooks`, with the raw syscall hooks instead;
+/// and the baseline if given.
+fn agents(this: PathBuf, baseline: Option<&PathBuf>, syscall_hooks: bool) -> Vec<Agent> {
     let mut out = vec![Agent {
         name: "this".into(),
         bin: this.clone(),
         socket_hooks: None,
     }];
-    if sock_tracepoints() {
+    if syscall_hooks && sock_tracepoints() {
         out.push(Agent {
             name: "this, SMP_SOCKET_HOOKS=syscalls".into(),
             bin: this,
@@ -338,14 +343,16 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             b.display()
         );
     }
-    let agents = agents(agent.clone(), o.baseline_agent.as_ref());
+    let agents = agents(agent.clone(), o.baseline_agent.as_ref(), !o.programs_only);
     if std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0")
     {
         println!("WARNING: kernel.bpf_stats_enabled is on: every program run also pays two clock reads (sysctl kernel.bpf_stats_enabled=0 for these figures)");
     }
     let mut disturbed = Disturbances::default();
 
-    syscall_cost(o, &sysloop, &agent, &agents, &mut disturbed)?;
+    if !o.programs_only {
+        syscall_cost(o, &sysloop, &agent, &agents, &mut disturbed)?;
+    }
     if !o.no_lab {
         lab(o, &agent, &agents, &mut disturbed)?;
     }
@@ -641,6 +648,9 @@ fn lab(
             .map(|a| (format!("{} tracking both sidecars", a.name), Some(a))),
     );
     let mut results: Vec<Vec<LabRun>> = vec![Vec::new(); conds.len()];
+    if o.programs_only {
+        return lab_programs(o, &lab, &url, &pids, agents);
+    }
     println!(
         "\n(b), (c) Envoy mesh lab, {} s per load run, {} rounds",
         o.seconds, o.lab_rounds
@@ -717,16 +727,20 @@ fn lab(
         );
     }
     println!("(medians of {} rounds; ratios are medians of per-round ratios to no probes; CPU over the fixed-rate run, from the threads' schedstat)", o.lab_rounds);
-    program_time(
-        o,
-        "HTTP/1.1 between the sidecars",
-        &lab,
-        &url,
-        &pids,
-        agents,
-    )?;
+    lab_programs(o, &lab, &url, &pids, agents)
+}
+
+/// (d) on `lab` (HTTP/1.1 between the sidecars), then with `--h2` on a lab with HTTP/2.
+fn lab_programs(
+    o: &Options,
+    lab: &Lab,
+    url: &str,
+    pids: &[u64],
+    agents: &[Agent],
+) -> anyhow::Result<()> {
+    program_time(o, "HTTP/1.1 between the sidecars", lab, url, pids, agents)?;
     if o.h2 {
-        drop(lab);
+        let agent = &agents[0].bin;
         let lab = Lab::up_with(agent, "smpbench", "envoy", &["--h2"])?;
         let url = lab.str("meshed_url")?.to_string();
         let pids = [lab.sidecar_pid("outbound")?, lab.sidecar_pid("inbound")?];

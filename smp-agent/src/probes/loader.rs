@@ -1,6 +1,7 @@
 //! Load, configure and attach the eBPF programs; track processes; read the maps.
 
 use std::{
+    collections::BTreeMap,
     io,
     os::fd::{AsFd as _, AsRawFd as _},
 };
@@ -16,9 +17,9 @@ use smp_common::{
     counters::Counter,
     cpu::{Running, ThreadCpu},
     event::EVENTS_POLL_MS,
-    hop::HopCounts,
+    hop::{HopCounts, SockState},
     maps,
-    sock::{SockKey, SockStats, SyscallKind},
+    sock::{SockIo, SockKey, SockStats, SyscallKind},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -536,30 +537,57 @@ impl Probes {
         }
         snap.charge_from_tracking_start(&self.bases, thread_exec_ns);
 
+        // A socket's calls are counted in `SOCK_STATE` (`SockState::io`: the first caller of
+        // each direction) and in `SOCK_STATS` (the others, and those of sockets whose state
+        // has ended): added up per key. Each map is read into a map by its own key first: a
+        // walk whose current key the kernel deletes starts again from the first (entries
+        // seen twice are kept once).
+        type Key = (u32, u32, u64, u32);
+        let mut shared: BTreeMap<Key, SockStats> = BTreeMap::new();
         let socks: PerCpuHashMap<_, SockKey, SockStats> =
             PerCpuHashMap::try_from(map(maps::SOCK_STATS)?).map_err(err(maps::SOCK_STATS))?;
         for entry in socks.iter() {
             let (key, per_cpu) = entry.map_err(err(maps::SOCK_STATS))?;
-            let Some(kind) = SyscallKind::from_u32(key.kind) else {
+            let mut sum = SockStats::default();
+            for v in per_cpu.iter() {
+                sum.add(v);
+            }
+            shared.insert((key.tgid, key.fd, key.ino, key.kind), sum);
+        }
+        let mut owned: BTreeMap<u64, [SockIo; 2]> = BTreeMap::new();
+        let states: HashMap<_, u64, SockState> =
+            HashMap::try_from(map(maps::SOCK_STATE)?).map_err(err(maps::SOCK_STATE))?;
+        for entry in states.iter() {
+            let (ino, state) = entry.map_err(err(maps::SOCK_STATE))?;
+            if state.io.iter().any(|io| io.kind != 0) {
+                owned.insert(ino, state.io);
+            }
+        }
+        let mut by_key = shared;
+        for (ino, ios) in &owned {
+            for io in ios {
+                if let Some(key) = io.key(*ino) {
+                    by_key
+                        .entry((key.tgid, key.fd, key.ino, key.kind))
+                        .or_default()
+                        .add(&io.stats);
+                }
+            }
+        }
+        for ((tgid, fd, ino, kind), v) in by_key {
+            let Some(kind) = SyscallKind::from_u32(kind) else {
                 continue;
             };
-            let mut s = SocketSample {
-                tgid: key.tgid,
-                fd: key.fd,
-                ino: key.ino,
+            snap.sockets.push(SocketSample {
+                tgid,
+                fd,
+                ino,
                 kind,
-                calls: 0,
-                bytes: 0,
-                errors: 0,
-                ns: 0,
-            };
-            for v in per_cpu.iter() {
-                s.calls += v.calls;
-                s.bytes += v.bytes;
-                s.errors += v.errors;
-                s.ns += v.ns;
-            }
-            snap.sockets.push(s);
+                calls: v.calls,
+                bytes: v.bytes,
+                errors: v.errors,
+                ns: v.ns,
+            });
         }
 
         let hop_counts: PerCpuHashMap<_, u32, HopCounts> =

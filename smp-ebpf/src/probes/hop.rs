@@ -40,9 +40,9 @@ use smp_common::{
 use crate::{
     kernel::{read, read_user, read_user_buf, sock_net, sock_tuple, ProbeError, SocketRef},
     maps::{
-        count, count_by, created, emit, emit_filled, header_at, offsets, sk_filter_add,
-        sk_maybe_followed, zeroed, Wake, H2_ANSWERED, H2_TAIL, HOP_COUNTS, IOV_SCRATCH, PASSIVE_SK,
-        PROC_FWD, SK_INO, SOCK_STATE, THREADS, THREAD_CPU, TLS_HELLO,
+        add_sock_stats, count, count_by, created, emit, emit_filled, header_at, offsets,
+        sk_filter_add, sk_maybe_followed, zeroed, Wake, H2_ANSWERED, H2_TAIL, HOP_COUNTS,
+        IOV_SCRATCH, PASSIVE_SK, PROC_FWD, SK_INO, SOCK_STATE, THREADS, THREAD_CPU, TLS_HELLO,
     },
 };
 
@@ -389,8 +389,17 @@ fn state(ino: u64, sk: u64) -> Option<*mut SockState> {
 
 /// Forgets a socket's message state (end of stream), and its `SK_INO` entry (`sk`), so that
 /// data after it is not taken for state lost to the LRU. Removing an absent entry is no loss.
+/// The syscalls it counted (`SockState::io`) move to `SOCK_STATS`.
 #[inline(always)]
 pub fn forget(ino: u64, sk: u64) {
+    if let Some(s) = SOCK_STATE.get_ptr_mut(&ino) {
+        // SAFETY: a map value, copied out.
+        for io in unsafe { (*s).io } {
+            if let Some(key) = io.key(ino) {
+                add_sock_stats(&key, &io.stats);
+            }
+        }
+    }
     if SOCK_STATE.remove(&ino).is_ok() && sk != 0 {
         unfollow(sk);
     }

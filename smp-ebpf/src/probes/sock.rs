@@ -5,7 +5,7 @@
 //! then checks the tgid. For a tracked data syscall it resolves the fd to a socket inode
 //! (`FD_CACHE`: the fd table is walked once per fd; non-sockets are ignored at once) and
 //! parks the call in its thread's slot (`THREADS`); `sys_exit` charges the parked call to
-//! `SOCK_STATS`.
+//! its socket's counters (`SockState::io`, or `SOCK_STATS`).
 //! `accept`/`connect` give sockets their roles for hop pairing; `close`, `dup2`, `dup3`,
 //! `close_range` and `execve(at)` keep `FD_CACHE` true.
 
@@ -20,8 +20,8 @@ use smp_common::{
     counters::Counter,
     hop::{ROLE_DOWNSTREAM, ROLE_UPSTREAM},
     sock::{
-        op, FdSocket, PendingSyscall, SockKey, SockStats, SyscallKind, PENDING_ACCEPT,
-        PENDING_FD_CLOSE, PENDING_FD_RESET, PENDING_IDLE,
+        op, FdSocket, IoSlot, PendingSyscall, SockIo, SockKey, SockStats, SyscallKind,
+        PENDING_ACCEPT, PENDING_FD_CLOSE, PENDING_FD_RESET, PENDING_IDLE,
     },
 };
 
@@ -29,8 +29,8 @@ use super::hop;
 use crate::{
     kernel::{current_fd, read, FdKind, ProbeError, SocketRef},
     maps::{
-        count, created, is_target, offsets, sk_maybe_followed, syscall_op, FD_CACHE, FD_EPOCH,
-        PASSIVE_SK, SOCK_STATS, THREADS,
+        add_sock_stats, atomic_add, count, created, is_target, offsets, sk_maybe_followed,
+        syscall_op, FD_CACHE, FD_EPOCH, PASSIVE_SK, SOCK_STATE, THREADS,
     },
 };
 
@@ -296,9 +296,38 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     Ok(())
 }
 
-/// Adds a data syscall that returned `ret` after `ns` to `SOCK_STATS`.
+/// Counts a data syscall that returned `ret` after `ns`: in its socket's message state when
+/// its caller owns the socket's counters of that direction ([`SockIo`]; the pairing looks
+/// that state up next, so the lookup is paid once), else in `SOCK_STATS`.
 #[inline(always)]
 fn charge(tgid: u32, p: &PendingSyscall, ret: i64, ns: u64) {
+    let (bytes, errors) = if ret >= 0 { (ret as u64, 0) } else { (0, 1) };
+    if let Some(s) = SOCK_STATE.get_ptr_mut(&p.ino) {
+        // SAFETY: a map value; its counters are only added to atomically, and its owner
+        // written once, by the first call (two first calls at once: the owner written last
+        // takes both's counts; the totals stay exact).
+        let io = unsafe { &mut (*s).io[SockIo::side(p.kind) & 1] };
+        let slot = io.slot(tgid, p.fd, p.kind);
+        if slot == IoSlot::Claim {
+            (io.tgid, io.fd, io.kind) = (tgid, p.fd, p.kind + 1);
+        }
+        if slot != IoSlot::Shared {
+            let st = &mut io.stats;
+            // SAFETY: aligned u64s of the map value.
+            unsafe {
+                atomic_add(&mut st.calls, 1);
+                if errors == 0 {
+                    atomic_add(&mut st.bytes, bytes);
+                } else {
+                    atomic_add(&mut st.errors, 1);
+                }
+                if ns != 0 {
+                    atomic_add(&mut st.ns, ns);
+                }
+            }
+            return;
+        }
+    }
     let key = SockKey {
         tgid,
         fd: p.fd,
@@ -306,29 +335,15 @@ fn charge(tgid: u32, p: &PendingSyscall, ret: i64, ns: u64) {
         kind: p.kind,
         _pad: 0,
     };
-    match SOCK_STATS.get_ptr_mut(&key) {
-        // SAFETY: per-CPU value, only this CPU writes it while this program runs.
-        Some(s) => unsafe {
-            (*s).calls += 1;
-            (*s).ns += ns;
-            if ret >= 0 {
-                (*s).bytes += ret as u64;
-            } else {
-                (*s).errors += 1;
-            }
+    add_sock_stats(
+        &key,
+        &SockStats {
+            calls: 1,
+            bytes,
+            errors,
+            ns,
         },
-        None => {
-            let fresh = SockStats {
-                calls: 1,
-                bytes: if ret >= 0 { ret as u64 } else { 0 },
-                errors: if ret < 0 { 1 } else { 0 },
-                ns,
-            };
-            if SOCK_STATS.insert(&key, &fresh, 0).is_err() {
-                count(Counter::MapInsertFailed);
-            }
-        }
-    }
+    );
 }
 
 /// A read returned `ret` at `now`: data starts or continues a message (a ClientHello it

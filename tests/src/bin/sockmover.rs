@@ -109,6 +109,25 @@ fn main() {
             -1,
             "read EAGAIN",
         );
+        // The end of the stream: A shuts its side, and B reads it (0 bytes) once it is there
+        // (`poll` is not counted). The probes then forget B's message state: the calls it
+        // counted must stay counted.
+        check(libc::shutdown(fa, libc::SHUT_WR) as isize, 0, "shutdown");
+        let mut pfd = libc::pollfd {
+            fd: fb,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        check(
+            libc::poll(&mut pfd, 1, 5000) as isize,
+            1,
+            "poll for the end",
+        );
+        check(
+            libc::read(fb, buf.as_mut_ptr().cast(), 100),
+            0,
+            "read the end",
+        );
         // Non-socket I/O that must not be counted.
         let null = std::fs::OpenOptions::new()
             .write(true)
