@@ -92,6 +92,14 @@ pub fn btf_task_ids(task: u64, o: &KernelOffsets) -> (u32, u32) {
     }
 }
 
+/// A u64 field at offset `off` of a task a BTF tracepoint was handed, as [`btf_task_ids`]
+/// loads its ids: a plain load, not a helper call.
+#[inline(always)]
+pub fn btf_task_u64(task: u64, off: u32) -> u64 {
+    // SAFETY: as in `btf_task_ids`: the verifier checks the load against the task's BTF.
+    unsafe { core::ptr::read_volatile((task + u64::from(off)) as *const u64) }
+}
+
 /// A socket behind an fd of the current task.
 #[derive(Clone, Copy)]
 pub struct SocketRef {

@@ -1608,14 +1608,11 @@ pub fn on_tcp_probe(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     if !sk_maybe_followed(sk) {
         return Ok(());
     }
-    // SAFETY: plain copy out of the map value.
-    let Some(ino) = (unsafe { SK_INO.get(&sk) }).copied() else {
-        return Ok(());
-    };
     let o = offsets();
     if o.valid == 0 {
         return Ok(());
     }
+    // A segment without payload (an ACK) stops before the hash lookup: the skb is hot here.
     let skb: u64 = ctx.arg(1);
     // Payload = skb->len − TCP header length (skb->data is the TCP header here).
     let len: u32 = read(skb, o.skb_len)?;
@@ -1624,6 +1621,10 @@ pub fn on_tcp_probe(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     if len <= u32::from(doff >> 4) * 4 {
         return Ok(());
     }
+    // SAFETY: plain copy out of the map value.
+    let Some(ino) = (unsafe { SK_INO.get(&sk) }).copied() else {
+        return Ok(());
+    };
     let Some(sp) = SOCK_STATE.get_ptr_mut(&ino) else {
         return Ok(());
     };
