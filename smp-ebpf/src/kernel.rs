@@ -92,12 +92,14 @@ pub fn btf_task_ids(task: u64, o: &KernelOffsets) -> (u32, u32) {
     }
 }
 
-/// A u64 field at offset `off` of a task a BTF tracepoint was handed, as [`btf_task_ids`]
-/// loads its ids: a plain load, not a helper call.
+/// A u64 field at offset `off` of a typed kernel pointer (a BTF tracepoint's task, the
+/// registers `bpf_task_pt_regs` returns), as [`btf_task_ids`] loads a task's ids: a plain load,
+/// not a helper call. The verifier checks it against the pointer's BTF type at load (and
+/// makes it a load that cannot fault).
 #[inline(always)]
-pub fn btf_task_u64(task: u64, off: u32) -> u64 {
-    // SAFETY: as in `btf_task_ids`: the verifier checks the load against the task's BTF.
-    unsafe { core::ptr::read_volatile((task + u64::from(off)) as *const u64) }
+pub fn btf_u64(ptr: u64, off: u32) -> u64 {
+    // SAFETY: as in `btf_task_ids`: the verifier refuses a load outside the pointer's type.
+    unsafe { core::ptr::read_volatile((ptr + u64::from(off)) as *const u64) }
 }
 
 /// A socket behind an fd of the current task.

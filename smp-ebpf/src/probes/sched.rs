@@ -16,7 +16,7 @@ use smp_common::{
 };
 
 use crate::{
-    kernel::{btf_task_ids, btf_task_u64, task_ids, ProbeError},
+    kernel::{btf_task_ids, btf_u64, task_ids, ProbeError},
     maps::{count, emit, header, is_target, offsets, tracked_since, Wake, RUNNING, THREAD_CPU},
 };
 
@@ -53,7 +53,7 @@ pub fn on_switch(preempt: bool, prev: u64, next: u64) -> Result<(), ProbeError> 
         }
         // Charge what the scheduler charged (it updated `prev` before this tracepoint):
         // excludes IRQ and steal time, like /proc/<pid>/stat and thread CPU clocks.
-        let exec = btf_task_u64(prev, o.task_sum_exec);
+        let exec = btf_u64(prev, o.task_sum_exec);
         match THREAD_CPU.get_ptr_mut(&prev_tid) {
             // SAFETY: only the CPU that ran the thread updates its entry.
             Some(entry) => unsafe {
@@ -68,7 +68,7 @@ pub fn on_switch(preempt: bool, prev: u64, next: u64) -> Result<(), ProbeError> 
                 // is looked up on first sight only: one hash lookup fewer on every other
                 // switch of a tracked thread.)
                 let since = tracked_since(prev_tgid).unwrap_or(u64::MAX);
-                let started = btf_task_u64(prev, o.task_start_time);
+                let started = btf_u64(prev, o.task_start_time);
                 let base = if seen_in {
                     running.exec_at_in
                 } else if started >= since {
@@ -96,7 +96,7 @@ pub fn on_switch(preempt: bool, prev: u64, next: u64) -> Result<(), ProbeError> 
             tid: next_tid,
             tgid: next_tgid,
             since_ns: unsafe { bpf_ktime_get_ns() },
-            exec_at_in: btf_task_u64(next, o.task_sum_exec),
+            exec_at_in: btf_u64(next, o.task_sum_exec),
         };
     } else {
         running.tid = 0;

@@ -27,7 +27,7 @@ use smp_common::{
 
 use super::hop;
 use crate::{
-    kernel::{current_fd, read, FdKind, ProbeError, SocketRef},
+    kernel::{btf_u64, current_fd, read, FdKind, ProbeError, SocketRef},
     maps::{
         add_sock_stats, atomic_add, count, created, is_target, offsets, sk_maybe_followed,
         syscall_op, FD_CACHE, FD_EPOCH, PASSIVE_SK, SOCK_STATE, THREADS,
@@ -385,10 +385,10 @@ fn current_call(
     clock: bool,
     o: &KernelOffsets,
 ) -> Result<Option<(SyscallKind, PendingSyscall)>, ProbeError> {
-    // SAFETY: helpers on the current task; the registers are only read via probe_read.
+    // SAFETY: helpers on the current task; its registers (typed: `struct pt_regs`) are read
+    // with plain loads the verifier checks.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let nr: u64 = read(regs, o.regs_nr)?;
-    let op = syscall_op(nr);
+    let op = syscall_op(btf_u64(regs, o.regs_nr));
     if op & op::DATA == 0 {
         return Ok(None);
     }
@@ -398,7 +398,11 @@ fn current_call(
     if kind.is_ingress() != ingress {
         return Ok(None);
     }
-    let (fd, buf, len) = args(regs, o)?;
+    let (fd, buf, len) = (
+        btf_u64(regs, o.regs_arg0),
+        btf_u64(regs, o.regs_arg1),
+        btf_u64(regs, o.regs_arg2) as u32,
+    );
     let socket: u64 = read(sk, o.sock_socket)?;
     if socket == 0 {
         return Ok(None);
