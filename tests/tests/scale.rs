@@ -4,7 +4,7 @@
 //! they hold, and the probes must go on seeing every message and counting new sockets exactly.
 //! (Host only: 200 000 sockets take minutes under the matrix's emulated guests.)
 
-use smp_common::hop::HopCounts;
+use smp_common::hop::{HopCounts, MAX_SOCK_STATE};
 use std::time::Instant;
 
 use smp_agent::probes::{catalog::SocketHooks, Probes};
@@ -47,18 +47,20 @@ fn flood_with(mode: SocketHooks) {
         .count();
     eprintln!(
         "{CONNECTIONS} connections in {} processes ({done} s); socket samples kept {sockets} \
-         (capacity {MAX_SOCK_STATS}), snapshot {snapshot_time:?}; {c:?}; loss {:?}",
+         (capacities {MAX_SOCK_STATS} + 2 × {MAX_SOCK_STATE}), snapshot {snapshot_time:?}; {c:?}; loss {:?}",
         workers.len(),
         snap.loss
     );
     // Every request was seen as one, up to the last connection: the per-socket state kept
     // working while its map was full (each exchange follows its socket's birth at once).
     assert_eq!(c.requests, CONNECTIONS, "requests seen: {c:?}");
-    // The socket map holds at most its fixed capacity, however many sockets there are; the
+    // The socket counters are held in maps of fixed capacity, however many sockets there
+    // are (`SOCK_STATS`, and in `SOCK_STATE` a socket's own counters of each direction); the
     // LRU makes room instead of failing.
+    let capacity = u64::from(MAX_SOCK_STATS) + 2 * u64::from(MAX_SOCK_STATE);
     assert!(
-        sockets > 0 && sockets as u64 <= u64::from(MAX_SOCK_STATS),
-        "{sockets} socket samples"
+        sockets > 0 && sockets as u64 <= capacity,
+        "{sockets} socket samples (capacity {capacity})"
     );
     assert_eq!(snap.loss.map_insert_failed, 0, "{:?}", snap.loss);
     // The same probes, their maps full of the flood's sockets, still count a new process's
