@@ -629,6 +629,9 @@ fn lab(
 ) -> anyhow::Result<()> {
     let lab = Lab::up(agent, "smpbench", "envoy")?;
     let url = lab.str("meshed_url")?.to_string();
+    if o.programs_only {
+        return lab_programs(o, agent, lab, agents);
+    }
     let pids = [lab.sidecar_pid("outbound")?, lab.sidecar_pid("inbound")?];
     let rate = o.rate.to_string();
     let rps = |v: &Value| v["achieved_rate"].as_f64().unwrap_or(f64::NAN);
@@ -648,9 +651,6 @@ fn lab(
             .map(|a| (format!("{} tracking both sidecars", a.name), Some(a))),
     );
     let mut results: Vec<Vec<LabRun>> = vec![Vec::new(); conds.len()];
-    if o.programs_only {
-        return lab_programs(o, &lab, &url, &pids, agents);
-    }
     println!(
         "\n(b), (c) Envoy mesh lab, {} s per load run, {} rounds",
         o.seconds, o.lab_rounds
@@ -727,31 +727,22 @@ fn lab(
         );
     }
     println!("(medians of {} rounds; ratios are medians of per-round ratios to no probes; CPU over the fixed-rate run, from the threads' schedstat)", o.lab_rounds);
-    lab_programs(o, &lab, &url, &pids, agents)
+    lab_programs(o, agent, lab, agents)
 }
 
-/// (d) on `lab` (HTTP/1.1 between the sidecars), then with `--h2` on a lab with HTTP/2.
-fn lab_programs(
-    o: &Options,
-    lab: &Lab,
-    url: &str,
-    pids: &[u64],
-    agents: &[Agent],
-) -> anyhow::Result<()> {
-    program_time(o, "HTTP/1.1 between the sidecars", lab, url, pids, agents)?;
-    if o.h2 {
-        let agent = &agents[0].bin;
-        let lab = Lab::up_with(agent, "smpbench", "envoy", &["--h2"])?;
+/// (d) on `lab` (HTTP/1.1 between the sidecars), then with `--h2` on a lab with HTTP/2 in its
+/// place (the same name: `lab` goes first).
+fn lab_programs(o: &Options, agent: &Path, lab: Lab, agents: &[Agent]) -> anyhow::Result<()> {
+    let on = |lab: &Lab, what: &str| -> anyhow::Result<()> {
         let url = lab.str("meshed_url")?.to_string();
         let pids = [lab.sidecar_pid("outbound")?, lab.sidecar_pid("inbound")?];
-        program_time(
-            o,
-            "HTTP/2 (h2c) between the sidecars",
-            &lab,
-            &url,
-            &pids,
-            agents,
-        )?;
+        program_time(o, what, lab, &url, &pids, agents)
+    };
+    on(&lab, "HTTP/1.1 between the sidecars")?;
+    if o.h2 {
+        drop(lab);
+        let lab = Lab::up_with(agent, "smpbench", "envoy", &["--h2"])?;
+        on(&lab, "HTTP/2 (h2c) between the sidecars")?;
     }
     Ok(())
 }

@@ -393,8 +393,8 @@ fn state(ino: u64, sk: u64) -> Option<*mut SockState> {
 #[inline(always)]
 pub fn forget(ino: u64, sk: u64) {
     if let Some(s) = SOCK_STATE.get_ptr_mut(&ino) {
-        // SAFETY: a map value, copied out.
-        for io in unsafe { (*s).io } {
+        // SAFETY: a map value, read before it is removed below.
+        for io in unsafe { &(*s).io } {
             if let Some(key) = io.key(ino) {
                 add_sock_stats(&key, &io.stats);
             }
