@@ -174,6 +174,48 @@ fn h2_between_sidecars_at_1000_rps() {
     }
 }
 
+/// HTTP/2 in cleartext between sidecars of the two kinds [`h2_between_sidecars_at_1000_rps`]
+/// does not cover: Traefik (Go's HTTP/2, one goroutine per stream, `GOMAXPROCS=2`) and
+/// haproxy (one thread), 1 000 rps over 64 client connections, HTTP/1.1 at the ends. The
+/// inbound sidecar reads the streams' frames in the clear and pairs them stream by stream.
+/// Held to 98.5 % paired and 0.5 % wrong on each side. Measured 2026-12-06 (the first run
+/// after the lab's Traefik stopped speaking h2c to the HTTP/1.1 app): Traefik 99.95 % and
+/// 100 %, haproxy 100 % and 100 %, none wrong.
+#[test]
+fn h2c_between_traefik_and_haproxy_sidecars() {
+    if !require_root("h2c_between_traefik_and_haproxy_sidecars") {
+        return;
+    }
+    for (name, kind) in [("h3h2t", ProxyKind::Traefik), ("h3h2h", ProxyKind::Haproxy)] {
+        let mut cfg = lab_config(name, kind, false);
+        cfg.h2 = true;
+        assert_paired_at_least(&measure_lab(&cfg, 1000.0, 64, 4), 98.5);
+    }
+}
+
+/// HTTP/2 inside mTLS between Traefik sidecars and between haproxy sidecars, as
+/// [`h2c_between_traefik_and_haproxy_sidecars`]: a known limit (docs/hops.md, Known limits,
+/// "HTTP/2 inside TLS from OpenSSL and Go"), measured 2026-12-06, one run each: Traefik's
+/// outbound 99.17 % paired, 0.66 % wrong, its inbound 95.05 % paired, 1.50 % wrong;
+/// haproxy's outbound 49.15 % paired (the rest counted), its inbound 100 % paired and
+/// **99.92 % wrong**. Reproduce:
+/// `cargo test -p smp-tests --test ends -- --ignored --nocapture h2_inside_mtls_between_traefik`.
+#[test]
+#[ignore = "known limit: HTTP/2 inside TLS from OpenSSL and Go sidecars (docs/hops.md, Known limits)"]
+fn h2_inside_mtls_between_traefik_and_haproxy_sidecars() {
+    if !require_root("h2_inside_mtls_between_traefik_and_haproxy_sidecars") {
+        return;
+    }
+    for (name, kind) in [
+        ("h3h2tm", ProxyKind::Traefik),
+        ("h3h2hm", ProxyKind::Haproxy),
+    ] {
+        let mut cfg = lab_config(name, kind, true);
+        cfg.h2 = true;
+        assert_h2_inside_tls(&measure_lab(&cfg, 1000.0, 64, 4));
+    }
+}
+
 /// Envoy with HTTP/2 inside mTLS between the sidecars at 1 000 rps over 64 connections: the
 /// outbound sidecar's upstream offers `h2` alone in its ClientHello, which the inbound
 /// sidecar's downstream reads (BoringSSL reads the record's header, then its body), so the

@@ -72,15 +72,18 @@ pub fn dynamic_config(plan: &SlotPlan<'_>) -> Value {
     } else {
         json!(["http/1.1"])
     };
-    let scheme = match (plan.side, plan.tls, plan.h2) {
-        (Side::Outbound, Some(_), _) => "https",
-        (_, None, true) => "h2c",
+    // The upstream leg's protocol: the sidecar leg's for the outbound sidecar, the app's for
+    // the inbound one (`super::upstream_h2`); HTTP/2 without TLS is Go's `h2c` scheme.
+    let upstream_h2 = super::upstream_h2(plan);
+    let scheme = match (plan.side, plan.tls) {
+        (Side::Outbound, Some(_)) => "https",
+        _ if upstream_h2 => "h2c",
         _ => "http",
     };
     let mut transport = json!({
         "maxIdleConnsPerHost": 1024,
         "forwardingTimeouts": {"dialTimeout": "5s", "idleConnTimeout": "120s"},
-        "disableHTTP2": !plan.h2,
+        "disableHTTP2": !upstream_h2,
     });
     let mut router = json!({
         "entryPoints": ["sidecar"],
@@ -209,6 +212,54 @@ pub fn parse_requests(metrics: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The upstream URL's scheme of each slot's service, for the lab `yaml`.
+    fn schemes(yaml: &str) -> Vec<(Side, String)> {
+        let cfg = crate::lab::config::LabConfig::from_yaml(yaml).unwrap();
+        let dir = std::path::Path::new("/nonexistent");
+        [Side::Outbound, Side::Inbound]
+            .into_iter()
+            .map(|side| {
+                let plan = SlotPlan {
+                    side,
+                    kind: crate::lab::config::ProxyKind::Traefik,
+                    cfg: &cfg,
+                    listen: "0.0.0.0:15001".parse().unwrap(),
+                    ready: "127.0.0.1:15001".parse().unwrap(),
+                    upstream: "10.0.0.2:8080".parse().unwrap(),
+                    admin: "127.0.0.1:15000".parse().unwrap(),
+                    tls: None,
+                    h2: cfg.sidecar_h2(),
+                    dir,
+                    via: String::new(),
+                };
+                let d = dynamic_config(&plan);
+                let url = d["http"]["services"]["upstream"]["loadBalancer"]["servers"][0]["url"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let h2 = !d["http"]["serversTransports"]["sidecar"]["disableHTTP2"]
+                    .as_bool()
+                    .unwrap();
+                assert_eq!(h2, url.starts_with("h2c:"), "{side}: {url}");
+                (side, url.split(':').next().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    /// HTTP/2 between the sidecars is the sidecar leg's alone: the inbound sidecar speaks the
+    /// app's protocol to it (before 2026-12-06 it spoke h2c to an HTTP/1.1 app).
+    #[test]
+    fn each_upstream_leg_speaks_its_own_protocol() {
+        let o = |s: &str| (Side::Outbound, s.to_owned());
+        let i = |s: &str| (Side::Inbound, s.to_owned());
+        assert_eq!(schemes("proxy: traefik"), [o("http"), i("http")]);
+        assert_eq!(schemes("proxy: traefik\nh2: true"), [o("h2c"), i("http")]);
+        assert_eq!(
+            schemes("proxy: traefik\napp_protocol: h2c"),
+            [o("h2c"), i("h2c")]
+        );
+    }
 
     #[test]
     fn sums_the_sidecar_entrypoint_counter() {
