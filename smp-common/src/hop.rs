@@ -141,8 +141,25 @@ pub struct SockState {
     pub hello_body: u32,
     /// The socket's data syscalls, receives then sends ([`SockIo`]).
     pub io: [SockIo; 2],
+    /// [`SOCK_MUX`] downstreams: its last read (a TLS record's header read alone aside) and
+    /// the reading thread's turn then ([`crate::pairing::turn`]). A request forward in that
+    /// turn carries a request of it ([`crate::pairing::read_in_turn`]).
+    pub turn_read: MuxRead,
+    /// HTTP/1.x upstreams: the turn of the thread that entered the current request's
+    /// forward, if that thread had read an HTTP/2-inside-TLS downstream (0: none).
+    pub fwd_turn: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 400);
+const _: () = assert!(core::mem::size_of::<SockState>() == 424);
+
+/// A read of an HTTP/2-inside-TLS downstream ([`SockState::turn_read`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MuxRead {
+    /// The read's exit (0: none).
+    pub exit: u64,
+    /// The reading thread's turn then ([`crate::pairing::turn`]).
+    pub turn: u64,
+}
 
 /// Writes of an HTTP/2-inside-TLS upstream whose return is remembered ([`SockState::mux_writes`]):
 /// a request's response comes back before its connection has carried many more writes.

@@ -10,10 +10,10 @@
 //! 512-byte stack on kernels before 6.8 (`smp-agent`'s stack test).
 
 use crate::hop::{
-    FwdQueue, FwdSlot, HeldResponse, RespPool, SockState, ThreadLast, DIR_IN, DIR_OUT, FWD_SLOTS,
-    MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, POOL_SLOTS,
-    REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_MUX, SOCK_STREAM,
-    SOCK_TLS,
+    FwdQueue, FwdSlot, HeldResponse, MuxRead, RespPool, SockState, ThreadLast, DIR_IN, DIR_OUT,
+    FWD_SLOTS, MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST,
+    POOL_SLOTS, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_H2, SOCK_MUX,
+    SOCK_STREAM, SOCK_TLS,
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -289,6 +289,43 @@ impl ThreadLast {
         } else {
             MuxClaim::Disagrees
         }
+    }
+}
+
+/// A thread's turn: its id and how many times it had blocked
+/// ([`crate::cpu::ThreadCpu::blocks`]). Two syscalls of one thread with no block between them
+/// share it (an event loop's reads and the forwards it runs after them, before it waits again).
+#[inline(always)]
+pub const fn turn(tid: u32, blocks: u32) -> u64 {
+    ((tid as u64) << 32) | blocks as u64
+}
+
+/// HTTP/2-inside-TLS downstream `d` was read at `exit` in turn `turn`
+/// ([`SockState::turn_read`]).
+#[inline(always)]
+pub fn note_mux_read(d: &mut SockState, exit: u64, turn: u64) {
+    d.turn_read = MuxRead { exit, turn };
+}
+
+/// The read of HTTP/2-inside-TLS downstream `d` a request forward entered at `t_out` in turn
+/// `turn` carries a request of, when the causal rule could not name the downstream (its
+/// thread read several such downstreams in that turn) and record alternation paired the
+/// response's write with it: `d`'s last read, if it was in that turn, before the forward. An
+/// event loop (haproxy) reads, then forwards in the same turn; alternation alone takes the
+/// first read since the downstream's last write, which on HTTP/2 may be a flow-control record
+/// (WINDOW_UPDATE after a response) that came long before the request. `None` when `d`'s last
+/// read is of another turn (a proxy that holds requests, or hands them to another thread, or a
+/// read of `d` since): alternation's read stands.
+///
+/// 0 stands for `None` (a value, not an `Option`, so that the verifier, past the choice, does
+/// not walk the rest of the exchange once per way it went).
+#[inline(always)]
+pub fn read_in_turn(d: &SockState, turn: u64, t_out: u64) -> u64 {
+    let r = d.turn_read;
+    if turn != 0 && r.turn == turn && r.exit <= t_out && d.flags & SOCK_MUX != 0 {
+        r.exit
+    } else {
+        0
     }
 }
 

@@ -147,6 +147,10 @@ pub fn body_head(record_len: u16, body: &[u8; 8]) -> [u8; 8] {
     [0x16, 0x03, 0x01, hi, lo, body[0], body[1], body[2]]
 }
 
+/// Bytes of a TLS record's header: what a read of it alone returns (OpenSSL and BoringSSL read
+/// a record's header, then its body).
+pub const RECORD_HEADER: u64 = 5;
+
 /// The record length in a 5-byte TLS record header `head`.
 pub fn record_len(head: &[u8; 8]) -> u16 {
     u16::from_be_bytes([head[3], head[4]])

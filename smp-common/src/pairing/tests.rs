@@ -1356,3 +1356,45 @@ fn a_mux_downstream_write_finds_the_responses_claimed_from_it() {
     assert_eq!(mux_request(socks.get(2).unwrap()), Some((20, 15)));
     assert_eq!(mux_request(socks.get(5).unwrap()), None);
 }
+
+/// An HTTP/2-inside-TLS downstream's request, when alternation pairs its response: the read in
+/// the turn of the request's forward, and only that turn's (haproxy reads a request and
+/// forwards it in one turn; a flow-control record read turns before starts alternation's
+/// message).
+#[test]
+fn the_read_in_the_forwards_turn() {
+    let mut d = SockState {
+        role: ROLE_DOWNSTREAM,
+        flags: SOCK_TLS | SOCK_MUX,
+        ..SockState::default()
+    };
+    let (t1, t2) = (turn(7, 3), turn(7, 4));
+    assert_ne!(t1, t2);
+    assert_ne!(turn(7, 3), turn(8, 3), "another thread's turn");
+    assert_eq!(read_in_turn(&d, t1, 1_000), 0, "no read yet");
+    note_mux_read(&mut d, 500, t1);
+    assert_eq!(read_in_turn(&d, t1, 1_000), 500);
+    assert_eq!(
+        read_in_turn(&d, t1, 500),
+        500,
+        "a forward entered as the read returned"
+    );
+    assert_eq!(read_in_turn(&d, t1, 499), 0, "a read after the forward");
+    assert_eq!(
+        read_in_turn(&d, t2, 1_000),
+        0,
+        "forwarded in a later turn (held)"
+    );
+    assert_eq!(read_in_turn(&d, turn(8, 3), 1_000), 0, "by another thread");
+    assert_eq!(
+        read_in_turn(&d, 0, 1_000),
+        0,
+        "a forward whose thread read no such downstream"
+    );
+    // A later read of the downstream takes the place of the request's.
+    note_mux_read(&mut d, 900, t2);
+    assert_eq!(read_in_turn(&d, t1, 1_000), 0);
+    // Not multiplexed: alternation's read stands.
+    d.flags = SOCK_TLS;
+    assert_eq!(read_in_turn(&d, t2, 1_000), 0);
+}

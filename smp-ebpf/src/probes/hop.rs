@@ -216,13 +216,18 @@ fn blocks(tid: u32) -> u32 {
     unsafe { THREAD_CPU.get(&tid) }.map_or(0, |t| t.blocks)
 }
 
-/// Thread `tid` read HTTP/2-inside-TLS downstream `d_ino` at `now` ([`ThreadLast::mux_read`]).
+/// Thread `tid` read HTTP/2-inside-TLS downstream `d_ino` (state `d`) at `now`, `len` bytes
+/// ([`ThreadLast::mux_read`]; the read and its turn kept on `d`, a TLS record's header read
+/// alone aside: [`pairing::note_mux_read`]).
 #[inline(always)]
-fn mux_read(tid: u32, d_ino: u64, now: u64) {
+fn mux_read(tid: u32, d_ino: u64, d: &mut SockState, now: u64, len: u64) {
     let b = blocks(tid);
     if let Some(l) = thread_last(tid) {
         // SAFETY: the calling thread's own entry: only this thread writes it.
         unsafe { (*l).mux_read(d_ino, now, b) };
+    }
+    if len != tls::RECORD_HEADER {
+        pairing::note_mux_read(d, now, pairing::turn(tid, b));
     }
 }
 
@@ -234,6 +239,7 @@ fn mux_read(tid: u32, d_ino: u64, now: u64) {
 #[inline(always)]
 fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
     u.mux_peer = 0;
+    u.fwd_turn = 0;
     // SAFETY: plain reads of the calling thread's own entry.
     let Some(t) = (unsafe { THREADS.get(&tid) }) else {
         return;
@@ -242,8 +248,11 @@ fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
     if l.mux_down == 0 {
         return;
     }
+    let b = blocks(tid);
+    // For a pairing by alternation of its response's write ([`in_turn`]).
+    u.fwd_turn = pairing::turn(tid, b);
     let d = SockStateMap.get(l.mux_down);
-    match l.mux_claim(d, blocks(tid), t_out, u) {
+    match l.mux_claim(d, b, t_out, u) {
         MuxClaim::NotJudged => {}
         MuxClaim::Disagrees => bump(tgid, |c| c.mux_in_checks += 1),
         MuxClaim::Agrees(d_ino) => {
@@ -644,7 +653,7 @@ pub fn on_data(
                     s.mux_arrival = pairing::arrival(arrived, now);
                 }
                 if s.role == ROLE_DOWNSTREAM {
-                    mux_read(tid, p.ino, now);
+                    mux_read(tid, p.ino, s, now, len);
                 }
             } else if s.role == ROLE_UPSTREAM {
                 mux_forwards(tid, p.ino, s.net, p.since_ns);
@@ -1419,7 +1428,31 @@ fn forward_response(
             }
         },
     };
+    if d.flags & SOCK_MUX != 0 && by != PAIRED_BY_CAUSAL {
+        in_turn(d, found.ino);
+    }
+    // Read again: [`in_turn`] may have set it, in the state (a value carried out of the
+    // branch above would have the verifier walk the exchange once per way it went).
+    let d_in = pairing::request_read_at(d);
     exchange(tgid, tid, c, d_ino, d, d_in, found, t_out, by)
+}
+
+/// A response write on HTTP/2-inside-TLS downstream `d` that record alternation pairs with
+/// the response of upstream `u_ino`: if `d`'s last read was in the turn of the request's
+/// forward on `u_ino`, that read is the request's ([`pairing::read_in_turn`]), not the first
+/// read since `d`'s last write (on HTTP/2, maybe a flow-control record long before it): the
+/// current message of `d` restarts there, its bytes unknown.
+#[inline(always)]
+fn in_turn(d: &mut SockState, u_ino: u64) {
+    let Some(u) = SockStateMap.get(u_ino) else {
+        return;
+    };
+    let t = pairing::read_in_turn(d, u.fwd_turn, u.out_start);
+    if t != 0 {
+        d.in_start = t;
+        d.in_arrival = t;
+        d.in_bytes = 0;
+    }
 }
 
 /// Downstream `d`'s request went out on an HTTP/2-inside-TLS upstream by the causal rule
