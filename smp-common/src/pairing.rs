@@ -307,22 +307,28 @@ pub fn note_mux_read(d: &mut SockState, exit: u64, turn: u64) {
     d.turn_read = MuxRead { exit, turn };
 }
 
-/// The read of HTTP/2-inside-TLS downstream `d` a request forward entered at `t_out` in turn
-/// `turn` carries a request of, when the causal rule could not name the downstream (its
-/// thread read several such downstreams in that turn) and record alternation paired the
-/// response's write with it: `d`'s last read, if it was in that turn, before the forward. An
-/// event loop (haproxy) reads, then forwards in the same turn; alternation alone takes the
-/// first read since the downstream's last write, which on HTTP/2 may be a flow-control record
-/// (WINDOW_UPDATE after a response) that came long before the request. `None` when `d`'s last
-/// read is of another turn (a proxy that holds requests, or hands them to another thread, or a
-/// read of `d` since): alternation's read stands.
+/// The read of HTTP/2-inside-TLS downstream `d` that carried the request of upstream `u`'s
+/// response read at `t_in`, when the causal rule could not name the downstream (its thread
+/// read several such downstreams in the turn) and record alternation paired the response's
+/// write with it: `d`'s last read, if it was in the turn of the request's forward
+/// ([`SockState::fwd_turn`]) and before it. An event loop (haproxy) reads, then forwards in the
+/// same turn; alternation alone takes the first read since the downstream's last write, which
+/// on HTTP/2 may be a flow-control record (WINDOW_UPDATE after a response) that came long
+/// before the request. 0 (none) when `d`'s last read is of another turn (a proxy that holds
+/// requests, or hands them to another thread, or a read of `d` since), or the response is not
+/// `u`'s current one (a held response: `fwd_turn` is of the request that overtook it):
+/// alternation's read stands.
 ///
-/// 0 stands for `None` (a value, not an `Option`, so that the verifier, past the choice, does
-/// not walk the rest of the exchange once per way it went).
+/// `d` is such a downstream (`SOCK_MUX`: the caller's test). An unset turn is 0 on both
+/// sides, whose read is 0: none.
 #[inline(always)]
-pub fn read_in_turn(d: &SockState, turn: u64, t_out: u64) -> u64 {
+pub fn read_in_turn(d: &SockState, u: &SockState, t_in: u64) -> u64 {
     let r = d.turn_read;
-    if turn != 0 && r.turn == turn && r.exit <= t_out && d.flags & SOCK_MUX != 0 {
+    // Zero when the read is of the forward's turn and the response `u`'s current one, no
+    // request forward since (that forward holds it). One test of the three, not three
+    // branches: this runs inside the write programs, whose verifier walks multiply by them.
+    let differs = (r.turn ^ u.fwd_turn) | (u.in_start ^ t_in) | u64::from(u.last_dir ^ DIR_IN);
+    if differs == 0 && r.exit <= u.out_start {
         r.exit
     } else {
         0

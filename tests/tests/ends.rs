@@ -204,8 +204,8 @@ fn h2c_between_traefik_and_haproxy_sidecars() {
 /// early), Traefik's inbound 95.05 % paired, 1.50 % wrong; after it, haproxy's inbound 98.17 %
 /// right, 0.23 % wrong, Traefik's 96.87 % paired, 0.13 % wrong. Traefik is held as HTTP/2
 /// inside TLS is elsewhere ([`assert_h2_inside_tls`]); haproxy's inbound too, its outbound to
-/// 1 % wrong with every unpaired request counted: it pairs 33-49 % (docs/hops.md, Known
-/// limits).
+/// 1 % wrong with every unpaired request counted: it pairs 33-72 % (5 runs; docs/hops.md,
+/// Known limits).
 #[test]
 fn h2_inside_mtls_between_traefik_and_haproxy_sidecars() {
     if !require_root("h2_inside_mtls_between_traefik_and_haproxy_sidecars") {

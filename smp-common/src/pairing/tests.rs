@@ -1360,7 +1360,7 @@ fn a_mux_downstream_write_finds_the_responses_claimed_from_it() {
 /// An HTTP/2-inside-TLS downstream's request, when alternation pairs its response: the read in
 /// the turn of the request's forward, and only that turn's (haproxy reads a request and
 /// forwards it in one turn; a flow-control record read turns before starts alternation's
-/// message).
+/// message), for the upstream's current response only.
 #[test]
 fn the_read_in_the_forwards_turn() {
     let mut d = SockState {
@@ -1371,30 +1371,51 @@ fn the_read_in_the_forwards_turn() {
     let (t1, t2) = (turn(7, 3), turn(7, 4));
     assert_ne!(t1, t2);
     assert_ne!(turn(7, 3), turn(8, 3), "another thread's turn");
-    assert_eq!(read_in_turn(&d, t1, 1_000), 0, "no read yet");
+    // The upstream's request forwarded at `out` in turn `fwd`, its response read at 2 000.
+    let u = |out: u64, fwd: u64| SockState {
+        fwd_turn: fwd,
+        ..up(out, 2_000)
+    };
+    assert_eq!(read_in_turn(&d, &u(1_000, t1), 2_000), 0, "no read yet");
     note_mux_read(&mut d, 500, t1);
-    assert_eq!(read_in_turn(&d, t1, 1_000), 500);
+    assert_eq!(read_in_turn(&d, &u(1_000, t1), 2_000), 500);
     assert_eq!(
-        read_in_turn(&d, t1, 500),
+        read_in_turn(&d, &u(500, t1), 2_000),
         500,
         "a forward entered as the read returned"
     );
-    assert_eq!(read_in_turn(&d, t1, 499), 0, "a read after the forward");
     assert_eq!(
-        read_in_turn(&d, t2, 1_000),
+        read_in_turn(&d, &u(499, t1), 2_000),
+        0,
+        "a read after the forward"
+    );
+    assert_eq!(
+        read_in_turn(&d, &u(1_000, t2), 2_000),
         0,
         "forwarded in a later turn (held)"
     );
-    assert_eq!(read_in_turn(&d, turn(8, 3), 1_000), 0, "by another thread");
     assert_eq!(
-        read_in_turn(&d, 0, 1_000),
+        read_in_turn(&d, &u(1_000, turn(8, 3)), 2_000),
+        0,
+        "by another thread"
+    );
+    assert_eq!(
+        read_in_turn(&d, &u(1_000, 0), 2_000),
         0,
         "a forward whose thread read no such downstream"
     );
+    // Not the upstream's current response (one it holds, read at 1 500): `fwd_turn` is the
+    // turn of the request that overtook it.
+    assert_eq!(read_in_turn(&d, &u(1_000, t1), 1_500), 0, "a held response");
+    let mut forwarded = u(1_000, t1);
+    forwarded.last_dir = DIR_OUT;
+    assert_eq!(
+        read_in_turn(&d, &forwarded, 2_000),
+        0,
+        "a request forward since"
+    );
     // A later read of the downstream takes the place of the request's.
     note_mux_read(&mut d, 900, t2);
-    assert_eq!(read_in_turn(&d, t1, 1_000), 0);
-    // Not multiplexed: alternation's read stands.
-    d.flags = SOCK_TLS;
-    assert_eq!(read_in_turn(&d, t2, 1_000), 0);
+    assert_eq!(read_in_turn(&d, &u(1_000, t1), 2_000), 0);
+    assert_eq!(read_in_turn(&d, &u(1_000, t2), 2_000), 900);
 }

@@ -1429,7 +1429,7 @@ fn forward_response(
         },
     };
     if d.flags & SOCK_MUX != 0 && by != PAIRED_BY_CAUSAL {
-        in_turn(d, found.ino);
+        in_turn(d, found);
     }
     // Read again: [`in_turn`] may have set it, in the state (a value carried out of the
     // branch above would have the verifier walk the exchange once per way it went).
@@ -1438,16 +1438,16 @@ fn forward_response(
 }
 
 /// A response write on HTTP/2-inside-TLS downstream `d` that record alternation pairs with
-/// the response of upstream `u_ino`: if `d`'s last read was in the turn of the request's
-/// forward on `u_ino`, that read is the request's ([`pairing::read_in_turn`]), not the first
-/// read since `d`'s last write (on HTTP/2, maybe a flow-control record long before it): the
-/// current message of `d` restarts there, its bytes unknown.
+/// the response of `slot`: if `d`'s last read was in the turn of the request's forward, that
+/// read is the request's ([`pairing::read_in_turn`]), not the first read since `d`'s last
+/// write (on HTTP/2, maybe a flow-control record long before it): the current message of `d`
+/// restarts there, its bytes unknown.
 #[inline(always)]
-fn in_turn(d: &mut SockState, u_ino: u64) {
-    let Some(u) = SockStateMap.get(u_ino) else {
+fn in_turn(d: &mut SockState, slot: FwdSlot) {
+    let Some(u) = SockStateMap.get(slot.ino) else {
         return;
     };
-    let t = pairing::read_in_turn(d, u.fwd_turn, u.out_start);
+    let t = pairing::read_in_turn(d, u, slot.t_in);
     if t != 0 {
         d.in_start = t;
         d.in_arrival = t;
