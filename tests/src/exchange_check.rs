@@ -68,18 +68,32 @@ pub fn measure(
 
 /// [`measure`] on a lab configured by the caller.
 pub fn measure_lab(cfg: &LabConfig, rate: f64, conns: usize, secs: u64) -> [SideFigures; 2] {
-    measure_lab_aged(cfg, rate, conns, secs, false)
+    measure_lab_aged(cfg, rate, conns, secs, Opened::Measured)
 }
 
-/// [`measure_lab`]; `aged`: the sidecars' connection to each other is opened before the
-/// probes attach (a few requests through the mesh first, which the app does not record), as
-/// a node agent finds a mesh's long-lived connections: their ClientHellos are never seen.
+/// When the sidecars' connections to each other opened, as [`measure_lab_aged`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// By the measured load, the probes tracking both sidecars.
+    Measured,
+    /// Before the probes attached (a few requests through the mesh first, which the app does
+    /// not record), as a node agent finds a mesh's long-lived connections: their
+    /// ClientHellos are never seen, nor their accepts and connects.
+    BeforeProbes,
+    /// While the probes ran but before the sidecars were tracked (the same requests, then
+    /// both tracked), as the daemon finds a sidecar started after it: its connections'
+    /// accepts were seen (every accepted socket is marked, whoever accepts it), their
+    /// handshakes not.
+    BeforeTracking,
+}
+
+/// [`measure_lab`] with the sidecars' connections to each other opened as `opened` says.
 pub fn measure_lab_aged(
     cfg: &LabConfig,
     rate: f64,
     conns: usize,
     secs: u64,
-    aged: bool,
+    opened: Opened,
 ) -> [SideFigures; 2] {
     let (name, kind, mtls) = (cfg.name.as_str(), cfg.proxy, cfg.mtls);
     let workers = cfg.outbound.workers;
@@ -90,7 +104,8 @@ pub fn measure_lab_aged(
     };
     with_lab(cfg, |info| {
         let pids = [info.outbound.pid, info.inbound.pid];
-        if aged {
+        let early = (opened == Opened::BeforeTracking).then(|| Session::start(&[]));
+        if opened != Opened::Measured {
             let url = format!("http://{}/", meshed_addr(info));
             for _ in 0..5 {
                 let out = std::process::Command::new("ip")
@@ -104,7 +119,13 @@ pub fn measure_lab_aged(
                 );
             }
         }
-        let session = Session::start(&pids);
+        let session = match early {
+            Some(mut s) => {
+                s.track(&pids);
+                s
+            }
+            None => Session::start(&pids),
+        };
         let (ok, failed, client) = drive_recorded(
             Some(&info.client_netns),
             meshed_addr(info),

@@ -33,11 +33,7 @@ impl Session {
     /// [`Session::start`] with the given socket hooks.
     pub fn start_with(pids: &[u32], socket: SocketHooks) -> Session {
         let mut probes = Probes::load_with(socket).expect("load probes");
-        for &p in pids {
-            for t in process_tree(p) {
-                probes.track(t).expect("track");
-            }
-        }
+        track_trees(&mut probes, pids);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -75,6 +71,12 @@ impl Session {
         }
     }
 
+    /// Tracks `pids` and their descendants from now on (processes found after the probes
+    /// loaded, as the daemon's discovery finds a new sidecar).
+    pub fn track(&mut self, pids: &[u32]) {
+        track_trees(&mut self.probes, pids);
+    }
+
     /// Stops folding (after the last records arrived): the hops, every exchange and the
     /// pairing counters.
     pub fn finish(self) -> Finished {
@@ -87,6 +89,15 @@ impl Session {
         f.loss = snap.loss;
         f.sockets = snap.sockets;
         f
+    }
+}
+
+/// Tracks each of `pids` and its descendants.
+fn track_trees(probes: &mut Probes, pids: &[u32]) {
+    for &p in pids {
+        for t in process_tree(p) {
+            probes.track(t).expect("track");
+        }
     }
 }
 

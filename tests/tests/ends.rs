@@ -20,7 +20,9 @@ use smp_agent::{
 };
 use smp_tests::{
     agent_bin,
-    exchange_check::{assert_four_hops, measure, measure_lab, measure_lab_aged, SideFigures},
+    exchange_check::{
+        assert_four_hops, measure, measure_lab, measure_lab_aged, Opened, SideFigures,
+    },
     lab_config, require_root, require_ztunnel, with_lab,
 };
 
@@ -274,12 +276,35 @@ fn envoy_h2_inside_mtls_by_the_causal_rule() {
 /// read). Alone it paired 95.6-99.9 % the same day, with the VM's pace.
 #[test]
 fn envoy_h2_inside_mtls_on_a_connection_older_than_the_probes() {
-    if !require_root("envoy_h2_inside_mtls_on_a_connection_older_than_the_probes") {
-        return;
+    if require_root("envoy_h2_inside_mtls_on_a_connection_older_than_the_probes") {
+        envoy_h2_inside_mtls_on_an_older_connection("h3h2ea", Opened::BeforeProbes);
     }
-    let mut cfg = envoy_h2_inside_mtls("h3h2ea");
+}
+
+/// [`envoy_h2_inside_mtls_on_a_connection_older_than_the_probes`] on a sidecar connection
+/// opened while the probes ran but before the sidecars were tracked, as the daemon finds a
+/// sidecar that started after it: the inbound's accept of it was seen (each accepted socket
+/// is marked, whoever accepts it: its role is known), its handshake was not. Its first
+/// message seen, naming nothing (TLS application data), says it is TLS (docs/hops.md, Roles).
+/// Before that rule its role came from the accept and nothing told it TLS (measured
+/// 2026-12-07): the inbound paired it as plaintext, by alternation, dropped no first exchange
+/// and never found it multiplexed (95.17 % paired, none wrong at this overlap, where
+/// alternation still holds: at more it does not, as the test above says); the test failed on
+/// that. With it: outbound 99.80 % paired, 0.72 % wrong, inbound 99.27 %, none wrong, each
+/// found multiplexed.
+#[test]
+fn envoy_h2_inside_mtls_on_a_connection_older_than_its_tracking() {
+    if require_root("envoy_h2_inside_mtls_on_a_connection_older_than_its_tracking") {
+        envoy_h2_inside_mtls_on_an_older_connection("h3h2eb", Opened::BeforeTracking);
+    }
+}
+
+/// The checks of [`envoy_h2_inside_mtls_on_a_connection_older_than_the_probes`], the sidecars'
+/// connection opened as `opened` says.
+fn envoy_h2_inside_mtls_on_an_older_connection(name: &str, opened: Opened) {
+    let mut cfg = envoy_h2_inside_mtls(name);
     cfg.app.service_time_us = 500;
-    let figs = measure_lab_aged(&cfg, 1000.0, 64, 6, true);
+    let figs = measure_lab_aged(&cfg, 1000.0, 64, 6, opened);
     assert_four_hops(&figs);
     for f in &figs {
         assert!(

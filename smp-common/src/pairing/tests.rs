@@ -4,7 +4,7 @@ extern crate std;
 use std::vec::Vec;
 
 use super::*;
-use crate::hop::{DIR_NONE, DIR_OUT, SOCK_H2, SOCK_MUX, SOCK_STREAM, SOCK_TLS};
+use crate::hop::{DIR_NONE, DIR_OUT, SOCK_AGED, SOCK_H2, SOCK_MUX, SOCK_STREAM, SOCK_TLS};
 
 /// Socket states by inode (the test's `SOCK_STATE`).
 struct Socks(Vec<(u64, SockState)>);
@@ -705,6 +705,40 @@ fn a_socket_older_than_the_probes_takes_its_role_from_its_ports() {
     assert_eq!(role(8080, 15006), ROLE_UNKNOWN);
     // A range not known: no guess.
     assert_eq!(role_from_ports(41234, 15008, 0, 0), ROLE_UNKNOWN);
+}
+
+#[test]
+fn a_first_message_naming_nothing_says_the_handshake_was_unseen() {
+    use Class::*;
+    let flags = |flags, last_dir, class| {
+        let s = SockState {
+            role: ROLE_DOWNSTREAM,
+            flags,
+            last_dir,
+            ..SockState::default()
+        };
+        unseen_handshake_flags(&s, class)
+    };
+    // Accepted while its process was not tracked yet (its role known, nothing else), or
+    // opened before the probes: its first record of application data.
+    assert_eq!(flags(0, DIR_NONE, TlsData), SOCK_AGED | SOCK_TLS);
+    // Its first read a record's body after the header (BoringSSL reads them apart): aged,
+    // TLS at its next record.
+    assert_eq!(flags(0, DIR_NONE, Other), SOCK_AGED);
+    assert_eq!(flags(SOCK_AGED, DIR_IN, TlsData), SOCK_AGED | SOCK_TLS);
+    assert_eq!(flags(SOCK_AGED, DIR_IN, Other), SOCK_AGED);
+    // Its handshake seen: TLS already, nothing to add.
+    assert_eq!(flags(SOCK_TLS, DIR_NONE, TlsData), 0);
+    // HTTP in the clear first: a later body's bytes starting 0x17 0x03 are not a record.
+    assert_eq!(flags(0, DIR_NONE, HttpRequest), 0);
+    // Plain HTTP/2 (its preface seen): a frame whose length starts 0x17 0x03 (1.5 MB, a
+    // raised SETTINGS_MAX_FRAME_SIZE) is not a record.
+    assert_eq!(flags(SOCK_H2, DIR_NONE, TlsData), 0);
+    assert_eq!(flags(SOCK_H2, DIR_NONE, Other), 0);
+    for last_dir in [DIR_IN, DIR_OUT] {
+        assert_eq!(flags(0, last_dir, TlsData), 0);
+        assert_eq!(flags(0, last_dir, Other), 0);
+    }
 }
 
 #[test]

@@ -585,15 +585,12 @@ pub fn on_data(
                 o.ephemeral_first,
                 o.ephemeral_last,
             );
-            if s.role != ROLE_UNKNOWN {
-                s.flags |= SOCK_AGED;
-            }
         }
     }
-    // Such a connection's TLS shows in its records only (its handshake came before).
-    if class == Class::TlsData && s.flags & SOCK_AGED != 0 {
-        s.flags |= SOCK_TLS;
-    }
+    // A connection whose handshake came before the probes saw it (opened before they
+    // attached, or before its process was tracked, its accept seen or not): its TLS shows in
+    // its records only.
+    s.flags |= pairing::unseen_handshake_flags(s, class);
     // The response write to forward from: the socket's own state, or on a plain HTTP/2
     // downstream the state of the stream the write answers.
     let (out_ino, out_state) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
