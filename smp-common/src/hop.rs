@@ -148,7 +148,9 @@ pub struct SockState {
     /// turn carries a request of it ([`crate::pairing::read_in_turn`]).
     pub turn_read: MuxRead,
     /// HTTP/1.x upstreams: the turn of the thread that entered the current request's
-    /// forward, if that thread had read an HTTP/2-inside-TLS downstream (0: none).
+    /// forward, if that thread had read an HTTP/2-inside-TLS downstream (0: none); the
+    /// connection's first forward takes its connect's turn
+    /// ([`crate::pairing::forward_turn`]), kept here from the connect to that forward.
     pub fwd_turn: u64,
 }
 const _: () = assert!(core::mem::size_of::<SockState>() == 424);

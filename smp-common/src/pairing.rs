@@ -324,6 +324,20 @@ pub const fn turn(tid: u32, blocks: u32) -> u64 {
     ((tid as u64) << 32) | blocks as u64
 }
 
+/// The turn of a request forward on HTTP/1.x upstream `u` entered in turn `now`
+/// ([`SockState::fwd_turn`]): the connection's first forward waits for it to open (an event
+/// loop reads a request, connects, and writes the request once the connect completes, a
+/// turn or more later), so its request was read in the turn of its connect, `connect` (0:
+/// the connect not seen, opened before the probes); any later forward's, in `now`.
+#[inline(always)]
+pub const fn forward_turn(u: &SockState, connect: u64, now: u64) -> u64 {
+    if u.out_start == 0 && connect != 0 {
+        connect
+    } else {
+        now
+    }
+}
+
 /// HTTP/2-inside-TLS downstream `d` was read at `exit` in turn `turn`
 /// ([`SockState::turn_read`]).
 #[inline(always)]

@@ -1453,3 +1453,41 @@ fn the_read_in_the_forwards_turn() {
     assert_eq!(read_in_turn(&d, &u(1_000, t1), 2_000), 0);
     assert_eq!(read_in_turn(&d, &u(1_000, t2), 2_000), 900);
 }
+
+/// A connection's first request forward waits for its connect to complete (haproxy reads a
+/// request, connects to the app, and writes the request a turn or more later): its turn is
+/// the connect's, the one in which its request was read; every later forward's its own.
+#[test]
+fn a_connections_first_forward_takes_its_connects_turn() {
+    let (connect, now) = (turn(7, 3), turn(7, 5));
+    let fresh = SockState {
+        role: ROLE_UPSTREAM,
+        ..SockState::default()
+    };
+    assert_eq!(forward_turn(&fresh, connect, now), connect);
+    assert_eq!(
+        forward_turn(&fresh, 0, now),
+        now,
+        "its connect unseen (opened before the probes)"
+    );
+    assert_eq!(
+        forward_turn(&up(1_000, 2_000), connect, now),
+        now,
+        "a later forward"
+    );
+    // With it, the read in the connect's turn is the first request's.
+    let mut d = SockState {
+        role: ROLE_DOWNSTREAM,
+        flags: SOCK_TLS | SOCK_MUX,
+        ..SockState::default()
+    };
+    note_mux_read(&mut d, 500, connect);
+    let first = SockState {
+        out_start: 1_000,
+        in_start: 2_000,
+        last_dir: DIR_IN,
+        fwd_turn: forward_turn(&fresh, connect, now),
+        ..fresh
+    };
+    assert_eq!(read_in_turn(&d, &first, 2_000), 500);
+}

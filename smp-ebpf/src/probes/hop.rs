@@ -239,6 +239,7 @@ fn mux_read(tid: u32, d_ino: u64, d: &mut SockState, now: u64, len: u64) {
 #[inline(always)]
 fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
     u.mux_peer = 0;
+    let connect_turn = u.fwd_turn;
     u.fwd_turn = 0;
     // SAFETY: plain reads of the calling thread's own entry.
     let Some(t) = (unsafe { THREADS.get(&tid) }) else {
@@ -250,7 +251,7 @@ fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
     }
     let b = blocks(tid);
     // For a pairing by alternation of its response's write ([`in_turn`]).
-    u.fwd_turn = pairing::turn(tid, b);
+    u.fwd_turn = pairing::forward_turn(u, connect_turn, pairing::turn(tid, b));
     let d = SockStateMap.get(l.mux_down);
     match l.mux_claim(d, b, t_out, u) {
         MuxClaim::NotJudged => {}
@@ -441,6 +442,12 @@ pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
         s.flags |= SOCK_TUPLE;
     }
     s.net = sock_net(sock.sk, o);
+    if role == ROLE_UPSTREAM {
+        // The connecting thread's turn: its first forward waits for the connection to open
+        // ([`pairing::forward_turn`]).
+        let tid = bpf_get_current_pid_tgid() as u32;
+        s.fwd_turn = pairing::turn(tid, blocks(tid));
+    }
 }
 
 /// A write that [`on_data`] marked at its entry (`p.at_exit`) returned at `now`: the
