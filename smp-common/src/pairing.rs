@@ -10,10 +10,10 @@
 //! 512-byte stack on kernels before 6.8 (`smp-agent`'s stack test).
 
 use crate::hop::{
-    FwdQueue, FwdSlot, HeldResponse, MuxRead, RespPool, SockState, ThreadLast, DIR_IN, DIR_NONE,
-    DIR_OUT, FWD_SLOTS, MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT,
-    PAIRED_BY_OLDEST, POOL_SLOTS, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM,
-    SOCK_AGED, SOCK_H2, SOCK_MUX, SOCK_STREAM, SOCK_TLS,
+    FwdQueue, FwdSlot, HeldResponse, MuxRead, RespPool, SockState, ThreadLast, DIR_IN, DIR_OUT,
+    FWD_SLOTS, MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST,
+    POOL_SLOTS, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2,
+    SOCK_MUX, SOCK_STREAM, SOCK_TLS,
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -70,24 +70,26 @@ pub fn role_from_tls(client_hello: bool, ingress: bool) -> u8 {
     }
 }
 
-/// The flags socket `s`, not known as TLS, takes from bytes of class `class` it moves: its
-/// first message's bytes naming nothing (a record of TLS application data, or a record's
-/// body read after its header) say its handshake, if any, came before the probes saw it
-/// (opened before they attached, or before its process was tracked: its role may be known
-/// from its accept): [`SOCK_AGED`]; an aged socket's record of application data says it is
-/// TLS ([`SOCK_TLS`]), which its records alone tell. A socket whose first message was HTTP
-/// in the clear, or HTTP/2's preface, is never taken for TLS by later bytes that happen to
-/// start `0x17 0x03`.
+/// The flags socket `s`, not known as TLS, takes from a read (`ingress`; the probes do not
+/// classify writes) of bytes of class `class` (`new_msg`: they start a message): its first
+/// read's bytes naming nothing (a record of TLS application data, or a record's body read
+/// after its header) say its handshake, if any, came before the probes saw it (opened
+/// before they attached, or before its process was tracked: its role may be known from its
+/// accept): [`SOCK_AGED`]; a message of an aged socket that starts with a record of
+/// application data says it is TLS ([`SOCK_TLS`]), which its records alone tell. Only a
+/// message's start: an aged plaintext connection's body bytes (one read in 65 536 of a
+/// binary body starts `0x17 0x03`) never do, as its messages start with a method, `HTTP` or
+/// an HTTP/2 frame of a few KB. A socket whose first read was HTTP in the clear, or
+/// HTTP/2's preface, is never taken for TLS.
 #[inline(always)]
-pub fn unseen_handshake_flags(s: &SockState, class: Class) -> u8 {
-    if s.flags & (SOCK_TLS | SOCK_H2) != 0 {
+pub fn unseen_handshake_flags(s: &SockState, class: Class, ingress: bool, new_msg: bool) -> u8 {
+    if !ingress || s.flags & (SOCK_TLS | SOCK_H2) != 0 {
         return 0;
     }
-    let first_names_nothing =
-        s.last_dir == DIR_NONE && matches!(class, Class::TlsData | Class::Other);
+    let first_names_nothing = s.in_start == 0 && matches!(class, Class::TlsData | Class::Other);
     if s.flags & SOCK_AGED == 0 && !first_names_nothing {
         0
-    } else if class == Class::TlsData {
+    } else if class == Class::TlsData && new_msg {
         SOCK_AGED | SOCK_TLS
     } else {
         SOCK_AGED

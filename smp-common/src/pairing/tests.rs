@@ -708,37 +708,56 @@ fn a_socket_older_than_the_probes_takes_its_role_from_its_ports() {
 }
 
 #[test]
-fn a_first_message_naming_nothing_says_the_handshake_was_unseen() {
+fn a_first_read_naming_nothing_says_the_handshake_was_unseen() {
     use Class::*;
-    let flags = |flags, last_dir, class| {
+    let flags = |flags, in_start, class, new_msg| {
         let s = SockState {
             role: ROLE_DOWNSTREAM,
             flags,
-            last_dir,
+            in_start,
+            last_dir: if in_start == 0 { DIR_NONE } else { DIR_IN },
             ..SockState::default()
         };
-        unseen_handshake_flags(&s, class)
+        unseen_handshake_flags(&s, class, true, new_msg)
     };
     // Accepted while its process was not tracked yet (its role known, nothing else), or
-    // opened before the probes: its first record of application data.
-    assert_eq!(flags(0, DIR_NONE, TlsData), SOCK_AGED | SOCK_TLS);
-    // Its first read a record's body after the header (BoringSSL reads them apart): aged,
-    // TLS at its next record.
-    assert_eq!(flags(0, DIR_NONE, Other), SOCK_AGED);
-    assert_eq!(flags(SOCK_AGED, DIR_IN, TlsData), SOCK_AGED | SOCK_TLS);
-    assert_eq!(flags(SOCK_AGED, DIR_IN, Other), SOCK_AGED);
+    // opened before the probes: its first read a record of application data.
+    assert_eq!(flags(0, 0, TlsData, true), SOCK_AGED | SOCK_TLS);
+    // Its first read a record's body after the header (BoringSSL reads them apart): aged;
+    // TLS at its next message, not at the next record's header read that continues it.
+    assert_eq!(flags(0, 0, Other, true), SOCK_AGED);
+    assert_eq!(flags(SOCK_AGED, 10, TlsData, false), SOCK_AGED);
+    assert_eq!(flags(SOCK_AGED, 10, TlsData, true), SOCK_AGED | SOCK_TLS);
+    assert_eq!(flags(SOCK_AGED, 10, Other, true), SOCK_AGED);
     // Its handshake seen: TLS already, nothing to add.
-    assert_eq!(flags(SOCK_TLS, DIR_NONE, TlsData), 0);
-    // HTTP in the clear first: a later body's bytes starting 0x17 0x03 are not a record.
-    assert_eq!(flags(0, DIR_NONE, HttpRequest), 0);
+    assert_eq!(flags(SOCK_TLS, 0, TlsData, true), 0);
+    // HTTP in the clear first: later bytes starting 0x17 0x03 are not a record.
+    assert_eq!(flags(0, 0, HttpRequest, true), 0);
+    for new_msg in [false, true] {
+        assert_eq!(flags(0, 10, TlsData, new_msg), 0);
+        assert_eq!(flags(0, 10, Other, new_msg), 0);
+    }
+    // Writes are not classified (every one is `Other`): a client's ClientHello, a request
+    // in the clear, or a response written before the socket's first read tell nothing.
+    let written = SockState {
+        role: ROLE_UPSTREAM,
+        last_dir: DIR_OUT,
+        ..SockState::default()
+    };
+    assert_eq!(unseen_handshake_flags(&written, Other, false, true), 0);
+    assert_eq!(
+        unseen_handshake_flags(&SockState::default(), Other, false, true),
+        0
+    );
+    // A first read after writes only (an accepted socket tracked as it wrote a response).
+    assert_eq!(
+        unseen_handshake_flags(&written, TlsData, true, true),
+        SOCK_AGED | SOCK_TLS
+    );
     // Plain HTTP/2 (its preface seen): a frame whose length starts 0x17 0x03 (1.5 MB, a
     // raised SETTINGS_MAX_FRAME_SIZE) is not a record.
-    assert_eq!(flags(SOCK_H2, DIR_NONE, TlsData), 0);
-    assert_eq!(flags(SOCK_H2, DIR_NONE, Other), 0);
-    for last_dir in [DIR_IN, DIR_OUT] {
-        assert_eq!(flags(0, last_dir, TlsData), 0);
-        assert_eq!(flags(0, last_dir, Other), 0);
-    }
+    assert_eq!(flags(SOCK_H2, 0, TlsData, true), 0);
+    assert_eq!(flags(SOCK_H2, 0, Other, true), 0);
 }
 
 #[test]

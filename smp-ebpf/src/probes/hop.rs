@@ -597,7 +597,7 @@ pub fn on_data(
     // A connection whose handshake came before the probes saw it (opened before they
     // attached, or before its process was tracked, its accept seen or not): its TLS shows in
     // its records only.
-    s.flags |= pairing::unseen_handshake_flags(s, class);
+    s.flags |= pairing::unseen_handshake_flags(s, class, ingress, new_msg);
     // The response write to forward from: the socket's own state, or on a plain HTTP/2
     // downstream the state of the stream the write answers.
     let (out_ino, out_state) = if s.flags & (SOCK_H2 | SOCK_TLS) == SOCK_H2 {
@@ -1452,7 +1452,8 @@ fn in_turn(d: &mut SockState, slot: FwdSlot) {
         return;
     };
     let t = pairing::read_in_turn(d, u, slot.t_in);
-    if t != 0 {
+    // Alternation's read itself: its arrival and bytes stand.
+    if t != 0 && t != d.in_start {
         d.in_start = t;
         d.in_arrival = t;
         d.in_bytes = 0;
