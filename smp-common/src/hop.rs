@@ -28,10 +28,10 @@ pub const SOCK_SK: u8 = 8;
 /// HTTP/2 downstream, or one request forward on a plain HTTP/2 upstream, paired as a
 /// connection of its own.
 pub const SOCK_STREAM: u8 = 16;
-/// The socket's first message seen named nothing (TLS application data, or bytes of no
-/// protocol the probes read): its TLS handshake, if any, came before (opened before the
-/// probes attached or before its process was tracked), and its records alone tell it TLS
-/// ([`crate::pairing::unseen_handshake_flags`]).
+/// The socket's first read seen named nothing (TLS application data, or bytes of no
+/// protocol the probes read; writes are not classified): its TLS handshake, if any, came
+/// before (opened before the probes attached or before its process was tracked), and its
+/// records alone tell it TLS ([`crate::pairing::unseen_handshake_flags`]).
 pub const SOCK_AGED: u8 = 32;
 /// A TLS client whose ClientHello offered HTTP/2 and no HTTP/1.x by ALPN
 /// ([`crate::tls::HelloWalk`]), or a TLS connection seen carrying requests at once

@@ -291,7 +291,7 @@ fn envoy_h2_inside_mtls_on_a_connection_older_than_the_probes() {
 /// opened while the probes ran but before the sidecars were tracked, as the daemon finds a
 /// sidecar that started after it: the inbound's accept of it was seen (each accepted socket
 /// is marked, whoever accepts it: its role is known), its handshake was not. Its first
-/// message seen, naming nothing (TLS application data), says it is TLS (docs/hops.md, Roles).
+/// read seen, naming nothing (TLS application data), says it is TLS (docs/hops.md, Roles).
 /// Before that rule its role came from the accept and nothing told it TLS (measured
 /// 2026-12-07): the inbound paired it as plaintext, by alternation, dropped no first exchange
 /// and never found it multiplexed (95.17 % paired, none wrong at this overlap, where
