@@ -51,6 +51,9 @@ pub struct KernelOffsets {
     pub task_sum_exec: u32,
     /// `struct task_struct`: `start_time` (CLOCK_MONOTONIC ns at fork).
     pub task_start_time: u32,
+    /// `struct task_struct`: `__state` (5.14+; before, `state`, a long whose low 32 bits are
+    /// read): 0 while the task is runnable, so a switch away with another value is a wait.
+    pub task_state: u32,
     /// `struct sk_buff`: `len` (u32) and `data` (pointer; the TCP header in
     /// `tcp_rcv_established`, where `tcp_probe` fires).
     pub skb_len: u32,
@@ -81,7 +84,7 @@ pub struct KernelOffsets {
     pub ephemeral_first: u16,
     pub ephemeral_last: u16,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 148);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 152);
 
 impl KernelOffsets {
     /// All zero: "not filled" (`valid == 0`).
@@ -112,6 +115,7 @@ impl KernelOffsets {
             msghdr_iov: 0,
             task_sum_exec: 0,
             task_start_time: 0,
+            task_state: 0,
             skb_len: 0,
             skb_data: 0,
             regs_nr: 0,

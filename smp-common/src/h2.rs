@@ -61,12 +61,16 @@ pub fn sent_stream(first: u32, last: u32, i: u32) -> Option<u32> {
 /// (`h2_answers_lost`).
 pub const ANSWERS_PER_WRITE: usize = 8;
 
-/// Responses one write on an HTTP/2-inside-TLS downstream pairs by the causal rule at most
-/// (one per run of the tail-called program; the chain of tail calls stops at 33). Those left
-/// are not taken by the socket's next write (read before it, they were this one's,
-/// [`Answered::after`]): they stay unforwarded, counted as such (`unforwarded`) when their
-/// upstream's next response comes.
-pub const MUX_IN_ROUNDS: u16 = 24;
+/// Responses one write on an HTTP/2-inside-TLS downstream pairs by the causal rule in one
+/// chain of tail calls (one per run of the tail-called program; the kernel stops a chain at
+/// 33: the write's program, then this many). A write that pairs this many has its exit, a
+/// program of its own with a chain of its own, pair this many more
+/// ([`Answered::resumed`]): a proxy catching up after a stall forwards dozens of responses
+/// in one write. Those left then are not taken by the socket's next write (read before it,
+/// they were this one's, [`Answered::after`]; its search drops them from the queue): they
+/// stay unforwarded, counted as such (`unforwarded`) when their connection's request after
+/// next gives them up.
+pub const MUX_IN_ROUNDS: u16 = 31;
 
 const MUX_IN: u16 = 1;
 const MUX_IN_NEW: u16 = 2;
@@ -97,6 +101,13 @@ pub struct Answered {
     pub t_out: u64,
     /// The writing thread (`bpf_get_current_pid_tgid`): a tail call runs on its time.
     pub pid_tgid: u64,
+    /// A write's exit pairing what its entry left ([`Answered::resumed`]): when the write
+    /// returned (0: the entry's chain).
+    pub sent: u64,
+    /// 1 when the write forwarded a response the rule paired: the chain that ends the
+    /// write's pairing sends its `SendDone` (a resumed chain; the entry's leaves it to the
+    /// exit).
+    pub emitted: u64,
 }
 
 impl Answered {
@@ -122,6 +133,25 @@ impl Answered {
         a.keys[0] = d_ino;
         a.n = 1;
         a.mode = MUX_IN | if new_msg { MUX_IN_NEW } else { 0 };
+        a
+    }
+
+    /// The pairing by the causal rule of write `t_out` by `pid_tgid` on HTTP/2-inside-TLS
+    /// downstream `d_ino` (its write before it entered at `after`) resumed at its exit,
+    /// `sent`, after its entry's chain paired [`MUX_IN_ROUNDS`] (`emitted`: 1 when any of
+    /// them was emitted): the same search, the chain's end sends the write's `SendDone`.
+    #[inline(always)]
+    pub fn resumed(
+        t_out: u64,
+        pid_tgid: u64,
+        d_ino: u64,
+        after: u64,
+        sent: u64,
+        emitted: u64,
+    ) -> Answered {
+        let mut a = Answered::mux_in(t_out, pid_tgid, d_ino, false, after);
+        a.sent = sent;
+        a.emitted = emitted;
         a
     }
 

@@ -69,7 +69,9 @@ pub struct SockState {
     pub last_dir: u8,
     /// `SOCK_*` bits.
     pub flags: u8,
-    pub _pad: u8,
+    /// Upstreams: 1 when the claim that set `hint` chose among requests its thread was
+    /// waiting to forward ([`ThreadLast::claim`]): a guess.
+    pub hint_guessed: u8,
     /// Exchanges paired on this socket (as downstream).
     pub exchanges: u32,
     /// Start of the current (or last) inbound message: exit of its first read.
@@ -107,8 +109,9 @@ pub struct SockState {
     /// Upstreams: TCP's estimate of the connection's round trip when the current response
     /// arrived (`tcp_probe`); zero: unknown.
     pub rtt: TcpRtt,
-    /// Upstreams: the response the next request overtook before any write forwarded it.
-    pub held: HeldResponse,
+    /// Upstreams: the responses later requests overtook before any write forwarded them,
+    /// newest first ([`crate::pairing::hold_response`]).
+    pub held: [HeldResponse; HELD_RESPONSES],
     pub tuple: Tuple,
     /// Plain HTTP/2 sockets (`SOCK_H2` without `SOCK_TLS`): the frame walk of what they
     /// read ([`crate::h2`]).
@@ -143,17 +146,30 @@ pub struct SockState {
     pub hello_body: u32,
     /// The socket's data syscalls, receives then sends ([`SockIo`]).
     pub io: [SockIo; 2],
-    /// [`SOCK_MUX`] downstreams: its last read (a TLS record's header read alone aside) and
-    /// the reading thread's turn then ([`crate::pairing::turn`]). A request forward in that
-    /// turn carries a request of it ([`crate::pairing::read_in_turn`]).
+    /// [`SOCK_MUX`] sockets: its last read (on a downstream, a TLS record's header read alone
+    /// aside) and the reading thread's turn then ([`crate::pairing::turn`]). A request
+    /// forward in that turn carries a request of a downstream's
+    /// ([`crate::pairing::read_in_turn`]); a response write in that turn may forward an
+    /// upstream's ([`crate::pairing::causal_agrees`]).
     pub turn_read: MuxRead,
     /// HTTP/1.x upstreams: the turn of the thread that entered the current request's
     /// forward, if that thread had read an HTTP/2-inside-TLS downstream (0: none); the
     /// connection's first forward takes its connect's turn
     /// ([`crate::pairing::forward_turn`]), kept here from the connect to that forward.
     pub fwd_turn: u64,
+    /// HTTP/1.x downstreams: the thread that read the current request (0: none, or looked up
+    /// already) and its [`MuxLog::seq`] then: the causal rule's forward of the request, if a
+    /// write on an HTTP/2-inside-TLS upstream forwarded it ([`crate::pairing::forward_of`]).
+    pub mux_reader: u32,
+    pub mux_reader_seq: u32,
+    /// [`SOCK_MUX`] upstreams: a write other than the current run's first that may have
+    /// forwarded a request read before it: the last write before the run, or the run's first
+    /// itself once the run has a second (0: none). Record alternation times the request from
+    /// the run's first; a request read before this had more than one write that could have
+    /// carried it ([`crate::pairing::forward_known`]).
+    pub run_before: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockState>() == 424);
+const _: () = assert!(core::mem::size_of::<SockState>() == 408 + 48 * HELD_RESPONSES);
 
 /// A read of an HTTP/2-inside-TLS downstream ([`SockState::turn_read`]).
 #[repr(C)]
@@ -183,11 +199,18 @@ pub struct TcpRtt {
 }
 const _: () = assert!(core::mem::size_of::<TcpRtt>() == 16);
 
-/// An upstream's response that its next request overtook before a write forwarded it, with
+/// Responses an upstream holds at once ([`SockState::held`]): a held response is given up
+/// when one more request than this has overtaken it. Holding two was measured against one
+/// (2026-12-07, Envoy's inbound under a CPU limit, 3 runs each: 99.54-99.72 % paired against
+/// 99.46-99.55 %, within the runs' spread) and cost the write programs' verifier a third
+/// more (`smp_h2_answers` 795 000 instructions against 604 000) and `SOCK_STATE` 6 MiB.
+pub const HELD_RESPONSES: usize = 1;
+
+/// An upstream's response that a later request overtook before a write forwarded it, with
 /// what its exchange needs ([`SockState::held`]). A Go `http.Transport` puts a connection back
 /// in its pool once it has read the response's body, before the handler writes the response
 /// on: another request can be written on the connection in between. The held response can
-/// still be forwarded until the request after that one.
+/// still be forwarded until more than [`HELD_RESPONSES`] requests have gone out after it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeldResponse {
@@ -201,9 +224,21 @@ pub struct HeldResponse {
     pub sent_after: u32,
     /// Its bytes read (saturated).
     pub in_bytes: u32,
-    pub _pad: u32,
+    /// The causal rule's claim on its request ([`crate::pairing::mux_request`]), kept from
+    /// the socket's (which the next request's claim replaces): the HTTP/2-inside-TLS
+    /// downstream whose read carried it (0: none), `out_start − mux_in` and
+    /// `mux_in − mux_arrival` (saturated; a claim whose read lies further back is not kept).
+    /// An event loop that gives a freed connection to a request waiting for one before it
+    /// writes the response it read (Envoy's pool, when its connections are all busy) holds
+    /// the claimed response.
+    pub mux_lead: u32,
+    pub mux_peer: u64,
+    pub mux_wait: u32,
+    /// `out_start − run_before + 1` then (0: none known; `u32::MAX` when it lies further
+    /// back, taken as that far): see [`SockState::run_before`].
+    pub run_lead: u32,
 }
-const _: () = assert!(core::mem::size_of::<HeldResponse>() == 32);
+const _: () = assert!(core::mem::size_of::<HeldResponse>() == 48);
 
 /// Requests a thread's [`ThreadLast`] remembers (a power of two).
 pub const REQ_SLOTS: usize = 4;
@@ -239,8 +274,13 @@ pub struct ThreadLast {
     /// 1 when the thread read another such downstream in the same turn: which one a forward
     /// serves is not known (no claim).
     pub mux_down_mixed: u32,
+    /// 1 when the thread's last claim left a request read after the claimed one on its
+    /// list: the claims until the list is next empty choose among requests
+    /// ([`ThreadLast::claim`]).
+    pub guessing: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ThreadLast>() == 8 * REQ_SLOTS + 48);
+const _: () = assert!(core::mem::size_of::<ThreadLast>() == 8 * REQ_SLOTS + 56);
 
 /// Slots of a thread's forward queue (a power of two). An event-loop proxy may read this
 /// many responses in one batch before it flushes the writes that forward them.
@@ -254,8 +294,44 @@ pub struct FwdSlot {
     pub ino: u64,
     /// Its message start (must still equal the socket's `in_start` to be valid).
     pub t_in: u64,
-    /// The upstream's `hint` when the response was read: the downstream it likely goes to.
+    /// The upstream's `hint` when the response was read: the downstream it likely goes to,
+    /// [`HINT_GUESSED`] set when no hinted search may take it. Read it with
+    /// [`FwdSlot::hinted_to`].
     pub hint: u64,
+}
+
+/// [`FwdSlot::hint`]'s top bit: the claim behind the hint was a guess and the process's
+/// hints are not trusted, so no hinted search takes it (`FwdQueue::find`), as no key has the
+/// bit: socket inodes fit in 32 bits and a stream's key holds a 31-bit stream id above them
+/// ([`crate::h2::stream_key`]). Of two requests held at once and forwarded out of their
+/// order, the claims name each other's downstream; their responses, read in one batch, are
+/// written in the order read, and the batch's oldest is right.
+pub const HINT_GUESSED: u64 = 1 << 63;
+
+impl FwdSlot {
+    /// The slot of a response read on upstream `ino` (state `u`) at `t_in`, by a process
+    /// whose hints are trusted (`trusted` 1, [`Trust::trusted_bit`]) or not (0).
+    #[inline(always)]
+    pub fn read(ino: u64, t_in: u64, u: &SockState, trusted: u64) -> Self {
+        let guessed = (u64::from(u.hint_guessed) & !trusted & 1) << 63;
+        FwdSlot {
+            ino,
+            t_in,
+            hint: u.hint | guessed,
+        }
+    }
+
+    /// The downstream the upstream's request forward claimed (0: none).
+    #[inline(always)]
+    pub fn hinted_to(&self) -> u64 {
+        self.hint & !HINT_GUESSED
+    }
+
+    /// Whether no hinted search takes it ([`HINT_GUESSED`]).
+    #[inline(always)]
+    pub fn guessed(&self) -> bool {
+        self.hint & HINT_GUESSED != 0
+    }
 }
 
 /// Per-thread FIFO of responses read and not yet forwarded ([`ThreadState::fwd`]).
@@ -458,8 +534,26 @@ pub struct HopCounts {
     /// then on HTTP/1.1 (a thread forwarding another's request): there the rule is not
     /// trusted and the connection stays paired by record alternation (docs/hops.md).
     pub mux_by_overlap: u64,
+    /// Exchanges dropped: paired by record alternation across an HTTP/2-inside-TLS upstream
+    /// that wrote more than once since the request was read (in more than one run, a read
+    /// between them, or more than once in the last run). Alternation times the forward at the
+    /// last run's first write; with streams in flight at once any of them may have carried it (a runtime that forwards on another thread than the
+    /// read's, a request held while later ones go out), and a hop timed from another
+    /// stream's write would read long. Dropped, not guessed
+    /// ([`crate::pairing::forward_known`]).
+    pub stream_unknown: u64,
+    /// What trusts the process's hints, its causal claims upstream and downstream, on this
+    /// CPU ([`hints_trusted`], [`mux_trusted`], [`mux_in_trusted`]): judgments over a recent
+    /// window, not counters (not summed, not exported; their totals are the `*_checks` and
+    /// `*_agrees` counters above).
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub hint_trust: Trust,
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub mux_trust: Trust,
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub mux_in_trust: Trust,
 }
-const _: () = assert!(core::mem::size_of::<HopCounts>() == 184);
+const _: () = assert!(core::mem::size_of::<HopCounts>() == 192 + 3 * 8);
 
 /// Calls `$m!` with every [`HopCounts`] field, so that field-by-field arithmetic is written
 /// once.
@@ -489,7 +583,8 @@ macro_rules! hop_count_fields {
             mux_agrees,
             mux_in_checks,
             mux_in_agrees,
-            mux_by_overlap
+            mux_by_overlap,
+            stream_unknown
         )
     };
 }
@@ -503,7 +598,7 @@ impl HopCounts {
     /// Why a request seen did not become an exported exchange: the `reason` label value of
     /// `smp_unpaired_messages_total` and the counter it reads. The one table every output
     /// (metrics, top, reports) derives its reasons from.
-    pub const UNPAIRED_REASONS: [UnpairedReason; 7] = [
+    pub const UNPAIRED_REASONS: [UnpairedReason; 8] = [
         ("unmatched_write", |c| c.unmatched_writes),
         ("response_not_forwarded", |c| c.unforwarded),
         ("tls_first_exchange", |c| c.tls_first_dropped),
@@ -511,6 +606,7 @@ impl HopCounts {
         ("unknown_role", |c| c.unknown_role),
         ("queue_overflow", |c| c.queue_overflow),
         ("http2", |c| c.h2_streams.saturating_sub(c.h2_paired)),
+        ("stream_unknown", |c| c.stream_unknown),
     ];
 
     /// Adds another reading (another CPU's, another process of the same proxy).
@@ -559,26 +655,76 @@ impl HopCounts {
 /// Exchanges (on one CPU) a process must have before its hints are judged ([`HopCounts`]).
 pub const HINT_JUDGED_AFTER: u64 = 32;
 
-/// Whether a process's hints agreed often enough (≥ 31 in 32) to come before adjacency.
+/// How far one kind of a process's claims has proved right lately, on one CPU
+/// ([`HopCounts::hint_trust`], [`HopCounts::mux_trust`], [`HopCounts::mux_in_trust`]): its
+/// judgments and the agreeing ones, both halved each time [`TRUST_WINDOW`] is reached, so
+/// that a claim weighs less the more judgments came after it. Trusted from
+/// [`HINT_JUDGED_AFTER`] judgments on while ≥ 31 in 32 agree. (A running total since the
+/// start kept a burst of wrong claims for as long as the run before it had lasted: haproxy's
+/// causal claims, right on 98 % of 3 905 checks over a run, lost one CPU's trust to a burst
+/// and did not win it back before the run ended, which paired 52 % of its outbound
+/// exchanges instead of 91–98 %.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    pub checks: u32,
+    pub agrees: u32,
+}
+
+/// Judgments a [`Trust`] counts before it halves them (a power of two).
+pub const TRUST_WINDOW: u32 = 1024;
+
+impl Trust {
+    /// One more judgment, `agree` 1 or 0; no branch (the write programs' verifier budget).
+    #[inline(always)]
+    pub fn judge(&mut self, agree: u32) {
+        let checks = self.checks.wrapping_add(1);
+        let agrees = self.agrees.wrapping_add(agree & 1);
+        // 1 at the window's end (the counts never pass it).
+        let half = (checks / TRUST_WINDOW) & 1;
+        self.checks = checks >> half;
+        self.agrees = agrees >> half;
+    }
+
+    /// Whether the claims are trusted: 1 or 0, computed without a branch (the read path
+    /// carries it into its queue work, where a branch would double the states the verifier
+    /// walks). Each comparison is the sign of a difference.
+    #[inline(always)]
+    pub const fn trusted_bit(&self) -> u64 {
+        let (checks, agrees) = (self.checks as u64, self.agrees as u64);
+        // checks ≥ HINT_JUDGED_AFTER
+        let judged = (HINT_JUDGED_AFTER - 1).wrapping_sub(checks) >> 63;
+        // agrees · 32 ≥ checks · 31
+        let agree = (checks * 31).wrapping_sub(agrees * 32).wrapping_sub(1) >> 63;
+        judged & agree
+    }
+
+    /// [`Self::trusted_bit`] as a `bool`.
+    #[inline(always)]
+    pub const fn trusted(&self) -> bool {
+        self.trusted_bit() != 0
+    }
+}
+
+/// Whether a process's hints agree often enough ([`Trust`]) to come before adjacency.
 /// Envoy's agree on 99.7–100 % of exchanges, ours with delays on 0.3–1.3 % on the host but
 /// on 90 % in an emulated guest, where trusting them (at ≥ 3 in 4) paired 16 of 600 wrongly.
 pub const fn hints_trusted(c: &HopCounts) -> bool {
-    c.hint_checks >= HINT_JUDGED_AFTER && c.hint_agrees * 32 >= c.hint_checks * 31
+    c.hint_trust.trusted()
 }
 
-/// Whether a process's causal claims ([`HopCounts::mux_checks`]) agreed often enough (≥ 31 in
-/// 32, from [`HINT_JUDGED_AFTER`] on) for the causal rule to pair its exchanges; before, and
-/// when they do not, its HTTP/2-inside-TLS upstreams are paired by record alternation.
+/// Whether a process's causal claims ([`HopCounts::mux_checks`]) agree often enough
+/// ([`Trust`]) for the causal rule to pair its exchanges; before, and when they do not, its
+/// HTTP/2-inside-TLS upstreams are paired by record alternation.
 pub const fn mux_trusted(c: &HopCounts) -> bool {
-    c.mux_checks >= HINT_JUDGED_AFTER && c.mux_agrees * 32 >= c.mux_checks * 31
+    c.mux_trust.trusted()
 }
 
 /// Whether a process's causal claims on its HTTP/2-inside-TLS downstreams
-/// ([`HopCounts::mux_in_checks`]) agreed often enough (≥ 31 in 32, from
-/// [`HINT_JUDGED_AFTER`] on) for the causal rule to pair their responses; before, and when
-/// they do not, record alternation pairs them.
+/// ([`HopCounts::mux_in_checks`]) agree often enough ([`Trust`]) for the causal rule to pair
+/// their responses; before, and when they do not, record alternation pairs them.
 pub const fn mux_in_trusted(c: &HopCounts) -> bool {
-    c.mux_in_checks >= HINT_JUDGED_AFTER && c.mux_in_agrees * 32 >= c.mux_in_checks * 31
+    c.mux_in_trust.trusted()
 }
 
 /// Capacity of `SOCK_STATE` (LRU: a proxy with more live connections loses the oldest idle
@@ -598,13 +744,61 @@ pub const fn sk_slot(sk: u64) -> u32 {
     (sk.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u32 & (SK_FILTER_SLOTS - 1)
 }
 
-/// Capacity of `THREADS`.
-pub const MAX_THREADS_STATE: u32 = 16384;
+/// Capacity of `THREADS`: the threads of the tracked proxies that use sockets (an Envoy
+/// sidecar has its workers and a few more; a node runs at most a few hundred sidecars). Its
+/// entries (4.2 KiB, most of it the queue and the [`MuxLog`]) are preallocated: 33 MiB.
+pub const MAX_THREADS_STATE: u32 = 8192;
+
+/// Writes a thread's [`MuxLog`] remembers (a power of two): a request's forward is looked up
+/// when its response is written, so the log must outlast the writes of the requests in
+/// flight meanwhile. 16 were written over before the responses of 0.05-0.2 % of an Envoy
+/// worker's requests came, on a busy 2-core machine. While its peer sidecar stalls, each
+/// request read goes out on a write of its own: 40 in a 20 ms stall at 2 000 rps, more
+/// than 32 held (one run with the peer stopped beside a busy loop lost 6.5 % of the
+/// outbound's requests so; not reproduced since, at 32 or 128).
+pub const MUX_LOG_SLOTS: usize = 128;
+/// Writes after a request's read [`crate::pairing::forward_of`] looks through for the first
+/// in its namespace (a node proxy's thread serves several pods).
+pub const MUX_LOG_SCAN: u32 = 4;
+
+/// A thread's last writes on HTTP/2-inside-TLS upstreams ([`SOCK_MUX`]), numbered from its
+/// first (`seq`: how many so far; slot `seq % MUX_LOG_SLOTS` is the next): by the causal
+/// rule, such a write forwards every request the thread read before it that no such write
+/// forwarded yet. A request read on an HTTP/1.x downstream notes the count
+/// ([`SockState::mux_reader`]); the write of that number, the thread's first after the read,
+/// is its forward, looked up when its response is written
+/// ([`crate::pairing::forward_of`]): as many requests as a turn reads, where a list of them
+/// marked at the write would hold a few (an Envoy worker catching up after a stall reads
+/// dozens before its one write).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MuxLog {
+    pub seq: u32,
+    pub _pad: u32,
+    /// Each write's upstream inode (a socket's inode number is 32 bits: `get_next_ino`),
+    /// entry and network namespace.
+    pub ino: [u32; MUX_LOG_SLOTS],
+    pub t_out: [u64; MUX_LOG_SLOTS],
+    pub net: [u64; MUX_LOG_SLOTS],
+}
+const _: () = assert!(core::mem::size_of::<MuxLog>() == 20 * MUX_LOG_SLOTS + 8);
+
+impl Default for MuxLog {
+    fn default() -> Self {
+        MuxLog {
+            seq: 0,
+            _pad: 0,
+            ino: [0; MUX_LOG_SLOTS],
+            t_out: [0; MUX_LOG_SLOTS],
+            net: [0; MUX_LOG_SLOTS],
+        }
+    }
+}
 
 /// What the probes keep per thread of the tracked processes (`THREADS`, key: tid): the socket
 /// syscall it is in, what it read, the responses it read and has not forwarded. One map
 /// entry, so that a probe run touches one per-thread entry, not three; the fields most runs
-/// use (the call in flight, the read requests, the queue's indices) share its first 128
+/// use (the call in flight, the read requests, the queue's indices) share its first 160
 /// bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -612,12 +806,14 @@ pub struct ThreadState {
     pub pending: PendingSyscall,
     pub last: ThreadLast,
     pub fwd: FwdQueue,
+    pub mux_log: MuxLog,
 }
 const _: () = assert!(
     core::mem::size_of::<ThreadState>()
         == core::mem::size_of::<PendingSyscall>()
             + core::mem::size_of::<ThreadLast>()
             + core::mem::size_of::<FwdQueue>()
+            + core::mem::size_of::<MuxLog>()
 );
 
 #[cfg(feature = "user")]
@@ -670,7 +866,7 @@ mod tests {
             HopCounts::default(),
             "a counter that went down gains 0"
         );
-        let fields = core::mem::size_of::<HopCounts>() / 8;
+        let fields = (core::mem::size_of::<HopCounts>() - 3 * core::mem::size_of::<Trust>()) / 8;
         let mut n = 0;
         macro_rules! count {
             ($($f:ident),*) => { $( let _ = a.$f; n += 1; )* };

@@ -17,7 +17,7 @@ pub mod sock;
 pub mod tls;
 
 /// Version of the kernel/user wire format. Bump it when any type in this crate changes layout.
-pub const ABI_VERSION: u32 = 11;
+pub const ABI_VERSION: u32 = 12;
 
 /// Marks a type as safe to copy to and from eBPF maps (userspace side only).
 #[cfg(feature = "user")]

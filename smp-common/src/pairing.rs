@@ -10,10 +10,11 @@
 //! 512-byte stack on kernels before 6.8 (`smp-agent`'s stack test).
 
 use crate::hop::{
-    FwdQueue, FwdSlot, HeldResponse, MuxRead, RespPool, SockState, ThreadLast, DIR_IN, DIR_OUT,
-    FWD_SLOTS, MUX_WRITES, PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST,
-    POOL_SLOTS, REQ_SLOTS, ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2,
-    SOCK_MUX, SOCK_STREAM, SOCK_TLS,
+    FwdQueue, FwdSlot, HeldResponse, MuxLog, MuxRead, RespPool, SockState, ThreadLast, DIR_IN,
+    DIR_OUT, FWD_SLOTS, HELD_RESPONSES, MUX_LOG_SCAN, MUX_LOG_SLOTS, MUX_WRITES,
+    PAIRED_BY_ADJACENCY, PAIRED_BY_BATCH, PAIRED_BY_HINT, PAIRED_BY_OLDEST, POOL_SLOTS, REQ_SLOTS,
+    ROLE_DOWNSTREAM, ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_MUX, SOCK_STREAM,
+    SOCK_TLS,
 };
 
 /// What the first bytes of a syscall's data look like.
@@ -164,6 +165,35 @@ pub struct UpstreamTimes {
     pub resp_in: u64,
     pub resp_arrival: u64,
     pub resp_bytes: u64,
+    /// A write of the upstream other than `req_out` that may have forwarded the request: its
+    /// last before the run `req_out` started, or `req_out` itself when that run had a second
+    /// (0: none known; [`SockState::run_before`]).
+    pub run_before: u64,
+}
+
+/// Whether upstream `u`'s response read at `t_in` can still be forwarded, and as what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waits<'a> {
+    No,
+    /// The socket's last data read, not forwarded yet, no request forwarded since.
+    Current,
+    /// Overtaken by a later request ([`SockState::held`]).
+    Held(&'a HeldResponse),
+}
+
+/// [`Waits`] of upstream `u`'s response read at `t_in`.
+#[inline(always)]
+pub fn waits_as(u: &SockState, t_in: u64) -> Waits<'_> {
+    if t_in == 0 {
+        Waits::No
+    } else if u.in_start == t_in && u.last_dir == DIR_IN && u.fwd_in != t_in {
+        Waits::Current
+    } else {
+        match u.held.iter().find(|h| h.in_start == t_in) {
+            Some(h) => Waits::Held(h),
+            None => Waits::No,
+        }
+    }
 }
 
 /// Upstream `u`'s response read at `t_in` if a write can still forward it: its current one
@@ -171,26 +201,24 @@ pub struct UpstreamTimes {
 /// ([`SockState::held`]).
 #[inline(always)]
 pub fn waiting_response(u: &SockState, t_in: u64) -> Option<UpstreamTimes> {
-    if t_in == 0 {
-        return None;
-    }
-    if u.in_start == t_in && u.last_dir == DIR_IN && u.fwd_in != t_in {
-        return Some(UpstreamTimes {
-            req_out: u.out_start,
-            req_sent: if u.out_sent >= u.out_start {
-                u.out_sent
-            } else {
-                0
-            },
-            resp_in: t_in,
-            resp_arrival: u.in_arrival.min(t_in),
-            resp_bytes: u.in_bytes,
-        });
-    }
-    let h = &u.held;
-    if h.in_start != t_in {
-        return None;
-    }
+    let h = match waits_as(u, t_in) {
+        Waits::No => return None,
+        Waits::Held(h) => h,
+        Waits::Current => {
+            return Some(UpstreamTimes {
+                req_out: u.out_start,
+                req_sent: if u.out_sent >= u.out_start {
+                    u.out_sent
+                } else {
+                    0
+                },
+                resp_in: t_in,
+                resp_arrival: u.in_arrival.min(t_in),
+                resp_bytes: u.in_bytes,
+                run_before: u.run_before,
+            })
+        }
+    };
     Some(UpstreamTimes {
         req_out: h.out_start,
         req_sent: if h.sent_after == 0 {
@@ -201,7 +229,37 @@ pub fn waiting_response(u: &SockState, t_in: u64) -> Option<UpstreamTimes> {
         resp_in: t_in,
         resp_arrival: t_in - u64::from(h.in_wait).min(t_in),
         resp_bytes: u64::from(h.in_bytes),
+        run_before: match h.run_lead {
+            0 => 0,
+            lead => h.out_start.saturating_sub(u64::from(lead - 1)),
+        },
     })
+}
+
+/// Whether an exchange whose request was read at `req_in` knows the write that forwarded it
+/// (`r.req_out`, by record alternation: the first of the upstream's last run of writes
+/// before the response). Not when another write after that read could have carried it
+/// (`r.run_before`, kept for HTTP/2-inside-TLS upstreams only: the last write of an earlier
+/// run, or the run's own first when the run has more writes): with streams in flight at
+/// once any of them may be the request's, and timing it from the run's first would add the
+/// time between to its hop (a runtime that moves the forward to another thread than the
+/// read's, a request held while later ones go out: docs/hops.md, Known limits). Such an
+/// exchange is dropped and counted (`stream_unknown`).
+#[inline(always)]
+pub fn forward_known(r: &UpstreamTimes, req_in: u64) -> bool {
+    r.run_before < req_in
+}
+
+/// Upstream `u`, HTTP/2 inside TLS ([`crate::hop::SOCK_MUX`]), starts a run of writes (its
+/// newest [`SockState::mux_writes`] entry): the write before it is the last of the run before
+/// ([`SockState::run_before`]).
+#[inline(always)]
+pub fn mux_run_starts(u: &mut SockState) {
+    let before = (u.mux_seq.wrapping_sub(2) as usize) % MUX_WRITES;
+    u.run_before = match u.mux_writes.get(before) {
+        Some(at) if u.mux_seq >= 2 => *at,
+        _ => 0,
+    };
 }
 
 /// What downstream `d`'s response write takes from `u`, the HTTP/2-inside-TLS upstream
@@ -226,6 +284,8 @@ pub fn mux_response(u: &SockState, d: &SockState) -> Option<UpstreamTimes> {
         resp_in: u.mux_in,
         resp_arrival: u.mux_arrival.min(u.mux_in),
         resp_bytes: u.in_bytes,
+        // The causal rule names the forward itself.
+        run_before: 0,
     })
 }
 
@@ -233,12 +293,59 @@ pub fn mux_response(u: &SockState, d: &SockState) -> Option<UpstreamTimes> {
 /// remembered in place of its oldest ([`SockState::mux_writes`]).
 #[inline(always)]
 pub fn mux_write(u: &mut SockState, t_out: u64) {
-    let i = u.mux_seq as usize % MUX_WRITES;
-    if let (Some(at), Some(after)) = (u.mux_writes.get_mut(i), u.mux_sent_after.get_mut(i)) {
+    if u.last_dir == DIR_OUT {
+        // A second write in the run: the run's first is not the only one that may forward.
+        u.run_before = u.out_start;
+    }
+    remember_write(u, t_out);
+}
+
+/// A write of HTTP/2-inside-TLS socket `s` ([`crate::hop::SOCK_MUX`]) entered at `t_out`:
+/// remembered in place of its oldest ([`SockState::mux_writes`]), its return not yet known.
+#[inline(always)]
+pub fn remember_write(s: &mut SockState, t_out: u64) {
+    let i = s.mux_seq as usize % MUX_WRITES;
+    if let (Some(at), Some(after)) = (s.mux_writes.get_mut(i), s.mux_sent_after.get_mut(i)) {
         *at = t_out;
         *after = 0;
     }
-    u.mux_seq = u.mux_seq.wrapping_add(1);
+    s.mux_seq = s.mux_seq.wrapping_add(1);
+}
+
+/// A write on HTTP/2-inside-TLS downstream `d` whose write before entered at `after`, as
+/// the causal rule searches for the responses it forwards: those read since `from`. When
+/// `d` remembers that write's return and the write before it ([`SockState::mux_writes`]),
+/// `from` is the entry of the one before, and a response read in `[from, after)` is the
+/// write before's to forward (entered at `after`, returned at `late_sent`), left to this
+/// write because that one paired all it could ([`crate::h2::MUX_IN_ROUNDS`] per chain,
+/// twice): an Envoy worker catching up after a stall forwards a hundred responses and more
+/// in one write. Otherwise `from` is `after` and nothing is late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CausalSearch {
+    pub from: u64,
+    pub late_sent: u64,
+}
+
+/// [`CausalSearch`] of a write on HTTP/2-inside-TLS downstream `d` whose write before
+/// entered at `after` (0: none).
+#[inline(always)]
+pub fn causal_search(d: &SockState, after: u64) -> CausalSearch {
+    let mut late_sent = 0;
+    let mut from = 0;
+    for (at, sent_after) in d.mux_writes.iter().zip(d.mux_sent_after) {
+        if *at == after && sent_after != 0 {
+            late_sent = after + u64::from(sent_after);
+        } else if *at < after && *at > from {
+            from = *at;
+        }
+    }
+    if after == 0 || late_sent == 0 || from == 0 {
+        return CausalSearch {
+            from: after,
+            late_sent: 0,
+        };
+    }
+    CausalSearch { from, late_sent }
 }
 
 /// The write of `u` entered at `t_out` returned at `now`, if `u` still remembers it.
@@ -340,7 +447,25 @@ pub const fn forward_turn(u: &SockState, connect: u64, now: u64) -> u64 {
     }
 }
 
-/// HTTP/2-inside-TLS downstream `d` was read at `exit` in turn `turn`
+/// The judgement of a causal claim on an HTTP/2-inside-TLS upstream, at the response write
+/// of the downstream whose request it forwarded (`peer`, [`SockState::mux_peer`]): the
+/// claim agrees when the writing thread last read response data from that upstream
+/// (`last_up`, [`ThreadLast::up`]), or read it in this very turn (`turns` gives the
+/// upstream's [`SockState::turn_read`] turn and the writer's; asked only when the last read
+/// does not tell, as each is a map lookup in the write's program). An event loop reads the
+/// upstreams that are ready, then writes the responses they brought (haproxy's one thread,
+/// one TLS connection per client connection: the last upstream read is often another's);
+/// a runtime that moves a response to another thread, or holds it, writes in another turn.
+#[inline(always)]
+pub fn causal_agrees(last_up: u64, peer: u64, turns: impl FnOnce() -> (u64, u64)) -> bool {
+    if last_up == peer {
+        return true;
+    }
+    let (peer_turn, now) = turns();
+    peer_turn != 0 && peer_turn == now
+}
+
+/// HTTP/2-inside-TLS socket `d` was read at `exit` in turn `turn`
 /// ([`SockState::turn_read`]).
 #[inline(always)]
 pub fn note_mux_read(d: &mut SockState, exit: u64, turn: u64) {
@@ -375,25 +500,52 @@ pub fn read_in_turn(d: &SockState, u: &SockState, t_in: u64) -> u64 {
     }
 }
 
-/// When the request of upstream `u`'s current exchange was read and reached its downstream,
-/// if the causal rule claimed it from an HTTP/2-inside-TLS downstream ([`SockState::mux_peer`]):
-/// that downstream's read before the forward (a lower bound of the request's time inside).
+/// The request of an exchange the causal rule claimed from an HTTP/2-inside-TLS downstream
+/// ([`SockState::mux_peer`]): that downstream, its read before the forward (a lower bound of
+/// the request's time inside) and when that read's data reached it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MuxRequest {
+    pub peer: u64,
+    pub read: u64,
+    pub arrival: u64,
+}
+
+/// The request of upstream `u`'s response read at `t_in`, if that response still waits for
+/// its forward ([`waits_as`]) and the causal rule claimed its request: the upstream's current
+/// claim ([`SockState::mux_peer`]; set with `mux_in`), or the one kept with the response it
+/// holds ([`HeldResponse::mux_peer`]).
 #[inline(always)]
-pub fn mux_request(u: &SockState) -> Option<(u64, u64)> {
-    if u.mux_peer == 0 || u.mux_in == 0 {
+pub fn mux_request(u: &SockState, t_in: u64) -> Option<MuxRequest> {
+    let (peer, read, wait) = match waits_as(u, t_in) {
+        Waits::No => return None,
+        Waits::Current => (
+            u.mux_peer,
+            u.mux_in,
+            u.mux_in - arrival(u.mux_arrival, u.mux_in),
+        ),
+        Waits::Held(h) => {
+            let read = h.out_start.saturating_sub(u64::from(h.mux_lead));
+            (h.mux_peer, read, u64::from(h.mux_wait).min(read))
+        }
+    };
+    if peer == 0 {
         return None;
     }
-    Some((u.mux_in, arrival(u.mux_arrival, u.mux_in)))
+    Some(MuxRequest {
+        peer,
+        read,
+        arrival: read - wait,
+    })
 }
 
 impl FwdQueue {
-    /// For a write on HTTP/2-inside-TLS downstream `d_ino` entered at `t_out`, the socket's
-    /// write before it entered at `after`: the first of the queue's [`HINT_WINDOW`] oldest
-    /// slots whose upstream's current request the causal rule claimed from `d_ino` and whose
-    /// response, read since `after`, waits in order for this write (dead slots met on the
-    /// way are cleared). Not taken. A response read before `after` was that write's to
-    /// forward: left (a write the rule did not pair, its process not trusted then, took it or
-    /// not; which is not known).
+    /// For a write on HTTP/2-inside-TLS downstream `d_ino` entered at `t_out` that searches
+    /// the responses read since `after` ([`CausalSearch::from`]): the first of the queue's
+    /// [`HINT_WINDOW`] oldest slots whose upstream's current request the causal rule claimed
+    /// from `d_ino` and whose response, read since `after`, waits in order for this write
+    /// (dead slots met on the way are cleared). Not taken. A response read before `after`
+    /// was an earlier write's to forward: dropped (a write the rule did not pair, its
+    /// process not trusted then, took it or not; which is not known).
     #[inline(always)]
     pub fn find_causal(
         &mut self,
@@ -409,14 +561,10 @@ impl FwdQueue {
             }
             if let Some(slot) = self.slots.get_mut(i as usize & (FWD_SLOTS - 1)) {
                 if slot.ino != 0 {
-                    let u = states.get(slot.ino);
-                    let claimed = slot.t_in >= after
-                        && u.is_some_and(|u| u.mux_peer == d_ino && u.in_start == slot.t_in);
-                    let d_in = u.and_then(mux_request).map_or(0, |(t_in, _)| t_in);
-                    match fit(slot, u, d_in, t_out) {
+                    match causal_fit(slot, d_ino, after, t_out, states) {
                         Fit::Dead => slot.ino = 0,
-                        Fit::Yes if claimed => return Some(i),
-                        _ => {}
+                        Fit::Yes => return Some(i),
+                        Fit::Other => {}
                     }
                 }
             }
@@ -426,12 +574,74 @@ impl FwdQueue {
     }
 }
 
+/// Whether the response of `slot` (a live slot) is one a write on HTTP/2-inside-TLS
+/// downstream `d_ino` entered at `t_out`, searching the responses read since `after`
+/// ([`CausalSearch::from`]), pairs by the causal rule ([`FwdQueue::find_causal`],
+/// [`find_causal_across`]): its upstream's current request was claimed from `d_ino`, and its
+/// response, read since `after`, waits in order for this write (`Yes`); `Dead`: no longer
+/// forwardable by anyone.
+#[inline(always)]
+fn causal_fit(slot: &FwdSlot, d_ino: u64, after: u64, t_out: u64, states: &impl SockStates) -> Fit {
+    // One test of which response it is ([`waits_as`]), not one per fact: this runs in
+    // loops of the write programs, whose verifier walks multiply by its branches.
+    let Some(u) = states.get(slot.ino) else {
+        return Fit::Dead;
+    };
+    let (req_out, peer) = match waits_as(u, slot.t_in) {
+        Waits::No => return Fit::Dead,
+        Waits::Current => (u.out_start, u.mux_peer),
+        Waits::Held(h) => (h.out_start, h.mux_peer),
+    };
+    // (A claimed request was read before its forward: the claim's own test.)
+    let t_in = slot.t_in;
+    if peer != d_ino {
+        Fit::Other
+    } else if t_in < after {
+        // Read before the writes this one may pair for ([`CausalSearch`]): an earlier
+        // write's, which could not pair it. No write of this downstream takes it now, and no
+        // other's may: dropped from the queue, where it would keep the search from the
+        // responses behind it (counted as `unforwarded` when its connection gives it up).
+        Fit::Dead
+    } else if t_in >= req_out && t_in <= t_out {
+        Fit::Yes
+    } else {
+        Fit::Other
+    }
+}
+
+/// [`FwdQueue::find_causal`] over the responses the process read last on any of its threads
+/// (`pool`, [`RespPool`]), for a write whose own thread's queue holds none: a runtime whose
+/// connection task writes what its stream tasks read on other threads (ztunnel's HBONE
+/// server). The first that fits; not taken (the exchange marks it forwarded, which kills its
+/// copies everywhere); `ino` 0: none (a plain value: see [`sole`]).
+#[inline(always)]
+pub fn find_causal_across(
+    pool: &RespPool,
+    d_ino: u64,
+    after: u64,
+    t_out: u64,
+    states: &impl SockStates,
+) -> FwdSlot {
+    for slot in &pool.slots {
+        // (A response read before `after` is never claimed: no state lookup for it.)
+        if slot.ino != 0
+            && slot.t_in >= after
+            && causal_fit(slot, d_ino, after, t_out, states) == Fit::Yes
+        {
+            return *slot;
+        }
+    }
+    FwdSlot::default()
+}
+
 /// Marks upstream `u`'s response read at `t_in` forwarded (taken by a response write): its
 /// queued copies on any thread are dead from now on.
 #[inline(always)]
 pub fn mark_forwarded(u: &mut SockState, t_in: u64) {
-    if u.held.in_start == t_in {
-        u.held = HeldResponse::default();
+    for h in &mut u.held {
+        if h.in_start == t_in {
+            *h = HeldResponse::default();
+        }
     }
     if u.in_start == t_in {
         u.fwd_in = t_in;
@@ -439,8 +649,9 @@ pub fn mark_forwarded(u: &mut SockState, t_in: u64) {
 }
 
 /// Upstream `u` starts forwarding its next request: a current response no write has forwarded
-/// yet is held ([`SockState::held`]); one held already, overtaken twice now, is given up.
-/// Returns whether one was given up (never forwarded: counted as `unforwarded`).
+/// yet is held ([`SockState::held`]); the held ones age by one request, and one overtaken by
+/// more than [`HELD_RESPONSES`] requests now is given up. Returns whether one was given up
+/// (never forwarded: counted as `unforwarded`).
 ///
 /// A TLS upstream before its first exchange holds nothing: what it read before its first
 /// request went out is a TLS 1.3 server's session tickets, not a response. Held, any
@@ -449,11 +660,23 @@ pub fn mark_forwarded(u: &mut SockState, t_in: u64) {
 /// dropped, with the handshake's last write as its forward).
 #[inline(always)]
 pub fn hold_response(u: &mut SockState) -> bool {
-    let given_up = u.held.in_start != 0;
+    let given_up = u.held[HELD_RESPONSES - 1].in_start != 0;
+    for k in (1..HELD_RESPONSES).rev() {
+        u.held[k] = u.held[k - 1];
+    }
     let before_first_tls = u.flags & SOCK_TLS != 0 && u.exchanges == 0;
     let waiting = u.last_dir == DIR_IN && u.in_start != 0 && u.fwd_in != u.in_start;
-    u.held = if waiting && !before_first_tls {
+    u.held[0] = if waiting && !before_first_tls {
         let sat = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        // The causal rule's claim on it, before the next request's replaces it.
+        let (mux_peer, mux_lead, mux_wait) = match mux_request(u, u.in_start) {
+            Some(c) if c.read <= u.out_start && u.out_start - c.read <= u64::from(u32::MAX) => (
+                c.peer,
+                (u.out_start - c.read) as u32,
+                sat(c.read - c.arrival),
+            ),
+            _ => (0, 0, 0),
+        };
         HeldResponse {
             in_start: u.in_start,
             out_start: u.out_start,
@@ -464,7 +687,15 @@ pub fn hold_response(u: &mut SockState) -> bool {
                 0
             },
             in_bytes: sat(u.in_bytes),
-            _pad: 0,
+            mux_lead,
+            mux_peer,
+            mux_wait,
+            run_lead: match u.out_start.checked_sub(u.run_before) {
+                // Further back than a u32 holds: as far back as it holds (a request read
+                // before that is still not known to have gone out in this run).
+                Some(lead) if u.run_before != 0 => u32::try_from(lead + 1).unwrap_or(u32::MAX),
+                _ => 0,
+            },
         }
     } else {
         HeldResponse::default()
@@ -524,9 +755,10 @@ pub fn adjacent(
     if !same_netns(u.net, d_net) {
         return None;
     }
-    // Its current response, else the one it holds (the thread read it; the connection went
-    // back to a pool and carries the next request).
-    for (t_in, hint) in [(u.in_start, u.hint), (u.held.in_start, 0)] {
+    // Its current response, else one it holds (the thread read it; the connection went back
+    // to a pool and carries a later request).
+    let held = u.held.iter().map(|h| (h.in_start, 0));
+    for (t_in, hint) in core::iter::once((u.in_start, u.hint)).chain(held) {
         if let Some(r) = waiting_response(u, t_in) {
             if can_forward(r.req_out, t_in, d_in, t_out) {
                 return Some(FwdSlot {
@@ -545,7 +777,7 @@ pub fn adjacent(
 /// forward ([`hold_response`]).
 #[inline(always)]
 pub fn unforwarded(u: &SockState) -> bool {
-    u.in_start != 0 && u.fwd_in != u.in_start && u.held.in_start != u.in_start
+    u.in_start != 0 && u.fwd_in != u.in_start && u.held.iter().all(|h| h.in_start != u.in_start)
 }
 
 /// When downstream `d`'s current request was read, for a response write on it (0: none).
@@ -647,12 +879,20 @@ pub enum ReqFit {
 
 impl ThreadLast {
     /// For a request forward: the oldest request this thread read that `fit` takes (its
-    /// downstream inode; 0: none). Dead requests it passes leave the list; those waiting for
-    /// a forward elsewhere stay, in order, for their own forwards. An event loop runs the
-    /// forwards of one turn's reads in order.
+    /// downstream inode; 0: none), and whether that was a guess. Dead requests it passes
+    /// leave the list; those waiting for a forward elsewhere stay, in order, for their own
+    /// forwards. An event loop runs the forwards of one turn's reads in order.
+    ///
+    /// A guess: another request read after it is still on the list, or an earlier claim
+    /// was a guess and the list has not been empty since. A proxy that holds requests (a
+    /// delay, a slow filter) forwards them in whatever order they become ready, and of two
+    /// requests waiting the oldest claim names the other's downstream; the claim after it
+    /// inherits the swap. With one request waiting at a time there is nothing to swap.
     #[inline(always)]
-    pub fn claim(&mut self, mut fit: impl FnMut(u64) -> ReqFit) -> u64 {
+    pub fn claim(&mut self, mut fit: impl FnMut(u64) -> ReqFit) -> (u64, bool) {
         let mut taken = 0;
+        // Requests read after the taken one (those of another namespace too).
+        let mut after = false;
         for k in 0..REQ_SLOTS as u32 {
             let i = self.req_head.wrapping_add(k);
             if i == self.req_tail {
@@ -671,10 +911,13 @@ impl ThreadLast {
                 ReqFit::Take => {
                     *slot = 0;
                     taken = d;
+                    after = i.wrapping_add(1) != self.req_tail;
                     break;
                 }
             }
         }
+        let guessed = taken != 0 && (after || self.guessing != 0);
+        self.guessing = u32::from(after);
         // The list starts at its oldest request still waiting.
         for _ in 0..REQ_SLOTS {
             if self.req_head == self.req_tail
@@ -687,23 +930,7 @@ impl ThreadLast {
             }
             self.req_head = self.req_head.wrapping_add(1);
         }
-        taken
-    }
-
-    /// Each request on this thread's list, oldest first (its downstream inode), left on it.
-    #[inline(always)]
-    pub fn each_request(&self, mut f: impl FnMut(u64)) {
-        for k in 0..REQ_SLOTS as u32 {
-            let i = self.req_head.wrapping_add(k);
-            if i == self.req_tail {
-                break;
-            }
-            if let Some(d) = self.reqs.get(i as usize & (REQ_SLOTS - 1)) {
-                if *d != 0 {
-                    f(*d);
-                }
-            }
-        }
+        (taken, guessed)
     }
 
     /// Remembers a request read on downstream `ino`; the oldest goes when full.
@@ -718,6 +945,81 @@ impl ThreadLast {
             self.req_head = self.req_tail.wrapping_sub(REQ_SLOTS as u32);
         }
     }
+}
+
+impl MuxLog {
+    /// The thread wrote HTTP/2-inside-TLS upstream `ino` (in namespace `net`), the write
+    /// entered at `t_out`.
+    #[inline(always)]
+    pub fn push(&mut self, ino: u64, t_out: u64, net: u64) {
+        let i = self.seq as usize & (MUX_LOG_SLOTS - 1);
+        if let Some(s) = self.ino.get_mut(i) {
+            *s = ino as u32;
+        }
+        if let Some(s) = self.t_out.get_mut(i) {
+            *s = t_out;
+        }
+        if let Some(s) = self.net.get_mut(i) {
+            *s = net;
+        }
+        self.seq = self.seq.wrapping_add(1);
+    }
+}
+
+/// By the causal rule, the write that forwarded a request the thread of `log` read at `read`
+/// on a downstream in namespace `net`, its count of writes then `seq`
+/// ([`SockState::mux_reader_seq`]), to be answered by a write entered at `now`: the thread's
+/// first write on an HTTP/2-inside-TLS upstream in that namespace after the read (among its
+/// next [`MUX_LOG_SCAN`]), if it came before `now` and the log still holds the writes since
+/// the read (its upstream and entry); among those, one on `answering` (the upstream the
+/// response's writer last read: the response comes back on its request's connection) is
+/// taken first. An event loop that shares its upstream connections among its downstreams
+/// (haproxy's `http-reuse`) writes the requests of one turn in its connections' order, not
+/// its reads': the first write after a read is then often another connection's.
+#[inline(always)]
+pub fn forward_of(
+    log: &MuxLog,
+    seq: u32,
+    read: u64,
+    now: u64,
+    net: u64,
+    answering: u64,
+) -> Option<(u64, u64)> {
+    if log.seq.wrapping_sub(seq) as usize > MUX_LOG_SLOTS {
+        return None;
+    }
+    // Two scans, each returning from inside its loop: one that carried the first write found
+    // through the loop was left a loop by LLVM, whose back-edge 6.1's verifier refused (6.12
+    // and 6.18 took it); these unroll.
+    if answering != 0 {
+        for k in 0..MUX_LOG_SCAN {
+            let n = seq.wrapping_add(k);
+            if n == log.seq {
+                break;
+            }
+            let i = n as usize & (MUX_LOG_SLOTS - 1);
+            if log.ino.get(i).is_some_and(|w| u64::from(*w) == answering)
+                && log.net.get(i).is_some_and(|w| same_netns(*w, net))
+            {
+                let t_out = *log.t_out.get(i)?;
+                if t_out >= read && t_out <= now {
+                    return Some((answering, t_out));
+                }
+            }
+        }
+    }
+    for k in 0..MUX_LOG_SCAN {
+        let n = seq.wrapping_add(k);
+        if n == log.seq {
+            return None;
+        }
+        let i = n as usize & (MUX_LOG_SLOTS - 1);
+        if log.net.get(i).is_some_and(|w| same_netns(*w, net)) {
+            let (ino, t_out) = (u64::from(*log.ino.get(i)?), *log.t_out.get(i)?);
+            return (ino != 0 && t_out >= read && t_out <= now).then_some((ino, t_out));
+        }
+    }
+    None
 }
 
 /// How many slots each search looks at from its start (the verifier's budget: when zeroed
@@ -776,8 +1078,9 @@ impl FwdQueue {
 
     /// Index of the first slot from `start` (at most `window` slots) that fits a response
     /// write on `d_ino` (request read at `d_in`, writing at `t_out`; only slots hinted to
-    /// `d_ino` when `hinted_only`); dead slots met on the way are cleared. (An index, not a
-    /// sentinel: every `u32` is one once the indices wrap.)
+    /// `d_ino` when `hinted_only`, never one [`crate::hop::HINT_GUESSED`] marks); dead
+    /// slots met on the way are cleared. (An index, not a sentinel: every `u32` is one once
+    /// the indices wrap.)
     #[inline(always)]
     #[allow(
         clippy::too_many_arguments,
@@ -824,6 +1127,27 @@ impl FwdQueue {
             }
             None => None,
         };
+        self.drop_head();
+        found
+    }
+
+    /// [`Self::take`] as a plain value, `ino` 0 for none: where the caller goes on to
+    /// another search, an `Option` left LLVM moving its unset payload, which the verifier
+    /// refuses.
+    #[inline(always)]
+    pub fn take_slot(&mut self, i: Option<u32>) -> FwdSlot {
+        let mut found = FwdSlot::default();
+        if let Some(slot) = i.and_then(|i| self.slots.get_mut(i as usize & (FWD_SLOTS - 1))) {
+            found = *slot;
+            slot.ino = 0;
+        }
+        self.drop_head();
+        found
+    }
+
+    /// Drops taken and dead slots at the head (at most [`DROP_WINDOW`]).
+    #[inline(always)]
+    fn drop_head(&mut self) {
         for _ in 0..DROP_WINDOW {
             if self.head == self.tail {
                 break;
@@ -833,7 +1157,6 @@ impl FwdQueue {
                 _ => break,
             }
         }
-        found
     }
 }
 
@@ -844,7 +1167,8 @@ impl FwdQueue {
 ///
 /// 1. the response hinted to `d_ino` among the queue's [`HINT_WINDOW`] oldest, when it lies
 ///    in the batch (the responses read since the thread's last response write) or the
-///    process's hints are trusted (`trust_hints`);
+///    process's hints are trusted (`trust_hints`); not a hint its claim guessed while they
+///    were not ([`FwdSlot::read`]);
 /// 2. the batch's oldest (among its [`BATCH_WINDOW`] first);
 /// 3. a process whose hints are trusted stops here: unpaired;
 /// 4. adjacency: the response the thread last read data of;
@@ -931,7 +1255,10 @@ pub enum Sole {
 /// The one response in `pool` that a response write on `d_ino` can forward ([`fit`]: current,
 /// not forwarded, in HTTP/1.1's order with the downstream's request), if there is exactly
 /// one. Under a fixed load few responses wait between their read and their forward at any
-/// moment, so one that fits is most often the only one.
+/// moment, so one that fits is most often the only one. Not on an HTTP/2-inside-TLS upstream
+/// ([`crate::hop::SOCK_MUX`]): its current message is its last read, any stream's, and the
+/// response this write forwards may be one a later read replaced (our proxy under overlap:
+/// 5 such pairings in 2 runs, every one another connection's response).
 #[inline(always)]
 pub fn sole(
     pool: &RespPool,
@@ -958,11 +1285,13 @@ pub fn sole(
             return Sole::Ambiguous;
         }
     }
-    // Another pod's response (a node proxy's): not this write's.
+    // Another pod's response (a node proxy's), or a multiplexed upstream's: not this write's.
+    // (Tested once here, not per slot: a test in the loop cost the verifier a fifth more in
+    // `smp_sys_enter`.)
     if one.ino == 0
         || !states
             .get(one.ino)
-            .is_some_and(|u| same_netns(u.net, d_net))
+            .is_some_and(|u| same_netns(u.net, d_net) && u.flags & SOCK_MUX == 0)
     {
         return Sole::None;
     }

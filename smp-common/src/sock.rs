@@ -123,8 +123,11 @@ pub struct PendingSyscall {
     /// the walk). A count of 4 GiB or more is taken modulo 2^32 (Linux moves less than 2 GiB
     /// per call; such a write's walk may end early).
     pub len: u32,
+    /// With [`AT_EXIT_ANSWER_MORE`]: the write's downstream's write before it
+    /// ([`crate::h2::Answered::after`]), for the responses its exit pairs.
+    pub mux_after: u64,
 }
-const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 48);
+const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 56);
 
 /// `PendingSyscall::at_exit`: the write starts its socket's current outbound message; its
 /// exit marks the message sent (`SockState::out_sent`).
@@ -132,6 +135,11 @@ pub const AT_EXIT_SENT: u32 = 1;
 /// `PendingSyscall::at_exit`: the write forwards the response of an exchange just emitted;
 /// its exit sends a `SendDone`.
 pub const AT_EXIT_SEND_DONE: u32 = 2;
+/// `PendingSyscall::at_exit`: a write on an HTTP/2-inside-TLS downstream whose entry paired
+/// [`crate::h2::MUX_IN_ROUNDS`] responses by the causal rule, the tail-call chain's limit:
+/// its exit, a program of its own, pairs the responses it forwards beyond them
+/// ([`crate::h2::Answered::resumed`]) and sends the `SendDone` once they are paired.
+pub const AT_EXIT_ANSWER_MORE: u32 = 4;
 
 /// Value of `FD_CACHE` (key: `tgid << 32 | fd`): what an fd of a tracked process is, so the
 /// fd table is walked once per fd, not once per syscall. Dropped when the fd is closed or

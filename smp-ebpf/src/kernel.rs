@@ -102,6 +102,13 @@ pub fn btf_u64(ptr: u64, off: u32) -> u64 {
     unsafe { core::ptr::read_volatile((ptr + u64::from(off)) as *const u64) }
 }
 
+/// A u32 field at offset `off` of a typed kernel pointer, as [`btf_u64`].
+#[inline(always)]
+pub fn btf_u32(ptr: u64, off: u32) -> u32 {
+    // SAFETY: as in `btf_task_ids`: the verifier refuses a load outside the pointer's type.
+    unsafe { core::ptr::read_volatile((ptr + u64::from(off)) as *const u32) }
+}
+
 /// A socket behind an fd of the current task.
 #[derive(Clone, Copy)]
 pub struct SocketRef {

@@ -16,7 +16,10 @@ use smp_agent::{
 };
 
 use crate::{
-    drive_recorded, hop_session::Session, lab_config, meshed_addr, process_tree, with_lab,
+    cpu_limit::{CpuLimit, Throttled},
+    drive_recorded,
+    hop_session::Session,
+    lab_config, meshed_addr, process_tree, with_lab,
 };
 
 /// What one sidecar's exchanges gave.
@@ -28,8 +31,10 @@ pub struct SideFigures {
     pub paired_pct: f64,
     /// First exchanges of TLS connections (dropped by design, counted).
     pub tls_first_dropped: u64,
-    /// Requests the kernel saw that no exchange record carries, and those its unpaired
-    /// reasons account for (`HopCounts::UNPAIRED_REASONS`).
+    /// Requests the kernel saw that no exchange record carries, at most the client's less the
+    /// paired (on HTTP/2 inside TLS the kernel takes a flow-control record read after a
+    /// response for a request too), and those its unpaired reasons account for
+    /// (`HopCounts::UNPAIRED_REASONS`).
     pub unpaired: u64,
     pub unpaired_by_reason: u64,
     pub verdict: truth::Verdict,
@@ -95,6 +100,29 @@ pub fn measure_lab_aged(
     secs: u64,
     opened: Opened,
 ) -> [SideFigures; 2] {
+    measure_lab_with(cfg, rate, conns, secs, opened, [None, None])
+}
+
+/// [`measure_lab`] with the sidecars under CPU limits while the load runs (`limits`:
+/// outbound, inbound; [`Throttled`]).
+pub fn measure_lab_limited(
+    cfg: &LabConfig,
+    rate: f64,
+    conns: usize,
+    secs: u64,
+    limits: [Option<CpuLimit>; 2],
+) -> [SideFigures; 2] {
+    measure_lab_with(cfg, rate, conns, secs, Opened::Measured, limits)
+}
+
+fn measure_lab_with(
+    cfg: &LabConfig,
+    rate: f64,
+    conns: usize,
+    secs: u64,
+    opened: Opened,
+    limits: [Option<CpuLimit>; 2],
+) -> [SideFigures; 2] {
     let (name, kind, mtls) = (cfg.name.as_str(), cfg.proxy, cfg.mtls);
     let workers = cfg.outbound.workers;
     let family = if cfg.network.is_ipv6() {
@@ -126,6 +154,16 @@ pub fn measure_lab_aged(
             }
             None => Session::start(&pids),
         };
+        let throttled: Vec<(Side, Throttled)> = [Side::Outbound, Side::Inbound]
+            .into_iter()
+            .zip(pids.iter().zip(limits))
+            .filter_map(|(side, (pid, limit))| {
+                let limit = limit?;
+                let t = Throttled::start(&format!("{name}-{side}"), &process_tree(*pid), limit)
+                    .unwrap_or_else(|e| panic!("{name}: the {side} sidecar's CPU limit: {e}"));
+                Some((side, t))
+            })
+            .collect();
         let (ok, failed, client) = drive_recorded(
             Some(&info.client_netns),
             meshed_addr(info),
@@ -134,6 +172,15 @@ pub fn measure_lab_aged(
             Duration::from_secs(secs),
             |_| None,
         );
+        for (side, t) in throttled {
+            let n = t.throttled_periods();
+            eprintln!("{name}: the {side} sidecar throttled in {n} periods");
+            // Else the run measured no stall, whatever it says.
+            assert!(
+                n > 0,
+                "{name}: the {side} sidecar's CPU limit never throttled it"
+            );
+        }
         std::thread::sleep(Duration::from_millis(300));
         let seen = session.finish();
         assert_eq!(failed, 0, "{name}: {failed} requests failed");
@@ -184,7 +231,7 @@ pub fn measure_lab_aged(
                 requests: client.len() as u64,
                 paired_pct: 100.0 * c.paired as f64 / eligible as f64,
                 tls_first_dropped: c.tls_first_dropped,
-                unpaired: c.unpaired(),
+                unpaired: c.unpaired().min(eligible.saturating_sub(c.paired)),
                 unpaired_by_reason: HopCounts::UNPAIRED_REASONS.iter().map(|(_, n)| n(&c)).sum(),
                 verdict,
                 directions,

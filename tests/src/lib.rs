@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use smp_agent::lab::truth::TruthRequest;
 
 pub mod browser;
+pub mod cpu_limit;
 pub mod exchange_check;
 pub mod hop_session;
 pub mod prometheus;

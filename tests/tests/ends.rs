@@ -20,8 +20,10 @@ use smp_agent::{
 };
 use smp_tests::{
     agent_bin,
+    cpu_limit::CpuLimit,
     exchange_check::{
-        assert_four_hops, measure, measure_lab, measure_lab_aged, Opened, SideFigures,
+        assert_four_hops, measure, measure_lab, measure_lab_aged, measure_lab_limited, Opened,
+        SideFigures,
     },
     lab_config, require_root, require_ztunnel, with_lab,
 };
@@ -212,8 +214,21 @@ fn h2c_between_traefik_and_haproxy_sidecars() {
 /// connection's response when its writes run in another order than its reads; since a
 /// connection's first forward takes its connect's turn (a forward on a new app connection
 /// waits for the connect), 0.10-1.09 % (5 runs: 0.30, 1.09, 0.41, 0.10, 0.28); docs/hops.md,
-/// Known limits. Its outbound to 2 % wrong with every unpaired request counted: it pairs
-/// 33-88 % (docs/hops.md, Known limits).
+/// Known limits. Its outbound to 2 % wrong with every unpaired request counted, and 90 %
+/// paired: it paired 33-88 % while the causal rule marked at each upstream write the last 4
+/// requests its one thread read (it reads more before its write); since the write is looked
+/// up at the response's (2026-12-07), 95.02-96.76 % in 4 runs, 0.16-0.32 % wrong, but 0-86 %
+/// in runs where haproxy shared its upstream connections among clients (`http-reuse safe`
+/// lends a connection's free streams: 5 connections for 64 clients in the worst), its
+/// claims then taking the first write after a read, another connection's; since the write
+/// on the connection the response came back on is taken first, 90.72-97.92 % in 10 of 11
+/// runs, 0.00-0.42 % wrong, the claims agreeing on 98.1-100 %; in the eleventh, 52.05 %: its
+/// claims agreed on 97.9 % (81 of 3 905 not), and where they disagreed in a burst a CPU's
+/// running ratio fell under the 31-in-32 bar, which its later agreements took long to win
+/// back, its responses meanwhile left to alternation (unmatched, counted). Since trust is
+/// judged over a recent window (docs/hops.md, Pairing: Trust; a burst of 80 forgotten
+/// after about 800 agreeing claims), 96.94-97.85 % in 6 runs (2026-12-07), none wrong, the
+/// claims agreeing on 99.9-100 %. Held to 90 % paired.
 #[test]
 fn h2_inside_mtls_between_traefik_and_haproxy_sidecars() {
     if !require_root("h2_inside_mtls_between_traefik_and_haproxy_sidecars") {
@@ -227,9 +242,8 @@ fn h2_inside_mtls_between_traefik_and_haproxy_sidecars() {
     let figs = measure_lab(&cfg, 1000.0, 64, 4);
     assert_four_hops(&figs);
     for f in &figs {
-        if f.side == Side::Inbound {
-            assert!(f.paired_pct >= 93.0, "{}: {f:?}", f.side);
-        }
+        let least = if f.side == Side::Inbound { 93.0 } else { 90.0 };
+        assert!(f.paired_pct >= least, "{}: {f:?}", f.side);
         assert!(f.wrong_pct() <= 2.0, "{}: {f:?}", f.side);
         assert!(f.unpaired_by_reason >= f.unpaired, "{}: {f:?}", f.side);
     }
@@ -445,15 +459,20 @@ fn ztunnel_leaves_the_apps_time_in_the_app() {
     }
 }
 
-/// ztunnel when the HBONE streams really overlap: the app takes 2 ms, 2 000 rps over 64
-/// client connections, so about four CONNECT streams carry a request at once on the pods' one
-/// mTLS connection. Record alternation then fails as it does for Envoy's HTTP/2 inside mTLS
-/// (measured 2026-12-05, 2 workers: outbound 99.5 % paired and every one wrong, inbound none
-/// paired, 8 066 unmatched writes counted): docs/hops.md, Known limits. Held to the bounds of
-/// the other proxies, which it does not meet yet. Reproduce:
+/// ztunnel when the HBONE streams really overlap: the app takes 500 µs, 2 000 rps over 64
+/// client connections, so one to several CONNECT streams carry a request at once on the pods'
+/// one mTLS connection. Record alternation fails there (2026-12-05, 2 workers: outbound 99.5 %
+/// paired and every one wrong, inbound none paired); the causal rule pairs both sides. Its
+/// inbound paired 3.5 % until its HBONE connection task's writes looked for their responses
+/// among those read on the process's other threads (2026-12-07: 98.44 % in 4 s, 99.30 % in
+/// 12 s, none wrong). What keeps it ignored is the outbound: 99.7 % paired but 0.66-1.20 %
+/// wrong (by the rule 0.35-0.66 %: a request forwarded by another thread than the one that
+/// read it takes the reading thread's next write on the connection as its forward; and
+/// alternation's pairings before the rule is trusted), over the 0.5 % bound: docs/hops.md,
+/// Known limits. Reproduce:
 /// `cargo test -p smp-tests --test ends -- --ignored --nocapture ztunnel_with_overlapping`.
 #[test]
-#[ignore = "known limit: HTTP/2 inside TLS is paired by alternation (docs/hops.md, Known limits)"]
+#[ignore = "known limit: ztunnel's outbound under overlap pairs 0.66-1.20 % wrongly (docs/hops.md, Known limits)"]
 fn ztunnel_with_overlapping_streams() {
     if !require_root("ztunnel_with_overlapping_streams")
         || !require_ztunnel("ztunnel_with_overlapping_streams")
@@ -468,14 +487,24 @@ fn ztunnel_with_overlapping_streams() {
 }
 
 /// HTTP/2 inside mTLS between Envoy sidecars when the streams really overlap: the app takes
-/// 2 ms, 2 000 rps over 64 client connections, so about four requests are in flight on each
-/// worker's one sidecar connection at any time. Alternation then fails (measured 2026-12-05,
-/// 1 worker: outbound 81 % paired and every one of them wrong, inbound 0.03 % paired; the
-/// unpaired counted under their reasons): docs/hops.md, Known limits, HTTP/2 inside TLS. Held
-/// to the bounds (99 % paired, 0.5 % wrong), which it does not meet yet. Reproduce:
-/// `cargo test -p smp-tests --test ends -- --ignored --nocapture envoy_h2_inside_mtls_with_overlapping`.
+/// 500 µs, 2 000 rps over 64 client connections onto one worker's one sidecar connection, so
+/// one to several requests are in flight on it at any time. Record alternation fails there
+/// (2026-12-05: outbound 81 % paired and every one of them wrong, inbound 0.03 % paired); the
+/// causal rule pairs both sides (docs/hops.md, HTTP/2 inside TLS). Until 2026-12-07 the
+/// inbound paired 5-10 %: its claims agreed on 70-90 % only, because a thread switched out
+/// on its way back to user mode (still runnable) was taken for one that waited, which ends a
+/// turn ([`smp_common::cpu::waits`]); they now agree on all but 1 in 24 000. Each CPU's first
+/// 32 claims are judged before the rule is trusted, and their responses are left to
+/// alternation: about 140 exchanges of a process's first run lost (1.5-1.8 % of a 4 s run,
+/// 0.6 % of 12 s), so the run is 12 s. On a quiet machine it pairs 99.7-99.9 % on both sides,
+/// none wrong. **Held to 97 % paired** (0.5 % wrong), not the 99 %, for a known limit:
+/// when the machine is busy (the CI's of 2026-12-07: 97.91 %; here with two busy loops 99.75-
+/// 99.77 %) the inbound Envoy catches up in long turns, in which a connection to the app is
+/// handed a second request before the turn's one write forwards the first's response; each
+/// upstream holds one overtaken response, and the one before is given up (every
+/// `response_not_forwarded` of the inbound in 4 runs, counted apart for the measurement;
+/// docs/hops.md, Known limits).
 #[test]
-#[ignore = "known limit: HTTP/2 inside TLS is paired by alternation (docs/hops.md, Known limits)"]
 fn envoy_h2_inside_mtls_with_overlapping_streams() {
     if !require_root("envoy_h2_inside_mtls_with_overlapping_streams") {
         return;
@@ -483,7 +512,35 @@ fn envoy_h2_inside_mtls_with_overlapping_streams() {
     let mut cfg = lab_config("h3h2x", ProxyKind::Envoy, true);
     cfg.h2 = true;
     cfg.app.service_time_us = 500;
-    assert_busy(&measure_lab(&cfg, 2000.0, 64, 4));
+    assert_paired_at_least(&measure_lab(&cfg, 2000.0, 64, 12), 97.0);
+}
+
+/// [`envoy_h2_inside_mtls_with_overlapping_streams`] with both sidecars under a CPU limit, as
+/// Kubernetes sets one: 20 ms of CPU per 100 ms each (CFS bandwidth control), which throttles
+/// them often at this load (`cpu.stat`, counted per CPU: the outbound 150-175 times in a 13 s
+/// run, the inbound 10-25 times). A throttled sidecar waits, runnable,
+/// while its peer keeps sending, then catches up in long turns: many reads, writes of dozens
+/// of responses (more than a hundred: the next write pairs what one leaves), connections
+/// opened and reused twice within the turn. Measured 2026-12-07 (4 runs): outbound
+/// 99.72-99.74 % paired, inbound 99.54-99.72 %, none wrong; before the next write paired what
+/// one leaves, the inbound 98.76-99.44 % (9 runs), and 96.50 % in the CI's run of that day.
+/// The inbound's loss is `response_not_forwarded` (docs/hops.md, Known limits: HTTP/2 inside
+/// TLS when the proxy stalls). Held to 97 % paired, 0.5 % wrong: a run that loses its pairing
+/// for a while (a whole queue's worth, 92 % paired, as runs with a stopped sidecar did) fails.
+#[test]
+fn envoy_h2_inside_mtls_under_a_cpu_limit() {
+    if !require_root("envoy_h2_inside_mtls_under_a_cpu_limit") {
+        return;
+    }
+    let mut cfg = lab_config("h3h2cl", ProxyKind::Envoy, true);
+    cfg.h2 = true;
+    cfg.app.service_time_us = 500;
+    let limit = CpuLimit {
+        quota: Duration::from_millis(20),
+        period: Duration::from_millis(100),
+    };
+    let figs = measure_lab_limited(&cfg, 2000.0, 64, 12, [Some(limit), Some(limit)]);
+    assert_paired_at_least(&figs, 97.0);
 }
 
 /// An IPv6 lab (pods on fd77::/64; sidecars listen on `[::]` and reach the app on `[::1]`;

@@ -317,7 +317,7 @@ pub(crate) type Reason<T> = (&'static str, fn(&T) -> u64);
 
 /// Unpaired-message reasons: label value and the [`HopCounts`] field (one table, in
 /// `smp-common`; also the reasons of the profile's details, `losses.unpaired_reasons`).
-pub(crate) const UNPAIRED_REASONS: [Reason<HopCounts>; 7] = HopCounts::UNPAIRED_REASONS;
+pub(crate) const UNPAIRED_REASONS: [Reason<HopCounts>; 8] = HopCounts::UNPAIRED_REASONS;
 
 /// Event-loss reasons: label value and the [`LossCounters`] field.
 const LOSS_REASONS: [Reason<LossCounters>; 10] = LossCounters::REASONS;

@@ -81,6 +81,9 @@ pub fn read(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         task_sum_exec: btf.member_offset("task_struct", "se")?
             + btf.member_offset("sched_entity", "sum_exec_runtime")?,
         task_start_time: btf.member_offset("task_struct", "start_time")?,
+        task_state: btf
+            .member_offset("task_struct", "__state")
+            .or_else(|_| btf.member_offset("task_struct", "state"))?,
         skb_len: btf.member_offset("sk_buff", "len")?,
         skb_data: btf.member_offset("sk_buff", "data")?,
         regs_nr: btf.member_offset("pt_regs", nr)?,

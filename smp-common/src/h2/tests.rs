@@ -403,3 +403,21 @@ fn a_write_answering_more_than_it_holds_counts_the_rest() {
     assert!(!a.pending());
     assert_eq!(a.left(), 0);
 }
+
+/// A write on an HTTP/2-inside-TLS downstream whose entry's chain paired `MUX_IN_ROUNDS`
+/// responses resumes at its exit: the same downstream and bound (`after`), never a new
+/// message (alternation paired nothing there, and the exit does not pair by it), a fresh
+/// count, and the exit's time for the `SendDone` the chain's end sends.
+#[test]
+fn a_write_resumed_at_its_exit_searches_on_for_the_same_downstream() {
+    let entry = Answered::mux_in(100, 7, 42, true, 60);
+    assert_eq!(entry.mux_in_write(), Some((42, true)));
+    assert_eq!(
+        entry.sent, 0,
+        "the entry's chain leaves the SendDone to the exit"
+    );
+    let a = Answered::resumed(100, 7, 42, 60, 180, 1);
+    assert_eq!(a.mux_in_write(), Some((42, false)));
+    assert_eq!((a.t_out, a.pid_tgid, a.after), (100, 7, 60));
+    assert_eq!((a.paired, a.sent, a.emitted), (0, 180, 1));
+}

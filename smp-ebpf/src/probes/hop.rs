@@ -25,15 +25,17 @@ use smp_common::{
     event::EventKind,
     h2::{self, Cursor, FrameHeader, H2Walk, IOV_WALK},
     hop::{
-        hints_trusted, mux_in_trusted, mux_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone,
-        SockState, TcpRtt, ThreadLast, DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY,
-        PAIRED_BY_CAUSAL, PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE, ROLE_DOWNSTREAM,
-        ROLE_UNKNOWN, ROLE_UPSTREAM, SOCK_AGED, SOCK_H2, SOCK_MUX, SOCK_SK, SOCK_STREAM, SOCK_TLS,
-        SOCK_TUPLE,
+        mux_in_trusted, mux_trusted, ExchangeRecord, FwdSlot, HopCounts, SendDone, SockState,
+        TcpRtt, ThreadLast, DIR_IN, DIR_NONE, DIR_OUT, PAIRED_BY_ADJACENCY, PAIRED_BY_CAUSAL,
+        PAIRED_BY_HINT, PAIRED_BY_SHIFT, PAIRED_BY_SOLE, ROLE_DOWNSTREAM, ROLE_UNKNOWN,
+        ROLE_UPSTREAM, SOCK_H2, SOCK_MUX, SOCK_SK, SOCK_STREAM, SOCK_TLS, SOCK_TUPLE,
     },
     maps::{H2_ANSWERS_SLOT, TLS_HELLO_SLOT},
     pairing::{self, Class, MuxClaim, ReqFit, SockStates, Sole},
-    sock::{PendingSyscall, SyscallKind, AT_EXIT_SEND_DONE, AT_EXIT_SENT, PENDING_IDLE},
+    sock::{
+        PendingSyscall, SyscallKind, AT_EXIT_ANSWER_MORE, AT_EXIT_SEND_DONE, AT_EXIT_SENT,
+        PENDING_IDLE,
+    },
     tls::{self, Hello, HelloWalk},
 };
 
@@ -135,6 +137,15 @@ fn add(c: Counts, f: impl FnOnce(&mut HopCounts)) {
     }
 }
 
+/// 1 when the process whose counters are `c` has earned trust in its hints, else 0, with no
+/// branch but the counters' test ([`smp_common::hop::hints_trusted`],
+/// [`smp_common::hop::Trust::trusted_bit`]).
+#[inline(always)]
+fn trusted_bit(c: Counts) -> u64 {
+    // SAFETY: this CPU's counters of the process, read before this program returns.
+    c.map_or(0, |c| unsafe { (*c).hint_trust.trusted_bit() })
+}
+
 /// Bumps process `tgid`'s counters (one lookup).
 #[inline(always)]
 fn bump(tgid: u32, f: impl FnOnce(&mut HopCounts)) {
@@ -148,17 +159,23 @@ fn thread_last(tid: u32) -> Option<*mut ThreadLast> {
     created(&THREADS, &tid).map(|t| unsafe { core::ptr::addr_of_mut!((*t).last) })
 }
 
-/// A request forward by thread `tid` at `t_out` on an upstream in namespace `net`: the
-/// oldest request this thread read in that namespace that is still waiting for its response
-/// and no forward claimed yet, claimed now (its downstream inode; 0: none).
+/// A request forward by thread `tid` at `t_out` on upstream `u`: the oldest request this
+/// thread read in `u`'s namespace that is still waiting for its response and no forward
+/// claimed yet, claimed now: `u.hint` (its downstream inode; 0: none) and whether that was a
+/// guess (`u.hint_guessed`, [`ThreadLast::claim`]). Claimed by a forward on an upstream
+/// that is not HTTP/2 inside TLS (`mux` false), it is not the causal rule's
+/// ([`mux_forward_of`]).
 #[inline(always)]
-fn claim_request(tid: u32, t_out: u64, net: u64) -> u64 {
+fn claim_request(tid: u32, t_out: u64, u: &mut SockState, mux: bool) {
+    u.hint = 0;
+    u.hint_guessed = 0;
     let Some(t) = THREADS.get_ptr_mut(&tid) else {
-        return 0;
+        return;
     };
     // SAFETY: the calling thread's own entry: only this thread writes it.
     let l = unsafe { &mut (*t).last };
-    l.claim(|d| {
+    let net = u.net;
+    let (hint, guessed) = l.claim(|d| {
         let Some(ds) = SOCK_STATE.get_ptr_mut(&d) else {
             return ReqFit::Dead;
         };
@@ -170,42 +187,45 @@ fn claim_request(tid: u32, t_out: u64, net: u64) -> u64 {
             ReqFit::Elsewhere
         } else {
             ds.claimed = ds.in_start;
+            if !mux {
+                ds.mux_reader = 0;
+            }
             ReqFit::Take
         }
-    })
+    });
+    u.hint = hint;
+    u.hint_guessed = u8::from(guessed);
 }
 
-/// A write entered at `t_out` by thread `tid` on HTTP/2-inside-TLS upstream `u_ino` (in
-/// namespace `net`): by the causal rule it forwards every request this thread read before it
-/// that is still waiting and no such write took yet, each marked with this upstream and this
-/// write (`mux_peer`, `mux_out`) for its response's write ([`pairing::mux_response`]). The
-/// thread's list is left as it is: the record-alternation pairing claims from it as before,
-/// for processes whose causal claims prove wrong ([`smp_common::hop::mux_trusted`]).
+/// A response write entered at `t_out` on HTTP/1.x downstream `d`: by the causal rule, its
+/// request went out in the reading thread's first write on an HTTP/2-inside-TLS upstream
+/// in its namespace after the read ([`pairing::forward_of`]): marked with that upstream and
+/// that write (`mux_peer`, `mux_out`) for the pairing
+/// ([`pairing::mux_response`]). Looked up once per request.
 #[inline(always)]
-fn mux_forwards(tid: u32, u_ino: u64, net: u64, t_out: u64) {
-    // SAFETY: plain copy out of a map value.
-    let Some(l) = (unsafe { THREADS.get(&tid) }).map(|t| t.last) else {
+fn mux_forward_of(d: &mut SockState, t_out: u64, tid: u32) {
+    let reader = core::mem::take(&mut d.mux_reader);
+    // SAFETY: plain reads of map values before this program returns.
+    let writer = unsafe { THREADS.get(&tid) };
+    // The upstream this (writing) thread last read.
+    let answering = writer.map_or(0, |t| t.last.up);
+    // Most often the reader writes the response too: one lookup.
+    let t = if reader == tid {
+        writer
+    } else {
+        // SAFETY: as above.
+        unsafe { THREADS.get(&reader) }
+    };
+    let Some(t) = t else {
         return;
     };
-    l.each_request(|d| {
-        let Some(ds) = SOCK_STATE.get_ptr_mut(&d) else {
-            return;
-        };
-        // SAFETY: map value; a request is marked by the thread that read it.
-        let ds = unsafe { &mut *ds };
-        // A plain HTTP/2 stream's request (gRPC from the app) is left to the pairing by
-        // streams and alternation: its response write is the stream's, paired in the same
-        // per-CPU list the causal rule would use ([`on_new_outbound`]).
-        if ds.mux_peer == 0
-            && ds.flags & SOCK_STREAM == 0
-            && ds.last_dir == DIR_IN
-            && ds.in_start <= t_out
-            && pairing::same_netns(ds.net, net)
-        {
-            ds.mux_peer = u_ino;
-            ds.mux_out = t_out;
-        }
-    });
+    let log = &t.mux_log;
+    if let Some((u_ino, at)) =
+        pairing::forward_of(log, d.mux_reader_seq, d.in_start, t_out, d.net, answering)
+    {
+        d.mux_peer = u_ino;
+        d.mux_out = at;
+    }
 }
 
 /// The blocks of thread `tid` so far ([`smp_common::cpu::ThreadCpu::blocks`]; 0 before its
@@ -238,7 +258,10 @@ fn mux_read(tid: u32, d_ino: u64, d: &mut SockState, now: u64, len: u64) {
 /// `mux_in_agrees`); trusted or not where its response is written ([`mux_in_answer`]).
 #[inline(always)]
 fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
-    u.mux_peer = 0;
+    // The connection's first forward carries the request its connect claimed, if any
+    // ([`connect_claim`]), unless it claims one itself.
+    let connect_claim = if u.out_start == 0 { u.mux_peer } else { 0 };
+    u.mux_peer = connect_claim;
     let connect_turn = u.fwd_turn;
     u.fwd_turn = 0;
     // SAFETY: plain reads of the calling thread's own entry.
@@ -255,11 +278,18 @@ fn mux_claim(tgid: u32, tid: u32, u: &mut SockState, t_out: u64) {
     let d = SockStateMap.get(l.mux_down);
     match l.mux_claim(d, b, t_out, u) {
         MuxClaim::NotJudged => {}
-        MuxClaim::Disagrees => bump(tgid, |c| c.mux_in_checks += 1),
+        MuxClaim::Disagrees => {
+            u.mux_peer = 0;
+            bump(tgid, |c| {
+                c.mux_in_checks += 1;
+                c.mux_in_trust.judge(0);
+            });
+        }
         MuxClaim::Agrees(d_ino) => {
             bump(tgid, |c| {
                 c.mux_in_checks += 1;
                 c.mux_in_agrees += 1;
+                c.mux_in_trust.judge(1);
             });
             if let Some(d) = d {
                 u.mux_peer = d_ino;
@@ -446,14 +476,45 @@ pub fn set_role(sock: SocketRef, role: u8, o: &KernelOffsets) {
         // The connecting thread's turn: its first forward waits for the connection to open
         // ([`pairing::forward_turn`]).
         let tid = bpf_get_current_pid_tgid() as u32;
-        s.fwd_turn = pairing::turn(tid, blocks(tid));
+        let b = blocks(tid);
+        s.fwd_turn = pairing::turn(tid, b);
+        connect_claim(tid, b, s);
+    }
+}
+
+/// Upstream `u`, just connected by thread `tid` (blocked `blocks` times so far): by the
+/// causal rule, a connect in the same turn as the thread's last read of an HTTP/2-inside-TLS
+/// downstream is for a request of that read, which its first forward carries once the
+/// connection opens, a turn or more later (`mux_peer`, `mux_in`, `mux_arrival`, kept by
+/// [`mux_claim`] for the first forward of a plain upstream; an HTTP/2 or HTTP/2-inside-TLS
+/// one drops it at its first [`on_new_outbound`]). An event loop opens connections so when
+/// its pool has none free (an Envoy worker catching up after a stall opens dozens): without
+/// the claim, their responses were left to record alternation.
+#[inline(always)]
+fn connect_claim(tid: u32, blocks: u32, u: &mut SockState) {
+    // SAFETY: plain reads of the calling thread's own entry.
+    let Some(t) = (unsafe { THREADS.get(&tid) }) else {
+        return;
+    };
+    let l = &t.last;
+    if l.mux_down == 0 {
+        return;
+    }
+    let d = SockStateMap.get(l.mux_down);
+    // (A fresh socket: no alternation hint, no forward yet.)
+    if let (MuxClaim::Agrees(d_ino), Some(d)) = (l.mux_claim(d, blocks, u64::MAX, u), d) {
+        u.mux_peer = d_ino;
+        u.mux_in = d.mux_in;
+        u.mux_arrival = d.mux_arrival;
     }
 }
 
 /// A write that [`on_data`] marked at its entry (`p.at_exit`) returned at `now`: the
-/// outbound message it started is sent; the response it forwarded is sent (`SendDone`).
+/// outbound message it started is sent; the responses its entry's chain left are paired
+/// ([`AT_EXIT_ANSWER_MORE`]: `smp_h2_answers` resumed, which then sends the `SendDone`); the
+/// response it forwarded is sent (`SendDone`).
 #[inline(always)]
-pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
+pub fn on_write_exit(ctx: &RawTracePointContext, p: &PendingSyscall, now: u64, pid_tgid: u64) {
     if p.at_exit & AT_EXIT_SENT != 0 {
         if let Some(s) = SOCK_STATE.get_ptr_mut(&p.ino) {
             // SAFETY: map value; only this thread writes this socket's outbound side now.
@@ -482,18 +543,36 @@ pub fn on_write_exit(p: &PendingSyscall, now: u64, pid_tgid: u64) {
             }
         }
     }
-    if p.at_exit & AT_EXIT_SEND_DONE != 0 {
-        emit(
-            SendDone {
-                header: header_at(EventKind::SendDone, now),
-                tgid: (pid_tgid >> 32) as u32,
-                tid: pid_tgid as u32,
-                out_ns: p.since_ns,
-                sent_ns: now,
-            },
-            Wake::Lazy,
-        );
+    if p.at_exit & AT_EXIT_ANSWER_MORE != 0 {
+        if let Some(a) = H2_ANSWERED.get_ptr_mut(0) {
+            let emitted = u64::from(p.at_exit & AT_EXIT_SEND_DONE != 0);
+            // SAFETY: this CPU's slot, used by this program and the one it tail-calls.
+            unsafe {
+                *a = h2::Answered::resumed(p.since_ns, pid_tgid, p.ino, p.mux_after, now, emitted)
+            };
+            // Returns only if the tail call failed (counted): the `SendDone` is sent here.
+            answer_rest(ctx);
+        }
     }
+    if p.at_exit & AT_EXIT_SEND_DONE != 0 {
+        send_done(pid_tgid, p.since_ns, now);
+    }
+}
+
+/// Thread `pid_tgid`'s write entered at `out_ns`, which forwarded responses, returned at
+/// `sent_ns`.
+#[inline(always)]
+fn send_done(pid_tgid: u64, out_ns: u64, sent_ns: u64) {
+    emit(
+        SendDone {
+            header: header_at(EventKind::SendDone, sent_ns),
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            out_ns,
+            sent_ns,
+        },
+        Wake::Lazy,
+    );
 }
 
 /// A data syscall on a socket of a tracked process: a read that returned `len > 0` bytes
@@ -647,7 +726,7 @@ pub fn on_data(
             // the last one before a response's write is taken as its response; on a
             // downstream, a request forward in the same turn as a read carries a request
             // of it: [`mux_claim`]), each write on an upstream any request this thread read
-            // before it ([`mux_forwards`]). Its records are still paired by alternation
+            // before it ([`mux_forward_of`]). Its records are still paired by alternation
             // below, for the messages the rule does not pair.
             if ingress {
                 s.mux_in = now;
@@ -658,9 +737,16 @@ pub fn on_data(
                 }
                 if s.role == ROLE_DOWNSTREAM {
                     mux_read(tid, p.ino, s, now, len);
+                } else {
+                    // For the judgement of the claims its response writes answer
+                    // ([`judge_causal`]).
+                    pairing::note_mux_read(s, now, pairing::turn(tid, blocks(tid)));
                 }
             } else if s.role == ROLE_UPSTREAM {
-                mux_forwards(tid, p.ino, s.net, p.since_ns);
+                if let Some(t) = THREADS.get_ptr_mut(&tid) {
+                    // SAFETY: the calling thread's own entry: only this thread writes it.
+                    unsafe { (*t).mux_log.push(p.ino, p.since_ns, s.net) };
+                }
                 pairing::mux_write(s, p.since_ns);
             } else if s.role == ROLE_DOWNSTREAM {
                 // Any write may forward responses: found by `smp_h2_answers` once the call
@@ -676,7 +762,10 @@ pub fn on_data(
                     // A multiplexed downstream's last write ([`h2::Answered::after`]).
                     s.mux_out = t_out;
                 }
-                return 0;
+                // Remembered with its return: a response its chain of pairings leaves is
+                // paired by the next write as this one's ([`pairing::causal_search`]).
+                pairing::remember_write(s, p.since_ns);
+                return AT_EXIT_SENT;
             }
         }
         if ingress && s.role == ROLE_UPSTREAM {
@@ -798,6 +887,9 @@ fn give_up(a: &mut h2::Answered) {
 /// (`H2_ANSWERED`, filled by the write's [`on_data`]) as an exchange of its own, with the
 /// write's entry as its forward, then tail-calls itself for the one after. The write's exit
 /// sends one `SendDone` for every exchange it forwarded (the agent counts them per write).
+///
+/// A chain resumed at the write's exit ([`h2::Answered::resumed`]) ends here, where it pairs
+/// no more: the write's `SendDone` is sent then, after its exchanges.
 #[inline(always)]
 pub fn answer_next(ctx: &RawTracePointContext) {
     let Some(a) = H2_ANSWERED.get_ptr_mut(0) else {
@@ -805,6 +897,19 @@ pub fn answer_next(ctx: &RawTracePointContext) {
     };
     // SAFETY: this CPU's slot, filled by the program that tail-called this one.
     let a = unsafe { &mut *a };
+    answer_one(ctx, a);
+    if a.sent != 0 {
+        if a.emitted != 0 {
+            send_done(a.pid_tgid, a.t_out, a.sent);
+        }
+        a.sent = 0;
+    }
+}
+
+/// [`answer_next`]'s pairing of the next response of write `a`; returns where the chain
+/// ends.
+#[inline(always)]
+fn answer_one(ctx: &RawTracePointContext, a: &mut h2::Answered) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if a.pid_tgid != pid_tgid {
         // Not the writing thread's (a program between the write's and this one reused the
@@ -872,26 +977,33 @@ fn mux_in_answer(
     // SAFETY: this CPU's counters of the process, read before this program returns.
     let trusted = c.is_some_and(|c| mux_in_trusted(unsafe { &*c }));
     if trusted && a.paired < h2::MUX_IN_ROUNDS {
+        let w = pairing::causal_search(d, a.after);
         // SAFETY: only thread `tid` (running here) touches its queue.
         if let Some(q) = THREADS.get_ptr_mut(&tid).map(|t| unsafe { &mut (*t).fwd }) {
-            let i = q.find_causal(d_ino, a.after, t_out, &SockStateMap);
+            let i = q.find_causal(d_ino, w.from, t_out, &SockStateMap);
             q.wrote = 1;
-            if let Some(slot) = q.take(i) {
-                a.paired += 1;
-                // This program runs again for the next.
-                a.unfinish();
-                let d_in = SockStateMap
-                    .get(slot.ino)
-                    .and_then(pairing::mux_request)
-                    .map_or(0, |(t_in, _)| t_in);
-                let f = exchange(tgid, tid, c, d_ino, d, d_in, slot, t_out, PAIRED_BY_CAUSAL);
-                if f == Forward::Emitted {
-                    mark_send_done(tid, t_out);
-                }
-                answer_rest(ctx);
+            let slot = q.take_slot(i);
+            if slot.ino != 0 {
+                mux_in_pair(ctx, a, c, d_ino, d, slot, w);
                 return None;
             }
         }
+        // Read on another thread: a runtime whose connection task writes what its stream
+        // tasks read (ztunnel's HBONE server). Only what was read since the write before:
+        // a read on another thread before that write's entry may have reached the writer
+        // after the write began, so it is not known to be that write's.
+        // SAFETY: read-only use of a map value before this program returns.
+        if let Some(p) = unsafe { PROC_FWD.get(&tgid) } {
+            let slot = pairing::find_causal_across(p, d_ino, a.after, t_out, &SockStateMap);
+            if slot.ino != 0 {
+                mux_in_pair(ctx, a, c, d_ino, d, slot, w);
+                return None;
+            }
+        }
+    }
+    if trusted && a.paired >= h2::MUX_IN_ROUNDS && a.sent == 0 {
+        // The entry's chain is spent: the exit pairs on.
+        answer_more_at_exit(tid, t_out, a.after);
     }
     if !new_msg {
         return None;
@@ -903,6 +1015,55 @@ fn mux_in_answer(
     d.out_sent = 0;
     d.last_dir = DIR_OUT;
     None
+}
+
+/// [`mux_in_answer`]'s write on downstream `d_ino` (search `w`) pairs the response of
+/// `slot` by the causal rule: the exchange, forwarded by this write or, read before the
+/// write before it, by that one ([`pairing::CausalSearch`]: its `SendDone` sent again, for
+/// this exchange), and this program again for the next response.
+#[inline(always)]
+fn mux_in_pair(
+    ctx: &RawTracePointContext,
+    a: &mut h2::Answered,
+    c: Counts,
+    d_ino: u64,
+    d: &mut SockState,
+    slot: FwdSlot,
+    w: pairing::CausalSearch,
+) {
+    let (t_out, pid_tgid) = (a.t_out, a.pid_tgid);
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    a.paired += 1;
+    // This program runs again for the next.
+    a.unfinish();
+    let late = slot.t_in < a.after;
+    let fwd = if late { a.after } else { t_out };
+    // (The request's read: the upstream's claim, `exchange` reads it.)
+    let f = exchange(tgid, tid, c, d_ino, d, 0, slot, fwd, PAIRED_BY_CAUSAL);
+    if f == Forward::Emitted {
+        if late {
+            send_done(pid_tgid, fwd, w.late_sent);
+        } else {
+            mark_send_done(tid, t_out);
+            a.emitted = 1;
+        }
+    }
+    answer_rest(ctx);
+}
+
+/// The call thread `tid` parked for its write entered at `t_out` (on an HTTP/2-inside-TLS
+/// downstream whose write before it entered at `after`) pairs more responses at its exit
+/// ([`AT_EXIT_ANSWER_MORE`]).
+#[inline(always)]
+fn answer_more_at_exit(tid: u32, t_out: u64, after: u64) {
+    if let Some(t) = THREADS.get_ptr_mut(&tid) {
+        // SAFETY: the calling thread's own entry: only this thread writes it.
+        let p = unsafe { &mut (*t).pending };
+        if p.kind != PENDING_IDLE && p.since_ns == t_out {
+            p.at_exit |= AT_EXIT_ANSWER_MORE;
+            p.mux_after = after;
+        }
+    }
 }
 
 /// The call thread `tid` parked for its write entered at `t_out` sends a `SendDone` at exit.
@@ -1058,6 +1219,10 @@ fn h2_responses_read(
 ) {
     s.last_dir = DIR_IN;
     let arrival = pairing::arrival(arrived, now);
+    // A plain lookup, its pointer not kept across the walk (the counters are bumped after
+    // it): carried through the walk, the pointer made the verifier walk twice as much.
+    // SAFETY: a plain read of this CPU's counters.
+    let trust = unsafe { HOP_COUNTS.get(&tgid) }.map_or(0, |c| c.hint_trust.trusted_bit());
     let mut n = 0u64;
     let mut c = read_walk(&s.h2_in, len, header);
     for _ in 0..h2::MAX_FRAMES {
@@ -1082,7 +1247,7 @@ fn h2_responses_read(
         v.in_arrival = arrival;
         v.in_bytes = len;
         v.last_dir = DIR_IN;
-        queue_response(tgid, tid, key, now, v.hint);
+        queue_response(tgid, tid, FwdSlot::read(key, now, v, trust));
         if let Some(l) = thread_last(tid) {
             // SAFETY: the calling thread's own entry: only this thread writes it.
             unsafe { (*l).up = key };
@@ -1151,7 +1316,7 @@ fn h2_written(
                 let v = unsafe { &mut *v };
                 v.out_start = t_out;
                 v.last_dir = DIR_OUT;
-                v.hint = claim_request(tid, t_out, s.net);
+                claim_request(tid, t_out, v, false);
             }
         }
     }
@@ -1248,13 +1413,21 @@ fn on_new_inbound(
     if s.role == ROLE_DOWNSTREAM {
         s.mux_peer = 0;
         bump(tgid, |c| c.requests += 1);
-        if let Some(l) = thread_last(tid) {
+        if let Some(t) = created(&THREADS, &tid) {
             // SAFETY: the calling thread's own entry: only this thread writes it.
-            unsafe { (*l).push_request(ino) };
+            let t = unsafe { &mut *t };
+            t.last.push_request(ino);
+            // For the causal rule's forward of it ([`mux_forward_of`]), by a thread that
+            // writes HTTP/2-inside-TLS upstreams: a proxy that never does pays no lookup at
+            // the response's write (a thread's requests before its first such write are left
+            // to the pairing by alternation, as an untrusted rule's are).
+            s.mux_reader = if t.mux_log.seq != 0 { tid } else { 0 };
+            s.mux_reader_seq = t.mux_log.seq;
         }
     } else if s.role == ROLE_UPSTREAM {
-        bump(tgid, |c| c.responses += 1);
-        queue_response(tgid, tid, ino, now, s.hint);
+        let c = counts(tgid);
+        add(c, |c| c.responses += 1);
+        queue_response(tgid, tid, FwdSlot::read(ino, now, s, trusted_bit(c)));
     }
 }
 
@@ -1265,6 +1438,9 @@ fn on_new_inbound(
 fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail: bool) -> u32 {
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let mut at_exit = AT_EXIT_SENT;
+    if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 && s.mux_reader != 0 {
+        mux_forward_of(s, t_out, tid);
+    }
     if s.role == ROLE_DOWNSTREAM && s.flags & SOCK_H2 == 0 && !tail && s.mux_peer != 0 {
         // Its request went out on an HTTP/2-inside-TLS upstream: paired by `smp_h2_answers`
         // once the call is parked ([`answer_pending`]), so that the causal rule's test and
@@ -1291,8 +1467,12 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail:
         if s.flags & SOCK_H2 == 0 && pairing::hold_response(s) {
             bump(tgid, |c| c.unforwarded += 1);
         }
+        if s.flags & SOCK_MUX != 0 {
+            pairing::mux_run_starts(s);
+        }
         // Which downstream's request it likely is.
-        s.hint = claim_request(tid, t_out, s.net);
+        let mux = s.flags & SOCK_MUX != 0;
+        claim_request(tid, t_out, s, mux);
         if s.flags & (SOCK_H2 | SOCK_MUX) == 0 {
             // `tail`: the multiplexed downstream's write (`smp_h2_answers`) never gets here;
             // said so, the verifier does not walk this there.
@@ -1300,6 +1480,10 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail:
                 overlap(tgid, tid, t_out, s.net);
             }
             mux_claim(tgid, tid, s, t_out);
+        } else if s.out_start == 0 {
+            // Its connect's claim ([`connect_claim`]) is a plain upstream's only: no other
+            // upstream's first forward takes it, nor its responses' search.
+            s.mux_peer = 0;
         }
     }
     s.out_start = t_out;
@@ -1310,11 +1494,10 @@ fn on_new_outbound(s: &mut SockState, ino: u64, t_out: u64, pid_tgid: u64, tail:
 
 /// Queues a response read on upstream `ino` on thread `tid`.
 #[inline(always)]
-fn queue_response(tgid: u32, tid: u32, ino: u64, t_in: u64, hint: u64) {
+fn queue_response(tgid: u32, tid: u32, slot: FwdSlot) {
     let Some(t) = created(&THREADS, &tid) else {
         return;
     };
-    let slot = FwdSlot { ino, t_in, hint };
     // SAFETY: only thread `tid` (running here) touches its queue.
     let q = unsafe { &mut (*t).fwd };
     if q.push(slot, &SockStateMap) {
@@ -1346,8 +1529,9 @@ fn adjacent(tid: u32, d_ino: u64, d_in: u64, t_out: u64) -> Option<FwdSlot> {
 /// find the response it forwards ([`pairing::pick`], docs/hops.md) and emit the exchange.
 ///
 /// A process whose hints have named the downstream that took their response on ≥ 31 in 32
-/// exchanges ([`hints_trusted`], counted on every exchange whatever way paired it) gets its
-/// hinted response first wherever it is on the queue: an event loop's (Envoy) are right
+/// recent exchanges ([`smp_common::hop::hints_trusted`], judged on every exchange whatever
+/// way paired it) gets its hinted response first wherever it is on the queue: an event
+/// loop's (Envoy) are right
 /// even when the batch and adjacency are not; a tokio proxy's with delays are mostly another
 /// connection's, and there the batch and adjacency come first.
 ///
@@ -1378,8 +1562,7 @@ fn forward_response(
         return Forward::Nothing;
     }
     let c = counts(tgid);
-    // SAFETY: this CPU's counters of the process, read before this program returns.
-    let trust_hints = c.is_some_and(|c| hints_trusted(unsafe { &*c }));
+    let trust_hints = trusted_bit(c) != 0;
     // SAFETY: only thread `tid` (running here) touches its queue.
     let queue = THREADS
         .get_ptr_mut(&tid)
@@ -1461,8 +1644,9 @@ fn in_turn(d: &mut SockState, slot: FwdSlot) {
 }
 
 /// Downstream `d`'s request went out on an HTTP/2-inside-TLS upstream by the causal rule
-/// (`d.mux_peer`): was that upstream the last one thread `tid` read from? Counted (`c`) whatever
-/// pairs the response. Unless it was and the process's claims have proved right
+/// (`d.mux_peer`): was that upstream the last one thread `tid` read from, or read in this turn
+/// ([`pairing::causal_agrees`])? Counted (`c`) whatever pairs the response. Unless it was and
+/// the process's claims have proved right
 /// ([`mux_trusted`]), the claim is dropped and record alternation pairs it. (The decision is
 /// left in the socket's state, not a value: one the pairing's searches carried doubled the
 /// verifier's walk of them.)
@@ -1470,13 +1654,17 @@ fn in_turn(d: &mut SockState, slot: FwdSlot) {
 fn judge_causal(tid: u32, c: Counts, d: &mut SockState) {
     // SAFETY: plain copy out of a map value.
     let up = unsafe { THREADS.get(&tid) }.map_or(0, |t| t.last.up);
-    let agree = u64::from(up == d.mux_peer);
+    let agree = u64::from(pairing::causal_agrees(up, d.mux_peer, || {
+        let peer_turn = SockStateMap.get(d.mux_peer).map_or(0, |u| u.turn_read.turn);
+        (peer_turn, pairing::turn(tid, blocks(tid)))
+    }));
     let trusted = match c {
         Some(c) => {
             // SAFETY: this CPU's counters of the process, used before this program returns.
             let c = unsafe { &mut *c };
             c.mux_checks += 1;
             c.mux_agrees += agree;
+            c.mux_trust.judge(agree as u32);
             mux_trusted(c)
         }
         None => false,
@@ -1508,7 +1696,9 @@ enum Forward {
 }
 
 /// Downstream `d`'s response write at `t_out` forwards the response of `slot` (its request
-/// read at `d_in`): closes the exchange (and its request, retroactively) and emits it.
+/// read at `d_in`; by the causal rule on a multiplexed downstream, the upstream's claim on
+/// it, [`pairing::mux_request`]): closes the exchange (and its request, retroactively) and
+/// emits it.
 #[inline(always)]
 #[allow(
     clippy::too_many_arguments,
@@ -1533,8 +1723,15 @@ fn exchange(
     let u = unsafe { &mut *up };
     let causal = by == PAIRED_BY_CAUSAL;
     // The causal rule on the downstream's side: the request's read is the upstream's record
-    // of it ([`pairing::mux_request`]), the response the upstream's own.
+    // of it ([`pairing::mux_request`], read before the forward marks the response taken),
+    // the response the upstream's own.
     let mux_in = causal && d.flags & SOCK_MUX != 0;
+    let claim = if mux_in {
+        pairing::mux_request(u, slot.t_in)
+    } else {
+        None
+    };
+    let d_in = claim.map_or(d_in, |c| c.read);
     // Another CPU's write took it since it was found: nothing left to forward. (By the causal
     // rule on the upstream's side: nothing read since the request's forward.)
     let r = if causal && !mux_in {
@@ -1561,13 +1758,15 @@ fn exchange(
         PAIRED_BY_CAUSAL => add(c, |c| c.causal += 1),
         _ => {}
     }
-    if slot.hint != 0 {
+    let hinted = slot.hinted_to();
+    if hinted != 0 {
         // Did the hint name the downstream that took its response? (Judged on every way of
         // pairing: the ways this process gets right tell whether its hints are.)
-        let agrees = u64::from(slot.hint == d_ino);
+        let agrees = u64::from(hinted == d_ino);
         add(c, |c| {
             c.hint_checks += 1;
             c.hint_agrees += agrees;
+            c.hint_trust.judge(agrees as u32);
         });
     }
     let (req_in, req_out, resp_in) = (d_in, r.req_out, r.resp_in);
@@ -1582,11 +1781,19 @@ fn exchange(
         add(c, |c| c.tls_first_dropped += 1);
         return Forward::Dropped;
     }
+    // Which run of an HTTP/2-inside-TLS upstream's writes carried the request, if
+    // alternation paired it.
+    if !pairing::forward_known(&r, req_in) {
+        add(c, |c| c.stream_unknown += 1);
+        return Forward::Dropped;
+    }
     let (d_tuple, u_tuple) = (&d.tuple, &u.tuple);
     let flags = u32::from(d.flags) | (u32::from(u.flags) << 8) | (by << PAIRED_BY_SHIFT);
     // A multiplexed read's bytes are not one request's: unknown (0).
-    let (req_arrival, req_bytes) = if mux_in {
-        (pairing::arrival(u.mux_arrival, req_in), 0)
+    let (req_arrival, req_bytes) = if let Some(c) = claim {
+        (c.arrival, 0)
+    } else if mux_in {
+        (req_in, 0)
     } else {
         (d.in_arrival.min(req_in), d.in_bytes)
     };

@@ -11,12 +11,12 @@ use aya_ebpf::{
 };
 use smp_common::{
     counters::Counter,
-    cpu::{Running, ThreadCpu},
+    cpu::{waits, Running, ThreadCpu},
     event::{EventKind, ProcessExec, ProcessExit, ProcessFork},
 };
 
 use crate::{
-    kernel::{btf_task_ids, btf_u64, task_ids, ProbeError},
+    kernel::{btf_task_ids, btf_u32, btf_u64, task_ids, ProbeError},
     maps::{count, emit, header, is_target, offsets, tracked_since, Wake, RUNNING, THREAD_CPU},
 };
 
@@ -54,13 +54,14 @@ pub fn on_switch(preempt: bool, prev: u64, next: u64) -> Result<(), ProbeError> 
         // Charge what the scheduler charged (it updated `prev` before this tracepoint):
         // excludes IRQ and steal time, like /proc/<pid>/stat and thread CPU clocks.
         let exec = btf_u64(prev, o.task_sum_exec);
+        let block = u32::from(waits(preempt, btf_u32(prev, o.task_state)));
         match THREAD_CPU.get_ptr_mut(&prev_tid) {
             // SAFETY: only the CPU that ran the thread updates its entry.
             Some(entry) => unsafe {
                 (*entry).on_cpu_ns += exec.saturating_sub((*entry).last_exec);
                 (*entry).last_exec = exec;
                 (*entry).switches += 1;
-                (*entry).blocks += u32::from(!preempt);
+                (*entry).blocks += block;
             },
             None => {
                 // First sight: from its arrival if seen, from birth if born after tracking
@@ -81,7 +82,7 @@ pub fn on_switch(preempt: bool, prev: u64, next: u64) -> Result<(), ProbeError> 
                     switches: 1,
                     on_cpu_ns: exec.saturating_sub(base),
                     last_exec: exec,
-                    blocks: u32::from(!preempt),
+                    blocks: block,
                     _pad: 0,
                 };
                 if THREAD_CPU.insert(&prev_tid, &fresh, 0).is_err() {

@@ -288,7 +288,7 @@ pub fn on_sys_exit(ctx: &RawTracePointContext) -> Result<(), ProbeError> {
     };
     charge(tgid, &pending, ret, now.saturating_sub(pending.since_ns));
     if pending.at_exit != 0 {
-        hop::on_write_exit(&pending, now, pid_tgid);
+        hop::on_write_exit(ctx, &pending, now, pid_tgid);
     }
     if kind.is_ingress() {
         on_read_done(ctx, &pending, kind, ret, now, pid_tgid, o);
@@ -459,7 +459,7 @@ pub fn on_sock_io(ctx: &RawTracePointContext, ingress: bool) -> Result<(), Probe
                 let now = unsafe { bpf_ktime_get_ns() };
                 charge(tgid, &started, ret, now.saturating_sub(started.since_ns));
                 if started.at_exit != 0 {
-                    hop::on_write_exit(&started, now, pid_tgid);
+                    hop::on_write_exit(ctx, &started, now, pid_tgid);
                 }
                 return Ok(());
             }
