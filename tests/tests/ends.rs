@@ -228,7 +228,11 @@ fn h2c_between_traefik_and_haproxy_sidecars() {
 /// back, its responses meanwhile left to alternation (unmatched, counted). Since trust is
 /// judged over a recent window (docs/hops.md, Pairing: Trust; a burst of 80 forgotten
 /// after about 800 agreeing claims), 96.94-97.85 % in 6 runs (2026-12-07), none wrong, the
-/// claims agreeing on 99.9-100 %. Held to 90 % paired.
+/// claims agreeing on 99.9-100 %; but 79.89-97.00 % over 11 runs after, 73-87 % on a fresh
+/// VM: its claims disagree 8-17 times in each CPU's first 64 judgments (it opens its
+/// connections then), right all the same, and the window charged each 32 judgments. Since 64
+/// agreeing judgments in a row forgive a burst (2026-12-08), 96.71-97.01 % in 3 runs, none
+/// wrong. Held to 90 % paired.
 #[test]
 fn h2_inside_mtls_between_traefik_and_haproxy_sidecars() {
     if !require_root("h2_inside_mtls_between_traefik_and_haproxy_sidecars") {
