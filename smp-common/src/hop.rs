@@ -666,8 +666,8 @@ pub const HINT_JUDGED_AFTER: u64 = 32;
 /// run, lost one CPU's trust to a burst and did not win it back before the run ended, which
 /// paired 52 % of its outbound exchanges instead of 91–98 %. Without the forgiving run, a
 /// burst at the start cost 32 judgments per disagreement: haproxy's claims disagree 8–17
-/// times in each CPU's first 64 judgments while it opens its upstream connections, and
-/// right all the same, then on about 1 in 1 000, and its outbound paired 73–87 %.)
+/// times in each CPU's first 64 judgments, while it opens its upstream connections, though
+/// they are right, and seldom after; its outbound paired 73–87 %.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Trust {
@@ -684,8 +684,8 @@ pub const TRUST_WINDOW: u32 = 1024;
 /// Agreeing judgments in a row after which a [`Trust`] forgives the disagreements before
 /// them beyond its bar. Claims that agree 90 % of the time at random make such a run once
 /// in about 8 500 judgments, 93.75 % once in about 1 000 (each then trusted until the bar
-/// fails again: after 0.15 % and 3.7 % of their judgments), 99.4 % once in about 80
-/// (unit-tested).
+/// fails again: after 0.15 % and 3.7 % of their judgments, unit-tested), 99.4 % once in
+/// about 80.
 pub const CLEAN_RUN: u32 = 64;
 
 impl Trust {
